@@ -1,0 +1,2 @@
+//! Model file readers: the only crate that knows model file formats. Each reader turns a file into
+//! a [`kiln_ir::Model`] (graph + weights) or an error naming every problem and where it is.

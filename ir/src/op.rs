@@ -1,0 +1,712 @@
+//! The operator set. Ops follow the ONNX operator spec (names, attributes, defaults, numpy
+//! broadcasting) wherever ONNX has the op; the rest live in the `kiln` domain, documented here.
+//!
+//! Static parameters that ONNX passes as constant inputs in recent opsets (Reshape's shape, Slice's
+//! starts/ends, Unsqueeze's axes, Pad's pads, Clip's bounds, Resize's scales, …) are attributes here:
+//! shapes are static, so frontends resolve those inputs at load time.
+//!
+//! [`Op::from_parts`] and [`Op::to_parts`] are the one place that maps attribute names, types and
+//! defaults; shape inference and reference evaluation live in [`crate::ops`].
+
+use crate::attr::{AttrReader, AttrWriter, Attrs};
+use crate::dtype::DType;
+
+/// Elementwise ops of two inputs with numpy broadcasting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Max,
+    Min,
+    /// Produces bool.
+    Equal,
+    /// Produces bool.
+    Less,
+}
+
+/// Elementwise ops of one f32 input. Parameters are part of the op.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UnaryOp {
+    Sqrt,
+    Reciprocal,
+    Neg,
+    Abs,
+    Exp,
+    Log,
+    Tanh,
+    Erf,
+    Sigmoid,
+    Relu,
+    /// x·σ(x) (kiln domain; ONNX spells it Mul(x, Sigmoid(x))).
+    Silu,
+    LeakyRelu { alpha: f32 },
+    /// λ·(x if x > 0 else α·(eˣ − 1)).
+    Selu { alpha: f32, gamma: f32 },
+    /// GELU; `tanh` selects the tanh approximation.
+    Gelu { tanh: bool },
+    /// Clamp to [min, max]; an absent bound is no bound.
+    Clip { min: Option<f32>, max: Option<f32> },
+}
+
+/// Which reduction a `Reduce*` op computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+    L2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PadMode {
+    Constant,
+    Reflect,
+    Edge,
+}
+
+/// Resize's coordinate transformation (ONNX names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoordTransform {
+    HalfPixel,
+    Asymmetric,
+    AlignCorners,
+    PytorchHalfPixel,
+}
+
+/// Resize's rounding of nearest source coordinates (ONNX names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NearestMode {
+    RoundPreferFloor,
+    RoundPreferCeil,
+    Floor,
+    Ceil,
+}
+
+/// One operator with its attributes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// Where(cond: bool, x, y), broadcast.
+    Where,
+    /// Element type conversion.
+    Cast { to: DType },
+    Identity,
+    /// Batched, broadcasting matrix product (numpy matmul).
+    MatMul,
+    /// alpha·op(A)·op(B) + beta·C, A and B 2-D, C unidirectionally broadcast to the result.
+    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    /// 2-D convolution, NCHW, weights [M, C/group, kH, kW], optional bias [M].
+    /// `pads` is [top, left, bottom, right].
+    Conv { strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize },
+    /// `pads` is ONNX's [x1_begin, x2_begin, …, x1_end, x2_end, …]; negative pads crop.
+    Pad { mode: PadMode, pads: Vec<i64>, value: f32 },
+    /// Inference BatchNormalization(x, scale, bias, mean, var) over axis 1.
+    BatchNormalization { epsilon: f32 },
+    /// LayerNormalization(x, scale, bias?) over the axes from `axis` to the last.
+    LayerNormalization { axis: i64, epsilon: f32 },
+    /// RMSNormalization(x, scale) over the axes from `axis` to the last (ONNX opset 23).
+    RmsNormalization { axis: i64, epsilon: f32 },
+    /// GroupNormalization(x, scale[C], bias[C]) with ONNX opset-21 semantics (per-channel affine).
+    GroupNormalization { num_groups: usize, epsilon: f32 },
+    /// InstanceNormalization(x, scale[C], bias[C]): statistics over the spatial axes.
+    InstanceNormalization { epsilon: f32 },
+    Softmax { axis: i64 },
+    LogSoftmax { axis: i64 },
+    /// ReduceMean/Sum/Max/L2. `axes: None` reduces every axis (unless `noop_with_empty_axes`).
+    Reduce { kind: ReduceKind, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    /// ONNX Reshape with a static target: 0 copies the input dimension (unless `allowzero`), -1 is
+    /// inferred.
+    Reshape { shape: Vec<i64>, allowzero: bool },
+    Transpose { perm: Option<Vec<usize>> },
+    Concat { axis: i64 },
+    /// Split along `axis` into `split` sizes, or into `num_outputs` near-equal parts (ONNX 18).
+    Split { axis: i64, split: Option<Vec<usize>>, num_outputs: usize },
+    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Option<Vec<i64>>, steps: Option<Vec<i64>> },
+    /// Gather(data, indices: i64) along `axis`; negative indices count from the end.
+    Gather { axis: i64 },
+    Unsqueeze { axes: Vec<i64> },
+    Squeeze { axes: Option<Vec<i64>> },
+    Expand { shape: Vec<i64> },
+    Flatten { axis: i64 },
+    /// Nearest-neighbour Resize with static `scales` or `sizes` (exactly one).
+    Resize {
+        scales: Option<Vec<f32>>,
+        sizes: Option<Vec<usize>>,
+        coordinate_transformation_mode: CoordTransform,
+        nearest_mode: NearestMode,
+    },
+    /// kiln: Unified Normalization at inference, y = γ·x/√(running_var + ε) + β along `axis`
+    /// (inputs x, scale, bias, running_var, each parameter of x's size along `axis`).
+    UnifiedNorm { axis: i64, epsilon: f32 },
+    /// kiln: PowerNorm at inference with GroupScaling (inputs x, scale, bias, running_phi over the
+    /// last axis): GS(x)_g = x_g/√(mean_g(x_g²) + group_epsilon) per token over `groups` contiguous
+    /// groups of the last axis, then y = γ·GS(x)/√(running_phi + ε) + β.
+    PowerNorm { groups: usize, epsilon: f32, group_epsilon: f32 },
+    /// kiln: EvoNorm-S0 (inputs x NCHW, v, gamma, beta, each [C]):
+    /// y = x·σ(v·x)/√(Var_{group,H,W}(x) + ε)·γ + β, with `groups` channel groups.
+    EvoNormS0 { groups: usize, epsilon: f32 },
+    /// kiln: EvoNorm-B0 at inference (inputs x NCHW, v, gamma, beta, running_var, each [C]):
+    /// y = x / max(√(running_var + ε), v·x + √(Var_{H,W}(x) + ε))·γ + β.
+    EvoNormB0 { epsilon: f32 },
+    /// kiln: Region Normalization, RN-B (inputs x NCHW, mask [N,1,H,W] with 1 = foreground,
+    /// gamma_fg, beta_fg, gamma_bg, beta_bg each [C]). Per region r ∈ {fg, bg} and channel:
+    /// rn = (x − μ_r)/√(σ²_r + ε) inside r, 0 outside; y = Σ_r rn_r·(1 + γ_r) + β_r.
+    RegionNorm { epsilon: f32 },
+}
+
+/// Every op name the IR accepts, for error messages and suggestions.
+pub const OP_NAMES: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Where", "Cast", "Identity",
+    "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid", "Relu", "Silu",
+    "LeakyRelu", "Selu", "Gelu", "Clip", "MatMul", "Gemm", "Conv", "Pad", "BatchNormalization",
+    "LayerNormalization", "RMSNormalization", "GroupNormalization", "InstanceNormalization",
+    "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Reshape",
+    "Transpose", "Concat", "Split", "Slice", "Gather", "Unsqueeze", "Squeeze", "Expand", "Flatten",
+    "Resize", "UnifiedNorm", "PowerNorm", "EvoNormS0", "EvoNormB0", "RegionNorm",
+];
+
+const SELU_ALPHA: f32 = 1.673_263_2;
+const SELU_GAMMA: f32 = 1.050_701;
+
+impl Op {
+    /// The op's name as model files spell it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(u) => match u {
+                UnaryOp::Sqrt => "Sqrt",
+                UnaryOp::Reciprocal => "Reciprocal",
+                UnaryOp::Neg => "Neg",
+                UnaryOp::Abs => "Abs",
+                UnaryOp::Exp => "Exp",
+                UnaryOp::Log => "Log",
+                UnaryOp::Tanh => "Tanh",
+                UnaryOp::Erf => "Erf",
+                UnaryOp::Sigmoid => "Sigmoid",
+                UnaryOp::Relu => "Relu",
+                UnaryOp::Silu => "Silu",
+                UnaryOp::LeakyRelu { .. } => "LeakyRelu",
+                UnaryOp::Selu { .. } => "Selu",
+                UnaryOp::Gelu { .. } => "Gelu",
+                UnaryOp::Clip { .. } => "Clip",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "Add",
+                BinaryOp::Sub => "Sub",
+                BinaryOp::Mul => "Mul",
+                BinaryOp::Div => "Div",
+                BinaryOp::Pow => "Pow",
+                BinaryOp::Max => "Max",
+                BinaryOp::Min => "Min",
+                BinaryOp::Equal => "Equal",
+                BinaryOp::Less => "Less",
+            },
+            Op::Where => "Where",
+            Op::Cast { .. } => "Cast",
+            Op::Identity => "Identity",
+            Op::MatMul => "MatMul",
+            Op::Gemm { .. } => "Gemm",
+            Op::Conv { .. } => "Conv",
+            Op::Pad { .. } => "Pad",
+            Op::BatchNormalization { .. } => "BatchNormalization",
+            Op::LayerNormalization { .. } => "LayerNormalization",
+            Op::RmsNormalization { .. } => "RMSNormalization",
+            Op::GroupNormalization { .. } => "GroupNormalization",
+            Op::InstanceNormalization { .. } => "InstanceNormalization",
+            Op::Softmax { .. } => "Softmax",
+            Op::LogSoftmax { .. } => "LogSoftmax",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Mean => "ReduceMean",
+                ReduceKind::Sum => "ReduceSum",
+                ReduceKind::Max => "ReduceMax",
+                ReduceKind::L2 => "ReduceL2",
+            },
+            Op::Reshape { .. } => "Reshape",
+            Op::Transpose { .. } => "Transpose",
+            Op::Concat { .. } => "Concat",
+            Op::Split { .. } => "Split",
+            Op::Slice { .. } => "Slice",
+            Op::Gather { .. } => "Gather",
+            Op::Unsqueeze { .. } => "Unsqueeze",
+            Op::Squeeze { .. } => "Squeeze",
+            Op::Expand { .. } => "Expand",
+            Op::Flatten { .. } => "Flatten",
+            Op::Resize { .. } => "Resize",
+            Op::UnifiedNorm { .. } => "UnifiedNorm",
+            Op::PowerNorm { .. } => "PowerNorm",
+            Op::EvoNormS0 { .. } => "EvoNormS0",
+            Op::EvoNormB0 { .. } => "EvoNormB0",
+            Op::RegionNorm { .. } => "RegionNorm",
+        }
+    }
+
+    /// How many inputs the op takes: (fewest, most).
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Unary(_) | Op::Cast { .. } | Op::Identity => (1, 1),
+            Op::Binary(_) | Op::MatMul => (2, 2),
+            Op::Where => (3, 3),
+            Op::Gemm { .. } => (2, 3),
+            Op::Conv { .. } => (2, 3),
+            Op::Pad { .. } => (1, 1),
+            Op::BatchNormalization { .. } => (5, 5),
+            Op::LayerNormalization { .. } => (2, 3),
+            Op::RmsNormalization { .. } => (2, 2),
+            Op::GroupNormalization { .. } | Op::InstanceNormalization { .. } => (3, 3),
+            Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reduce { .. } => (1, 1),
+            Op::Reshape { .. } | Op::Transpose { .. } => (1, 1),
+            Op::Concat { .. } => (1, usize::MAX),
+            Op::Split { .. } | Op::Slice { .. } => (1, 1),
+            Op::Gather { .. } => (2, 2),
+            Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Expand { .. } | Op::Flatten { .. } => (1, 1),
+            Op::Resize { .. } => (1, 1),
+            Op::UnifiedNorm { .. } | Op::PowerNorm { .. } => (4, 4),
+            Op::EvoNormS0 { .. } => (4, 4),
+            Op::EvoNormB0 { .. } => (5, 5),
+            Op::RegionNorm { .. } => (6, 6),
+        }
+    }
+
+    /// How many outputs the op produces.
+    pub fn num_outputs(&self) -> usize {
+        match self {
+            Op::Split { num_outputs, .. } => *num_outputs,
+            _ => 1,
+        }
+    }
+
+    /// Builds an op from its name and generic attributes, applying ONNX defaults. Unknown names and
+    /// attributes are errors with a suggestion of the nearest known name.
+    pub fn from_parts(name: &str, attrs: &Attrs) -> Result<Op, String> {
+        let mut r = AttrReader::new(name, attrs);
+        let op = match name {
+            "Add" => Op::Binary(BinaryOp::Add),
+            "Sub" => Op::Binary(BinaryOp::Sub),
+            "Mul" => Op::Binary(BinaryOp::Mul),
+            "Div" => Op::Binary(BinaryOp::Div),
+            "Pow" => Op::Binary(BinaryOp::Pow),
+            "Max" => Op::Binary(BinaryOp::Max),
+            "Min" => Op::Binary(BinaryOp::Min),
+            "Equal" => Op::Binary(BinaryOp::Equal),
+            "Less" => Op::Binary(BinaryOp::Less),
+            "Where" => Op::Where,
+            "Cast" => {
+                let to = r.string("to", "")?;
+                let to = DType::from_name(&to).ok_or_else(|| {
+                    format!("Cast needs 'to' to be one of f32, i64, bool, got {to:?}")
+                })?;
+                Op::Cast { to }
+            }
+            "Identity" => Op::Identity,
+            "Sqrt" => Op::Unary(UnaryOp::Sqrt),
+            "Reciprocal" => Op::Unary(UnaryOp::Reciprocal),
+            "Neg" => Op::Unary(UnaryOp::Neg),
+            "Abs" => Op::Unary(UnaryOp::Abs),
+            "Exp" => Op::Unary(UnaryOp::Exp),
+            "Log" => Op::Unary(UnaryOp::Log),
+            "Tanh" => Op::Unary(UnaryOp::Tanh),
+            "Erf" => Op::Unary(UnaryOp::Erf),
+            "Sigmoid" => Op::Unary(UnaryOp::Sigmoid),
+            "Relu" => Op::Unary(UnaryOp::Relu),
+            "Silu" => Op::Unary(UnaryOp::Silu),
+            "LeakyRelu" => Op::Unary(UnaryOp::LeakyRelu { alpha: r.float("alpha", 0.01)? }),
+            "Selu" => Op::Unary(UnaryOp::Selu {
+                alpha: r.float("alpha", SELU_ALPHA)?,
+                gamma: r.float("gamma", SELU_GAMMA)?,
+            }),
+            "Gelu" => {
+                let approximate = r.string("approximate", "none")?;
+                let tanh = match approximate.as_str() {
+                    "none" => false,
+                    "tanh" => true,
+                    other => {
+                        return Err(format!(
+                            "Gelu's 'approximate' must be \"none\" or \"tanh\", got {other:?}"
+                        ));
+                    }
+                };
+                Op::Unary(UnaryOp::Gelu { tanh })
+            }
+            "Clip" => Op::Unary(UnaryOp::Clip { min: r.float_opt("min")?, max: r.float_opt("max")? }),
+            "MatMul" => Op::MatMul,
+            "Gemm" => Op::Gemm {
+                alpha: r.float("alpha", 1.0)?,
+                beta: r.float("beta", 1.0)?,
+                trans_a: r.bool("transA", false)?,
+                trans_b: r.bool("transB", false)?,
+            },
+            "Conv" => {
+                let auto_pad = r.string("auto_pad", "NOTSET")?;
+                if auto_pad != "NOTSET" {
+                    return Err(format!(
+                        "Conv's auto_pad {auto_pad:?} must be resolved to explicit 'pads' by the frontend"
+                    ));
+                }
+                r.ignore("kernel_shape");
+                let strides = pair(name, "strides", r.usizes_opt("strides")?, 1)?;
+                let dilations = pair(name, "dilations", r.usizes_opt("dilations")?, 1)?;
+                let pads = match r.usizes_opt("pads")? {
+                    None => [0; 4],
+                    Some(p) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
+                    Some(p) => {
+                        return Err(format!("Conv's 'pads' must have 4 values for 2-D, got {}", p.len()));
+                    }
+                };
+                if strides.contains(&0) || dilations.contains(&0) {
+                    return Err("Conv's strides and dilations must be ≥ 1".into());
+                }
+                let group = r.usize("group", 1)?;
+                if group == 0 {
+                    return Err("Conv's 'group' must be ≥ 1".into());
+                }
+                Op::Conv { strides, dilations, pads, group }
+            }
+            "Pad" => {
+                let mode = match r.string("mode", "constant")?.as_str() {
+                    "constant" => PadMode::Constant,
+                    "reflect" => PadMode::Reflect,
+                    "edge" => PadMode::Edge,
+                    other => return Err(format!("Pad's mode must be constant, reflect or edge, got {other:?}")),
+                };
+                Op::Pad { mode, pads: r.ints_required("pads")?, value: r.float("value", 0.0)? }
+            }
+            "BatchNormalization" => {
+                r.ignore("momentum");
+                r.ignore("spatial");
+                if r.bool("training_mode", false)? {
+                    return Err("BatchNormalization with training_mode=1 is not an inference op".into());
+                }
+                Op::BatchNormalization { epsilon: r.float("epsilon", 1e-5)? }
+            }
+            "LayerNormalization" => {
+                r.ignore("stash_type");
+                Op::LayerNormalization { axis: r.int("axis", -1)?, epsilon: r.float("epsilon", 1e-5)? }
+            }
+            "RMSNormalization" => {
+                r.ignore("stash_type");
+                Op::RmsNormalization { axis: r.int("axis", -1)?, epsilon: r.float("epsilon", 1e-5)? }
+            }
+            "GroupNormalization" => {
+                r.ignore("stash_type");
+                let num_groups = r.int_required("num_groups")?;
+                let num_groups = usize::try_from(num_groups)
+                    .ok()
+                    .filter(|&g| g > 0)
+                    .ok_or_else(|| format!("GroupNormalization's num_groups must be ≥ 1, got {num_groups}"))?;
+                Op::GroupNormalization { num_groups, epsilon: r.float("epsilon", 1e-5)? }
+            }
+            "InstanceNormalization" => Op::InstanceNormalization { epsilon: r.float("epsilon", 1e-5)? },
+            "Softmax" => Op::Softmax { axis: r.int("axis", -1)? },
+            "LogSoftmax" => Op::LogSoftmax { axis: r.int("axis", -1)? },
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+                let kind = match name {
+                    "ReduceMean" => ReduceKind::Mean,
+                    "ReduceSum" => ReduceKind::Sum,
+                    "ReduceMax" => ReduceKind::Max,
+                    _ => ReduceKind::L2,
+                };
+                Op::Reduce {
+                    kind,
+                    axes: r.ints_opt("axes")?,
+                    keepdims: r.bool("keepdims", true)?,
+                    noop_with_empty_axes: r.bool("noop_with_empty_axes", false)?,
+                }
+            }
+            "Reshape" => Op::Reshape { shape: r.ints_required("shape")?, allowzero: r.bool("allowzero", false)? },
+            "Transpose" => Op::Transpose { perm: r.usizes_opt("perm")? },
+            "Concat" => Op::Concat { axis: r.int_required("axis")? },
+            "Split" => {
+                let axis = r.int("axis", 0)?;
+                let split = r.usizes_opt("split")?;
+                let num_outputs = match (&split, r.int_opt("num_outputs")?) {
+                    (Some(s), Some(n)) if n as usize != s.len() => {
+                        return Err(format!("Split has {} 'split' sizes but num_outputs = {n}", s.len()));
+                    }
+                    (Some(s), _) => s.len(),
+                    (None, Some(n)) if n >= 1 => n as usize,
+                    (None, Some(n)) => return Err(format!("Split's num_outputs must be ≥ 1, got {n}")),
+                    (None, None) => return Err("Split needs 'split' sizes or 'num_outputs'".into()),
+                };
+                Op::Split { axis, split, num_outputs }
+            }
+            "Slice" => {
+                let starts = r.ints_required("starts")?;
+                let ends = r.ints_required("ends")?;
+                Op::Slice { starts, ends, axes: r.ints_opt("axes")?, steps: r.ints_opt("steps")? }
+            }
+            "Gather" => Op::Gather { axis: r.int("axis", 0)? },
+            "Unsqueeze" => Op::Unsqueeze { axes: r.ints_required("axes")? },
+            "Squeeze" => Op::Squeeze { axes: r.ints_opt("axes")? },
+            "Expand" => Op::Expand { shape: r.ints_required("shape")? },
+            "Flatten" => Op::Flatten { axis: r.int("axis", 1)? },
+            "Resize" => {
+                let mode = r.string("mode", "nearest")?;
+                if mode != "nearest" {
+                    return Err(format!("Resize supports mode \"nearest\" only, got {mode:?}"));
+                }
+                let coordinate_transformation_mode =
+                    match r.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+                        "half_pixel" => CoordTransform::HalfPixel,
+                        "asymmetric" => CoordTransform::Asymmetric,
+                        "align_corners" => CoordTransform::AlignCorners,
+                        "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+                        other => return Err(format!("Resize's coordinate_transformation_mode {other:?} is not supported")),
+                    };
+                let nearest_mode = match r.string("nearest_mode", "round_prefer_floor")?.as_str() {
+                    "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                    "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                    "floor" => NearestMode::Floor,
+                    "ceil" => NearestMode::Ceil,
+                    other => return Err(format!("Resize's nearest_mode {other:?} is not supported")),
+                };
+                let scales = r.floats_opt("scales")?;
+                let sizes = r.usizes_opt("sizes")?;
+                if scales.is_some() == sizes.is_some() {
+                    return Err("Resize needs exactly one of 'scales' and 'sizes'".into());
+                }
+                Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode }
+            }
+            "UnifiedNorm" => Op::UnifiedNorm { axis: r.int("axis", -1)?, epsilon: r.float("epsilon", 1e-5)? },
+            "PowerNorm" => Op::PowerNorm {
+                groups: positive(name, "groups", r.usize("groups", 1)?)?,
+                epsilon: r.float("epsilon", 1e-5)?,
+                group_epsilon: r.float("group_epsilon", 1e-5)?,
+            },
+            "EvoNormS0" => Op::EvoNormS0 {
+                groups: positive(name, "groups", r.usize("groups", 32)?)?,
+                epsilon: r.float("epsilon", 1e-5)?,
+            },
+            "EvoNormB0" => Op::EvoNormB0 { epsilon: r.float("epsilon", 1e-3)? },
+            "RegionNorm" => Op::RegionNorm { epsilon: r.float("epsilon", 1e-5)? },
+            _ => {
+                let hint = crate::suggest::nearest(name, OP_NAMES.iter().copied())
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default();
+                return Err(format!("unknown op '{name}'{hint}"));
+            }
+        };
+        r.finish()?;
+        Ok(op)
+    }
+
+    /// The op's name and its attributes in generic form, defaults left out;
+    /// `Op::from_parts(name, &attrs)` gives the op back.
+    pub fn to_parts(&self) -> (&'static str, Attrs) {
+        let mut w = AttrWriter::default();
+        match self {
+            Op::Unary(UnaryOp::LeakyRelu { alpha }) => w.float("alpha", *alpha, 0.01),
+            Op::Unary(UnaryOp::Selu { alpha, gamma }) => {
+                w.float("alpha", *alpha, SELU_ALPHA);
+                w.float("gamma", *gamma, SELU_GAMMA);
+            }
+            Op::Unary(UnaryOp::Gelu { tanh }) => w.string("approximate", if *tanh { "tanh" } else { "none" }, "none"),
+            Op::Unary(UnaryOp::Clip { min, max }) => {
+                if let Some(v) = min {
+                    w.float("min", *v, f32::NAN);
+                }
+                if let Some(v) = max {
+                    w.float("max", *v, f32::NAN);
+                }
+            }
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Identity | Op::MatMul => {}
+            Op::Cast { to } => w.string("to", to.name(), ""),
+            Op::Gemm { alpha, beta, trans_a, trans_b } => {
+                w.float("alpha", *alpha, 1.0);
+                w.float("beta", *beta, 1.0);
+                w.int("transA", *trans_a as i64, 0);
+                w.int("transB", *trans_b as i64, 0);
+            }
+            Op::Conv { strides, dilations, pads, group } => {
+                if strides != &[1, 1] {
+                    w.usizes("strides", strides);
+                }
+                if dilations != &[1, 1] {
+                    w.usizes("dilations", dilations);
+                }
+                if pads != &[0; 4] {
+                    w.usizes("pads", pads);
+                }
+                w.int("group", *group as i64, 1);
+            }
+            Op::Pad { mode, pads, value } => {
+                let mode = match mode {
+                    PadMode::Constant => "constant",
+                    PadMode::Reflect => "reflect",
+                    PadMode::Edge => "edge",
+                };
+                w.string("mode", mode, "constant");
+                w.ints("pads", pads);
+                w.float("value", *value, 0.0);
+            }
+            Op::BatchNormalization { epsilon } | Op::InstanceNormalization { epsilon } => {
+                w.float("epsilon", *epsilon, 1e-5)
+            }
+            Op::LayerNormalization { axis, epsilon }
+            | Op::RmsNormalization { axis, epsilon }
+            | Op::UnifiedNorm { axis, epsilon } => {
+                w.int("axis", *axis, -1);
+                w.float("epsilon", *epsilon, 1e-5);
+            }
+            Op::GroupNormalization { num_groups, epsilon } => {
+                w.int_always("num_groups", *num_groups as i64);
+                w.float("epsilon", *epsilon, 1e-5);
+            }
+            Op::Softmax { axis } | Op::LogSoftmax { axis } => w.int("axis", *axis, -1),
+            Op::Reduce { kind: _, axes, keepdims, noop_with_empty_axes } => {
+                if let Some(axes) = axes {
+                    w.ints("axes", axes);
+                }
+                w.int("keepdims", *keepdims as i64, 1);
+                w.int("noop_with_empty_axes", *noop_with_empty_axes as i64, 0);
+            }
+            Op::Reshape { shape, allowzero } => {
+                w.ints("shape", shape);
+                w.int("allowzero", *allowzero as i64, 0);
+            }
+            Op::Transpose { perm } => {
+                if let Some(perm) = perm {
+                    w.usizes("perm", perm);
+                }
+            }
+            Op::Concat { axis } => w.int_always("axis", *axis),
+            Op::Split { axis, split, num_outputs } => {
+                w.int("axis", *axis, 0);
+                match split {
+                    Some(split) => w.usizes("split", split),
+                    None => w.int_always("num_outputs", *num_outputs as i64),
+                }
+            }
+            Op::Slice { starts, ends, axes, steps } => {
+                w.ints("starts", starts);
+                w.ints("ends", ends);
+                if let Some(axes) = axes {
+                    w.ints("axes", axes);
+                }
+                if let Some(steps) = steps {
+                    w.ints("steps", steps);
+                }
+            }
+            Op::Gather { axis } => w.int("axis", *axis, 0),
+            Op::Unsqueeze { axes } => w.ints("axes", axes),
+            Op::Squeeze { axes } => {
+                if let Some(axes) = axes {
+                    w.ints("axes", axes);
+                }
+            }
+            Op::Expand { shape } => w.ints("shape", shape),
+            Op::Flatten { axis } => w.int("axis", *axis, 1),
+            Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode } => {
+                if let Some(scales) = scales {
+                    w.floats("scales", scales);
+                }
+                if let Some(sizes) = sizes {
+                    w.usizes("sizes", sizes);
+                }
+                let ctm = match coordinate_transformation_mode {
+                    CoordTransform::HalfPixel => "half_pixel",
+                    CoordTransform::Asymmetric => "asymmetric",
+                    CoordTransform::AlignCorners => "align_corners",
+                    CoordTransform::PytorchHalfPixel => "pytorch_half_pixel",
+                };
+                w.string("coordinate_transformation_mode", ctm, "half_pixel");
+                let nm = match nearest_mode {
+                    NearestMode::RoundPreferFloor => "round_prefer_floor",
+                    NearestMode::RoundPreferCeil => "round_prefer_ceil",
+                    NearestMode::Floor => "floor",
+                    NearestMode::Ceil => "ceil",
+                };
+                w.string("nearest_mode", nm, "round_prefer_floor");
+            }
+            Op::PowerNorm { groups, epsilon, group_epsilon } => {
+                w.int("groups", *groups as i64, 1);
+                w.float("epsilon", *epsilon, 1e-5);
+                w.float("group_epsilon", *group_epsilon, 1e-5);
+            }
+            Op::EvoNormS0 { groups, epsilon } => {
+                w.int("groups", *groups as i64, 32);
+                w.float("epsilon", *epsilon, 1e-5);
+            }
+            Op::EvoNormB0 { epsilon } => w.float("epsilon", *epsilon, 1e-3),
+            Op::RegionNorm { epsilon } => w.float("epsilon", *epsilon, 1e-5),
+        }
+        (self.name(), w.attrs)
+    }
+}
+
+fn pair(op: &str, attr: &str, value: Option<Vec<usize>>, default: usize) -> Result<[usize; 2], String> {
+    match value {
+        None => Ok([default; 2]),
+        Some(v) if v.len() == 2 => Ok([v[0], v[1]]),
+        Some(v) => Err(format!("{op}'s '{attr}' must have 2 values for 2-D, got {}", v.len())),
+    }
+}
+
+fn positive(op: &str, attr: &str, value: usize) -> Result<usize, String> {
+    if value == 0 { Err(format!("{op}'s '{attr}' must be ≥ 1")) } else { Ok(value) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::Attr;
+
+    #[test]
+    fn every_name_round_trips_through_parts() {
+        for &name in OP_NAMES {
+            let mut attrs = Attrs::new();
+            // The smallest attributes that make each op valid.
+            match name {
+                "Cast" => {
+                    attrs.insert("to".into(), Attr::Str("f32".into()));
+                }
+                "Pad" => {
+                    attrs.insert("pads".into(), Attr::Ints(vec![0, 1, 0, 1]));
+                }
+                "GroupNormalization" => {
+                    attrs.insert("num_groups".into(), Attr::Int(2));
+                }
+                "Reshape" | "Expand" => {
+                    attrs.insert("shape".into(), Attr::Ints(vec![2, -1]));
+                }
+                "Concat" => {
+                    attrs.insert("axis".into(), Attr::Int(1));
+                }
+                "Split" => {
+                    attrs.insert("num_outputs".into(), Attr::Int(2));
+                }
+                "Slice" => {
+                    attrs.insert("starts".into(), Attr::Ints(vec![0]));
+                    attrs.insert("ends".into(), Attr::Ints(vec![1]));
+                }
+                "Unsqueeze" => {
+                    attrs.insert("axes".into(), Attr::Ints(vec![0]));
+                }
+                "Resize" => {
+                    attrs.insert("scales".into(), Attr::Floats(vec![1.0, 1.0, 2.0, 2.0]));
+                }
+                _ => {}
+            }
+            let op = Op::from_parts(name, &attrs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(op.name(), name);
+            let (back_name, back_attrs) = op.to_parts();
+            assert_eq!(Op::from_parts(back_name, &back_attrs), Ok(op), "{name}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_get_suggestions() {
+        let err = Op::from_parts("Sofmax", &Attrs::new()).unwrap_err();
+        assert_eq!(err, "unknown op 'Sofmax' (did you mean 'Softmax'?)");
+        let mut attrs = Attrs::new();
+        attrs.insert("axsi".into(), Attr::Int(1));
+        let err = Op::from_parts("Softmax", &attrs).unwrap_err();
+        assert_eq!(err, "Softmax has no attribute 'axsi' (did you mean 'axis'?)");
+        attrs.clear();
+        attrs.insert("transB".into(), Attr::Str("yes".into()));
+        let err = Op::from_parts("Gemm", &attrs).unwrap_err();
+        assert!(err.contains("'transB' of Gemm must be an int"), "{err}");
+    }
+}

@@ -1,0 +1,1 @@
+//! kiln: a neural-network model compiler.
