@@ -115,8 +115,7 @@ impl<'a> AttrReader<'a> {
     }
 
     pub(crate) fn int_required(&mut self, name: &'static str) -> Result<i64, String> {
-        self.int_opt(name)?
-            .ok_or_else(|| format!("{} needs the int attribute '{name}'", self.op))
+        self.int_opt(name)?.ok_or_else(|| format!("{} needs the int attribute '{name}'", self.op))
     }
 
     pub(crate) fn bool(&mut self, name: &'static str, default: bool) -> Result<bool, String> {
@@ -165,8 +164,7 @@ impl<'a> AttrReader<'a> {
     }
 
     pub(crate) fn ints_required(&mut self, name: &'static str) -> Result<Vec<i64>, String> {
-        self.ints_opt(name)?
-            .ok_or_else(|| format!("{} needs the list attribute '{name}'", self.op))
+        self.ints_opt(name)?.ok_or_else(|| format!("{} needs the list attribute '{name}'", self.op))
     }
 
     /// A list of non-negative ints.

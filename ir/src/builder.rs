@@ -96,10 +96,16 @@ impl GraphBuilder {
                 let kind = if is_input { NodeKind::Input } else { NodeKind::Weight };
                 let what = if is_input { "input" } else { "weight" };
                 if decl.name.is_empty() {
-                    diags.push(Diagnostic { location: decl.location.clone(), message: format!("{what} has an empty name") });
+                    diags.push(Diagnostic {
+                        location: decl.location.clone(),
+                        message: format!("{what} has an empty name"),
+                    });
                 }
                 if let Err(e) = decl.ty.check_size() {
-                    diags.push(Diagnostic { location: decl.location.clone(), message: format!("{what} '{}': {e}", decl.name) });
+                    diags.push(Diagnostic {
+                        location: decl.location.clone(),
+                        message: format!("{what} '{}': {e}", decl.name),
+                    });
                 }
                 let outputs = vec![ValueInfo { name: decl.name.clone(), ty: decl.ty.clone() }];
                 let id = dag.add_node(Node { name: decl.name.clone(), kind, outputs });
@@ -124,15 +130,15 @@ impl GraphBuilder {
                 // A placeholder that is never inspected: the node stays untyped.
                 Err(_) => NodeKind::Op(Op::Identity),
             };
-            let outputs = decl
-                .outputs
-                .iter()
-                .map(|name| ValueInfo { name: name.clone(), ty: TensorType::f32([]) })
-                .collect();
+            let outputs =
+                decl.outputs.iter().map(|name| ValueInfo { name: name.clone(), ty: TensorType::f32([]) }).collect();
             let id = dag.add_node(Node { name: decl.name.clone(), kind, outputs });
             for (port, out) in decl.outputs.iter().enumerate() {
                 if out.is_empty() {
-                    diags.push(Diagnostic { location: decl.location.clone(), message: format!("output {port} has an empty name") });
+                    diags.push(Diagnostic {
+                        location: decl.location.clone(),
+                        message: format!("output {port} has an empty name"),
+                    });
                 }
                 define(&mut diags, out, (id, port), &decl.location);
             }
@@ -183,7 +189,10 @@ impl GraphBuilder {
                 Some(&(node, port, _)) => {
                     let value = Value { node, port };
                     if graph.outputs.contains(&value) {
-                        diags.push(Diagnostic { location: location.clone(), message: format!("output '{tensor}' is listed twice") });
+                        diags.push(Diagnostic {
+                            location: location.clone(),
+                            message: format!("output '{tensor}' is listed twice"),
+                        });
                     }
                     graph.outputs.push(value);
                 }
@@ -205,8 +214,17 @@ impl GraphBuilder {
                 let mut names: Vec<&str> = scc.iter().map(|&id| dag[id].name.as_str()).collect();
                 names.sort();
                 let first = scc.iter().min().copied().unwrap_or(scc[0]);
-                let location = self.nodes.iter().zip(&node_ids).find(|&(_, &id)| id == first).map(|(d, _)| d.location.clone()).unwrap_or_default();
-                diags.push(Diagnostic { location, message: format!("the graph has a cycle through nodes {}", names.join(", ")) });
+                let location = self
+                    .nodes
+                    .iter()
+                    .zip(&node_ids)
+                    .find(|&(_, &id)| id == first)
+                    .map(|(d, _)| d.location.clone())
+                    .unwrap_or_default();
+                diags.push(Diagnostic {
+                    location,
+                    message: format!("the graph has a cycle through nodes {}", names.join(", ")),
+                });
                 in_cycle.extend(scc);
             }
         }

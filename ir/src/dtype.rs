@@ -81,9 +81,7 @@ impl TensorType {
             total = total.saturating_mul(d as u128);
         }
         if total > MAX_ELEMENTS as u128 {
-            return Err(format!(
-                "{self} has {total} elements, more than the limit of {MAX_ELEMENTS}"
-            ));
+            return Err(format!("{self} has {total} elements, more than the limit of {MAX_ELEMENTS}"));
         }
         Ok(())
     }

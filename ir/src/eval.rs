@@ -33,7 +33,10 @@ pub fn check_inputs<'a>(graph: &Graph, inputs: &'a [(String, Tensor)]) -> Result
     }
     if let Some(name) = by_name.keys().min() {
         let known: Vec<&str> = graph.inputs().iter().map(|&id| graph.node(id).name.as_str()).collect();
-        return Err(Error::new(format!("input '{name}'"), format!("is not an input of the model (inputs: {})", known.join(", "))));
+        return Err(Error::new(
+            format!("input '{name}'"),
+            format!("is not an input of the model (inputs: {})", known.join(", ")),
+        ));
     }
     Ok(ordered)
 }
@@ -61,27 +64,41 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[(String, Tensor)]) -> Res
         match &node.kind {
             NodeKind::Input => {}
             NodeKind::Weight => {
-                let tensor = weights.get(&node.name).cloned().ok_or_else(|| Error::new(format!("weight '{}'", node.name), "has no data"))?;
+                let tensor = weights
+                    .get(&node.name)
+                    .cloned()
+                    .ok_or_else(|| Error::new(format!("weight '{}'", node.name), "has no data"))?;
                 values.insert(Value { node: id, port: 0 }, tensor);
             }
             NodeKind::Op(op) => {
                 let input_values = graph.node_inputs(id);
                 let args: Vec<Arc<Tensor>> = input_values
                     .iter()
-                    .map(|v| values.get(v).cloned().ok_or_else(|| Error::new(format!("node '{}'", node.name), "reads a value that was never computed")))
+                    .map(|v| {
+                        values.get(v).cloned().ok_or_else(|| {
+                            Error::new(format!("node '{}'", node.name), "reads a value that was never computed")
+                        })
+                    })
                     .collect::<Result<_>>()?;
                 let arg_refs: Vec<&Tensor> = args.iter().map(|t| t.as_ref()).collect();
-                let outputs = op
-                    .eval(&arg_refs)
-                    .map_err(|e| Error::new(format!("node '{}' ({})", node.name, op.name()), e))?;
+                let outputs =
+                    op.eval(&arg_refs).map_err(|e| Error::new(format!("node '{}' ({})", node.name, op.name()), e))?;
                 if outputs.len() != node.outputs.len() {
-                    return Err(Error::new(format!("node '{}'", node.name), format!("produced {} outputs, expected {}", outputs.len(), node.outputs.len())));
+                    return Err(Error::new(
+                        format!("node '{}'", node.name),
+                        format!("produced {} outputs, expected {}", outputs.len(), node.outputs.len()),
+                    ));
                 }
                 for (port, (tensor, info)) in outputs.into_iter().zip(&node.outputs).enumerate() {
                     if tensor.ty() != info.ty {
                         return Err(Error::new(
                             format!("node '{}' ({})", node.name, op.name()),
-                            format!("internal error: output '{}' evaluated to {} but was inferred as {}", info.name, tensor.ty(), info.ty),
+                            format!(
+                                "internal error: output '{}' evaluated to {} but was inferred as {}",
+                                info.name,
+                                tensor.ty(),
+                                info.ty
+                            ),
                         ));
                     }
                     values.insert(Value { node: id, port }, Arc::new(tensor));
@@ -102,7 +119,10 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[(String, Tensor)]) -> Res
         .iter()
         .map(|&v| {
             let name = graph.value_name(v).to_string();
-            let tensor = values.get(&v).map(|t| t.as_ref().clone()).ok_or_else(|| Error::new(format!("output '{name}'"), "was never computed"))?;
+            let tensor = values
+                .get(&v)
+                .map(|t| t.as_ref().clone())
+                .ok_or_else(|| Error::new(format!("output '{name}'"), "was never computed"))?;
             Ok((name, tensor))
         })
         .collect()

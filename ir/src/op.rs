@@ -42,13 +42,23 @@ pub enum UnaryOp {
     Relu,
     /// x·σ(x) (kiln domain; ONNX spells it Mul(x, Sigmoid(x))).
     Silu,
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     /// λ·(x if x > 0 else α·(eˣ − 1)).
-    Selu { alpha: f32, gamma: f32 },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
     /// GELU; `tanh` selects the tanh approximation.
-    Gelu { tanh: bool },
+    Gelu {
+        tanh: bool,
+    },
     /// Clamp to [min, max]; an absent bound is no bound.
-    Clip { min: Option<f32>, max: Option<f32> },
+    Clip {
+        min: Option<f32>,
+        max: Option<f32>,
+    },
 }
 
 /// Which reduction a `Reduce*` op computes.
@@ -93,45 +103,109 @@ pub enum Op {
     /// Where(cond: bool, x, y), broadcast.
     Where,
     /// Element type conversion.
-    Cast { to: DType },
+    Cast {
+        to: DType,
+    },
     Identity,
     /// Batched, broadcasting matrix product (numpy matmul).
     MatMul,
     /// alpha·op(A)·op(B) + beta·C, A and B 2-D, C unidirectionally broadcast to the result.
-    Gemm { alpha: f32, beta: f32, trans_a: bool, trans_b: bool },
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
     /// 2-D convolution, NCHW, weights [M, C/group, kH, kW], optional bias [M].
     /// `pads` is [top, left, bottom, right].
-    Conv { strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize },
+    Conv {
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: [usize; 4],
+        group: usize,
+    },
     /// `pads` is ONNX's [x1_begin, x2_begin, …, x1_end, x2_end, …]; negative pads crop.
-    Pad { mode: PadMode, pads: Vec<i64>, value: f32 },
+    Pad {
+        mode: PadMode,
+        pads: Vec<i64>,
+        value: f32,
+    },
     /// Inference BatchNormalization(x, scale, bias, mean, var) over axis 1.
-    BatchNormalization { epsilon: f32 },
+    BatchNormalization {
+        epsilon: f32,
+    },
     /// LayerNormalization(x, scale, bias?) over the axes from `axis` to the last.
-    LayerNormalization { axis: i64, epsilon: f32 },
+    LayerNormalization {
+        axis: i64,
+        epsilon: f32,
+    },
     /// RMSNormalization(x, scale) over the axes from `axis` to the last (ONNX opset 23).
-    RmsNormalization { axis: i64, epsilon: f32 },
+    RmsNormalization {
+        axis: i64,
+        epsilon: f32,
+    },
     /// GroupNormalization(x, scale[C], bias[C]) with ONNX opset-21 semantics (per-channel affine).
-    GroupNormalization { num_groups: usize, epsilon: f32 },
+    GroupNormalization {
+        num_groups: usize,
+        epsilon: f32,
+    },
     /// InstanceNormalization(x, scale[C], bias[C]): statistics over the spatial axes.
-    InstanceNormalization { epsilon: f32 },
-    Softmax { axis: i64 },
-    LogSoftmax { axis: i64 },
+    InstanceNormalization {
+        epsilon: f32,
+    },
+    Softmax {
+        axis: i64,
+    },
+    LogSoftmax {
+        axis: i64,
+    },
     /// ReduceMean/Sum/Max/L2. `axes: None` reduces every axis (unless `noop_with_empty_axes`).
-    Reduce { kind: ReduceKind, axes: Option<Vec<i64>>, keepdims: bool, noop_with_empty_axes: bool },
+    Reduce {
+        kind: ReduceKind,
+        axes: Option<Vec<i64>>,
+        keepdims: bool,
+        noop_with_empty_axes: bool,
+    },
     /// ONNX Reshape with a static target: 0 copies the input dimension (unless `allowzero`), -1 is
     /// inferred.
-    Reshape { shape: Vec<i64>, allowzero: bool },
-    Transpose { perm: Option<Vec<usize>> },
-    Concat { axis: i64 },
+    Reshape {
+        shape: Vec<i64>,
+        allowzero: bool,
+    },
+    Transpose {
+        perm: Option<Vec<usize>>,
+    },
+    Concat {
+        axis: i64,
+    },
     /// Split along `axis` into `split` sizes, or into `num_outputs` near-equal parts (ONNX 18).
-    Split { axis: i64, split: Option<Vec<usize>>, num_outputs: usize },
-    Slice { starts: Vec<i64>, ends: Vec<i64>, axes: Option<Vec<i64>>, steps: Option<Vec<i64>> },
+    Split {
+        axis: i64,
+        split: Option<Vec<usize>>,
+        num_outputs: usize,
+    },
+    Slice {
+        starts: Vec<i64>,
+        ends: Vec<i64>,
+        axes: Option<Vec<i64>>,
+        steps: Option<Vec<i64>>,
+    },
     /// Gather(data, indices: i64) along `axis`; negative indices count from the end.
-    Gather { axis: i64 },
-    Unsqueeze { axes: Vec<i64> },
-    Squeeze { axes: Option<Vec<i64>> },
-    Expand { shape: Vec<i64> },
-    Flatten { axis: i64 },
+    Gather {
+        axis: i64,
+    },
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Expand {
+        shape: Vec<i64>,
+    },
+    Flatten {
+        axis: i64,
+    },
     /// Nearest-neighbour Resize with static `scales` or `sizes` (exactly one).
     Resize {
         scales: Option<Vec<f32>>,
@@ -141,32 +215,97 @@ pub enum Op {
     },
     /// kiln: Unified Normalization at inference, y = γ·x/√(running_var + ε) + β along `axis`
     /// (inputs x, scale, bias, running_var, each parameter of x's size along `axis`).
-    UnifiedNorm { axis: i64, epsilon: f32 },
+    UnifiedNorm {
+        axis: i64,
+        epsilon: f32,
+    },
     /// kiln: PowerNorm at inference with GroupScaling (inputs x, scale, bias, running_phi over the
     /// last axis): GS(x)_g = x_g/√(mean_g(x_g²) + group_epsilon) per token over `groups` contiguous
     /// groups of the last axis, then y = γ·GS(x)/√(running_phi + ε) + β.
-    PowerNorm { groups: usize, epsilon: f32, group_epsilon: f32 },
+    PowerNorm {
+        groups: usize,
+        epsilon: f32,
+        group_epsilon: f32,
+    },
     /// kiln: EvoNorm-S0 (inputs x NCHW, v, gamma, beta, each [C]):
     /// y = x·σ(v·x)/√(Var_{group,H,W}(x) + ε)·γ + β, with `groups` channel groups.
-    EvoNormS0 { groups: usize, epsilon: f32 },
+    EvoNormS0 {
+        groups: usize,
+        epsilon: f32,
+    },
     /// kiln: EvoNorm-B0 at inference (inputs x NCHW, v, gamma, beta, running_var, each [C]):
     /// y = x / max(√(running_var + ε), v·x + √(Var_{H,W}(x) + ε))·γ + β.
-    EvoNormB0 { epsilon: f32 },
+    EvoNormB0 {
+        epsilon: f32,
+    },
     /// kiln: Region Normalization, RN-B (inputs x NCHW, mask [N,1,H,W] with 1 = foreground,
     /// gamma_fg, beta_fg, gamma_bg, beta_bg each [C]). Per region r ∈ {fg, bg} and channel:
     /// rn = (x − μ_r)/√(σ²_r + ε) inside r, 0 outside; y = Σ_r rn_r·(1 + γ_r) + β_r.
-    RegionNorm { epsilon: f32 },
+    RegionNorm {
+        epsilon: f32,
+    },
 }
 
 /// Every op name the IR accepts, for error messages and suggestions.
 pub const OP_NAMES: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Where", "Cast", "Identity",
-    "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid", "Relu", "Silu",
-    "LeakyRelu", "Selu", "Gelu", "Clip", "MatMul", "Gemm", "Conv", "Pad", "BatchNormalization",
-    "LayerNormalization", "RMSNormalization", "GroupNormalization", "InstanceNormalization",
-    "Softmax", "LogSoftmax", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceL2", "Reshape",
-    "Transpose", "Concat", "Split", "Slice", "Gather", "Unsqueeze", "Squeeze", "Expand", "Flatten",
-    "Resize", "UnifiedNorm", "PowerNorm", "EvoNormS0", "EvoNormB0", "RegionNorm",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Max",
+    "Min",
+    "Equal",
+    "Less",
+    "Where",
+    "Cast",
+    "Identity",
+    "Sqrt",
+    "Reciprocal",
+    "Neg",
+    "Abs",
+    "Exp",
+    "Log",
+    "Tanh",
+    "Erf",
+    "Sigmoid",
+    "Relu",
+    "Silu",
+    "LeakyRelu",
+    "Selu",
+    "Gelu",
+    "Clip",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "Pad",
+    "BatchNormalization",
+    "LayerNormalization",
+    "RMSNormalization",
+    "GroupNormalization",
+    "InstanceNormalization",
+    "Softmax",
+    "LogSoftmax",
+    "ReduceMean",
+    "ReduceSum",
+    "ReduceMax",
+    "ReduceL2",
+    "Reshape",
+    "Transpose",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Expand",
+    "Flatten",
+    "Resize",
+    "UnifiedNorm",
+    "PowerNorm",
+    "EvoNormS0",
+    "EvoNormB0",
+    "RegionNorm",
 ];
 
 const SELU_ALPHA: f32 = 1.673_263_2;
@@ -295,9 +434,8 @@ impl Op {
             "Where" => Op::Where,
             "Cast" => {
                 let to = r.string("to", "")?;
-                let to = DType::from_name(&to).ok_or_else(|| {
-                    format!("Cast needs 'to' to be one of f32, i64, bool, got {to:?}")
-                })?;
+                let to = DType::from_name(&to)
+                    .ok_or_else(|| format!("Cast needs 'to' to be one of f32, i64, bool, got {to:?}"))?;
                 Op::Cast { to }
             }
             "Identity" => Op::Identity,
@@ -313,19 +451,16 @@ impl Op {
             "Relu" => Op::Unary(UnaryOp::Relu),
             "Silu" => Op::Unary(UnaryOp::Silu),
             "LeakyRelu" => Op::Unary(UnaryOp::LeakyRelu { alpha: r.float("alpha", 0.01)? }),
-            "Selu" => Op::Unary(UnaryOp::Selu {
-                alpha: r.float("alpha", SELU_ALPHA)?,
-                gamma: r.float("gamma", SELU_GAMMA)?,
-            }),
+            "Selu" => {
+                Op::Unary(UnaryOp::Selu { alpha: r.float("alpha", SELU_ALPHA)?, gamma: r.float("gamma", SELU_GAMMA)? })
+            }
             "Gelu" => {
                 let approximate = r.string("approximate", "none")?;
                 let tanh = match approximate.as_str() {
                     "none" => false,
                     "tanh" => true,
                     other => {
-                        return Err(format!(
-                            "Gelu's 'approximate' must be \"none\" or \"tanh\", got {other:?}"
-                        ));
+                        return Err(format!("Gelu's 'approximate' must be \"none\" or \"tanh\", got {other:?}"));
                     }
                 };
                 Op::Unary(UnaryOp::Gelu { tanh })
@@ -447,14 +582,16 @@ impl Op {
                 if mode != "nearest" {
                     return Err(format!("Resize supports mode \"nearest\" only, got {mode:?}"));
                 }
-                let coordinate_transformation_mode =
-                    match r.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
-                        "half_pixel" => CoordTransform::HalfPixel,
-                        "asymmetric" => CoordTransform::Asymmetric,
-                        "align_corners" => CoordTransform::AlignCorners,
-                        "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
-                        other => return Err(format!("Resize's coordinate_transformation_mode {other:?} is not supported")),
-                    };
+                let coordinate_transformation_mode = match r
+                    .string("coordinate_transformation_mode", "half_pixel")?
+                    .as_str()
+                {
+                    "half_pixel" => CoordTransform::HalfPixel,
+                    "asymmetric" => CoordTransform::Asymmetric,
+                    "align_corners" => CoordTransform::AlignCorners,
+                    "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+                    other => return Err(format!("Resize's coordinate_transformation_mode {other:?} is not supported")),
+                };
                 let nearest_mode = match r.string("nearest_mode", "round_prefer_floor")?.as_str() {
                     "round_prefer_floor" => NearestMode::RoundPreferFloor,
                     "round_prefer_ceil" => NearestMode::RoundPreferCeil,

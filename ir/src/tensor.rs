@@ -48,11 +48,7 @@ impl Tensor {
         let expected = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
         match expected {
             Some(n) if n == data.len() => Ok(Tensor { shape, data }),
-            Some(n) => Err(format!(
-                "data has {} elements but shape {} needs {n}",
-                data.len(),
-                ShapeDisplay(&shape)
-            )),
+            Some(n) => Err(format!("data has {} elements but shape {} needs {n}", data.len(), ShapeDisplay(&shape))),
             None => Err(format!("shape {} overflows", ShapeDisplay(&shape))),
         }
     }

@@ -44,10 +44,8 @@ impl Weights {
         for &id in graph.weights() {
             let info = &graph.node(id).outputs[0];
             match self.get(&info.name) {
-                None => diags.push(Diagnostic {
-                    location: format!("weight '{}'", info.name),
-                    message: "has no data".into(),
-                }),
+                None => diags
+                    .push(Diagnostic { location: format!("weight '{}'", info.name), message: "has no data".into() }),
                 Some(t) if t.ty() != info.ty => diags.push(Diagnostic {
                     location: format!("weight '{}'", info.name),
                     message: format!("is declared {} but its data is {}", info.ty, t.ty()),
