@@ -303,6 +303,7 @@ impl<'a> Line<'a> {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Number {
     Int(i64),
     Float(f32),
@@ -316,9 +317,9 @@ impl Number {
         }
     }
 
-    fn as_int(&self) -> Option<i64> {
+    fn as_int(self) -> Option<i64> {
         match self {
-            Number::Int(v) => Some(*v),
+            Number::Int(v) => Some(v),
             Number::Float(_) => None,
         }
     }

@@ -323,7 +323,8 @@ fn text_syntax_errors_name_line_and_column() {
         ("node n = 3(x) -> z", "line 2, column 10: expected an op name, found number 3"),
         (
             "nod n = Relu(x) -> y",
-            "line 2, column 1: unknown item 'nod' (did you mean 'node'?); expected graph, input, weight, node or output",
+            "line 2, column 1: unknown item 'nod' (did you mean 'node'?); \
+             expected graph, input, weight, node or output",
         ),
         ("= x", "line 2, column 1: expected an item (graph, input, weight, node or output), found '='"),
         ("input x: f16[2]", "line 2, column 10: unknown element type 'f16' (expected f32, i64 or bool)"),
@@ -464,4 +465,16 @@ proptest! {
         let text: String = chars.into_iter().collect();
         let _ = parse(&text);
     }
+}
+
+#[test]
+fn text_docs_example_parses_and_prints_back() {
+    let doc = include_str!("../../../docs/ir-text.md");
+    let example = doc.split("```\n").nth(1).expect("docs/ir-text.md starts with an example code block");
+    let model = parse(example).unwrap_or_else(|e| panic!("{e}\n{example}"));
+    // The printer writes the same lines, without the comment.
+    let without_comments: String =
+        example.lines().map(|l| format!("{}\n", l.split('#').next().unwrap_or("").trim_end())).collect();
+    assert_eq!(print_model(&model), without_comments);
+    assert_eq!(model.weights.len(), 1);
 }
