@@ -419,13 +419,13 @@ mod tests {
 
     #[test]
     fn unary_values() {
-        let cases: &[(UnaryOp, f32, f32)] = &[
+        let cases: &[(UnaryOp, f32, f64)] = &[
             (UnaryOp::Sqrt, 6.25, 2.5),
             (UnaryOp::Reciprocal, 4.0, 0.25),
             (UnaryOp::Neg, 3.0, -3.0),
             (UnaryOp::Abs, -2.5, 2.5),
             (UnaryOp::Exp, 0.0, 1.0),
-            (UnaryOp::Exp, 1.0, std::f32::consts::E),
+            (UnaryOp::Exp, 1.0, std::f64::consts::E),
             (UnaryOp::Log, 1.0, 0.0),
             (UnaryOp::Tanh, 0.0, 0.0),
             // tanh(0.5) = (e − 1)/(e + 1).
@@ -454,7 +454,7 @@ mod tests {
             (UnaryOp::Clip { min: None, max: Some(1.0) }, -5.0, -5.0),
         ];
         for &(op, x, want) in cases {
-            let got = op.apply(x);
+            let got = op.apply(x) as f64;
             // Hand-derived constants carry 8 significant digits: 2e-7 relative (plus a tiny absolute
             // floor for exact zeros).
             assert!((got - want).abs() <= 2e-7 * want.abs() + 1e-30, "{op:?}({x}) = {got}, want {want}");
