@@ -514,6 +514,20 @@ mod tests {
     }
 
     #[test]
+    fn two_pass_f64_statistics_survive_a_large_offset() {
+        // 10000 ± 1 (exact in f32): mean 10000, variance 1, so LN gives exactly ±1. A one-pass f32
+        // E[x²] − E[x]² would lose the variance entirely (1e8 has an ulp of 8).
+        let x = t(&[1, 4], &[10001.0, 9999.0, 10001.0, 9999.0]);
+        let y = run(&Op::LayerNormalization { axis: -1, epsilon: 0.0 }, &[&x, &t(&[1], &[1.0])]);
+        assert_eq!(y, [1.0, -1.0, 1.0, -1.0]);
+        let y = run(
+            &Op::InstanceNormalization { epsilon: 0.0 },
+            &[&t(&[1, 1, 4], &[10001.0, 9999.0, 10001.0, 9999.0]), &t(&[1], &[1.0]), &t(&[1], &[0.0])],
+        );
+        assert_eq!(y, [1.0, -1.0, 1.0, -1.0]);
+    }
+
+    #[test]
     fn softmax_by_formula() {
         let x = t(&[1, 3], &[1.0, 2.0, 3.0]);
         let e = [1f64.exp(), 2f64.exp(), 3f64.exp()];
