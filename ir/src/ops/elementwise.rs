@@ -418,6 +418,29 @@ mod tests {
     }
 
     #[test]
+    fn erf_sweep_against_maclaurin_series() {
+        // An independent formula: erf(x) = 2/√π Σ (−1)ⁿ x^(2n+1) / (n!(2n+1)). For |x| ≤ 2 its largest
+        // term is below e^4 ≈ 55, so cancellation costs < 2 digits of f64: good to ~1e-14 relative.
+        let maclaurin = |x: f64| {
+            let (mut term, mut sum) = (x, x);
+            for n in 1..80 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            std::f64::consts::FRAC_2_SQRT_PI * sum
+        };
+        for i in -200..=200 {
+            let x = i as f64 / 100.0;
+            let (got, want) = (erf(x), maclaurin(x));
+            assert!(rel_err(got, want) < 1e-12, "erf({x}) = {got}, series {want}");
+            // The f32 function rounds once: within half an f32 ulp plus the f64 error, < 1e-7.
+            let x32 = x as f32;
+            let got32 = UnaryOp::Erf.apply(x32) as f64;
+            assert!(rel_err(got32, maclaurin(x32 as f64)) < 1e-7, "f32 erf({x32})");
+        }
+    }
+
+    #[test]
     fn unary_values() {
         let cases: &[(UnaryOp, f32, f64)] = &[
             (UnaryOp::Sqrt, 6.25, 2.5),
