@@ -20,7 +20,9 @@ class SM:
         u2 = (self.next() >> 11) * 2.0**-53
         return math.sqrt(-2 * math.log(u1)) * math.cos(2 * math.pi * u2)
 def f32(x): return struct.unpack('<f', struct.pack('<f', x))[0]
-def fmt(x): return repr(f32(x))
+def fmt(x):
+    # Bit pattern of the f32 (what the Rust test pins), then the value for humans.
+    return "0x%08X /* %r */" % (struct.unpack('<I', struct.pack('<f', x))[0], f32(x))
 r = SM(0); print([hex(r.next()) for _ in range(3)])
 print(hex(SM(7).next()))
 r = SM(0); print("normal0", [fmt(r.normal()) for _ in range(4)])

@@ -1014,13 +1014,12 @@ impl Reader<'_> {
                 node.attr_locs.insert(attr.to_string(), loc);
             }
         }
-        Op::from_parts(&op_name, &node.attrs).map_err(|message| {
+        Op::from_parts(&op_name, &node.attrs).inspect_err(|message| {
             // Point at the attribute the message names, if any.
             if let Some(loc) = node.attr_locs.iter().find(|(k, _)| message.contains(&format!("'{k}'"))).map(|(_, l)| l)
             {
                 node.loc = loc.clone();
             }
-            message
         })
     }
 
