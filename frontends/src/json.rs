@@ -43,7 +43,73 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: Vec::new(), base_dir }.model(&value, default_name)
+    Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name)
+}
+
+/// Keys that appear twice in one object. serde_json keeps the last silently, which would let a
+/// pasted-over `"shape"` or `"data"` pass unnoticed. `text` is valid JSON (serde_json accepted it),
+/// so a byte scan suffices; lines and columns count as serde_json's do (bytes, from 1).
+fn duplicate_keys(text: &str) -> Vec<(String, String)> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    // One entry per open container: the keys seen so far for an object, None for a list.
+    let mut stack: Vec<Option<HashMap<&str, (usize, usize)>>> = Vec::new();
+    let mut expect_key = false;
+    let (mut line, mut column) = (1, 0);
+    let mut i = 0;
+    while i < bytes.len() {
+        column += 1;
+        match bytes[i] {
+            b'{' => {
+                stack.push(Some(HashMap::new()));
+                expect_key = true;
+            }
+            b'[' => {
+                stack.push(None);
+                expect_key = false;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                expect_key = false;
+            }
+            b',' => expect_key = matches!(stack.last(), Some(Some(_))),
+            b'\n' => {
+                line += 1;
+                column = 0;
+            }
+            b'"' => {
+                let (start, at) = (i + 1, (line, column));
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    // An escape's second byte is ASCII; UTF-8 continuation bytes are never '"' or '\\'.
+                    let step = if bytes[i] == b'\\' { 2 } else { 1 };
+                    i += step;
+                    column += step;
+                }
+                column += 1;
+                if expect_key
+                    && let Some(Some(keys)) = stack.last_mut()
+                    && let Some(key) = text.get(start..i.min(bytes.len()))
+                {
+                    match keys.get(key) {
+                        Some(&(l, c)) => found.push((
+                            format!("line {}, column {}", at.0, at.1),
+                            format!(
+                                "duplicate key \"{key}\" (first at line {l}, column {c}); JSON would keep only the last"
+                            ),
+                        )),
+                        None => {
+                            keys.insert(key, at);
+                        }
+                    }
+                }
+                expect_key = false;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
 }
 
 fn syntax_error(text: &str, e: &serde_json::Error) -> Error {

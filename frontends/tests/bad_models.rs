@@ -396,7 +396,7 @@ fn nodes_not_an_array() {
         [
             "$.nodes[0]: a node must be a JSON object, got a number (42)",
             "$.outputs[0]: graph output 'y' is never produced: tensor 'y' is not defined by any input, weight or node \
-             (did you mean 'w'?)"
+             (did you mean 'b'?)"
         ]
     );
 }
@@ -770,4 +770,36 @@ fn constant_nodes_become_weights() {
     assert_eq!(model.weights.get("k2").unwrap().as_f32().unwrap(), [0.5]);
     assert_eq!(model.weights.get("k3").unwrap().as_i64().unwrap(), [1, 2, 3]);
     assert_eq!(model.graph.num_op_nodes(), 0);
+}
+
+#[test]
+fn duplicate_json_keys() {
+    let text = "{\"format\": \"kiln\", \"version\": 1,\n \"inputs\": [{\"name\": \"x\", \"shape\": [2], \"shape\": [3]}],\n \
+                \"outputs\": [\"x\"], \"nodes\": [], \"nodes\": []}";
+    let errors = errors_in(text, None);
+    assert_eq!(
+        errors,
+        [
+            "line 2, column 41: duplicate key \"shape\" (first at line 2, column 27); JSON would keep only the last",
+            "line 3, column 33: duplicate key \"nodes\" (first at line 3, column 20); JSON would keep only the last",
+        ]
+    );
+    // The same key in different objects, and key-like strings in values, are fine.
+    let text = r#"{"format": "kiln", "version": 1, "inputs": [{"name": "x", "shape": [1]}, {"name": "name", "shape": [1]}],
+                   "outputs": ["x", "name"], "nodes": []}"#;
+    assert!(parse_in(text, None).is_ok());
+}
+
+#[test]
+fn constant_and_node_with_the_same_name() {
+    let m = json!({
+        "format": "kiln", "version": 1,
+        "inputs": [{"name": "x", "shape": [2]}],
+        "outputs": ["y"],
+        "nodes": [
+            {"name": "n", "op": "Constant", "outputs": ["k"], "attributes": {"value_floats": [1, 2]}},
+            {"name": "n", "op": "Add", "inputs": ["x", "k"], "outputs": ["y"]}
+        ]
+    });
+    assert_reported(&errors(&m), &["$.nodes[1] (node 'n'): node name 'n' is already used at $.nodes[0] (node 'n')"]);
 }
