@@ -803,3 +803,84 @@ fn constant_and_node_with_the_same_name() {
     });
     assert_reported(&errors(&m), &["$.nodes[1] (node 'n'): node name 'n' is already used at $.nodes[0] (node 'n')"]);
 }
+
+/// Every position of a model that uses every feature, replaced by each of a set of wrong values:
+/// the reader must return (an error or a model) and never panic.
+#[test]
+fn no_mutation_panics() {
+    let dir = temp_dir("mutations");
+    write_safetensors(&dir.join("w.safetensors"), &[("k", "I64", &[2], i64_bytes(&[3, 2]))]);
+    let model = json!({
+        "format": "kiln", "version": 1, "name": "all",
+        "inputs": [{"name": "x", "dtype": "f32", "shape": [2, 3]}],
+        "outputs": ["y", "c"],
+        "safetensors": "w.safetensors",
+        "weights": [
+            {"name": "s", "dtype": "i64", "shape": [2], "safetensors": "k"},
+            {"name": "n", "shape": [3], "init": {"normal": {"mean": 0, "std": 1, "seed": 1}}},
+            {"name": "u", "shape": [3], "init": {"uniform": {"low": -1, "high": 1}}},
+            {"name": "a", "dtype": "i64", "shape": [2], "init": {"arange": {"start": 1, "step": 2}}},
+            {"name": "d", "shape": [1], "data": ["nan"]}
+        ],
+        "nodes": [
+            {"name": "r", "op": "Reshape", "inputs": ["x", "s"], "outputs": ["h"]},
+            {"name": "c0", "op": "Constant", "outputs": ["c"], "attributes": {"value": {"dtype": "f32", "shape": [1], "data": [2]}}},
+            {"name": "sm", "op": "Softmax", "inputs": ["h"], "outputs": ["y"], "attributes": {"axis": -1}}
+        ]
+    });
+    let garbage = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(0),
+        json!(1e300),
+        json!(18446744073709551615u64),
+        json!("x"),
+        json!(""),
+        json!([]),
+        json!([[]]),
+        json!({}),
+        json!({"": {}}),
+    ];
+    fn paths(v: &Value, here: String, out: &mut Vec<String>) {
+        out.push(here.clone());
+        match v {
+            Value::Object(map) => map.iter().for_each(|(k, x)| paths(x, format!("{here}/{k}"), out)),
+            Value::Array(items) => items.iter().enumerate().for_each(|(i, x)| paths(x, format!("{here}/{i}"), out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    paths(&model, String::new(), &mut all);
+    let mut parsed = 0;
+    for path in &all {
+        for g in &garbage {
+            let mut m = model.clone();
+            *m.pointer_mut(path).unwrap() = g.clone();
+            let _ = parse_in(&m.to_string(), Some(&dir));
+            parsed += 1;
+        }
+        // Remove the key or element entirely, too.
+        if let Some((parent, last)) = path.rsplit_once('/') {
+            let mut m = model.clone();
+            match m.pointer_mut(parent).unwrap() {
+                Value::Object(map) => drop(map.remove(last)),
+                Value::Array(items) => drop(items.remove(last.parse::<usize>().unwrap())),
+                _ => unreachable!(),
+            }
+            let _ = parse_in(&m.to_string(), Some(&dir));
+        }
+    }
+    assert!(parsed > 500, "{parsed}");
+}
+
+/// Every prefix of a valid model is an error (a truncated download), never a panic.
+#[test]
+fn every_truncation_is_an_error() {
+    let text = serde_json::to_string_pretty(&mlp()).unwrap();
+    for end in (0..text.len()).filter(|&i| text.is_char_boundary(i)) {
+        let errors = errors_in(&text[..end], None);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("invalid JSON") || errors[0].contains("the file is empty"), "{errors:?}");
+    }
+}
