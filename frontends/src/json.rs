@@ -1115,23 +1115,27 @@ impl Reader<'_> {
         {
             *declared.entry(name).or_default() += 1;
         }
-        let folded = |leaf: &Leaf| {
-            !leaf.is_input
-                && static_uses.contains(&leaf.name)
-                && !used.contains(leaf.name.as_str())
-                && declared.get(leaf.name.as_str()) == Some(&1)
-        };
+        let folded: Vec<bool> = leaves
+            .iter()
+            .map(|leaf| {
+                !leaf.is_input
+                    && static_uses.contains(&leaf.name)
+                    && !used.contains(leaf.name.as_str())
+                    && declared.get(leaf.name.as_str()) == Some(&1)
+            })
+            .collect();
 
         let mut builder = GraphBuilder::new(name);
         for (location, message) in std::mem::take(&mut self.diags) {
             builder.report(location, message);
         }
         let mut weights = Weights::new();
-        for leaf in &leaves {
-            if folded(leaf) {
+        // Consumed, so that weight data moves into the store instead of being copied.
+        for (leaf, folded) in leaves.into_iter().zip(folded) {
+            if folded {
                 continue;
             }
-            match (&leaf.ty, &leaf.problem) {
+            match (&leaf.ty, leaf.problem) {
                 (Some(ty), _) => {
                     if leaf.is_input {
                         builder.input(leaf.loc.to_string(), leaf.name.clone(), ty.clone());
@@ -1141,13 +1145,13 @@ impl Reader<'_> {
                 }
                 (None, problem) => {
                     let (location, message) =
-                        problem.clone().unwrap_or_else(|| (leaf.loc.to_string(), "invalid type".to_string()));
+                        problem.unwrap_or_else(|| (leaf.loc.to_string(), "invalid type".to_string()));
                     // A failed pseudo-node defines the name, untyped, so users are not reported again.
                     builder.node(location, leaf.loc.path.clone(), Err(message), Vec::new(), vec![leaf.name.clone()]);
                 }
             }
-            if let Some(t) = &leaf.data {
-                weights.insert(leaf.name.clone(), t.clone());
+            if let Some(t) = leaf.data {
+                weights.insert(leaf.name, t);
             }
         }
         for (node, op) in nodes.into_iter().zip(ops) {
