@@ -43,7 +43,30 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name)
+    Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name).map_err(in_document_order)
+}
+
+/// Sorts problems into the order of the file (graph-level problems come from the builder after the
+/// reader's own), so that `kiln check` reads top to bottom. The sort is stable.
+fn in_document_order(error: Error) -> Error {
+    const SECTIONS: &[&str] = &["format", "version", "name", "safetensors", "inputs", "weights", "nodes", "outputs"];
+    let key = |location: &str| -> (usize, usize, usize) {
+        let number = |s: &str| s.trim().parse::<usize>().unwrap_or(0);
+        if let Some(rest) = location.strip_prefix("line ") {
+            let (line, column) = rest.split_once(", column ").unwrap_or((rest, "0"));
+            return (0, number(line), number(column));
+        }
+        let Some(path) = location.strip_prefix("$.") else {
+            return if location.starts_with('$') { (1, 0, 0) } else { (SECTIONS.len() + 2, 0, 0) };
+        };
+        let end = path.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(path.len());
+        let rank = SECTIONS.iter().position(|&s| s == &path[..end]).map_or(1, |r| r + 2);
+        let index = path[end..].strip_prefix('[').and_then(|r| r.split_once(']')).map_or(0, |(i, _)| number(i));
+        (rank, index, 0)
+    };
+    let mut diagnostics = error.into_diagnostics();
+    diagnostics.sort_by_key(|d| key(&d.location));
+    Error::from_diagnostics(diagnostics).unwrap_or_else(|| Error::new("", "internal error: no problem recorded"))
 }
 
 /// Keys that appear twice in one object. serde_json keeps the last silently, which would let a
@@ -422,8 +445,8 @@ impl Reader<'_> {
 
     /// The name of an input or weight, and the location labelled with it.
     fn leaf_name(&mut self, obj: &Map<String, Value>, loc: &Loc, what: &str) -> Option<(String, Loc)> {
-        let v = self.required(obj, "name", loc, what)?;
-        let name = self.string(v, &loc.key("name"), &format!("the name of {what}"))?;
+        let v = self.required(obj, "name", loc, &format!("the {what}"))?;
+        let name = self.string(v, &loc.key("name"), &format!("the {what} name"))?;
         Some((name.to_string(), loc.labelled(format!("{what} '{name}'"))))
     }
 
@@ -520,7 +543,7 @@ impl Reader<'_> {
                 }
             }
             many => {
-                self.error(&loc, format!("{what} has {} sources; give exactly one", quoted_list(many)));
+                self.error(&loc, format!("{what} has several sources ({}); give exactly one", quoted_list(many)));
             }
         }
         leaves.push(Leaf { loc, name, ty, problem, is_input: false, data });
@@ -903,10 +926,9 @@ impl Reader<'_> {
                 }
                 Some(Attr::Floats(floats))
             }
-            Value::Null | Value::Object(_) => bad(
-                self,
-                format!("must be a number, a string or a list of numbers, got {} (tensors are weights)", describe(v)),
-            ),
+            Value::Null | Value::Object(_) => {
+                bad(self, format!("must be a number, a string or a list of numbers, got {}", describe(v)))
+            }
         }
     }
 
