@@ -123,7 +123,7 @@ pub fn generate(init: &Init, ty: &TensorType) -> Result<Tensor, String> {
         DType::I64 => {
             let value = |x: f64, what: &str| -> Result<i64, String> {
                 exact_i64(x).ok_or_else(|| {
-                    format!("the {kind} initializer of an i64 weight needs an integer {what} within ±2^53, got {x}")
+                    format!("the {kind} initializer of an i64 weight needs an integer {what} below 2^53 in magnitude, got {x}")
                 })
             };
             match *init {
@@ -198,10 +198,11 @@ fn check_params(init: &Init) -> Result<(), String> {
     Ok(())
 }
 
-/// `x` as an i64 if it is an integer that f64 represents exactly (|x| ≤ 2^53).
+/// `x` as an i64 if it is an integer below 2^53 in magnitude: those came through f64 exactly, while
+/// a larger value may be a rounded neighbour (2^53 may have been 2^53 + 1 in the file).
 fn exact_i64(x: f64) -> Option<i64> {
     const LIMIT: f64 = (1u64 << 53) as f64;
-    (x.fract() == 0.0 && x.abs() <= LIMIT).then_some(x as i64)
+    (x.fract() == 0.0 && x.abs() < LIMIT).then_some(x as i64)
 }
 
 #[cfg(test)]
@@ -292,6 +293,9 @@ mod tests {
         assert!(err(Init::Constant { value: 1e300 }, &f).contains("outside the f32 range"));
         assert!(err(Init::Normal { mean: 0.0, std: 1.0, seed: 0 }, &i).contains("f32 weights only"));
         assert!(err(Init::Constant { value: 0.5 }, &i).contains("integer value"));
+        assert!(err(Init::Constant { value: 9007199254740992.0 }, &i).contains("below 2^53"));
+        let near_limit = generate(&Init::Constant { value: 9007199254740991.0 }, &i).unwrap();
+        assert_eq!(near_limit.as_i64().unwrap(), [9007199254740991; 2]);
         assert!(
             err(Init::Arange { start: 0.0, step: 4e15 }, &TensorType::new(DType::I64, [4000])).contains("overflows")
         );
