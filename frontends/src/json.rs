@@ -42,6 +42,8 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 /// Parses a kiln JSON model from text. `base_dir` is the folder a `safetensors` file name is relative
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
+    // A byte-order mark, as some editors write, is not JSON but means nothing; skip it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
     Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name).map_err(in_document_order)
 }
@@ -143,7 +145,19 @@ fn syntax_error(text: &str, e: &serde_json::Error) -> Error {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = full.strip_suffix(&suffix).unwrap_or(&full);
-    let hint = if e.is_eof() { " (the file ends early: is it truncated?)" } else { "" };
+    // Python's json.dumps writes NaN and Infinity bare, which JSON does not allow.
+    let at = |back: usize| {
+        let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+        e.column().checked_sub(1 + back).and_then(|i| line.get(i..)).unwrap_or("")
+    };
+    let non_finite = at(0).starts_with("NaN") || at(0).starts_with("Infinity") || at(1).starts_with("-Infinity");
+    let hint = if e.is_eof() {
+        " (the file ends early: is it truncated?)"
+    } else if non_finite {
+        " (JSON has no NaN or Infinity; write \"nan\", \"inf\" or \"-inf\" as strings)"
+    } else {
+        ""
+    };
     Error::new(format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {message}{hint}"))
 }
 

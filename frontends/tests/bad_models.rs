@@ -140,6 +140,22 @@ fn syntax_error_names_line_and_column() {
 }
 
 #[test]
+fn bare_nan_and_infinity() {
+    let hint = "(JSON has no NaN or Infinity; write \"nan\", \"inf\" or \"-inf\" as strings)";
+    for (text, column) in [("[1, NaN]", 5), ("[1,\n -Infinity]", 3), ("[Infinity]", 2)] {
+        let errors = errors_in(text, None);
+        assert_eq!(errors.len(), 1);
+        assert_reported(&errors, &[&format!(", column {column}: invalid JSON: "), hint]);
+    }
+}
+
+#[test]
+fn byte_order_mark_is_skipped() {
+    let text = format!("\u{feff}{}", leaf_model());
+    assert!(parse_in(&text, None).is_ok());
+}
+
+#[test]
 fn top_level_not_an_object() {
     assert_eq!(errors(&json!([1, 2])), ["$: a kiln model must be a JSON object, got a list"]);
 }
