@@ -164,3 +164,24 @@ fn loaded_weights_reach_the_interpreter() {
     assert_eq!(outputs[0].0, "y");
     assert_eq!(outputs[0].1.as_f32().unwrap(), [3.5, 7.0, 0.0]);
 }
+
+/// A chain of 20 000 nodes: graph construction must not recurse per node (petgraph's recursive
+/// Tarjan SCC overflowed a test thread's 2 MiB stack here and aborted the process).
+#[test]
+fn a_long_chain_loads() {
+    let n = 20_000;
+    let nodes: Vec<Value> = (0..n)
+        .map(|i| {
+            let input = if i == 0 { "x".to_string() } else { format!("h{}", i - 1) };
+            json!({"name": format!("n{i}"), "op": "Relu", "inputs": [input], "outputs": [format!("h{i}")]})
+        })
+        .collect();
+    let m = json!({
+        "format": "kiln", "version": 1,
+        "inputs": [{"name": "x", "shape": [2]}],
+        "outputs": [format!("h{}", n - 1)],
+        "nodes": nodes
+    });
+    let model = parse(&m).unwrap_or_else(|e| panic!("{}", e.join("\n")));
+    assert_eq!(model.graph.num_op_nodes(), n);
+}
