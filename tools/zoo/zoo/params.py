@@ -79,6 +79,13 @@ class Params:
         assert a.dtype in (np.float32, np.int64), a.dtype
         return self._add(name, a, {"data": True})
 
+    def calibrate(self, name, array):
+        """Replaces a weight by values measured on a forward pass (BatchNorm running statistics, so
+        that a normalisation layer really normalises as a trained one would); stored as data."""
+        assert self.arrays[name].shape == array.shape, name
+        self.arrays[name] = np.asarray(array, dtype=np.float32)
+        self.specs[name] = {"data": True}
+
     def entry(self, name):
         """The kiln JSON weight entry."""
         a = self.arrays[name]

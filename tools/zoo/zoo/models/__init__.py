@@ -2,9 +2,14 @@
 
 from functools import partial
 
+from . import graph_transformer as gt
 from . import norms
 
 ALL = [
+    ("graph_transformer", gt.graph_transformer),
+    ("graph_transformer_ln", partial(gt.graph_transformer, "ln")),
+    ("graph_transformer_edge", partial(gt.graph_transformer, "edge")),
+    ("graph_transformer_bench", partial(gt.graph_transformer, bench=True)),
     ("selu_mlp", norms.selu_mlp),
     ("prelm_transformer", norms.prelm_transformer),
     ("prelm_transformer_bench", partial(norms.prelm_transformer, bench=True)),
