@@ -23,7 +23,7 @@ from zoo.models import ALL  # noqa: E402
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # ONNX twins larger than this are validated and run through onnxruntime but only written with
 # --all-onnx, to keep the committed zoo small (they hold every weight inline).
-ONNX_COMMIT_LIMIT = 1_500_000
+ONNX_COMMIT_LIMIT = 1_000_000
 # ONNX Runtime computes in f32 with its own kernels; the golden is float64 numpy rounded to f32.
 ORT_TOL = 1e-4
 
@@ -32,10 +32,10 @@ def files_of(model, onnx_bytes, all_onnx):
     """{relative path: bytes} that the model owns under models/."""
     g = model.graph
     files = {}
-    has_st = not g.params.inline_init
-    files[f"{model.name}.json"] = g.to_kiln_json(f"{model.name}.safetensors" if has_st else None).encode()
-    if has_st:
-        files[f"{model.name}.safetensors"] = zio.safetensors_bytes({w: g.params.arrays[w] for w in g.used_weights()})
+    st = {w: g.params.arrays[w] for w in g.used_weights() if g.params.in_safetensors(w)}
+    files[f"{model.name}.json"] = g.to_kiln_json(f"{model.name}.safetensors" if st else None).encode()
+    if st:
+        files[f"{model.name}.safetensors"] = zio.safetensors_bytes(st)
     if not model.bench:
         for k, v in model.inputs.items():
             files[f"{model.name}/inputs/{k}.npy"] = zio.npy_bytes(v)

@@ -12,10 +12,15 @@ import numpy as np
 from . import rng
 
 
+INIT_THRESHOLD = 4096
+
+
 class Params:
     """An ordered set of named weights.
 
-    `inline_init=False` (small models): every weight goes to the safetensors file.
+    `inline_init=False` (small models): weights go to the safetensors file, except random weights of
+    at least INIT_THRESHOLD elements, which are declared with the seeded JSON `init` form so that the
+    committed zoo stays small (their values are the same SplitMix64 streams either way).
     `inline_init=True` (benchmark models and the few small models too large to commit): random and
     constant weights are declared with the JSON `init` form, computed tables with inline `data`.
     """
@@ -86,6 +91,9 @@ class Params:
         self.arrays[name] = np.asarray(array, dtype=np.float32)
         self.specs[name] = {"data": True}
 
+    def in_safetensors(self, name):
+        return "safetensors" in self.entry(name)
+
     def entry(self, name):
         """The kiln JSON weight entry."""
         a = self.arrays[name]
@@ -95,7 +103,9 @@ class Params:
             e["dtype"] = dtype
         e["shape"] = list(a.shape)
         spec = self.specs[name]
-        if not self.inline_init:
+        if "init" in spec and (self.inline_init or a.size >= INIT_THRESHOLD):
+            e["init"] = spec["init"]
+        elif not self.inline_init:
             e["safetensors"] = name
         elif "init" in spec:
             e["init"] = spec["init"]
