@@ -3,13 +3,16 @@
 from functools import partial
 
 from . import graph_transformer as gt
-from . import norms
+from . import meanvc, norms
 
 ALL = [
     ("graph_transformer", gt.graph_transformer),
     ("graph_transformer_ln", partial(gt.graph_transformer, "ln")),
     ("graph_transformer_edge", partial(gt.graph_transformer, "edge")),
     ("graph_transformer_bench", partial(gt.graph_transformer, bench=True)),
+    ("meanvc_dit", meanvc.meanvc_dit),
+    ("meanvc_dit_kv", partial(meanvc.meanvc_dit, kv=True)),
+    ("meanvc_dit_bench", partial(meanvc.meanvc_dit, bench=True)),
     ("selu_mlp", norms.selu_mlp),
     ("prelm_transformer", norms.prelm_transformer),
     ("prelm_transformer_bench", partial(norms.prelm_transformer, bench=True)),

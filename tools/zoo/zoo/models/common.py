@@ -1,10 +1,12 @@
 """Graph-emission pieces shared by several families (the numpy side has its own, in zoo.nn)."""
 
 
-def emit_mha(g, xq, xkv, p, heads, tq, tk, d, bias=True, mask=None, name="attn"):
-    """Multi-head attention on [1, T, d] tensors with projections p.q/k/v/o (weights [in, out]).
-    `mask` is an additive [.., tq, tk] bias weight (0 allowed, large negative blocked)."""
+def emit_mha(g, xq, xkv, p, heads, tq, tk, d, bias=True, mask=None, name="attn", xv=None):
+    """Multi-head attention on [1, T, ·] tensors with projections p.q/k/v/o (weights [in, out]) to
+    width d. `mask` is an additive [.., tq, tk] bias (0 allowed, large negative blocked); `xv`
+    defaults to `xkv`."""
     dh = d // heads
+    xv = xkv if xv is None else xv
     with g.scope(name):
         def proj(x, which):
             return g.linear(x, f"{p}.{which}.weight", f"{p}.{which}.bias" if bias else None, name=which)
@@ -13,7 +15,7 @@ def emit_mha(g, xq, xkv, p, heads, tq, tk, d, bias=True, mask=None, name="attn")
         q = g.op("Transpose", [q], perm=[0, 2, 1, 3], name="q_t")
         k = g.op("Reshape", [proj(xkv, "k")], shape=[1, tk, heads, dh], name="k_heads")
         k = g.op("Transpose", [k], perm=[0, 2, 3, 1], name="k_t")
-        v = g.op("Reshape", [proj(xkv, "v")], shape=[1, tk, heads, dh], name="v_heads")
+        v = g.op("Reshape", [proj(xv, "v")], shape=[1, tk, heads, dh], name="v_heads")
         v = g.op("Transpose", [v], perm=[0, 2, 1, 3], name="v_t")
         s = g.op("MatMul", [q, k], name="scores")
         s = g.op("Mul", [s, g.scalar(dh**-0.5)], name="scaled")
