@@ -3,7 +3,7 @@
 from functools import partial
 
 from . import graph_transformer as gt
-from . import meanvc, norms
+from . import gdwct, meanvc, norms
 
 ALL = [
     ("graph_transformer", gt.graph_transformer),
@@ -13,6 +13,8 @@ ALL = [
     ("meanvc_dit", meanvc.meanvc_dit),
     ("meanvc_dit_kv", partial(meanvc.meanvc_dit, kv=True)),
     ("meanvc_dit_bench", partial(meanvc.meanvc_dit, bench=True)),
+    ("gdwct", gdwct.gdwct),
+    ("gdwct_bench", partial(gdwct.gdwct, bench=True)),
     ("selu_mlp", norms.selu_mlp),
     ("prelm_transformer", norms.prelm_transformer),
     ("prelm_transformer_bench", partial(norms.prelm_transformer, bench=True)),
