@@ -3,7 +3,7 @@
 from functools import partial
 
 from . import graph_transformer as gt
-from . import gdwct, meanvc, norms
+from . import gdwct, meanvc, norms, stablenormal
 
 ALL = [
     ("graph_transformer", gt.graph_transformer),
@@ -15,6 +15,8 @@ ALL = [
     ("meanvc_dit_bench", partial(meanvc.meanvc_dit, bench=True)),
     ("gdwct", gdwct.gdwct),
     ("gdwct_bench", partial(gdwct.gdwct, bench=True)),
+    ("stablenormal_yoso", stablenormal.stablenormal_yoso),
+    ("stablenormal_yoso_bench", partial(stablenormal.stablenormal_yoso, bench=True)),
     ("selu_mlp", norms.selu_mlp),
     ("prelm_transformer", norms.prelm_transformer),
     ("prelm_transformer_bench", partial(norms.prelm_transformer, bench=True)),
