@@ -85,8 +85,8 @@ class Params:
         return self._add(name, a, {"data": True})
 
     def calibrate(self, name, array):
-        """Replaces a weight by values measured on a forward pass (BatchNorm running statistics, so
-        that a normalisation layer really normalises as a trained one would); stored as data."""
+        """Replaces a weight by chosen or measured values (BatchNorm running statistics measured on a
+        forward pass, so that the layer normalises as a trained one would); stored as data."""
         assert self.arrays[name].shape == array.shape, name
         self.arrays[name] = np.asarray(array, dtype=np.float32)
         self.specs[name] = {"data": True}
