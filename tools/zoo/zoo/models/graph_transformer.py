@@ -274,4 +274,3 @@ def graph_transformer(variant="bn", bench=False):
     return Model(name, g, inputs, ref)
 
 
-_ = normal

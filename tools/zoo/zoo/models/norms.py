@@ -12,7 +12,7 @@ from .. import nn
 from ..graph import Graph
 from ..model import Model
 from ..params import Params
-from ..rng import normal, uniform
+from ..rng import normal
 from .common import attn_params, emit_mha
 
 NEG = -1e9  # additive mask value: exp underflows to exactly 0 in f32
@@ -361,4 +361,3 @@ def regionnorm_block():
     return Model("regionnorm_block", g, {"x": normal(6, cin * hw * hw).reshape(1, cin, hw, hw), "mask": mask}, ref)
 
 
-_ = uniform
