@@ -344,3 +344,24 @@ fn batchnorm1d_after_gemm_folds_into_it() {
     let (opt, _) = optimize_and_compare(&model, &feeds, RTOL, ATOL);
     assert_eq!(opt.graph.op_counts().into_iter().collect::<Vec<_>>(), vec![("Gemm", 1)]);
 }
+
+#[test]
+fn batchnorm_output_that_is_also_a_graph_output_keeps_its_value() {
+    // x → BN → y (an output) → Conv(no padding) → z (an output): folding BN into the Conv must not
+    // lose y.
+    let mut b = Build::new("bn_output");
+    b.input("x", &[1, 2, 5, 5])
+        .weight("g", &[2], 0.5, 1.5)
+        .weight("beta", &[2], -1.0, 1.0)
+        .weight("mean", &[2], -1.0, 1.0)
+        .weight("var", &[2], 0.5, 2.0)
+        .weight("w", &[3, 2, 3, 3], -1.0, 1.0)
+        .node("y", "BatchNormalization", &["x", "g", "beta", "mean", "var"])
+        .node("z", "Conv", &["y", "w"])
+        .output("y")
+        .output("z");
+    let (model, feeds) = b.finish(0);
+    let (opt, _) = optimize_and_compare(&model, &feeds, RTOL, ATOL);
+    let outputs: Vec<&str> = opt.graph.outputs().iter().map(|&v| opt.graph.value_name(v)).collect();
+    assert_eq!(outputs, ["y", "z"]);
+}

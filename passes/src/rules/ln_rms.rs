@@ -189,6 +189,12 @@ mod tests {
     }
 
     #[test]
+    fn centring_moves_into_gemm_weights() {
+        let l = &["y?f32[3,8]", "wt:f32[8,8]", "b:f32[8]"];
+        check(l, &rules(), "(center (Gemm<transB=1> y wt b))", "(Gemm<transB=1> y (center-rows wt) (center-last b))");
+    }
+
+    #[test]
     fn negative_gated_residual_stream_is_not_converted() {
         check_not(
             L,

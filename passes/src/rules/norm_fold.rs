@@ -504,6 +504,23 @@ mod tests {
     }
 
     #[test]
+    fn affine_distributes_over_a_residual_add() {
+        let l = &["p?f32[2,4]", "q?f32[2,4]", "a:f32[4]", "c:f32[4]"];
+        check(l, &rules(), "(affine (Add p q) a c)", "(Add (affine p a c) (Mul q a))");
+    }
+
+    #[test]
+    fn batchnorm1d_after_gemm_folds() {
+        let l = &["x?f32[3,6]", "w:f32[4,6]", "b:f32[4]", "a:f32[4]", "c:f32[4]"];
+        check(
+            l,
+            &rules(),
+            "(affine (Gemm<transB=1> x w b) a c)",
+            "(Gemm<transB=1> x (scale-rows w (flat a)) (fma (flat a) (flat b) (flat c)))",
+        );
+    }
+
+    #[test]
     fn unified_norm_becomes_an_affine() {
         let l = &["x?f32[2,4]", "g:f32[4]", "b:f32[4]", "v:f32[4]"];
         check(l, &rules(), "(UnifiedNorm x g b v)", "(affine x (flat (bn-scale<1e-5> g v)) (flat b))");

@@ -1,0 +1,62 @@
+//! Saturation stays bounded and fast on deeper models (the design asks for near-linear growth in
+//! depth): a 12-layer Pre-LN stack and a 16-block Conv/BN/ReLU chain optimise within the default
+//! limits, saturate, and keep their numbers.
+
+mod common;
+
+use common::{Build, count, optimize_and_compare};
+
+#[test]
+fn deep_pre_ln_stack_saturates_quickly() {
+    let (d, t, layers) = (16, 8, 12);
+    let mut b = Build::new("deep");
+    b.input_i64("ids", &[t]).weight("emb", &[10, d], -1.0, 1.0);
+    b.node("h0", "Gather", &["emb", "ids"]);
+    for l in 0..layers {
+        let p = |s: &str| format!("{s}{l}");
+        b.weight(&p("g"), &[d], 0.5, 1.5)
+            .weight(&p("bt"), &[d], -0.5, 0.5)
+            .weight(&p("w"), &[d, d], -0.5, 0.5)
+            .weight(&p("c"), &[d], -0.5, 0.5)
+            .node(&p("ln"), "LayerNormalization", &[&p("h"), &p("g"), &p("bt")])
+            .node(&p("m"), "MatMul", &[&p("ln"), &p("w")])
+            .node(&p("a"), "Add", &[&p("m"), &p("c")])
+            .node(&p("r"), "Relu", &[&p("a")])
+            .node(&format!("h{}", l + 1), "Add", &[&p("h"), &p("r")]);
+    }
+    b.output(&format!("h{layers}"));
+    let (model, feeds) = b.finish(10);
+    let start = std::time::Instant::now();
+    let (opt, report) = optimize_and_compare(&model, &feeds, 1e-4, 1e-4);
+    let elapsed = start.elapsed();
+    assert!(report.stop_reason.matches("saturated").count() == 2, "{report:?}");
+    assert!(elapsed.as_secs_f64() < 20.0, "took {elapsed:?}: {report:?}");
+    // The stream itself is an output (not read through an LN only), so it must not be re-centred:
+    // the LNs stay.
+    assert_eq!(count(&opt, "LayerNormalization"), layers, "{:?}", opt.graph.op_counts());
+    eprintln!("{report:?}");
+}
+
+#[test]
+fn deep_conv_bn_chain_folds_every_batchnorm() {
+    let blocks = 16;
+    let mut b = Build::new("convs");
+    b.input("x0", &[1, 4, 6, 6]);
+    for l in 0..blocks {
+        let p = |s: &str| format!("{s}{l}");
+        b.weight(&p("w"), &[4, 4, 3, 3], -0.3, 0.3)
+            .weight(&p("g"), &[4], 0.5, 1.5)
+            .weight(&p("bt"), &[4], -0.5, 0.5)
+            .weight(&p("mu"), &[4], -0.5, 0.5)
+            .weight(&p("var"), &[4], 0.5, 2.0)
+            .node(&p("c"), "Conv<pads=[1,1,1,1]>", &[&p("x"), &p("w")])
+            .node(&p("n"), "BatchNormalization", &[&p("c"), &p("g"), &p("bt"), &p("mu"), &p("var")])
+            .node(&format!("x{}", l + 1), "Relu", &[&p("n")]);
+    }
+    b.output(&format!("x{blocks}"));
+    let (model, feeds) = b.finish(0);
+    let (opt, report) = optimize_and_compare(&model, &feeds, 1e-3, 1e-3);
+    assert_eq!(count(&opt, "BatchNormalization"), 0, "{:?}", opt.graph.op_counts());
+    assert_eq!(opt.graph.num_op_nodes(), 2 * blocks);
+    eprintln!("{report:?}");
+}
