@@ -51,6 +51,9 @@ pub struct Data {
     pub zero_mean: bool,
     /// Every element equals this value.
     pub uniform: Option<F32Bits>,
+    /// For a constant: how deeply compile-time terms nest in its shallowest form (0 for a weight).
+    /// Rules bound it, so that chains of folds cannot grow the e-graph without end.
+    pub depth: u32,
 }
 
 impl Data {
@@ -194,6 +197,7 @@ impl Analysis<Kiln> for KilnAnalysis {
                     constant: info.is_weight,
                     zero_mean: info.uniform == Some(0.0),
                     uniform: info.uniform.map(F32Bits::new),
+                    depth: 0,
                 },
                 None => Data::default(),
             },
@@ -221,7 +225,9 @@ impl Analysis<Kiln> for KilnAnalysis {
                     KOp::Ir(ir) => uniform_of(&ir.op, args.iter().map(|&a| egraph[a].data.uniform.map(F32Bits::get))),
                     _ => None,
                 };
-                Data { types, constant, zero_mean, uniform }
+                let depth =
+                    if constant { 1 + args.iter().map(|&a| egraph[a].data.depth).max().unwrap_or(0) } else { 0 };
+                Data { types, constant, zero_mean, uniform, depth }
             }
         }
     }
@@ -246,6 +252,12 @@ impl Analysis<Kiln> for KilnAnalysis {
             } else if *t && !f {
                 changed_from = true;
             }
+        }
+        if from.depth < to.depth {
+            to.depth = from.depth;
+            changed_to = true;
+        } else if to.depth < from.depth {
+            changed_from = true;
         }
         match (to.uniform, from.uniform) {
             (None, Some(_)) => {

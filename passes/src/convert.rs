@@ -116,6 +116,7 @@ pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<
         weights: Weights::new(),
         declared: HashSet::new(),
         constants: HashMap::new(),
+        tuples: HashMap::new(),
         counter: 0,
     };
     for (&class, name) in lifted.outputs.iter().zip(&output_names) {
@@ -166,6 +167,8 @@ struct Lowering<'a> {
     declared: HashSet<String>,
     /// Evaluated constant e-classes.
     constants: HashMap<Id, Arc<Tensor>>,
+    /// Evaluated constant multi-output nodes (a Split of a constant), by e-class.
+    tuples: HashMap<Id, Vec<Arc<Tensor>>>,
     counter: usize,
 }
 
@@ -297,6 +300,24 @@ impl Lowering<'_> {
         None
     }
 
+    /// Evaluates a constant multi-output node (its e-class holds the tuple).
+    fn eval_tuple(&mut self, class: Id) -> Result<Vec<Arc<Tensor>>, Error> {
+        let class = self.eg.find(class);
+        if let Some(t) = self.tuples.get(&class) {
+            return Ok(t.clone());
+        }
+        let fail = |msg: String| Error::new("constant folding", msg);
+        let Kiln::Node(KOp::Ir(ir), args) = self.node_of(class)?.clone() else {
+            return Err(fail(format!("e-class {class} is not a multi-output op")));
+        };
+        let inputs = args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        let outs: Vec<Arc<Tensor>> =
+            ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?.into_iter().map(Arc::new).collect();
+        self.tuples.insert(class, outs.clone());
+        Ok(outs)
+    }
+
     fn eval_constant(&mut self, class: Id) -> Result<Arc<Tensor>, Error> {
         let class = self.eg.find(class);
         if let Some(t) = self.constants.get(&class) {
@@ -312,10 +333,18 @@ impl Lowering<'_> {
                 .cloned()
                 .ok_or_else(|| Error::new(format!("weight '{sym}'"), "has no data"))?,
             Kiln::Node(op, args) => {
-                let inputs = args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?;
+                let inputs = match op {
+                    KOp::Get(_) => vec![],
+                    _ => args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?,
+                };
                 let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
                 let out_ty = self.eg[class].data.ty().cloned();
                 let result = match op {
+                    KOp::Get(i) => {
+                        let tuple = self.eval_tuple(args[0])?;
+                        let t = tuple.get(*i).ok_or_else(|| fail(format!("get<{i}> of {} outputs", tuple.len())))?;
+                        t.as_ref().clone()
+                    }
                     KOp::Ir(ir) => {
                         let mut outs = ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?;
                         if outs.len() != 1 {

@@ -29,7 +29,7 @@ pub struct OptimizeConfig {
 impl Default for OptimizeConfig {
     fn default() -> OptimizeConfig {
         OptimizeConfig {
-            node_limit: 50_000,
+            node_limit: 30_000,
             iter_limit: 30,
             time_limit: Duration::from_secs(10),
             ln_to_rms: true,

@@ -32,6 +32,8 @@ pub struct Family {
 /// Stage 1: canonicalise, simplify, recognise softmax, move scalar multipliers.
 pub fn recognise() -> Vec<KRewrite> {
     let mut rules = algebra::rules();
+    rules.extend(algebra::recognise_rules());
+    rules.extend(norm_fold::recognise_rules());
     rules.extend(softmax::rules());
     rules.extend(attention::rules());
     rules.extend(scaling::rules());
@@ -52,11 +54,14 @@ pub fn fold(ln_to_rms: bool) -> Vec<KRewrite> {
 /// Every family, for listings and tests.
 pub fn families() -> Vec<Family> {
     vec![
-        Family { name: "algebra", rules: algebra::rules() },
+        Family { name: "algebra", rules: algebra::rules().into_iter().chain(algebra::recognise_rules()).collect() },
         Family { name: "softmax", rules: softmax::rules() },
         Family { name: "attention", rules: attention::rules() },
         Family { name: "scaling", rules: scaling::rules() },
-        Family { name: "norm_fold", rules: norm_fold::rules() },
+        Family {
+            name: "norm_fold",
+            rules: norm_fold::rules().into_iter().chain(norm_fold::recognise_rules()).collect(),
+        },
         Family { name: "ln_rms", rules: ln_rms::rules() },
     ]
 }
@@ -148,6 +153,17 @@ pub fn add_channel_vector(egraph: &mut KGraph, v: Id, channels: usize, axis: usi
 /// Normalises an op axis against a rank.
 pub fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
     kiln_ir::ops::normalize_axis(axis, rank).ok()
+}
+
+/// How deeply compile-time terms may nest in the constants a rule reads. Each fold wraps its
+/// inputs in a few terms (flat, fma, reshape), so this allows a normalization to fold through a
+/// couple of affines into a weight, and stops chains of compositions (affine of affine of …
+/// across a residual stack) that would otherwise grow the e-graph without bound.
+pub const MAX_FOLD_DEPTH: u32 = 6;
+
+/// Every listed class is shallow enough to fold further.
+pub fn shallow(egraph: &KGraph, ids: &[Id]) -> bool {
+    ids.iter().all(|&i| egraph[i].data.depth <= MAX_FOLD_DEPTH)
 }
 
 /// Whether the class holds a node of the given term.

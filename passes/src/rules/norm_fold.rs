@@ -8,12 +8,22 @@
 
 use super::{
     KRewrite, add_channel_vector, add_fold, add_ir, add_meta, fn_rule, get, is_const, is_uniform, norm_axis, numel,
-    shape,
+    shallow, shape,
 };
 use crate::analysis::{KGraph, channel_axis};
 use crate::lang::{F32Bits, FoldOp, KOp, Kiln, MetaOp, find_ir_op};
 use egg::{Id, Subst, rewrite as rw};
 use kiln_ir::{Op, PadMode};
+
+/// Recognition, run in the first stage only: the affines it finds carry over into the fold stage,
+/// while the `x·a + c` that `affine-lower` writes there are not recognised again (which would feed
+/// the fold rules their own output).
+pub fn recognise_rules() -> Vec<KRewrite> {
+    vec![
+        // x·a + c = affine(x, a, c)   for constant a, c varying along one channel axis
+        rw!("affine-recognise"; "(Add (Mul ?x ?a) ?c)" => "(affine ?x ?a ?c)" if is_channel_affine),
+    ]
+}
 
 pub fn rules() -> Vec<KRewrite> {
     vec![
@@ -25,8 +35,6 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("powernorm-affine", "(PowerNorm* ?x ?g ?b ?v)", powernorm_affine),
         // affine(x, a, c) = x·a + c
         rw!("affine-lower"; "(affine ?x ?a ?c)" => "(Add (Mul ?x ?a) ?c)"),
-        // x·a + c = affine(x, a, c)   for constant a, c varying along one channel axis
-        rw!("affine-recognise"; "(Add (Mul ?x ?a) ?c)" => "(affine ?x ?a ?c)" if is_channel_affine),
         // affine(y + b, a, c) = affine(y, a, a·b + c)   for a constant per-channel b
         fn_rule("affine-absorb-bias", "(affine (Add ?y ?b) ?a ?c)", affine_absorb_bias),
         // affine(affine(x, a₁, c₁), a₂, c₂) = affine(x, a₁·a₂, c₁·a₂ + c₂)
@@ -41,6 +49,8 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("affine-after-conv-nobias", "(affine (Conv* ?x ?w) ?a ?c)", affine_after_conv),
         // affine(z, a, c)·W = z·(diag(a)·W) + c·W
         fn_rule("affine-before-matmul", "(MatMul (affine ?z ?a ?c) ?w)", affine_before_matmul),
+        // affine(z, a, c)·W + b = z·(diag(a)·W) + (c·W + b)   (the shift joins the layer's bias)
+        fn_rule("affine-before-linear", "(Add (MatMul (affine ?z ?a ?c) ?w) ?b)", affine_before_linear),
         // Gemm(affine(z, a, c), W, b) = Gemm(z, diag(a)·W, b + c·W)   (α = β = 1)
         fn_rule("affine-before-gemm", "(Gemm* (affine ?z ?a ?c) ?w ?b)", affine_before_gemm),
         fn_rule("affine-before-gemm-nobias", "(Gemm* (affine ?z ?a ?c) ?w)", affine_before_gemm),
@@ -185,6 +195,9 @@ fn powernorm_affine(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_absorb_bias(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let [y, b, a, c] = ["?y", "?b", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[a, b, c]) {
+        return None;
+    }
     // y + b must have y's type (b does not broadcast y) and b must be a per-channel constant.
     let added = eg.lookup(Kiln::ir(Op::Binary(kiln_ir::BinaryOp::Add), vec![y, b]))?;
     if shape(eg, added)? != shape(eg, y)? {
@@ -209,6 +222,9 @@ fn affine_absorb_bias(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_affine(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let [x, a1, c1, a2, c2] = ["?x", "?a1", "?c1", "?a2", "?c2"].map(|n| get(s, n));
+    if !shallow(eg, &[a1, c1, a2, c2]) {
+        return None;
+    }
     let rank = shape(eg, x)?.len();
     let p = affine_axis(eg, x, a1, c1)?;
     let q = affine_axis(eg, x, a2, c2)?;
@@ -230,6 +246,9 @@ fn affine_affine(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_after_matmul(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let [x, w, a, c] = ["?x", "?w", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     let ws = shape(eg, w)?;
     if !is_const(eg, w) || ws.len() != 2 {
         return None;
@@ -247,6 +266,9 @@ fn affine_after_matmul(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_after_gemm(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     let [x, w, a, c] = ["?x", "?w", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     let b = s.get(super::var("?b")).copied();
     let args: Vec<Id> = [x, w].into_iter().chain(b).collect();
     let Op::Gemm { alpha, beta, trans_a: false, trans_b } = matched_inner(eg, id, "Gemm", &args)? else {
@@ -279,6 +301,9 @@ fn affine_after_gemm(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_after_conv(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     let [x, w, a, c] = ["?x", "?w", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     let b = s.get(super::var("?b")).copied();
     let args: Vec<Id> = [x, w].into_iter().chain(b).collect();
     let conv = matched_inner(eg, id, "Conv", &args)?;
@@ -306,6 +331,9 @@ fn affine_after_conv(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_before_matmul(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let [z, a, c, w] = ["?z", "?a", "?c", "?w"].map(|n| get(s, n));
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     let ws = shape(eg, w)?;
     let rank = shape(eg, z)?.len();
     if !is_const(eg, w) || ws.len() != 2 || rank < 1 || !affine_axis(eg, z, a, c)?.fits(rank - 1) {
@@ -317,6 +345,27 @@ fn affine_before_matmul(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let shift = add_fold(eg, FoldOp::VecMat, vec![vc, w]);
     let mm = add_ir(eg, Op::MatMul, vec![z, w2]);
     Some(add_ir(eg, Op::Binary(kiln_ir::BinaryOp::Add), vec![mm, shift]))
+}
+
+fn affine_before_linear(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let b = get(s, "?b");
+    // The bias must be a constant that does not broadcast the product to a larger shape.
+    if !is_const(eg, b) || !shallow(eg, &[b]) {
+        return None;
+    }
+    let product = affine_before_matmul(eg, id, s)?;
+    // affine_before_matmul built Add(MatMul(z, W'), shift); rebuild with the merged bias.
+    let (mm, shift) = eg[product].nodes.iter().find_map(|n| match n {
+        Kiln::Node(KOp::Ir(op), c) if op.name() == "Add" && is_const(eg, c[1]) && !is_const(eg, c[0]) => {
+            Some((c[0], c[1]))
+        }
+        _ => None,
+    })?;
+    if eg[mm].data.ty() != eg[id].data.ty() {
+        return None;
+    }
+    let bias = add_ir(eg, Op::Binary(kiln_ir::BinaryOp::Add), vec![shift, b]);
+    Some(add_ir(eg, Op::Binary(kiln_ir::BinaryOp::Add), vec![mm, bias]))
 }
 
 /// The affine child (class) of the matched root node: child 0 of a `Name*` node with children
@@ -337,6 +386,9 @@ fn affine_before_gemm(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     };
     let [z, a, c, w] = ["?z", "?a", "?c", "?w"].map(|n| get(s, n));
     let ws = shape(eg, w)?;
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     if alpha != 1.0 || (has_b && beta != 1.0) || !is_const(eg, w) || ws.len() != 2 {
         return None;
     }
@@ -368,6 +420,9 @@ fn affine_before_conv(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     }
     let [z, a, c, w] = ["?z", "?a", "?c", "?w"].map(|n| get(s, n));
     let ws = shape(eg, w)?;
+    if !shallow(eg, &[w, a, c]) {
+        return None;
+    }
     if !is_const(eg, w) || ws.len() != 4 || !affine_axis(eg, z, a, c)?.fits(1) {
         return None;
     }
@@ -400,9 +455,16 @@ fn affine_through_pad(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
 
 fn affine_over_residual(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let [p, q, a, c] = ["?p", "?q", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[a, c]) {
+        return None;
+    }
     let sum = eg.lookup(Kiln::ir(Op::Binary(kiln_ir::BinaryOp::Add), vec![p, q]))?;
     let t = eg[sum].data.ty()?.clone();
     if is_const(eg, p) || is_const(eg, q) || eg[p].data.ty() != Some(&t) || eg[q].data.ty() != Some(&t) {
+        return None;
+    }
+    // Only worth it when the affine can then fold into the branch's linear layer.
+    if !has_linear_producer(eg, q) {
         return None;
     }
     affine_axis(eg, sum, a, c)?;
@@ -410,6 +472,22 @@ fn affine_over_residual(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     let ap = add_meta(eg, MetaOp::Affine, vec![p, a, c]);
     let aq = add_meta(eg, MetaOp::Affine, vec![q, a, zero]);
     Some(add_ir(eg, Op::Binary(kiln_ir::BinaryOp::Add), vec![ap, aq]))
+}
+
+/// The class is computed by a MatMul/Gemm/Conv with a constant weight, possibly plus a constant
+/// bias.
+fn has_linear_producer(eg: &KGraph, id: Id) -> bool {
+    let linear = |class: Id| {
+        eg[class].nodes.iter().any(|n| match n {
+            Kiln::Node(KOp::Ir(op), c) if matches!(op.name(), "MatMul" | "Gemm" | "Conv") => is_const(eg, c[1]),
+            _ => false,
+        })
+    };
+    linear(id)
+        || eg[id].nodes.iter().any(|n| match n {
+            Kiln::Node(KOp::Ir(op), c) if op.name() == "Add" => linear(c[0]) && is_const(eg, c[1]),
+            _ => false,
+        })
 }
 
 #[cfg(test)]
@@ -422,6 +500,7 @@ mod tests {
 
     fn rules() -> Vec<KRewrite> {
         let mut r = norm_fold::rules();
+        r.extend(norm_fold::recognise_rules());
         r.extend(algebra::rules());
         r
     }
@@ -505,8 +584,11 @@ mod tests {
 
     #[test]
     fn affine_distributes_over_a_residual_add() {
+        let l = &["p?f32[2,4]", "x?f32[2,4]", "w:f32[4,4]", "a:f32[4]", "c:f32[4]"];
+        check(l, &rules(), "(affine (Add p (MatMul x w)) a c)", "(Add (affine p a c) (Mul (MatMul x w) a))");
+        // Without a linear layer to fold into, the affine stays where it is.
         let l = &["p?f32[2,4]", "q?f32[2,4]", "a:f32[4]", "c:f32[4]"];
-        check(l, &rules(), "(affine (Add p q) a c)", "(Add (affine p a c) (Mul q a))");
+        check_not(l, &rules(), "(affine (Add p q) a c)", "(Add (affine p a c) (Mul q a))");
     }
 
     #[test]
