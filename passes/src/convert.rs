@@ -87,6 +87,34 @@ pub fn lift(model: &Model) -> Result<Lifted, Error> {
     Ok(Lifted { egraph, outputs, originals })
 }
 
+impl Lifted {
+    /// The input program as an extraction choice: each original node (and leaf) in its e-class.
+    pub fn original_choice(&self) -> HashMap<Id, Kiln> {
+        let eg = &self.egraph;
+        let mut choice = HashMap::new();
+        for class in eg.classes() {
+            for node in &class.nodes {
+                if let Kiln::Leaf(_) = node {
+                    choice.insert(class.id, node.clone());
+                }
+            }
+        }
+        for (enode, _, _) in &self.originals {
+            let canon = enode.clone().map_children(|c| eg.find(c));
+            if let Some(class) = eg.lookup(canon.clone()) {
+                choice.entry(eg.find(class)).or_insert(canon);
+            }
+        }
+        // Projections of multi-output nodes.
+        for class in eg.classes() {
+            if let Some(node) = class.nodes.iter().find(|n| matches!(n, Kiln::Node(KOp::Get(_), _))) {
+                choice.entry(class.id).or_insert_with(|| node.clone());
+            }
+        }
+        choice
+    }
+}
+
 /// Builds the optimised model from an extraction.
 pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, Error> {
     let eg = &lifted.egraph;

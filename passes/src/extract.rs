@@ -20,13 +20,38 @@ use std::collections::{HashMap, HashSet};
 pub struct Extraction {
     pub choice: HashMap<Id, Kiln>,
     pub cost: f64,
+    /// The DAG cost of the input program (set by [`extract_no_worse`]; otherwise `cost`).
+    pub baseline_cost: f64,
 }
 
 /// How many local-search passes to run at most.
 const MAX_PASSES: usize = 4;
 
-pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extraction, String> {
-    // Node costs, computed once.
+/// Extracts the cheapest program found; `baseline` (the input program, as a node per e-class) is
+/// kept instead when it is at least as cheap, so the result is never worse than the input under the
+/// cost model.
+pub fn extract_no_worse(
+    eg: &KGraph,
+    roots: &[Id],
+    model: &CostModel,
+    baseline: &HashMap<Id, Kiln>,
+) -> Result<Extraction, String> {
+    let found = extract(eg, roots, model);
+    let node_costs = node_costs(eg, model);
+    let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
+    let base_cost = dag_cost(eg, &roots, baseline, &node_costs);
+    match found {
+        Ok(found) if found.cost < base_cost => Ok(Extraction { baseline_cost: base_cost, ..found }),
+        _ if base_cost.is_finite() => {
+            let keep = reachable(eg, &roots, baseline);
+            let choice = baseline.iter().filter(|(id, _)| keep.contains(id)).map(|(k, v)| (*k, v.clone())).collect();
+            Ok(Extraction { choice, cost: base_cost, baseline_cost: base_cost })
+        }
+        other => other,
+    }
+}
+
+fn node_costs(eg: &KGraph, model: &CostModel) -> HashMap<Id, Vec<(Kiln, f64)>> {
     let mut node_costs: HashMap<Id, Vec<(Kiln, f64)>> = HashMap::new();
     for class in eg.classes() {
         let constant = class.data.constant;
@@ -38,6 +63,12 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
             .collect();
         node_costs.insert(class.id, nodes);
     }
+    node_costs
+}
+
+pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extraction, String> {
+    // Node costs, computed once.
+    let node_costs = node_costs(eg, model);
 
     // 1. Tree-cost fixpoint.
     let mut best: HashMap<Id, (f64, Kiln)> = HashMap::new();
@@ -113,7 +144,7 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
     }
     let keep = reachable(eg, &roots, &choice);
     choice.retain(|id, _| keep.contains(id));
-    Ok(Extraction { choice, cost })
+    Ok(Extraction { choice, cost, baseline_cost: cost })
 }
 
 fn reachable(eg: &KGraph, roots: &[Id], choice: &HashMap<Id, Kiln>) -> HashSet<Id> {

@@ -3,7 +3,7 @@
 
 use crate::convert::{lift, lower};
 use crate::cost::CostModel;
-use crate::extract::extract;
+use crate::extract::extract_no_worse;
 use crate::rules;
 use egg::{Runner, StopReason};
 use kiln_ir::{Error, Model};
@@ -42,14 +42,19 @@ impl OptimizeConfig {
     /// The defaults with any environment overrides applied; a malformed value is an error naming
     /// the variable.
     pub fn from_env() -> Result<OptimizeConfig, Error> {
+        OptimizeConfig::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The defaults with overrides from `lookup` (the environment in [`Self::from_env`]).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<OptimizeConfig, Error> {
         let mut config = OptimizeConfig::default();
         let read =
             |name: &str| -> Result<Option<u64>, Error> {
-                match std::env::var(name) {
-                    Ok(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
+                match lookup(name) {
+                    Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| {
                         Error::new(format!("environment variable {name}"), format!("{v:?} is not a number"))
                     }),
-                    Err(_) => Ok(None),
+                    None => Ok(None),
                 }
             };
         if let Some(v) = read("KILN_EGRAPH_NODE_LIMIT")? {
@@ -84,6 +89,10 @@ pub struct OptimizeReport {
     pub stop_reason: String,
     /// Wall time per phase in milliseconds, in order.
     pub phase_ms: Vec<(String, f64)>,
+    /// Estimated run time in seconds by the cost model, of the input and of the output; the output
+    /// is never estimated slower than the input.
+    pub cost_before: f64,
+    pub cost_after: f64,
 }
 
 fn describe(reason: &Option<StopReason>) -> String {
@@ -134,7 +143,8 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         lap(stage, &mut phase_ms);
     }
     lifted.egraph.rebuild();
-    let extraction = extract(&lifted.egraph, &lifted.outputs, &config.cost_model)
+    let baseline = lifted.original_choice();
+    let extraction = extract_no_worse(&lifted.egraph, &lifted.outputs, &config.cost_model, &baseline)
         .map_err(|e| Error::new("optimizer extraction", e))?;
     lap("extract", &mut phase_ms);
     let optimised = lower(model, &lifted, &extraction)?;
@@ -148,6 +158,30 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         iterations,
         stop_reason: reasons.join("; "),
         phase_ms,
+        cost_before: extraction.baseline_cost,
+        cost_after: extraction.cost,
     };
     Ok((optimised, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_come_from_the_environment() {
+        let env = |name: &str| match name {
+            "KILN_EGRAPH_NODE_LIMIT" => Some("123".to_string()),
+            "KILN_EGRAPH_TIME_LIMIT_MS" => Some(" 250 ".to_string()),
+            "KILN_LN_TO_RMS" => Some("0".to_string()),
+            _ => None,
+        };
+        let config = OptimizeConfig::from_lookup(env).unwrap();
+        assert_eq!(config.node_limit, 123);
+        assert_eq!(config.time_limit, Duration::from_millis(250));
+        assert!(!config.ln_to_rms);
+        assert_eq!(config.iter_limit, OptimizeConfig::default().iter_limit);
+        let err = OptimizeConfig::from_lookup(|_| Some("lots".into())).unwrap_err();
+        assert!(err.to_string().contains("KILN_EGRAPH_NODE_LIMIT"), "{err}");
+    }
 }

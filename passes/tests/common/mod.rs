@@ -100,6 +100,7 @@ pub fn optimize_and_compare(
     let before_weights = model.weights.clone();
     let (opt, report) = optimize(model, &OptimizeConfig::default()).unwrap_or_else(|e| panic!("optimize: {e}"));
     assert_eq!(model.weights, before_weights, "the original weights must not change");
+    assert!(report.cost_after <= report.cost_before, "estimated slower than the input: {report:?}");
     let want = kiln_ir::eval::run(&model.graph, &model.weights, feeds).expect("original runs");
     let got = kiln_ir::eval::run(&opt.graph, &opt.weights, feeds).unwrap_or_else(|e| panic!("optimised runs: {e}"));
     assert_eq!(want.len(), got.len());
