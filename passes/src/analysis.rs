@@ -74,7 +74,7 @@ fn f32_ty(shape: Vec<usize>) -> Vec<TensorType> {
 }
 
 /// Output types of a fold or meta term from its inputs' types; empty if the inputs do not fit.
-fn term_types(op: &KOp, args: &[Option<&TensorType>]) -> Vec<TensorType> {
+pub(crate) fn term_types(op: &KOp, args: &[Option<&TensorType>]) -> Vec<TensorType> {
     let all: Option<Vec<&TensorType>> = args.iter().copied().collect();
     let Some(t) = all else { return vec![] };
     if t.iter().any(|t| t.dtype != DType::F32) {

@@ -35,22 +35,31 @@ pub const COMPILE_TIME: f64 = 1e-12;
 
 impl CostModel {
     /// The cost of one e-node, or infinity when it cannot be emitted.
-    pub fn node_cost(&self, eg: &KGraph, class_is_constant: bool, node: &Kiln) -> f64 {
+    pub fn node_cost(&self, eg: &KGraph, class: egg::Id, node: &Kiln) -> f64 {
+        let class_is_constant = eg[class].data.constant;
         let (op, args) = match node {
             Kiln::Leaf(_) => return 0.0,
             Kiln::Node(op, args) => (op, args),
         };
         let arg_types: Option<Vec<&TensorType>> = args.iter().map(|&a| eg[a].data.ty()).collect();
+        // A node is only emitted (or evaluated) when its own inference gives its class's types: a
+        // rule that built an ill-typed term must not reach the graph or the constant folder.
+        let class_types = &eg[class].data.types;
         match op {
             KOp::Meta(_) | KOp::Wild(_) => f64::INFINITY,
             KOp::Get(_) => COMPILE_TIME,
-            KOp::Fold(_) if class_is_constant => COMPILE_TIME,
-            KOp::Fold(_) => f64::INFINITY,
-            KOp::Ir(_) if class_is_constant => COMPILE_TIME,
+            KOp::Fold(_) => {
+                let tys: Vec<Option<&TensorType>> = args.iter().map(|&a| eg[a].data.ty()).collect();
+                let ok = class_is_constant && &crate::analysis::term_types(op, &tys) == class_types;
+                if ok { COMPILE_TIME } else { f64::INFINITY }
+            }
             KOp::Ir(ir) => {
                 let Some(inputs) = arg_types else { return f64::INFINITY };
                 let Ok(outputs) = ir.op.infer(&inputs) else { return f64::INFINITY };
-                self.ir_cost(&ir.op, &inputs, &outputs)
+                if &outputs != class_types {
+                    return f64::INFINITY;
+                }
+                if class_is_constant { COMPILE_TIME } else { self.ir_cost(&ir.op, &inputs, &outputs) }
             }
         }
     }

@@ -54,11 +54,10 @@ pub fn extract_no_worse(
 fn node_costs(eg: &KGraph, model: &CostModel) -> HashMap<Id, Vec<(Kiln, f64)>> {
     let mut node_costs: HashMap<Id, Vec<(Kiln, f64)>> = HashMap::new();
     for class in eg.classes() {
-        let constant = class.data.constant;
         let nodes = class
             .nodes
             .iter()
-            .map(|n| (n.clone(), model.node_cost(eg, constant, n)))
+            .map(|n| (n.clone(), model.node_cost(eg, class.id, n)))
             .filter(|(_, c)| c.is_finite())
             .collect();
         node_costs.insert(class.id, nodes);
