@@ -399,6 +399,22 @@ fn item(line: &mut Line, line_no: usize) -> Result<Item, Fail> {
     Ok(item)
 }
 
+/// `KEY=VALUE, …}` (the opening brace is already read).
+fn attributes(line: &mut Line) -> Result<Attrs, Fail> {
+    let parsed = line.list('}', |line| {
+        let (key, col) = line.name("an attribute name")?;
+        line.punct('=', "'=' after the attribute name")?;
+        Ok((key, col, line.attr_value()?))
+    })?;
+    let mut attrs = Attrs::new();
+    for (key, col, value) in parsed {
+        if attrs.insert(key.clone(), value).is_some() {
+            return Err((col, format!("attribute '{key}' is given twice")));
+        }
+    }
+    Ok(attrs)
+}
+
 /// `node NAME = Op(inputs) {attrs} -> out: type, …` (the keyword is already read).
 fn node(line: &mut Line, line_no: usize, loc: String) -> Result<Item, Fail> {
     let (name, _) = line.name("the node's name")?;
@@ -411,19 +427,7 @@ fn node(line: &mut Line, line_no: usize, loc: String) -> Result<Item, Fail> {
     line.pos += 1;
     line.punct('(', "'(' and the node's inputs")?;
     let inputs = line.list(')', |line| line.name("an input tensor name").map(|(name, _)| name))?;
-    let mut attrs = Attrs::new();
-    if line.eat(&Tok::Punct('{')) {
-        let parsed = line.list('}', |line| {
-            let (key, col) = line.name("an attribute name")?;
-            line.punct('=', "'=' after the attribute name")?;
-            Ok((key, col, line.attr_value()?))
-        })?;
-        for (key, col, value) in parsed {
-            if attrs.insert(key.clone(), value).is_some() {
-                return Err((col, format!("attribute '{key}' is given twice")));
-            }
-        }
-    }
+    let attrs = if line.eat(&Tok::Punct('{')) { attributes(line)? } else { Attrs::new() };
     if !line.eat(&Tok::Arrow) {
         return Err(line.expected("'->' and the node's outputs"));
     }
@@ -448,4 +452,74 @@ fn node(line: &mut Line, line_no: usize, loc: String) -> Result<Item, Fail> {
     let op = Op::from_parts(&op_name, &attrs);
     let loc = if op.is_err() { location(line_no, op_col) } else { loc };
     Ok(Item::Node { loc, name, op, inputs, outputs })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::op::OP_NAMES;
+
+    /// Prints an op's attributes and reads them back, as a node line would.
+    fn attrs_round_trip(op: &Op) -> Op {
+        let (name, attrs) = op.to_parts();
+        let mut text = String::from("{");
+        super::super::print::attributes(&mut text, &attrs);
+        text.push('}');
+        let tokens = tokenize(&text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let mut line = Line::new(&tokens);
+        assert!(line.eat(&Tok::Punct('{')));
+        let parsed = attributes(&mut line).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        line.end().unwrap();
+        Op::from_parts(name, &parsed).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    #[test]
+    fn text_every_op_attributes_round_trip() {
+        let a = |pairs: &[(&str, Attr)]| -> Attrs { pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() };
+        let mut with_attrs = 0;
+        for &name in OP_NAMES {
+            // Non-default values where an op has attributes, so that they are printed.
+            let attrs = match name {
+                "Cast" => a(&[("to", Attr::Str("bool".into()))]),
+                "LeakyRelu" => a(&[("alpha", Attr::Float(0.2))]),
+                "Selu" => a(&[("alpha", Attr::Float(1.5)), ("gamma", Attr::Float(-2.0))]),
+                "Gelu" => a(&[("approximate", Attr::Str("tanh".into()))]),
+                "Clip" => a(&[("min", Attr::Float(f32::NEG_INFINITY)), ("max", Attr::Float(6.0))]),
+                "Gemm" => a(&[("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0)), ("transA", Attr::Int(1))]),
+                "Conv" => a(&[("dilations", Attr::Ints(vec![2, 1])), ("group", Attr::Int(2))]),
+                "Pad" => a(&[("pads", Attr::Ints(vec![0, -1, 0, 1])), ("mode", Attr::Str("edge".into()))]),
+                "GroupNormalization" => a(&[("num_groups", Attr::Int(2)), ("epsilon", Attr::Float(1e-6))]),
+                "LayerNormalization" | "RMSNormalization" | "UnifiedNorm" => {
+                    a(&[("axis", Attr::Int(-2)), ("epsilon", Attr::Float(1e-12))])
+                }
+                "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+                    a(&[("axes", Attr::Ints(vec![])), ("noop_with_empty_axes", Attr::Int(1))])
+                }
+                "Reshape" => a(&[("shape", Attr::Ints(vec![0, -1])), ("allowzero", Attr::Int(1))]),
+                "Expand" => a(&[("shape", Attr::Ints(vec![2, -1]))]),
+                "Concat" => a(&[("axis", Attr::Int(1))]),
+                "Split" => a(&[("num_outputs", Attr::Int(3))]),
+                "Slice" => a(&[
+                    ("starts", Attr::Ints(vec![i64::MIN])),
+                    ("ends", Attr::Ints(vec![i64::MAX])),
+                    ("steps", Attr::Ints(vec![-1])),
+                ]),
+                "Unsqueeze" | "Squeeze" => a(&[("axes", Attr::Ints(vec![0, -1]))]),
+                "Transpose" => a(&[("perm", Attr::Ints(vec![1, 0]))]),
+                "Resize" => a(&[("sizes", Attr::Ints(vec![1, 3, 8, 8])), ("nearest_mode", Attr::Str("ceil".into()))]),
+                "PowerNorm" => a(&[("groups", Attr::Int(4)), ("group_epsilon", Attr::Float(3.5e-7))]),
+                "EvoNormS0" => a(&[("groups", Attr::Int(8))]),
+                "EvoNormB0" | "RegionNorm" | "BatchNormalization" | "InstanceNormalization" => {
+                    a(&[("epsilon", Attr::Float(1.0507009))])
+                }
+                "Softmax" | "LogSoftmax" | "Gather" | "Flatten" => a(&[("axis", Attr::Int(-3))]),
+                _ => Attrs::new(),
+            };
+            let op = Op::from_parts(name, &attrs).unwrap_or_else(|e| panic!("{name}: {e}"));
+            with_attrs += usize::from(!op.to_parts().1.is_empty());
+            assert_eq!(attrs_round_trip(&op), op, "{name}");
+        }
+        // Every op that has attributes printed some; 23 ops (binary, most unary, Where, Identity, MatMul) have none.
+        assert_eq!(with_attrs, OP_NAMES.len() - 23);
+    }
 }
