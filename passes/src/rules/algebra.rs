@@ -213,4 +213,21 @@ mod tests {
         // Only one transpose: no cancellation.
         check_not(L, &rules(), "(Transpose<perm=[1,0]> x)", "x");
     }
+
+    #[test]
+    fn more_neutral_elements_and_canonical_forms() {
+        check(L, &rules(), "(Sub x (fill<0.0> zero))", "x");
+        check(L, &rules(), "(Div x (fill<1.0> one))", "x");
+        check(L, &rules(), "(Add w x)", "(Add x w)");
+        check(L, &rules(), "(Expand<shape=[2,4]> x)", "x");
+        check(L, &rules(), "(flat (flat w))", "(flat w)");
+        check(L, &rules(), "(flat (Reshape<shape=[16]> w))", "(flat w)");
+        check(L, &rules(), "(ReduceSum<axes=[1]> x)", "(ReduceSum<axes=[-1]> x)");
+        check(
+            L,
+            &rules(),
+            "(Transpose<perm=[1,0]> (Transpose<perm=[1,0]> (Transpose<perm=[1,0]> x)))",
+            "(Transpose<perm=[1,0]> x)",
+        );
+    }
 }

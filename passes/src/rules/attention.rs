@@ -78,4 +78,28 @@ mod tests {
     fn negative_bias_that_enlarges_the_scores_is_not_fused() {
         check_not(L, &rules(), "(MatMul (Softmax (Add (MatMul q kt) big)) v)", "(Attention q kt v big)");
     }
+
+    #[test]
+    fn scaled_attention_without_mask_is_fused() {
+        // 1/8 = 0.125 exactly: the scale attribute is the reciprocal the analysis computed.
+        check(
+            &["q?f32[2,4,8]", "kt?f32[2,8,6]", "v?f32[2,6,5]", "d:f32[]"],
+            &rules(),
+            "(MatMul (Softmax (Div (MatMul q kt) (fill<8.0> d))) v)",
+            "(Attention<scale=0.125> q kt v)",
+        );
+        // A scale whose value is not known at compile time is not fused.
+        check_not(
+            &["q?f32[2,4,8]", "kt?f32[2,8,6]", "v?f32[2,6,5]", "d?f32[]"],
+            &rules(),
+            "(MatMul (Softmax (Div (MatMul q kt) d)) v)",
+            "(Attention q kt v)",
+        );
+        check(
+            &["q?f32[2,4,8]", "kt?f32[2,8,6]", "v?f32[2,6,5]"],
+            &rules(),
+            "(MatMul (Softmax (MatMul q kt)) v)",
+            "(Attention q kt v)",
+        );
+    }
 }

@@ -208,4 +208,16 @@ mod tests {
     fn negative_ln_of_an_input_is_not_converted() {
         check_not(L, &rules(), "(LayerNormalization y g)", "(RMSNormalization y g)");
     }
+
+    #[test]
+    fn centring_distributes_over_differences_and_row_scales() {
+        let l = &["y?f32[3,8]", "w:f32[8,8]", "v:f32[8,8]", "s:f32[3,1]"];
+        check(
+            l,
+            &rules(),
+            "(center (Sub (MatMul y w) (MatMul y v)))",
+            "(Sub (MatMul y (center-last w)) (MatMul y (center-last v)))",
+        );
+        check(l, &rules(), "(center (Mul (MatMul y w) s))", "(Mul (MatMul y (center-last w)) s)");
+    }
 }

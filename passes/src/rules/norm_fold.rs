@@ -613,4 +613,58 @@ mod tests {
         let l = &["x?f32[2,4]", "s?f32[4]", "c:f32[4]"];
         check_not(l, &rules(), "(Add (Mul x s) c)", "(affine x s c)");
     }
+
+    #[test]
+    fn powernorm_keeps_group_scaling_and_exposes_its_affine() {
+        let l = &["x?f32[2,8]", "g:f32[8]", "b:f32[8]", "v:f32[8]"];
+        check(
+            l,
+            &rules(),
+            "(PowerNorm<groups=2> x g b v)",
+            "(affine (PowerNorm<epsilon=0.0;groups=2> x (fill<1.0> g) (fill<0.0> b) (fill<1.0> v)) (bn-scale<1e-5> g v) (flat b))",
+        );
+    }
+
+    #[test]
+    fn biases_and_affines_compose() {
+        let l = &["y?f32[2,4]", "b:f32[4]", "a:f32[4]", "c:f32[4]", "a2:f32[4]", "c2:f32[4]"];
+        // (No `flat(x) = x` rule for 1-D x: the extra `flat` is what keeps MAX_FOLD_DEPTH meaningful.)
+        check(l, &rules(), "(affine (Add y b) a c)", "(affine y (flat a) (flat (fma (flat a) (flat b) (flat c))))");
+        check(
+            l,
+            &rules(),
+            "(affine (affine y a c) a2 c2)",
+            "(affine y (flat (fma (flat a) (flat a2) (fill<0.0> (flat a)))) (flat (fma (flat c) (flat a2) (flat c2))))",
+        );
+    }
+
+    #[test]
+    fn affine_before_a_linear_layer_joins_its_bias() {
+        let l = &["z?f32[2,4]", "w:f32[4,5]", "b:f32[5]", "a:f32[4]", "c:f32[4]"];
+        check(
+            l,
+            &rules(),
+            "(Add (MatMul (affine z a c) w) b)",
+            "(Add (MatMul z (scale-rows w (flat a))) (Add (vec-mat (flat c) w) b))",
+        );
+    }
+
+    #[test]
+    fn affine_before_gemm_and_without_bias() {
+        let l = &["z?f32[3,4]", "w:f32[5,4]", "b:f32[5]", "a:f32[4]", "c:f32[4]", "a5:f32[5]", "c5:f32[5]"];
+        check(
+            l,
+            &rules(),
+            "(Gemm<transB=1> (affine z a c) w b)",
+            "(Gemm<transB=1> z (scale-cols w (flat a)) (Add b (mat-vec w (flat c))))",
+        );
+        check(
+            l,
+            &rules(),
+            "(affine (Gemm<transB=1> z w) a5 c5)",
+            "(Gemm<transB=1> z (scale-rows w (flat a5)) (flat c5))",
+        );
+        let conv = &["x?f32[1,2,4,4]", "k:f32[3,2,3,3]", "a3:f32[3,1,1]", "c3:f32[3,1,1]"];
+        check(conv, &rules(), "(affine (Conv x k) a3 c3)", "(Conv x (scale-rows k (flat a3)) (flat c3))");
+    }
 }

@@ -100,4 +100,12 @@ mod tests {
         check(L, &rules(), "(Mul (MatMul x w) s)", "(MatMul x (Mul w s))");
         check(L, &rules(), "(MatMul (Mul x s) w)", "(MatMul x (Mul w s))");
     }
+
+    #[test]
+    fn more_scalar_folds() {
+        let l = &["x?f32[2,4]", "g:f32[4]", "s:f32[]", "t:f32[1]", "a:f32[4]", "c:f32[4]"];
+        check(l, &rules(), "(Mul (RMSNormalization x g) s)", "(RMSNormalization x (Mul g s))");
+        check(l, &rules(), "(Mul (Mul x s) t)", "(Mul x (Mul s t))");
+        check(l, &rules(), "(Mul (affine x a c) s)", "(affine x (Mul a s) (Mul c s))");
+    }
 }
