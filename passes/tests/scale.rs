@@ -60,3 +60,39 @@ fn deep_conv_bn_chain_folds_every_batchnorm() {
     assert_eq!(opt.graph.num_op_nodes(), 2 * blocks);
     eprintln!("{report:?}");
 }
+
+#[test]
+fn post_norm_batchnorm_residual_stack_stays_bounded() {
+    // The graph transformer's shape: h = BN(h + W·relu(V·h + b) + c) per layer. Affines may
+    // distribute over each residual and compose with the previous layer's; the e-graph must still
+    // saturate well below the node limit (it once grew to the limit here).
+    let (d, n, layers) = (8, 6, 6);
+    let mut b = Build::new("post_norm_bn");
+    b.input("h0", &[n, d]);
+    for l in 0..layers {
+        let p = |s: &str| format!("{s}{l}");
+        b.weight(&p("v"), &[d, 2 * d], -0.5, 0.5)
+            .weight(&p("vb"), &[2 * d], -0.5, 0.5)
+            .weight(&p("w"), &[2 * d, d], -0.5, 0.5)
+            .weight(&p("wb"), &[d], -0.5, 0.5)
+            .weight(&p("g"), &[d], 0.5, 1.5)
+            .weight(&p("bt"), &[d], -0.5, 0.5)
+            .weight(&p("mu"), &[d], -0.5, 0.5)
+            .weight(&p("var"), &[d], 0.5, 2.0)
+            .node(&p("m1"), "MatMul", &[&p("h"), &p("v")])
+            .node(&p("a1"), "Add", &[&p("m1"), &p("vb")])
+            .node(&p("r"), "Relu", &[&p("a1")])
+            .node(&p("m2"), "MatMul", &[&p("r"), &p("w")])
+            .node(&p("a2"), "Add", &[&p("m2"), &p("wb")])
+            .node(&p("s"), "Add", &[&p("h"), &p("a2")])
+            .node(&format!("h{}", l + 1), "BatchNormalization", &[&p("s"), &p("g"), &p("bt"), &p("mu"), &p("var")]);
+    }
+    b.output(&format!("h{layers}"));
+    let (model, feeds) = b.finish(0);
+    let (opt, report) = optimize_and_compare(&model, &feeds, 1e-4, 1e-4);
+    assert_eq!(report.stop_reason, "recognise: saturated; fold: saturated", "{report:?}");
+    assert!(report.egraph_nodes < 5_000, "{report:?}");
+    // Where a BN's input also feeds the skip path, folding it only moves a per-channel multiply onto
+    // the skip; extraction keeps whichever is cheaper, so not every BN disappears.
+    assert!(count(&opt, "BatchNormalization") < layers, "{:?}", opt.graph.op_counts());
+}
