@@ -229,3 +229,24 @@ pub(crate) mod testing {
         assert!(!eq, "unsound: {lhs} = {rhs} was proven; {dump}");
     }
 }
+
+#[cfg(test)]
+mod tidy {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn rule_names_are_unique_and_stages_use_every_family() {
+        let mut seen = HashSet::new();
+        for family in families() {
+            assert!(!family.rules.is_empty(), "{}", family.name);
+            for rule in &family.rules {
+                assert!(seen.insert(rule.name.to_string()), "rule {} is defined twice", rule.name);
+            }
+        }
+        let staged: HashSet<String> = recognise().iter().chain(fold(true).iter()).map(|r| r.name.to_string()).collect();
+        assert_eq!(staged, seen, "every rule runs in some stage");
+        let no_rms: HashSet<String> = fold(false).iter().map(|r| r.name.to_string()).collect();
+        assert!(!no_rms.contains("ln-to-rms") && no_rms.contains("batchnorm-affine"));
+    }
+}
