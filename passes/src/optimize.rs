@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 /// Limits and switches. Every limit can be overridden by an environment variable (read by
 /// [`OptimizeConfig::from_env`]): `KILN_EGRAPH_NODE_LIMIT`, `KILN_EGRAPH_ITER_LIMIT`,
-/// `KILN_EGRAPH_TIME_LIMIT_MS` (per stage), `KILN_LN_TO_RMS` (0 disables Pre-LN → Pre-RMSNorm).
+/// `KILN_EGRAPH_TIME_LIMIT_MS` (per stage), `KILN_LN_TO_RMS` (0 disables Pre-LN → Pre-RMSNorm),
+/// `KILN_FUSED_OPS` (0: no MaskedSoftmax/Attention in the output).
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptimizeConfig {
     /// Most e-nodes per stage.
@@ -23,6 +24,9 @@ pub struct OptimizeConfig {
     pub time_limit: Duration,
     /// Run the Pre-LN → Pre-RMSNorm rules.
     pub ln_to_rms: bool,
+    /// Introduce the kiln-domain fused ops MaskedSoftmax and Attention (turn off for a backend
+    /// that does not implement them).
+    pub kiln_ops: bool,
     pub cost_model: CostModel,
 }
 
@@ -33,6 +37,7 @@ impl Default for OptimizeConfig {
             iter_limit: 30,
             time_limit: Duration::from_secs(10),
             ln_to_rms: true,
+            kiln_ops: true,
             cost_model: CostModel::default(),
         }
     }
@@ -68,6 +73,9 @@ impl OptimizeConfig {
         }
         if let Some(v) = read("KILN_LN_TO_RMS")? {
             config.ln_to_rms = v != 0;
+        }
+        if let Some(v) = read("KILN_FUSED_OPS")? {
+            config.kiln_ops = v != 0;
         }
         Ok(config)
     }
@@ -123,7 +131,7 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     let mut rules_fired: BTreeMap<String, usize> = BTreeMap::new();
     let mut iterations = 0;
     let mut reasons = Vec::new();
-    let stages = [("recognise", rules::recognise()), ("fold", rules::fold(config.ln_to_rms))];
+    let stages = [("recognise", rules::recognise(config.kiln_ops)), ("fold", rules::fold(config.ln_to_rms))];
     for (stage, rules) in stages {
         let egraph = std::mem::take(&mut lifted.egraph);
         let runner = Runner::default()
@@ -174,12 +182,13 @@ mod tests {
             "KILN_EGRAPH_NODE_LIMIT" => Some("123".to_string()),
             "KILN_EGRAPH_TIME_LIMIT_MS" => Some(" 250 ".to_string()),
             "KILN_LN_TO_RMS" => Some("0".to_string()),
+            "KILN_FUSED_OPS" => Some("0".to_string()),
             _ => None,
         };
         let config = OptimizeConfig::from_lookup(env).unwrap();
         assert_eq!(config.node_limit, 123);
         assert_eq!(config.time_limit, Duration::from_millis(250));
-        assert!(!config.ln_to_rms);
+        assert!(!config.ln_to_rms && !config.kiln_ops);
         assert_eq!(config.iter_limit, OptimizeConfig::default().iter_limit);
         let err = OptimizeConfig::from_lookup(|_| Some("lots".into())).unwrap_err();
         assert!(err.to_string().contains("KILN_EGRAPH_NODE_LIMIT"), "{err}");

@@ -365,3 +365,24 @@ fn batchnorm_output_that_is_also_a_graph_output_keeps_its_value() {
     let outputs: Vec<&str> = opt.graph.outputs().iter().map(|&v| opt.graph.value_name(v)).collect();
     assert_eq!(outputs, ["y", "z"]);
 }
+
+#[test]
+fn fused_kiln_ops_can_be_turned_off_for_a_backend_without_them() {
+    let mut b = Build::new("attention_plain");
+    b.input("q", &[2, 4, 8])
+        .input("kt", &[2, 8, 6])
+        .input("v", &[2, 6, 5])
+        .node("s", "MatMul", &["q", "kt"])
+        .node("e", "Exp", &["s"])
+        .node("z", "ReduceSum<axes=[-1]>", &["e"])
+        .node("p", "Div", &["e", "z"])
+        .node("y", "MatMul", &["p", "v"])
+        .output("y");
+    let (model, _) = b.finish(0);
+    let config = OptimizeConfig { kiln_ops: false, ..OptimizeConfig::default() };
+    let (opt, _) = optimize(&model, &config).unwrap();
+    assert_eq!(count(&opt, "Attention"), 0, "{:?}", opt.graph.op_counts());
+    assert_eq!(count(&opt, "Softmax"), 1, "{:?}", opt.graph.op_counts());
+    let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap();
+    assert_eq!(count(&opt, "Attention"), 1, "{:?}", opt.graph.op_counts());
+}

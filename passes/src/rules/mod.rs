@@ -29,13 +29,17 @@ pub struct Family {
     pub rules: Vec<KRewrite>,
 }
 
-/// Stage 1: canonicalise, simplify, recognise softmax, move scalar multipliers.
-pub fn recognise() -> Vec<KRewrite> {
+/// Stage 1: canonicalise, simplify, recognise softmax, move scalar multipliers; with `kiln_ops`,
+/// also recognise the kiln-domain MaskedSoftmax and Attention (for backends that implement them).
+pub fn recognise(kiln_ops: bool) -> Vec<KRewrite> {
     let mut rules = algebra::rules();
     rules.extend(algebra::recognise_rules());
     rules.extend(norm_fold::recognise_rules());
     rules.extend(softmax::rules());
-    rules.extend(attention::rules());
+    if kiln_ops {
+        rules.extend(softmax::fused_rules());
+        rules.extend(attention::rules());
+    }
     rules.extend(scaling::rules());
     rules
 }
@@ -55,7 +59,7 @@ pub fn fold(ln_to_rms: bool) -> Vec<KRewrite> {
 pub fn families() -> Vec<Family> {
     vec![
         Family { name: "algebra", rules: algebra::rules().into_iter().chain(algebra::recognise_rules()).collect() },
-        Family { name: "softmax", rules: softmax::rules() },
+        Family { name: "softmax", rules: softmax::rules().into_iter().chain(softmax::fused_rules()).collect() },
         Family { name: "attention", rules: attention::rules() },
         Family { name: "scaling", rules: scaling::rules() },
         Family {
@@ -244,9 +248,12 @@ mod tidy {
                 assert!(seen.insert(rule.name.to_string()), "rule {} is defined twice", rule.name);
             }
         }
-        let staged: HashSet<String> = recognise().iter().chain(fold(true).iter()).map(|r| r.name.to_string()).collect();
+        let staged: HashSet<String> =
+            recognise(true).iter().chain(fold(true).iter()).map(|r| r.name.to_string()).collect();
         assert_eq!(staged, seen, "every rule runs in some stage");
         let no_rms: HashSet<String> = fold(false).iter().map(|r| r.name.to_string()).collect();
         assert!(!no_rms.contains("ln-to-rms") && no_rms.contains("batchnorm-affine"));
+        let plain: HashSet<String> = recognise(false).iter().map(|r| r.name.to_string()).collect();
+        assert!(!plain.contains("masked-softmax") && !plain.contains("attention") && plain.contains("softmax-stable"));
     }
 }

@@ -15,11 +15,17 @@ pub fn rules() -> Vec<KRewrite> {
             => "(Softmax ?x)"),
         // exp(x) / Σ exp(x) = softmax(x)   (the max-subtracted form is never less accurate)
         rw!("softmax-plain"; "(Div (Exp ?x) (ReduceSum<axes=[-1]> (Exp ?x)))" => "(Softmax ?x)"),
+        // (P·V) / d = (P / d)·V   for d constant along the last axis (one divisor per row)
+        rw!("row-div-into-matmul"; "(Div (MatMul ?p ?v) ?d)" => "(MatMul (Div ?p ?d) ?v)" if row_divisor),
+    ]
+}
+
+/// Rules that introduce the kiln-domain MaskedSoftmax op (off when a backend lacks it).
+pub fn fused_rules() -> Vec<KRewrite> {
+    vec![
         // exp(x)·M / Σ exp(x)·M = masked-softmax(x, M)   (the graph transformer's attention weights)
         rw!("masked-softmax"; "(Div (Mul (Exp ?x) ?m) (ReduceSum<axes=[-1]> (Mul (Exp ?x) ?m)))" => "(MaskedSoftmax ?x ?m)"
             if mask_fits),
-        // (P·V) / d = (P / d)·V   for d constant along the last axis (one divisor per row)
-        rw!("row-div-into-matmul"; "(Div (MatMul ?p ?v) ?d)" => "(MatMul (Div ?p ?d) ?v)" if row_divisor),
     ]
 }
 
@@ -56,6 +62,7 @@ mod tests {
 
     fn rules() -> Vec<KRewrite> {
         let mut r = softmax::rules();
+        r.extend(softmax::fused_rules());
         r.extend(algebra::rules());
         r
     }
