@@ -386,3 +386,20 @@ fn fused_kiln_ops_can_be_turned_off_for_a_backend_without_them() {
     let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap();
     assert_eq!(count(&opt, "Attention"), 1, "{:?}", opt.graph.op_counts());
 }
+
+#[test]
+fn weight_reparameterisations_are_evaluated_at_compile_time() {
+    // W = tanh(V)·s (a Weight-Compander-style re-parameterisation) computed in the graph.
+    let mut b = Build::new("reparam");
+    b.input("x", &[3, 4])
+        .weight("v", &[4, 5], -1.0, 1.0)
+        .weight_data("s", &[], vec![0.5])
+        .node("t", "Tanh", &["v"])
+        .node("w", "Mul", &["t", "s"])
+        .node("y", "MatMul", &["x", "w"])
+        .output("y");
+    let (model, feeds) = b.finish(0);
+    let (opt, _) = optimize_and_compare(&model, &feeds, 1e-6, 1e-6);
+    assert_eq!(opt.graph.op_counts().into_iter().collect::<Vec<_>>(), vec![("MatMul", 1)]);
+    assert_eq!(opt.weights.len(), 1);
+}
