@@ -10,7 +10,7 @@ use crate::extract::Extraction;
 use crate::fold::eval_fold;
 use crate::lang::{KOp, Kiln};
 use egg::{Id, Language, Symbol};
-use kiln_ir::{Error, Graph, GraphBuilder, Model, NodeKind, Op, Tensor, Value, Weights};
+use kiln_ir::{Error, GraphBuilder, Model, NodeKind, Op, Tensor, Value, Weights};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -397,9 +397,4 @@ impl Lowering<'_> {
         self.constants.insert(class, tensor.clone());
         Ok(tensor)
     }
-}
-
-/// Whether `graph` still holds an op of this name (for tests and reports).
-pub fn has_op(graph: &Graph, name: &str) -> bool {
-    graph.op_counts().contains_key(name)
 }
