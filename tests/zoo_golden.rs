@@ -8,7 +8,7 @@
 //! of headroom over what onnxruntime reaches on the same files (≤ 2.3e-5) while still catching any
 //! wrong formula, axis or attribute (those move outputs by ≥ 1e-2).
 
-use kiln_ir::tensor::Tensor;
+use kiln::Tensor;
 use std::path::{Path, PathBuf};
 
 const TOLERANCE: f64 = 1e-4;
@@ -17,34 +17,22 @@ fn models_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
 }
 
-/// Reads a little-endian, C-order `.npy` of `<f4` or `<i8` (what tools/zoo writes).
 fn read_npy(path: &Path) -> Result<Tensor, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(format!("{}: not an .npy file", path.display()));
+    kiln::npy::read_npy(path)
+}
+
+/// The largest error of `got` against `want`, relative to max(1, |want|), and where it is.
+/// A NaN counts as the worst possible error.
+fn worst_error(got: &[f32], want: &[f32]) -> (f64, usize) {
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let err = (a as f64 - b as f64).abs() / (b as f64).abs().max(1.0);
+        let err = if err.is_nan() { f64::INFINITY } else { err };
+        if err > worst.0 {
+            worst = (err, i);
+        }
     }
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-    };
-    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or("truncated header")?)
-        .map_err(|e| e.to_string())?;
-    if header.contains("'fortran_order': True") {
-        return Err(format!("{}: Fortran order is not supported", path.display()));
-    }
-    let shape_text = header.split("'shape': (").nth(1).and_then(|s| s.split(')').next()).ok_or("no shape")?;
-    let shape: Vec<usize> =
-        shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap_or(0)).collect();
-    let data = &bytes[start + header_len..];
-    if header.contains("'<f4'") {
-        let v = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        Tensor::from_f32(shape, v)
-    } else if header.contains("'<i8'") {
-        let v = data.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
-        Tensor::from_i64(shape, v)
-    } else {
-        Err(format!("{}: unsupported dtype in {header}", path.display()))
-    }
+    worst
 }
 
 /// Runs one zoo model; returns a line per output and whether every output is within tolerance.
@@ -68,15 +56,7 @@ fn check_model(name: &str) -> Result<(Vec<String>, bool), String> {
             continue;
         }
         let (g, w) = (got.as_f32().ok_or("output is not f32")?, want.as_f32().ok_or("golden is not f32")?);
-        let mut worst = (0.0f64, 0usize);
-        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
-            let err = (a as f64 - b as f64).abs() / (b as f64).abs().max(1.0);
-            // A NaN output counts as the worst possible error.
-            let err = if err.is_nan() { f64::INFINITY } else { err };
-            if err > worst.0 {
-                worst = (err, i);
-            }
-        }
+        let worst = worst_error(g, w);
         let pass = worst.0 <= TOLERANCE;
         ok &= pass;
         lines.push(format!(
@@ -225,4 +205,56 @@ fn output_range_invariants() {
     let img = output_f32(&kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs"), "image");
     assert!(img.iter().all(|v| v.abs() < 1.0), "tanh output outside (−1, 1)");
     assert!(img.iter().any(|v| v.abs() > 0.5), "image is nearly constant: the test would be vacuous");
+}
+
+/// The same comparison through the command line: `kiln run MODEL --input NAME=FILE ... --output-dir D`
+/// writes one .npy per output, compared file by file with the goldens.
+#[test]
+fn zoo_models_match_their_goldens_through_kiln_run() {
+    let names = zoo_models();
+    let out_root = std::env::temp_dir().join(format!("kiln-zoo-cli-{}", std::process::id()));
+    let mut failures = Vec::new();
+    for name in &names {
+        let dir = models_dir();
+        let out_dir = out_root.join(name);
+        let mut args = vec!["run".to_string(), dir.join(format!("{name}.json")).display().to_string()];
+        let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("inputs"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        inputs.sort();
+        for input in inputs {
+            let input_name = input.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            args.extend(["--input".to_string(), format!("{input_name}={}", input.display())]);
+        }
+        args.extend(["--output-dir".to_string(), out_dir.display().to_string()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln")).args(&args).output().expect("kiln runs");
+        if !out.status.success() {
+            failures.push(format!("{name}: kiln run failed: {}", String::from_utf8_lossy(&out.stderr)));
+            continue;
+        }
+        let mut goldens: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("golden"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        goldens.sort();
+        assert!(!goldens.is_empty(), "{name} has goldens");
+        for golden in goldens {
+            let file = golden.file_name().unwrap_or_default();
+            let (got, want) = match (read_npy(&out_dir.join(file)), read_npy(&golden)) {
+                (Ok(g), Ok(w)) => (g, w),
+                (g, w) => {
+                    failures.push(format!("{name}/{}: {:?} / {:?}", file.to_string_lossy(), g.err(), w.err()));
+                    continue;
+                }
+            };
+            let worst = match (got.as_f32(), want.as_f32()) {
+                (Some(g), Some(w)) if got.shape() == want.shape() => worst_error(g, w).0,
+                _ => f64::INFINITY,
+            };
+            if worst > TOLERANCE {
+                failures.push(format!("{name}/{}: max error {worst:.3e}", file.to_string_lossy()));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out_root);
+    assert!(failures.is_empty(), "{failures:#?}");
 }
