@@ -13,6 +13,7 @@ use crate::tensor::Tensor;
 pub mod broadcast;
 mod conv;
 mod elementwise;
+mod fused;
 mod linalg;
 mod movement;
 mod norm;
@@ -25,6 +26,7 @@ enum Family {
     Norm,
     Reduce,
     Movement,
+    Fused,
 }
 
 fn family(op: &Op) -> Family {
@@ -55,6 +57,7 @@ fn family(op: &Op) -> Family {
         | Op::Squeeze { .. }
         | Op::Expand { .. }
         | Op::Flatten { .. } => Family::Movement,
+        Op::MaskedSoftmax | Op::Attention { .. } => Family::Fused,
     }
 }
 
@@ -85,6 +88,7 @@ impl Op {
             Family::Norm => norm::infer(self, inputs),
             Family::Reduce => reduce::infer(self, inputs),
             Family::Movement => movement::infer(self, inputs),
+            Family::Fused => fused::infer(self, inputs),
         }
     }
 
@@ -104,6 +108,7 @@ impl Op {
             Family::Norm => norm::eval(self, inputs),
             Family::Reduce => reduce::eval(self, inputs),
             Family::Movement => movement::eval(self, inputs),
+            Family::Fused => fused::eval(self, inputs),
         }
     }
 }
