@@ -53,11 +53,15 @@ pub enum Backend {
     Interp,
 }
 
-/// How much to optimise. Until the optimizer lands every level compiles the graph unchanged.
+/// How much to optimise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub enum OptLevel {
+    /// The graph as loaded.
     O0,
+    /// Normalization folding, scalings and algebra; no Pre-LN → Pre-RMSNorm rewrite and no fused
+    /// kiln-domain ops (MaskedSoftmax, Attention).
     O1,
+    /// Everything the optimizer knows.
     #[default]
     O2,
 }
@@ -76,6 +80,8 @@ pub struct Options {
 pub struct CompileStats {
     pub ops_before: std::collections::BTreeMap<&'static str, usize>,
     pub ops_after: std::collections::BTreeMap<&'static str, usize>,
+    /// The optimizer's report; `None` at -O0.
+    pub optimizer: Option<kiln_passes::OptimizeReport>,
     pub compile_ms: f64,
 }
 
@@ -91,9 +97,21 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     let start = Instant::now();
     let ops_before = model.graph.op_counts();
     model.weights.check_against(&model.graph)?;
+    let (model, optimizer) = match options.opt_level {
+        OptLevel::O0 => (model, None),
+        level => {
+            let mut config = kiln_passes::OptimizeConfig::from_env()?;
+            if level == OptLevel::O1 {
+                config.ln_to_rms = false;
+                config.kiln_ops = false;
+            }
+            let (optimized, report) = kiln_passes::optimize(&model, &config)?;
+            (optimized, Some(report))
+        }
+    };
     let Backend::Interp = options.backend;
     let ops_after = model.graph.op_counts();
-    let stats = CompileStats { ops_before, ops_after, compile_ms: start.elapsed().as_secs_f64() * 1e3 };
+    let stats = CompileStats { ops_before, ops_after, optimizer, compile_ms: start.elapsed().as_secs_f64() * 1e3 };
     Ok(CompiledModel { model, stats })
 }
 

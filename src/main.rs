@@ -169,17 +169,34 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     match args.emit {
         Emit::Ir => print!("{}", kiln::ir::text::print(compiled.graph())),
         Emit::Dot => print!("{}", kiln::dot::to_dot(compiled.graph())),
-        Emit::Stats => {
-            let stats = compiled.stats();
-            let json = serde_json::json!({
-                "ops_before": stats.ops_before,
-                "ops_after": stats.ops_after,
-                "compile_ms": stats.compile_ms,
-            });
-            println!("{json}");
-        }
+        Emit::Stats => println!("{}", stats_json(compiled.stats())),
     }
     Ok(())
+}
+
+/// `kiln compile --emit stats`: one JSON object. `ops_before`, `ops_after` and `compile_ms` are
+/// always there; the optimizer's fields are there unless -O0.
+fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
+    let mut json = serde_json::json!({
+        "ops_before": stats.ops_before,
+        "ops_after": stats.ops_after,
+        "compile_ms": stats.compile_ms,
+    });
+    if let Some(report) = &stats.optimizer {
+        let phases: serde_json::Map<String, serde_json::Value> =
+            report.phase_ms.iter().map(|(phase, ms)| (phase.clone(), serde_json::json!(ms))).collect();
+        json["optimizer"] = serde_json::json!({
+            "rules_fired": report.rules_fired,
+            "egraph_nodes": report.egraph_nodes,
+            "egraph_classes": report.egraph_classes,
+            "iterations": report.iterations,
+            "stop_reason": report.stop_reason,
+            "phase_ms": phases,
+            "estimated_ms_before": report.cost_before * 1e3,
+            "estimated_ms_after": report.cost_after * 1e3,
+        });
+    }
+    json
 }
 
 fn check(model: &Path) -> Result<(), Error> {

@@ -164,14 +164,14 @@ fn check_reports_every_problem() {
 
 #[test]
 fn compile_emits_ir_dot_and_stats() {
-    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "ir"]);
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "ir", "-O0"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ir = stdout(&out);
     let parsed = kiln::ir::text::parse(&ir).expect("the printed IR parses");
     let model = kiln::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mlp_bn.json")).unwrap();
     assert!(parsed.graph == model.graph);
 
-    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "dot"]);
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "dot", "-O0"]);
     assert!(out.status.success());
     let dot = stdout(&out);
     assert!(dot.starts_with("digraph") && dot.contains("BatchNormalization") && dot.trim_end().ends_with('}'), "{dot}");
@@ -183,4 +183,32 @@ fn compile_emits_ir_dot_and_stats() {
     assert_eq!(stats["ops_before"]["Gemm"], 3);
     assert!(stats["ops_after"].is_object());
     assert!(stats["compile_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+    assert!(stats.get("optimizer").is_none(), "-O0 runs no optimizer");
+
+    // -O2 (the default): BatchNormalization folds into the Gemms, and the optimizer reports itself.
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "stats"]);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("stats is one JSON object");
+    assert_eq!(stats["ops_before"]["BatchNormalization"], 2);
+    assert!(stats["ops_after"].get("BatchNormalization").is_none(), "{stats}");
+    assert_eq!(stats["ops_after"]["Gemm"], 3);
+    let optimizer = &stats["optimizer"];
+    assert_eq!(optimizer["rules_fired"]["batchnorm-affine"], 2, "{stats}");
+    assert!(optimizer["stop_reason"].as_str().is_some_and(|r| r.contains("saturated")), "{stats}");
+    assert!(optimizer["egraph_nodes"].as_u64().is_some_and(|n| n > 0));
+    let optimized_ir = stdout(&kiln(&["compile", "models/mlp_bn.json", "--emit", "ir"]));
+    assert!(kiln::ir::text::parse(&optimized_ir).is_ok(), "{optimized_ir}");
+    assert!(!optimized_ir.contains("BatchNormalization"), "{optimized_ir}");
+}
+
+#[test]
+fn optimised_and_unoptimised_runs_agree() {
+    // The summary lines print six decimals; folding BN into the Gemms changes the rounding of the
+    // last float32 bits only, far below that.
+    for model in ["models/mlp_bn.json", "models/transformer_block.json"] {
+        let o0 = stdout(&kiln(&["run", model, "-O0"]));
+        let o2 = stdout(&kiln(&["run", model, "-O2"]));
+        assert!(!o0.is_empty());
+        assert_eq!(o0, o2, "{model}");
+    }
 }
