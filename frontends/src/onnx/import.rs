@@ -21,6 +21,8 @@ pub(crate) struct Ctx {
     pub opset: i64,
     pub types: HashMap<String, TensorType>,
     pub consts: HashMap<String, Tensor>,
+    /// Graph inputs fed at run time.
+    pub graph_inputs: HashSet<String>,
 }
 
 impl Ctx {
@@ -44,11 +46,12 @@ pub(crate) fn import_model(
     model: &ModelProto,
     base_dir: Option<&Path>,
     fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
 ) -> Result<Model, Error> {
     let opset = default_opset(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
     let mut imp = Importer {
-        ctx: Ctx { opset, types: HashMap::new(), consts: HashMap::new() },
+        ctx: Ctx { opset, types: HashMap::new(), consts: HashMap::new(), graph_inputs: HashSet::new() },
         builder: GraphBuilder::new(graph.name()),
         pending: BTreeMap::new(),
         used: HashSet::new(),
@@ -60,7 +63,8 @@ pub(crate) fn import_model(
         imp.builder.report("", "sparse initializers are not supported");
     }
     imp.initializers(graph);
-    imp.inputs(graph, fixed_dims)?;
+    let static_names = static_input_names(graph, opset);
+    imp.inputs(graph, fixed_dims, values, &static_names)?;
     for (index, node) in graph.node.iter().enumerate() {
         imp.node(index, node);
     }
@@ -131,8 +135,15 @@ impl Importer<'_> {
 
     /// Declares graph inputs (those that are not initializers), fixing dynamic dimensions from
     /// `fixed_dims`. Missing shapes are one error naming every input that needs one.
-    fn inputs(&mut self, graph: &proto::GraphProto, fixed_dims: &[(String, Vec<usize>)]) -> Result<(), Error> {
+    fn inputs(
+        &mut self,
+        graph: &proto::GraphProto,
+        fixed_dims: &[(String, Vec<usize>)],
+        values: &[(String, Tensor)],
+        static_names: &HashSet<String>,
+    ) -> Result<(), Error> {
         let mut missing = Vec::new();
+        let mut shape_errors = Vec::new();
         let mut declared = HashSet::new();
         for (i, input) in graph.input.iter().enumerate() {
             let name = input.name().to_string();
@@ -165,6 +176,26 @@ impl Importer<'_> {
                     })
                     .collect()
             });
+            if static_names.contains(&name)
+                && let Some((_, value)) = values.iter().find(|(n, _)| *n == name)
+            {
+                // A static parameter given at load time: a constant from now on.
+                let fits = declared_dims.as_ref().is_none_or(|dims| {
+                    dims.len() == value.shape().len()
+                        && dims.iter().zip(value.shape()).all(|(d, v)| d.is_none_or(|d| d == *v))
+                });
+                if value.dtype() != dtype || !fits {
+                    let declared = describe_dims(input, declared_dims.as_deref());
+                    self.builder.report(
+                        location,
+                        format!("is declared {dtype}{declared} but was given {}", value.ty()),
+                    );
+                } else {
+                    self.add_const(name, format!("{location} (given at load time)"), value.clone());
+                }
+                continue;
+            }
+            self.ctx.graph_inputs.insert(name.clone());
             let fixed = fixed_dims.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
             let shape = match (declared_dims, fixed) {
                 (Some(dims), None) if dims.iter().all(Option::is_some) => dims.into_iter().flatten().collect(),
@@ -177,13 +208,13 @@ impl Importer<'_> {
                         let agrees = dims.len() == fixed.len()
                             && dims.iter().zip(fixed).all(|(d, f)| d.is_none_or(|d| d == *f));
                         if !agrees {
-                            self.builder.report(
+                            shape_errors.push(kiln_ir::Diagnostic {
                                 location,
-                                format!(
+                                message: format!(
                                     "the given shape {fixed:?} does not match the declared shape {}",
                                     describe_dims(input, Some(&dims))
                                 ),
-                            );
+                            });
                             continue;
                         }
                     }
@@ -194,7 +225,7 @@ impl Importer<'_> {
             self.ctx.types.insert(name.clone(), ty.clone());
             self.builder.input(location, name, ty);
         }
-        let mut diags = Vec::new();
+        let mut diags = shape_errors;
         if !missing.is_empty() {
             diags.push(kiln_ir::Diagnostic {
                 location: String::new(),
@@ -333,6 +364,22 @@ impl Importer<'_> {
             ),
         )
     }
+}
+
+/// Tensors that feed a static parameter of some node (and so must be known at load time).
+fn static_input_names(graph: &proto::GraphProto, opset: i64) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for node in &graph.node {
+        if !matches!(node.domain(), "" | "ai.onnx") {
+            continue;
+        }
+        for &i in super::lower::static_slots(node.op_type(), opset) {
+            if let Some(n) = node.input.get(i).filter(|n| !n.is_empty()) {
+                names.insert(n.clone());
+            }
+        }
+    }
+    names
 }
 
 /// Describes a declared input shape for error messages, e.g. `[batch,3,224,224]`.

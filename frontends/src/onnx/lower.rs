@@ -92,6 +92,21 @@ pub const ONNX_OPS: &[&str] = &[
     "Where",
 ];
 
+/// The input positions of an op that kiln reads at load time (static parameters).
+pub(crate) fn static_slots(op_type: &str, opset: i64) -> &'static [usize] {
+    match op_type {
+        "Clip" => &[1, 2],
+        "Pad" => &[1, 2, 3],
+        "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "Reshape" | "Expand" | "Split" | "Unsqueeze"
+        | "Squeeze" => &[1],
+        "Slice" => &[1, 2, 3, 4],
+        // roi (1) is only used by tf_crop_and_resize, which kiln refuses, but it must not be a run-time input.
+        "Resize" => &[1, 2, 3],
+        "GroupNormalization" if opset < 21 => &[1, 2],
+        _ => &[],
+    }
+}
+
 /// The input at `index`, or `None` when it is absent (missing or "").
 pub(crate) fn input(node: &NodeProto, index: usize) -> Option<&str> {
     node.input.get(index).map(String::as_str).filter(|s| !s.is_empty())
@@ -103,6 +118,10 @@ pub(crate) fn static_tensor<'c>(ctx: &'c Ctx, node: &NodeProto, index: usize, wh
     let Some(name) = input(node, index) else { return Ok(None) };
     match ctx.consts.get(name) {
         Some(t) => Ok(Some(t)),
+        None if ctx.graph_inputs.contains(name) => Err(format!(
+            "input {index} ('{name}', the {what}) is a graph input, but kiln fixes the {what} at load time: \
+             give its value when loading (kiln run --input {name}=FILE)"
+        )),
         None => Err(format!(
             "input {index} ('{name}', the {what}) must be a constant (an initializer or a Constant node): kiln fixes it at load time"
         )),
@@ -179,7 +198,7 @@ pub(crate) fn lower_node(
         | "LogSoftmax" | "Transpose" | "Concat" | "Gather" | "Flatten" => single(op_type, &attrs, ins.clone()),
         "LayerNormalization" => {
             if outs.len() > 1 {
-                return Err("kiln's LayerNormalization computes Y only; its Mean and InvStdDev outputs are not supported".into());
+                return Ok(Some(layer_norm_with_stats(ctx, name, node, &attrs, &ins, &outs)?));
             }
             single(op_type, &attrs, ins.clone())
         }
@@ -502,6 +521,51 @@ fn group_norm_18(ctx: &Ctx, name: &str, node: &NodeProto, attrs: &Attrs, outs: &
         inputs,
         outputs: outs.to_vec(),
     });
+    Ok(l)
+}
+
+/// LayerNormalization whose Mean and InvStdDev outputs are used: Y from kiln's op, the statistics
+/// written out (mean and 1/√(var + ε) over the normalised axes, kept as size-1 axes).
+fn layer_norm_with_stats(
+    ctx: &Ctx,
+    name: &str,
+    node: &NodeProto,
+    attrs: &Attrs,
+    ins: &[String],
+    outs: &[String],
+) -> Result<Lowered, String> {
+    let op = Op::from_parts("LayerNormalization", attrs)?;
+    let Op::LayerNormalization { axis, epsilon } = op else {
+        return Err("internal error: LayerNormalization did not build a LayerNormalization".into());
+    };
+    let rank = rank_of(ctx, node, 0)?;
+    let first = norm_axis(axis, rank)?;
+    let axes: Vec<i64> = (first as i64..rank as i64).collect();
+    let x = ins.first().cloned().ok_or("LayerNormalization needs an input")?;
+    let out = |i: usize| outs.get(i).filter(|s| !s.is_empty()).cloned();
+    let mut l = Lowered::default();
+    if let Some(y) = out(0) {
+        l.push(name.to_string(), op, ins.to_vec(), vec![y]);
+    }
+    let mean_op = |axes: &[i64]| Op::Reduce {
+        kind: kiln_ir::ReduceKind::Mean,
+        axes: Some(axes.to_vec()),
+        keepdims: true,
+        noop_with_empty_axes: false,
+    };
+    let t = |what: &str| format!("{name}/{what}");
+    let mean = out(1).unwrap_or_else(|| t("mean"));
+    l.push(t("reduce_mean"), mean_op(&axes), vec![x.clone()], vec![mean.clone()]);
+    if let Some(inv) = out(2) {
+        use kiln_ir::{BinaryOp, UnaryOp};
+        l.push(t("sub_mean"), Op::Binary(BinaryOp::Sub), vec![x, mean], vec![t("centered")]);
+        l.push(t("square"), Op::Binary(BinaryOp::Mul), vec![t("centered"), t("centered")], vec![t("squared")]);
+        l.push(t("reduce_var"), mean_op(&axes), vec![t("squared")], vec![t("var")]);
+        l.consts.push((t("epsilon"), Tensor::scalar_f32(epsilon)));
+        l.push(t("add_epsilon"), Op::Binary(BinaryOp::Add), vec![t("var"), t("epsilon")], vec![t("var_eps")]);
+        l.push(t("sqrt"), Op::Unary(UnaryOp::Sqrt), vec![t("var_eps")], vec![t("std")]);
+        l.push(t("reciprocal"), Op::Unary(UnaryOp::Reciprocal), vec![t("std")], vec![inv]);
+    }
     Ok(l)
 }
 

@@ -21,6 +21,8 @@ pub(crate) mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
 mod tensor;
+#[cfg(test)]
+mod tests;
 
 pub use lower::ONNX_OPS;
 
@@ -38,20 +40,44 @@ pub const MAX_OPSET: i64 = 28;
 /// Reads an ONNX model file. External data files are looked up next to it. `fixed_dims` gives the
 /// full shape of graph inputs whose declared shape has dynamic dimensions (by input name).
 pub fn load_onnx(path: &Path, fixed_dims: &[(String, Vec<usize>)]) -> Result<Model, Error> {
+    load_onnx_with_values(path, fixed_dims, &[])
+}
+
+/// [`load_onnx`], with values for graph inputs that kiln needs at load time: a graph input that
+/// feeds a static parameter (Reshape's shape, Slice's starts, Unsqueeze's axes, …) and has a value
+/// in `values` becomes a constant. Values of other inputs are ignored (they stay run-time inputs),
+/// so a caller may pass every input it has and then run the model with those that are still among
+/// its graph inputs.
+pub fn load_onnx_with_values(
+    path: &Path,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+) -> Result<Model, Error> {
     let bytes = std::fs::read(path).map_err(|e| Error::new(path.display().to_string(), format!("cannot read: {e}")))?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    parse_onnx(&bytes, Some(&base_dir), fixed_dims).map_err(|e| e.within(&path.display().to_string()))
+    parse_onnx_with_values(&bytes, Some(&base_dir), fixed_dims, values)
+        .map_err(|e| e.within(&path.display().to_string()))
 }
 
 /// Reads an ONNX model from bytes. `base_dir` is where external data files live; `None` refuses
 /// external data.
 pub fn parse_onnx(bytes: &[u8], base_dir: Option<&Path>, fixed_dims: &[(String, Vec<usize>)]) -> Result<Model, Error> {
+    parse_onnx_with_values(bytes, base_dir, fixed_dims, &[])
+}
+
+/// [`parse_onnx`] with load-time values for graph inputs, as in [`load_onnx_with_values`].
+pub fn parse_onnx_with_values(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+) -> Result<Model, Error> {
     let model = proto::ModelProto::decode(bytes)
         .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {e})")))?;
-    import::import_model(&model, base_dir, fixed_dims)
+    import::import_model(&model, base_dir, fixed_dims, values)
 }
 
 /// Reads a `.pb` file holding one `TensorProto` (as in the ONNX test data sets). Returns the
