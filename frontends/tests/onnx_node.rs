@@ -217,7 +217,8 @@ fn node_tests_pass_on_every_backend() {
 
 #[test]
 fn survey() {
-    let (Ok(dir), Ok(out)) = (std::env::var("KILN_ONNX_NODE_SURVEY"), std::env::var("KILN_ONNX_NODE_SURVEY_OUT")) else {
+    let (Ok(dir), Ok(out)) = (std::env::var("KILN_ONNX_NODE_SURVEY"), std::env::var("KILN_ONNX_NODE_SURVEY_OUT"))
+    else {
         return;
     };
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&dir).expect("survey dir").flatten().map(|e| e.path()).collect();

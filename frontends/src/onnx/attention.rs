@@ -74,11 +74,14 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
     let (q_shape, k_shape, v_shape) = (shape(0, "Q")?, shape(1, "K")?, shape(2, "V")?);
     let rank = q_shape.len();
     if k_shape.len() != rank || v_shape.len() != rank || !(rank == 3 || rank == 4) {
-        return Err(format!("Attention's Q, K and V must all be 3-D or all 4-D, got {q_shape:?}, {k_shape:?}, {v_shape:?}"));
+        return Err(format!(
+            "Attention's Q, K and V must all be 3-D or all 4-D, got {q_shape:?}, {k_shape:?}, {v_shape:?}"
+        ));
     }
     let n = Names { node: name };
     let mut l = Lowered::default();
-    let (q_in, k_in, v_in) = (input(node, 0).unwrap_or_default(), input(node, 1).unwrap_or_default(), input(node, 2).unwrap_or_default());
+    let (q_in, k_in, v_in) =
+        (input(node, 0).unwrap_or_default(), input(node, 1).unwrap_or_default(), input(node, 2).unwrap_or_default());
     let batch = q_shape[0];
 
     // Bring Q, K, V to [batch, heads, seq, head_size].
@@ -104,9 +107,19 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         let mut split = |x: &str, tag: &str, seq: usize, heads: usize, size: usize| -> String {
             let r = n.t(&format!("{tag}_heads"));
             let shape = vec![batch as i64, seq as i64, heads as i64, size as i64];
-            l.push(n.t(&format!("reshape_{tag}")), Op::Reshape { shape, allowzero: false }, vec![x.into()], vec![r.clone()]);
+            l.push(
+                n.t(&format!("reshape_{tag}")),
+                Op::Reshape { shape, allowzero: false },
+                vec![x.into()],
+                vec![r.clone()],
+            );
             let t = n.t(tag);
-            l.push(n.t(&format!("transpose_{tag}")), Op::Transpose { perm: Some(vec![0, 2, 1, 3]) }, vec![r], vec![t.clone()]);
+            l.push(
+                n.t(&format!("transpose_{tag}")),
+                Op::Transpose { perm: Some(vec![0, 2, 1, 3]) },
+                vec![r],
+                vec![t.clone()],
+            );
             t
         };
         q = split(q_in, "q", seq_q, q_heads, head_q);
@@ -114,7 +127,10 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         v = split(v_in, "v", seq_k_new, kv_heads, head_v);
     } else {
         if q_heads_attr.is_some() || kv_heads_attr.is_some() {
-            return Err("4-D Attention takes its head counts from the shapes; q_num_heads/kv_num_heads must not be given".into());
+            return Err(
+                "4-D Attention takes its head counts from the shapes; q_num_heads/kv_num_heads must not be given"
+                    .into(),
+            );
         }
         (q_heads, kv_heads, head_q, head_v, seq_q, seq_k_new) =
             (q_shape[1], k_shape[1], q_shape[3], v_shape[3], q_shape[2], k_shape[2]);
@@ -172,7 +188,12 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         l.push(n.t(&format!("expand_{tag}")), Op::Expand { shape }, vec![u], vec![e.clone()]);
         let r = n.t(&format!("{tag}_grouped"));
         let shape = [batch, q_heads, seq_k, size].map(|d| d as i64).to_vec();
-        l.push(n.t(&format!("reshape_{tag}_grouped")), Op::Reshape { shape, allowzero: false }, vec![e], vec![r.clone()]);
+        l.push(
+            n.t(&format!("reshape_{tag}_grouped")),
+            Op::Reshape { shape, allowzero: false },
+            vec![e],
+            vec![r.clone()],
+        );
         r
     };
     let k = repeat(k, "k", head_q);
@@ -180,7 +201,7 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
 
     // Scores.
     let kt = n.t("kT");
-    l.push(n.t("transpose_k"), Op::Transpose { perm: Some(vec![0, 1, 3, 2]) }, vec![k], vec![kt.clone()]);
+    l.push(n.t("transpose_kT"), Op::Transpose { perm: Some(vec![0, 1, 3, 2]) }, vec![k], vec![kt.clone()]);
     let qk = n.t("qk");
     l.push(n.t("matmul_qk"), Op::MatMul, vec![q, kt], vec![qk.clone()]);
     let scale = scale_attr.unwrap_or(1.0 / (head_q as f32).sqrt());
@@ -191,7 +212,12 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         l.consts.push((n.t("softcap"), Tensor::scalar_f32(softcap)));
         l.push(n.t("div_softcap"), Op::Binary(BinaryOp::Div), vec![scores, n.t("softcap")], vec![n.t("capped_in")]);
         l.push(n.t("tanh_softcap"), Op::Unary(UnaryOp::Tanh), vec![n.t("capped_in")], vec![n.t("capped_tanh")]);
-        l.push(n.t("mul_softcap"), Op::Binary(BinaryOp::Mul), vec![n.t("capped_tanh"), n.t("softcap")], vec![n.t("capped")]);
+        l.push(
+            n.t("mul_softcap"),
+            Op::Binary(BinaryOp::Mul),
+            vec![n.t("capped_tanh"), n.t("softcap")],
+            vec![n.t("capped")],
+        );
         scores = n.t("capped");
     }
     let raw_scores = scores.clone();
@@ -199,7 +225,8 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
     // Additive bias from the mask and causality.
     let mut bias: Option<String> = None;
     if let Some(mask) = input(node, 3) {
-        let mt = ctx.ty(mask).ok_or_else(|| format!("the shape of the attn_mask ('{mask}') is not known at load time"))?;
+        let mt =
+            ctx.ty(mask).ok_or_else(|| format!("the shape of the attn_mask ('{mask}') is not known at load time"))?;
         let mut m = mask.to_string();
         if mt.dtype == DType::Bool {
             l.consts.push((n.t("zero"), Tensor::scalar_f32(0.0)));
@@ -260,7 +287,12 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         l.push(name.to_string(), Op::MatMul, vec![probs, v], vec![y]);
     } else {
         l.push(n.t("matmul_v"), Op::MatMul, vec![probs, v], vec![n.t("y_heads")]);
-        l.push(n.t("transpose_y"), Op::Transpose { perm: Some(vec![0, 2, 1, 3]) }, vec![n.t("y_heads")], vec![n.t("y_t")]);
+        l.push(
+            n.t("transpose_y"),
+            Op::Transpose { perm: Some(vec![0, 2, 1, 3]) },
+            vec![n.t("y_heads")],
+            vec![n.t("y_t")],
+        );
         let shape = [batch, seq_q, q_heads * head_v].map(|d| d as i64).to_vec();
         l.push(name.to_string(), Op::Reshape { shape, allowzero: false }, vec![n.t("y_t")], vec![y]);
     }

@@ -95,11 +95,14 @@ fn default_opset(model: &ModelProto) -> Result<i64, Error> {
             opset = Some(o.version());
         }
     }
-    let opset = opset.ok_or_else(|| Error::new("opset_import", "the model imports no default-domain (ai.onnx) opset"))?;
+    let opset =
+        opset.ok_or_else(|| Error::new("opset_import", "the model imports no default-domain (ai.onnx) opset"))?;
     if opset < MIN_OPSET {
         return Err(Error::new(
             "opset_import",
-            format!("opset {opset} is older than {MIN_OPSET}, the oldest kiln reads; convert the model with onnx.version_converter"),
+            format!(
+                "opset {opset} is older than {MIN_OPSET}, the oldest kiln reads; convert the model with onnx.version_converter"
+            ),
         ));
     }
     if opset > MAX_OPSET {
@@ -186,10 +189,8 @@ impl Importer<'_> {
                 });
                 if value.dtype() != dtype || !fits {
                     let declared = describe_dims(input, declared_dims.as_deref());
-                    self.builder.report(
-                        location,
-                        format!("is declared {dtype}{declared} but was given {}", value.ty()),
-                    );
+                    self.builder
+                        .report(location, format!("is declared {dtype}{declared} but was given {}", value.ty()));
                 } else {
                     self.add_const(name, format!("{location} (given at load time)"), value.clone());
                 }
@@ -205,8 +206,8 @@ impl Importer<'_> {
                 }
                 (dims, Some(fixed)) => {
                     if let Some(dims) = dims {
-                        let agrees = dims.len() == fixed.len()
-                            && dims.iter().zip(fixed).all(|(d, f)| d.is_none_or(|d| d == *f));
+                        let agrees =
+                            dims.len() == fixed.len() && dims.iter().zip(fixed).all(|(d, f)| d.is_none_or(|d| d == *f));
                         if !agrees {
                             shape_errors.push(kiln_ir::Diagnostic {
                                 location,
@@ -294,7 +295,9 @@ impl Importer<'_> {
     /// Declares a node that could not be lowered: its outputs exist (so readers are not reported
     /// again) but stay untyped, and the message is reported once.
     fn fail(&mut self, location: &str, name: &str, message: String, node: &NodeProto) {
-        self.builder.node(location, name, Err(message), present(&node.input), trim_outputs(&node.output));
+        // Absent ("") outputs are dropped: the node is untyped anyway, so ports do not matter.
+        let outputs = node.output.iter().filter(|o| !o.is_empty()).cloned().collect();
+        self.builder.node(location, name, Err(message), present(&node.input), outputs);
     }
 
     fn commit(&mut self, location: &str, lowered: Lowered) {
@@ -449,7 +452,10 @@ fn convert_attrs(node: &NodeProto, base_dir: Option<&Path>) -> Result<Attrs, Str
                 Attr::Tensor(tensor_from_proto(t, base_dir).map_err(|e| format!("attribute '{name}': {e}"))?)
             }
             other => {
-                return Err(format!("attribute '{name}' is of type {}, which kiln does not support", other.as_str_name()));
+                return Err(format!(
+                    "attribute '{name}' is of type {}, which kiln does not support",
+                    other.as_str_name()
+                ));
             }
         };
         if attrs.insert(name.clone(), value).is_some() {

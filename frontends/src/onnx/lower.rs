@@ -40,6 +40,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Attention",
     "BatchNormalization",
     "Cast",
+    "CastLike",
     "Clip",
     "Concat",
     "Constant",
@@ -53,6 +54,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Gather",
     "Gelu",
     "Gemm",
+    "Greater",
     "GroupNormalization",
     "Identity",
     "InstanceNormalization",
@@ -85,6 +87,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Sqrt",
     "Squeeze",
     "Sub",
+    "Sum",
     "Swish",
     "Tanh",
     "Transpose",
@@ -114,7 +117,12 @@ pub(crate) fn input(node: &NodeProto, index: usize) -> Option<&str> {
 
 /// A static input: its value when it is a load-time constant, `None` when absent, an error when it
 /// is computed at run time.
-pub(crate) fn static_tensor<'c>(ctx: &'c Ctx, node: &NodeProto, index: usize, what: &str) -> Result<Option<&'c Tensor>, String> {
+pub(crate) fn static_tensor<'c>(
+    ctx: &'c Ctx,
+    node: &NodeProto,
+    index: usize,
+    what: &str,
+) -> Result<Option<&'c Tensor>, String> {
     let Some(name) = input(node, index) else { return Ok(None) };
     match ctx.consts.get(name) {
         Some(t) => Ok(Some(t)),
@@ -192,26 +200,71 @@ pub(crate) fn lower_node(
         Ok(Some(Lowered::single(name, Op::from_parts(op_name, attrs), inputs, outs.clone())))
     };
     match op_type {
-        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Equal" | "Less" | "Where" | "Identity" | "Sqrt" | "Reciprocal"
-        | "Neg" | "Abs" | "Exp" | "Log" | "Tanh" | "Erf" | "Sigmoid" | "Relu" | "LeakyRelu" | "Selu" | "Gelu"
-        | "MatMul" | "Gemm" | "BatchNormalization" | "InstanceNormalization" | "RMSNormalization" | "Softmax"
-        | "LogSoftmax" | "Transpose" | "Concat" | "Gather" | "Flatten" => single(op_type, &attrs, ins.clone()),
+        "Add"
+        | "Sub"
+        | "Mul"
+        | "Div"
+        | "Pow"
+        | "Equal"
+        | "Less"
+        | "Where"
+        | "Identity"
+        | "Sqrt"
+        | "Reciprocal"
+        | "Neg"
+        | "Abs"
+        | "Exp"
+        | "Log"
+        | "Tanh"
+        | "Erf"
+        | "Sigmoid"
+        | "Relu"
+        | "LeakyRelu"
+        | "Selu"
+        | "Gelu"
+        | "MatMul"
+        | "Gemm"
+        | "BatchNormalization"
+        | "InstanceNormalization"
+        | "RMSNormalization"
+        | "Softmax"
+        | "LogSoftmax"
+        | "Transpose"
+        | "Concat"
+        | "Gather"
+        | "Flatten" => single(op_type, &attrs, ins.clone()),
         "LayerNormalization" => {
             if outs.len() > 1 {
                 return Ok(Some(layer_norm_with_stats(ctx, name, node, &attrs, &ins, &outs)?));
             }
             single(op_type, &attrs, ins.clone())
         }
-        "Max" | "Min" => Ok(Some(variadic(name, op_type, &ins, &outs, &attrs)?)),
+        "Max" | "Min" => Ok(Some(variadic(name, op_type, op_type, &ins, &outs, &attrs)?)),
+        "Sum" => Ok(Some(variadic(name, "Sum", "Add", &ins, &outs, &attrs)?)),
+        "Greater" => {
+            // a > b is b < a.
+            let swapped: Vec<String> = ins.iter().rev().cloned().collect();
+            single("Less", &attrs, swapped)
+        }
+        "CastLike" => {
+            let to = super::fold::cast_like_target(ctx, node)?;
+            attrs.remove("saturate");
+            attrs.insert("to".into(), Attr::Str(to.name().into()));
+            single("Cast", &attrs, data(1))
+        }
+        op if super::fold::LOAD_TIME_OPS.contains(&op) => super::fold::lower(ctx, op_type, node, &attrs),
         "Cast" => {
             let to = match attrs.get("to") {
                 Some(Attr::Int(code)) => *code,
                 _ => return Err("Cast needs the int attribute 'to'".into()),
             };
-            let dtype = [DType::F32, DType::I64, DType::Bool]
-                .into_iter()
-                .find(|&d| onnx_code(d) == to)
-                .ok_or_else(|| format!("Cast to {} is not supported (kiln has float, int64 and bool)", super::tensor::onnx_dtype_name(to as i32)))?;
+            let dtype =
+                [DType::F32, DType::I64, DType::Bool].into_iter().find(|&d| onnx_code(d) == to).ok_or_else(|| {
+                    format!(
+                        "Cast to {} is not supported (kiln has float, int64 and bool)",
+                        super::tensor::onnx_dtype_name(to as i32)
+                    )
+                })?;
             attrs.insert("to".into(), Attr::Str(dtype.name().into()));
             // `saturate` only matters for float8 targets, which kiln refuses above.
             attrs.remove("saturate");
@@ -238,7 +291,11 @@ pub(crate) fn lower_node(
                 Some(axes) => {
                     let rank = rank_of(ctx, node, 0)?;
                     if pads.len() != 2 * axes.len() {
-                        return Err(format!("Pad has {} axes but {} pads (want twice as many)", axes.len(), pads.len()));
+                        return Err(format!(
+                            "Pad has {} axes but {} pads (want twice as many)",
+                            axes.len(),
+                            pads.len()
+                        ));
                     }
                     let mut full = vec![0; 2 * rank];
                     for (k, &axis) in axes.iter().enumerate() {
@@ -338,8 +395,18 @@ pub(crate) fn lower_node(
             let mut l = Lowered::default();
             let alpha_name = format!("{name}/alpha");
             l.consts.push((alpha_name.clone(), Tensor::scalar_f32(alpha)));
-            l.push(format!("{name}/scale"), Op::Binary(kiln_ir::BinaryOp::Mul), vec![x.clone(), alpha_name], vec![format!("{name}/ax")]);
-            l.push(format!("{name}/sigmoid"), Op::Unary(kiln_ir::UnaryOp::Sigmoid), vec![format!("{name}/ax")], vec![format!("{name}/s")]);
+            l.push(
+                format!("{name}/scale"),
+                Op::Binary(kiln_ir::BinaryOp::Mul),
+                vec![x.clone(), alpha_name],
+                vec![format!("{name}/ax")],
+            );
+            l.push(
+                format!("{name}/sigmoid"),
+                Op::Unary(kiln_ir::UnaryOp::Sigmoid),
+                vec![format!("{name}/ax")],
+                vec![format!("{name}/s")],
+            );
             l.push(name.to_string(), Op::Binary(kiln_ir::BinaryOp::Mul), vec![x, format!("{name}/s")], vec![out]);
             Ok(Some(l))
         }
@@ -359,8 +426,15 @@ impl IntoOk for Lowered {
     }
 }
 
-/// Variadic Max/Min (1 or more inputs) as a chain of kiln's binary op.
-fn variadic(name: &str, op_type: &str, ins: &[String], outs: &[String], attrs: &Attrs) -> Result<Lowered, String> {
+/// Variadic Max/Min/Sum (1 or more inputs) as a chain of kiln's binary op.
+fn variadic(
+    name: &str,
+    op_type: &str,
+    kiln_op: &str,
+    ins: &[String],
+    outs: &[String],
+    attrs: &Attrs,
+) -> Result<Lowered, String> {
     if let Some(a) = attrs.keys().next() {
         return Err(format!("{op_type} has no attribute '{a}'"));
     }
@@ -368,7 +442,7 @@ fn variadic(name: &str, op_type: &str, ins: &[String], outs: &[String], attrs: &
     if ins.iter().any(String::is_empty) {
         return Err(format!("{op_type} has an empty input name"));
     }
-    let op = Op::from_parts(op_type, attrs)?;
+    let op = Op::from_parts(kiln_op, attrs)?;
     let mut l = Lowered::default();
     match ins {
         [] => return Err(format!("{op_type} needs at least one input")),
@@ -377,8 +451,11 @@ fn variadic(name: &str, op_type: &str, ins: &[String], outs: &[String], attrs: &
             let mut acc = first.clone();
             for (i, x) in rest.iter().enumerate() {
                 let last = i + 1 == rest.len();
-                let (node_name, result) =
-                    if last { (name.to_string(), out.clone()) } else { (format!("{name}/{i}"), format!("{name}/{i}:out")) };
+                let (node_name, result) = if last {
+                    (name.to_string(), out.clone())
+                } else {
+                    (format!("{name}/{i}"), format!("{name}/{i}:out"))
+                };
                 l.push(node_name, op.clone(), vec![acc, x.clone()], vec![result.clone()]);
                 acc = result;
             }
@@ -406,7 +483,9 @@ fn resolve_auto_pad(ctx: &Ctx, node: &NodeProto, attrs: &mut Attrs) -> Result<()
             let pair = |key: &str| -> Result<[usize; 2], String> {
                 match attrs.get(key) {
                     None => Ok([1, 1]),
-                    Some(Attr::Ints(v)) if v.len() == 2 && v.iter().all(|&s| s >= 1) => Ok([v[0] as usize, v[1] as usize]),
+                    Some(Attr::Ints(v)) if v.len() == 2 && v.iter().all(|&s| s >= 1) => {
+                        Ok([v[0] as usize, v[1] as usize])
+                    }
                     Some(other) => Err(format!("Conv's '{key}' must be 2 positive ints, got {other}")),
                 }
             };

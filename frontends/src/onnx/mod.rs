@@ -14,6 +14,7 @@
 //! - Malformed bytes are an error, never a panic (see `fuzz/`).
 
 mod attention;
+mod fold;
 mod import;
 mod lower;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
@@ -24,6 +25,7 @@ mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use fold::LOAD_TIME_OPS;
 pub use lower::ONNX_OPS;
 
 use kiln_ir::{Error, Model, Tensor};

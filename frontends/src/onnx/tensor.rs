@@ -46,9 +46,10 @@ pub(crate) fn checked_shape(dims: &[i64]) -> Result<(Vec<usize>, usize), String>
     let mut count: usize = 1;
     for &d in dims {
         let d = usize::try_from(d).map_err(|_| format!("dimension {d} is negative"))?;
-        count = count.checked_mul(d).filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
-            format!("shape {dims:?} has more than {MAX_ELEMENTS} elements, the most kiln accepts")
-        })?;
+        count = count
+            .checked_mul(d)
+            .filter(|&n| n <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("shape {dims:?} has more than {MAX_ELEMENTS} elements, the most kiln accepts"))?;
         shape.push(d);
     }
     Ok((shape, count))
@@ -63,11 +64,8 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Res
     }
     let (shape, count) = checked_shape(&t.dims)?;
     let external = t.data_location() == tensor_proto::DataLocation::External;
-    let raw: Option<Vec<u8>> = if external {
-        Some(read_external(t, base_dir, count * dtype.size_bytes())?)
-    } else {
-        t.raw_data.clone()
-    };
+    let raw: Option<Vec<u8>> =
+        if external { Some(read_external(t, base_dir, count * dtype.size_bytes())?) } else { t.raw_data.clone() };
     let data = match raw {
         Some(bytes) => from_raw(dtype, &bytes, count)?,
         None => from_typed_fields(t, dtype, count)?,
@@ -81,9 +79,9 @@ fn from_raw(dtype: DType, bytes: &[u8], count: usize) -> Result<TensorData, Stri
         return Err(format!("raw_data has {} bytes but the shape needs {want} ({count} × {dtype})", bytes.len()));
     }
     Ok(match dtype {
-        DType::F32 => TensorData::F32(
-            bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        ),
+        DType::F32 => {
+            TensorData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
         DType::I64 => TensorData::I64(
             bytes
                 .chunks_exact(8)
@@ -120,7 +118,9 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, want: usize) -> Resul
         let value = entry.value();
         match entry.key() {
             "location" => location = Some(value.to_string()),
-            "offset" => offset = value.parse().map_err(|_| format!("external data offset {value:?} is not a number"))?,
+            "offset" => {
+                offset = value.parse().map_err(|_| format!("external data offset {value:?} is not a number"))?
+            }
             "length" => {
                 length = Some(value.parse().map_err(|_| format!("external data length {value:?} is not a number"))?)
             }

@@ -100,10 +100,8 @@ fn every_unsupported_op_is_listed_once() {
 
 #[test]
 fn dynamic_dims_need_fixing_and_are_all_named() {
-    let inputs = vec![
-        value_info("x", DataType::Float, &[None, Some(3)]),
-        value_info("y", DataType::Float, &[None, Some(3)]),
-    ];
+    let inputs =
+        vec![value_info("x", DataType::Float, &[None, Some(3)]), value_info("y", DataType::Float, &[None, Some(3)])];
     let nodes = vec![node("Add", "add", &["x", "y"], &["z"], vec![])];
     let bytes = model(graph(nodes, inputs, &["z"], vec![]), 14);
     let err = parse_onnx(&bytes, None, &[]).unwrap_err();
@@ -142,12 +140,18 @@ fn old_and_new_opsets_are_refused_clearly() {
 fn static_inputs_become_attributes() {
     let x = value_info("x", DataType::Float, &[Some(2), Some(3)]);
     let nodes = vec![
-        node("Constant", "c", &[], &["shape"], vec![AttributeProto {
-            name: Some("value".into()),
-            r#type: Some(AttributeType::Tensor as i32),
-            t: Some(i64_tensor("", &[3, 2])),
-            ..Default::default()
-        }]),
+        node(
+            "Constant",
+            "c",
+            &[],
+            &["shape"],
+            vec![AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(AttributeType::Tensor as i32),
+                t: Some(i64_tensor("", &[3, 2])),
+                ..Default::default()
+            }],
+        ),
         node("Reshape", "reshape", &["x", "shape"], &["y"], vec![]),
         node("Unsqueeze", "unsq", &["y", "axes"], &["z"], vec![]),
         node("Max", "max", &["z", "z", "z"], &["m"], vec![]),
