@@ -249,6 +249,10 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
         bias = Some(m);
     }
     if is_causal {
+        // 64 Mi entries (256 MiB), enough for 8k×8k; larger masks should be a kiln op, not a weight.
+        if seq_q.saturating_mul(seq_k) > 1 << 26 {
+            return Err(format!("a causal mask of {seq_q}×{seq_k} is too large"));
+        }
         // Query i (after `past_len` cached positions) sees key j iff j ≤ i + past_len.
         let mut data = Vec::with_capacity(seq_q * seq_k);
         for i in 0..seq_q {

@@ -494,9 +494,11 @@ fn resolve_auto_pad(ctx: &Ctx, node: &NodeProto, attrs: &mut Attrs) -> Result<()
             let mut begin = [0i64; 2];
             let mut end = [0i64; 2];
             for i in 0..2 {
-                let (n, k, s, d) = (x[2 + i] as i64, w[2 + i] as i64, strides[i] as i64, dilations[i] as i64);
+                // i128: attribute values come from the file and may be huge.
+                let (n, k, s, d) = (x[2 + i] as i128, w[2 + i] as i128, strides[i] as i128, dilations[i] as i128);
                 let out = (n + s - 1) / s;
                 let total = ((out - 1) * s + (k - 1) * d + 1 - n).max(0);
+                let total = i64::try_from(total).map_err(|_| "Conv's SAME padding is out of range".to_string())?;
                 // SAME_UPPER puts the odd extra pad at the end, SAME_LOWER at the beginning.
                 let small = total / 2;
                 (begin[i], end[i]) = if mode == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
@@ -586,6 +588,9 @@ fn group_norm_18(ctx: &Ctx, name: &str, node: &NodeProto, attrs: &Attrs, outs: &
             .ok_or_else(|| format!("GroupNormalization needs its {what} input"))?;
         let Some(values) = t.as_f32() else { return Err(format!("the {what} must be float")) };
         let groups = values.len();
+        if channels > 1 << 24 {
+            return Err(format!("GroupNormalization over {channels} channels is more than kiln expands at load time"));
+        }
         if groups == 0 || channels % groups != 0 {
             return Err(format!("the {what} has {groups} values, which does not divide the {channels} channels"));
         }

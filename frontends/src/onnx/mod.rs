@@ -78,7 +78,7 @@ pub fn parse_onnx_with_values(
     values: &[(String, Tensor)],
 ) -> Result<Model, Error> {
     let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {e})")))?;
+        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))?;
     import::import_model(&model, base_dir, fixed_dims, values)
 }
 
@@ -88,8 +88,19 @@ pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), Error> {
     let at = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| Error::new(&at, format!("cannot read: {e}")))?;
     let t = proto::TensorProto::decode(bytes.as_slice())
-        .map_err(|e| Error::new(&at, format!("not a TensorProto (protobuf decoding failed: {e})")))?;
+        .map_err(|e| Error::new(&at, format!("not a TensorProto (protobuf decoding failed: {})", short(&e))))?;
     let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tensor = tensor::tensor_from_proto(&t, Some(base_dir)).map_err(|e| Error::new(&at, e))?;
     Ok((t.name().to_string(), tensor))
+}
+
+/// A decoding error without prost's full field path, which is as deep as the (possibly hostile)
+/// nesting: the outermost and innermost parts are what help.
+fn short(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.split(": ").collect();
+    if parts.len() <= 6 {
+        return text;
+    }
+    format!("{}: {}: …: {}", parts[0], parts[parts.len() - 2], parts[parts.len() - 1])
 }
