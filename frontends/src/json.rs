@@ -43,7 +43,96 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: Vec::new(), base_dir }.model(&value, default_name)
+    Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name).map_err(in_document_order)
+}
+
+/// Sorts problems into the order of the file (graph-level problems come from the builder after the
+/// reader's own), so that `kiln check` reads top to bottom. The sort is stable.
+fn in_document_order(error: Error) -> Error {
+    const SECTIONS: &[&str] = &["format", "version", "name", "safetensors", "inputs", "weights", "nodes", "outputs"];
+    let key = |location: &str| -> (usize, usize, usize) {
+        let number = |s: &str| s.trim().parse::<usize>().unwrap_or(0);
+        if let Some(rest) = location.strip_prefix("line ") {
+            let (line, column) = rest.split_once(", column ").unwrap_or((rest, "0"));
+            return (0, number(line), number(column));
+        }
+        let Some(path) = location.strip_prefix("$.") else {
+            return if location.starts_with('$') { (1, 0, 0) } else { (SECTIONS.len() + 2, 0, 0) };
+        };
+        let end = path.find(|c: char| !c.is_ascii_alphanumeric() && c != '_').unwrap_or(path.len());
+        let rank = SECTIONS.iter().position(|&s| s == &path[..end]).map_or(1, |r| r + 2);
+        let index = path[end..].strip_prefix('[').and_then(|r| r.split_once(']')).map_or(0, |(i, _)| number(i));
+        (rank, index, 0)
+    };
+    let mut diagnostics = error.into_diagnostics();
+    diagnostics.sort_by_key(|d| key(&d.location));
+    Error::from_diagnostics(diagnostics).unwrap_or_else(|| Error::new("", "internal error: no problem recorded"))
+}
+
+/// Keys that appear twice in one object. serde_json keeps the last silently, which would let a
+/// pasted-over `"shape"` or `"data"` pass unnoticed. `text` is valid JSON (serde_json accepted it),
+/// so a byte scan suffices; lines and columns count as serde_json's do (bytes, from 1).
+fn duplicate_keys(text: &str) -> Vec<(String, String)> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    // One entry per open container: the keys seen so far for an object, None for a list.
+    let mut stack: Vec<Option<HashMap<&str, (usize, usize)>>> = Vec::new();
+    let mut expect_key = false;
+    let (mut line, mut column) = (1, 0);
+    let mut i = 0;
+    while i < bytes.len() {
+        column += 1;
+        match bytes[i] {
+            b'{' => {
+                stack.push(Some(HashMap::new()));
+                expect_key = true;
+            }
+            b'[' => {
+                stack.push(None);
+                expect_key = false;
+            }
+            b'}' | b']' => {
+                stack.pop();
+                expect_key = false;
+            }
+            b',' => expect_key = matches!(stack.last(), Some(Some(_))),
+            b'\n' => {
+                line += 1;
+                column = 0;
+            }
+            b'"' => {
+                let (start, at) = (i + 1, (line, column));
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    // An escape's second byte is ASCII; UTF-8 continuation bytes are never '"' or '\\'.
+                    let step = if bytes[i] == b'\\' { 2 } else { 1 };
+                    i += step;
+                    column += step;
+                }
+                column += 1;
+                if expect_key
+                    && let Some(Some(keys)) = stack.last_mut()
+                    && let Some(key) = text.get(start..i.min(bytes.len()))
+                {
+                    match keys.get(key) {
+                        Some(&(l, c)) => found.push((
+                            format!("line {}, column {}", at.0, at.1),
+                            format!(
+                                "duplicate key \"{key}\" (first at line {l}, column {c}); JSON would keep only the last"
+                            ),
+                        )),
+                        None => {
+                            keys.insert(key, at);
+                        }
+                    }
+                }
+                expect_key = false;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    found
 }
 
 fn syntax_error(text: &str, e: &serde_json::Error) -> Error {
@@ -356,8 +445,8 @@ impl Reader<'_> {
 
     /// The name of an input or weight, and the location labelled with it.
     fn leaf_name(&mut self, obj: &Map<String, Value>, loc: &Loc, what: &str) -> Option<(String, Loc)> {
-        let v = self.required(obj, "name", loc, what)?;
-        let name = self.string(v, &loc.key("name"), &format!("the name of {what}"))?;
+        let v = self.required(obj, "name", loc, &format!("the {what}"))?;
+        let name = self.string(v, &loc.key("name"), &format!("the {what} name"))?;
         Some((name.to_string(), loc.labelled(format!("{what} '{name}'"))))
     }
 
@@ -454,7 +543,7 @@ impl Reader<'_> {
                 }
             }
             many => {
-                self.error(&loc, format!("{what} has {} sources; give exactly one", quoted_list(many)));
+                self.error(&loc, format!("{what} has several sources ({}); give exactly one", quoted_list(many)));
             }
         }
         leaves.push(Leaf { loc, name, ty, problem, is_input: false, data });
@@ -837,10 +926,9 @@ impl Reader<'_> {
                 }
                 Some(Attr::Floats(floats))
             }
-            Value::Null | Value::Object(_) => bad(
-                self,
-                format!("must be a number, a string or a list of numbers, got {} (tensors are weights)", describe(v)),
-            ),
+            Value::Null | Value::Object(_) => {
+                bad(self, format!("must be a number, a string or a list of numbers, got {}", describe(v)))
+            }
         }
     }
 
@@ -1014,13 +1102,12 @@ impl Reader<'_> {
                 node.attr_locs.insert(attr.to_string(), loc);
             }
         }
-        Op::from_parts(&op_name, &node.attrs).map_err(|message| {
+        Op::from_parts(&op_name, &node.attrs).inspect_err(|message| {
             // Point at the attribute the message names, if any.
             if let Some(loc) = node.attr_locs.iter().find(|(k, _)| message.contains(&format!("'{k}'"))).map(|(_, l)| l)
             {
                 node.loc = loc.clone();
             }
-            message
         })
     }
 
@@ -1050,23 +1137,27 @@ impl Reader<'_> {
         {
             *declared.entry(name).or_default() += 1;
         }
-        let folded = |leaf: &Leaf| {
-            !leaf.is_input
-                && static_uses.contains(&leaf.name)
-                && !used.contains(leaf.name.as_str())
-                && declared.get(leaf.name.as_str()) == Some(&1)
-        };
+        let folded: Vec<bool> = leaves
+            .iter()
+            .map(|leaf| {
+                !leaf.is_input
+                    && static_uses.contains(&leaf.name)
+                    && !used.contains(leaf.name.as_str())
+                    && declared.get(leaf.name.as_str()) == Some(&1)
+            })
+            .collect();
 
         let mut builder = GraphBuilder::new(name);
         for (location, message) in std::mem::take(&mut self.diags) {
             builder.report(location, message);
         }
         let mut weights = Weights::new();
-        for leaf in &leaves {
-            if folded(leaf) {
+        // Consumed, so that weight data moves into the store instead of being copied.
+        for (leaf, folded) in leaves.into_iter().zip(folded) {
+            if folded {
                 continue;
             }
-            match (&leaf.ty, &leaf.problem) {
+            match (&leaf.ty, leaf.problem) {
                 (Some(ty), _) => {
                     if leaf.is_input {
                         builder.input(leaf.loc.to_string(), leaf.name.clone(), ty.clone());
@@ -1076,13 +1167,13 @@ impl Reader<'_> {
                 }
                 (None, problem) => {
                     let (location, message) =
-                        problem.clone().unwrap_or_else(|| (leaf.loc.to_string(), "invalid type".to_string()));
+                        problem.unwrap_or_else(|| (leaf.loc.to_string(), "invalid type".to_string()));
                     // A failed pseudo-node defines the name, untyped, so users are not reported again.
                     builder.node(location, leaf.loc.path.clone(), Err(message), Vec::new(), vec![leaf.name.clone()]);
                 }
             }
-            if let Some(t) = &leaf.data {
-                weights.insert(leaf.name.clone(), t.clone());
+            if let Some(t) = leaf.data {
+                weights.insert(leaf.name, t);
             }
         }
         for (node, op) in nodes.into_iter().zip(ops) {

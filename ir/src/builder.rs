@@ -164,7 +164,9 @@ impl GraphBuilder {
             node_ids.push(id);
         }
 
-        let all_names: Vec<&str> = defined.keys().map(String::as_str).collect();
+        // Sorted, so that a tie between equally near names always suggests the same one.
+        let mut all_names: Vec<&str> = defined.keys().map(String::as_str).collect();
+        all_names.sort_unstable();
         let undefined = |name: &str| -> String {
             let hint = crate::suggest::nearest(name, all_names.iter().copied())
                 .map(|s| format!(" (did you mean '{s}'?)"))
