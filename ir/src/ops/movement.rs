@@ -113,6 +113,10 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
     let type_refs: Vec<&TensorType> = types.iter().collect();
     let out_types = infer(op, &type_refs)?;
+    // The builder refuses oversized outputs; a direct call must not allocate them either.
+    for ty in &out_types {
+        ty.check_size()?;
+    }
     let x = inputs[0];
     let shape = x.shape();
     let in_strides: Vec<isize> = strides(shape).iter().map(|&s| s as isize).collect();
@@ -224,7 +228,7 @@ fn reshape_shape(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec
     let known = out.iter().fold(1u128, |acc, &d| acc.saturating_mul(d as u128));
     match inferred {
         Some(i) => {
-            if known == 0 || total % known != 0 {
+            if known == 0 || !total.is_multiple_of(known) {
                 return Err(fail(format!("{total} elements do not divide into the other dimensions' {known}")));
             }
             out[i] = usize::try_from(total / known).map_err(|_| fail("dimension too large".into()))?;
@@ -650,6 +654,8 @@ mod tests {
         let err = eval(&Op::Transpose { perm: Some(vec![2, 0]) }, &[&x]).unwrap_err();
         assert!(err.contains("not a permutation"), "{err}");
         let err = eval(&Op::Gather { axis: 0 }, &[&x]).unwrap_err();
-        assert!(err.contains("inputs"), "{err}");
+        assert!(err.contains("takes 2 input(s), got 1"), "{err}");
+        let err = eval(&Op::Expand { shape: vec![1 << 20, 1 << 20, 2, 3] }, &[&x]).unwrap_err();
+        assert!(err.contains("more than the limit"), "{err}");
     }
 }
