@@ -9,7 +9,7 @@
 use super::import::Ctx;
 use super::lower::{Lowered, input};
 use super::proto::NodeProto;
-use kiln_ir::{Attr, Attrs, BinaryOp, DType, Op, PadMode, Tensor, UnaryOp};
+use kiln_ir::{Attr, Attrs, BinaryOp, DType, Op, PadMode, ReduceKind, Tensor, UnaryOp};
 
 struct Names<'a> {
     node: &'a str,
@@ -269,6 +269,8 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
             }
         });
     }
+    // Only a user mask can hide every key of a row (the causal mask always leaves key 0).
+    let user_bias = if input(node, 3).is_some() { bias.clone() } else { None };
     let biased = match bias {
         None => scores,
         Some(b) => {
@@ -276,8 +278,29 @@ pub(crate) fn lower(ctx: &Ctx, name: &str, node: &NodeProto, mut attrs: Attrs) -
             n.t("biased")
         }
     };
-    let probs = n.t("probs");
+    let mut probs = n.t("probs");
     l.push(n.t("softmax"), Op::Softmax { axis: -1 }, vec![biased.clone()], vec![probs.clone()]);
+    if let Some(mask_bias) = &user_bias {
+        // A row whose every key the mask hides is all −∞: softmax gives NaN there, ONNX gives 0.
+        let reduce =
+            Op::Reduce { kind: ReduceKind::Max, axes: Some(vec![-1]), keepdims: true, noop_with_empty_axes: false };
+        l.push(n.t("row_max"), reduce, vec![mask_bias.clone()], vec![n.t("bias_row_max")]);
+        l.consts.push((n.t("row_neg_inf"), Tensor::scalar_f32(f32::NEG_INFINITY)));
+        l.consts.push((n.t("row_zero"), Tensor::scalar_f32(0.0)));
+        l.push(
+            n.t("row_masked"),
+            Op::Binary(BinaryOp::Equal),
+            vec![n.t("bias_row_max"), n.t("row_neg_inf")],
+            vec![n.t("row_all_masked")],
+        );
+        l.push(
+            n.t("zero_masked_rows"),
+            Op::Where,
+            vec![n.t("row_all_masked"), n.t("row_zero"), probs],
+            vec![n.t("probs_safe")],
+        );
+        probs = n.t("probs_safe");
+    }
     if let Some(out) = output(3) {
         let src = match qk_mode {
             0 | 1 => raw_scores,

@@ -202,3 +202,70 @@ pub(crate) fn cast_like_target(ctx: &Ctx, node: &NodeProto) -> Result<DType, Str
     let like = input(node, 1).ok_or("CastLike needs 2 inputs")?;
     ctx.ty(like).map(|t| t.dtype).ok_or_else(|| format!("the type of '{like}' is not known at load time"))
 }
+
+/// Shape arithmetic that kiln's ops refuse but ONNX function bodies do on constant 1-D int64
+/// tensors: Neg and Abs (kiln's unary ops are f32-only), and Slice and Concat whose result or parts
+/// may be empty (kiln needs every dimension ≥ 1). Folded here; `Ok(None)` for anything else.
+pub(crate) fn integer_unary(ctx: &Ctx, op_type: &str, node: &NodeProto) -> Result<Option<Lowered>, String> {
+    if node.output.len() != 1 || node.input.iter().any(|i| !i.is_empty() && !ctx.consts.contains_key(i)) {
+        return Ok(None);
+    }
+    let shape_vec = |name: &str| ctx.consts.get(name).filter(|t| t.shape().len() == 1).and_then(|t| t.as_i64());
+    let out = node.output[0].clone();
+    let done = |v: Vec<i64>| -> Result<Option<Lowered>, String> {
+        let value = Tensor::from_i64([v.len()], v)?;
+        Ok(Some(Lowered { nodes: Vec::new(), consts: vec![(out.clone(), value)] }))
+    };
+    if op_type == "Concat" && !node.input.is_empty() {
+        let parts: Option<Vec<&[i64]>> = node.input.iter().map(|i| shape_vec(i)).collect();
+        if let Some(parts) = parts
+            && parts.iter().any(|p| p.is_empty())
+        {
+            return done(parts.concat());
+        }
+        return Ok(None);
+    }
+    if op_type == "Slice" && (3..=5).contains(&node.input.len()) {
+        let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| shape_vec(n));
+        let (Some(data), Some(starts), Some(ends)) = (get(0), get(1), get(2)) else { return Ok(None) };
+        let step = match get(4) {
+            Some([s]) => *s,
+            None => 1,
+            _ => return Ok(None),
+        };
+        if let Some(axes) = get(3)
+            && !matches!(axes, [0] | [-1])
+        {
+            return Ok(None);
+        }
+        let ([start], [end]) = (starts, ends) else { return Ok(None) };
+        if step == 0 {
+            return Err("Slice's step must not be 0".into());
+        }
+        // ONNX Slice on one axis: negative bounds count from the end, then clamp.
+        let n = data.len() as i64;
+        let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(n) } else { v }).clamp(lo, hi);
+        let (mut i, end) = if step > 0 {
+            (fix(*start, 0, n), fix(*end, 0, n))
+        } else {
+            (fix(*start, -1, n - 1), fix(*end, -1, n - 1))
+        };
+        let mut v = Vec::new();
+        while (step > 0 && i < end) || (step < 0 && i > end) {
+            v.push(data[i as usize]);
+            i = i.saturating_add(step);
+        }
+        if !v.is_empty() {
+            return Ok(None); // kiln's Slice handles non-empty results itself
+        }
+        return done(v);
+    }
+    if !matches!(op_type, "Neg" | "Abs") || node.input.len() != 1 {
+        return Ok(None);
+    }
+    let Some(x) = ctx.consts.get(&node.input[0]) else { return Ok(None) };
+    let Some(v) = x.as_i64() else { return Ok(None) };
+    let f = if op_type == "Neg" { i64::wrapping_neg } else { i64::wrapping_abs };
+    let value = Tensor::from_i64(x.shape(), v.iter().map(|&a| f(a)).collect())?;
+    Ok(Some(Lowered { nodes: Vec::new(), consts: vec![(node.output[0].clone(), value)] }))
+}

@@ -199,6 +199,9 @@ pub(crate) fn lower_node(
     let single = |op_name: &str, attrs: &Attrs, inputs: Vec<String>| {
         Ok(Some(Lowered::single(name, Op::from_parts(op_name, attrs), inputs, outs.clone())))
     };
+    if let Some(l) = super::fold::integer_unary(ctx, op_type, node)? {
+        return Ok(Some(l));
+    }
     match op_type {
         "Add"
         | "Sub"
