@@ -255,3 +255,92 @@ fn external_data_stays_inside_the_model_folder() {
     assert!(tensor::tensor_from_proto(&ext("w.bin", "4"), None).unwrap_err().contains("not loaded from a file"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(DataType::Float as i32),
+        dims: dims.to_vec(),
+        float_data: values.to_vec(),
+        ..TensorProto::default()
+    }
+}
+
+fn ints_attr(name: &str, v: &[i64]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Ints as i32),
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Loads a one-input model and runs it on the interpreter.
+fn run_one(bytes: &[u8], x: Tensor) -> Vec<(String, Tensor)> {
+    let m = parse_onnx(bytes, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    kiln_ir::eval::run(&m.graph, &m.weights, &[("x".into(), x)]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn reduce_axes_are_an_attribute_before_18_and_an_input_from_18() {
+    let x = || Tensor::from_f32([2, 2], vec![1.0, 2.0, 3.0, 5.0]).unwrap();
+    let want = Tensor::from_f32([2], vec![1.5, 4.0]).unwrap();
+    let input = vec![value_info("x", DataType::Float, &[Some(2), Some(2)])];
+    let keep0 = AttributeProto {
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(0),
+        name: Some("keepdims".into()),
+        ..Default::default()
+    };
+    let attr_form = node("ReduceMean", "r", &["x"], &["y"], vec![ints_attr("axes", &[1]), keep0.clone()]);
+    let bytes = model(graph(vec![attr_form], input.clone(), &["y"], vec![]), 17);
+    assert_eq!(run_one(&bytes, x())[0].1, want);
+    let input_form = node("ReduceMean", "r", &["x", "axes"], &["y"], vec![keep0]);
+    let bytes = model(graph(vec![input_form], input, &["y"], vec![i64_tensor("axes", &[1])]), 18);
+    assert_eq!(run_one(&bytes, x())[0].1, want);
+}
+
+#[test]
+fn split_sizes_clip_bounds_and_pad_pads_come_from_inputs() {
+    let input = vec![value_info("x", DataType::Float, &[Some(4)])];
+    let x = || Tensor::from_f32([4], vec![-2.0, 0.5, 1.0, 3.0]).unwrap();
+    // Split-13 with a sizes input; Split-18 with num_outputs (uneven last part).
+    let split13 = node("Split", "s", &["x", "sizes"], &["a", "b"], vec![]);
+    let bytes = model(graph(vec![split13], input.clone(), &["a", "b"], vec![i64_tensor("sizes", &[1, 3])]), 13);
+    let out = run_one(&bytes, x());
+    assert_eq!(out[0].1.shape(), &[1]);
+    assert_eq!(out[1].1.shape(), &[3]);
+    let num = AttributeProto {
+        name: Some("num_outputs".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(3),
+        ..Default::default()
+    };
+    let split18 = node("Split", "s", &["x"], &["a", "b", "c"], vec![num]);
+    let five = vec![value_info("x", DataType::Float, &[Some(5)])];
+    let out = run_one(
+        &model(graph(vec![split18], five, &["a", "b", "c"], vec![]), 18),
+        Tensor::from_f32([5], vec![0.0; 5]).unwrap(),
+    );
+    assert_eq!(out.iter().map(|(_, t)| t.len()).collect::<Vec<_>>(), vec![2, 2, 1]);
+    // Clip with only an upper bound (min absent as "").
+    let clip = node("Clip", "c", &["x", "", "hi"], &["y"], vec![]);
+    let bytes = model(graph(vec![clip], input.clone(), &["y"], vec![f32_tensor("hi", &[], &[1.0])]), 13);
+    assert_eq!(run_one(&bytes, x())[0].1, Tensor::from_f32([4], vec![-2.0, 0.5, 1.0, 1.0]).unwrap());
+    // Pad with pads and a constant value as inputs.
+    let pad = node("Pad", "p", &["x", "pads", "v"], &["y"], vec![]);
+    let inits = vec![i64_tensor("pads", &[1, 0]), f32_tensor("v", &[], &[9.0])];
+    let bytes = model(graph(vec![pad], input, &["y"], inits), 13);
+    assert_eq!(run_one(&bytes, x())[0].1, Tensor::from_f32([5], vec![9.0, -2.0, 0.5, 1.0, 3.0]).unwrap());
+}
+
+#[test]
+fn gemm_without_c_and_variadic_min() {
+    let inputs = vec![value_info("x", DataType::Float, &[Some(1), Some(2)])];
+    let gemm = node("Gemm", "g", &["x", "w"], &["h"], vec![]);
+    let min = node("Min", "m", &["h", "h", "cap"], &["y"], vec![]);
+    let inits = vec![f32_tensor("w", &[2, 2], &[1.0, 2.0, 3.0, 4.0]), f32_tensor("cap", &[1], &[8.0])];
+    let bytes = model(graph(vec![gemm, min], inputs, &["y"], inits), 13);
+    let out = run_one(&bytes, Tensor::from_f32([1, 2], vec![1.0, 2.0]).unwrap());
+    assert_eq!(out[0].1, Tensor::from_f32([1, 2], vec![7.0, 8.0]).unwrap());
+}
