@@ -13,7 +13,9 @@ import re
 import sys
 
 # Reasons written by hand, for cases whose kiln error alone would not say why.
-OVERRIDES = {}
+OVERRIDES = {
+    "test_pow_types_int64_float32": "kiln op limitation: Pow takes one element type; ONNX allows an int64 base with a float exponent",
+}
 
 
 def reason(msg: str) -> str:

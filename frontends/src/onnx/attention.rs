@@ -3,8 +3,8 @@
 //! attention, `softmax(scale·QKᵀ [softcapped] + bias)·V` with the bias built from the mask and
 //! `is_causal`, heads merged back. The optimizer is expected to recognise this pattern.
 //!
-//! Not supported (clear errors): `nonpad_kv_seqlen`, sliding windows (opset 25), Q/K head sizes
-//! that differ. A row whose every key is masked gives NaN here where the ONNX reference gives 0.
+//! Rows whose every key the mask hides are 0, as in the ONNX reference. Not supported (clear
+//! errors): `nonpad_kv_seqlen`, sliding windows (opset 25), Q/K head sizes that differ.
 
 use super::import::Ctx;
 use super::lower::{Lowered, input};

@@ -207,7 +207,6 @@ pub(crate) fn lower_node(
         | "Sub"
         | "Mul"
         | "Div"
-        | "Pow"
         | "Equal"
         | "Less"
         | "Where"
@@ -236,6 +235,32 @@ pub(crate) fn lower_node(
         | "Concat"
         | "Gather"
         | "Flatten" => single(op_type, &attrs, ins.clone()),
+        "Pow" => {
+            // ONNX lets the exponent's type differ from the base's; kiln's Pow takes one type. An
+            // int64 exponent of a float base is cast to float (exact for |e| < 2^24).
+            let types = (ins.first().and_then(|b| ctx.ty(b)), ins.get(1).and_then(|e| ctx.ty(e)));
+            if let (Some(b), Some(e)) = types
+                && b.dtype == DType::F32
+                && e.dtype == DType::I64
+            {
+                let cast = format!("{name}/exponent_f32");
+                let mut l = Lowered::default();
+                l.push(
+                    format!("{name}/cast_exponent"),
+                    Op::Cast { to: DType::F32 },
+                    vec![ins[1].clone()],
+                    vec![cast.clone()],
+                );
+                l.nodes.push(LNode {
+                    name: name.to_string(),
+                    op: Op::from_parts("Pow", &attrs),
+                    inputs: vec![ins[0].clone(), cast],
+                    outputs: outs.clone(),
+                });
+                return Ok(Some(l));
+            }
+            single(op_type, &attrs, ins.clone())
+        }
         "LayerNormalization" => {
             if outs.len() > 1 {
                 return Ok(Some(layer_norm_with_stats(ctx, name, node, &attrs, &ins, &outs)?));
