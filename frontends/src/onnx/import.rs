@@ -330,7 +330,9 @@ impl Importer<'_> {
             return;
         }
         let consts: Option<Vec<&Tensor>> = inputs.iter().map(|i| self.ctx.consts.get(i)).collect();
-        let small = out_types.iter().all(|t| t.num_elements() <= FOLD_LIMIT);
+        // Small inputs and outputs bound the work (a MatMul folds in at most FOLD_LIMIT^1.5 steps).
+        let small = out_types.iter().all(|t| t.num_elements() <= FOLD_LIMIT)
+            && types.iter().all(|t| t.num_elements() <= FOLD_LIMIT);
         if let (Some(consts), true) = (consts, small)
             && let Ok(values) = op.eval(&consts)
             && values.len() == outputs.len()
