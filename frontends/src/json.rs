@@ -42,8 +42,12 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 /// Parses a kiln JSON model from text. `base_dir` is the folder a `safetensors` file name is relative
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
+    // A byte-order mark, as some editors write, is not JSON but means nothing; skip it.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: duplicate_keys(text), base_dir }.model(&value, default_name).map_err(in_document_order)
+    Reader { diags: duplicate_keys(text), base_dir, hints_left: 20 }
+        .model(&value, default_name)
+        .map_err(in_document_order)
 }
 
 /// Sorts problems into the order of the file (graph-level problems come from the builder after the
@@ -143,7 +147,19 @@ fn syntax_error(text: &str, e: &serde_json::Error) -> Error {
     let full = e.to_string();
     let suffix = format!(" at line {} column {}", e.line(), e.column());
     let message = full.strip_suffix(&suffix).unwrap_or(&full);
-    let hint = if e.is_eof() { " (the file ends early: is it truncated?)" } else { "" };
+    // Python's json.dumps writes NaN and Infinity bare, which JSON does not allow.
+    let at = |back: usize| {
+        let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
+        e.column().checked_sub(1 + back).and_then(|i| line.get(i..)).unwrap_or("")
+    };
+    let non_finite = at(0).starts_with("NaN") || at(0).starts_with("Infinity") || at(1).starts_with("-Infinity");
+    let hint = if e.is_eof() {
+        " (the file ends early: is it truncated?)"
+    } else if non_finite {
+        " (JSON has no NaN or Infinity; write \"nan\", \"inf\" or \"-inf\" as strings)"
+    } else {
+        ""
+    };
     Error::new(format!("line {}, column {}", e.line(), e.column()), format!("invalid JSON: {message}{hint}"))
 }
 
@@ -273,9 +289,21 @@ struct Reader<'a> {
     /// Problems found so far: (location, message).
     diags: Vec<(String, String)>,
     base_dir: Option<&'a Path>,
+    /// Suggestions against a file's own names (weights, safetensors keys) cost a comparison with
+    /// each; only this many are made, so that a hostile file cannot make them quadratic.
+    hints_left: usize,
 }
 
 impl Reader<'_> {
+    /// [`hint`] against a file's own names, within the budget.
+    fn costly_hint(&mut self, name: &str, candidates: &[&str]) -> String {
+        if self.hints_left == 0 {
+            return String::new();
+        }
+        self.hints_left -= 1;
+        hint(name, candidates)
+    }
+
     fn error(&mut self, loc: &Loc, message: impl Into<String>) {
         self.diags.push((loc.to_string(), message.into()));
     }
@@ -410,8 +438,10 @@ impl Reader<'_> {
         // Static parameters given as inputs become attributes; then every op is built.
         let mut static_uses: HashSet<String> = HashSet::new();
         let mut ops = Vec::with_capacity(nodes.len());
+        // The last declaration of a name wins here; duplicates are reported by the builder.
+        let leaf_index: HashMap<&str, usize> = leaves.iter().enumerate().map(|(i, l)| (l.name.as_str(), i)).collect();
         for node in &mut nodes {
-            ops.push(self.build_op(node, &leaves, &mut static_uses));
+            ops.push(self.build_op(node, &leaves, &leaf_index, &mut static_uses));
         }
         self.finish(name, leaves, nodes, ops, outputs, static_uses)
     }
@@ -759,8 +789,8 @@ impl Reader<'_> {
                 Ok(view) => view,
                 Err(_) => {
                     let names = st.names();
-                    let message =
-                        format!("safetensors key '{}' for {what} is not in '{shown}'{}", p.key, hint(&p.key, &names));
+                    let hint = self.costly_hint(&p.key, &names);
+                    let message = format!("safetensors key '{}' for {what} is not in '{shown}'{hint}", p.key);
                     self.error(&p.loc, message);
                     continue;
                 }
@@ -1044,6 +1074,7 @@ impl Reader<'_> {
         &mut self,
         node: &mut RawNode,
         leaves: &[Leaf],
+        leaf_index: &HashMap<&str, usize>,
         static_uses: &mut HashSet<String>,
     ) -> Result<Op, String> {
         let op_name = node.op.clone().unwrap_or_default();
@@ -1070,15 +1101,20 @@ impl Reader<'_> {
                     continue; // ONNX's way of leaving an optional input out
                 }
                 let what = format!("input {pos} of {op_name} ('{input}', its '{attr}')");
-                let leaf = leaves.iter().rev().find(|l| l.name == input);
+                let leaf = leaf_index.get(input.as_str()).and_then(|&i| leaves.get(i));
                 let Some(tensor) = leaf.and_then(|l| if l.is_input { None } else { l.data.as_ref() }) else {
                     let why = match leaf {
                         Some(l) if l.is_input => "is a graph input".to_string(),
                         Some(_) => "has no data (see the weight's own error)".to_string(),
                         None => {
-                            let weights: Vec<&str> =
-                                leaves.iter().filter(|l| !l.is_input).map(|l| l.name.as_str()).collect();
-                            format!("is not a weight{}", hint(&input, &weights))
+                            let hint = if self.hints_left > 0 {
+                                let weights: Vec<&str> =
+                                    leaves.iter().filter(|l| !l.is_input).map(|l| l.name.as_str()).collect();
+                                self.costly_hint(&input, &weights)
+                            } else {
+                                String::new()
+                            };
+                            format!("is not a weight{hint}")
                         }
                     };
                     let message =

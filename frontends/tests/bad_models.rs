@@ -140,6 +140,22 @@ fn syntax_error_names_line_and_column() {
 }
 
 #[test]
+fn bare_nan_and_infinity() {
+    let hint = "(JSON has no NaN or Infinity; write \"nan\", \"inf\" or \"-inf\" as strings)";
+    for (text, column) in [("[1, NaN]", 5), ("[1,\n -Infinity]", 3), ("[Infinity]", 2)] {
+        let errors = errors_in(text, None);
+        assert_eq!(errors.len(), 1);
+        assert_reported(&errors, &[&format!(", column {column}: invalid JSON: "), hint]);
+    }
+}
+
+#[test]
+fn byte_order_mark_is_skipped() {
+    let text = format!("\u{feff}{}", leaf_model());
+    assert!(parse_in(&text, None).is_ok());
+}
+
+#[test]
 fn top_level_not_an_object() {
     assert_eq!(errors(&json!([1, 2])), ["$: a kiln model must be a JSON object, got a list"]);
 }
@@ -693,6 +709,61 @@ fn many_problems_are_reported_at_once() {
     for (got, want) in errors.iter().zip(expected) {
         assert!(got.starts_with(want), "expected {want:?}\n     got {got:?}");
     }
+}
+
+// ---- shape inference ---------------------------------------------------------------------------
+
+/// One node `op` over graph inputs (name → shape) producing `y`.
+fn one_node(inputs: &[(&str, &[usize])], op: &str, attributes: Value) -> Value {
+    let inputs_json: Vec<Value> = inputs.iter().map(|(n, s)| json!({"name": n, "shape": s})).collect();
+    let names: Vec<&str> = inputs.iter().map(|(n, _)| *n).collect();
+    json!({
+        "format": "kiln", "version": 1,
+        "inputs": inputs_json,
+        "outputs": ["y"],
+        "nodes": [{"name": "n", "op": op, "inputs": names, "outputs": ["y"], "attributes": attributes}]
+    })
+}
+
+#[test]
+fn matmul_shape_mismatch() {
+    let errors = errors(&one_node(&[("a", &[3, 4]), ("b", &[5, 6])], "MatMul", json!({})));
+    assert_eq!(
+        errors,
+        [
+            "$.nodes[0] (node 'n'): node 'n' (MatMul) with inputs f32[3,4], f32[5,6]: inner dimensions differ: [3,4] · [5,6]"
+        ]
+    );
+}
+
+#[test]
+fn conv_on_rank_3_input() {
+    let mut m = one_node(&[("x", &[1, 3, 8])], "Conv", json!({}));
+    m["weights"] = json!([{"name": "w", "shape": [4, 3, 3, 3], "init": {"ones": {}}}]);
+    m["nodes"][0]["inputs"] = json!(["x", "w"]);
+    assert_eq!(
+        errors(&m),
+        ["$.nodes[0] (node 'n'): node 'n' (Conv) with inputs f32[1,3,8], f32[4,3,3,3]: Conv supports 2-D convolution \
+          only (rank-4 NCHW input), got an input of rank 3"]
+    );
+}
+
+#[test]
+fn broadcast_failure() {
+    let errors = errors(&one_node(&[("a", &[2, 3]), ("b", &[4])], "Add", json!({})));
+    assert_eq!(
+        errors,
+        ["$.nodes[0] (node 'n'): node 'n' (Add) with inputs f32[2,3], f32[4]: shapes [2,3] and [4] do not broadcast \
+          (dimension 1 of the result: 3 vs 4)"]
+    );
+}
+
+#[test]
+fn shape_errors_do_not_cascade() {
+    let mut m = one_node(&[("a", &[2, 3]), ("b", &[4])], "Add", json!({}));
+    m["nodes"][0]["outputs"] = json!(["h"]);
+    m["nodes"].as_array_mut().unwrap().push(json!({"name": "r", "op": "Relu", "inputs": ["h"], "outputs": ["y"]}));
+    assert_eq!(errors(&m).len(), 1);
 }
 
 // ---- what loads ------------------------------------------------------------------------------

@@ -66,7 +66,10 @@ fn conv_shape(op: &Op, shapes: &[&[usize]]) -> Result<ConvShape, String> {
     };
     let (x, wt) = (shapes[0], shapes[1]);
     if x.len() != 4 {
-        return Err(format!("Conv supports 2-D convolution only (rank-4 NCHW input), got an input of rank {}", x.len()));
+        return Err(format!(
+            "Conv supports 2-D convolution only (rank-4 NCHW input), got an input of rank {}",
+            x.len()
+        ));
     }
     if wt.len() != 4 {
         return Err(format!("Conv's weight must be rank 4 [M, C/group, kH, kW], got {}", ShapeDisplay(wt)));
@@ -106,7 +109,10 @@ fn conv_shape(op: &Op, shapes: &[&[usize]]) -> Result<ConvShape, String> {
             ));
         }
         let out = (padded - span) / s as u128 + 1;
-        usize::try_from(out).ok().filter(|&o| o <= MAX_ELEMENTS).ok_or_else(|| format!("Conv's output {axis} {out} is too large"))
+        usize::try_from(out)
+            .ok()
+            .filter(|&o| o <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("Conv's output {axis} {out} is too large"))
     };
     let oh = extent("H", h, kh, strides[0], dilations[0], pads[0], pads[2])?;
     let ow = extent("W", w, kw, strides[1], dilations[1], pads[1], pads[3])?;
@@ -241,7 +247,11 @@ impl PadAxis {
 fn pad_axes(mode: PadMode, pads: &[i64], shape: &[usize]) -> Result<Vec<PadAxis>, String> {
     let rank = shape.len();
     if pads.len() != 2 * rank {
-        return Err(format!("Pad's pads must have 2·rank = {} values for a rank-{rank} input, got {}", 2 * rank, pads.len()));
+        return Err(format!(
+            "Pad's pads must have 2·rank = {} values for a rank-{rank} input, got {}",
+            2 * rank,
+            pads.len()
+        ));
     }
     let mut axes = Vec::with_capacity(rank);
     for (axis, &d) in shape.iter().enumerate() {
@@ -464,9 +474,12 @@ mod tests {
         assert_eq!(r.as_f32().unwrap(), &[1.5, 5.5, 11.5, 28.5]);
     }
 
+    /// Input shape, weight shape, strides, dilations, pads, group.
+    type ConvCase = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 4], usize);
+
     #[test]
     fn conv_matches_im2col() {
-        let cases: &[([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 4], usize)] = &[
+        let cases: &[ConvCase] = &[
             ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1),
             ([2, 4, 6, 7], [4, 2, 3, 2], [2, 1], [1, 2], [1, 0, 2, 1], 2),
             ([1, 3, 7, 6], [3, 1, 3, 3], [1, 2], [2, 1], [2, 1, 0, 3], 3),
