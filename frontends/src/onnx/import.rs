@@ -264,7 +264,7 @@ impl Importer<'_> {
             name = format!("{name}#{index}");
             self.node_names.insert(name.clone());
         }
-        let location = format!("node '{}' (#{index}, {op_type})", node.name());
+        let location = format!("node '{name}' (#{index}, {op_type})");
         let outputs: Vec<String> = node.output.clone();
         let domain = node.domain();
         let attrs = match convert_attrs(node, self.base_dir) {
