@@ -12,8 +12,9 @@ use super::proto::NodeProto;
 use kiln_ir::ops::broadcast::{broadcast_indices, broadcast_shapes};
 use kiln_ir::{Attr, Attrs, DType, Tensor, TensorData, TensorType};
 
-/// The most elements a load-time op may produce (ConstantOfShape, Range): 16 Mi, i.e. 64 MiB of f32.
-const MAX_FOLDED: usize = 1 << 24;
+/// The most elements a load-time op may produce (ConstantOfShape, Range): 1 Mi (8 MiB of int64),
+/// plenty for shape arithmetic and masks while keeping hostile files cheap to reject.
+const MAX_FOLDED: usize = 1 << 20;
 
 /// Ops handled here.
 pub const LOAD_TIME_OPS: &[&str] =
