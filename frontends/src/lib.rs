@@ -2,5 +2,6 @@
 //! a [`kiln_ir::Model`] (graph + weights) or an error naming every problem and where it is.
 
 pub mod json;
+pub mod onnx;
 
 pub use json::{load_json, parse_json};

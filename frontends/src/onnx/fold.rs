@@ -1,0 +1,272 @@
+//! ONNX ops that kiln evaluates at load time only: shape arithmetic (Shape, Size, ConstantOfShape,
+//! Range) and integer/bool helpers (Mod, Not, And, Or, Xor, LessOrEqual, GreaterOrEqual, Greater)
+//! on constant inputs. Exporters and ONNX's own function bodies (the "expanded" node tests) compute
+//! static parameters this way; since kiln's shapes are static, every such value is a constant.
+//!
+//! When the inputs are not constants the op is reported as one kiln does not implement (Greater
+//! alone has a run-time form, `Less` with its inputs swapped, in [`super::lower`]).
+
+use super::import::Ctx;
+use super::lower::{Lowered, input};
+use super::proto::NodeProto;
+use kiln_ir::ops::broadcast::{broadcast_indices, broadcast_shapes};
+use kiln_ir::{Attr, Attrs, DType, Tensor, TensorData, TensorType};
+
+/// The most elements a load-time op may produce (ConstantOfShape, Range): 1 Mi (8 MiB of int64),
+/// plenty for shape arithmetic and masks while keeping hostile files cheap to reject.
+const MAX_FOLDED: usize = 1 << 20;
+
+/// Ops handled here.
+pub const LOAD_TIME_OPS: &[&str] =
+    &["ConstantOfShape", "Mod", "Not", "And", "Or", "Xor", "LessOrEqual", "GreaterOrEqual", "Range", "Shape", "Size"];
+
+/// Lowers a load-time op into a constant. `Ok(None)`: its inputs are not all constants (and their
+/// types are known, so nothing upstream failed): kiln cannot run it.
+pub(crate) fn lower(ctx: &Ctx, op_type: &str, node: &NodeProto, attrs: &Attrs) -> Result<Option<Lowered>, String> {
+    let out = node.output.first().filter(|o| !o.is_empty()).ok_or_else(|| format!("{op_type} needs an output"))?;
+    let value = match op_type {
+        "Shape" | "Size" => {
+            let x = input(node, 0).ok_or_else(|| format!("{op_type} needs an input"))?;
+            let ty = ctx.ty(x).ok_or_else(|| format!("the type of '{x}' is not known at load time"))?;
+            if op_type == "Size" {
+                Tensor::from_i64(vec![], vec![ty.num_elements() as i64])?
+            } else {
+                shape(ty, attrs)?
+            }
+        }
+        _ => {
+            let mut consts = Vec::new();
+            for name in node.input.iter() {
+                if name.is_empty() {
+                    return Err(format!("{op_type} has an empty input name"));
+                }
+                match ctx.consts.get(name) {
+                    Some(t) => consts.push(t),
+                    None if ctx.ty(name).is_none() => {
+                        return Err(format!("the value of '{name}' is not known at load time"));
+                    }
+                    None => return Ok(None),
+                }
+            }
+            match op_type {
+                "ConstantOfShape" => constant_of_shape(&consts, attrs)?,
+                "Range" => range(&consts)?,
+                _ => elementwise(op_type, &consts, attrs)?,
+            }
+        }
+    };
+    Ok(Some(Lowered { nodes: Vec::new(), consts: vec![(out.clone(), value)] }))
+}
+
+fn int_attr(attrs: &Attrs, op: &str, key: &str, default: i64) -> Result<i64, String> {
+    match attrs.get(key) {
+        None => Ok(default),
+        Some(Attr::Int(v)) => Ok(*v),
+        Some(other) => Err(format!("{op}'s '{key}' must be an int, got {other}")),
+    }
+}
+
+fn no_attrs_but(attrs: &Attrs, op: &str, known: &[&str]) -> Result<(), String> {
+    match attrs.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(format!("{op} has no attribute '{k}'")),
+        None => Ok(()),
+    }
+}
+
+fn shape(ty: &TensorType, attrs: &Attrs) -> Result<Tensor, String> {
+    no_attrs_but(attrs, "Shape", &["start", "end"])?;
+    let rank = ty.rank() as i64;
+    // Negative bounds count from the end; both are clamped to [0, rank] (ONNX Shape-15).
+    let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
+    let start = clamp(int_attr(attrs, "Shape", "start", 0)?);
+    let end = clamp(int_attr(attrs, "Shape", "end", rank)?);
+    let dims: Vec<i64> = ty.shape[start..end.max(start)].iter().map(|&d| d as i64).collect();
+    Tensor::from_i64([dims.len()], dims)
+}
+
+fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, String> {
+    no_attrs_but(attrs, "ConstantOfShape", &["value"])?;
+    let [dims] = consts else { return Err("ConstantOfShape takes 1 input".into()) };
+    let Some(dims) = dims.as_i64().filter(|_| dims.shape().len() == 1) else {
+        return Err("ConstantOfShape's shape must be a 1-D int64 tensor".into());
+    };
+    let (shape, count) = super::tensor::checked_shape(dims)?;
+    if count > MAX_FOLDED {
+        return Err(format!("ConstantOfShape of {count} elements is more than kiln folds at load time ({MAX_FOLDED})"));
+    }
+    let data = match attrs.get("value") {
+        None => TensorData::F32(vec![0.0; count]),
+        Some(Attr::Tensor(t)) if t.len() == 1 => match t.data() {
+            TensorData::F32(v) => TensorData::F32(vec![v[0]; count]),
+            TensorData::I64(v) => TensorData::I64(vec![v[0]; count]),
+            TensorData::Bool(v) => TensorData::Bool(vec![v[0]; count]),
+        },
+        Some(other) => return Err(format!("ConstantOfShape's 'value' must be a one-element tensor, got {other}")),
+    };
+    Tensor::new(shape, data)
+}
+
+fn range(consts: &[&Tensor]) -> Result<Tensor, String> {
+    let [start, limit, delta] = consts else { return Err("Range takes 3 inputs".into()) };
+    if [start, limit, delta].iter().any(|t| t.len() != 1) {
+        return Err("Range's start, limit and delta must be scalars".into());
+    }
+    let count = |n: f64| -> Result<usize, String> {
+        let n = n.ceil().max(0.0);
+        if n > MAX_FOLDED as f64 || n.is_nan() {
+            return Err(format!("Range of {n} elements is more than kiln folds at load time ({MAX_FOLDED})"));
+        }
+        Ok(n as usize)
+    };
+    match (start.data(), limit.data(), delta.data()) {
+        (TensorData::I64(s), TensorData::I64(l), TensorData::I64(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0 {
+                return Err("Range's delta must not be 0".into());
+            }
+            let n = count((l as f64 - s as f64) / d as f64)?;
+            Tensor::from_i64([n], (0..n as i64).map(|i| s.saturating_add(i.saturating_mul(d))).collect())
+        }
+        (TensorData::F32(s), TensorData::F32(l), TensorData::F32(d)) => {
+            let (s, l, d) = (s[0], l[0], d[0]);
+            if d == 0.0 {
+                return Err("Range's delta must not be 0".into());
+            }
+            let n = count(((l - s) / d) as f64)?;
+            Tensor::from_f32([n], (0..n).map(|i| s + i as f32 * d).collect())
+        }
+        _ => Err("Range's inputs must all be int64 or all float".into()),
+    }
+}
+
+/// Mod, Not, And, Or, Xor, LessOrEqual, GreaterOrEqual with numpy broadcasting.
+fn elementwise(op: &str, consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, String> {
+    if op == "Not" {
+        no_attrs_but(attrs, op, &[])?;
+        let [x] = consts else { return Err("Not takes 1 input".into()) };
+        let v = x.as_bool().ok_or("Not's input must be bool")?;
+        return Tensor::from_bool(x.shape(), v.iter().map(|b| !b).collect());
+    }
+    no_attrs_but(attrs, op, if op == "Mod" { &["fmod"] } else { &[] })?;
+    let [a, b] = consts else { return Err(format!("{op} takes 2 inputs")) };
+    if a.dtype() != b.dtype() {
+        return Err(format!("{op}'s inputs must have one element type, got {} and {}", a.dtype(), b.dtype()));
+    }
+    let out_shape = broadcast_shapes(a.shape(), b.shape())?;
+    if TensorType::f32(out_shape.clone()).num_elements() > MAX_FOLDED {
+        return Err(format!("{op} result is larger than kiln folds at load time"));
+    }
+    let (ia, ib) = (broadcast_indices(a.shape(), &out_shape), broadcast_indices(b.shape(), &out_shape));
+    let pairs = ia.iter().zip(&ib);
+    let data = match (op, a.data(), b.data()) {
+        ("And" | "Or" | "Xor", TensorData::Bool(x), TensorData::Bool(y)) => TensorData::Bool(
+            pairs
+                .map(|(&i, &j)| match op {
+                    "And" => x[i] && y[j],
+                    "Or" => x[i] || y[j],
+                    _ => x[i] != y[j],
+                })
+                .collect(),
+        ),
+        ("LessOrEqual" | "GreaterOrEqual", TensorData::I64(x), TensorData::I64(y)) => TensorData::Bool(
+            pairs.map(|(&i, &j)| if op == "LessOrEqual" { x[i] <= y[j] } else { x[i] >= y[j] }).collect(),
+        ),
+        ("LessOrEqual" | "GreaterOrEqual", TensorData::F32(x), TensorData::F32(y)) => TensorData::Bool(
+            pairs.map(|(&i, &j)| if op == "LessOrEqual" { x[i] <= y[j] } else { x[i] >= y[j] }).collect(),
+        ),
+        ("Mod", TensorData::I64(x), TensorData::I64(y)) => {
+            let fmod = int_attr(attrs, op, "fmod", 0)? != 0;
+            let mut out = Vec::with_capacity(ia.len());
+            for (&i, &j) in pairs {
+                if y[j] == 0 {
+                    return Err("Mod by zero".into());
+                }
+                // fmod: the sign of the dividend (C); otherwise that of the divisor (Python).
+                let r = x[i].wrapping_rem(y[j]);
+                out.push(if !fmod && r != 0 && ((r < 0) != (y[j] < 0)) { r + y[j] } else { r });
+            }
+            TensorData::I64(out)
+        }
+        ("Mod", TensorData::F32(x), TensorData::F32(y)) => {
+            if int_attr(attrs, op, "fmod", 0)? == 0 {
+                return Err("Mod on floats needs fmod = 1".into());
+            }
+            TensorData::F32(pairs.map(|(&i, &j)| x[i] % y[j]).collect())
+        }
+        _ => return Err(format!("{op} on {} is not supported at load time", a.dtype())),
+    };
+    Tensor::new(out_shape, data)
+}
+
+/// The element type `CastLike` converts to: that of its second input.
+pub(crate) fn cast_like_target(ctx: &Ctx, node: &NodeProto) -> Result<DType, String> {
+    let like = input(node, 1).ok_or("CastLike needs 2 inputs")?;
+    ctx.ty(like).map(|t| t.dtype).ok_or_else(|| format!("the type of '{like}' is not known at load time"))
+}
+
+/// Shape arithmetic that kiln's ops refuse but ONNX function bodies do on constant 1-D int64
+/// tensors: Neg and Abs (kiln's unary ops are f32-only), and Slice and Concat whose result or parts
+/// may be empty (kiln needs every dimension ≥ 1). Folded here; `Ok(None)` for anything else.
+pub(crate) fn integer_unary(ctx: &Ctx, op_type: &str, node: &NodeProto) -> Result<Option<Lowered>, String> {
+    if node.output.len() != 1 || node.input.iter().any(|i| !i.is_empty() && !ctx.consts.contains_key(i)) {
+        return Ok(None);
+    }
+    let shape_vec = |name: &str| ctx.consts.get(name).filter(|t| t.shape().len() == 1).and_then(|t| t.as_i64());
+    let out = node.output[0].clone();
+    let done = |v: Vec<i64>| -> Result<Option<Lowered>, String> {
+        let value = Tensor::from_i64([v.len()], v)?;
+        Ok(Some(Lowered { nodes: Vec::new(), consts: vec![(out.clone(), value)] }))
+    };
+    if op_type == "Concat" && !node.input.is_empty() {
+        let parts: Option<Vec<&[i64]>> = node.input.iter().map(|i| shape_vec(i)).collect();
+        if let Some(parts) = parts
+            && parts.iter().any(|p| p.is_empty())
+        {
+            return done(parts.concat());
+        }
+        return Ok(None);
+    }
+    if op_type == "Slice" && (3..=5).contains(&node.input.len()) {
+        let get = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| shape_vec(n));
+        let (Some(data), Some(starts), Some(ends)) = (get(0), get(1), get(2)) else { return Ok(None) };
+        let step = match get(4) {
+            Some([s]) => *s,
+            None => 1,
+            _ => return Ok(None),
+        };
+        if let Some(axes) = get(3)
+            && !matches!(axes, [0] | [-1])
+        {
+            return Ok(None);
+        }
+        let ([start], [end]) = (starts, ends) else { return Ok(None) };
+        if step == 0 {
+            return Err("Slice's step must not be 0".into());
+        }
+        // ONNX Slice on one axis: negative bounds count from the end, then clamp.
+        let n = data.len() as i64;
+        let fix = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(n) } else { v }).clamp(lo, hi);
+        let (mut i, end) = if step > 0 {
+            (fix(*start, 0, n), fix(*end, 0, n))
+        } else {
+            (fix(*start, -1, n - 1), fix(*end, -1, n - 1))
+        };
+        let mut v = Vec::new();
+        while (step > 0 && i < end) || (step < 0 && i > end) {
+            v.push(data[i as usize]);
+            i = i.saturating_add(step);
+        }
+        if !v.is_empty() {
+            return Ok(None); // kiln's Slice handles non-empty results itself
+        }
+        return done(v);
+    }
+    if !matches!(op_type, "Neg" | "Abs") || node.input.len() != 1 {
+        return Ok(None);
+    }
+    let Some(x) = ctx.consts.get(&node.input[0]) else { return Ok(None) };
+    let Some(v) = x.as_i64() else { return Ok(None) };
+    let f = if op_type == "Neg" { i64::wrapping_neg } else { i64::wrapping_abs };
+    let value = Tensor::from_i64(x.shape(), v.iter().map(|&a| f(a)).collect())?;
+    Ok(Some(Lowered { nodes: Vec::new(), consts: vec![(node.output[0].clone(), value)] }))
+}

@@ -1,0 +1,470 @@
+//! Graph-level import: opsets, graph inputs (with dynamic dimensions fixed), initializers, nodes in
+//! file order, graph outputs. Each node is lowered by [`super::lower`] into kiln nodes; this module
+//! keeps track of what is known at load time (types of tensors, values of constant tensors) so that
+//! lowering can resolve static parameters, `auto_pad` and the like.
+
+use super::lower::{Lowered, lower_node};
+use super::proto::{self, ModelProto, NodeProto, attribute_proto::AttributeType, tensor_shape_proto::dimension};
+use super::tensor::{dtype_from_onnx, tensor_from_proto};
+use super::{MAX_OPSET, MIN_OPSET};
+use kiln_ir::{Attr, Attrs, Error, GraphBuilder, Model, Op, Tensor, TensorType, Weights};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+/// Constant tensors up to this many elements are folded at load time when an op reads only
+/// constants, so that e.g. `Constant → Cast → Reshape.shape` resolves. Larger ones are not worth it.
+const FOLD_LIMIT: usize = 1 << 16;
+
+/// What the importer knows while it walks the nodes.
+pub(crate) struct Ctx {
+    /// Default-domain opset version.
+    pub opset: i64,
+    pub types: HashMap<String, TensorType>,
+    pub consts: HashMap<String, Tensor>,
+    /// Graph inputs fed at run time.
+    pub graph_inputs: HashSet<String>,
+}
+
+impl Ctx {
+    pub fn ty(&self, name: &str) -> Option<&TensorType> {
+        self.types.get(name)
+    }
+}
+
+struct Importer<'a> {
+    ctx: Ctx,
+    builder: GraphBuilder,
+    /// Initializers and Constant outputs, declared as weights only if an emitted node reads them.
+    pending: BTreeMap<String, (String, Tensor)>,
+    used: HashSet<String>,
+    unsupported: BTreeMap<String, Vec<String>>,
+    node_names: HashSet<String>,
+    base_dir: Option<&'a Path>,
+}
+
+pub(crate) fn import_model(
+    model: &ModelProto,
+    base_dir: Option<&Path>,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+) -> Result<Model, Error> {
+    let opset = default_opset(model)?;
+    let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
+    let mut imp = Importer {
+        ctx: Ctx { opset, types: HashMap::new(), consts: HashMap::new(), graph_inputs: HashSet::new() },
+        builder: GraphBuilder::new(graph.name()),
+        pending: BTreeMap::new(),
+        used: HashSet::new(),
+        unsupported: BTreeMap::new(),
+        node_names: HashSet::new(),
+        base_dir,
+    };
+    if !graph.sparse_initializer.is_empty() {
+        imp.builder.report("", "sparse initializers are not supported");
+    }
+    imp.initializers(graph);
+    let static_names = static_input_names(graph, opset);
+    imp.inputs(graph, fixed_dims, values, &static_names)?;
+    for (index, node) in graph.node.iter().enumerate() {
+        imp.node(index, node);
+    }
+    if !imp.unsupported.is_empty() {
+        return Err(imp.unsupported_error());
+    }
+    for (i, out) in graph.output.iter().enumerate() {
+        let name = out.name().to_string();
+        imp.used.insert(name.clone());
+        imp.builder.output(format!("graph output #{i} '{name}'"), name);
+    }
+    let mut weights = Weights::new();
+    for (name, (location, tensor)) in std::mem::take(&mut imp.pending) {
+        if imp.used.contains(&name) {
+            imp.builder.weight(location, name.clone(), tensor.ty());
+            weights.insert(name, tensor);
+        }
+    }
+    let graph = imp.builder.finish()?;
+    Ok(Model { graph, weights })
+}
+
+/// The default-domain opset, checked against the range kiln reads.
+fn default_opset(model: &ModelProto) -> Result<i64, Error> {
+    let mut opset = None;
+    for o in &model.opset_import {
+        if matches!(o.domain(), "" | "ai.onnx") {
+            opset = Some(o.version());
+        }
+    }
+    let opset =
+        opset.ok_or_else(|| Error::new("opset_import", "the model imports no default-domain (ai.onnx) opset"))?;
+    if opset < MIN_OPSET {
+        return Err(Error::new(
+            "opset_import",
+            format!(
+                "opset {opset} is older than {MIN_OPSET}, the oldest kiln reads; convert the model with onnx.version_converter"
+            ),
+        ));
+    }
+    if opset > MAX_OPSET {
+        return Err(Error::new(
+            "opset_import",
+            format!("opset {opset} is newer than {MAX_OPSET}, the newest kiln knows"),
+        ));
+    }
+    Ok(opset)
+}
+
+impl Importer<'_> {
+    fn initializers(&mut self, graph: &proto::GraphProto) {
+        for (i, init) in graph.initializer.iter().enumerate() {
+            let name = init.name().to_string();
+            let location = format!("initializer #{i} '{name}'");
+            match tensor_from_proto(init, self.base_dir) {
+                Ok(tensor) => self.add_const(name, location, tensor),
+                Err(e) => self.builder.report(location, e),
+            }
+        }
+    }
+
+    fn add_const(&mut self, name: String, location: String, tensor: Tensor) {
+        self.ctx.types.insert(name.clone(), tensor.ty());
+        self.ctx.consts.insert(name.clone(), tensor.clone());
+        if let Some((first, _)) = self.pending.get(&name) {
+            self.builder.report(location, format!("tensor '{name}' is already defined at {first}"));
+            return;
+        }
+        self.pending.insert(name, (location, tensor));
+    }
+
+    /// Declares graph inputs (those that are not initializers), fixing dynamic dimensions from
+    /// `fixed_dims`. Missing shapes are one error naming every input that needs one.
+    fn inputs(
+        &mut self,
+        graph: &proto::GraphProto,
+        fixed_dims: &[(String, Vec<usize>)],
+        values: &[(String, Tensor)],
+        static_names: &HashSet<String>,
+    ) -> Result<(), Error> {
+        let mut missing = Vec::new();
+        let mut shape_errors = Vec::new();
+        let mut declared = HashSet::new();
+        for (i, input) in graph.input.iter().enumerate() {
+            let name = input.name().to_string();
+            if self.pending.contains_key(&name) {
+                continue; // an initializer listed as input (IR < 4 style): a weight
+            }
+            let location = format!("graph input #{i} '{name}'");
+            declared.insert(name.clone());
+            let tensor_type = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+                Some(proto::type_proto::Value::TensorType(t)) => t,
+                _ => {
+                    self.builder.report(location, "is not a tensor (sequences, maps and optionals are not supported)");
+                    continue;
+                }
+            };
+            let dtype = match dtype_from_onnx(tensor_type.elem_type()) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.builder.report(location, e);
+                    continue;
+                }
+            };
+            // Declared dimensions: Some(d) for a fixed one, None for a dynamic one.
+            let declared_dims: Option<Vec<Option<usize>>> = tensor_type.shape.as_ref().map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match d.value {
+                        Some(dimension::Value::DimValue(v)) => usize::try_from(v).ok(),
+                        _ => None,
+                    })
+                    .collect()
+            });
+            if static_names.contains(&name)
+                && let Some((_, value)) = values.iter().find(|(n, _)| *n == name)
+            {
+                // A static parameter given at load time: a constant from now on.
+                let fits = declared_dims.as_ref().is_none_or(|dims| {
+                    dims.len() == value.shape().len()
+                        && dims.iter().zip(value.shape()).all(|(d, v)| d.is_none_or(|d| d == *v))
+                });
+                if value.dtype() != dtype || !fits {
+                    let declared = describe_dims(input, declared_dims.as_deref());
+                    self.builder
+                        .report(location, format!("is declared {dtype}{declared} but was given {}", value.ty()));
+                } else {
+                    self.add_const(name, format!("{location} (given at load time)"), value.clone());
+                }
+                continue;
+            }
+            self.ctx.graph_inputs.insert(name.clone());
+            let fixed = fixed_dims.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
+            let shape = match (declared_dims, fixed) {
+                (Some(dims), None) if dims.iter().all(Option::is_some) => dims.into_iter().flatten().collect(),
+                (dims, None) => {
+                    missing.push(format!("'{name}' {}", describe_dims(input, dims.as_deref())));
+                    continue;
+                }
+                (dims, Some(fixed)) => {
+                    if let Some(dims) = dims {
+                        let agrees =
+                            dims.len() == fixed.len() && dims.iter().zip(fixed).all(|(d, f)| d.is_none_or(|d| d == *f));
+                        if !agrees {
+                            shape_errors.push(kiln_ir::Diagnostic {
+                                location,
+                                message: format!(
+                                    "the given shape {fixed:?} does not match the declared shape {}",
+                                    describe_dims(input, Some(&dims))
+                                ),
+                            });
+                            continue;
+                        }
+                    }
+                    fixed.clone()
+                }
+            };
+            let ty = TensorType::new(dtype, shape);
+            self.ctx.types.insert(name.clone(), ty.clone());
+            self.builder.input(location, name, ty);
+        }
+        let mut diags = shape_errors;
+        if !missing.is_empty() {
+            diags.push(kiln_ir::Diagnostic {
+                location: String::new(),
+                message: format!(
+                    "dynamic dimensions must be fixed at load time; give the full shape of {} with --shape NAME=d0,d1,… \
+                     (or an --input of that shape)",
+                    missing.join(", ")
+                ),
+            });
+        }
+        for (name, _) in fixed_dims {
+            if !declared.contains(name) {
+                let mut known: Vec<&str> = declared.iter().map(String::as_str).collect();
+                known.sort();
+                diags.push(kiln_ir::Diagnostic {
+                    location: format!("--shape {name}"),
+                    message: format!("'{name}' is not a graph input of the model (inputs: {})", known.join(", ")),
+                });
+            }
+        }
+        match Error::from_diagnostics(diags) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn node(&mut self, index: usize, node: &NodeProto) {
+        let op_type = node.op_type().to_string();
+        let mut name = node.name().to_string();
+        if name.is_empty() {
+            name = format!("{op_type}_{index}");
+        }
+        if !self.node_names.insert(name.clone()) {
+            // ONNX only recommends unique node names; kiln needs them.
+            name = format!("{name}#{index}");
+            self.node_names.insert(name.clone());
+        }
+        let location = format!("node '{name}' (#{index}, {op_type})");
+        let outputs: Vec<String> = node.output.clone();
+        let domain = node.domain();
+        let attrs = match convert_attrs(node, self.base_dir) {
+            Ok(a) => a,
+            Err(e) => {
+                self.fail(&location, &name, e, node);
+                return;
+            }
+        };
+        let lowered = match domain {
+            "" | "ai.onnx" => lower_node(&self.ctx, &name, &op_type, node, attrs),
+            "kiln" => {
+                let outs = trim_outputs(&outputs);
+                Ok(Some(Lowered::single(&name, Op::from_parts(&op_type, &attrs), present(&node.input), outs)))
+            }
+            _ => Ok(None),
+        };
+        match lowered {
+            Ok(Some(l)) => self.commit(&location, l),
+            Ok(None) => {
+                let key = if matches!(domain, "" | "ai.onnx") { op_type } else { format!("{domain}.{op_type}") };
+                self.unsupported.entry(key).or_default().push(name);
+            }
+            Err(e) => self.fail(&location, &name, e, node),
+        }
+    }
+
+    /// Declares a node that could not be lowered: its outputs exist (so readers are not reported
+    /// again) but stay untyped, and the message is reported once.
+    fn fail(&mut self, location: &str, name: &str, message: String, node: &NodeProto) {
+        // Absent ("") outputs are dropped: the node is untyped anyway, so ports do not matter.
+        let outputs = node.output.iter().filter(|o| !o.is_empty()).cloned().collect();
+        self.builder.node(location, name, Err(message), present(&node.input), outputs);
+    }
+
+    fn commit(&mut self, location: &str, lowered: Lowered) {
+        for (name, tensor) in lowered.consts {
+            self.add_const(name, location.to_string(), tensor);
+        }
+        for n in lowered.nodes {
+            if let Ok(op) = &n.op {
+                self.track(op, &n.inputs, &n.outputs);
+            }
+            for input in &n.inputs {
+                self.used.insert(input.clone());
+            }
+            self.builder.node(location, n.name, n.op, n.inputs, n.outputs);
+        }
+    }
+
+    /// Infers output types (and folds small constant results) so that later nodes can rely on them.
+    fn track(&mut self, op: &Op, inputs: &[String], outputs: &[String]) {
+        let types: Option<Vec<&TensorType>> = inputs.iter().map(|i| self.ctx.types.get(i)).collect();
+        let Some(types) = types else { return };
+        let (min, max) = op.arity();
+        if types.len() < min || types.len() > max {
+            return;
+        }
+        let Ok(out_types) = op.infer(&types) else { return };
+        // Zero-sized values are fine here (an empty shape slice is common in shape arithmetic); a
+        // zero-sized tensor that reaches run time is reported by the graph builder.
+        if out_types.len() != outputs.len() || out_types.iter().any(|t| t.num_elements() > kiln_ir::MAX_ELEMENTS) {
+            return;
+        }
+        let consts: Option<Vec<&Tensor>> = inputs.iter().map(|i| self.ctx.consts.get(i)).collect();
+        // Small inputs and outputs bound the work (a MatMul folds in at most FOLD_LIMIT^1.5 steps).
+        let small = out_types.iter().all(|t| t.num_elements() <= FOLD_LIMIT)
+            && types.iter().all(|t| t.num_elements() <= FOLD_LIMIT);
+        if let (Some(consts), true) = (consts, small)
+            && let Ok(values) = op.eval(&consts)
+            && values.len() == outputs.len()
+        {
+            for ((name, value), ty) in outputs.iter().zip(values).zip(&out_types) {
+                if value.ty() == *ty {
+                    self.ctx.consts.insert(name.clone(), value);
+                }
+            }
+        }
+        for (name, ty) in outputs.iter().zip(out_types) {
+            self.ctx.types.insert(name.clone(), ty);
+        }
+    }
+
+    fn unsupported_error(&self) -> Error {
+        let total: usize = self.unsupported.values().map(Vec::len).sum();
+        let list: Vec<String> = self
+            .unsupported
+            .iter()
+            .map(|(op, nodes)| {
+                const SHOWN: usize = 5;
+                let mut names: Vec<String> = nodes.iter().take(SHOWN).map(|n| format!("'{n}'")).collect();
+                if nodes.len() > SHOWN {
+                    names.push(format!("… {} more", nodes.len() - SHOWN));
+                }
+                format!("{op} ×{} (nodes {})", nodes.len(), names.join(", "))
+            })
+            .collect();
+        Error::new(
+            "",
+            format!(
+                "the model uses {} op type(s) kiln does not implement, in {total} node(s): {}",
+                self.unsupported.len(),
+                list.join("; ")
+            ),
+        )
+    }
+}
+
+/// Tensors that feed a static parameter of some node (and so must be known at load time).
+fn static_input_names(graph: &proto::GraphProto, opset: i64) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for node in &graph.node {
+        if !matches!(node.domain(), "" | "ai.onnx") {
+            continue;
+        }
+        for &i in super::lower::static_slots(node.op_type(), opset) {
+            if let Some(n) = node.input.get(i).filter(|n| !n.is_empty()) {
+                names.insert(n.clone());
+            }
+        }
+    }
+    names
+}
+
+/// Describes a declared input shape for error messages, e.g. `[batch,3,224,224]`.
+fn describe_dims(input: &proto::ValueInfoProto, dims: Option<&[Option<usize>]>) -> String {
+    let Some(dims) = dims else { return "(shape not declared)".into() };
+    let params: Vec<String> = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(proto::type_proto::Value::TensorType(t)) => t
+            .shape
+            .as_ref()
+            .map(|s| {
+                s.dim
+                    .iter()
+                    .map(|d| match &d.value {
+                        Some(dimension::Value::DimValue(v)) => v.to_string(),
+                        Some(dimension::Value::DimParam(p)) if !p.is_empty() => p.clone(),
+                        _ => "?".into(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => dims.iter().map(|d| d.map_or("?".into(), |d| d.to_string())).collect(),
+    };
+    format!("[{}]", params.join(","))
+}
+
+/// The node's inputs with absent optional ones ("") dropped from the end; a gap in the middle is
+/// kept so that the op's arity check reports it.
+pub(crate) fn present(inputs: &[String]) -> Vec<String> {
+    trim_outputs(inputs)
+}
+
+/// Drops absent ("") trailing names.
+pub(crate) fn trim_outputs(names: &[String]) -> Vec<String> {
+    let end = names.iter().rposition(|n| !n.is_empty()).map_or(0, |i| i + 1);
+    names[..end].to_vec()
+}
+
+/// ONNX attributes → kiln's generic attributes. Graph, sparse-tensor and type attributes are
+/// errors: kiln has no op that takes them.
+fn convert_attrs(node: &NodeProto, base_dir: Option<&Path>) -> Result<Attrs, String> {
+    let mut attrs = Attrs::new();
+    for a in &node.attribute {
+        let name = a.name().to_string();
+        if a.ref_attr_name.is_some() {
+            return Err(format!("attribute '{name}' refers to a function attribute, which kiln does not support"));
+        }
+        // Old writers leave `type` unset; the field that is set says what it is then.
+        let ty = match a.r#type.map(AttributeType::try_from) {
+            Some(Ok(t)) if t != AttributeType::Undefined => t,
+            Some(Err(_)) => return Err(format!("attribute '{name}' has an unknown type {}", a.r#type.unwrap_or(0))),
+            _ if a.f.is_some() => AttributeType::Float,
+            _ if a.i.is_some() => AttributeType::Int,
+            _ if a.s.is_some() => AttributeType::String,
+            _ if a.t.is_some() => AttributeType::Tensor,
+            _ if !a.floats.is_empty() => AttributeType::Floats,
+            _ if !a.ints.is_empty() => AttributeType::Ints,
+            _ => return Err(format!("attribute '{name}' has no type and no value")),
+        };
+        let value = match ty {
+            AttributeType::Float => Attr::Float(a.f()),
+            AttributeType::Int => Attr::Int(a.i()),
+            AttributeType::String => Attr::Str(String::from_utf8_lossy(a.s()).into_owned()),
+            AttributeType::Floats => Attr::Floats(a.floats.clone()),
+            AttributeType::Ints => Attr::Ints(a.ints.clone()),
+            AttributeType::Tensor => {
+                let t = a.t.as_ref().ok_or_else(|| format!("tensor attribute '{name}' has no tensor"))?;
+                Attr::Tensor(tensor_from_proto(t, base_dir).map_err(|e| format!("attribute '{name}': {e}"))?)
+            }
+            other => {
+                return Err(format!(
+                    "attribute '{name}' is of type {}, which kiln does not support",
+                    other.as_str_name()
+                ));
+            }
+        };
+        if attrs.insert(name.clone(), value).is_some() {
+            return Err(format!("attribute '{name}' is given twice"));
+        }
+    }
+    Ok(attrs)
+}

@@ -1,0 +1,106 @@
+//! The ONNX reader: `ModelProto` (decoded with prost from the vendored `proto/onnx.proto`) → a kiln
+//! [`Model`].
+//!
+//! - Opsets 13 through [`MAX_OPSET`] of the default domain; nodes of the `kiln` domain map onto
+//!   kiln's own ops by name.
+//! - Static parameters that recent opsets pass as inputs (Reshape's shape, Slice's starts, Pad's
+//!   pads, Clip's bounds, Resize's scales, Reduce axes, …) are read at load time from initializers,
+//!   `Constant` nodes or small constant sub-graphs, and become kiln attributes; a non-constant one is
+//!   an error naming the node.
+//! - Dynamic dimensions of graph inputs are fixed from `fixed_dims`; missing ones are one error
+//!   listing every input that needs a shape.
+//! - A model with ops kiln does not implement fails with one error listing every such op with its
+//!   node names and count.
+//! - Malformed bytes are an error, never a panic (see `fuzz/`).
+
+mod attention;
+mod fold;
+mod import;
+mod lower;
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub(crate) mod proto {
+    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
+}
+mod tensor;
+#[cfg(test)]
+mod tests;
+
+pub use fold::LOAD_TIME_OPS;
+pub use lower::ONNX_OPS;
+
+use kiln_ir::{Error, Model, Tensor};
+use prost::Message;
+use std::path::Path;
+
+/// The oldest default-domain opset kiln reads. Older opsets differ in semantics kiln does not
+/// reproduce (Softmax before 13 flattens to 2-D, for one).
+pub const MIN_OPSET: i64 = 13;
+/// The newest default-domain opset kiln knows (that of onnx 1.23); newer ones may have changed an
+/// op's meaning, so they are refused rather than guessed at.
+pub const MAX_OPSET: i64 = 28;
+
+/// Reads an ONNX model file. External data files are looked up next to it. `fixed_dims` gives the
+/// full shape of graph inputs whose declared shape has dynamic dimensions (by input name).
+pub fn load_onnx(path: &Path, fixed_dims: &[(String, Vec<usize>)]) -> Result<Model, Error> {
+    load_onnx_with_values(path, fixed_dims, &[])
+}
+
+/// [`load_onnx`], with values for graph inputs that kiln needs at load time: a graph input that
+/// feeds a static parameter (Reshape's shape, Slice's starts, Unsqueeze's axes, …) and has a value
+/// in `values` becomes a constant. Values of other inputs are ignored (they stay run-time inputs),
+/// so a caller may pass every input it has and then run the model with those that are still among
+/// its graph inputs.
+pub fn load_onnx_with_values(
+    path: &Path,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+) -> Result<Model, Error> {
+    let bytes = std::fs::read(path).map_err(|e| Error::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    parse_onnx_with_values(&bytes, Some(&base_dir), fixed_dims, values)
+        .map_err(|e| e.within(&path.display().to_string()))
+}
+
+/// Reads an ONNX model from bytes. `base_dir` is where external data files live; `None` refuses
+/// external data.
+pub fn parse_onnx(bytes: &[u8], base_dir: Option<&Path>, fixed_dims: &[(String, Vec<usize>)]) -> Result<Model, Error> {
+    parse_onnx_with_values(bytes, base_dir, fixed_dims, &[])
+}
+
+/// [`parse_onnx`] with load-time values for graph inputs, as in [`load_onnx_with_values`].
+pub fn parse_onnx_with_values(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+) -> Result<Model, Error> {
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))?;
+    import::import_model(&model, base_dir, fixed_dims, values)
+}
+
+/// Reads a `.pb` file holding one `TensorProto` (as in the ONNX test data sets). Returns the
+/// tensor's name (possibly empty) and the tensor.
+pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), Error> {
+    let at = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|e| Error::new(&at, format!("cannot read: {e}")))?;
+    let t = proto::TensorProto::decode(bytes.as_slice())
+        .map_err(|e| Error::new(&at, format!("not a TensorProto (protobuf decoding failed: {})", short(&e))))?;
+    let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tensor = tensor::tensor_from_proto(&t, Some(base_dir)).map_err(|e| Error::new(&at, e))?;
+    Ok((t.name().to_string(), tensor))
+}
+
+/// A decoding error without prost's full field path, which is as deep as the (possibly hostile)
+/// nesting: the outermost and innermost parts are what help.
+fn short(e: &prost::DecodeError) -> String {
+    let text = e.to_string();
+    let parts: Vec<&str> = text.split(": ").collect();
+    if parts.len() <= 6 {
+        return text;
+    }
+    format!("{}: {}: …: {}", parts[0], parts[parts.len() - 2], parts[parts.len() - 1])
+}
