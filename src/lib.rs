@@ -28,11 +28,28 @@ pub use kiln_ir::{DType, Error, Graph, Model, Tensor, TensorData, TensorType, We
 use std::path::Path;
 use std::time::Instant;
 
-/// Loads a model file; the format is chosen by the file's extension.
+/// Loads a model file; the format is chosen by the file's extension (`.json`, `.onnx`, `.kir`).
 pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// What a model file may need besides itself: ONNX models with dynamic dimensions need them fixed,
+/// and ONNX graph inputs that feed static parameters (a Reshape's shape, …) need their values.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Full shapes of graph inputs, by name.
+    pub fixed_dims: Vec<(String, Vec<usize>)>,
+    /// Values of graph inputs known at load time, by name; an ONNX input that feeds a static
+    /// parameter and has a value here becomes a constant. Other formats ignore them.
+    pub values: Vec<(String, Tensor)>,
+}
+
+/// [`load`] with [`LoadOptions`].
+pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model, Error> {
     let path = path.as_ref();
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => kiln_frontends::json::load_json(path),
+        Some("onnx") => kiln_frontends::onnx::load_onnx_with_values(path, &options.fixed_dims, &options.values),
         Some("kir") => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Error::new(path.display().to_string(), format!("cannot read: {e}")))?;
@@ -40,8 +57,17 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
         }
         _ => Err(Error::new(
             path.display().to_string(),
-            "unknown model format: kiln reads .json (kiln JSON) and .kir (kiln IR text) files",
+            "unknown model format: kiln reads .json (kiln JSON), .onnx (ONNX) and .kir (kiln IR text) files",
         )),
+    }
+}
+
+/// Reads a tensor file for `--input`: `.npy`, or `.pb` (one ONNX TensorProto, as in the ONNX
+/// test data).
+pub fn read_tensor_file(path: &Path) -> Result<Tensor, Error> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("pb") => kiln_frontends::onnx::read_tensor_pb(path).map(|(_, tensor)| tensor),
+        _ => npy::read_npy(path).map_err(|e| Error::new("", e)),
     }
 }
 

@@ -212,3 +212,49 @@ fn optimised_and_unoptimised_runs_agree() {
         assert_eq!(o0, o2, "{model}");
     }
 }
+
+#[test]
+fn onnx_models_run_with_npy_and_pb_inputs() {
+    // An ONNX backend node test: inputs as TensorProto .pb files, output compared with its .pb.
+    let case = "tests/onnx_node/data/test_add";
+    let dir = scratch("onnx");
+    let out = kiln(&[
+        "run",
+        &format!("{case}/model.onnx"),
+        "--input",
+        &format!("x={case}/test_data_set_0/input_0.pb"),
+        "--input",
+        &format!("y={case}/test_data_set_0/input_1.pb"),
+        "--output-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_summary_line(stdout(&out).trim(), "sum", "f32[3,4,5]");
+    let got = kiln::npy::read_npy(&dir.join("sum.npy")).unwrap();
+    let want = kiln::read_tensor_file(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{case}/test_data_set_0/output_0.pb")).as_path(),
+    )
+    .unwrap();
+    assert_eq!(got, want);
+
+    // A zoo twin with .npy inputs prints what its JSON twin prints.
+    let args = |model: &str| {
+        let mut a = vec!["run".to_string(), model.to_string()];
+        for input in ["adj", "atom", "lap"] {
+            a.extend(["--input".into(), format!("{input}=models/graph_transformer/inputs/{input}.npy")]);
+        }
+        a
+    };
+    let onnx_args = args("models/onnx/graph_transformer.onnx");
+    let json_args = args("models/graph_transformer.json");
+    let onnx = kiln(&onnx_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let json = kiln(&json_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(onnx.status.success(), "{}", stderr(&onnx));
+    let first_line = |o: &Output| stdout(o).lines().next().unwrap_or_default().to_string();
+    assert_eq!(first_line(&onnx), first_line(&json));
+
+    let out = kiln(&["check", "Cargo.toml.onnx"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=8,0"]);
+    assert_eq!(out.status.code(), Some(2), "a zero dimension in --shape is a usage error");
+}

@@ -258,3 +258,49 @@ fn zoo_models_match_their_goldens_through_kiln_run() {
     let _ = std::fs::remove_dir_all(&out_root);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Each committed ONNX twin (`models/onnx/NAME.onnx`) through the ONNX frontend gives the goldens
+/// of its JSON twin, with the same tolerance.
+#[test]
+fn onnx_twins_match_the_goldens() {
+    let dir = models_dir();
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for name in zoo_models() {
+        let onnx = dir.join("onnx").join(format!("{name}.onnx"));
+        if !onnx.exists() {
+            continue; // the largest twins are generated on demand only (tools/zoo/README.md)
+        }
+        let (json_model, inputs) = load_with_inputs(&name);
+        let fixed_dims = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
+        let load = kiln::LoadOptions { fixed_dims, values: inputs.clone() };
+        let model = match kiln::load_with(&onnx, &load) {
+            Ok(m) => m,
+            Err(e) => {
+                failures.push(format!("{name}.onnx: {e}"));
+                continue;
+            }
+        };
+        assert_eq!(model.graph.outputs().len(), json_model.graph.outputs().len(), "{name}");
+        let outputs = match kiln_ir::eval::run(&model.graph, &model.weights, &inputs) {
+            Ok(o) => o,
+            Err(e) => {
+                failures.push(format!("{name}.onnx: {e}"));
+                continue;
+            }
+        };
+        for (out_name, got) in outputs {
+            let want = read_npy(&dir.join(&name).join("golden").join(format!("{out_name}.npy"))).expect("golden");
+            let worst = match (got.as_f32(), want.as_f32()) {
+                (Some(g), Some(w)) if got.shape() == want.shape() => worst_error(g, w).0,
+                _ => f64::INFINITY,
+            };
+            if worst > TOLERANCE {
+                failures.push(format!("{name}.onnx/{out_name}: max error {worst:.3e}"));
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 9, "expected the committed ONNX twins, checked {checked}");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
