@@ -1,0 +1,5 @@
+//! Kernel generators, one file per kernel family. Each defines Cranelift functions with the uniform
+//! ABI of [`crate::jit::KernelFn`] and documents its argument order.
+
+pub mod elementwise;
+pub mod loops;
