@@ -73,6 +73,7 @@ impl Jit {
     /// Defines one kernel. `body` receives the builder positioned in the entry block and the three
     /// ABI parameters (args, start, end); it must end every block it creates (the entry block
     /// included) with a terminator and seal them.
+    #[allow(clippy::type_complexity)]
     pub fn define(
         &mut self,
         name: &str,

@@ -153,17 +153,13 @@ impl<'a, 'b> Lanes<'a, 'b> {
     fn pow2i(&mut self, n_int: Value) -> Value {
         let bias = self.ci(127);
         let e = self.b.ins().iadd(n_int, bias);
-        let bits = self.b.ins().ishl_imm(e, 23);
+        let bits = self.b.ins().ishl_imm_s(e, 23);
         self.from_bits(bits)
     }
 
-    pub fn exp(&mut self, x: Value) -> Value {
-        // Outside [−104, 88.8] the result is 0 or +inf anyway; clamping keeps n in range.
-        // fmin/fmax propagate NaN.
-        let hi = self.c(88.8);
-        let lo = self.c(-104.0);
-        let x = self.min(x, hi);
-        let x = self.max(x, lo);
+    /// The reduced form of eˣ: (p, n) with eˣ = p·2ⁿ, p ∈ [√½, √2], n an integer-valued float.
+    /// `x` must be finite-clamped by the caller when n is used as an exponent.
+    pub fn exp_parts(&mut self, x: Value) -> (Value, Value) {
         let log2e = self.c(std::f32::consts::LOG2_E);
         let t = self.mul(x, log2e);
         let n = self.b.ins().nearest(t);
@@ -174,15 +170,54 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let r = self.mul_add(n, ln2_lo, r);
         // Taylor to r⁷: truncation ≤ 0.347⁸/8! ≈ 5e-9.
         let p = self.poly(r, &[1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]);
+        (p, n)
+    }
+
+    /// 2ᵈ for an integer-valued float d ≤ 0, flushed to 0 below 2⁻¹²⁶.
+    pub fn pow2_nonpos(&mut self, d: Value) -> Value {
+        let ity = self.int_ty();
+        let di = self.b.ins().fcvt_to_sint_sat(ity, d);
+        let s = self.pow2i(di);
+        let lim = self.c(-126.0);
+        let under = self.cmp(FloatCC::LessThan, d, lim);
+        let zero = self.c(0.0);
+        self.sel(under, zero, s)
+    }
+
+    pub fn exp(&mut self, x: Value) -> Value {
+        // Outside [−104, 88.8] the result is 0 or +inf anyway; clamping keeps n in range.
+        // fmin/fmax propagate NaN.
+        let hi = self.c(88.8);
+        let lo = self.c(-104.0);
+        let x = self.min(x, hi);
+        let x = self.max(x, lo);
+        let (p, n) = self.exp_parts(x);
         // 2ⁿ as 2^⌊n/2⌋·2^(n−⌊n/2⌋): each factor stays a normal float for n ∈ [−150, 128].
         let ity = self.int_ty();
         let ni = self.b.ins().fcvt_to_sint_sat(ity, n);
-        let n1 = self.b.ins().sshr_imm(ni, 1);
+        let n1 = self.b.ins().sshr_imm_s(ni, 1);
         let n2 = self.b.ins().isub(ni, n1);
         let s1 = self.pow2i(n1);
         let s2 = self.pow2i(n2);
         let p = self.mul(p, s1);
         self.mul(p, s2)
+    }
+
+    /// Sum of the four lanes of a vector (scalar: itself), combined pairwise.
+    pub fn hsum(&mut self, v: Value) -> Value {
+        self.hfold(v, &|l, a, b| l.add(a, b))
+    }
+
+    /// Folds the lanes of a vector with `f` as ((l0 f l1) f (l2 f l3)).
+    pub fn hfold(&mut self, v: Value, f: &dyn Fn(&mut Lanes, Value, Value) -> Value) -> Value {
+        if !self.is_vector() {
+            return v;
+        }
+        let l: Vec<Value> = (0..4u8).map(|i| self.b.ins().extractlane(v, i)).collect();
+        let mut s = Lanes { b: &mut *self.b, ty: types::F32, fma: self.fma };
+        let a = f(&mut s, l[0], l[1]);
+        let c = f(&mut s, l[2], l[3]);
+        f(&mut s, a, c)
     }
 
     pub fn log(&mut self, x: Value) -> Value {
@@ -197,7 +232,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let e_adj = self.sel(tiny, e_adj_t, zero);
 
         let bits = self.to_bits(xn);
-        let eb = self.b.ins().ushr_imm(bits, 23);
+        let eb = self.b.ins().ushr_imm_s(bits, 23);
         let bias = self.ci(127);
         let e_int = self.b.ins().isub(eb, bias);
         let ity = self.int_ty();

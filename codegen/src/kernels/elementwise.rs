@@ -22,6 +22,7 @@ use kiln_ir::{BinaryOp, UnaryOp};
 pub enum Expr {
     /// Kernel input `i` (argument `1 + i`).
     Leaf(usize),
+    Const(f32),
     Unary(UnaryOp, usize),
     Binary(BinaryOp, usize, usize),
     /// Where(cond, x, y); cond is 0.0/1.0.
@@ -150,7 +151,7 @@ fn body(
     let rl = RowLoop::begin(b, start, end);
     let r = rl.row;
     // Row bases.
-    let out_off = b.ins().imul_imm(r, (inner * 4) as i64);
+    let out_off = b.ins().imul_imm_s(r, (inner * 4) as i64);
     let out_row = b.ins().iadd(out, out_off);
     let mut leaf_rows = Vec::with_capacity(nleaves);
     let mut leaf_inner_contig = Vec::with_capacity(nleaves);
@@ -161,9 +162,9 @@ fn body(
         for j in (0..outer_dims.len()).rev() {
             let d = outer_dims[j];
             if st[j] != 0 {
-                let q = if p == 1 { r } else { b.ins().udiv_imm(r, p as i64) };
-                let c = if j == 0 { q } else { b.ins().urem_imm(q, d as i64) };
-                let t = b.ins().imul_imm(c, (st[j] * 4) as i64);
+                let q = if p == 1 { r } else { b.ins().udiv_imm_s(r, p as i64) };
+                let c = if j == 0 { q } else { b.ins().urem_imm_s(q, d as i64) };
+                let t = b.ins().imul_imm_s(c, (st[j] * 4) as i64);
                 off = b.ins().iadd(off, t);
             }
             p *= d;
@@ -181,7 +182,7 @@ fn body(
 
     let emit = |b: &mut FunctionBuilder, vector: bool, idx: Value| {
         let lanes_ty = if vector { types::F32X4 } else { types::F32 };
-        let byte = b.ins().ishl_imm(idx, 2);
+        let byte = b.ins().ishl_imm_s(idx, 2);
         let mut leaf_vals = Vec::with_capacity(nleaves);
         for i in 0..nleaves {
             let v = match scalars[i] {
@@ -214,6 +215,7 @@ pub fn emit_expr(l: &mut Lanes, nodes: &[Expr], leaf_vals: &[Value]) -> Value {
     for n in nodes {
         let v = match *n {
             Expr::Leaf(i) => leaf_vals[i],
+            Expr::Const(c) => l.c(c),
             Expr::Unary(op, a) => unary(l, op, vals[a]),
             Expr::Binary(op, a, c) => binary(l, op, vals[a], vals[c]),
             Expr::Where(c, x, y) => {

@@ -32,7 +32,7 @@ impl RowLoop {
     }
 
     pub fn end(self, b: &mut FunctionBuilder) {
-        let next = b.ins().iadd_imm(self.row, 1);
+        let next = b.ins().iadd_imm_s(self.row, 1);
         b.ins().jump(self.head, &[next.into()]);
         b.switch_to_block(self.exit);
         b.ins().return_(&[]);
@@ -55,7 +55,7 @@ pub fn counted(
     b.ins().jump(head, &[from.into()]);
     b.switch_to_block(head);
     // Continue while i + step ≤ to.
-    let last = b.ins().iadd_imm(i, step);
+    let last = b.ins().iadd_imm_s(i, step);
     let c = b.ins().icmp(IntCC::SignedLessThanOrEqual, last, to);
     b.ins().brif(c, blk, &[], exit, &[]);
     b.switch_to_block(blk);

@@ -1,0 +1,408 @@
+//! Row kernels: one row of `n` contiguous f32 per iteration, rows split across threads.
+//! Softmax (two-pass and three-pass), LogSoftmax, LayerNorm, RMSNorm, and reductions over
+//! contiguous rows or over a strided middle axis.
+//!
+//! Reductions accumulate in f32 with two f32x4 accumulators (eight partial sums) and a pairwise
+//! horizontal fold; the reference accumulates in f64, so tests allow ≈ n·2⁻²⁴ relative to Σ|x|.
+
+use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
+use crate::jit::{HostFeatures, Jit};
+use crate::vmath::Lanes;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::ReduceKind;
+
+/// Which softmax algorithm to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxAlgo {
+    /// Dukhan & Ablavatski: one pass accumulates Σeˣ as m·2ᵉ with a running exponent, the second
+    /// writes y. 2 reads + 1 write per element. Inputs are clamped to [−1e5, 1e5] so that the
+    /// exponent bookkeeping stays exact (a row entirely below −1e5, e.g. fully masked with −inf,
+    /// comes out uniform).
+    TwoPass,
+    /// max, Σe^{x−max}, write: 3 reads + 1 write.
+    ThreePass,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn row_ptr(b: &mut FunctionBuilder, base: Value, row: Value, n: usize) -> Value {
+    let off = b.ins().imul_imm_s(row, (n * 4) as i64);
+    b.ins().iadd(base, off)
+}
+
+fn load(b: &mut FunctionBuilder, vector: bool, base: Value, idx: Value) -> Value {
+    let byte = b.ins().ishl_imm_s(idx, 2);
+    let addr = b.ins().iadd(base, byte);
+    let ty = if vector { types::F32X4 } else { types::F32 };
+    b.ins().load(ty, flags(), addr, 0)
+}
+
+fn store(b: &mut FunctionBuilder, v: Value, base: Value, idx: Value) {
+    let byte = b.ins().ishl_imm_s(idx, 2);
+    let addr = b.ins().iadd(base, byte);
+    b.ins().store(flags(), v, addr, 0);
+}
+
+type Map<'m> = &'m dyn Fn(&mut Lanes, Value) -> Value;
+type Comb<'m> = &'m dyn Fn(&mut Lanes, Value, Value) -> Value;
+
+/// Folds `comb` over `map(x)` for the `n` elements at `row`; returns a scalar.
+fn fold_row(
+    b: &mut FunctionBuilder,
+    feat: HostFeatures,
+    row: Value,
+    n: usize,
+    init: f32,
+    map: Map,
+    comb: Comb,
+) -> Value {
+    let init_v = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        l.c(init)
+    };
+    let acc0 = b.declare_var(types::F32X4);
+    let acc1 = b.declare_var(types::F32X4);
+    b.def_var(acc0, init_v);
+    b.def_var(acc1, init_v);
+    let n8 = n / 8 * 8;
+    if n8 > 0 {
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, n8 as i64);
+        counted(b, zero, to, 8, &mut |b, i| {
+            let x0 = load(b, true, row, i);
+            let i4 = b.ins().iadd_imm_s(i, 4);
+            let x1 = load(b, true, row, i4);
+            let a0 = b.use_var(acc0);
+            let a1 = b.use_var(acc1);
+            let mut l = Lanes::new(b, true, feat.fma);
+            let m0 = map(&mut l, x0);
+            let m1 = map(&mut l, x1);
+            let r0 = comb(&mut l, a0, m0);
+            let r1 = comb(&mut l, a1, m1);
+            b.def_var(acc0, r0);
+            b.def_var(acc1, r1);
+        });
+    }
+    if n % 8 >= 4 {
+        let i = b.ins().iconst(types::I64, n8 as i64);
+        let x = load(b, true, row, i);
+        let a0 = b.use_var(acc0);
+        let mut l = Lanes::new(b, true, feat.fma);
+        let m = map(&mut l, x);
+        let r = comb(&mut l, a0, m);
+        b.def_var(acc0, r);
+    }
+    let a0 = b.use_var(acc0);
+    let a1 = b.use_var(acc1);
+    let mut l = Lanes::new(b, true, feat.fma);
+    let v = comb(&mut l, a0, a1);
+    let mut s = l.hfold(v, comb);
+    for k in n / 4 * 4..n {
+        let x = b.ins().load(types::F32, flags(), row, (k * 4) as i32);
+        let mut l = Lanes::new(b, false, feat.fma);
+        let m = map(&mut l, x);
+        s = comb(&mut l, s, m);
+    }
+    s
+}
+
+fn add(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.add(a, b)
+}
+fn ident(_: &mut Lanes, x: Value) -> Value {
+    x
+}
+fn square(l: &mut Lanes, x: Value) -> Value {
+    l.mul(x, x)
+}
+
+fn max(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.max(a, b)
+}
+
+/// Softmax or LogSoftmax over rows of `n`. Arguments: `[out, x]`.
+pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        if log || algo == SoftmaxAlgo::ThreePass {
+            let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
+            let sum = fold_row(
+                b,
+                feat,
+                xr,
+                n,
+                0.0,
+                &|l, v| {
+                    let ms = l.splat(m);
+                    let d = l.sub(v, ms);
+                    l.exp(d)
+                },
+                &add,
+            );
+            if log {
+                let shift = {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let ls = l.log(sum);
+                    l.add(m, ls)
+                };
+                inner_loop(b, n, &|b, vector, i| {
+                    let v = load(b, vector, xr, i);
+                    let mut l = Lanes::new(b, vector, feat.fma);
+                    let s = l.splat(shift);
+                    let y = l.sub(v, s);
+                    store(b, y, yr, i);
+                });
+            } else {
+                let inv = {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let one = l.c(1.0);
+                    l.div(one, sum)
+                };
+                inner_loop(b, n, &|b, vector, i| {
+                    let v = load(b, vector, xr, i);
+                    let mut l = Lanes::new(b, vector, feat.fma);
+                    let ms = l.splat(m);
+                    let d = l.sub(v, ms);
+                    let e = l.exp(d);
+                    let is = l.splat(inv);
+                    let y = l.mul(e, is);
+                    store(b, y, yr, i);
+                });
+            }
+        } else {
+            two_pass(b, feat, xr, yr, n);
+        }
+        rl.end(b);
+    })
+}
+
+fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
+    let lo = l.c(-1e5);
+    let hi = l.c(1e5);
+    let v = l.max(v, lo);
+    l.min(v, hi)
+}
+
+/// Merges two (m, e) accumulators meaning m·2ᵉ.
+fn merge(l: &mut Lanes, m1: Value, e1: Value, m2: Value, e2: Value) -> (Value, Value) {
+    let e = l.max(e1, e2);
+    let d1 = l.sub(e1, e);
+    let d2 = l.sub(e2, e);
+    let s1 = l.pow2_nonpos(d1);
+    let s2 = l.pow2_nonpos(d2);
+    let a = l.mul(m1, s1);
+    (l.mul_add(m2, s2, a), e)
+}
+
+fn two_pass(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n: usize) {
+    // Pass 1: per-lane (m, e), starting from (0, −1e30) so the first merge takes the element.
+    let vm = b.declare_var(types::F32X4);
+    let ve = b.declare_var(types::F32X4);
+    let (z, big) = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        (l.c(0.0), l.c(-1e30))
+    };
+    b.def_var(vm, z);
+    b.def_var(ve, big);
+    let n4 = n / 4 * 4;
+    if n4 > 0 {
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, n4 as i64);
+        counted(b, zero, to, 4, &mut |b, i| {
+            let v = load(b, true, xr, i);
+            let m = b.use_var(vm);
+            let e = b.use_var(ve);
+            let mut l = Lanes::new(b, true, feat.fma);
+            let v = clamp_logit(&mut l, v);
+            let (p, k) = l.exp_parts(v);
+            let (m2, e2) = merge(&mut l, m, e, p, k);
+            b.def_var(vm, m2);
+            b.def_var(ve, e2);
+        });
+    }
+    let m = b.use_var(vm);
+    let e = b.use_var(ve);
+    let ml: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(m, i)).collect();
+    let el: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(e, i)).collect();
+    let mut l = Lanes::new(b, false, feat.fma);
+    let (ma, ea) = merge(&mut l, ml[0], el[0], ml[1], el[1]);
+    let (mb, eb) = merge(&mut l, ml[2], el[2], ml[3], el[3]);
+    let (mut mt, mut et) = merge(&mut l, ma, ea, mb, eb);
+    for k in n4..n {
+        let v = l.b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
+        let v = clamp_logit(&mut l, v);
+        let (p, kk) = l.exp_parts(v);
+        (mt, et) = merge(&mut l, mt, et, p, kk);
+    }
+    let one = l.c(1.0);
+    let inv = l.div(one, mt);
+    // Pass 2: y = p·(1/m)·2^{n−e}.
+    inner_loop(b, n, &|b, vector, i| {
+        let v = load(b, vector, xr, i);
+        let mut l = Lanes::new(b, vector, feat.fma);
+        let v = clamp_logit(&mut l, v);
+        let (p, k) = l.exp_parts(v);
+        let es = l.splat(et);
+        let d = l.sub(k, es);
+        let s = l.pow2_nonpos(d);
+        let is = l.splat(inv);
+        let pi = l.mul(p, is);
+        let y = l.mul(pi, s);
+        store(b, y, yr, i);
+    });
+}
+
+/// LayerNorm (`rms = false`: (x − μ)/√(σ² + ε)·γ + β) or RMSNorm (x/√(mean x² + ε)·γ) over rows of
+/// `n`. Arguments: `[out, x, γ]` plus `β` when `bias`. γ and β hold `n` values.
+pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let g = load_arg_ptr(b, args, 2);
+        let beta = if bias { Some(load_arg_ptr(b, args, 3)) } else { None };
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        let inv_n = 1.0 / n as f32;
+        let mean = if rms {
+            None
+        } else {
+            let s = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            Some(l.mul(s, k))
+        };
+        // Two-pass variance: Σ(x − μ)² (no cancellation).
+        let ss = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let d = match mean {
+                    Some(m) => {
+                        let ms = l.splat(m);
+                        l.sub(v, ms)
+                    }
+                    None => v,
+                };
+                l.mul(d, d)
+            },
+            &add,
+        );
+        let rstd = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            let e = l.c(eps);
+            let var = l.mul_add(ss, k, e);
+            let sd = l.sqrt(var);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        inner_loop(b, n, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let gv = load(b, vector, g, i);
+            let bv = beta.map(|p| load(b, vector, p, i));
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let d = match mean {
+                Some(m) => {
+                    let ms = l.splat(m);
+                    l.sub(v, ms)
+                }
+                None => v,
+            };
+            let rs = l.splat(rstd);
+            let h = l.mul(d, rs);
+            let y = match bv {
+                Some(bv) => l.mul_add(h, gv, bv),
+                None => l.mul(h, gv),
+            };
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}
+
+fn finish_reduce(l: &mut Lanes, kind: ReduceKind, acc: Value, count: usize) -> Value {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Max => acc,
+        ReduceKind::Mean => {
+            let k = l.c(1.0 / count as f32);
+            l.mul(acc, k)
+        }
+        ReduceKind::L2 => l.sqrt(acc),
+    }
+}
+
+fn reduce_parts(kind: ReduceKind) -> (f32, Map<'static>, Comb<'static>) {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => (0.0, &ident, &add),
+        ReduceKind::Max => (f32::NEG_INFINITY, &ident, &max),
+        ReduceKind::L2 => (0.0, &square, &add),
+    }
+}
+
+/// Reduces each contiguous row of `n` to one value. Arguments: `[out, x]`.
+pub fn reduce_rows(jit: &mut Jit, name: &str, n: usize, kind: ReduceKind) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let (init, map, comb) = reduce_parts(kind);
+        let acc = fold_row(b, feat, xr, n, init, map, comb);
+        let mut l = Lanes::new(b, false, feat.fma);
+        let y = finish_reduce(&mut l, kind, acc, n);
+        let yr = row_ptr(b, out, rl.row, 1);
+        b.ins().store(flags(), y, yr, 0);
+        rl.end(b);
+    })
+}
+
+/// Reduces the middle axis of `[outer, r, inner]` to `[outer, inner]`; one outer index per row.
+/// Arguments: `[out, x]`.
+pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: ReduceKind) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, r * inner);
+        let yr = row_ptr(b, out, rl.row, inner);
+        let (init, map, comb) = reduce_parts(kind);
+        inner_loop(b, inner, &|b, vector, i| {
+            let ty = if vector { types::F32X4 } else { types::F32 };
+            let acc = b.declare_var(ty);
+            let init_v = Lanes::new(b, vector, feat.fma).c(init);
+            b.def_var(acc, init_v);
+            let base = {
+                let byte = b.ins().ishl_imm_s(i, 2);
+                b.ins().iadd(xr, byte)
+            };
+            let zero = b.ins().iconst(types::I64, 0);
+            let to = b.ins().iconst(types::I64, r as i64);
+            counted(b, zero, to, 1, &mut |b, k| {
+                let off = b.ins().imul_imm_s(k, (inner * 4) as i64);
+                let addr = b.ins().iadd(base, off);
+                let v = b.ins().load(ty, flags(), addr, 0);
+                let a = b.use_var(acc);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let m = map(&mut l, v);
+                let s = comb(&mut l, a, m);
+                b.def_var(acc, s);
+            });
+            let a = b.use_var(acc);
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let y = finish_reduce(&mut l, kind, a, r);
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}
