@@ -228,19 +228,25 @@ pub enum Op {
         group_epsilon: f32,
     },
     /// kiln: EvoNorm-S0 (inputs x NCHW, v, gamma, beta, each [C]):
-    /// y = x·σ(v·x)/√(Var_{group,H,W}(x) + ε)·γ + β, with `groups` channel groups.
+    /// y = x·σ(v·x)/√(Var_{group,H,W}(x) + ε)·γ + β, with `groups` contiguous channel groups
+    /// (C a multiple of `groups`), Var the population variance per sample and group.
     EvoNormS0 {
         groups: usize,
         epsilon: f32,
     },
     /// kiln: EvoNorm-B0 at inference (inputs x NCHW, v, gamma, beta, running_var, each [C]):
-    /// y = x / max(√(running_var + ε), v·x + √(Var_{H,W}(x) + ε))·γ + β.
+    /// y = x / max(√(running_var + ε), v·x + √(Var_{H,W}(x) + ε))·γ + β, Var the population
+    /// variance per sample and channel (timm: `unbiased=False`).
     EvoNormB0 {
         epsilon: f32,
     },
-    /// kiln: Region Normalization, RN-B (inputs x NCHW, mask [N,1,H,W] with 1 = foreground,
-    /// gamma_fg, beta_fg, gamma_bg, beta_bg each [C]). Per region r ∈ {fg, bg} and channel:
-    /// rn = (x − μ_r)/√(σ²_r + ε) inside r, 0 outside; y = Σ_r rn_r·(1 + γ_r) + β_r.
+    /// kiln: Region Normalization, RN-B (inputs x NCHW, mask [N,1,H,W] with 1 = foreground and
+    /// 0 = background, already at x's resolution; gamma_fg, beta_fg, gamma_bg, beta_bg each [C]).
+    /// Per region r ∈ {fg, bg} and channel, μ_r and the population variance σ²_r are taken over
+    /// the region's elements across N, H and W together (the official code batch-normalises the
+    /// whole batch): rn_r = (x − μ_r)/√(σ²_r + ε·NHW/|r|) inside r, 0 outside (an empty region
+    /// contributes 0); y = rn_fg·(1 + γ_fg) + rn_bg·(1 + γ_bg) + β_fg + β_bg (both β everywhere).
+    /// A mask value other than 0 or 1 is an evaluation error.
     RegionNorm {
         epsilon: f32,
     },
