@@ -212,9 +212,9 @@ impl Executable {
                         // SAFETY: C broadcasts to the output; extents checked when lowering.
                         unsafe { c.run(ptrs[3], ptrs[0]) };
                     }
-                    self.matmul(call, units, Ptrs(ptrs)).map_err(|e| fail(e))?;
+                    self.matmul(call, units, Ptrs(ptrs)).map_err(fail)?;
                 }
-                StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(|e| fail(e))?,
+                StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
             }
         }
         let mut outs = Vec::with_capacity(self.plan.outputs.len());

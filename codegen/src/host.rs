@@ -57,11 +57,11 @@ impl AxisCopy {
             let mut base = 0i64;
             let mut padded = false;
             let mut dbase = self.dst_off;
-            for j in 0..rank - 1 {
-                let t = self.src_tab[j][idx[j]];
+            for ((tab, &i), &ds) in self.src_tab.iter().zip(&idx).zip(&self.dst_strides).take(rank - 1) {
+                let t = tab[i];
                 padded |= t == PAD;
                 base = base.wrapping_add(t);
-                dbase += idx[j] * self.dst_strides[j];
+                dbase += i * ds;
             }
             for (i, &t) in inner_tab.iter().enumerate() {
                 let d = dbase + i * inner_stride;

@@ -118,25 +118,25 @@ impl<'a, 'b> Lanes<'a, 'b> {
         self.sel(mask, one, zero)
     }
 
-    fn to_bits(&mut self, x: Value) -> Value {
+    fn as_bits(&mut self, x: Value) -> Value {
         let ty = self.int_ty();
         self.b.ins().bitcast(ty, lane_flags(), x)
     }
 
-    fn from_bits(&mut self, x: Value) -> Value {
+    fn bits_as_f32(&mut self, x: Value) -> Value {
         self.b.ins().bitcast(self.ty, lane_flags(), x)
     }
 
     /// `mag` (≥ 0 or NaN) with the sign of `sign`, by bits (x86 has no f32x4 fcopysign lowering).
     fn copysign_pos(&mut self, mag: Value, sign: Value) -> Value {
-        let m = self.to_bits(mag);
-        let s = self.to_bits(sign);
+        let m = self.as_bits(mag);
+        let s = self.as_bits(sign);
         let ity = self.int_ty();
         let k = self.b.ins().iconst(types::I32, 0x8000_0000u32 as i32 as i64);
         let k = if self.is_vector() { self.b.ins().splat(ity, k) } else { k };
         let sb = self.b.ins().band(s, k);
         let r = self.b.ins().bor(m, sb);
-        self.from_bits(r)
+        self.bits_as_f32(r)
     }
 
     /// Horner's scheme, coefficients from the highest degree down.
@@ -154,7 +154,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let bias = self.ci(127);
         let e = self.b.ins().iadd(n_int, bias);
         let bits = self.b.ins().ishl_imm_s(e, 23);
-        self.from_bits(bits)
+        self.bits_as_f32(bits)
     }
 
     /// The reduced form of eˣ: (p, n) with eˣ = p·2ⁿ, p ∈ [√½, √2], n an integer-valued float.
@@ -164,8 +164,8 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let t = self.mul(x, log2e);
         let n = self.b.ins().nearest(t);
         // Cody–Waite: ln2 = hi + lo with hi exact in 15 bits, so n·hi is exact for |n| < 512.
-        let ln2_hi = self.c(-0.693_145_751_953_125);
-        let ln2_lo = self.c(-1.428_606_765_330_187e-6);
+        let ln2_hi = self.c(-LN2_HI);
+        let ln2_lo = self.c(-LN2_LO);
         let r = self.mul_add(n, ln2_hi, x);
         let r = self.mul_add(n, ln2_lo, r);
         // Taylor to r⁷: truncation ≤ 0.347⁸/8! ≈ 5e-9.
@@ -231,7 +231,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let zero = self.c(0.0);
         let e_adj = self.sel(tiny, e_adj_t, zero);
 
-        let bits = self.to_bits(xn);
+        let bits = self.as_bits(xn);
         let eb = self.b.ins().ushr_imm_s(bits, 23);
         let bias = self.ci(127);
         let e_int = self.b.ins().isub(eb, bias);
@@ -241,7 +241,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let mbits = self.b.ins().band(bits, mant_mask);
         let one_bits = self.ci(0x3f80_0000);
         let mbits = self.b.ins().bor(mbits, one_bits);
-        let m = self.from_bits(mbits); // [1, 2)
+        let m = self.bits_as_f32(mbits); // [1, 2)
         let e = self.b.ins().fcvt_from_sint(self.ty, e_int);
         let e = self.add(e, e_adj);
         // Bring m into [√½, √2) so that log m is small and symmetric around 0.
@@ -263,8 +263,8 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let sz = self.mul(s, z);
         let two_s = self.add(s, s);
         let l = self.mul_add(sz, q, two_s);
-        let ln2_hi = self.c(0.693_145_751_953_125);
-        let ln2_lo = self.c(1.428_606_765_330_187e-6);
+        let ln2_hi = self.c(LN2_HI);
+        let ln2_lo = self.c(LN2_LO);
         let lo = self.mul_add(e, ln2_lo, l);
         let res = self.mul_add(e, ln2_hi, lo);
         // Special cases: +inf → +inf, 0 → −inf, x < 0 or NaN → NaN.
@@ -346,7 +346,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let one = self.c(1.0);
         let den = self.mul_add(pc, a, one);
         let t = self.div(one, den);
-        let q = self.poly(t, &[1.061_405_429, -1.453_152_027, 1.421_413_741, -0.284_496_736, 0.254_829_592]);
+        let q = self.poly(t, &[1.061_405_4, -1.453_152, 1.421_413_8, -0.284_496_72, 0.254_829_6]);
         let tq = self.mul(t, q);
         let nz = self.neg(z);
         let e = self.exp(nz);
@@ -385,6 +385,21 @@ impl<'a, 'b> Lanes<'a, 'b> {
     }
 }
 
+/// ln 2 = LN2_HI + LN2_LO; LN2_HI (0x3f317200) has 15 significant bits, so n·LN2_HI is exact for
+/// |n| < 512.
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+
 fn lane_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cody_waite_split_is_exact() {
+        assert_eq!(super::LN2_HI.to_bits(), 0x3f31_7200);
+        let sum = super::LN2_HI as f64 + super::LN2_LO as f64;
+        assert!((sum - std::f64::consts::LN_2).abs() < 1e-13);
+    }
 }

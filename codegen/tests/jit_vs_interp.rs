@@ -26,7 +26,7 @@ fn shape() -> impl Strategy<Value = Vec<usize>> {
 /// A shape that broadcasts to `s`: some trailing dims kept, some set to 1.
 fn broadcast_of(s: &[usize], rng: &mut XRng) -> Vec<usize> {
     let keep = (rng.next() % (s.len() as u64 + 1)) as usize;
-    s[s.len() - keep..].iter().map(|&d| if rng.next() % 3 == 0 { 1 } else { d }).collect()
+    s[s.len() - keep..].iter().map(|&d| if rng.next().is_multiple_of(3) { 1 } else { d }).collect()
 }
 
 fn cfg() -> ProptestConfig {
@@ -222,7 +222,7 @@ proptest! {
         let axis = (rng.next() % r as u64) as i64;
         let d = s[axis as usize] as i64;
         let start = (rng.next() % d as u64) as i64;
-        let step = if rng.next() % 2 == 0 { 1 } else { -1 - (rng.next() % 2) as i64 };
+        let step = if rng.next().is_multiple_of(2) { 1 } else { -1 - (rng.next() % 2) as i64 };
         let (st, en) = if step > 0 { (start, d) } else { (d - 1, start - 1 - d) };
         let idx = Tensor::from_i64([3], vec![0, d - 1, -1]).unwrap();
         let mut big = s.clone();

@@ -104,8 +104,11 @@ pub fn layout(out_shape: &[usize], leaf_shapes: &[Vec<usize>]) -> Layout {
             s.push(0);
         }
     }
-    if dims.len() == 1 && dims[0] >= 8192 {
-        if let Some(chunk) = [4096usize, 2048, 1024, 512, 256].into_iter().find(|c| dims[0] % c == 0) {
+    if dims.len() == 1
+        && dims[0] >= 8192
+        && let Some(chunk) = [4096usize, 2048, 1024, 512, 256].into_iter().find(|&c| dims[0].is_multiple_of(c))
+    {
+        {
             let n = dims[0];
             dims = vec![n / chunk, chunk];
             for s in &mut strides {

@@ -75,7 +75,7 @@ pub fn inner_loop(b: &mut FunctionBuilder, n: usize, emit: &dyn Fn(&mut Function
         counted(b, zero, to, 4, &mut |b, i| emit(b, true, i));
         from = to;
     }
-    if n % 4 != 0 {
+    if !n.is_multiple_of(4) {
         let to = b.ins().iconst(types::I64, n as i64);
         counted(b, from, to, 1, &mut |b, i| emit(b, false, i));
     }
