@@ -21,6 +21,8 @@ pub mod pool;
 pub mod vmath;
 
 #[cfg(test)]
+mod host_tests;
+#[cfg(test)]
 mod math_tests;
 
 pub use exec::{Executable, MemoryReport};
@@ -62,7 +64,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
 
 /// Lifetime of every arena buffer over the steps: first write to last access; graph outputs live
 /// to the end.
-fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
+pub(crate) fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
     let end = plan.steps.len();
     let mut iv: Vec<memplan::Interval> =
         plan.buffers.iter().map(|&bytes| memplan::Interval { bytes, def: usize::MAX, last: 0 }).collect();

@@ -623,58 +623,14 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Ok(())
         }
         Op::Pad { mode, pads, value } => {
-            let x = in_ty(0);
-            let r = x.rank();
-            if pads.len() != 2 * r {
-                return Err(internal(&name, "pads length is not 2·rank"));
-            }
-            let xs = strides(&x.shape);
-            let mut tabs = Vec::new();
-            for j in 0..r {
-                let d = x.shape[j] as i64;
-                let tab = (0..out_ty.shape[j] as i64)
-                    .map(|i| {
-                        let c = i - pads[j];
-                        let c = match mode {
-                            PadMode::Constant => {
-                                if (0..d).contains(&c) {
-                                    c
-                                } else {
-                                    return PAD;
-                                }
-                            }
-                            PadMode::Edge => c.clamp(0, d - 1),
-                            PadMode::Reflect => reflect(c, d),
-                        };
-                        c * xs[j] as i64
-                    })
-                    .collect();
-                tabs.push(tab);
-            }
-            let mut copy = copy_to_contiguous(&out_ty, tabs);
-            copy.pad = *value;
+            let copy = pad_copy(&in_ty(0), &out_ty, *mode, pads, *value).map_err(|e| internal(&name, e))?;
             copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
-        Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode } => {
-            let x = in_ty(0);
-            let xs = strides(&x.shape);
-            let mut tabs = Vec::new();
-            for j in 0..x.rank() {
-                let (inn, out) = (x.shape[j], out_ty.shape[j]);
-                let scale = match (scales, sizes) {
-                    (Some(s), _) => s[j],
-                    _ => out as f32 / inn as f32,
-                };
-                let _ = sizes;
-                let tab = (0..out)
-                    .map(|i| {
-                        let c = nearest_source(i, inn, out, scale, *coordinate_transformation_mode, *nearest_mode);
-                        (c * xs[j]) as i64
-                    })
-                    .collect();
-                tabs.push(tab);
-            }
-            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+        Op::Resize { scales, coordinate_transformation_mode, nearest_mode, .. } => {
+            let copy =
+                resize_copy(&in_ty(0), &out_ty, scales.as_deref(), *coordinate_transformation_mode, *nearest_mode)
+                    .map_err(|e| internal(&name, e))?;
+            copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
         Op::Gather { axis } => {
             let x = in_ty(0);
@@ -712,6 +668,67 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+/// ONNX Pad (`pads` = begins then ends, negative crops) as a table-driven copy.
+pub(crate) fn pad_copy(
+    x: &TensorType,
+    out: &TensorType,
+    mode: PadMode,
+    pads: &[i64],
+    value: f32,
+) -> Result<AxisCopy, String> {
+    let r = x.rank();
+    if pads.len() != 2 * r || out.rank() != r {
+        return Err("pads length is not 2·rank".into());
+    }
+    for j in 0..r {
+        if x.shape[j] as i64 + pads[j] + pads[j + r] != out.shape[j] as i64 {
+            return Err(format!("padded axis {j} does not match the output shape"));
+        }
+    }
+    let xs = strides(&x.shape);
+    let mut tabs = Vec::new();
+    for j in 0..r {
+        let d = x.shape[j] as i64;
+        let tab = (0..out.shape[j] as i64)
+            .map(|i| {
+                let c = i - pads[j];
+                let c = match mode {
+                    PadMode::Constant if !(0..d).contains(&c) => return PAD,
+                    PadMode::Constant => c,
+                    PadMode::Edge => c.clamp(0, d - 1),
+                    PadMode::Reflect => reflect(c, d),
+                };
+                c * xs[j] as i64
+            })
+            .collect();
+        tabs.push(tab);
+    }
+    let mut copy = copy_to_contiguous(out, tabs);
+    copy.pad = value;
+    Ok(copy)
+}
+
+/// Nearest-neighbour Resize as a table-driven copy; the scale per axis is `scales` or out/in.
+pub(crate) fn resize_copy(
+    x: &TensorType,
+    out: &TensorType,
+    scales: Option<&[f32]>,
+    ctm: CoordTransform,
+    nm: NearestMode,
+) -> Result<AxisCopy, String> {
+    if out.rank() != x.rank() || scales.is_some_and(|s| s.len() != x.rank()) {
+        return Err("resize rank mismatch".into());
+    }
+    let xs = strides(&x.shape);
+    let mut tabs = Vec::new();
+    for j in 0..x.rank() {
+        let (inn, o) = (x.shape[j], out.shape[j]);
+        let scale = scales.map(|s| s[j]).unwrap_or(o as f32 / inn as f32);
+        tabs.push((0..o).map(|i| (nearest_source(i, inn, o, scale, ctm, nm) * xs[j]) as i64).collect());
+    }
+    Ok(copy_to_contiguous(out, tabs))
 }
 
 /// Reflect mode index (ONNX/numpy "reflect": the edge is not repeated).
@@ -875,23 +892,46 @@ fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     if a.dtype != DType::F32 || b.dtype != DType::F32 {
         return Err(unsupported("MatMul", &name, "non-f32 operands"));
     }
-    let a2 = if a.rank() == 1 { vec![1, a.shape[0]] } else { a.shape.clone() };
-    let b2 = if b.rank() == 1 { vec![b.shape[0], 1] } else { b.shape.clone() };
+    let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
+    if elems != out.num_elements() {
+        return Err(internal(&name, "matmul output size mismatch"));
+    }
+    let pa = cx.input(ins[0], &name)?;
+    let pb = cx.input(ins[1], &name)?;
+    let dst = cx.out_buf(out_v);
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill: None },
+        args: vec![dst, pa, pb],
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// numpy matmul of `a` by `b` (1-D operands promoted and the unit axis dropped, batch axes
+/// broadcast): the GEMM, its work units and the output element count.
+pub(crate) fn matmul_parts(
+    a: &[usize],
+    b: &[usize],
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, usize), String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank ≥ 1".into());
+    }
+    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
-        return Err(internal(&name, "matmul inner dimensions differ"));
+        return Err(format!("matmul inner dimensions differ ({k} vs {k2})"));
     }
     let ba = &a2[..a2.len() - 2];
     let bb = &b2[..b2.len() - 2];
-    let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb).map_err(|e| internal(&name, e))?;
+    let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb)?;
     let nb: usize = batch.iter().product();
-    if nb * m * n != out.num_elements() {
-        return Err(internal(&name, "matmul output size mismatch"));
-    }
     let ia = kiln_ir::ops::broadcast::broadcast_indices(ba, &batch);
     let ib = kiln_ir::ops::broadcast::broadcast_indices(bb, &batch);
-    let units = split_units(nb, m, cx.threads, |bi| [ia[bi] * m * k, ib[bi] * k * n, bi * m * n]);
+    let units = split_units(nb, m, threads, |bi| [ia[bi] * m * k, ib[bi] * k * n, bi * m * n]);
     let call = GemmCall {
         m,
         n,
@@ -905,16 +945,7 @@ fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
         beta: 0.0,
         accumulate: false,
     };
-    let pa = cx.input(ins[0], &name)?;
-    let pb = cx.input(ins[1], &name)?;
-    let dst = cx.out_buf(out_v);
-    cx.steps.push(Step {
-        label: name,
-        kind: StepKind::MatMul { call, units, c_fill: None },
-        args: vec![dst, pa, pb],
-        n_writes: 1,
-    });
-    Ok(())
+    Ok((call, units, nb * m * n))
 }
 
 /// Splits `nb` batches of `m` rows into units (a_off, b_off, d_off, m_lo, m_hi): whole batches
@@ -942,40 +973,63 @@ fn lower_gemm(cx: &mut Ctx, id: NodeId, alpha: f32, beta: f32, ta: bool, tb: boo
     let b = graph.value_type(ins[1]).clone();
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
-    if a.rank() != 2 || b.rank() != 2 || out.rank() != 2 {
-        return Err(internal(&name, "Gemm operands must be 2-D"));
-    }
-    let (m, k) = if ta { (a.shape[1], a.shape[0]) } else { (a.shape[0], a.shape[1]) };
-    let n = if tb { b.shape[0] } else { b.shape[1] };
-    if out.shape != [m, n] {
+    let c = if ins.len() == 3 { Some(graph.value_type(ins[2]).shape.clone()) } else { None };
+    let (call, units, c_fill) = gemm_parts(&a.shape, &b.shape, c.as_deref(), alpha, beta, ta, tb, cx.threads)
+        .map_err(|e| internal(&name, e))?;
+    if out.shape != [call.m, call.n] {
         return Err(internal(&name, "gemm output shape mismatch"));
     }
-    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
-    let has_c = ins.len() == 3 && beta != 0.0;
-    let c_fill = if has_c {
-        let c = graph.value_type(ins[2]).clone();
-        let off = 2 - c.rank();
-        let cs = strides(&c.shape);
-        let tabs = (0..2)
-            .map(|j| {
-                (0..out.shape[j])
-                    .map(|i| if j < off || c.shape[j - off] == 1 { 0 } else { (i * cs[j - off]) as i64 })
-                    .collect()
-            })
-            .collect();
-        Some(copy_to_contiguous(&out, tabs))
-    } else {
-        None
-    };
-    let call = GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha, beta, accumulate: has_c };
-    let units = split_units(1, m, cx.threads, |_| [0, 0, 0]);
     let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?, cx.input(ins[1], &name)?];
-    if has_c {
+    if c_fill.is_some() {
         args.push(cx.input(ins[2], &name)?);
     }
     cx.steps.push(Step { label: name, kind: StepKind::MatMul { call, units, c_fill }, args, n_writes: 1 });
     Ok(())
+}
+
+/// ONNX Gemm: the GEMM call, its work units, and the copy that broadcasts C into the output.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn gemm_parts(
+    a: &[usize],
+    b: &[usize],
+    c: Option<&[usize]>,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, Option<AxisCopy>), String> {
+    if a.len() != 2 || b.len() != 2 {
+        return Err("Gemm operands must be 2-D".into());
+    }
+    let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
+    let (k2, n) = if tb { (b[1], b[0]) } else { (b[0], b[1]) };
+    if k != k2 {
+        return Err(format!("gemm inner dimensions differ ({k} vs {k2})"));
+    }
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let c_fill = match c {
+        Some(c) if beta != 0.0 => {
+            if c.len() > 2 || kiln_ir::ops::broadcast::broadcast_shapes(c, &[m, n]).ok().as_deref() != Some(&[m, n][..])
+            {
+                return Err("Gemm's C does not broadcast to the output".into());
+            }
+            let off = 2 - c.len();
+            let cs = strides(c);
+            let tabs = (0..2)
+                .map(|j| {
+                    let len = [m, n][j];
+                    (0..len).map(|i| if j < off || c[j - off] == 1 { 0 } else { (i * cs[j - off]) as i64 }).collect()
+                })
+                .collect();
+            Some(copy_to_contiguous(&TensorType::f32([m, n]), tabs))
+        }
+        _ => None,
+    };
+    let call =
+        GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha, beta, accumulate: c_fill.is_some() };
+    Ok((call, split_units(1, m, threads, |_| [0, 0, 0]), c_fill))
 }
 
 fn lower_conv(
@@ -993,34 +1047,51 @@ fn lower_conv(
     let w = graph.value_type(ins[1]).clone();
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
-    if x.rank() != 4 || w.rank() != 4 || out.rank() != 4 {
+    if x.rank() != 4 || w.rank() != 4 {
         return Err(unsupported("Conv", &name, "only 2-D (NCHW) convolution"));
     }
-    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
-    let (m, cg, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3]);
-    let (oh, ow) = (out.shape[2], out.shape[3]);
-    if group == 0 || c != cg * group || m % group != 0 || out.shape[..2] != [n, m] {
-        return Err(internal(&name, "conv shapes are inconsistent"));
+    let (spec, out_shape) =
+        conv_parts(&x.shape, &w.shape, stride, dil, pads, group, ins.len() == 3).map_err(|e| internal(&name, e))?;
+    if out.shape != out_shape {
+        return Err(internal(&name, "conv output shape mismatch"));
     }
-    // The last output pixel's receptive field must start inside the padded input.
-    let reach = |o: usize, s: usize, k: usize, d: usize| (o - 1) * s + (k - 1) * d + 1;
-    if reach(oh, stride[0], kh, dil[0]) > h + pads[0] + pads[2]
-        || reach(ow, stride[1], kw, dil[1]) > wd + pads[1] + pads[3]
-    {
-        return Err(internal(&name, "conv output larger than its input allows"));
-    }
-    let spec = ConvSpec {
-        n,
-        groups: group,
-        m_per_group: m / group,
-        im2col: Im2Col { c: cg, h, w: wd, kh, kw, oh, ow, stride, dil, pad: [pads[0], pads[1]] },
-        bias: ins.len() == 3,
-    };
-    let col = cx.new_buf(&TensorType::f32([cg * kh * kw, oh * ow]));
+    let ic = &spec.im2col;
+    let col = cx.new_buf(&TensorType::f32([ic.c * ic.kh * ic.kw, ic.oh * ic.ow]));
     let mut args = vec![cx.out_buf(out_v), col];
     for v in &ins {
         args.push(cx.input(*v, &name)?);
     }
     cx.steps.push(Step { label: name, kind: StepKind::Conv(spec), args, n_writes: 2 });
     Ok(())
+}
+
+/// 2-D NCHW convolution: the im2col + GEMM plan and the output shape.
+pub(crate) fn conv_parts(
+    x: &[usize],
+    w: &[usize],
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    group: usize,
+    bias: bool,
+) -> Result<(ConvSpec, Vec<usize>), String> {
+    let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let (m, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
+    if group == 0 || c != cg * group || m % group != 0 || stride.contains(&0) || dil.contains(&0) {
+        return Err("conv shapes are inconsistent".into());
+    }
+    let out_len = |inp: usize, pa: usize, pb: usize, k: usize, d: usize, s: usize| {
+        let span = d * (k - 1) + 1;
+        (inp + pa + pb).checked_sub(span).map(|r| r / s + 1)
+    };
+    let oh = out_len(h, pads[0], pads[2], kh, dil[0], stride[0]).ok_or("kernel larger than the padded input")?;
+    let ow = out_len(wd, pads[1], pads[3], kw, dil[1], stride[1]).ok_or("kernel larger than the padded input")?;
+    let spec = ConvSpec {
+        n,
+        groups: group,
+        m_per_group: m / group,
+        im2col: Im2Col { c: cg, h, w: wd, kh, kw, oh, ow, stride, dil, pad: [pads[0], pads[1]] },
+        bias,
+    };
+    Ok((spec, vec![n, m, oh, ow]))
 }
