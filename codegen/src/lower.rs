@@ -8,7 +8,7 @@
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax, LayerNorm,
-//!   RMSNorm, Reduce*), a GEMM call (MatMul, Gemm, Conv via im2col), or a Rust copy loop (data
+//!   RMSNorm, GroupNorm, InstanceNorm, Reduce*), a GEMM call (MatMul, Gemm, Conv via im2col), or a Rust copy loop (data
 //!   movement, Gather, casts to or from i64).
 //! - Ops without a lowering make `compile` fail with "not supported by the JIT yet"; nothing falls
 //!   back to the interpreter.
@@ -655,12 +655,14 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             cx.steps.push(Step { label: name, kind: StepKind::Gather(spec), args: vec![dst, data, ind], n_writes: 1 });
             Ok(())
         }
-        Op::GroupNormalization { .. }
-        | Op::InstanceNormalization { .. }
-        | Op::PowerNorm { .. }
-        | Op::EvoNormS0 { .. }
-        | Op::EvoNormB0 { .. }
-        | Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::GroupNormalization { num_groups, epsilon } => lower_group_norm(cx, id, *num_groups, *epsilon),
+        Op::InstanceNormalization { epsilon } => {
+            let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
+            lower_group_norm(cx, id, c, *epsilon)
+        }
+        Op::PowerNorm { .. } | Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => {
+            Err(unsupported(op.name(), &name, ""))
+        }
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
         }
@@ -668,6 +670,37 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("GroupNormalization");
+    if x.rank() < 2 || x.dtype != DType::F32 {
+        return Err(unsupported(op_name, &name, "input of rank < 2"));
+    }
+    let c = x.shape[1];
+    if groups == 0 || c % groups != 0 {
+        return Err(internal(&name, "channels are not divisible by the groups"));
+    }
+    for k in 1..3 {
+        if graph.value_type(ins[k]).num_elements() != c {
+            return Err(unsupported(op_name, &name, "scale/bias are not per-channel vectors"));
+        }
+    }
+    let s: usize = x.shape[2..].iter().product();
+    let kname = cx.kname(&name, "groupnorm");
+    rows::group_norm(cx.jit, &kname, groups, c / groups, s, eps).map_err(|e| internal(&name, e))?;
+    let out_v = Value { node: id, port: 0 };
+    let mut args = vec![cx.out_buf(out_v)];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let total = x.num_elements();
+    cx.kernel_step(&name, kname, x.shape[0] * groups, total, args);
+    Ok(())
 }
 
 /// ONNX Pad (`pads` = begins then ends, negative crops) as a table-driven copy.

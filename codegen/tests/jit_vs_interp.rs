@@ -192,6 +192,24 @@ proptest! {
     }
 
     #[test]
+    fn group_and_instance_norm(n in 1usize..3, g in 1usize..4, cpg in 1usize..4, sp in prop::collection::vec(1usize..7, 0..3), seed in any::<u64>()) {
+        let mut rng = XRng(seed | 1);
+        let c = g * cpg;
+        let mut s = vec![n, c];
+        s.extend(&sp);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&s, -3.0, 5.0))
+            .weight("g", rng.tensor(&[c], 0.5, 2.0))
+            .weight("b", rng.tensor(&[c], -1.0, 1.0))
+            .node("gn", Op::GroupNormalization { num_groups: g, epsilon: 1e-5 }, &["x", "g", "b"], &["y"])
+            .output("y");
+        if s.len() >= 3 {
+            spec.node("in", Op::InstanceNormalization { epsilon: 1e-5 }, &["x", "g", "b"], &["z"]).output("z");
+        }
+        check(&spec, Tol { abs: 1e-4, rel: 1e-4 });
+    }
+
+    #[test]
     fn reductions(s in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keepdims in any::<bool>(),
                   lo_frac in 0.0f64..1.0, len_frac in 0.0f64..1.0) {
         let mut rng = XRng(seed | 1);
@@ -313,13 +331,14 @@ fn unsupported_ops_fail_to_compile_with_the_node_name() {
     let mut rng = XRng(3);
     let mut spec = Spec::new();
     spec.input("x", rng.tensor(&[1, 4, 3, 3], -1.0, 1.0))
+        .weight("v", rng.tensor(&[4], 0.5, 1.5))
         .weight("g", rng.tensor(&[4], 0.5, 1.5))
         .weight("b", rng.tensor(&[4], -1.0, 1.0))
-        .node("gn1", Op::GroupNormalization { num_groups: 2, epsilon: 1e-5 }, &["x", "g", "b"], &["y"])
+        .node("evo", Op::EvoNormS0 { groups: 2, epsilon: 1e-5 }, &["x", "v", "g", "b"], &["y"])
         .output("y");
     let (g, w) = spec.build();
-    let err = compile(&g, &w, &options(1)).err().expect("GroupNormalization must not compile").to_string();
-    assert_eq!(err, "node 'gn1': not supported by the JIT yet: GroupNormalization at node 'gn1'");
+    let err = compile(&g, &w, &options(1)).err().expect("EvoNormS0 must not compile").to_string();
+    assert_eq!(err, "node 'evo': not supported by the JIT yet: EvoNormS0 at node 'evo'");
 
     // Softmax over a non-innermost axis and i64 arithmetic are refused too, not interpreted.
     let mut spec = Spec::new();

@@ -406,3 +406,75 @@ pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: R
         rl.end(b);
     })
 }
+
+/// GroupNorm/InstanceNorm: `x` is `[N, G·cpg, S]` in memory, one row per (n, g) of `cpg·s`
+/// contiguous values; statistics over the row (two-pass variance), then the per-channel affine
+/// y = x·(γ_c·rstd) + (β_c − μ·γ_c·rstd). Arguments: `[out, x, γ, β]`, γ and β of `G·cpg`.
+pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize, eps: f32) -> Result<(), String> {
+    let n = cpg * s;
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let gamma = load_arg_ptr(b, args, 2);
+        let beta = load_arg_ptr(b, args, 3);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        let inv_n = 1.0 / n as f32;
+        let sum = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+        let mean = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            l.mul(sum, k)
+        };
+        let ss = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let ms = l.splat(mean);
+                let d = l.sub(v, ms);
+                l.mul(d, d)
+            },
+            &add,
+        );
+        let rstd = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            let e = l.c(eps);
+            let var = l.mul_add(ss, k, e);
+            let sd = l.sqrt(var);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+        let c0 = b.ins().imul_imm_s(g, cpg as i64);
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, cpg as i64);
+        counted(b, zero, to, 1, &mut |b, ci| {
+            let c = b.ins().iadd(c0, ci);
+            let gv = load(b, false, gamma, c);
+            let bv = load(b, false, beta, c);
+            let (scale, shift) = {
+                let mut l = Lanes::new(b, false, feat.fma);
+                let scale = l.mul(gv, rstd);
+                let ms = l.mul(mean, scale);
+                (scale, l.sub(bv, ms))
+            };
+            let off = b.ins().imul_imm_s(ci, (s * 4) as i64);
+            let xc = b.ins().iadd(xr, off);
+            let yc = b.ins().iadd(yr, off);
+            inner_loop(b, s, &|b, vector, i| {
+                let v = load(b, vector, xc, i);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let sc = l.splat(scale);
+                let sh = l.splat(shift);
+                let y = l.mul_add(v, sc, sh);
+                store(b, y, yc, i);
+            });
+        });
+        rl.end(b);
+    })
+}
