@@ -682,11 +682,11 @@ fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result
         return Err(unsupported(op_name, &name, "input of rank < 2"));
     }
     let c = x.shape[1];
-    if groups == 0 || c % groups != 0 {
+    if groups == 0 || !c.is_multiple_of(groups) {
         return Err(internal(&name, "channels are not divisible by the groups"));
     }
-    for k in 1..3 {
-        if graph.value_type(ins[k]).num_elements() != c {
+    for v in &ins[1..3] {
+        if graph.value_type(*v).num_elements() != c {
             return Err(unsupported(op_name, &name, "scale/bias are not per-channel vectors"));
         }
     }
