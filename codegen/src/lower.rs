@@ -8,10 +8,13 @@
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax, LayerNorm,
-//!   RMSNorm, GroupNorm, InstanceNorm, Reduce*), a GEMM call (MatMul, Gemm, Conv via im2col), or a Rust copy loop (data
+//!   RMSNorm, GroupNorm, InstanceNorm, PowerNorm, Reduce*), a GEMM call (MatMul, Gemm, Conv via im2col), or a Rust copy loop (data
 //!   movement, Gather, casts to or from i64).
 //! - Ops without a lowering make `compile` fail with "not supported by the JIT yet"; nothing falls
 //!   back to the interpreter.
+//!
+//! - In place: a fused kernel writes its result over a same-shaped operand buffer that dies with
+//!   it (see `in_place_leaf`), so elementwise chains between other kernels need no new memory.
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
@@ -389,10 +392,19 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     let fused = Fused { nodes, out_shape: out_shape.clone(), leaf_shapes };
     let kname = cx.kname(&root_name, "fused");
     let lay = elementwise::define(cx.jit, &kname, &fused).map_err(|e| internal(&root_name, e))?;
-    let mut args = vec![cx.out_buf(out_v)];
+    let mut leaf_places = Vec::with_capacity(leaves.len());
     for (v, _) in &leaves {
-        args.push(cx.input(*v, &root_name)?);
+        leaf_places.push(cx.input(*v, &root_name)?);
     }
+    let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, &member_set) {
+        Some(p) => {
+            cx.place.insert(out_v, p);
+            p
+        }
+        None => cx.out_buf(out_v),
+    };
+    let mut args = vec![out_place];
+    args.extend(leaf_places);
     let elems = lay.rows() * lay.inner();
     let label = if members.len() > 1 {
         let names: Vec<&str> = members.iter().map(|&m| graph.node(m).name.as_str()).collect();
@@ -402,6 +414,33 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     };
     cx.kernel_step(&label, kname, lay.rows(), elems, args);
     Ok(())
+}
+
+/// A leaf buffer the fused kernel may overwrite with its result: read at the same index it is
+/// written (same shape as the output), the only leaf in that buffer, and dead afterwards (every
+/// value stored in the buffer is read only by this group and is not a graph output).
+fn in_place_leaf(
+    cx: &Ctx,
+    leaves: &[(Value, Vec<usize>)],
+    places: &[Place],
+    out_shape: &[usize],
+    members: &HashSet<NodeId>,
+) -> Option<Place> {
+    let outputs: HashSet<Value> = cx.graph.outputs().iter().copied().collect();
+    for ((_, shape), &p) in leaves.iter().zip(places) {
+        let Place::Buf(b) = p else { continue };
+        if shape.as_slice() != out_shape || places.iter().filter(|&&q| q == p).count() != 1 {
+            continue;
+        }
+        let dead_after =
+            cx.place.iter().filter(|&(_, &q)| q == Place::Buf(b)).all(|(&u, _)| {
+                !outputs.contains(&u) && cx.graph.users(u).iter().all(|(user, _)| members.contains(user))
+            });
+        if dead_after && cx.buffers[b] == out_shape.iter().product::<usize>() * 4 {
+            return Some(p);
+        }
+    }
+    None
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -660,9 +699,28 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
             lower_group_norm(cx, id, c, *epsilon)
         }
-        Op::PowerNorm { .. } | Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => {
-            Err(unsupported(op.name(), &name, ""))
+        Op::PowerNorm { groups, epsilon, group_epsilon } => {
+            let x = in_ty(0);
+            let d = x.shape.last().copied().unwrap_or(1);
+            if x.rank() == 0
+                || *groups == 0
+                || !d.is_multiple_of(*groups)
+                || (1..4).any(|k| in_ty(k).num_elements() != d)
+            {
+                return Err(internal(&name, "PowerNorm shapes are inconsistent"));
+            }
+            let kname = cx.kname(&name, "powernorm");
+            rows::power_norm(cx.jit, &kname, *groups, d / groups, *epsilon, *group_epsilon)
+                .map_err(|e| internal(&name, e))?;
+            let mut args = vec![cx.out_buf(out_v)];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            let total = x.num_elements();
+            cx.kernel_step(&name, kname, total / (d / groups), total, args);
+            Ok(())
         }
+        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
         }

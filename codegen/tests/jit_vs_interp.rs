@@ -210,6 +210,22 @@ proptest! {
     }
 
     #[test]
+    fn power_norm(lead in prop::collection::vec(1usize..5, 0..3), groups in 1usize..4, cpg in 1usize..11, seed in any::<u64>()) {
+        let mut rng = XRng(seed | 1);
+        let d = groups * cpg;
+        let mut s = lead.clone();
+        s.push(d);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&s, -3.0, 3.0))
+            .weight("g", rng.tensor(&[d], 0.5, 2.0))
+            .weight("b", rng.tensor(&[d], -1.0, 1.0))
+            .weight("phi", rng.tensor(&[d], 0.1, 3.0))
+            .node("pn", Op::PowerNorm { groups, epsilon: 1e-5, group_epsilon: 1e-5 }, &["x", "g", "b", "phi"], &["y"])
+            .output("y");
+        check(&spec, Tol { abs: 1e-5, rel: 1e-5 });
+    }
+
+    #[test]
     fn reductions(s in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keepdims in any::<bool>(),
                   lo_frac in 0.0f64..1.0, len_frac in 0.0f64..1.0) {
         let mut rng = XRng(seed | 1);
@@ -427,6 +443,30 @@ fn memory_plan_reuses_buffers() {
     assert_eq!(m.unshared_bytes, 6 * buf);
     assert_eq!(m.lower_bound_bytes, 2 * buf);
     assert_eq!(m.arena_bytes, 2 * buf, "{m:?}");
+}
+
+#[test]
+fn elementwise_ops_between_kernels_run_in_place() {
+    // softmax → exp → softmax → (·2) → softmax: each elementwise kernel overwrites its dying input,
+    // so two buffers suffice; `s0` is a graph output and must survive, so the first exp cannot
+    // overwrite it.
+    let mut rng = XRng(4);
+    let mut spec = Spec::new();
+    spec.input("x", rng.tensor(&[16, 100], -1.0, 1.0))
+        .weight("two", Tensor::scalar_f32(2.0))
+        .node("sm0", Op::Softmax { axis: -1 }, &["x"], &["s0"])
+        .node("e", Op::Unary(UnaryOp::Exp), &["s0"], &["e"])
+        .node("sm1", Op::Softmax { axis: -1 }, &["e"], &["s1"])
+        .node("m", Op::Binary(BinaryOp::Mul), &["s1", "two"], &["m"])
+        .node("sm2", Op::Softmax { axis: -1 }, &["m"], &["y"])
+        .output("y")
+        .output("s0");
+    let exe = check(&spec, Tol { abs: 1e-7, rel: 1e-5 });
+    let buf: usize = 16 * 100 * 4;
+    let m = exe.memory();
+    // Buffers: s0 (output), e, s1 (m written in place over it), y (output).
+    assert_eq!(m.unshared_bytes, 4 * buf.div_ceil(64) * 64, "{m:?}");
+    assert_eq!(m.arena_bytes, 3 * buf.div_ceil(64) * 64, "{m:?}");
 }
 
 #[test]

@@ -2,5 +2,6 @@
 //! ABI of [`crate::jit::KernelFn`] and documents its argument order.
 
 pub mod elementwise;
+pub mod gemm;
 pub mod loops;
 pub mod rows;

@@ -478,3 +478,55 @@ pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize
         rl.end(b);
     })
 }
+
+/// PowerNorm at inference with GroupScaling: rows of `cpg` contiguous values (one group of one
+/// token); GS = x/√(mean(x²) + group_eps), then y = γ_c·GS/√(φ_c + ε) + β_c with c = g·cpg + i,
+/// g = row mod `groups`. Arguments: `[out, x, γ, β, φ]`, each parameter of `groups·cpg`.
+pub fn power_norm(
+    jit: &mut Jit,
+    name: &str,
+    groups: usize,
+    cpg: usize,
+    eps: f32,
+    group_eps: f32,
+) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let gamma = load_arg_ptr(b, args, 2);
+        let beta = load_arg_ptr(b, args, 3);
+        let phi = load_arg_ptr(b, args, 4);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, cpg);
+        let yr = row_ptr(b, out, rl.row, cpg);
+        let ss = fold_row(b, feat, xr, cpg, 0.0, &square, &add);
+        let gs = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(1.0 / cpg as f32);
+            let e = l.c(group_eps);
+            let ms = l.mul_add(ss, k, e);
+            let sd = l.sqrt(ms);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+        let poff = b.ins().imul_imm_s(g, (cpg * 4) as i64);
+        let (gp, bp, pp) = (b.ins().iadd(gamma, poff), b.ins().iadd(beta, poff), b.ins().iadd(phi, poff));
+        inner_loop(b, cpg, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let gv = load(b, vector, gp, i);
+            let bv = load(b, vector, bp, i);
+            let pv = load(b, vector, pp, i);
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let gss = l.splat(gs);
+            let h = l.mul(v, gss);
+            let e = l.c(eps);
+            let pe = l.add(pv, e);
+            let sd = l.sqrt(pe);
+            let scale = l.div(gv, sd);
+            let y = l.mul_add(h, scale, bv);
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}
