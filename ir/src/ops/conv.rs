@@ -1,13 +1,635 @@
-//! (stub — to be written)
+//! Spatial ops: Conv (2-D NCHW), Pad (constant/reflect/edge, negative pads crop) and nearest
+//! Resize (ONNX coordinate transformations and rounding modes).
 
-use crate::dtype::TensorType;
-use crate::op::Op;
-use crate::tensor::Tensor;
+use super::{expect_f32, not_in_family};
+use crate::dtype::{MAX_ELEMENTS, ShapeDisplay, TensorType};
+use crate::op::{CoordTransform, NearestMode, Op, PadMode};
+use crate::tensor::{Tensor, TensorData, strides};
 
-pub(crate) fn infer(op: &Op, _inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
-    Err(format!("{}: shape inference not written yet", op.name()))
+pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    match op {
+        Op::Conv { .. } => {
+            expect_f32(op, inputs)?;
+            let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+            Ok(vec![TensorType::f32(conv_shape(op, &shapes)?.out)])
+        }
+        Op::Pad { mode, pads, .. } => {
+            let axes = pad_axes(*mode, pads, &inputs[0].shape)?;
+            Ok(vec![TensorType::new(inputs[0].dtype, axes.iter().map(|a| a.out).collect::<Vec<_>>())])
+        }
+        Op::Resize { .. } => {
+            let axes = resize_axes(op, &inputs[0].shape)?;
+            Ok(vec![TensorType::new(inputs[0].dtype, axes.iter().map(|a| a.out).collect::<Vec<_>>())])
+        }
+        _ => Err(not_in_family(op)),
+    }
 }
 
-pub(crate) fn eval(op: &Op, _inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
-    Err(format!("{}: evaluation not written yet", op.name()))
+pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+    match op {
+        Op::Conv { .. } => Ok(vec![eval_conv(op, inputs)?]),
+        Op::Pad { mode, pads, value } => {
+            let x = inputs[0];
+            let axes = pad_axes(*mode, pads, x.shape())?;
+            let sources: Vec<Vec<Option<usize>>> = axes.iter().map(|a| a.sources(*mode)).collect();
+            let fill = Fill { f32: *value, i64: *value as i64, bool: *value != 0.0 };
+            Ok(vec![gather(x, &sources, fill)?])
+        }
+        Op::Resize { .. } => {
+            let x = inputs[0];
+            let axes = resize_axes(op, x.shape())?;
+            let sources: Vec<Vec<Option<usize>>> =
+                axes.iter().map(|a| a.sources(op).into_iter().map(Some).collect()).collect();
+            Ok(vec![gather(x, &sources, Fill { f32: 0.0, i64: 0, bool: false })?])
+        }
+        _ => Err(not_in_family(op)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conv
+
+struct ConvShape {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    m: usize,
+    kh: usize,
+    kw: usize,
+    out: Vec<usize>,
+}
+
+fn conv_shape(op: &Op, shapes: &[&[usize]]) -> Result<ConvShape, String> {
+    let Op::Conv { strides, dilations, pads, group } = op else {
+        return Err(not_in_family(op));
+    };
+    let (x, wt) = (shapes[0], shapes[1]);
+    if x.len() != 4 {
+        return Err(format!(
+            "Conv supports 2-D convolution only (rank-4 NCHW input), got an input of rank {}",
+            x.len()
+        ));
+    }
+    if wt.len() != 4 {
+        return Err(format!("Conv's weight must be rank 4 [M, C/group, kH, kW], got {}", ShapeDisplay(wt)));
+    }
+    let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
+    let (m, cg, kh, kw) = (wt[0], wt[1], wt[2], wt[3]);
+    if c % group != 0 {
+        return Err(format!("Conv's input channels {c} are not divisible by group {group}"));
+    }
+    if m % group != 0 {
+        return Err(format!("Conv's output channels {m} are not divisible by group {group}"));
+    }
+    if cg != c / group {
+        return Err(format!(
+            "Conv's weight {} needs dimension 1 = C/group = {c}/{group} = {}, got {cg}",
+            ShapeDisplay(wt),
+            c / group
+        ));
+    }
+    if let Some(b) = shapes.get(2)
+        && *b != [m]
+    {
+        return Err(format!("Conv's bias must be [{m}] (one per output channel), got {}", ShapeDisplay(b)));
+    }
+    // Output extent along one axis: ⌊(in + pads − (d·(k−1) + 1)) / s⌋ + 1, in u128 so no attribute
+    // value can overflow.
+    let extent = |axis: &str, size: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize| {
+        let padded = size as u128 + p0 as u128 + p1 as u128;
+        // Bounding the padded extent keeps every index oy·s + ky·d (< padded) far inside usize in eval.
+        if padded > 1 << 40 {
+            return Err(format!("Conv's padded input {axis} of {padded} is too large"));
+        }
+        let span = d as u128 * (k as u128).saturating_sub(1) + 1;
+        if k == 0 || padded < span {
+            return Err(format!(
+                "Conv's kernel spans {span} along {axis} (k={k}, dilation {d}) but the padded input is only {padded}"
+            ));
+        }
+        let out = (padded - span) / s as u128 + 1;
+        usize::try_from(out)
+            .ok()
+            .filter(|&o| o <= MAX_ELEMENTS)
+            .ok_or_else(|| format!("Conv's output {axis} {out} is too large"))
+    };
+    let oh = extent("H", h, kh, strides[0], dilations[0], pads[0], pads[2])?;
+    let ow = extent("W", w, kw, strides[1], dilations[1], pads[1], pads[3])?;
+    Ok(ConvShape { n, c, h, w, m, kh, kw, out: vec![n, m, oh, ow] })
+}
+
+fn eval_conv(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let Op::Conv { strides, dilations, pads, group } = op else {
+        return Err(not_in_family(op));
+    };
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    let s = conv_shape(op, &shapes)?;
+    let data: Vec<&[f32]> =
+        inputs.iter().map(|t| t.as_f32().ok_or("Conv needs f32 inputs")).collect::<Result<_, _>>()?;
+    let (x, wt, bias) = (data[0], data[1], data.get(2));
+    let (oh, ow) = (s.out[2], s.out[3]);
+    let (cg, mg) = (s.c / group, s.m / group);
+    let mut out = Vec::with_capacity(s.n * s.m * oh * ow);
+    for b in 0..s.n {
+        for oc in 0..s.m {
+            let g = oc / mg;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |bv| bv[oc] as f64);
+                    for ic in 0..cg {
+                        let c = g * cg + ic;
+                        for ky in 0..s.kh {
+                            // Input row = oy·s + ky·d − pad_top; outside the input is zero padding.
+                            let iy = (oy * strides[0] + ky * dilations[0]) as isize - pads[0] as isize;
+                            if iy < 0 || iy as usize >= s.h {
+                                continue;
+                            }
+                            for kx in 0..s.kw {
+                                let ix = (ox * strides[1] + kx * dilations[1]) as isize - pads[1] as isize;
+                                if ix < 0 || ix as usize >= s.w {
+                                    continue;
+                                }
+                                let xv = x[((b * s.c + c) * s.h + iy as usize) * s.w + ix as usize];
+                                let wv = wt[((oc * cg + ic) * s.kh + ky) * s.kw + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out.push(acc as f32);
+                }
+            }
+        }
+    }
+    Tensor::from_f32(s.out, out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gathering by per-axis source index maps (Pad and Resize)
+
+/// The value written where a source index is `None` (constant padding), per element type.
+struct Fill {
+    f32: f32,
+    i64: i64,
+    bool: bool,
+}
+
+/// Builds the output whose element at (o₀, o₁, …) is input[src₀[o₀], src₁[o₁], …], or the fill
+/// where any source is `None`.
+fn gather(x: &Tensor, sources: &[Vec<Option<usize>>], fill: Fill) -> Result<Tensor, String> {
+    let out_shape: Vec<usize> = sources.iter().map(|s| s.len()).collect();
+    let in_strides = strides(x.shape());
+    let total: usize = out_shape.iter().product();
+    let mut flat: Vec<Option<usize>> = Vec::with_capacity(total);
+    let mut counter = vec![0usize; out_shape.len()];
+    for _ in 0..total {
+        let mut idx = Some(0usize);
+        for (axis, &o) in counter.iter().enumerate() {
+            idx = match (idx, sources[axis][o]) {
+                (Some(acc), Some(i)) => Some(acc + i * in_strides[axis]),
+                _ => None,
+            };
+        }
+        flat.push(idx);
+        for axis in (0..counter.len()).rev() {
+            counter[axis] += 1;
+            if counter[axis] < out_shape[axis] {
+                break;
+            }
+            counter[axis] = 0;
+        }
+    }
+    let data = match x.data() {
+        TensorData::F32(v) => TensorData::F32(flat.iter().map(|i| i.map_or(fill.f32, |i| v[i])).collect()),
+        TensorData::I64(v) => TensorData::I64(flat.iter().map(|i| i.map_or(fill.i64, |i| v[i])).collect()),
+        TensorData::Bool(v) => TensorData::Bool(flat.iter().map(|i| i.map_or(fill.bool, |i| v[i])).collect()),
+    };
+    Tensor::new(out_shape, data)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pad
+
+/// One axis of a Pad, following the ONNX reference: negative pads crop first, then the cropped
+/// axis is padded by the positive pads.
+struct PadAxis {
+    /// First kept input index after cropping.
+    crop_begin: usize,
+    /// Length after cropping (≥ 1).
+    kept: usize,
+    pad_begin: usize,
+    out: usize,
+}
+
+impl PadAxis {
+    fn sources(&self, mode: PadMode) -> Vec<Option<usize>> {
+        let kept = self.kept as i64;
+        (0..self.out)
+            .map(|o| {
+                let j = o as i64 - self.pad_begin as i64;
+                let j = if (0..kept).contains(&j) {
+                    j
+                } else {
+                    match mode {
+                        PadMode::Constant => return None,
+                        PadMode::Edge => j.clamp(0, kept - 1),
+                        // Mirror without repeating the edge: −1 → 1, kept → kept − 2.
+                        PadMode::Reflect if j < 0 => -j,
+                        PadMode::Reflect => 2 * (kept - 1) - j,
+                    }
+                };
+                Some(self.crop_begin + j as usize)
+            })
+            .collect()
+    }
+}
+
+fn pad_axes(mode: PadMode, pads: &[i64], shape: &[usize]) -> Result<Vec<PadAxis>, String> {
+    let rank = shape.len();
+    if pads.len() != 2 * rank {
+        return Err(format!(
+            "Pad's pads must have 2·rank = {} values for a rank-{rank} input, got {}",
+            2 * rank,
+            pads.len()
+        ));
+    }
+    let mut axes = Vec::with_capacity(rank);
+    for (axis, &d) in shape.iter().enumerate() {
+        let (begin, end) = (pads[axis], pads[axis + rank]);
+        let crop = begin.min(0).unsigned_abs() as u128 + end.min(0).unsigned_abs() as u128;
+        if crop >= d as u128 {
+            return Err(format!("Pad's pads {begin}, {end} crop axis {axis} of size {d} to nothing"));
+        }
+        let kept = d - crop as usize;
+        let (pb, pe) = (begin.max(0) as u128, end.max(0) as u128);
+        if mode == PadMode::Reflect && (pb >= kept as u128 || pe >= kept as u128) {
+            return Err(format!(
+                "Pad's reflect mode needs pads smaller than the (cropped) dimension: axis {axis} has size {kept}, pads {begin}, {end}"
+            ));
+        }
+        let out = kept as u128 + pb + pe;
+        if out > MAX_ELEMENTS as u128 {
+            return Err(format!("Pad's output axis {axis} would have {out} elements"));
+        }
+        let crop_begin = begin.min(0).unsigned_abs() as usize;
+        axes.push(PadAxis { crop_begin, kept, pad_begin: pb as usize, out: out as usize });
+    }
+    Ok(axes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resize
+
+struct ResizeAxis {
+    input: usize,
+    out: usize,
+    /// The scale the coordinate transformation divides by: the given scale, or out/in for sizes.
+    scale: f64,
+    /// The resized length align_corners divides by: `out` for sizes, and scale·input (unrounded) for
+    /// scales, as the ONNX reference implementation computes it.
+    len_out: f64,
+}
+
+impl ResizeAxis {
+    /// The input index read by each output index (ONNX Resize, mode nearest), computed in f64:
+    /// transform the coordinate, round by `nearest_mode`, clamp to the input.
+    fn sources(&self, op: &Op) -> Vec<usize> {
+        let Op::Resize { coordinate_transformation_mode: ctm, nearest_mode, .. } = op else {
+            return vec![0; self.out];
+        };
+        let len_in = self.input as f64;
+        let len_out = self.len_out;
+        (0..self.out)
+            .map(|o| {
+                let x = o as f64;
+                let orig = match ctm {
+                    CoordTransform::HalfPixel => (x + 0.5) / self.scale - 0.5,
+                    CoordTransform::PytorchHalfPixel if self.out > 1 => (x + 0.5) / self.scale - 0.5,
+                    CoordTransform::PytorchHalfPixel => 0.0,
+                    CoordTransform::Asymmetric => x / self.scale,
+                    CoordTransform::AlignCorners if len_out == 1.0 => 0.0,
+                    CoordTransform::AlignCorners => x * (len_in - 1.0) / (len_out - 1.0),
+                };
+                let fl = orig.floor();
+                let frac = orig - fl;
+                let r = match nearest_mode {
+                    NearestMode::RoundPreferFloor if frac <= 0.5 => fl,
+                    NearestMode::RoundPreferFloor => fl + 1.0,
+                    NearestMode::RoundPreferCeil if frac < 0.5 => fl,
+                    NearestMode::RoundPreferCeil => fl + 1.0,
+                    NearestMode::Floor => fl,
+                    NearestMode::Ceil => orig.ceil(),
+                };
+                // Clamp to the input; `as` saturates and maps NaN to 0.
+                r.clamp(0.0, len_in - 1.0) as usize
+            })
+            .collect()
+    }
+}
+
+fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
+    let Op::Resize { scales, sizes, .. } = op else {
+        return Err(not_in_family(op));
+    };
+    let rank = shape.len();
+    match (scales, sizes) {
+        (Some(scales), None) => {
+            if scales.len() != rank {
+                return Err(format!("Resize has {} scales for a rank-{rank} input", scales.len()));
+            }
+            shape
+                .iter()
+                .zip(scales)
+                .enumerate()
+                .map(|(axis, (&d, &s))| {
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(format!("Resize's scale {s} for axis {axis} must be finite and > 0"));
+                    }
+                    let out = (d as f64 * s as f64).floor();
+                    if out < 1.0 || out > MAX_ELEMENTS as f64 {
+                        return Err(format!("Resize's scale {s} makes axis {axis} of size {d} into {out}"));
+                    }
+                    Ok(ResizeAxis { input: d, out: out as usize, scale: s as f64, len_out: d as f64 * s as f64 })
+                })
+                .collect()
+        }
+        (None, Some(sizes)) => {
+            if sizes.len() != rank {
+                return Err(format!("Resize has {} sizes for a rank-{rank} input", sizes.len()));
+            }
+            shape
+                .iter()
+                .zip(sizes)
+                .enumerate()
+                .map(|(axis, (&d, &o))| {
+                    if o == 0 || o > MAX_ELEMENTS {
+                        return Err(format!("Resize's size {o} for axis {axis} must be in 1..={MAX_ELEMENTS}"));
+                    }
+                    Ok(ResizeAxis { input: d, out: o, scale: o as f64 / d as f64, len_out: o as f64 })
+                })
+                .collect()
+        }
+        _ => Err("Resize needs exactly one of 'scales' and 'sizes'".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_f32(shape, v.to_vec()).unwrap()
+    }
+
+    fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
+        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let inferred = op.infer(&refs).unwrap();
+        let out = op.eval(inputs).unwrap().remove(0);
+        assert_eq!(out.ty(), inferred[0]);
+        out
+    }
+
+    fn infer_err(op: &Op, shapes: &[&[usize]]) -> String {
+        let types: Vec<TensorType> = shapes.iter().map(|s| TensorType::f32(*s)).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        op.infer(&refs).unwrap_err()
+    }
+
+    fn conv(strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize) -> Op {
+        Op::Conv { strides, dilations, pads, group }
+    }
+
+    /// Deterministic, non-symmetric test data: small integers so f32 sums are exact.
+    fn ramp(n: usize, seed: usize) -> Vec<f32> {
+        (0..n).map(|i| ((i * 7 + seed * 3) % 11) as f32 - 5.0).collect()
+    }
+
+    /// Conv the other way round: zero-pad explicitly, unfold patches into an im2col matrix
+    /// [C/g·kH·kW, OH·OW] per image and group, then multiply by the weight matrix.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_im2col(
+        x: &[f32],
+        xs: [usize; 4],
+        w: &[f32],
+        ws: [usize; 4],
+        bias: Option<&[f32]>,
+        s: [usize; 2],
+        d: [usize; 2],
+        p: [usize; 4],
+        g: usize,
+    ) -> (Vec<usize>, Vec<f32>) {
+        let [n, c, h, wd] = xs;
+        let [m, cg, kh, kw] = ws;
+        let (ph, pw) = (h + p[0] + p[2], wd + p[1] + p[3]);
+        let mut padded = vec![0.0f32; n * c * ph * pw];
+        for (i, &v) in x.iter().enumerate() {
+            let (b, ch, y, xx) = (i / (c * h * wd), (i / (h * wd)) % c, (i / wd) % h, i % wd);
+            padded[((b * c + ch) * ph + y + p[0]) * pw + xx + p[1]] = v;
+        }
+        let oh = (ph - (d[0] * (kh - 1) + 1)) / s[0] + 1;
+        let ow = (pw - (d[1] * (kw - 1) + 1)) / s[1] + 1;
+        let rows = cg * kh * kw;
+        let mg = m / g;
+        let mut out = vec![0.0f32; n * m * oh * ow];
+        for b in 0..n {
+            for gi in 0..g {
+                let mut col = vec![0.0f32; rows * oh * ow];
+                for r in 0..rows {
+                    let (ic, ky, kx) = (r / (kh * kw), (r / kw) % kh, r % kw);
+                    for q in 0..oh * ow {
+                        let (oy, ox) = (q / ow, q % ow);
+                        let ch = gi * cg + ic;
+                        col[r * oh * ow + q] =
+                            padded[((b * c + ch) * ph + oy * s[0] + ky * d[0]) * pw + ox * s[1] + kx * d[1]];
+                    }
+                }
+                for mo in 0..mg {
+                    let oc = gi * mg + mo;
+                    for q in 0..oh * ow {
+                        let mut acc = bias.map_or(0.0, |bv| bv[oc]);
+                        for r in 0..rows {
+                            acc += w[oc * rows + r] * col[r * oh * ow + q];
+                        }
+                        out[((b * m + oc) * oh) * ow + q] = acc;
+                    }
+                }
+            }
+        }
+        (vec![n, m, oh, ow], out)
+    }
+
+    #[test]
+    fn conv_hand_example() {
+        // 3×3 input 1..9, 2×2 kernel of ones: each output is a 2×2 window sum.
+        let x = t(&[1, 1, 3, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+        let w = t(&[1, 1, 2, 2], &[1.0; 4]);
+        let r = run(&conv([1, 1], [1, 1], [0; 4], 1), &[&x, &w]);
+        assert_eq!(r.shape(), &[1, 1, 2, 2]);
+        assert_eq!(r.as_f32().unwrap(), &[12.0, 16.0, 24.0, 28.0]);
+        // Padding 1 on every side, stride 2, bias 0.5: windows at rows/cols −1 and 1 →
+        // [1, 2+3, 4+7, 5+6+8+9] + 0.5.
+        let b = t(&[1], &[0.5]);
+        let r = run(&conv([2, 2], [1, 1], [1, 1, 1, 1], 1), &[&x, &w, &b]);
+        assert_eq!(r.as_f32().unwrap(), &[1.5, 5.5, 11.5, 28.5]);
+    }
+
+    /// Input shape, weight shape, strides, dilations, pads, group.
+    type ConvCase = ([usize; 4], [usize; 4], [usize; 2], [usize; 2], [usize; 4], usize);
+
+    #[test]
+    fn conv_matches_im2col() {
+        let cases: &[ConvCase] = &[
+            ([1, 2, 5, 5], [3, 2, 3, 3], [1, 1], [1, 1], [0, 0, 0, 0], 1),
+            ([2, 4, 6, 7], [4, 2, 3, 2], [2, 1], [1, 2], [1, 0, 2, 1], 2),
+            ([1, 3, 7, 6], [3, 1, 3, 3], [1, 2], [2, 1], [2, 1, 0, 3], 3),
+            ([1, 4, 5, 5], [2, 4, 1, 1], [2, 2], [1, 1], [0, 0, 0, 0], 1),
+        ];
+        for (seed, &(xs, ws, s, d, p, g)) in cases.iter().enumerate() {
+            let xv = ramp(xs.iter().product(), seed);
+            let wv = ramp(ws.iter().product(), seed + 5);
+            let bv = ramp(ws[0], seed + 9);
+            let (shape, want) = conv_im2col(&xv, xs, &wv, ws, Some(&bv), s, d, p, g);
+            let got = run(&conv(s, d, p, g), &[&t(&xs, &xv), &t(&ws, &wv), &t(&[ws[0]], &bv)]);
+            assert_eq!(got.shape(), shape.as_slice(), "case {seed}");
+            // Small integers: both sides are exact.
+            assert_eq!(got.as_f32().unwrap(), want.as_slice(), "case {seed}");
+        }
+    }
+
+    #[test]
+    fn conv_errors() {
+        let c = conv([1, 1], [1, 1], [0; 4], 1);
+        let err = infer_err(&c, &[&[1, 1, 5], &[1, 1, 3]]);
+        assert!(err.contains("rank 3"), "{err}");
+        let err = infer_err(&conv([1, 1], [1, 1], [0; 4], 2), &[&[1, 3, 5, 5], &[2, 1, 3, 3]]);
+        assert_eq!(err, "Conv's input channels 3 are not divisible by group 2");
+        let err = infer_err(&conv([1, 1], [1, 1], [0; 4], 2), &[&[1, 4, 5, 5], &[3, 2, 3, 3]]);
+        assert_eq!(err, "Conv's output channels 3 are not divisible by group 2");
+        let err = infer_err(&c, &[&[1, 4, 5, 5], &[3, 2, 3, 3]]);
+        assert!(err.contains("C/group"), "{err}");
+        let err = infer_err(&c, &[&[1, 1, 5, 5], &[2, 1, 3, 3], &[3]]);
+        assert!(err.contains("bias must be [2]"), "{err}");
+        let err = infer_err(&conv([1, 1], [3, 1], [0; 4], 1), &[&[1, 1, 5, 5], &[1, 1, 3, 3]]);
+        assert!(err.contains("kernel spans 7 along H"), "{err}");
+        let err = infer_err(&conv([1, 1], [1, 1], [usize::MAX; 4], 1), &[&[1, 1, 5, 5], &[1, 1, 3, 3]]);
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    fn pad(mode: PadMode, pads: &[i64]) -> Op {
+        Op::Pad { mode, pads: pads.to_vec(), value: 9.0 }
+    }
+
+    #[test]
+    fn pad_modes() {
+        let x = t(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let r = run(&pad(PadMode::Constant, &[2, 1]), &[&x]);
+        assert_eq!(r.as_f32().unwrap(), &[9.0, 9.0, 1.0, 2.0, 3.0, 4.0, 9.0]);
+        // numpy reflect: [3,2 | 1,2,3,4 | 3].
+        let r = run(&pad(PadMode::Reflect, &[2, 1]), &[&x]);
+        assert_eq!(r.as_f32().unwrap(), &[3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0]);
+        let r = run(&pad(PadMode::Edge, &[2, 1]), &[&x]);
+        assert_eq!(r.as_f32().unwrap(), &[1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 4.0]);
+        // Crop one at the front, then pad 2 at the end of the cropped [2,3,4]: reflect → 3,2; edge → 4,4.
+        let r = run(&pad(PadMode::Reflect, &[-1, 2]), &[&x]);
+        assert_eq!(r.as_f32().unwrap(), &[2.0, 3.0, 4.0, 3.0, 2.0]);
+        let r = run(&pad(PadMode::Edge, &[-1, 2]), &[&x]);
+        assert_eq!(r.as_f32().unwrap(), &[2.0, 3.0, 4.0, 4.0, 4.0]);
+        // 2-D: [[1,2],[3,4]] padded one row on top and one column on the right.
+        let x2 = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let r = run(&pad(PadMode::Constant, &[1, 0, 0, 1]), &[&x2]);
+        assert_eq!(r.shape(), &[3, 3]);
+        assert_eq!(r.as_f32().unwrap(), &[9.0, 9.0, 9.0, 1.0, 2.0, 9.0, 3.0, 4.0, 9.0]);
+        let r = run(&pad(PadMode::Edge, &[1, 0, 0, 1]), &[&x2]);
+        assert_eq!(r.as_f32().unwrap(), &[1.0, 2.0, 2.0, 1.0, 2.0, 2.0, 3.0, 4.0, 4.0]);
+        // i64 data with the value cast.
+        let xi = Tensor::from_i64([2], vec![5, 6]).unwrap();
+        let r = run(&pad(PadMode::Constant, &[1, 0]), &[&xi]);
+        assert_eq!(r.as_i64().unwrap(), &[9, 5, 6]);
+    }
+
+    #[test]
+    fn pad_errors() {
+        assert!(infer_err(&pad(PadMode::Constant, &[1, 1]), &[&[2, 2]]).contains("2·rank = 4"));
+        let err = infer_err(&pad(PadMode::Reflect, &[4, 0]), &[&[4]]);
+        assert!(err.contains("reflect") && err.contains("size 4"), "{err}");
+        let err = infer_err(&pad(PadMode::Constant, &[-2, -2]), &[&[4]]);
+        assert!(err.contains("to nothing"), "{err}");
+        assert!(infer_err(&pad(PadMode::Constant, &[i64::MAX, 0]), &[&[4]]).contains("would have"));
+    }
+
+    fn resize(scales: Option<&[f32]>, sizes: Option<&[usize]>, ctm: CoordTransform, nm: NearestMode) -> Op {
+        Op::Resize {
+            scales: scales.map(|s| s.to_vec()),
+            sizes: sizes.map(|s| s.to_vec()),
+            coordinate_transformation_mode: ctm,
+            nearest_mode: nm,
+        }
+    }
+
+    fn resize_1d(op: &Op, input: usize) -> Vec<f32> {
+        let x = t(&[input], &(0..input).map(|i| i as f32).collect::<Vec<_>>());
+        run(op, &[&x]).as_f32().unwrap().to_vec()
+    }
+
+    #[test]
+    fn resize_coordinate_modes() {
+        use CoordTransform::*;
+        use NearestMode::*;
+        // Input [0,1,2,3] values = indices, so the output lists the source index.
+        // Scale 2, half_pixel: orig = (o+0.5)/2 − 0.5 = −0.25, 0.25, 0.75, 1.25, …, 3.25.
+        // round_prefer_floor → 0,0,1,1,2,2,3,3 (−0.25 rounds to 0 after clamping).
+        let op = resize(Some(&[2.0]), None, HalfPixel, RoundPreferFloor);
+        assert_eq!(resize_1d(&op, 4), [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        // floor → −1(→0),0,0,1,1,2,2,3; ceil → 0,1,1,2,2,3,3,4(→3).
+        let op = resize(Some(&[2.0]), None, HalfPixel, Floor);
+        assert_eq!(resize_1d(&op, 4), [0.0, 0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0]);
+        let op = resize(Some(&[2.0]), None, HalfPixel, Ceil);
+        assert_eq!(resize_1d(&op, 4), [0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
+        // Asymmetric, scale 2: orig = o/2 = 0, 0.5, 1, 1.5, …; ties 0.5 → floor 0 / ceil 1.
+        let op = resize(Some(&[2.0]), None, Asymmetric, RoundPreferFloor);
+        assert_eq!(resize_1d(&op, 3), [0.0, 0.0, 1.0, 1.0, 2.0, 2.0]);
+        let op = resize(Some(&[2.0]), None, Asymmetric, RoundPreferCeil);
+        assert_eq!(resize_1d(&op, 3), [0.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        // align_corners 3 → 5 (sizes): orig = o·2/4 = 0, 0.5, 1, 1.5, 2 → prefer ceil 0,1,1,2,2.
+        let op = resize(None, Some(&[5]), AlignCorners, RoundPreferCeil);
+        assert_eq!(resize_1d(&op, 3), [0.0, 1.0, 1.0, 2.0, 2.0]);
+        // Downscale 4 → 2 (scale 0.5), half_pixel: orig = (o+0.5)·2 − 0.5 = 0.5, 2.5 → floor-pref 0, 2.
+        let op = resize(Some(&[0.5]), None, HalfPixel, RoundPreferFloor);
+        assert_eq!(resize_1d(&op, 4), [0.0, 2.0]);
+        // pytorch_half_pixel to a single element reads index 0; half_pixel reads the middle:
+        // 4 → 1 with scale 0.25: orig = 0.5·4 − 0.5 = 1.5 → prefer ceil 2.
+        let op = resize(Some(&[0.25]), None, PytorchHalfPixel, RoundPreferCeil);
+        assert_eq!(resize_1d(&op, 4), [0.0]);
+        let op = resize(Some(&[0.25]), None, HalfPixel, RoundPreferCeil);
+        assert_eq!(resize_1d(&op, 4), [2.0]);
+        // Non-integral scale 1.5 on 3: out = ⌊4.5⌋ = 4; asymmetric orig = o/1.5 = 0, 0.667, 1.333, 2
+        // → round 0, 1, 1, 2.
+        let op = resize(Some(&[1.5]), None, Asymmetric, RoundPreferFloor);
+        assert_eq!(resize_1d(&op, 3), [0.0, 1.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn resize_nchw() {
+        // [1,1,2,2] → scales [1,1,2,2], asymmetric floor: each pixel becomes a 2×2 block.
+        let x = t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let op = resize(Some(&[1.0, 1.0, 2.0, 2.0]), None, CoordTransform::Asymmetric, NearestMode::Floor);
+        let r = run(&op, &[&x]);
+        assert_eq!(r.shape(), &[1, 1, 4, 4]);
+        assert_eq!(
+            r.as_f32().unwrap(),
+            &[1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0]
+        );
+    }
+
+    #[test]
+    fn resize_errors() {
+        use CoordTransform::HalfPixel;
+        use NearestMode::Floor;
+        assert!(infer_err(&resize(Some(&[2.0]), None, HalfPixel, Floor), &[&[1, 2]]).contains("1 scales"));
+        assert!(infer_err(&resize(Some(&[0.1]), None, HalfPixel, Floor), &[&[4]]).contains("into 0"));
+        assert!(infer_err(&resize(Some(&[f32::NAN]), None, HalfPixel, Floor), &[&[4]]).contains("finite"));
+        assert!(infer_err(&resize(Some(&[1e30]), None, HalfPixel, Floor), &[&[4]]).contains("into"));
+        assert!(infer_err(&resize(None, Some(&[0]), HalfPixel, Floor), &[&[4]]).contains("must be in"));
+    }
 }

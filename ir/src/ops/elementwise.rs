@@ -418,14 +418,37 @@ mod tests {
     }
 
     #[test]
+    fn erf_sweep_against_maclaurin_series() {
+        // An independent formula: erf(x) = 2/√π Σ (−1)ⁿ x^(2n+1) / (n!(2n+1)). For |x| ≤ 2 its largest
+        // term is below e^4 ≈ 55, so cancellation costs < 2 digits of f64: good to ~1e-14 relative.
+        let maclaurin = |x: f64| {
+            let (mut term, mut sum) = (x, x);
+            for n in 1..80 {
+                term *= -x * x / n as f64;
+                sum += term / (2 * n + 1) as f64;
+            }
+            std::f64::consts::FRAC_2_SQRT_PI * sum
+        };
+        for i in -200..=200 {
+            let x = i as f64 / 100.0;
+            let (got, want) = (erf(x), maclaurin(x));
+            assert!(rel_err(got, want) < 1e-12, "erf({x}) = {got}, series {want}");
+            // The f32 function rounds once: within half an f32 ulp plus the f64 error, < 1e-7.
+            let x32 = x as f32;
+            let got32 = UnaryOp::Erf.apply(x32) as f64;
+            assert!(rel_err(got32, maclaurin(x32 as f64)) < 1e-7, "f32 erf({x32})");
+        }
+    }
+
+    #[test]
     fn unary_values() {
-        let cases: &[(UnaryOp, f32, f32)] = &[
+        let cases: &[(UnaryOp, f32, f64)] = &[
             (UnaryOp::Sqrt, 6.25, 2.5),
             (UnaryOp::Reciprocal, 4.0, 0.25),
             (UnaryOp::Neg, 3.0, -3.0),
             (UnaryOp::Abs, -2.5, 2.5),
             (UnaryOp::Exp, 0.0, 1.0),
-            (UnaryOp::Exp, 1.0, std::f32::consts::E),
+            (UnaryOp::Exp, 1.0, std::f64::consts::E),
             (UnaryOp::Log, 1.0, 0.0),
             (UnaryOp::Tanh, 0.0, 0.0),
             // tanh(0.5) = (e − 1)/(e + 1).
@@ -454,7 +477,7 @@ mod tests {
             (UnaryOp::Clip { min: None, max: Some(1.0) }, -5.0, -5.0),
         ];
         for &(op, x, want) in cases {
-            let got = op.apply(x);
+            let got = op.apply(x) as f64;
             // Hand-derived constants carry 8 significant digits: 2e-7 relative (plus a tiny absolute
             // floor for exact zeros).
             assert!((got - want).abs() <= 2e-7 * want.abs() + 1e-30, "{op:?}({x}) = {got}, want {want}");
