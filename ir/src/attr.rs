@@ -252,7 +252,7 @@ mod tests {
 
     #[test]
     fn floats_print_so_they_parse_back() {
-        for v in [1.0f32, 0.1, 1e-5, 1.0507009873554805, -3.5e20, f32::MIN_POSITIVE] {
+        for v in [1.0f32, 0.1, 1e-5, 1.050_701, -3.5e20, f32::MIN_POSITIVE] {
             let s = fmt_f32(v);
             assert_eq!(s.parse::<f32>().unwrap().to_bits(), v.to_bits(), "{s}");
         }

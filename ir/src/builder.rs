@@ -9,7 +9,7 @@ use crate::dtype::TensorType;
 use crate::error::{Diagnostic, Error};
 use crate::graph::{Edge, Graph, Node, NodeId, NodeKind, Value, ValueInfo};
 use crate::op::Op;
-use petgraph::algo::tarjan_scc;
+use petgraph::algo::kosaraju_scc;
 use petgraph::stable_graph::StableDiGraph;
 use std::collections::{HashMap, HashSet};
 
@@ -28,6 +28,9 @@ struct LeafDecl {
     name: String,
     ty: TensorType,
 }
+
+/// How many "did you mean" suggestions one build computes (see `finish`).
+const MAX_SUGGESTIONS: usize = 20;
 
 #[derive(Default)]
 pub struct GraphBuilder {
@@ -164,11 +167,21 @@ impl GraphBuilder {
             node_ids.push(id);
         }
 
-        let all_names: Vec<&str> = defined.keys().map(String::as_str).collect();
+        // Sorted, so that a tie between equally near names always suggests the same one.
+        let mut all_names: Vec<&str> = defined.keys().map(String::as_str).collect();
+        all_names.sort_unstable();
+        // Each suggestion compares against every name; a hostile file with thousands of undefined
+        // references would take minutes, so only the first few get one.
+        let hints_left = std::cell::Cell::new(MAX_SUGGESTIONS);
         let undefined = |name: &str| -> String {
-            let hint = crate::suggest::nearest(name, all_names.iter().copied())
-                .map(|s| format!(" (did you mean '{s}'?)"))
-                .unwrap_or_default();
+            let hint = if hints_left.get() == 0 {
+                String::new()
+            } else {
+                hints_left.set(hints_left.get() - 1);
+                crate::suggest::nearest(name, all_names.iter().copied())
+                    .map(|s| format!(" (did you mean '{s}'?)"))
+                    .unwrap_or_default()
+            };
             format!("tensor '{name}' is not defined by any input, weight or node{hint}")
         };
         for (decl, &id) in self.nodes.iter().zip(&node_ids) {
@@ -184,11 +197,12 @@ impl GraphBuilder {
                 }
             }
         }
+        let mut listed: HashSet<Value> = HashSet::new();
         for (location, tensor) in &self.outputs {
             match defined.get(tensor) {
                 Some(&(node, port, _)) => {
                     let value = Value { node, port };
-                    if graph.outputs.contains(&value) {
+                    if !listed.insert(value) {
                         diags.push(Diagnostic {
                             location: location.clone(),
                             message: format!("output '{tensor}' is listed twice"),
@@ -206,21 +220,19 @@ impl GraphBuilder {
             diags.push(Diagnostic { location: String::new(), message: "the graph has no outputs".into() });
         }
 
-        // Cycles: report each strongly connected component once, naming its nodes.
+        // Cycles: report each strongly connected component once, naming its nodes. Kosaraju's
+        // algorithm in petgraph is iterative; its Tarjan is recursive and overflows the stack on a
+        // chain of some ten thousand nodes.
+        let location_of: HashMap<NodeId, &str> =
+            self.nodes.iter().zip(&node_ids).map(|(d, &id)| (id, d.location.as_str())).collect();
         let mut in_cycle: HashSet<NodeId> = HashSet::new();
-        for scc in tarjan_scc(&dag) {
+        for scc in kosaraju_scc(&dag) {
             let self_loop = scc.len() == 1 && dag.contains_edge(scc[0], scc[0]);
             if scc.len() > 1 || self_loop {
                 let mut names: Vec<&str> = scc.iter().map(|&id| dag[id].name.as_str()).collect();
                 names.sort();
                 let first = scc.iter().min().copied().unwrap_or(scc[0]);
-                let location = self
-                    .nodes
-                    .iter()
-                    .zip(&node_ids)
-                    .find(|&(_, &id)| id == first)
-                    .map(|(d, _)| d.location.clone())
-                    .unwrap_or_default();
+                let location = location_of.get(&first).map(|l| l.to_string()).unwrap_or_default();
                 diags.push(Diagnostic {
                     location,
                     message: format!("the graph has a cycle through nodes {}", names.join(", ")),
@@ -234,8 +246,6 @@ impl GraphBuilder {
 
         graph.dag = dag;
         // Type inference in topological order.
-        let location_of: HashMap<NodeId, &str> =
-            self.nodes.iter().zip(&node_ids).map(|(d, &id)| (id, d.location.as_str())).collect();
         for id in graph.topo_order() {
             let Some(op) = graph.dag[id].op().cloned() else { continue };
             let inputs = graph.node_inputs(id);

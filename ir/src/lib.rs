@@ -14,6 +14,7 @@ pub mod dtype;
 pub mod error;
 pub mod eval;
 pub mod graph;
+pub mod init;
 pub mod op;
 pub mod ops;
 mod suggest;

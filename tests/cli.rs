@@ -1,0 +1,186 @@
+//! The `kiln` command's contract: output lines, files written, errors and exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the kiln binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh directory under the target dir's temp space for one test.
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-cli-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) {
+    use npyz::WriterBuilder;
+    let mut file = std::fs::File::create(path).expect("create npy");
+    let mut w =
+        npyz::WriteOptions::<f64>::new().default_dtype().shape(shape).writer(&mut file).begin_nd().expect("npy");
+    w.extend(data.iter().copied()).expect("npy data");
+    w.finish().expect("npy finish");
+}
+
+/// Checks one summary line: `NAME dtype[dims] mean=… std=… min=… max=…` with finite numbers.
+fn assert_summary_line(line: &str, name: &str, ty: &str) {
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(parts.len(), 6, "{line}");
+    assert_eq!(parts[0], name, "{line}");
+    assert_eq!(parts[1], ty, "{line}");
+    for (part, key) in parts[2..].iter().zip(["mean", "std", "min", "max"]) {
+        let value = part.strip_prefix(&format!("{key}=")).unwrap_or_else(|| panic!("{key} in {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("{key} number in {line}"));
+        assert!(value.is_finite(), "{line}");
+    }
+}
+
+#[test]
+fn run_prints_one_summary_line_per_output_and_writes_npy() {
+    let dir = scratch("run");
+    for (model, ty) in [("mlp_bn", "f32[8,10]"), ("transformer_block", "f32[1,16,32]")] {
+        let out = kiln(&["run", &format!("models/{model}.json"), "--output-dir", dir.to_str().unwrap()]);
+        assert!(out.status.success(), "{model}: {}", stderr(&out));
+        let text = stdout(&out);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert_summary_line(lines[0], "y", ty);
+        let y = kiln::npy::read_npy(&dir.join("y.npy")).expect("y.npy written");
+        assert_eq!(y.ty().to_string(), ty);
+    }
+}
+
+#[test]
+fn run_is_repeatable_and_reads_given_inputs() {
+    let first = stdout(&kiln(&["run", "models/mlp_bn.json"]));
+    let second = stdout(&kiln(&["run", "models/mlp_bn.json"]));
+    assert_eq!(first, second, "seeded default inputs give the same outputs");
+
+    let dir = scratch("inputs");
+    let x = kiln::Tensor::from_f32([8, 16], (0..128).map(|i| (i as f32 * 0.37).sin()).collect()).unwrap();
+    let x_path = dir.join("x.npy");
+    kiln::npy::write_npy(&x_path, &x).unwrap();
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", &format!("x={}", x_path.display())]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_ne!(stdout(&out), first, "the given input was used");
+
+    // The CLI and the library agree on the given input.
+    let model = kiln::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mlp_bn.json")).unwrap();
+    let compiled = kiln::compile(model, &kiln::Options::default()).unwrap();
+    let y = &compiled.run(&[("x".into(), x)]).unwrap()[0].1;
+    let mean = y.as_f32().unwrap().iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
+    assert!(stdout(&out).contains(&format!("mean={mean:.6}")), "{} vs {mean}", stdout(&out));
+}
+
+#[test]
+fn wrong_input_shape_dtype_or_name_is_an_error_naming_the_input() {
+    let dir = scratch("bad-inputs");
+    let wrong_shape = dir.join("wrong_shape.npy");
+    kiln::npy::write_npy(&wrong_shape, &kiln::Tensor::from_f32([4, 16], vec![0.0; 64]).unwrap()).unwrap();
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", &format!("x={}", wrong_shape.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--input x") && err.contains("f32[4,16]") && err.contains("f32[8,16]"), "{err}");
+
+    let wrong_dtype = dir.join("wrong_dtype.npy");
+    write_npy_f64(&wrong_dtype, &[8, 16], &[0.0; 128]);
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", &format!("x={}", wrong_dtype.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("--input x") && err.contains("'<f8'"), "{err}");
+
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", &format!("z={}", wrong_shape.display())]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the model has no input 'z' (its inputs: x)"), "{}", stderr(&out));
+
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", "x=/nonexistent/x.npy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("cannot open /nonexistent/x.npy"), "{}", stderr(&out));
+}
+
+#[test]
+fn usage_errors_exit_with_2() {
+    for args in [
+        &["run"][..],
+        &["frobnicate"],
+        &["run", "models/mlp_bn.json", "-O7"],
+        &["compile", "models/mlp_bn.json"],
+        &["run", "models/mlp_bn.json", "--input", "novalue"],
+    ] {
+        let out = kiln(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
+    assert_eq!(kiln(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn model_errors_exit_with_1() {
+    let out = kiln(&["run", "models/does_not_exist.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    let out = kiln(&["check", "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("unknown model format"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_reports_every_problem() {
+    let dir = scratch("check");
+    let path = dir.join("broken.json");
+    std::fs::write(
+        &path,
+        r#"{"format": "kiln", "version": 1, "inputs": [{"name": "x", "shape": [3, 4]}], "outputs": ["z"],
+           "weights": [{"name": "w", "shape": [5, 6], "init": {"zeros": {}}}],
+           "nodes": [{"name": "mm", "op": "MatMul", "inputs": ["x", "w"], "outputs": ["y"]},
+                     {"name": "act", "op": "Sofmax", "inputs": ["y"], "outputs": ["a"]}]}"#,
+    )
+    .unwrap();
+    let out = kiln(&["check", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("did you mean 'Softmax'"), "{err}");
+    assert!(err.contains("graph output 'z' is never produced"), "{err}");
+    assert!(err.contains("node 'mm' (MatMul)"), "{err}");
+    assert!(err.lines().count() >= 3, "{err}");
+
+    let out = kiln(&["check", "models/transformer_block.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("transformer_block: ok"), "{}", stdout(&out));
+}
+
+#[test]
+fn compile_emits_ir_dot_and_stats() {
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "ir"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ir = stdout(&out);
+    let parsed = kiln::ir::text::parse(&ir).expect("the printed IR parses");
+    let model = kiln::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/mlp_bn.json")).unwrap();
+    assert!(parsed.graph == model.graph);
+
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "dot"]);
+    assert!(out.status.success());
+    let dot = stdout(&out);
+    assert!(dot.starts_with("digraph") && dot.contains("BatchNormalization") && dot.trim_end().ends_with('}'), "{dot}");
+
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "stats", "-O0"]);
+    assert!(out.status.success());
+    let stats: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("stats is one JSON object");
+    assert_eq!(stats["ops_before"]["BatchNormalization"], 2);
+    assert_eq!(stats["ops_before"]["Gemm"], 3);
+    assert!(stats["ops_after"].is_object());
+    assert!(stats["compile_ms"].as_f64().is_some_and(|ms| ms >= 0.0));
+}
