@@ -100,9 +100,13 @@ impl Jit {
             b.finalize(config);
         }
         let text = self.ctx.func.display().to_string();
+        self.ctx.set_disasm(std::env::var_os("KILN_DISASM").is_some());
         self.module
             .define_function(id, &mut self.ctx)
             .map_err(|e| format!("cranelift failed on kernel {name}: {e:?}"))?;
+        if let Some(v) = self.ctx.compiled_code().and_then(|c| c.vcode.clone()) {
+            eprintln!("=== {name}\n{v}");
+        }
         self.module.clear_context(&mut self.ctx);
         self.pending.push((id, name.to_string()));
         self.clif.push((name.to_string(), text));

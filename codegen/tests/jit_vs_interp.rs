@@ -344,6 +344,20 @@ proptest! {
 }
 
 #[test]
+fn special_values_follow_the_reference() {
+    let specials =
+        vec![f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, 1e-40, -1e-40, 88.8, -104.0, 1e30, -1e30];
+    let n = specials.len();
+    for &op in UNARY {
+        let mut spec = Spec::new();
+        spec.input("x", Tensor::from_f32([n], specials.clone()).unwrap())
+            .node("u", Op::Unary(op), &["x"], &["y"])
+            .output("y");
+        check(&spec, COMPOSED);
+    }
+}
+
+#[test]
 fn split_into_uneven_parts() {
     let mut rng = XRng(7);
     let mut spec = Spec::new();

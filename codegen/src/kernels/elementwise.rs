@@ -252,9 +252,10 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
         UnaryOp::Erf => l.erf(x),
         UnaryOp::Sigmoid => l.sigmoid(x),
         UnaryOp::Relu => {
-            // x > 0 ? x : 0, so that NaN stays NaN only through the compare (as max(x, 0) would).
+            // (x > 0 or NaN) ? x : +0 — keeps NaN, maps −0 to +0, one compare and a blend.
             let zero = l.c(0.0);
-            l.max(x, zero)
+            let keep = l.cmp(FloatCC::UnorderedOrGreaterThan, x, zero);
+            l.sel(keep, x, zero)
         }
         UnaryOp::Silu => {
             let s = l.sigmoid(x);

@@ -184,15 +184,13 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
 }
 
 fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
-    let lo = l.c(-1e5);
-    let hi = l.c(1e5);
-    let v = l.max(v, lo);
-    l.min(v, hi)
+    l.clamp_keep_nan(v, -1e5, 1e5)
 }
 
 /// Merges two (m, e) accumulators meaning m·2ᵉ.
 fn merge(l: &mut Lanes, m1: Value, e1: Value, m2: Value, e2: Value) -> (Value, Value) {
-    let e = l.max(e1, e2);
+    // A NaN input already makes m NaN, so the exponent max need not propagate it.
+    let e = l.max_no_nan(e1, e2);
     let d1 = l.sub(e1, e);
     let d2 = l.sub(e2, e);
     let s1 = l.pow2_nonpos(d1);
