@@ -115,7 +115,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
 
     /// Converts integer-valued floats known to lie well inside i32 range. On x86-64 vectors this
     /// is one cvttps2dq instead of the saturating sequence.
-    fn to_int_in_range(&mut self, x: Value) -> Value {
+    fn int_in_range(&mut self, x: Value) -> Value {
         let ity = self.int_ty();
         if cfg!(target_arch = "x86_64") && self.is_vector() {
             self.b.ins().x86_cvtt2dq(ity, x)
@@ -203,7 +203,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
 
     /// 2ᵈ for an integer-valued float d ≤ 0, flushed to 0 below 2⁻¹²⁶.
     pub fn pow2_nonpos(&mut self, d: Value) -> Value {
-        let di = self.to_int_in_range(d);
+        let di = self.int_in_range(d);
         let s = self.pow2i(di);
         let lim = self.c(-126.0);
         let under = self.cmp(FloatCC::LessThan, d, lim);
@@ -217,7 +217,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let x = self.clamp_keep_nan(x, -104.0, 88.8);
         let (p, n) = self.exp_parts(x);
         // 2ⁿ as 2^⌊n/2⌋·2^(n−⌊n/2⌋): each factor stays a normal float for n ∈ [−150, 128].
-        let ni = self.to_int_in_range(n);
+        let ni = self.int_in_range(n);
         let n1 = self.b.ins().sshr_imm_s(ni, 1);
         let n2 = self.b.ins().isub(ni, n1);
         let s1 = self.pow2i(n1);
