@@ -513,17 +513,50 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             let x = in_ty(0);
             let a = normalize_axis(*axis, x.rank().max(1)).map_err(|e| internal(&name, e))?;
-            if x.shape.get(a + 1..).is_some_and(|rest| rest.iter().product::<usize>() != 1) {
-                return Err(unsupported(op.name(), &name, "softmax over an axis that is not the innermost"));
-            }
             let n = x.shape.get(a).copied().unwrap_or(1);
+            let inner: usize = x.shape.get(a + 1..).map(|r| r.iter().product()).unwrap_or(1);
             let total = x.num_elements();
+            let outer = total / (n * inner);
             let log = matches!(op, Op::LogSoftmax { .. });
             let kname = cx.kname(&name, if log { "logsoftmax" } else { "softmax" });
             rows::softmax(cx.jit, &kname, n, cx.softmax, log).map_err(|e| internal(&name, e))?;
             let src = cx.input(ins[0], &name)?;
             let dst = cx.out_buf(out_v);
-            cx.kernel_step(&name, kname, total / n, total, vec![dst, src]);
+            if inner == 1 {
+                cx.kernel_step(&name, kname, total / n, total, vec![dst, src]);
+                return Ok(());
+            }
+            // A non-innermost axis: transpose [outer, n, inner] → [outer, inner, n], run the row
+            // kernel, transpose back (two copy steps around the generated kernel).
+            let t_in = cx.new_buf(&x);
+            let t_out = cx.new_buf(&x);
+            let ax = |sh: [usize; 3], tabs: [Box<dyn Fn(usize) -> usize>; 3]| AxisCopy {
+                shape: sh.to_vec(),
+                src_tab: (0..3).map(|j| (0..sh[j]).map(|i| tabs[j](i) as i64).collect()).collect(),
+                dst_strides: strides(&sh),
+                dst_off: 0,
+                elem: 4,
+                pad: 0.0,
+            };
+            let to_rows = ax(
+                [outer, inner, n],
+                [Box::new(move |i| i * n * inner), Box::new(|j| j), Box::new(move |k| k * inner)],
+            );
+            let back =
+                ax([outer, n, inner], [Box::new(move |i| i * n * inner), Box::new(|k| k), Box::new(move |j| j * n)]);
+            cx.steps.push(Step {
+                label: format!("{name} (to rows)"),
+                kind: StepKind::Copies(vec![to_rows]),
+                args: vec![t_in, src],
+                n_writes: 1,
+            });
+            cx.kernel_step(&name, kname, outer * inner, total, vec![t_out, t_in]);
+            cx.steps.push(Step {
+                label: format!("{name} (back)"),
+                kind: StepKind::Copies(vec![back]),
+                args: vec![dst, t_out],
+                n_writes: 1,
+            });
             Ok(())
         }
         Op::LayerNormalization { axis, epsilon } | Op::RmsNormalization { axis, epsilon } => {
