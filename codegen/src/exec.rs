@@ -207,12 +207,13 @@ impl Executable {
                         d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as u8 as f32);
                     }
                 }
-                StepKind::MatMul { call, units, c_fill } => {
+                StepKind::MatMul { call, units, c_fill, epilogue } => {
                     if let Some(c) = c_fill {
                         // SAFETY: C broadcasts to the output; extents checked when lowering.
                         unsafe { c.run(ptrs[3], ptrs[0]) };
                     }
-                    self.matmul(call, units, Ptrs(ptrs)).map_err(fail)?;
+                    let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
+                    self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?;
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
             }
@@ -224,7 +225,13 @@ impl Executable {
         Ok(outs)
     }
 
-    fn matmul(&self, call: &GemmCall, units: &[[usize; 5]], ptrs: Ptrs) -> Result<(), &'static str> {
+    fn matmul(
+        &self,
+        call: &GemmCall,
+        units: &[[usize; 5]],
+        epilogue: Option<(KernelFn, usize)>,
+        ptrs: Ptrs,
+    ) -> Result<(), &'static str> {
         let threads = self.pool.threads().min(units.len());
         let units: Arc<Vec<[usize; 5]>> = Arc::new(units.to_vec());
         let call = *call;
@@ -242,6 +249,14 @@ impl Executable {
                     let b = (p.0[2] as *const f32).add(bo);
                     let dst = (p.0[0] as *mut f32).add(d).offset(m0 as isize * call.d_rs);
                     sub.run(a, b, dst);
+                }
+                if let Some((f, first)) = epilogue {
+                    // Output rows of this unit, counting batches as consecutive blocks of m rows.
+                    let row0 = d / call.n.max(1);
+                    // SAFETY: the epilogue kernel was generated for these argument buffers with
+                    // one row per output matrix row; rows [row0 + m0, row0 + m1) exist and were
+                    // just written by this unit (units cover disjoint rows).
+                    unsafe { f(p.0[first..].as_ptr(), (row0 + m0) as i64, (row0 + m1) as i64) };
                 }
             }
         };

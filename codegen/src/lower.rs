@@ -53,7 +53,11 @@ pub enum StepKind {
     BoolInput(usize),
     /// args: [out, a, b] or [out, a, b, c]. `units` are (a_off, b_off, d_off, m_lo, m_hi) in
     /// elements; `c_fill` broadcasts C into out first (Gemm's bias).
-    MatMul { call: GemmCall, units: Vec<[usize; 5]>, c_fill: Option<AxisCopy> },
+    ///
+    /// `epilogue`: a fused elementwise kernel (func, index of its first arg in `args`) applied to
+    /// each unit's rows right after the GEMM wrote them, while they are in cache; its rows are
+    /// the output's matrix rows (batch·M).
+    MatMul { call: GemmCall, units: Vec<[usize; 5]>, c_fill: Option<AxisCopy>, epilogue: Option<(usize, usize)> },
     /// args: [out, col scratch, x, w] or [.., bias].
     Conv(ConvSpec),
 }
@@ -391,11 +395,13 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     }
     let fused = Fused { nodes, out_shape: out_shape.clone(), leaf_shapes };
     let kname = cx.kname(&root_name, "fused");
-    let lay = elementwise::define(cx.jit, &kname, &fused).map_err(|e| internal(&root_name, e))?;
     let mut leaf_places = Vec::with_capacity(leaves.len());
     for (v, _) in &leaves {
         leaf_places.push(cx.input(*v, &root_name)?);
     }
+    let epilogue_of = gemm_epilogue_target(cx, &leaves, &leaf_places, &out_shape, &member_set);
+    let lay =
+        elementwise::define_with(cx.jit, &kname, &fused, epilogue_of.is_some()).map_err(|e| internal(&root_name, e))?;
     let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, &member_set) {
         Some(p) => {
             cx.place.insert(out_v, p);
@@ -412,8 +418,47 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     } else {
         root_name.clone()
     };
+    if epilogue_of.is_some()
+        && let Some(mut step) = cx.steps.pop()
+    {
+        if let StepKind::MatMul { epilogue, .. } = &mut step.kind {
+            cx.kernel_labels.push(kname);
+            *epilogue = Some((cx.kernel_labels.len() - 1, step.args.len()));
+            step.args.extend(args);
+            step.label = format!("{} + epilogue {label}", step.label);
+            cx.steps.push(step);
+            return Ok(());
+        }
+        return Err(internal(&root_name, "GEMM epilogue lost its GEMM step"));
+    }
     cx.kernel_step(&label, kname, lay.rows(), elems, args);
     Ok(())
+}
+
+/// Whether a fused group can run as the epilogue of the GEMM step just emitted: one of its leaves
+/// is that step's output, read elementwise (same shape as the group's result, rank ≥ 2), used by
+/// this group only and not a graph output. The GEMM step must be the last one so that every
+/// other leaf is already computed when the GEMM runs.
+fn gemm_epilogue_target(
+    cx: &Ctx,
+    leaves: &[(Value, Vec<usize>)],
+    places: &[Place],
+    out_shape: &[usize],
+    members: &HashSet<NodeId>,
+) -> Option<usize> {
+    let last = cx.steps.last()?;
+    let StepKind::MatMul { epilogue: None, .. } = last.kind else { return None };
+    if out_shape.len() < 2 {
+        return None;
+    }
+    leaves.iter().zip(places).position(|((v, shape), &p)| {
+        p == last.args[0]
+            && shape.as_slice() == out_shape
+            && cx.graph.value_type(*v).shape == out_shape
+            && !cx.graph.outputs().contains(v)
+            && cx.graph.users(*v).iter().all(|(u, _)| members.contains(u))
+            && matches!(cx.graph.node(v.node).op(), Some(Op::MatMul | Op::Gemm { .. }))
+    })
 }
 
 /// A leaf buffer the fused kernel may overwrite with its result: read at the same index it is
@@ -1025,7 +1070,7 @@ fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: name,
-        kind: StepKind::MatMul { call, units, c_fill: None },
+        kind: StepKind::MatMul { call, units, c_fill: None, epilogue: None },
         args: vec![dst, pa, pb],
         n_writes: 1,
     });
@@ -1107,7 +1152,12 @@ fn lower_gemm(cx: &mut Ctx, id: NodeId, alpha: f32, beta: f32, ta: bool, tb: boo
     if c_fill.is_some() {
         args.push(cx.input(ins[2], &name)?);
     }
-    cx.steps.push(Step { label: name, kind: StepKind::MatMul { call, units, c_fill }, args, n_writes: 1 });
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill, epilogue: None },
+        args,
+        n_writes: 1,
+    });
     Ok(())
 }
 

@@ -270,7 +270,11 @@ proptest! {
             .node("gemm", Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: ta, trans_b: tb }, &["a", "bt", "c"], &["g"])
             .output("y").output("g");
         let tol = Tol { abs: 1e-5 * k as f32, rel: 1e-5 };
-        check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        let exe = check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        // Bias + Gelu run as the MatMul's epilogue: two steps in all (MatMul+epilogue, Gemm).
+        let schedule = exe.schedule_text();
+        prop_assert!(schedule.contains("mm + epilogue fused[add, act]"), "{}", schedule);
+        prop_assert_eq!(steps(&exe), 2, "{}", schedule);
     }
 
     #[test]

@@ -75,15 +75,23 @@ pub fn broadcast_strides(leaf: &[usize], out: &[usize]) -> Vec<usize> {
 /// Collapses the iteration space. Large single-axis spaces are split into rows of a power-of-two
 /// chunk so that threads have rows to share.
 pub fn layout(out_shape: &[usize], leaf_shapes: &[Vec<usize>]) -> Layout {
+    layout_with(out_shape, leaf_shapes, false)
+}
+
+/// As [`layout`]; with `keep_last` the last axis stays the inner dimension on its own (never merged
+/// or split), so kernel rows are exactly the rows of the output seen as a matrix (GEMM epilogues).
+pub fn layout_with(out_shape: &[usize], leaf_shapes: &[Vec<usize>], keep_last: bool) -> Layout {
     let mut dims: Vec<usize> = Vec::new();
     let mut strides: Vec<Vec<usize>> = vec![Vec::new(); leaf_shapes.len()];
     let full: Vec<Vec<usize>> = leaf_shapes.iter().map(|l| broadcast_strides(l, out_shape)).collect();
     for (axis, &d) in out_shape.iter().enumerate() {
-        if d == 1 {
+        let last = keep_last && axis + 1 == out_shape.len();
+        if d == 1 && !last {
             continue;
         }
         // Merge into the previous dim when every leaf's stride continues it.
-        let mergeable = !dims.is_empty() && full.iter().zip(&strides).all(|(f, s)| s[s.len() - 1] == f[axis] * d);
+        let mergeable =
+            !last && !dims.is_empty() && full.iter().zip(&strides).all(|(f, s)| s[s.len() - 1] == f[axis] * d);
         if mergeable {
             let last = dims.len() - 1;
             dims[last] *= d;
@@ -105,6 +113,7 @@ pub fn layout(out_shape: &[usize], leaf_shapes: &[Vec<usize>]) -> Layout {
         }
     }
     if dims.len() == 1
+        && !keep_last
         && dims[0] >= 8192
         && let Some(chunk) = [4096usize, 2048, 1024, 512, 256].into_iter().find(|&c| dims[0].is_multiple_of(c))
     {
@@ -129,7 +138,12 @@ pub fn layout(out_shape: &[usize], leaf_shapes: &[Vec<usize>]) -> Layout {
 /// Defines the kernel in `jit`; returns its layout (the executor needs the row count).
 /// Arguments: `[out, leaf0, leaf1, …]`.
 pub fn define(jit: &mut Jit, name: &str, f: &Fused) -> Result<Layout, String> {
-    let lay = layout(&f.out_shape, &f.leaf_shapes);
+    define_with(jit, name, f, false)
+}
+
+/// [`define`] with the loop layout of [`layout_with`].
+pub fn define_with(jit: &mut Jit, name: &str, f: &Fused, keep_last: bool) -> Result<Layout, String> {
+    let lay = layout_with(&f.out_shape, &f.leaf_shapes, keep_last);
     let nodes = f.nodes.clone();
     let lay2 = lay.clone();
     jit.define(name, move |b, [args, start, end], feat| body(b, args, start, end, feat, &nodes, &lay2))?;
