@@ -30,6 +30,16 @@ pub use kernels::rows::SoftmaxAlgo;
 
 use kiln_ir::{Error, Graph, Weights};
 
+#[cfg(test)]
+mod send_sync {
+    /// `Executable` must be shareable across threads (run() from many at once).
+    #[test]
+    fn executable_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Executable>();
+    }
+}
+
 /// Options for [`compile`].
 #[derive(Debug, Clone)]
 pub struct CodegenOptions {

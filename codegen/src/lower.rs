@@ -5,16 +5,22 @@
 //!   (BatchNormalization, UnifiedNorm) fuse into one generated loop whenever every user of an
 //!   intermediate is inside the group and the intermediate is not a graph output. Each group is
 //!   rooted at its last op; its other members are never materialised.
+//! - GEMM epilogues: a fused group that reads a MatMul/Gemm result elementwise right after it
+//!   runs inside the GEMM step, per row block, while the block is in cache.
+//! - In place: a fused kernel writes its result over a same-shaped operand buffer that dies with
+//!   it (see `in_place_leaf`).
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
-//! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax, LayerNorm,
-//!   RMSNorm, GroupNorm, InstanceNorm, PowerNorm, Reduce*), a GEMM call (MatMul, Gemm, Conv via im2col), or a Rust copy loop (data
-//!   movement, Gather, casts to or from i64).
-//! - Ops without a lowering make `compile` fail with "not supported by the JIT yet"; nothing falls
-//!   back to the interpreter.
-//!
-//! - In place: a fused kernel writes its result over a same-shaped operand buffer that dies with
-//!   it (see `in_place_leaf`), so elementwise chains between other kernels need no new memory.
+//! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
+//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm,
+//!   Reduce*), a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
+//!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
+//!   table-driven copy; Gather; casts to or from i64).
+//! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
+//!   EvoNormS0, EvoNormB0, RegionNorm; elementwise ops on i64; Reduce over axes that are not one
+//!   contiguous block (after dropping size-1 axes) or on i64; LayerNorm/RMSNorm whose scale or
+//!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
+//!   interpreter.
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
