@@ -645,6 +645,10 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         Op::Transpose { perm } => {
             let x = in_ty(0);
             let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+            let mut seen = vec![false; x.rank()];
+            if perm.len() != x.rank() || !perm.iter().all(|&p| p < x.rank() && !std::mem::replace(&mut seen[p], true)) {
+                return Err(internal(&name, "transpose perm is not a permutation of the axes"));
+            }
             let st = strides(&x.shape);
             let tabs = perm.iter().map(|&p| (0..x.shape[p]).map(|i| (i * st[p]) as i64).collect()).collect();
             copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
