@@ -29,8 +29,15 @@ fn text_form_round_trips_for_every_bundled_model() {
 
 #[test]
 fn text_form_snapshots() {
-    for name in ["mlp_bn", "transformer_block"] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.json"));
+    // Every model small enough to read: the bundled ones and the zoo (its *_bench variants differ
+    // from their small twins only in sizes).
+    let models: Vec<_> = bundled_models()
+        .into_iter()
+        .filter(|p| !p.file_stem().and_then(|s| s.to_str()).unwrap_or_default().ends_with("_bench"))
+        .collect();
+    assert!(models.len() >= 16, "{models:?}");
+    for path in models {
+        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
         let model = kiln::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
         insta::assert_snapshot!(name, kiln::ir::text::print(&model.graph));
     }

@@ -808,7 +808,11 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             cx.kernel_step(&name, kname, total / (d / groups), total, args);
             Ok(())
         }
-        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::EvoNormS0 { .. }
+        | Op::EvoNormB0 { .. }
+        | Op::RegionNorm { .. }
+        | Op::MaskedSoftmax
+        | Op::Attention { .. } => Err(unsupported(op.name(), &name, "")),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
         }

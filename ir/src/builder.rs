@@ -255,19 +255,8 @@ impl GraphBuilder {
             }
             let location = location_of.get(&id).copied().unwrap_or_default();
             let name = graph.dag[id].name.clone();
-            let (min, max) = op.arity();
-            if inputs.len() < min || inputs.len() > max {
-                let want = if min == max {
-                    format!("{min}")
-                } else if max == usize::MAX {
-                    format!("at least {min}")
-                } else {
-                    format!("{min} to {max}")
-                };
-                diags.push(Diagnostic {
-                    location: location.to_string(),
-                    message: format!("node '{name}': {} takes {want} input(s), got {}", op.name(), inputs.len()),
-                });
+            if let Err(message) = op.check_arity(inputs.len()) {
+                diags.push(Diagnostic { location: location.to_string(), message: format!("node '{name}': {message}") });
                 untyped.insert(id);
                 continue;
             }

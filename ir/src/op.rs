@@ -250,6 +250,17 @@ pub enum Op {
     RegionNorm {
         epsilon: f32,
     },
+    /// kiln: softmax weighted by a mask along the last axis (inputs x, mask broadcastable to x):
+    /// y = exp(x)·M / Σ exp(x)·M, evaluated as exp(x − max x)·M / Σ exp(x − max x)·M (the same value
+    /// without overflow). A row whose mask sums to zero gives NaN, as the unfused form does. What
+    /// the optimizer makes of the graph transformer's exp(clamp(S))·M / Σ exp(clamp(S))·M.
+    MaskedSoftmax,
+    /// kiln: fused attention softmax(scale·Q·Kt + bias)·V (inputs Q [.., Lq, d], Kt [.., d, Lk],
+    /// V [.., Lk, dv], optional bias broadcastable to the scores [.., Lq, Lk]; batch axes broadcast
+    /// as in MatMul). Kt is K already transposed, as the graphs that compute it hold it.
+    Attention {
+        scale: f32,
+    },
 }
 
 /// Every op name the IR accepts, for error messages and suggestions.
@@ -312,6 +323,8 @@ pub const OP_NAMES: &[&str] = &[
     "EvoNormS0",
     "EvoNormB0",
     "RegionNorm",
+    "MaskedSoftmax",
+    "Attention",
 ];
 
 const SELU_ALPHA: f32 = 1.673_263_2;
@@ -385,6 +398,8 @@ impl Op {
             Op::EvoNormS0 { .. } => "EvoNormS0",
             Op::EvoNormB0 { .. } => "EvoNormB0",
             Op::RegionNorm { .. } => "RegionNorm",
+            Op::MaskedSoftmax => "MaskedSoftmax",
+            Op::Attention { .. } => "Attention",
         }
     }
 
@@ -412,6 +427,8 @@ impl Op {
             Op::EvoNormS0 { .. } => (4, 4),
             Op::EvoNormB0 { .. } => (5, 5),
             Op::RegionNorm { .. } => (6, 6),
+            Op::MaskedSoftmax => (2, 2),
+            Op::Attention { .. } => (3, 4),
         }
     }
 
@@ -624,6 +641,8 @@ impl Op {
             },
             "EvoNormB0" => Op::EvoNormB0 { epsilon: r.float("epsilon", 1e-3)? },
             "RegionNorm" => Op::RegionNorm { epsilon: r.float("epsilon", 1e-5)? },
+            "MaskedSoftmax" => Op::MaskedSoftmax,
+            "Attention" => Op::Attention { scale: r.float("scale", 1.0)? },
             _ => {
                 let hint = crate::suggest::nearest(name, OP_NAMES.iter().copied())
                     .map(|s| format!(" (did you mean '{s}'?)"))
@@ -774,6 +793,8 @@ impl Op {
             }
             Op::EvoNormB0 { epsilon } => w.float("epsilon", *epsilon, 1e-3),
             Op::RegionNorm { epsilon } => w.float("epsilon", *epsilon, 1e-5),
+            Op::MaskedSoftmax => {}
+            Op::Attention { scale } => w.float("scale", *scale, 1.0),
         }
         (self.name(), w.attrs)
     }

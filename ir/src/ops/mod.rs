@@ -13,6 +13,7 @@ use crate::tensor::Tensor;
 pub mod broadcast;
 mod conv;
 mod elementwise;
+mod fused;
 mod linalg;
 mod movement;
 mod norm;
@@ -25,6 +26,7 @@ enum Family {
     Norm,
     Reduce,
     Movement,
+    Fused,
 }
 
 fn family(op: &Op) -> Family {
@@ -55,13 +57,30 @@ fn family(op: &Op) -> Family {
         | Op::Squeeze { .. }
         | Op::Expand { .. }
         | Op::Flatten { .. } => Family::Movement,
+        Op::MaskedSoftmax | Op::Attention { .. } => Family::Fused,
     }
 }
 
 impl Op {
+    /// Fails unless `count` inputs is within [`Op::arity`].
+    pub fn check_arity(&self, count: usize) -> Result<(), String> {
+        let (min, max) = self.arity();
+        if (min..=max).contains(&count) {
+            return Ok(());
+        }
+        let want = if min == max {
+            min.to_string()
+        } else if max == usize::MAX {
+            format!("at least {min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        Err(format!("{} takes {want} input(s), got {count}", self.name()))
+    }
+
     /// Output types for the given input types, or why the inputs are invalid for this op.
-    /// The caller has checked the number of inputs against [`Op::arity`].
     pub fn infer(&self, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+        self.check_arity(inputs.len())?;
         match family(self) {
             Family::Elementwise => elementwise::infer(self, inputs),
             Family::Linalg => linalg::infer(self, inputs),
@@ -69,11 +88,19 @@ impl Op {
             Family::Norm => norm::infer(self, inputs),
             Family::Reduce => reduce::infer(self, inputs),
             Family::Movement => movement::infer(self, inputs),
+            Family::Fused => fused::infer(self, inputs),
         }
     }
 
-    /// Reference evaluation. Inputs must have the types `infer` accepted.
+    /// Reference evaluation; inputs that `infer` would refuse are an error, never a panic.
     pub fn eval(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+        // `eval` is public, so it must not index out of bounds on inputs nobody validated. The norm
+        // and movement families re-run `infer` themselves (they need the output types); the others
+        // are validated here.
+        if !matches!(family(self), Family::Norm | Family::Movement) {
+            let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+            self.infer(&types.iter().collect::<Vec<_>>())?;
+        }
         match family(self) {
             Family::Elementwise => elementwise::eval(self, inputs),
             Family::Linalg => linalg::eval(self, inputs),
@@ -81,6 +108,7 @@ impl Op {
             Family::Norm => norm::eval(self, inputs),
             Family::Reduce => reduce::eval(self, inputs),
             Family::Movement => movement::eval(self, inputs),
+            Family::Fused => fused::eval(self, inputs),
         }
     }
 }
@@ -107,4 +135,19 @@ pub(crate) fn expect_f32(op: &Op, inputs: &[&TensorType]) -> Result<(), String> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Op, Tensor};
+
+    #[test]
+    fn eval_refuses_what_infer_refuses() {
+        let a = Tensor::from_f32([3, 4], vec![1.0; 12]).unwrap();
+        let b = Tensor::from_f32([5, 6], vec![1.0; 30]).unwrap();
+        assert_eq!(Op::MatMul.eval(&[&a, &b]).unwrap_err(), "inner dimensions differ: [3,4] · [5,6]");
+        assert_eq!(Op::MatMul.eval(&[&a]).unwrap_err(), "MatMul takes 2 input(s), got 1");
+        let conv = Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [0; 4], group: 1 };
+        assert!(conv.eval(&[&a, &b]).unwrap_err().contains("rank"));
+    }
 }

@@ -1,0 +1,113 @@
+//! kiln-domain fused ops that the optimizer introduces: MaskedSoftmax and Attention. Their
+//! reference semantics are compositions of the ops they replace, so the interpreter checks a fused
+//! graph against exactly what was fused.
+
+use super::broadcast::{broadcast_indices, broadcast_shapes};
+use super::{expect_f32, not_in_family};
+use crate::dtype::TensorType;
+use crate::op::{BinaryOp, Op};
+use crate::tensor::Tensor;
+
+pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
+    expect_f32(op, inputs)?;
+    match op {
+        Op::MaskedSoftmax => {
+            let (x, m) = (inputs[0], inputs[1]);
+            if x.rank() == 0 {
+                return Err("MaskedSoftmax needs an input of rank ≥ 1".into());
+            }
+            let out = broadcast_shapes(&x.shape, &m.shape)?;
+            if out != x.shape {
+                return Err(format!("the mask {m} must broadcast to the input {x} without enlarging it"));
+            }
+            Ok(vec![x.clone()])
+        }
+        Op::Attention { .. } => {
+            let scores = Op::MatMul.infer(&[inputs[0], inputs[1]]).map_err(|e| format!("Q·Kt: {e}"))?;
+            let scores = &scores[0];
+            if scores.rank() < 2 {
+                return Err(format!("scores {scores} must have rank ≥ 2"));
+            }
+            if let Some(bias) = inputs.get(3) {
+                let with_bias = broadcast_shapes(&scores.shape, &bias.shape)?;
+                if with_bias != scores.shape {
+                    return Err(format!(
+                        "the bias {bias} must broadcast to the scores {scores} without enlarging them"
+                    ));
+                }
+            }
+            Op::MatMul.infer(&[scores, inputs[2]]).map_err(|e| format!("softmax(scores)·V: {e}"))
+        }
+        _ => Err(not_in_family(op)),
+    }
+}
+
+pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
+    match op {
+        Op::MaskedSoftmax => {
+            let (x, m) = (inputs[0], inputs[1]);
+            let xs = x.as_f32().ok_or("MaskedSoftmax input must be f32")?;
+            let ms = m.as_f32().ok_or("MaskedSoftmax mask must be f32")?;
+            let mask_index = broadcast_indices(m.shape(), x.shape());
+            let d = *x.shape().last().ok_or("MaskedSoftmax needs rank ≥ 1")?;
+            let mut out = vec![0.0f32; xs.len()];
+            for (r, row) in xs.chunks(d).enumerate() {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let mut sum = 0.0f64;
+                for (j, &v) in row.iter().enumerate() {
+                    let i = r * d + j;
+                    let e = ((v - max) as f64).exp() * ms[mask_index[i]] as f64;
+                    out[i] = e as f32;
+                    sum += e;
+                }
+                for v in &mut out[r * d..(r + 1) * d] {
+                    *v = (*v as f64 / sum) as f32;
+                }
+            }
+            Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?])
+        }
+        Op::Attention { scale } => {
+            let scores = Op::MatMul.eval(&[inputs[0], inputs[1]])?.remove(0);
+            let scale = Tensor::scalar_f32(*scale);
+            let mut scores = Op::Binary(BinaryOp::Mul).eval(&[&scores, &scale])?.remove(0);
+            if let Some(bias) = inputs.get(3) {
+                scores = Op::Binary(BinaryOp::Add).eval(&[&scores, bias])?.remove(0);
+            }
+            let probs = Op::Softmax { axis: -1 }.eval(&[&scores])?.remove(0);
+            Op::MatMul.eval(&[&probs, inputs[2]])
+        }
+        _ => Err(not_in_family(op)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_f32(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn masked_softmax_weights_by_the_mask() {
+        // Row [0, ln 3, 5] with mask [1, 1, 0]: exp → [1, 3, ·], masked sum 4.
+        let x = t(&[1, 3], &[0.0, 3f32.ln(), 5.0]);
+        let m = t(&[3], &[1.0, 1.0, 0.0]);
+        let y = Op::MaskedSoftmax.eval(&[&x, &m]).unwrap().remove(0);
+        let y = y.as_f32().unwrap();
+        assert!((y[0] - 0.25).abs() < 1e-6 && (y[1] - 0.75).abs() < 1e-6 && y[2] == 0.0, "{y:?}");
+        let bad = TensorType::f32([2, 3]);
+        assert!(Op::MaskedSoftmax.infer(&[&TensorType::f32([3]), &bad]).is_err());
+    }
+
+    #[test]
+    fn attention_shapes() {
+        let q = TensorType::f32([2, 4, 8]);
+        let kt = TensorType::f32([2, 8, 6]);
+        let v = TensorType::f32([2, 6, 5]);
+        let out = Op::Attention { scale: 0.5 }.infer(&[&q, &kt, &v]).unwrap();
+        assert_eq!(out, vec![TensorType::f32([2, 4, 5])]);
+        let too_big_bias = TensorType::f32([3, 4, 6]);
+        assert!(Op::Attention { scale: 0.5 }.infer(&[&q, &kt, &v, &too_big_bias]).is_err());
+    }
+}

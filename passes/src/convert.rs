@@ -1,0 +1,400 @@
+//! Graph ⇄ e-graph. Into the e-graph: every op node becomes an e-node over its inputs' e-classes,
+//! weights and graph inputs become leaves (multi-output ops get `get<i>` projections). Back: the
+//! extracted node of every needed e-class becomes a node of a new graph built with
+//! [`GraphBuilder`] (which re-validates and re-infers every type); nodes that survive keep their
+//! names, graph outputs keep theirs, constant e-classes are evaluated into new weights with new
+//! names, and the original weights are never modified.
+
+use crate::analysis::{KGraph, KilnAnalysis, LeafInfo};
+use crate::extract::Extraction;
+use crate::fold::eval_fold;
+use crate::lang::{KOp, Kiln};
+use egg::{Id, Language, Symbol};
+use kiln_ir::{Error, GraphBuilder, Model, NodeKind, Op, Tensor, Value, Weights};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The e-graph of a model and what is needed to map it back.
+pub struct Lifted {
+    pub egraph: KGraph,
+    /// E-class of each graph output, in order.
+    pub outputs: Vec<Id>,
+    /// Every original op node as an e-node (children as first added), with its node name and
+    /// output tensor names.
+    pub originals: Vec<(Kiln, String, Vec<String>)>,
+}
+
+/// Whether every element of a weight equals one value.
+fn uniform_value(t: &Tensor) -> Option<f32> {
+    let v = t.as_f32()?;
+    let first = *v.first()?;
+    v.iter().all(|&x| x.to_bits() == first.to_bits()).then_some(first)
+}
+
+pub fn lift(model: &Model) -> Result<Lifted, Error> {
+    let graph = &model.graph;
+    let mut analysis = KilnAnalysis::default();
+    for (ids, is_weight) in [(graph.inputs(), false), (graph.weights(), true)] {
+        for &id in ids {
+            let node = graph.node(id);
+            let uniform = if is_weight { model.weights.get(&node.name).and_then(|t| uniform_value(t)) } else { None };
+            analysis
+                .leaves
+                .insert(Symbol::from(&node.name), LeafInfo { ty: node.outputs[0].ty.clone(), is_weight, uniform });
+        }
+    }
+    let mut egraph = KGraph::new(analysis);
+    let mut values: HashMap<Value, Id> = HashMap::new();
+    let mut originals = Vec::new();
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        match &node.kind {
+            NodeKind::Input | NodeKind::Weight => {
+                let leaf = egraph.add(Kiln::Leaf(Symbol::from(&node.name)));
+                values.insert(Value { node: id, port: 0 }, leaf);
+            }
+            NodeKind::Op(op) => {
+                let args: Vec<Id> = graph
+                    .node_inputs(id)
+                    .iter()
+                    .map(|v| {
+                        values.get(v).copied().ok_or_else(|| {
+                            Error::new(format!("node '{}'", node.name), "reads a value defined later (not a DAG)")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let enode = Kiln::ir(op.clone(), args);
+                let class = egraph.add(enode.clone());
+                let names: Vec<String> = node.outputs.iter().map(|o| o.name.clone()).collect();
+                if op.num_outputs() == 1 {
+                    values.insert(Value { node: id, port: 0 }, class);
+                } else {
+                    for port in 0..node.outputs.len() {
+                        let get = egraph.add(Kiln::Node(KOp::Get(port), vec![class]));
+                        values.insert(Value { node: id, port }, get);
+                    }
+                }
+                originals.push((enode, node.name.clone(), names));
+            }
+        }
+    }
+    egraph.rebuild();
+    let outputs = graph
+        .outputs()
+        .iter()
+        .map(|v| values.get(v).copied().ok_or_else(|| Error::new("graph outputs", "an output is never computed")))
+        .collect::<Result<_, _>>()?;
+    Ok(Lifted { egraph, outputs, originals })
+}
+
+impl Lifted {
+    /// The input program as an extraction choice: each original node (and leaf) in its e-class.
+    pub fn original_choice(&self) -> HashMap<Id, Kiln> {
+        let eg = &self.egraph;
+        let mut choice = HashMap::new();
+        for class in eg.classes() {
+            for node in &class.nodes {
+                if let Kiln::Leaf(_) = node {
+                    choice.insert(class.id, node.clone());
+                }
+            }
+        }
+        for (enode, _, _) in &self.originals {
+            let canon = enode.clone().map_children(|c| eg.find(c));
+            if let Some(class) = eg.lookup(canon.clone()) {
+                choice.entry(eg.find(class)).or_insert(canon);
+            }
+        }
+        // Projections of multi-output nodes.
+        for class in eg.classes() {
+            if let Some(node) = class.nodes.iter().find(|n| matches!(n, Kiln::Node(KOp::Get(_), _))) {
+                choice.entry(class.id).or_insert_with(|| node.clone());
+            }
+        }
+        choice
+    }
+}
+
+/// Builds the optimised model from an extraction.
+pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, Error> {
+    let eg = &lifted.egraph;
+    let graph = &model.graph;
+    let canon = |n: &Kiln| n.clone().map_children(|c| eg.find(c));
+    // Surviving original nodes by their canonical form.
+    let mut survivors: HashMap<Kiln, (&str, &[String])> = HashMap::new();
+    for (enode, name, outs) in &lifted.originals {
+        survivors.entry(canon(enode)).or_insert((name.as_str(), outs.as_slice()));
+    }
+    let mut used: HashSet<String> = HashSet::new();
+    for id in graph.dag().node_indices() {
+        let node = graph.node(id);
+        used.insert(node.name.clone());
+        used.extend(node.outputs.iter().map(|o| o.name.clone()));
+    }
+    let output_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).collect();
+    let mut lowering = Lowering {
+        eg,
+        model,
+        choice: &extraction.choice,
+        survivors,
+        used,
+        names: HashMap::new(),
+        preferred: HashMap::new(),
+        builder: GraphBuilder::new(graph.name()),
+        weights: Weights::new(),
+        declared: HashSet::new(),
+        constants: HashMap::new(),
+        tuples: HashMap::new(),
+        counter: 0,
+    };
+    for (&class, name) in lifted.outputs.iter().zip(&output_names) {
+        lowering.preferred.entry(eg.find(class)).or_insert_with(|| name.clone());
+    }
+    // Inputs keep their declaration order.
+    for &id in graph.inputs() {
+        let node = graph.node(id);
+        lowering.builder.input(format!("input '{}'", node.name), node.name.clone(), node.outputs[0].ty.clone());
+    }
+    for (&class, name) in lifted.outputs.iter().zip(&output_names) {
+        let tensor = lowering.value(eg.find(class))?;
+        if tensor == *name {
+            lowering.builder.output(format!("output '{name}'"), name.clone());
+        } else {
+            // The output is a leaf, or shares its value with an earlier output: an Identity keeps
+            // its name.
+            let node_name = lowering.fresh(&format!("{name}.identity"));
+            lowering.builder.node(
+                format!("output '{name}'"),
+                node_name,
+                Ok(Op::Identity),
+                vec![tensor],
+                vec![name.clone()],
+            );
+            lowering.builder.output(format!("output '{name}'"), name.clone());
+        }
+    }
+    let Lowering { builder, weights, .. } = lowering;
+    let graph = builder.finish()?;
+    weights.check_against(&graph)?;
+    Ok(Model { graph, weights })
+}
+
+struct Lowering<'a> {
+    eg: &'a KGraph,
+    model: &'a Model,
+    choice: &'a HashMap<Id, Kiln>,
+    survivors: HashMap<Kiln, (&'a str, &'a [String])>,
+    /// Every node and tensor name taken.
+    used: HashSet<String>,
+    /// Tensor name of each lowered e-class.
+    names: HashMap<Id, String>,
+    /// Graph-output e-classes and the name their tensor must have.
+    preferred: HashMap<Id, String>,
+    builder: GraphBuilder,
+    weights: Weights,
+    declared: HashSet<String>,
+    /// Evaluated constant e-classes.
+    constants: HashMap<Id, Arc<Tensor>>,
+    /// Evaluated constant multi-output nodes (a Split of a constant), by e-class.
+    tuples: HashMap<Id, Vec<Arc<Tensor>>>,
+    counter: usize,
+}
+
+impl Lowering<'_> {
+    fn fresh(&mut self, base: &str) -> String {
+        loop {
+            self.counter += 1;
+            let name = format!("{base}.k{}", self.counter);
+            if self.used.insert(name.clone()) {
+                return name;
+            }
+        }
+    }
+
+    fn node_of(&self, class: Id) -> Result<&Kiln, Error> {
+        self.choice
+            .get(&class)
+            .ok_or_else(|| Error::new("optimizer", format!("internal error: e-class {class} was not extracted")))
+    }
+
+    /// The tensor name holding the value of an e-class, emitting whatever it needs.
+    fn value(&mut self, class: Id) -> Result<String, Error> {
+        let class = self.eg.find(class);
+        if let Some(name) = self.names.get(&class) {
+            return Ok(name.clone());
+        }
+        let node = self.node_of(class)?.clone();
+        let name = match &node {
+            Kiln::Leaf(sym) => {
+                let name = sym.as_str().to_string();
+                self.declare_original_weight(&name)?;
+                name
+            }
+            _ if self.eg[class].data.constant => self.constant_weight(class)?,
+            Kiln::Node(KOp::Ir(ir), args) => {
+                let arg_names = args.iter().map(|&a| self.value(a)).collect::<Result<Vec<_>, _>>()?;
+                let canon = node.clone().map_children(|c| self.eg.find(c));
+                let survivor = self.survivors.get(&canon).map(|(n, o)| (n.to_string(), o.to_vec()));
+                let op = ir.op.clone();
+                let n_out = op.num_outputs();
+                let (node_name, outs) = match survivor {
+                    Some((n, outs)) => (n, outs),
+                    None => {
+                        let base = op.name().to_ascii_lowercase();
+                        let node_name = self.fresh(&base);
+                        let outs = (0..n_out).map(|i| format!("{node_name}.{i}")).collect::<Vec<_>>();
+                        self.used.extend(outs.iter().cloned());
+                        (node_name, outs)
+                    }
+                };
+                let mut outs = outs;
+                if n_out == 1
+                    && let Some(p) = self.preferred.get(&class)
+                {
+                    outs = vec![p.clone()];
+                }
+                self.builder.node(format!("node '{node_name}'"), node_name.clone(), Ok(op), arg_names, outs.clone());
+                if n_out == 1 {
+                    outs[0].clone()
+                } else {
+                    // A multi-output node's class is a tuple: remember its outputs for `get`.
+                    let joined = outs.join("\u{0}");
+                    self.names.insert(class, joined.clone());
+                    return Ok(joined);
+                }
+            }
+            Kiln::Node(KOp::Get(i), args) => {
+                let tuple = self.value(args[0])?;
+                tuple
+                    .split('\u{0}')
+                    .nth(*i)
+                    .map(str::to_string)
+                    .ok_or_else(|| Error::new("optimizer", format!("internal error: get<{i}> of a {tuple:?}")))?
+            }
+            Kiln::Node(op, _) => {
+                return Err(Error::new("optimizer", format!("internal error: extracted a non-IR term {op}")));
+            }
+        };
+        self.names.insert(class, name.clone());
+        Ok(name)
+    }
+
+    fn declare_original_weight(&mut self, name: &str) -> Result<(), Error> {
+        if self.declared.contains(name) {
+            return Ok(());
+        }
+        let graph = &self.model.graph;
+        let is_input = graph.inputs().iter().any(|&id| graph.node(id).name == name);
+        if is_input {
+            return Ok(());
+        }
+        let tensor =
+            self.model.weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
+        self.builder.weight(format!("weight '{name}'"), name.to_string(), tensor.ty());
+        self.weights.insert(name.to_string(), tensor.as_ref().clone());
+        self.declared.insert(name.to_string());
+        Ok(())
+    }
+
+    /// Evaluates a constant e-class into a new weight (or reuses an original weight leaf).
+    fn constant_weight(&mut self, class: Id) -> Result<String, Error> {
+        if let Kiln::Leaf(sym) = self.node_of(class)? {
+            let name = sym.as_str().to_string();
+            self.declare_original_weight(&name)?;
+            return Ok(name);
+        }
+        let tensor = self.eval_constant(class)?;
+        let base = self.hint(class).unwrap_or_else(|| "const".into());
+        let name = self.fresh(&base);
+        self.builder.weight(format!("weight '{name}'"), name.clone(), tensor.ty());
+        self.weights.insert(name.clone(), tensor.as_ref().clone());
+        self.declared.insert(name.clone());
+        Ok(name)
+    }
+
+    /// A name hint for a folded weight: the first original weight it derives from.
+    fn hint(&self, class: Id) -> Option<String> {
+        let mut stack = vec![class];
+        let mut seen = HashSet::new();
+        while let Some(c) = stack.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            match self.choice.get(&c)? {
+                Kiln::Leaf(s) => return Some(s.as_str().to_string()),
+                n => stack.extend(n.children().iter().rev().map(|&x| self.eg.find(x))),
+            }
+        }
+        None
+    }
+
+    /// Evaluates a constant multi-output node (its e-class holds the tuple).
+    fn eval_tuple(&mut self, class: Id) -> Result<Vec<Arc<Tensor>>, Error> {
+        let class = self.eg.find(class);
+        if let Some(t) = self.tuples.get(&class) {
+            return Ok(t.clone());
+        }
+        let fail = |msg: String| Error::new("constant folding", msg);
+        let Kiln::Node(KOp::Ir(ir), args) = self.node_of(class)?.clone() else {
+            return Err(fail(format!("e-class {class} is not a multi-output op")));
+        };
+        let inputs = args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        let outs: Vec<Arc<Tensor>> =
+            ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?.into_iter().map(Arc::new).collect();
+        self.tuples.insert(class, outs.clone());
+        Ok(outs)
+    }
+
+    fn eval_constant(&mut self, class: Id) -> Result<Arc<Tensor>, Error> {
+        let class = self.eg.find(class);
+        if let Some(t) = self.constants.get(&class) {
+            return Ok(t.clone());
+        }
+        let node = self.node_of(class)?.clone();
+        let fail = |msg: String| Error::new("constant folding", msg);
+        let tensor = match &node {
+            Kiln::Leaf(sym) => self
+                .model
+                .weights
+                .get(sym.as_str())
+                .cloned()
+                .ok_or_else(|| Error::new(format!("weight '{sym}'"), "has no data"))?,
+            Kiln::Node(op, args) => {
+                let inputs = match op {
+                    KOp::Get(_) => vec![],
+                    _ => args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?,
+                };
+                let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+                let out_ty = self.eg[class].data.ty().cloned();
+                let result = match op {
+                    KOp::Get(i) => {
+                        let tuple = self.eval_tuple(args[0])?;
+                        let t = tuple.get(*i).ok_or_else(|| fail(format!("get<{i}> of {} outputs", tuple.len())))?;
+                        t.as_ref().clone()
+                    }
+                    KOp::Ir(ir) => {
+                        let mut outs = ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?;
+                        if outs.len() != 1 {
+                            return Err(fail(format!("{} has {} outputs", ir.op.name(), outs.len())));
+                        }
+                        outs.remove(0)
+                    }
+                    KOp::Fold(f) => {
+                        let ty = out_ty.clone().ok_or_else(|| fail(format!("{op}: untyped")))?;
+                        eval_fold(*f, &refs, &ty).map_err(fail)?
+                    }
+                    _ => return Err(fail(format!("cannot evaluate {op} at compile time"))),
+                };
+                if let Some(ty) = &out_ty
+                    && *ty != result.ty()
+                {
+                    return Err(fail(format!("{op} evaluated to {} but was inferred as {ty}", result.ty())));
+                }
+                Arc::new(result)
+            }
+        };
+        self.constants.insert(class, tensor.clone());
+        Ok(tensor)
+    }
+}

@@ -1,0 +1,126 @@
+//! The cost model: estimated run time of one e-node as a kernel,
+//! `max(flops / peak, bytes / bandwidth) + overhead`. Elementwise ops are priced as the scheduler
+//! runs them, fused into their producer's epilogue: flops, plus reading their other operands, plus
+//! a small overhead (the fused tensor itself stays in registers); views (reshape and friends) are
+//! free; anything computable at compile time costs (almost) nothing; `affine` and `center` cannot be
+//! emitted and cost infinity. Norms and softmax count one read of the input per pass of a plain
+//! kernel (LayerNorm: mean, variance, normalise; RMSNorm: mean square, normalise).
+
+use crate::analysis::KGraph;
+use crate::lang::{KOp, Kiln};
+use kiln_ir::{Op, TensorType, UnaryOp};
+
+/// Machine parameters; the defaults are rough figures for one core of the reference machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// Sustained flop/s of a kernel.
+    pub peak_flops: f64,
+    /// Sustained bytes/s between cache and memory.
+    pub bandwidth: f64,
+    /// Seconds of fixed cost per kernel launch in the plan.
+    pub kernel_overhead: f64,
+    /// Seconds of fixed cost per fusable elementwise op.
+    pub fused_overhead: f64,
+}
+
+impl Default for CostModel {
+    fn default() -> CostModel {
+        CostModel { peak_flops: 50e9, bandwidth: 10e9, kernel_overhead: 2e-6, fused_overhead: 0.05e-6 }
+    }
+}
+
+/// What compile-time work costs: tiny but positive, so that extraction prefers fewer new weights
+/// when everything else is equal and never chooses a cycle.
+pub const COMPILE_TIME: f64 = 1e-12;
+
+impl CostModel {
+    /// The cost of one e-node, or infinity when it cannot be emitted.
+    pub fn node_cost(&self, eg: &KGraph, class: egg::Id, node: &Kiln) -> f64 {
+        let class_is_constant = eg[class].data.constant;
+        let (op, args) = match node {
+            Kiln::Leaf(_) => return 0.0,
+            Kiln::Node(op, args) => (op, args),
+        };
+        let arg_types: Option<Vec<&TensorType>> = args.iter().map(|&a| eg[a].data.ty()).collect();
+        // A node is only emitted (or evaluated) when its own inference gives its class's types: a
+        // rule that built an ill-typed term must not reach the graph or the constant folder.
+        let class_types = &eg[class].data.types;
+        match op {
+            KOp::Meta(_) | KOp::Wild(_) => f64::INFINITY,
+            KOp::Get(_) => COMPILE_TIME,
+            KOp::Fold(_) => {
+                let tys: Vec<Option<&TensorType>> = args.iter().map(|&a| eg[a].data.ty()).collect();
+                let ok = class_is_constant && &crate::analysis::term_types(op, &tys) == class_types;
+                if ok { COMPILE_TIME } else { f64::INFINITY }
+            }
+            KOp::Ir(ir) => {
+                let Some(inputs) = arg_types else { return f64::INFINITY };
+                let Ok(outputs) = ir.op.infer(&inputs) else { return f64::INFINITY };
+                if &outputs != class_types {
+                    return f64::INFINITY;
+                }
+                if class_is_constant { COMPILE_TIME } else { self.ir_cost(&ir.op, &inputs, &outputs) }
+            }
+        }
+    }
+
+    /// An elementwise op fused into its producer's epilogue: its flops, plus reading the operands
+    /// other than the fused one (a bias, a residual), plus a small overhead.
+    fn fused(&self, flops: f64, other_bytes: f64) -> f64 {
+        flops / self.peak_flops + other_bytes / self.bandwidth + self.fused_overhead
+    }
+
+    fn ir_cost(&self, op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> f64 {
+        let bytes = |t: &TensorType| (t.num_elements() * t.dtype.size_bytes()) as f64;
+        let in_bytes: f64 = inputs.iter().map(|t| bytes(t)).sum();
+        let out_bytes: f64 = outputs.iter().map(bytes).sum();
+        let out_elems: f64 = outputs.iter().map(|t| t.num_elements() as f64).sum();
+        let first_in = inputs.first().map_or(0.0, |t| t.num_elements() as f64);
+        let first_bytes = inputs.first().map_or(0.0, |t| bytes(t));
+        let kernel = |flops: f64, bytes: f64, overhead: f64| -> f64 {
+            (flops / self.peak_flops).max(bytes / self.bandwidth) + overhead
+        };
+        match op {
+            Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+                COMPILE_TIME * 10.0
+            }
+            Op::Unary(u) => {
+                let per = match u {
+                    UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Erf | UnaryOp::Sigmoid | UnaryOp::Silu => {
+                        10.0
+                    }
+                    UnaryOp::Gelu { .. } | UnaryOp::Selu { .. } => 12.0,
+                    _ => 1.0,
+                };
+                self.fused(per * out_elems, 0.0)
+            }
+            Op::Binary(_) | Op::Where | Op::Cast { .. } => self.fused(out_elems, in_bytes - first_bytes),
+            Op::MatMul => {
+                let k = inputs.first().and_then(|t| t.shape.last().copied()).unwrap_or(1) as f64;
+                kernel(2.0 * out_elems * k, in_bytes + out_bytes, self.kernel_overhead)
+            }
+            Op::Gemm { trans_a, .. } => {
+                let a = inputs.first().map(|t| t.shape.clone()).unwrap_or_default();
+                let k = if *trans_a { a.first() } else { a.last() }.copied().unwrap_or(1) as f64;
+                kernel(2.0 * out_elems * k, in_bytes + out_bytes, self.kernel_overhead)
+            }
+            Op::Conv { .. } => {
+                let w = inputs.get(1).map(|t| t.shape.clone()).unwrap_or_default();
+                let per_out: f64 = w.iter().skip(1).map(|&d| d as f64).product();
+                kernel(2.0 * out_elems * per_out, in_bytes + out_bytes, self.kernel_overhead)
+            }
+            Op::LayerNormalization { .. } | Op::GroupNormalization { .. } | Op::InstanceNormalization { .. } => {
+                kernel(8.0 * first_in, 3.0 * first_bytes + (in_bytes - first_bytes) + out_bytes, self.kernel_overhead)
+            }
+            Op::RmsNormalization { .. } | Op::PowerNorm { .. } | Op::UnifiedNorm { .. } => {
+                kernel(5.0 * first_in, 2.0 * first_bytes + (in_bytes - first_bytes) + out_bytes, self.kernel_overhead)
+            }
+            Op::BatchNormalization { .. } => self.fused(2.0 * first_in, in_bytes - first_bytes),
+            Op::Softmax { .. } | Op::LogSoftmax { .. } => {
+                kernel(12.0 * first_in, 3.0 * first_bytes + out_bytes, self.kernel_overhead)
+            }
+            Op::Reduce { .. } => kernel(first_in, in_bytes + out_bytes, self.kernel_overhead),
+            _ => kernel(out_elems, in_bytes + out_bytes, self.kernel_overhead),
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! Algebra: neutral elements, inverse movement ops, canonical attributes and operand order.
+//! Dead code and common subexpressions need no rules: extraction starts at the outputs, and the
+//! e-graph's hash-consing shares equal terms.
+
+use super::{KRewrite, add_ir, fn_rule, get, is_const, is_uniform, norm_axis, shape};
+use crate::analysis::KGraph;
+use crate::lang::{Kiln, find_ir_op};
+use egg::{Id, Subst, rewrite as rw};
+use kiln_ir::Op;
+
+/// Run in the first stage only, on the graph as written: in the fold stage every bias class has
+/// many spellings and merging them pairwise multiplies constant terms.
+pub fn recognise_rules() -> Vec<KRewrite> {
+    vec![
+        // (x + c₁) + c₂ = x + (c₁ + c₂)   for constants that do not broadcast x (biases merge)
+        rw!("add-consts"; "(Add (Add ?x ?c1) ?c2)" => "(Add ?x (Add ?c1 ?c2))" if consts_keep_type),
+    ]
+}
+
+pub fn rules() -> Vec<KRewrite> {
+    vec![
+        // x·1 = x   (when the 1s do not broadcast x to a larger shape)
+        rw!("mul-one"; "(Mul ?x ?c)" => "?x" if uniform_keeps_shape("?c", 1.0)),
+        // x + 0 = x
+        rw!("add-zero"; "(Add ?x ?c)" => "?x" if uniform_keeps_shape("?c", 0.0)),
+        // x − 0 = x
+        rw!("sub-zero"; "(Sub ?x ?c)" => "?x" if uniform_keeps_shape("?c", 0.0)),
+        // x / 1 = x
+        rw!("div-one"; "(Div ?x ?c)" => "?x" if uniform_keeps_shape("?c", 1.0)),
+        // c + x = x + c   (constants to the right; not commutativity in general)
+        rw!("add-const-right"; "(Add ?c ?x)" => "(Add ?x ?c)" if const_not_const("?c", "?x")),
+        // c·x = x·c
+        rw!("mul-const-right"; "(Mul ?c ?x)" => "(Mul ?x ?c)" if const_not_const("?c", "?x")),
+        // flat(flat(x)) = flat(x);  flat(reshape(x)) = flat(x)   (fewer spellings of one constant)
+        rw!("flat-flat"; "(flat (flat ?x))" => "(flat ?x)"),
+        rw!("flat-reshape"; "(flat (Reshape* ?x))" => "(flat ?x)"),
+        // a·(1/b) = a/b
+        rw!("mul-reciprocal"; "(Mul ?a (Reciprocal ?b))" => "(Div ?a ?b)"),
+        // x/c = x·(1/c) for a constant c (so that scalar divisors fold like multipliers)
+        rw!("div-const"; "(Div ?x ?c)" => "(Mul ?x (Reciprocal ?c))" if const_not_const("?c", "?x")),
+        // Identity(x) = x
+        rw!("identity"; "(Identity ?x)" => "?x"),
+        // reshape(x) = x when the shape does not change
+        rw!("reshape-noop"; "(Reshape* ?x)" => "?x" if same_shape_as_input("?x")),
+        // reshape(reshape(x)) = reshape(x)
+        fn_rule("reshape-reshape", "(Reshape* (Reshape* ?x))", reshape_reshape),
+        // transpose_p(x) = x for the identity permutation
+        rw!("transpose-noop"; "(Transpose* ?x)" => "?x" if same_shape_as_input("?x").and_identity_perm()),
+        // transpose_q(transpose_p(x)) = transpose_{p∘q}(x), or x when p∘q is the identity
+        fn_rule("transpose-transpose", "(Transpose* (Transpose* ?x))", transpose_transpose),
+        // pad(x, 0) = x
+        rw!("pad-noop"; "(Pad* ?x)" => "?x" if same_shape_as_input("?x")),
+        // expand(x) = x when the shape does not change
+        rw!("expand-noop"; "(Expand* ?x)" => "?x" if same_shape_as_input("?x")),
+        // Reduce over [rank−1] = Reduce over [−1]; Softmax over rank−1 = Softmax over −1
+        fn_rule("canonical-reduce-axis", "(ReduceMax* ?x)", canonical_last_axis),
+        fn_rule("canonical-reduce-sum-axis", "(ReduceSum* ?x)", canonical_last_axis),
+        fn_rule("canonical-reduce-mean-axis", "(ReduceMean* ?x)", canonical_last_axis),
+        fn_rule("canonical-softmax-axis", "(Softmax* ?x)", canonical_last_axis),
+    ]
+}
+
+/// ?c is uniformly `v` and broadcasting it against the other operand keeps that operand's type.
+fn uniform_keeps_shape(c: &'static str, v: f32) -> impl Fn(&mut KGraph, Id, &Subst) -> bool {
+    move |eg, id, s| {
+        let c = get(s, c);
+        is_uniform(eg, c, v) && eg[id].data.ty().is_some() && eg[id].data.ty() == eg[get(s, "?x")].data.ty()
+    }
+}
+
+/// ?c is constant and ?x is not.
+fn const_not_const(c: &'static str, x: &'static str) -> impl Fn(&mut KGraph, Id, &Subst) -> bool {
+    move |eg, _, s| is_const(eg, get(s, c)) && !is_const(eg, get(s, x))
+}
+
+/// ?c1 and ?c2 are constants, ?x is not, and x + c₁ has x's type.
+fn consts_keep_type(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
+    let [x, c1, c2] = ["?x", "?c1", "?c2"].map(|n| get(s, n));
+    is_const(eg, c1)
+        && is_const(eg, c2)
+        && !is_const(eg, x)
+        && eg[x].data.ty().is_some()
+        && eg[x].data.ty() == eg[id].data.ty()
+}
+
+/// The matched op leaves ?x's type unchanged.
+struct SameShape(&'static str, bool);
+
+fn same_shape_as_input(x: &'static str) -> SameShape {
+    SameShape(x, false)
+}
+
+impl SameShape {
+    /// Also require an identity permutation (a transpose that keeps the shape may still permute
+    /// equal dimensions).
+    fn and_identity_perm(self) -> SameShape {
+        SameShape(self.0, true)
+    }
+}
+
+impl egg::Condition<Kiln, crate::analysis::KilnAnalysis> for SameShape {
+    fn check(&self, eg: &mut KGraph, id: Id, s: &Subst) -> bool {
+        let x = get(s, self.0);
+        let same = eg[id].data.ty().is_some() && eg[id].data.ty() == eg[x].data.ty();
+        if !same {
+            return false;
+        }
+        if self.1 {
+            return find_ir_op(eg, id, "Transpose", &[x]).is_some_and(|op| match op {
+                Op::Transpose { perm: Some(p) } => p.iter().enumerate().all(|(i, &a)| i == a),
+                Op::Transpose { perm: None } => shape(eg, x).is_some_and(|s| s.len() <= 1),
+                _ => false,
+            });
+        }
+        true
+    }
+}
+
+fn reshape_reshape(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let x = get(s, "?x");
+    let out = shape(eg, id)?;
+    let op = Op::Reshape { shape: out.iter().map(|&d| d as i64).collect(), allowzero: false };
+    Some(add_ir(eg, op, vec![x]))
+}
+
+fn transpose_transpose(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let x = get(s, "?x");
+    let rank = shape(eg, x)?.len();
+    let perm_of = |op: Op| match op {
+        Op::Transpose { perm: Some(p) } => Some(p),
+        Op::Transpose { perm: None } => Some((0..rank).rev().collect()),
+        _ => None,
+    };
+    // The inner transpose: a Transpose node of x in some child class of the outer one.
+    let outer_nodes: Vec<(Op, Id)> = eg[id]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            Kiln::Node(crate::lang::KOp::Ir(op), c) if op.name() == "Transpose" => Some((op.op.clone(), c[0])),
+            _ => None,
+        })
+        .collect();
+    for (outer, inner_class) in outer_nodes {
+        let Some(inner) = find_ir_op(eg, inner_class, "Transpose", &[x]) else { continue };
+        let (Some(p), Some(q)) = (perm_of(inner), perm_of(outer)) else { continue };
+        if p.len() != rank || q.len() != rank {
+            continue;
+        }
+        // out[i] = inner[q[i]] = x[p[q[i]]].
+        let composed: Vec<usize> = q.iter().map(|&i| p[i]).collect();
+        if composed.iter().enumerate().all(|(i, &a)| i == a) {
+            return Some(x);
+        }
+        return Some(add_ir(eg, Op::Transpose { perm: Some(composed) }, vec![x]));
+    }
+    None
+}
+
+/// A reduction or softmax over axis rank−1 written as −1, the form other rules match.
+fn canonical_last_axis(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let x = get(s, "?x");
+    let rank = shape(eg, x)?.len();
+    let op = eg[id].nodes.iter().find_map(|n| match n {
+        Kiln::Node(crate::lang::KOp::Ir(op), c) if c.len() == 1 && eg.find(c[0]) == eg.find(x) => Some(op.op.clone()),
+        _ => None,
+    })?;
+    let is_last = |a: i64| a >= 0 && norm_axis(a, rank) == Some(rank - 1);
+    let new = match op {
+        Op::Reduce { kind, axes: Some(axes), keepdims, noop_with_empty_axes }
+            if axes.len() == 1 && is_last(axes[0]) =>
+        {
+            Op::Reduce { kind, axes: Some(vec![-1]), keepdims, noop_with_empty_axes }
+        }
+        Op::Softmax { axis } if is_last(axis) => Op::Softmax { axis: -1 },
+        _ => return None,
+    };
+    Some(add_ir(eg, new, vec![x]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{check, check_not};
+    use super::{recognise_rules, rules};
+
+    const L: &[&str] = &["x?f32[2,4]", "one:f32[4]", "zero:f32[4]", "w:f32[4,4]", "z?f32[4]"];
+
+    #[test]
+    fn identity_and_movement() {
+        check(L, &rules(), "(Identity x)", "x");
+        check(L, &rules(), "(Transpose<perm=[1,0]> (Transpose<perm=[1,0]> x))", "x");
+        check(L, &rules(), "(Reshape<shape=[8]> (Reshape<shape=[4,2]> x))", "(Reshape<shape=[8]> x)");
+        check(L, &rules(), "(Reshape<shape=[2,4]> x)", "x");
+        check(L, &rules(), "(Pad<pads=[0,0,0,0]> x)", "x");
+        check(L, &rules(), "(ReduceMax<axes=[1]> x)", "(ReduceMax<axes=[-1]> x)");
+        check(L, &rules(), "(Softmax<axis=1> x)", "(Softmax x)");
+    }
+
+    #[test]
+    fn neutral_elements_with_fill() {
+        check(L, &rules(), "(Mul x (fill<1.0> one))", "x");
+        check(L, &rules(), "(Add x (fill<0.0> zero))", "x");
+        check(L, &rules(), "(Mul w x)", "(Mul x w)");
+        check(L, &rules(), "(Div x w)", "(Mul x (Reciprocal w))");
+        check(L, &recognise_rules(), "(Add (Add x one) zero)", "(Add x (Add one zero))");
+    }
+
+    #[test]
+    fn negative_neutral_elements_that_broadcast() {
+        // z is [4]; adding a [2,4] zero would broadcast it to [2,4]: not the same tensor.
+        check_not(&["z?f32[4]", "zz:f32[2,4]"], &rules(), "(Add z (fill<0.0> zz))", "z");
+        // A transpose of a square matrix keeps its shape but is not the identity.
+        check_not(&["s?f32[3,3]"], &rules(), "(Transpose<perm=[1,0]> s)", "s");
+        // Only one transpose: no cancellation.
+        check_not(L, &rules(), "(Transpose<perm=[1,0]> x)", "x");
+    }
+
+    #[test]
+    fn more_neutral_elements_and_canonical_forms() {
+        check(L, &rules(), "(Sub x (fill<0.0> zero))", "x");
+        check(L, &rules(), "(Div x (fill<1.0> one))", "x");
+        check(L, &rules(), "(Add w x)", "(Add x w)");
+        check(L, &rules(), "(Expand<shape=[2,4]> x)", "x");
+        check(L, &rules(), "(flat (flat w))", "(flat w)");
+        check(L, &rules(), "(flat (Reshape<shape=[16]> w))", "(flat w)");
+        check(L, &rules(), "(ReduceSum<axes=[1]> x)", "(ReduceSum<axes=[-1]> x)");
+        check(
+            L,
+            &rules(),
+            "(Transpose<perm=[1,0]> (Transpose<perm=[1,0]> (Transpose<perm=[1,0]> x)))",
+            "(Transpose<perm=[1,0]> x)",
+        );
+    }
+}

@@ -1,0 +1,259 @@
+//! Rewrite rules, one file per theme, each rule named and introduced by a one-line math comment.
+//!
+//! Policy (Cranelift's): a rule's right-hand side is never worse than its left once extracted; no
+//! blanket commutativity or associativity (only "constants to the right"); every condition checks
+//! shapes, axes and constant-ness before a fold, since unchecked broadcasting and axes are where
+//! wrong fusions come from. Conditions are named functions; rewrites that need attributes, shapes
+//! or fresh terms are [`FnApplier`]s around a named function.
+//!
+//! Stages: [`recognise`] (canonical attributes, algebra, softmax, attention, scalar folding), then [`fold`]
+//! (normalization folding and Pre-LN → Pre-RMSNorm, with algebra for clean-up).
+
+pub mod algebra;
+pub mod attention;
+pub mod ln_rms;
+pub mod norm_fold;
+pub mod scaling;
+pub mod softmax;
+
+use crate::analysis::{KGraph, KilnAnalysis};
+use crate::lang::{FoldOp, IrOp, KOp, Kiln, MetaOp};
+use egg::{Applier, Id, PatternAst, Rewrite, Subst, Symbol, Var};
+use kiln_ir::{Op, TensorType};
+
+pub type KRewrite = Rewrite<Kiln, KilnAnalysis>;
+
+/// A rule family: its name and its rules.
+pub struct Family {
+    pub name: &'static str,
+    pub rules: Vec<KRewrite>,
+}
+
+/// Stage 1: canonicalise, simplify, recognise softmax, move scalar multipliers; with `kiln_ops`,
+/// also recognise the kiln-domain MaskedSoftmax and Attention (for backends that implement them).
+pub fn recognise(kiln_ops: bool) -> Vec<KRewrite> {
+    let mut rules = algebra::rules();
+    rules.extend(algebra::recognise_rules());
+    rules.extend(norm_fold::recognise_rules());
+    rules.extend(softmax::rules());
+    if kiln_ops {
+        rules.extend(softmax::fused_rules());
+        rules.extend(attention::rules());
+    }
+    rules.extend(scaling::rules());
+    rules
+}
+
+/// Stage 2: fold normalizations into affines and affines into linear layers; Pre-LN → Pre-RMSNorm.
+pub fn fold(ln_to_rms: bool) -> Vec<KRewrite> {
+    let mut rules = algebra::rules();
+    rules.extend(scaling::rules());
+    rules.extend(norm_fold::rules());
+    if ln_to_rms {
+        rules.extend(ln_rms::rules());
+    }
+    rules
+}
+
+/// Every family, for listings and tests.
+pub fn families() -> Vec<Family> {
+    vec![
+        Family { name: "algebra", rules: algebra::rules().into_iter().chain(algebra::recognise_rules()).collect() },
+        Family { name: "softmax", rules: softmax::rules().into_iter().chain(softmax::fused_rules()).collect() },
+        Family { name: "attention", rules: attention::rules() },
+        Family { name: "scaling", rules: scaling::rules() },
+        Family {
+            name: "norm_fold",
+            rules: norm_fold::rules().into_iter().chain(norm_fold::recognise_rules()).collect(),
+        },
+        Family { name: "ln_rms", rules: ln_rms::rules() },
+    ]
+}
+
+/// A rewrite whose right-hand side is computed by a named function: it returns the id of a term
+/// equal to the matched e-class (or `None` when the match does not qualify), and the applier unions.
+pub struct FnApplier(pub fn(&mut KGraph, Id, &Subst) -> Option<Id>);
+
+impl Applier<Kiln, KilnAnalysis> for FnApplier {
+    fn apply_one(
+        &self,
+        egraph: &mut KGraph,
+        eclass: Id,
+        subst: &Subst,
+        _searcher_ast: Option<&PatternAst<Kiln>>,
+        _rule_name: Symbol,
+    ) -> Vec<Id> {
+        match (self.0)(egraph, eclass, subst) {
+            Some(id) if egraph.union(eclass, id) => vec![eclass],
+            _ => vec![],
+        }
+    }
+}
+
+/// A rule from a pattern and a named right-hand-side function.
+pub fn fn_rule(name: &str, lhs: &str, rhs: fn(&mut KGraph, Id, &Subst) -> Option<Id>) -> KRewrite {
+    let searcher: egg::Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
+    Rewrite::new(name, searcher, FnApplier(rhs)).unwrap_or_else(|e| panic!("rule {name}: {e}"))
+}
+
+// ---- small helpers for right-hand sides and conditions ----
+
+pub fn var(name: &str) -> Var {
+    name.parse().unwrap_or_else(|e| panic!("bad pattern variable {name}: {e:?}"))
+}
+
+/// The e-class a pattern variable is bound to.
+pub fn get(subst: &Subst, name: &str) -> Id {
+    subst[var(name)]
+}
+
+pub fn ty(egraph: &KGraph, id: Id) -> Option<TensorType> {
+    egraph[id].data.ty().cloned()
+}
+
+pub fn shape(egraph: &KGraph, id: Id) -> Option<Vec<usize>> {
+    egraph[id].data.shape().map(|s| s.to_vec())
+}
+
+pub fn is_const(egraph: &KGraph, id: Id) -> bool {
+    egraph[id].data.constant
+}
+
+pub fn numel(egraph: &KGraph, id: Id) -> Option<usize> {
+    egraph[id].data.ty().map(|t| t.num_elements())
+}
+
+/// Every element of the class is `v` (a `fill<v>` term or a uniform weight).
+pub fn is_uniform(egraph: &KGraph, id: Id, v: f32) -> bool {
+    egraph[id].data.uniform.is_some_and(|u| u.get() == v)
+}
+
+pub fn add_ir(egraph: &mut KGraph, op: Op, args: Vec<Id>) -> Id {
+    egraph.add(Kiln::Node(KOp::Ir(IrOp::new(op)), args))
+}
+
+pub fn add_fold(egraph: &mut KGraph, op: FoldOp, args: Vec<Id>) -> Id {
+    egraph.add(Kiln::Node(KOp::Fold(op), args))
+}
+
+pub fn add_meta(egraph: &mut KGraph, op: MetaOp, args: Vec<Id>) -> Id {
+    egraph.add(Kiln::Node(KOp::Meta(op), args))
+}
+
+/// `(Reshape<shape> x)`.
+pub fn add_reshape(egraph: &mut KGraph, x: Id, shape: &[usize]) -> Id {
+    let shape = shape.iter().map(|&d| d as i64).collect();
+    add_ir(egraph, Op::Reshape { shape, allowzero: false }, vec![x])
+}
+
+/// A per-channel vector reshaped to broadcast along `axis` of a rank-`rank` tensor: [C, 1, …, 1].
+pub fn add_channel_vector(egraph: &mut KGraph, v: Id, channels: usize, axis: usize, rank: usize) -> Id {
+    let flat = add_fold(egraph, FoldOp::Flat, vec![v]);
+    let mut shape = vec![channels];
+    shape.extend(std::iter::repeat_n(1, rank - axis - 1));
+    if shape.len() == 1 { flat } else { add_reshape(egraph, flat, &shape) }
+}
+
+/// Normalises an op axis against a rank.
+pub fn norm_axis(axis: i64, rank: usize) -> Option<usize> {
+    kiln_ir::ops::normalize_axis(axis, rank).ok()
+}
+
+/// How deeply compile-time terms may nest in the constants a rule reads. Each fold wraps its
+/// inputs in a few terms (flat, fma, reshape), so this allows a normalization to fold through a
+/// couple of affines into a weight, and stops chains of compositions (affine of affine of …
+/// across a residual stack) that would otherwise grow the e-graph without bound.
+pub const MAX_FOLD_DEPTH: u32 = 6;
+
+/// Every listed class is shallow enough to fold further.
+pub fn shallow(egraph: &KGraph, ids: &[Id]) -> bool {
+    ids.iter().all(|&i| egraph[i].data.depth <= MAX_FOLD_DEPTH)
+}
+
+/// Whether the class holds a node of the given term.
+pub fn has_term(egraph: &KGraph, id: Id, op: &KOp) -> bool {
+    egraph[id].nodes.iter().any(|n| n.kop() == Some(op))
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! One-line rule tests: `check(leaves, rules, "lhs", "rhs")` asserts that saturation proves
+    //! lhs = rhs; `check_not` asserts that it does not.
+
+    use super::*;
+    use crate::analysis::KilnAnalysis;
+    use egg::{RecExpr, Runner};
+
+    /// Leaves: `"w:f32[4,3]"` is a weight, `"x?f32[2,4]"` a graph input.
+    pub fn leaves(decls: &[&str]) -> KilnAnalysis {
+        let mut weights = Vec::new();
+        let mut inputs = Vec::new();
+        for d in decls {
+            let (name, ty, is_weight) = match (d.split_once(':'), d.split_once('?')) {
+                (Some((n, t)), _) => (n, t, true),
+                (None, Some((n, t))) => (n, t, false),
+                _ => panic!("bad leaf {d}"),
+            };
+            let (dtype, dims) = ty.split_once('[').expect("dtype[dims] type");
+            let dtype = kiln_ir::DType::from_name(dtype).expect("known dtype");
+            let dims = dims.strip_suffix(']').expect("closing ]");
+            let shape: Vec<usize> =
+                if dims.is_empty() { vec![] } else { dims.split(',').map(|s| s.parse().unwrap()).collect() };
+            let ty = TensorType::new(dtype, shape);
+            if is_weight { weights.push((name, ty)) } else { inputs.push((name, ty)) }
+        }
+        KilnAnalysis::with_leaves(&weights, &inputs)
+    }
+
+    fn run(decls: &[&str], rules: &[KRewrite], lhs: &str, rhs: &str) -> (bool, String) {
+        let lhs: RecExpr<Kiln> = lhs.parse().expect("lhs parses");
+        let rhs: RecExpr<Kiln> = rhs.parse().expect("rhs parses");
+        let runner: Runner<Kiln, KilnAnalysis, ()> = Runner::new(leaves(decls))
+            .with_expr(&lhs)
+            .with_iter_limit(12)
+            .with_node_limit(5_000)
+            .with_time_limit(std::time::Duration::from_secs(10))
+            .run(rules);
+        let mut egraph = runner.egraph;
+        let root = egraph.find(runner.roots[0]);
+        let found = egraph.lookup_expr(&rhs).map(|id| egraph.find(id));
+        egraph.rebuild();
+        let eq = found == Some(root);
+        let dump = format!("lhs class {root}: {:?}", egraph[root].nodes);
+        (eq, dump)
+    }
+
+    pub fn check(decls: &[&str], rules: &[KRewrite], lhs: &str, rhs: &str) {
+        let (eq, dump) = run(decls, rules, lhs, rhs);
+        assert!(eq, "expected {lhs} = {rhs}; {dump}");
+    }
+
+    pub fn check_not(decls: &[&str], rules: &[KRewrite], lhs: &str, rhs: &str) {
+        let (eq, dump) = run(decls, rules, lhs, rhs);
+        assert!(!eq, "unsound: {lhs} = {rhs} was proven; {dump}");
+    }
+}
+
+#[cfg(test)]
+mod tidy {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn rule_names_are_unique_and_stages_use_every_family() {
+        let mut seen = HashSet::new();
+        for family in families() {
+            assert!(!family.rules.is_empty(), "{}", family.name);
+            for rule in &family.rules {
+                assert!(seen.insert(rule.name.to_string()), "rule {} is defined twice", rule.name);
+            }
+        }
+        let staged: HashSet<String> =
+            recognise(true).iter().chain(fold(true).iter()).map(|r| r.name.to_string()).collect();
+        assert_eq!(staged, seen, "every rule runs in some stage");
+        let no_rms: HashSet<String> = fold(false).iter().map(|r| r.name.to_string()).collect();
+        assert!(!no_rms.contains("ln-to-rms") && no_rms.contains("batchnorm-affine"));
+        let plain: HashSet<String> = recognise(false).iter().map(|r| r.name.to_string()).collect();
+        assert!(!plain.contains("masked-softmax") && !plain.contains("attention") && plain.contains("softmax-stable"));
+    }
+}

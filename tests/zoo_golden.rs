@@ -1,0 +1,260 @@
+//! The seed-model zoo against its goldens: every `models/NAME.json` that has a `models/NAME/golden/`
+//! folder is loaded, run on the reference interpreter with `models/NAME/inputs/*.npy`, and each
+//! output compared with `models/NAME/golden/<output>.npy`.
+//!
+//! The goldens come from independent float64 numpy code (tools/zoo), rounded to f32 once. The
+//! interpreter computes in f32 (statistics in f64), so its error is a few f32 ulps per op, grown
+//! through up to a few hundred ops; max|Δ| ≤ 1e-4·max(1, |golden|) leaves an order of magnitude
+//! of headroom over what onnxruntime reaches on the same files (≤ 2.3e-5) while still catching any
+//! wrong formula, axis or attribute (those move outputs by ≥ 1e-2).
+
+use kiln::Tensor;
+use std::path::{Path, PathBuf};
+
+const TOLERANCE: f64 = 1e-4;
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+fn read_npy(path: &Path) -> Result<Tensor, String> {
+    kiln::npy::read_npy(path)
+}
+
+/// The largest error of `got` against `want`, relative to max(1, |want|), and where it is.
+/// A NaN counts as the worst possible error.
+fn worst_error(got: &[f32], want: &[f32]) -> (f64, usize) {
+    let mut worst = (0.0f64, 0usize);
+    for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+        let err = (a as f64 - b as f64).abs() / (b as f64).abs().max(1.0);
+        let err = if err.is_nan() { f64::INFINITY } else { err };
+        if err > worst.0 {
+            worst = (err, i);
+        }
+    }
+    worst
+}
+
+/// Runs one zoo model; returns a line per output and whether every output is within tolerance.
+fn check_model(name: &str) -> Result<(Vec<String>, bool), String> {
+    let dir = models_dir();
+    let model = kiln_frontends::json::load_json(&dir.join(format!("{name}.json"))).map_err(|e| e.to_string())?;
+    let mut inputs = Vec::new();
+    for &id in model.graph.inputs() {
+        let input_name = model.graph.node(id).outputs[0].name.clone();
+        let t = read_npy(&dir.join(name).join("inputs").join(format!("{input_name}.npy")))?;
+        inputs.push((input_name, t));
+    }
+    let outputs = kiln_ir::eval::run(&model.graph, &model.weights, &inputs).map_err(|e| e.to_string())?;
+    let mut lines = Vec::new();
+    let mut ok = true;
+    for (out_name, got) in outputs {
+        let want = read_npy(&dir.join(name).join("golden").join(format!("{out_name}.npy")))?;
+        if got.shape() != want.shape() {
+            lines.push(format!("{name}.{out_name}: shape {:?}, golden {:?}", got.shape(), want.shape()));
+            ok = false;
+            continue;
+        }
+        let (g, w) = (got.as_f32().ok_or("output is not f32")?, want.as_f32().ok_or("golden is not f32")?);
+        let worst = worst_error(g, w);
+        let pass = worst.0 <= TOLERANCE;
+        ok &= pass;
+        lines.push(format!(
+            "{name}.{out_name}: max scaled error {:.2e} at {} (got {}, golden {}){}",
+            worst.0,
+            worst.1,
+            g[worst.1],
+            w[worst.1],
+            if pass { "" } else { "  <-- FAIL" }
+        ));
+    }
+    Ok((lines, ok))
+}
+
+fn zoo_models() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("golden").is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn zoo_models_match_their_goldens() {
+    let names = zoo_models();
+    assert!(names.len() >= 14, "expected the seed-model zoo under models/, found {names:?}");
+    let only = std::env::var("KILN_ZOO_ONLY").ok();
+    let mut failures = Vec::new();
+    for name in &names {
+        if only.as_deref().is_some_and(|o| !o.split(',').any(|n| n == name)) {
+            continue;
+        }
+        match check_model(name) {
+            Ok((lines, ok)) => {
+                for l in &lines {
+                    eprintln!("{l}");
+                }
+                if !ok {
+                    failures.push(name.clone());
+                }
+            }
+            Err(e) => {
+                eprintln!("{name}: error: {e}");
+                failures.push(name.clone());
+            }
+        }
+    }
+    assert!(failures.is_empty(), "zoo models off their goldens: {failures:?}");
+}
+
+/// Loads a zoo model with its committed inputs, as (name, tensor) pairs in declaration order.
+fn load_with_inputs(name: &str) -> (kiln_ir::Model, Vec<(String, Tensor)>) {
+    let dir = models_dir();
+    let model = kiln_frontends::json::load_json(&dir.join(format!("{name}.json"))).expect("zoo model loads");
+    let inputs = model
+        .graph
+        .inputs()
+        .iter()
+        .map(|&id| {
+            let n = model.graph.node(id).outputs[0].name.clone();
+            let t = read_npy(&dir.join(name).join("inputs").join(format!("{n}.npy"))).expect("input reads");
+            (n, t)
+        })
+        .collect();
+    (model, inputs)
+}
+
+fn output_f32(outputs: &[(String, Tensor)], name: &str) -> Vec<f32> {
+    let t = &outputs.iter().find(|(n, _)| n == name).expect("output exists").1;
+    t.as_f32().expect("f32 output").to_vec()
+}
+
+#[test]
+fn bench_models_load_with_seeded_weights() {
+    let mut names: Vec<String> = std::fs::read_dir(models_dir())
+        .expect("models/ exists")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with("_bench.json"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "expected the *_bench models, found {names:?}");
+    for n in names {
+        let model = kiln_frontends::json::load_json(&models_dir().join(&n)).unwrap_or_else(|e| panic!("{n}: {e}"));
+        assert!(model.weights.len() > 10, "{n}");
+        model.weights.check_against(&model.graph).unwrap_or_else(|e| panic!("{n}: {e}"));
+    }
+}
+
+/// The graph transformer's small graph has two components (nodes 0–8 and 9–11): changing the
+/// atoms of the second must leave every node feature of the first bit-identical, and must change
+/// the second's (so the comparison can fail).
+#[test]
+fn graph_transformer_attention_stays_inside_the_adjacency() {
+    for name in ["graph_transformer", "graph_transformer_ln", "graph_transformer_edge"] {
+        let (model, mut inputs) = load_with_inputs(name);
+        let base = kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs");
+        let atom = inputs.iter_mut().find(|(n, _)| n == "atom").expect("atom input");
+        let mut ids = atom.1.as_i64().expect("i64 atoms").to_vec();
+        for v in &mut ids[9..] {
+            *v = (*v + 3) % 28;
+        }
+        atom.1 = Tensor::from_i64([ids.len()], ids).expect("same shape");
+        let moved = kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs");
+        let (h0, h1) = (output_f32(&base, "h"), output_f32(&moved, "h"));
+        let d = h0.len() / 12;
+        assert_eq!(h0[..9 * d], h1[..9 * d], "{name}: attention leaked across components");
+        assert_ne!(h0[9 * d..], h1[9 * d..], "{name}: the perturbation had no effect");
+    }
+}
+
+/// MeanVC's chunk mask is causal in chunks: perturbing noisy chunk 3 (frames 12..16) leaves the
+/// samples of chunks 0–2 bit-identical and changes chunk 3.
+#[test]
+fn meanvc_chunk_mask_is_causal_in_chunks() {
+    let (model, mut inputs) = load_with_inputs("meanvc_dit");
+    let base = output_f32(&kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs"), "sample");
+    let noise = inputs.iter_mut().find(|(n, _)| n == "noise").expect("noise input");
+    let shape = noise.1.shape().to_vec();
+    let mut v = noise.1.as_f32().expect("f32").to_vec();
+    let mel = shape[2];
+    for x in &mut v[12 * mel..16 * mel] {
+        *x += 1.0;
+    }
+    noise.1 = Tensor::from_f32(shape, v).expect("same shape");
+    let moved = output_f32(&kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs"), "sample");
+    assert_eq!(base[..12 * mel], moved[..12 * mel], "a later chunk influenced an earlier one");
+    assert_ne!(base[12 * mel..16 * mel], moved[12 * mel..16 * mel]);
+}
+
+/// StableNormal's output is a field of unit normals; GDWCT's image lies in (−1, 1).
+#[test]
+fn output_range_invariants() {
+    let (model, inputs) = load_with_inputs("stablenormal_yoso");
+    let n = output_f32(&kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs"), "normal");
+    let plane = n.len() / 3;
+    for p in 0..plane {
+        let len = (0..3).map(|c| (n[c * plane + p] as f64).powi(2)).sum::<f64>().sqrt();
+        assert!((len - 1.0).abs() < 1e-5, "pixel {p}: |n| = {len}");
+    }
+    let (model, inputs) = load_with_inputs("gdwct");
+    let img = output_f32(&kiln_ir::eval::run(&model.graph, &model.weights, &inputs).expect("runs"), "image");
+    assert!(img.iter().all(|v| v.abs() < 1.0), "tanh output outside (−1, 1)");
+    assert!(img.iter().any(|v| v.abs() > 0.5), "image is nearly constant: the test would be vacuous");
+}
+
+/// The same comparison through the command line: `kiln run MODEL --input NAME=FILE ... --output-dir D`
+/// writes one .npy per output, compared file by file with the goldens.
+#[test]
+fn zoo_models_match_their_goldens_through_kiln_run() {
+    let names = zoo_models();
+    let out_root = std::env::temp_dir().join(format!("kiln-zoo-cli-{}", std::process::id()));
+    let mut failures = Vec::new();
+    for name in &names {
+        let dir = models_dir();
+        let out_dir = out_root.join(name);
+        let mut args = vec!["run".to_string(), dir.join(format!("{name}.json")).display().to_string()];
+        let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("inputs"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        inputs.sort();
+        for input in inputs {
+            let input_name = input.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            args.extend(["--input".to_string(), format!("{input_name}={}", input.display())]);
+        }
+        args.extend(["--output-dir".to_string(), out_dir.display().to_string()]);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln")).args(&args).output().expect("kiln runs");
+        if !out.status.success() {
+            failures.push(format!("{name}: kiln run failed: {}", String::from_utf8_lossy(&out.stderr)));
+            continue;
+        }
+        let mut goldens: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("golden"))
+            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        goldens.sort();
+        assert!(!goldens.is_empty(), "{name} has goldens");
+        for golden in goldens {
+            let file = golden.file_name().unwrap_or_default();
+            let (got, want) = match (read_npy(&out_dir.join(file)), read_npy(&golden)) {
+                (Ok(g), Ok(w)) => (g, w),
+                (g, w) => {
+                    failures.push(format!("{name}/{}: {:?} / {:?}", file.to_string_lossy(), g.err(), w.err()));
+                    continue;
+                }
+            };
+            let worst = match (got.as_f32(), want.as_f32()) {
+                (Some(g), Some(w)) if got.shape() == want.shape() => worst_error(g, w).0,
+                _ => f64::INFINITY,
+            };
+            if worst > TOLERANCE {
+                failures.push(format!("{name}/{}: max error {worst:.3e}", file.to_string_lossy()));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&out_root);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
