@@ -13,11 +13,11 @@
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
 //!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm,
-//!   Reduce*), a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
+//!   Reduce*), Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
 //!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
 //!   table-driven copy; Gather; casts to or from i64).
 //! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   EvoNormS0, EvoNormB0, RegionNorm; elementwise ops on i64; Reduce over axes that are not one
+//!   EvoNormS0, EvoNormB0, RegionNorm, MaskedSoftmax; elementwise ops on i64; Reduce over axes that are not one
 //!   contiguous block (after dropping size-1 axes) or on i64; LayerNorm/RMSNorm whose scale or
 //!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
 //!   interpreter.
@@ -808,11 +808,10 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             cx.kernel_step(&name, kname, total / (d / groups), total, args);
             Ok(())
         }
-        Op::EvoNormS0 { .. }
-        | Op::EvoNormB0 { .. }
-        | Op::RegionNorm { .. }
-        | Op::MaskedSoftmax
-        | Op::Attention { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } | Op::MaskedSoftmax => {
+            Err(unsupported(op.name(), &name, ""))
+        }
+        Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
         }
@@ -820,6 +819,73 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+/// Attention as GEMM (Q·Kt) with a generated epilogue (·scale + bias, in place), the softmax row
+/// kernel, and GEMM (·V): three steps, no interpreter.
+fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let tys: Vec<TensorType> = ins.iter().map(|v| graph.value_type(*v).clone()).collect();
+    if tys.iter().any(|t| t.dtype != DType::F32) {
+        return Err(unsupported("Attention", &name, "non-f32 operands"));
+    }
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    let scores = Op::MatMul.infer(&[&tys[0], &tys[1]]).map_err(|e| internal(&name, e))?.remove(0);
+    if scores.rank() < 2 {
+        return Err(internal(&name, "attention scores must have rank ≥ 2"));
+    }
+    let (call1, units1, e1) = matmul_parts(&tys[0].shape, &tys[1].shape, cx.threads).map_err(|e| internal(&name, e))?;
+    let (call2, units2, e2) = matmul_parts(&scores.shape, &tys[2].shape, cx.threads).map_err(|e| internal(&name, e))?;
+    if e1 != scores.num_elements() || e2 != out.num_elements() {
+        return Err(internal(&name, "attention shapes are inconsistent"));
+    }
+    // Epilogue: S ← S·scale (+ bias), written over S.
+    let mut nodes = vec![Expr::Leaf(0), Expr::Const(scale), Expr::Binary(kiln_ir::BinaryOp::Mul, 0, 1)];
+    let mut leaf_shapes = vec![scores.shape.clone()];
+    if let Some(bias) = tys.get(3) {
+        if kiln_ir::ops::broadcast::broadcast_shapes(&bias.shape, &scores.shape).ok().as_ref() != Some(&scores.shape)
+            || bias.rank() > scores.rank()
+        {
+            return Err(internal(&name, "attention bias does not broadcast to the scores"));
+        }
+        leaf_shapes.push(bias.shape.clone());
+        nodes.push(Expr::Leaf(1));
+        nodes.push(Expr::Binary(kiln_ir::BinaryOp::Add, 2, 3));
+    }
+    let fused = Fused { nodes, out_shape: scores.shape.clone(), leaf_shapes };
+    let ename = cx.kname(&name, "attn_scale");
+    elementwise::define_with(cx.jit, &ename, &fused, true).map_err(|e| internal(&name, e))?;
+    cx.kernel_labels.push(ename);
+    let efunc = cx.kernel_labels.len() - 1;
+    let s_buf = cx.new_buf(&scores);
+    let (q, kt, v) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?, cx.input(ins[2], &name)?);
+    let mut args = vec![s_buf, q, kt, s_buf, s_buf];
+    if ins.len() == 4 {
+        args.push(cx.input(ins[3], &name)?);
+    }
+    cx.steps.push(Step {
+        label: format!("{name} (scores + epilogue)"),
+        kind: StepKind::MatMul { call: call1, units: units1, c_fill: None, epilogue: Some((efunc, 3)) },
+        args,
+        n_writes: 1,
+    });
+    let lk = scores.shape[scores.rank() - 1];
+    let sname = cx.kname(&name, "attn_softmax");
+    rows::softmax(cx.jit, &sname, lk, cx.softmax, false).map_err(|e| internal(&name, e))?;
+    let p_buf = cx.new_buf(&scores);
+    let total = scores.num_elements();
+    cx.kernel_step(&format!("{name} (softmax)"), sname, total / lk, total, vec![p_buf, s_buf]);
+    let dst = cx.out_buf(out_v);
+    cx.steps.push(Step {
+        label: format!("{name} (·V)"),
+        kind: StepKind::MatMul { call: call2, units: units2, c_fill: None, epilogue: None },
+        args: vec![dst, p_buf, v],
+        n_writes: 1,
+    });
+    Ok(())
 }
 
 fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result<(), Error> {

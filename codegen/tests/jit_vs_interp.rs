@@ -299,6 +299,26 @@ proptest! {
     }
 
     #[test]
+    fn attention(batch in prop::collection::vec(1usize..3, 0..3), lq in 1usize..9, lk in 1usize..9, d in 1usize..9,
+                 dv in 1usize..9, bias_kind in 0usize..4, seed in any::<u64>(), threads in 1usize..3) {
+        let mut rng = XRng(seed | 1);
+        let sh = |tail: [usize; 2]| batch.iter().copied().chain(tail).collect::<Vec<_>>();
+        let mut spec = Spec::new();
+        spec.input("q", rng.tensor(&sh([lq, d]), -1.0, 1.0))
+            .input("kt", rng.tensor(&sh([d, lk]), -1.0, 1.0))
+            .weight("v", rng.tensor(&[lk, dv], -1.0, 1.0));
+        let mut ins = vec!["q", "kt", "v"];
+        let bias_shape: Option<Vec<usize>> = match bias_kind { 0 => None, 1 => Some(vec![lk]), 2 => Some(vec![lq, lk]), _ => Some(sh([lq, lk])) };
+        if let Some(bs) = &bias_shape {
+            spec.weight("bias", rng.tensor(bs, -3.0, 3.0));
+            ins.push("bias");
+        }
+        spec.node("att", Op::Attention { scale: 0.35 }, &ins, &["y"]).output("y");
+        let exe = check_with(&spec, Tol { abs: 1e-5, rel: 1e-5 }, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        prop_assert_eq!(steps(&exe), 3, "{}", exe.schedule_text());
+    }
+
+    #[test]
     fn reductions(s in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keepdims in any::<bool>(),
                   lo_frac in 0.0f64..1.0, len_frac in 0.0f64..1.0) {
         let mut rng = XRng(seed | 1);
