@@ -13,11 +13,11 @@
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
 //!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm,
-//!   Reduce*), Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
+//!   Reduce*), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
 //!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
 //!   table-driven copy; Gather; casts to or from i64).
 //! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   EvoNormS0, EvoNormB0, RegionNorm, MaskedSoftmax; elementwise ops on i64; Reduce over axes that are not one
+//!   EvoNormS0, EvoNormB0, RegionNorm; elementwise ops on i64; Reduce over axes that are not one
 //!   contiguous block (after dropping size-1 axes) or on i64; LayerNorm/RMSNorm whose scale or
 //!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
 //!   interpreter.
@@ -808,9 +808,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             cx.kernel_step(&name, kname, total / (d / groups), total, args);
             Ok(())
         }
-        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } | Op::MaskedSoftmax => {
-            Err(unsupported(op.name(), &name, ""))
-        }
+        Op::MaskedSoftmax => lower_masked_softmax(cx, id),
+        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
         Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
@@ -819,6 +818,65 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+/// MaskedSoftmax as four generated kernels: row max, e = exp(x − max)·M, row sum, e/sum (in
+/// place over e).
+fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let mask = graph.value_type(ins[1]).clone();
+    if x.dtype != DType::F32 || mask.dtype != DType::F32 || x.rank() == 0 {
+        return Err(unsupported("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
+    }
+    if mask.rank() > x.rank()
+        || kiln_ir::ops::broadcast::broadcast_shapes(&mask.shape, &x.shape).ok().as_ref() != Some(&x.shape)
+    {
+        return Err(internal(&name, "mask does not broadcast to the input"));
+    }
+    let d = x.shape[x.rank() - 1];
+    let total = x.num_elements();
+    let rows_n = total / d;
+    let mut row_shape = x.shape.clone();
+    *row_shape.last_mut().unwrap_or(&mut 0) = 1;
+    let row_ty = TensorType::f32(row_shape.clone());
+    let (px, pm) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?);
+    let kmax = cx.kname(&name, "msm_max");
+    rows::reduce_rows(cx.jit, &kmax, d, ReduceKind::Max).map_err(|e| internal(&name, e))?;
+    let mx = cx.new_buf(&row_ty);
+    cx.kernel_step(&format!("{name} (max)"), kmax, rows_n, total, vec![mx, px]);
+    let f = Fused {
+        nodes: vec![
+            Expr::Leaf(0),
+            Expr::Leaf(1),
+            Expr::Leaf(2),
+            Expr::Binary(kiln_ir::BinaryOp::Sub, 0, 1),
+            Expr::Unary(kiln_ir::UnaryOp::Exp, 3),
+            Expr::Binary(kiln_ir::BinaryOp::Mul, 4, 2),
+        ],
+        out_shape: x.shape.clone(),
+        leaf_shapes: vec![x.shape.clone(), row_shape.clone(), mask.shape.clone()],
+    };
+    let kexp = cx.kname(&name, "msm_exp");
+    let lay = elementwise::define(cx.jit, &kexp, &f).map_err(|e| internal(&name, e))?;
+    let e = cx.new_buf(&x);
+    cx.kernel_step(&format!("{name} (exp·mask)"), kexp, lay.rows(), total, vec![e, px, mx, pm]);
+    let ksum = cx.kname(&name, "msm_sum");
+    rows::reduce_rows(cx.jit, &ksum, d, ReduceKind::Sum).map_err(|e| internal(&name, e))?;
+    let sm = cx.new_buf(&row_ty);
+    cx.kernel_step(&format!("{name} (sum)"), ksum, rows_n, total, vec![sm, e]);
+    let f = Fused {
+        nodes: vec![Expr::Leaf(0), Expr::Leaf(1), Expr::Binary(kiln_ir::BinaryOp::Div, 0, 1)],
+        out_shape: x.shape.clone(),
+        leaf_shapes: vec![x.shape.clone(), row_shape],
+    };
+    let kdiv = cx.kname(&name, "msm_div");
+    let lay = elementwise::define(cx.jit, &kdiv, &f).map_err(|e| internal(&name, e))?;
+    cx.kernel_step(&format!("{name} (÷sum)"), kdiv, lay.rows(), total, vec![e, e, sm]);
+    cx.place.insert(Value { node: id, port: 0 }, e);
+    Ok(())
 }
 
 /// Attention as GEMM (Q·Kt) with a generated epilogue (·scale + bias, in place), the softmax row

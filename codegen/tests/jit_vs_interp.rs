@@ -319,6 +319,21 @@ proptest! {
     }
 
     #[test]
+    fn masked_softmax(s in prop::collection::vec(1usize..12, 1..4), seed in any::<u64>(), scale in 0.1f32..10.0) {
+        let mut rng = XRng(seed | 1);
+        let x = rng.tensor(&s, -scale, scale);
+        let ms = broadcast_of(&s, &mut rng);
+        // A 0/1 mask whose every row keeps at least the last entry (a row of zeros is NaN in both).
+        let n: usize = ms.iter().product();
+        let last = *ms.last().unwrap_or(&1);
+        let m: Vec<f32> = (0..n).map(|i| if (i + 1).is_multiple_of(last) || !rng.next().is_multiple_of(3) { 1.0 } else { 0.0 }).collect();
+        let mut spec = Spec::new();
+        spec.input("x", x).weight("m", Tensor::from_f32(ms.clone(), m).unwrap())
+            .node("msm", Op::MaskedSoftmax, &["x", "m"], &["y"]).output("y");
+        check(&spec, Tol { abs: 1e-6, rel: 1e-5 });
+    }
+
+    #[test]
     fn reductions(s in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keepdims in any::<bool>(),
                   lo_frac in 0.0f64..1.0, len_frac in 0.0f64..1.0) {
         let mut rng = XRng(seed | 1);
