@@ -12,12 +12,12 @@
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
-//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm,
+//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0,
 //!   Reduce*), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
 //!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
 //!   table-driven copy; Gather; casts to or from i64).
 //! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   EvoNormS0, EvoNormB0, RegionNorm; elementwise ops on i64; Reduce over axes that are not one
+//!   RegionNorm; elementwise ops on i64; Reduce over axes that are not one
 //!   contiguous block (after dropping size-1 axes) or on i64; LayerNorm/RMSNorm whose scale or
 //!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
 //!   interpreter.
@@ -809,7 +809,12 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Ok(())
         }
         Op::MaskedSoftmax => lower_masked_softmax(cx, id),
-        Op::EvoNormS0 { .. } | Op::EvoNormB0 { .. } | Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::EvoNormS0 { groups, epsilon } => lower_evo(cx, id, *groups, *epsilon, rows::GroupMode::EvoS0),
+        Op::EvoNormB0 { epsilon } => {
+            let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
+            lower_evo(cx, id, c, *epsilon, rows::GroupMode::EvoB0)
+        }
+        Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
         Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
@@ -943,6 +948,32 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
         args: vec![dst, p_buf, v],
         n_writes: 1,
     });
+    Ok(())
+}
+
+/// EvoNorm-S0/B0 (NCHW, per-channel parameters) on the group-statistics kernel.
+fn lower_evo(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32, mode: rows::GroupMode) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("EvoNorm");
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    if x.rank() != 4 || x.dtype != DType::F32 {
+        return Err(unsupported(op_name, &name, "input is not f32 NCHW"));
+    }
+    let c = x.shape[1];
+    if groups == 0 || !c.is_multiple_of(groups) || ins[1..].iter().any(|v| graph.value_type(*v).num_elements() != c) {
+        return Err(internal(&name, "EvoNorm shapes are inconsistent"));
+    }
+    let s = x.shape[2] * x.shape[3];
+    let kname = cx.kname(&name, "evonorm");
+    rows::group_stats_kernel(cx.jit, &kname, groups, c / groups, s, eps, mode).map_err(|e| internal(&name, e))?;
+    let mut args = vec![cx.out_buf(Value { node: id, port: 0 })];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let total = x.num_elements();
+    cx.kernel_step(&name, kname, x.shape[0] * groups, total, args);
     Ok(())
 }
 

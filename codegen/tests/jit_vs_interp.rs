@@ -334,6 +334,24 @@ proptest! {
     }
 
     #[test]
+    fn evonorms(n in 1usize..3, g in 1usize..4, cpg in 1usize..4, h in 1usize..6, w in 1usize..6, seed in any::<u64>()) {
+        let mut rng = XRng(seed | 1);
+        let c = g * cpg;
+        let x = rng.tensor(&[n, c, h, w], -3.0, 3.0);
+        let mut spec = Spec::new();
+        spec.input("x", x)
+            .weight("v", rng.tensor(&[c], -1.0, 1.0))
+            .weight("g", rng.tensor(&[c], 0.5, 2.0))
+            .weight("b", rng.tensor(&[c], -1.0, 1.0))
+            .weight("rv", rng.tensor(&[c], 0.1, 3.0))
+            .node("s0", Op::EvoNormS0 { groups: g, epsilon: 1e-5 }, &["x", "v", "g", "b"], &["y"])
+            .node("b0", Op::EvoNormB0 { epsilon: 1e-3 }, &["x", "v", "g", "b", "rv"], &["z"])
+            .output("y").output("z");
+        // σ ≥ √ε bounds the amplification of f32 statistics (see group_and_instance_norm).
+        check(&spec, Tol { abs: 2e-4, rel: 1e-4 });
+    }
+
+    #[test]
     fn reductions(s in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keepdims in any::<bool>(),
                   lo_frac in 0.0f64..1.0, len_frac in 0.0f64..1.0) {
         let mut rng = XRng(seed | 1);
@@ -469,14 +487,16 @@ fn unsupported_ops_fail_to_compile_with_the_node_name() {
     let mut rng = XRng(3);
     let mut spec = Spec::new();
     spec.input("x", rng.tensor(&[1, 4, 3, 3], -1.0, 1.0))
-        .weight("v", rng.tensor(&[4], 0.5, 1.5))
-        .weight("g", rng.tensor(&[4], 0.5, 1.5))
-        .weight("b", rng.tensor(&[4], -1.0, 1.0))
-        .node("evo", Op::EvoNormS0 { groups: 2, epsilon: 1e-5 }, &["x", "v", "g", "b"], &["y"])
+        .input("mask", rng.tensor(&[1, 1, 3, 3], 0.0, 1.0))
+        .weight("g1", rng.tensor(&[4], 0.5, 1.5))
+        .weight("b1", rng.tensor(&[4], -1.0, 1.0))
+        .weight("g2", rng.tensor(&[4], 0.5, 1.5))
+        .weight("b2", rng.tensor(&[4], -1.0, 1.0))
+        .node("rn", Op::RegionNorm { epsilon: 1e-5 }, &["x", "mask", "g1", "b1", "g2", "b2"], &["y"])
         .output("y");
     let (g, w) = spec.build();
-    let err = compile(&g, &w, &options(1)).err().expect("EvoNormS0 must not compile").to_string();
-    assert_eq!(err, "node 'evo': not supported by the JIT yet: EvoNormS0 at node 'evo'");
+    let err = compile(&g, &w, &options(1)).err().expect("RegionNorm must not compile").to_string();
+    assert_eq!(err, "node 'rn': not supported by the JIT yet: RegionNorm at node 'rn'");
 
     // i64 arithmetic is refused too, not interpreted.
     let mut spec = Spec::new();

@@ -409,12 +409,40 @@ pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: R
 /// contiguous values; statistics over the row (two-pass variance), then the per-channel affine
 /// y = x·(γ_c·rstd) + (β_c − μ·γ_c·rstd). Arguments: `[out, x, γ, β]`, γ and β of `G·cpg`.
 pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize, eps: f32) -> Result<(), String> {
+    group_stats_kernel(jit, name, groups, cpg, s, eps, GroupMode::Norm)
+}
+
+/// What the group-statistics kernel applies per element once it has μ and rstd = 1/√(σ² + ε).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// (x − μ)·rstd·γ + β. Arguments `[out, x, γ, β]`.
+    Norm,
+    /// EvoNorm-S0: x·σ(v·x)·rstd·γ + β. Arguments `[out, x, v, γ, β]`.
+    EvoS0,
+    /// EvoNorm-B0 (one channel per group): x / max(√(rv + ε), v·x + 1/rstd)·γ + β.
+    /// Arguments `[out, x, v, γ, β, rv]`.
+    EvoB0,
+}
+
+/// Statistics over rows of `cpg·s` values (one group of one image), then a per-channel formula.
+pub fn group_stats_kernel(
+    jit: &mut Jit,
+    name: &str,
+    groups: usize,
+    cpg: usize,
+    s: usize,
+    eps: f32,
+    mode: GroupMode,
+) -> Result<(), String> {
     let n = cpg * s;
     jit.define(name, move |b, [args, start, end], feat| {
         let out = load_arg_ptr(b, args, 0);
         let x = load_arg_ptr(b, args, 1);
-        let gamma = load_arg_ptr(b, args, 2);
-        let beta = load_arg_ptr(b, args, 3);
+        let first = if mode == GroupMode::Norm { 2 } else { 3 };
+        let vptr = if mode == GroupMode::Norm { None } else { Some(load_arg_ptr(b, args, 2)) };
+        let gamma = load_arg_ptr(b, args, first);
+        let beta = load_arg_ptr(b, args, first + 1);
+        let rvptr = if mode == GroupMode::EvoB0 { Some(load_arg_ptr(b, args, 5)) } else { None };
         let rl = RowLoop::begin(b, start, end);
         let xr = row_ptr(b, x, rl.row, n);
         let yr = row_ptr(b, out, rl.row, n);
@@ -455,11 +483,24 @@ pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize
             let c = b.ins().iadd(c0, ci);
             let gv = load(b, false, gamma, c);
             let bv = load(b, false, beta, c);
+            let vv = vptr.map(|p| load(b, false, p, c));
+            let rv = rvptr.map(|p| load(b, false, p, c));
             let (scale, shift) = {
                 let mut l = Lanes::new(b, false, feat.fma);
                 let scale = l.mul(gv, rstd);
                 let ms = l.mul(mean, scale);
                 (scale, l.sub(bv, ms))
+            };
+            // EvoNorm-B0's per-channel terms: √(rv + ε) and the instance σ = 1/rstd.
+            let (rsd, sd) = match rv {
+                Some(rv) => {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let e = l.c(eps);
+                    let rve = l.add(rv, e);
+                    let one = l.c(1.0);
+                    (Some(l.sqrt(rve)), Some(l.div(one, rstd)))
+                }
+                None => (None, None),
             };
             let off = b.ins().imul_imm_s(ci, (s * 4) as i64);
             let xc = b.ins().iadd(xr, off);
@@ -467,9 +508,35 @@ pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize
             inner_loop(b, s, &|b, vector, i| {
                 let v = load(b, vector, xc, i);
                 let mut l = Lanes::new(b, vector, feat.fma);
-                let sc = l.splat(scale);
-                let sh = l.splat(shift);
-                let y = l.mul_add(v, sc, sh);
+                let y = match mode {
+                    GroupMode::Norm => {
+                        let sc = l.splat(scale);
+                        let sh = l.splat(shift);
+                        l.mul_add(v, sc, sh)
+                    }
+                    GroupMode::EvoS0 => {
+                        let vs = l.splat(vv.expect("EvoS0 has v"));
+                        let vx = l.mul(vs, v);
+                        let sg = l.sigmoid(vx);
+                        let h = l.mul(v, sg);
+                        let g = l.splat(gv);
+                        let r = l.splat(rstd);
+                        let gr = l.mul(g, r);
+                        let bb = l.splat(bv);
+                        l.mul_add(h, gr, bb)
+                    }
+                    GroupMode::EvoB0 => {
+                        let vs = l.splat(vv.expect("EvoB0 has v"));
+                        let sds = l.splat(sd.expect("EvoB0 has σ"));
+                        let inst = l.mul_add(vs, v, sds);
+                        let run = l.splat(rsd.expect("EvoB0 has rv"));
+                        let den = l.max(run, inst);
+                        let h = l.div(v, den);
+                        let g = l.splat(gv);
+                        let bb = l.splat(bv);
+                        l.mul_add(h, g, bb)
+                    }
+                };
                 store(b, y, yc, i);
             });
         });
