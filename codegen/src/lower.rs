@@ -13,12 +13,11 @@
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
 //!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0,
-//!   Reduce*), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
+//!   Reduce* — one kernel per block of reduced axes —), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
 //!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
 //!   table-driven copy; Gather; casts to or from i64).
 //! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   RegionNorm; elementwise ops on i64; Reduce over axes that are not one
-//!   contiguous block (after dropping size-1 axes) or on i64; LayerNorm/RMSNorm whose scale or
+//!   RegionNorm; elementwise ops on i64; Reduce on i64; LayerNorm/RMSNorm whose scale or
 //!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
 //!   interpreter.
 //!
@@ -1184,38 +1183,42 @@ fn lower_reduce(
             _ => seg.push((d, r)),
         }
     }
-    let flags: Vec<bool> = seg.iter().map(|s| s.1).collect();
     let total = x.num_elements();
     let src = cx.input(ins[0], &name)?;
-    let (kname, rows) = match flags.as_slice() {
-        [] | [false] => {
-            let k = cx.kname(&name, "reduce");
-            rows::reduce_rows(cx.jit, &k, 1, kind).map_err(|e| internal(&name, e))?;
-            (k, total)
-        }
-        [true] | [false, true] => {
-            let n = seg.last().map(|s| s.0).unwrap_or(1);
-            let k = cx.kname(&name, "reduce");
-            rows::reduce_rows(cx.jit, &k, n, kind).map_err(|e| internal(&name, e))?;
-            (k, total / n)
-        }
-        [true, false] | [false, true, false] => {
-            let inner = seg[seg.len() - 1].0;
-            let r = seg[seg.len() - 2].0;
-            let k = cx.kname(&name, "reduce");
+    if !seg.iter().any(|s| s.1) {
+        // Nothing of size > 1 is reduced: one kernel over rows of 1 (L2 still takes |x|).
+        let k = cx.kname(&name, "reduce");
+        rows::reduce_rows(cx.jit, &k, 1, kind).map_err(|e| internal(&name, e))?;
+        let dst = cx.out_buf(out_v);
+        cx.kernel_step(&name, k, total, total, vec![dst, src]);
+        return Ok(());
+    }
+    // One kernel per block of reduced axes, innermost block first. Chaining is exact for every
+    // kind: Sum and Max compose, Mean of equal-count means is the mean, and L2 of L2s is L2.
+    let mut cur = src;
+    let mut part = 0;
+    while let Some(j) = seg.iter().rposition(|s| s.1) {
+        let outer: usize = seg[..j].iter().map(|s| s.0).product();
+        let r = seg[j].0;
+        let inner: usize = seg[j + 1..].iter().map(|s| s.0).product();
+        let k = cx.kname(&name, &format!("reduce{part}"));
+        if inner == 1 {
+            rows::reduce_rows(cx.jit, &k, r, kind).map_err(|e| internal(&name, e))?;
+        } else {
             rows::reduce_strided(cx.jit, &k, r, inner, kind).map_err(|e| internal(&name, e))?;
-            (k, total / (r * inner))
         }
-        _ => {
-            return Err(unsupported(
-                graph.node(id).op().map(|o| o.name()).unwrap_or("Reduce"),
-                &name,
-                "reduced axes are not one contiguous block",
-            ));
+        seg.remove(j);
+        if j > 0 && j < seg.len() && seg[j - 1].1 == seg[j].1 {
+            let merged = seg[j - 1].0 * seg[j].0;
+            seg[j - 1].0 = merged;
+            seg.remove(j);
         }
-    };
-    let dst = cx.out_buf(out_v);
-    cx.kernel_step(&name, kname, rows, total, vec![dst, src]);
+        let dst =
+            if seg.iter().any(|s| s.1) { cx.new_buf(&TensorType::f32([outer * inner])) } else { cx.out_buf(out_v) };
+        cx.kernel_step(&name, k, outer, outer * r * inner, vec![dst, cur]);
+        cur = dst;
+        part += 1;
+    }
     Ok(())
 }
 
