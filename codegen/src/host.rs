@@ -83,6 +83,8 @@ impl AxisCopy {
         }
     }
 
+    /// # Safety
+    /// `s` and `d` are in bounds of `src` and `dst` for elements of `self.elem` bytes.
     unsafe fn copy_one(&self, src: *const u8, s: usize, dst: *mut u8, d: usize) {
         // SAFETY: caller guarantees both indices are in bounds.
         unsafe {
@@ -94,6 +96,8 @@ impl AxisCopy {
         }
     }
 
+    /// # Safety
+    /// `d` is in bounds of `dst`.
     unsafe fn write_pad(&self, dst: *mut u8, d: usize) {
         // SAFETY: caller guarantees d is in bounds; pads only exist for f32 data.
         unsafe {
