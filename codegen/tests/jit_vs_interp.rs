@@ -419,6 +419,20 @@ fn special_values_follow_the_reference() {
 }
 
 #[test]
+fn layer_norm_keeps_accuracy_under_a_large_offset() {
+    // Rows of 1e4 + U(−1, 1): with a plain f32 mean, x − μ would err by ≈ ulp(1e4)/σ ≈ 2e-3.
+    let mut rng = XRng(21);
+    let x = rng.tensor(&[8, 67], -1.0, 1.0);
+    let x = Tensor::from_f32([8, 67], x.as_f32().unwrap().iter().map(|v| v + 1e4).collect()).unwrap();
+    let mut spec = Spec::new();
+    spec.input("x", x)
+        .weight("g", Tensor::from_f32([67], vec![1.0; 67]).unwrap())
+        .node("ln", Op::LayerNormalization { axis: -1, epsilon: 1e-5 }, &["x", "g"], &["y"])
+        .output("y");
+    check(&spec, Tol { abs: 2e-4, rel: 0.0 });
+}
+
+#[test]
 fn split_into_uneven_parts() {
     let mut rng = XRng(7);
     let mut spec = Spec::new();

@@ -269,13 +269,32 @@ pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool
         let xr = row_ptr(b, x, rl.row, n);
         let yr = row_ptr(b, out, rl.row, n);
         let inv_n = 1.0 / n as f32;
+        // μ as hi + lo: hi is the rounded mean, lo the mean of x − hi. Centring as (x − hi) − lo
+        // keeps the error at the scale of σ rather than of |μ| (large-offset residual streams).
         let mean = if rms {
             None
         } else {
             let s = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+            let hi = {
+                let mut l = Lanes::new(b, false, feat.fma);
+                let k = l.c(inv_n);
+                l.mul(s, k)
+            };
+            let r = fold_row(
+                b,
+                feat,
+                xr,
+                n,
+                0.0,
+                &|l, v| {
+                    let h = l.splat(hi);
+                    l.sub(v, h)
+                },
+                &add,
+            );
             let mut l = Lanes::new(b, false, feat.fma);
             let k = l.c(inv_n);
-            Some(l.mul(s, k))
+            Some((hi, l.mul(r, k)))
         };
         // Two-pass variance: Σ(x − μ)² (no cancellation).
         let ss = fold_row(
@@ -286,9 +305,11 @@ pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool
             0.0,
             &|l, v| {
                 let d = match mean {
-                    Some(m) => {
-                        let ms = l.splat(m);
-                        l.sub(v, ms)
+                    Some((hi, lo)) => {
+                        let h = l.splat(hi);
+                        let lo = l.splat(lo);
+                        let t = l.sub(v, h);
+                        l.sub(t, lo)
                     }
                     None => v,
                 };
@@ -311,9 +332,11 @@ pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool
             let bv = beta.map(|p| load(b, vector, p, i));
             let mut l = Lanes::new(b, vector, feat.fma);
             let d = match mean {
-                Some(m) => {
-                    let ms = l.splat(m);
-                    l.sub(v, ms)
+                Some((hi, lo)) => {
+                    let h = l.splat(hi);
+                    let lo = l.splat(lo);
+                    let t = l.sub(v, h);
+                    l.sub(t, lo)
                 }
                 None => v,
             };
