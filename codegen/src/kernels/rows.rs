@@ -471,10 +471,28 @@ pub fn group_stats_kernel(
         let yr = row_ptr(b, out, rl.row, n);
         let inv_n = 1.0 / n as f32;
         let sum = fold_row(b, feat, xr, n, 0.0, &ident, &add);
-        let mean = {
+        // Two-part mean as in `norm`: centring is (x − hi) − lo.
+        let hi = {
             let mut l = Lanes::new(b, false, feat.fma);
             let k = l.c(inv_n);
             l.mul(sum, k)
+        };
+        let r = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let h = l.splat(hi);
+                l.sub(v, h)
+            },
+            &add,
+        );
+        let lo = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            l.mul(r, k)
         };
         let ss = fold_row(
             b,
@@ -483,8 +501,10 @@ pub fn group_stats_kernel(
             n,
             0.0,
             &|l, v| {
-                let ms = l.splat(mean);
-                let d = l.sub(v, ms);
+                let h = l.splat(hi);
+                let lo = l.splat(lo);
+                let t = l.sub(v, h);
+                let d = l.sub(t, lo);
                 l.mul(d, d)
             },
             &add,
@@ -508,11 +528,9 @@ pub fn group_stats_kernel(
             let bv = load(b, false, beta, c);
             let vv = vptr.map(|p| load(b, false, p, c));
             let rv = rvptr.map(|p| load(b, false, p, c));
-            let (scale, shift) = {
+            let scale = {
                 let mut l = Lanes::new(b, false, feat.fma);
-                let scale = l.mul(gv, rstd);
-                let ms = l.mul(mean, scale);
-                (scale, l.sub(bv, ms))
+                l.mul(gv, rstd)
             };
             // EvoNorm-B0's per-channel terms: √(rv + ε) and the instance σ = 1/rstd.
             let (rsd, sd) = match rv {
@@ -533,9 +551,13 @@ pub fn group_stats_kernel(
                 let mut l = Lanes::new(b, vector, feat.fma);
                 let y = match mode {
                     GroupMode::Norm => {
+                        let h = l.splat(hi);
+                        let lo = l.splat(lo);
+                        let t = l.sub(v, h);
+                        let d = l.sub(t, lo);
                         let sc = l.splat(scale);
-                        let sh = l.splat(shift);
-                        l.mul_add(v, sc, sh)
+                        let bb = l.splat(bv);
+                        l.mul_add(d, sc, bb)
                     }
                     GroupMode::EvoS0 => {
                         let vs = l.splat(vv.expect("EvoS0 has v"));
