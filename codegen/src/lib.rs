@@ -1,3 +1,101 @@
-//! Native code generation for kiln: one Cranelift function per fused kernel, an execution plan over
-//! a static arena, and a multi-core executor. Nothing lives here yet: the JIT arrives with its own
-//! issue; until then `kiln` runs graphs on the reference interpreter in `kiln_ir::eval`.
+//! Native code generation for kiln: the graph is scheduled into kernels (fused elementwise loops,
+//! row kernels, GEMM calls, copies), each generated kernel becomes one Cranelift function, and
+//! an execution plan runs them over one statically planned arena on a persistent worker pool.
+//!
+//! Entry point: [`compile`] → [`Executable::run`]. Pipeline, in order:
+//! 1. [`lower`]: fusion groups and one plan step per kernel or host operation (which ops go
+//!    where is listed there); unsupported ops fail here with "not supported by the JIT yet".
+//! 2. [`memplan`]: liveness over the steps, best-fit arena offsets, peak vs lower bound.
+//! 3. [`jit`]: Cranelift finalises the module; [`exec`] holds the result.
+//!
+//! **Architecture invariant:** nothing here calls the reference interpreter; it is only the
+//! oracle in tests. Only this crate knows Cranelift.
+
+pub mod exec;
+pub mod host;
+pub mod jit;
+pub mod kernels;
+pub mod lower;
+pub mod memplan;
+pub mod pool;
+pub mod vmath;
+
+#[cfg(test)]
+mod host_tests;
+#[cfg(test)]
+mod math_tests;
+
+pub use exec::{Executable, MemoryReport};
+pub use kernels::rows::SoftmaxAlgo;
+
+use kiln_ir::{Error, Graph, Weights};
+
+#[cfg(test)]
+mod send_sync {
+    /// `Executable` must be shareable across threads (run() from many at once).
+    #[test]
+    fn executable_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Executable>();
+    }
+}
+
+/// Options for [`compile`].
+#[derive(Debug, Clone)]
+pub struct CodegenOptions {
+    /// Threads per run (the caller's thread plus `threads − 1` pool workers). Results are
+    /// deterministic for a given count.
+    pub threads: usize,
+    pub softmax: SoftmaxAlgo,
+}
+
+impl Default for CodegenOptions {
+    fn default() -> Self {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass }
+    }
+}
+
+/// Compiles a validated graph with its weights into native code.
+pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Result<Executable, Error> {
+    weights.check_against(graph)?;
+    let threads = options.threads.max(1);
+    let mut jit = jit::Jit::new(jit::HostFeatures::detect()).map_err(|e| Error::new("JIT", e))?;
+    let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads)?;
+    let placement = memplan::place(&intervals(&plan));
+    let clif = std::mem::take(&mut jit.clif);
+    let (funcs, code) = jit.finish().map_err(|e| Error::new("JIT", e))?;
+    if funcs.len() != plan.kernel_labels.len() {
+        return Err(Error::new("JIT", "internal error: kernel count does not match the plan"));
+    }
+    let kernels = funcs.into_iter().map(|c| c.func).collect();
+    Ok(Executable::new(plan, kernels, placement, clif, threads, code))
+}
+
+/// Lifetime of every arena buffer over the steps: first write to last access; graph outputs live
+/// to the end.
+pub(crate) fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
+    let end = plan.steps.len();
+    let mut iv: Vec<memplan::Interval> =
+        plan.buffers.iter().map(|&bytes| memplan::Interval { bytes, def: usize::MAX, last: 0 }).collect();
+    for (s, step) in plan.steps.iter().enumerate() {
+        for p in &step.args {
+            if let lower::Place::Buf(b) = *p {
+                iv[b].def = iv[b].def.min(s);
+                iv[b].last = iv[b].last.max(s);
+            }
+        }
+    }
+    for (p, _) in &plan.outputs {
+        if let lower::Place::Buf(b) = *p {
+            iv[b].last = end;
+        }
+    }
+    for i in &mut iv {
+        if i.def == usize::MAX {
+            i.def = 0;
+        }
+        i.last = i.last.max(i.def);
+    }
+    iv
+}

@@ -1,0 +1,348 @@
+//! The plan executor: resolves each step's buffers to pointers into one arena (plus the caller's
+//! inputs and the model's weights) and runs the steps in order, splitting row kernels and GEMMs
+//! across the worker pool.
+//!
+//! **Invariant:** steps write only arena buffers (the plan builder never makes an input or weight
+//! a write target), so inputs and weights are only read and one `Executable` can run on many
+//! threads at once, each run with its own arena (taken from a small free list).
+
+use crate::host::GemmCall;
+use crate::jit::{CodeMemory, KernelFn};
+use crate::lower::{ConvSpec, Lowered, Place, StepKind, WeightData};
+use crate::memplan::Placement;
+use crate::pool::{Pool, chunk};
+use kiln_ir::{DType, Error, Tensor, TensorType};
+use std::sync::{Arc, Mutex};
+
+/// Below this many elements a kernel runs on the calling thread: waking workers costs more.
+const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+
+/// Memory figures of the static plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryReport {
+    /// Arena size in bytes (what one run allocates for intermediates).
+    pub arena_bytes: usize,
+    /// Max bytes simultaneously live: no placement of these buffers can use less.
+    pub lower_bound_bytes: usize,
+    /// Sum of all intermediate buffers: what a plan without reuse would need.
+    pub unshared_bytes: usize,
+}
+
+/// A compiled model: generated kernels, a plan and the weights. `Send + Sync`.
+pub struct Executable {
+    pub(crate) plan: Lowered,
+    pub(crate) kernels: Vec<KernelFn>,
+    pub(crate) offsets: Vec<usize>,
+    pub(crate) memory: MemoryReport,
+    pub(crate) clif: Vec<(String, String)>,
+    pub(crate) pool: Pool,
+    arenas: Mutex<Vec<Vec<u64>>>,
+    // Last: the generated code must outlive every field that can call into it.
+    _code: CodeMemory,
+}
+
+/// Base pointers of one step's arguments, shareable with worker threads.
+struct Ptrs(Vec<*mut u8>);
+// SAFETY: the pointers address the run's arena, inputs and weights, which outlive every job of
+// the step: `Pool::run` returns only after all chunks finish. Chunks write disjoint rows.
+unsafe impl Send for Ptrs {}
+// SAFETY: as above; the Vec itself is only read.
+unsafe impl Sync for Ptrs {}
+
+impl Executable {
+    pub(crate) fn new(
+        plan: Lowered,
+        kernels: Vec<KernelFn>,
+        placement: Placement,
+        clif: Vec<(String, String)>,
+        threads: usize,
+        code: CodeMemory,
+    ) -> Executable {
+        let memory = MemoryReport {
+            arena_bytes: placement.peak,
+            lower_bound_bytes: placement.lower_bound,
+            unshared_bytes: plan
+                .buffers
+                .iter()
+                .map(|b| b.div_ceil(crate::memplan::ALIGN) * crate::memplan::ALIGN)
+                .sum(),
+        };
+        Executable {
+            plan,
+            kernels,
+            offsets: placement.offsets,
+            memory,
+            clif,
+            pool: Pool::new(threads),
+            arenas: Mutex::new(Vec::new()),
+            _code: code,
+        }
+    }
+
+    pub fn memory(&self) -> MemoryReport {
+        self.memory
+    }
+
+    /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser).
+    pub fn clif_text(&self) -> &[(String, String)] {
+        &self.clif
+    }
+
+    /// The schedule, one line per step: what runs and for which node(s).
+    pub fn schedule_text(&self) -> String {
+        let mut s = String::new();
+        for (i, st) in self.plan.steps.iter().enumerate() {
+            let what = match &st.kind {
+                StepKind::Kernel { func, rows, .. } => format!("kernel {} ({rows} rows)", self.clif[*func].0),
+                StepKind::Copies(_) => "copy".to_string(),
+                StepKind::Gather(_) => "gather".to_string(),
+                StepKind::Convert(c, _) => format!("convert {c:?}"),
+                StepKind::BoolInput(_) => "bool input".to_string(),
+                StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
+                StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
+            };
+            s.push_str(&format!("{i:3}  {what:40}  {}\n", st.label));
+        }
+        s
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// Runs the model. `inputs` are in graph-input order with the declared types (the caller has
+    /// validated them with `kiln_ir::eval::check_inputs`; they are checked again here because
+    /// generated code trusts the sizes).
+    pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
+        if inputs.len() != self.plan.input_types.len() {
+            return Err(Error::new(
+                "inputs",
+                format!("expected {} inputs, got {}", self.plan.input_types.len(), inputs.len()),
+            ));
+        }
+        for (i, (t, ty)) in inputs.iter().zip(&self.plan.input_types).enumerate() {
+            if t.ty() != *ty {
+                return Err(Error::new(format!("input {i}"), format!("expected {ty}, got {}", t.ty())));
+            }
+        }
+        let words = self.memory.arena_bytes.div_ceil(8);
+        let mut arena = self.arenas.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
+        if arena.len() < words {
+            arena.resize(words, 0);
+        }
+        let result = self.run_in(inputs, &mut arena);
+        self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
+        result
+    }
+
+    fn run_in(&self, inputs: &[&Tensor], arena: &mut [u64]) -> Result<Vec<Tensor>, Error> {
+        let base = arena.as_mut_ptr() as *mut u8;
+        let ptr = |p: Place| -> *mut u8 {
+            match p {
+                // SAFETY (offset): offsets[b] + size ≤ arena_bytes ≤ arena length in bytes.
+                Place::Buf(b) => unsafe { base.add(self.offsets[b]) },
+                Place::Weight(w) => match &self.plan.weights[w] {
+                    WeightData::F32(v) => v.as_ptr() as *mut u8,
+                    WeightData::I64(v) => v.as_ptr() as *mut u8,
+                },
+                Place::Input(i) => match inputs[i].data() {
+                    kiln_ir::TensorData::F32(v) => v.as_ptr() as *mut u8,
+                    kiln_ir::TensorData::I64(v) => v.as_ptr() as *mut u8,
+                    kiln_ir::TensorData::Bool(v) => v.as_ptr() as *mut u8,
+                },
+            }
+        };
+        for step in &self.plan.steps {
+            let ptrs: Vec<*mut u8> = step.args.iter().map(|&p| ptr(p)).collect();
+            let fail = |what: &str| Error::new(format!("step '{}'", step.label), what.to_string());
+            match &step.kind {
+                StepKind::Kernel { func, rows, elems } => {
+                    let f = self.kernels[*func];
+                    let threads = self.pool.threads().min(*rows);
+                    if threads <= 1 || *elems < PARALLEL_MIN_ELEMS {
+                        // SAFETY: the kernel was generated for exactly these argument buffers and
+                        // sizes (plan invariant); rows [0, rows) are all in range.
+                        unsafe { f(ptrs.as_ptr(), 0, *rows as i64) };
+                    } else {
+                        let p = Arc::new(Ptrs(ptrs));
+                        let rows = *rows;
+                        let ok = self.pool.run(
+                            threads,
+                            Arc::new(move |c| {
+                                let (lo, hi) = chunk(rows, threads, c);
+                                // SAFETY: as above; chunks cover disjoint row ranges.
+                                unsafe { f(p.0.as_ptr(), lo as i64, hi as i64) };
+                            }),
+                        );
+                        if !ok {
+                            return Err(fail("a worker thread panicked"));
+                        }
+                    }
+                }
+                StepKind::Copies(copies) => {
+                    let src = ptrs[step.n_writes];
+                    for (c, &dst) in copies.iter().zip(&ptrs[..step.n_writes]) {
+                        // SAFETY: the plan checked the source extent against the source tensor and
+                        // sized the destination buffer from the output type.
+                        unsafe { c.run(src, dst) };
+                    }
+                }
+                StepKind::Gather(g) => {
+                    // SAFETY: buffer sizes match the spec (checked when lowering).
+                    let r = unsafe { g.run(ptrs[1], ptrs[2] as *const i64, ptrs[0]) };
+                    if let Err(i) = r {
+                        return Err(fail(&format!("index {i} is out of range for an axis of {}", g.axis_len)));
+                    }
+                }
+                StepKind::Convert(c, n) => {
+                    // SAFETY: both buffers hold n elements of their types.
+                    unsafe { c.run(ptrs[1], ptrs[0], *n) };
+                }
+                StepKind::BoolInput(n) => {
+                    // SAFETY: the input is a bool tensor of n elements (checked above); the
+                    // destination buffer holds n f32.
+                    unsafe {
+                        let s = std::slice::from_raw_parts(ptrs[1] as *const bool, *n);
+                        let d = std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, *n);
+                        d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as u8 as f32);
+                    }
+                }
+                StepKind::MatMul { call, units, c_fill, epilogue } => {
+                    if let Some(c) = c_fill {
+                        // SAFETY: C broadcasts to the output; extents checked when lowering.
+                        unsafe { c.run(ptrs[3], ptrs[0]) };
+                    }
+                    let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
+                    self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?;
+                }
+                StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
+            }
+        }
+        let mut outs = Vec::with_capacity(self.plan.outputs.len());
+        for (p, ty) in &self.plan.outputs {
+            outs.push(read_tensor(ptr(*p), ty));
+        }
+        Ok(outs)
+    }
+
+    fn matmul(
+        &self,
+        call: &GemmCall,
+        units: &[[usize; 5]],
+        epilogue: Option<(KernelFn, usize)>,
+        ptrs: Ptrs,
+    ) -> Result<(), &'static str> {
+        let threads = self.pool.threads().min(units.len());
+        let units: Arc<Vec<[usize; 5]>> = Arc::new(units.to_vec());
+        let call = *call;
+        let p = Arc::new(ptrs);
+        let job = move |c: usize| {
+            let (lo, hi) = chunk(units.len(), threads, c);
+            for u in &units[lo..hi] {
+                let [ao, bo, d, m0, m1] = *u;
+                let mut sub = call;
+                sub.m = m1 - m0;
+                // SAFETY: offsets and row ranges come from the plan, which sized every operand;
+                // units write disjoint row blocks of the output.
+                unsafe {
+                    let a = (p.0[1] as *const f32).add(ao).offset(m0 as isize * call.a_rs);
+                    let b = (p.0[2] as *const f32).add(bo);
+                    let dst = (p.0[0] as *mut f32).add(d).offset(m0 as isize * call.d_rs);
+                    sub.run(a, b, dst);
+                }
+                if let Some((f, first)) = epilogue {
+                    // Output rows of this unit, counting batches as consecutive blocks of m rows.
+                    let row0 = d / call.n.max(1);
+                    // SAFETY: the epilogue kernel was generated for these argument buffers with
+                    // one row per output matrix row; rows [row0 + m0, row0 + m1) exist and were
+                    // just written by this unit (units cover disjoint rows).
+                    unsafe { f(p.0[first..].as_ptr(), (row0 + m0) as i64, (row0 + m1) as i64) };
+                }
+            }
+        };
+        if threads <= 1 {
+            job(0);
+            Ok(())
+        } else if self.pool.run(threads, Arc::new(job)) {
+            Ok(())
+        } else {
+            Err("a worker thread panicked")
+        }
+    }
+
+    fn conv(&self, spec: &ConvSpec, ptrs: Ptrs) -> Result<(), &'static str> {
+        let ic = spec.im2col.clone();
+        let ncol = ic.oh * ic.ow;
+        let threads = self.pool.threads().min(ncol).max(1);
+        let threads = if ncol * spec.m_per_group * spec.groups < PARALLEL_MIN_ELEMS { 1 } else { threads };
+        let spec = spec.clone();
+        let p = Arc::new(ptrs);
+        let job = move |c: usize| {
+            let (c0, c1) = chunk(ncol, threads, c);
+            if c1 == c0 {
+                return;
+            }
+            let ckk = ic.c * ic.kh * ic.kw;
+            let mg = spec.m_per_group;
+            let m = mg * spec.groups;
+            for n in 0..spec.n {
+                for g in 0..spec.groups {
+                    // SAFETY: every offset below stays inside the buffers the plan sized:
+                    // x [N, C, H, W], w [M, C/g, kh, kw], bias [M], out [N, M, OH, OW],
+                    // col [C/g·kh·kw, OH·OW]; this chunk touches only columns [c0, c1).
+                    unsafe {
+                        let x = (p.0[2] as *const f32).add((n * spec.groups + g) * ic.c * ic.h * ic.w);
+                        let col = p.0[1] as *mut f32;
+                        ic.run(x, col, c0, c1);
+                        let w = (p.0[3] as *const f32).add(g * mg * ckk);
+                        let dst = (p.0[0] as *mut f32).add((n * m + g * mg) * ncol + c0);
+                        if spec.bias {
+                            let bias = (p.0[4] as *const f32).add(g * mg);
+                            for r in 0..mg {
+                                let row = std::slice::from_raw_parts_mut(dst.add(r * ncol), c1 - c0);
+                                row.fill(*bias.add(r));
+                            }
+                        }
+                        let call = GemmCall {
+                            m: mg,
+                            n: c1 - c0,
+                            k: ckk,
+                            a_rs: ckk as isize,
+                            a_cs: 1,
+                            b_rs: ncol as isize,
+                            b_cs: 1,
+                            d_rs: ncol as isize,
+                            alpha: 1.0,
+                            beta: 1.0,
+                            accumulate: spec.bias,
+                        };
+                        call.run(w, col.add(c0), dst);
+                    }
+                }
+            }
+        };
+        if threads <= 1 {
+            job(0);
+            Ok(())
+        } else if self.pool.run(threads, Arc::new(job)) {
+            Ok(())
+        } else {
+            Err("a worker thread panicked")
+        }
+    }
+}
+
+fn read_tensor(p: *const u8, ty: &TensorType) -> Tensor {
+    let n = ty.num_elements();
+    // SAFETY: `p` addresses a buffer holding the value of type `ty` in arena representation.
+    let data = unsafe {
+        match ty.dtype {
+            DType::F32 => kiln_ir::TensorData::F32(std::slice::from_raw_parts(p as *const f32, n).to_vec()),
+            DType::I64 => kiln_ir::TensorData::I64(std::slice::from_raw_parts(p as *const i64, n).to_vec()),
+            DType::Bool => kiln_ir::TensorData::Bool(
+                std::slice::from_raw_parts(p as *const f32, n).iter().map(|&x| x != 0.0).collect(),
+            ),
+        }
+    };
+    Tensor::new(ty.shape.clone(), data).expect("output buffer matches its type")
+}

@@ -1,0 +1,383 @@
+//! Fused elementwise/broadcast kernels: a small expression DAG over broadcast leaves, evaluated in
+//! one loop nest that writes the root's value once per output element.
+//!
+//! Layout: the output shape is collapsed into `[rows, inner]` (adjacent axes merge when every leaf
+//! reads them the same way), each leaf reads its inner axis either contiguously (f32x4 loads) or
+//! as one broadcast scalar per row (loaded once per row and splatted). Row offsets of broadcast
+//! leaves are recomputed per row from the row index with constant divisors. Rows are the unit of
+//! parallel work. Main loop f32x4, scalar tail for `inner % 4`.
+//!
+//! Bool values (Equal/Less results, Where's condition) are f32 0.0/1.0 inside kiln's arena.
+
+use super::loops::{RowLoop, load_arg_ptr};
+use crate::jit::{HostFeatures, Jit};
+use crate::vmath::Lanes;
+use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::{BinaryOp, UnaryOp};
+
+/// One node of a fused expression. Operands index earlier nodes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expr {
+    /// Kernel input `i` (argument `1 + i`).
+    Leaf(usize),
+    Const(f32),
+    Unary(UnaryOp, usize),
+    Binary(BinaryOp, usize, usize),
+    /// Where(cond, x, y); cond is 0.0/1.0.
+    Where(usize, usize, usize),
+    /// x ≠ 0 as 0.0/1.0 (Cast f32 → bool).
+    NonZero(usize),
+}
+
+/// A fused elementwise kernel: `nodes` in dependency order, the last is the result.
+#[derive(Debug, Clone)]
+pub struct Fused {
+    pub nodes: Vec<Expr>,
+    pub out_shape: Vec<usize>,
+    /// Shape of each leaf; each broadcasts to `out_shape`.
+    pub leaf_shapes: Vec<Vec<usize>>,
+}
+
+/// The loop structure chosen for a fused kernel.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Collapsed output dims; the last is the inner (contiguous) one.
+    pub dims: Vec<usize>,
+    /// Per leaf, its element stride along each collapsed dim (0 where broadcast).
+    pub strides: Vec<Vec<usize>>,
+}
+
+impl Layout {
+    pub fn rows(&self) -> usize {
+        self.dims[..self.dims.len() - 1].iter().product()
+    }
+    pub fn inner(&self) -> usize {
+        self.dims[self.dims.len() - 1]
+    }
+}
+
+/// Broadcast strides of `leaf` against `out` (right-aligned numpy rules), 0 on broadcast axes.
+pub fn broadcast_strides(leaf: &[usize], out: &[usize]) -> Vec<usize> {
+    let off = out.len() - leaf.len();
+    let mut strides = vec![0; out.len()];
+    let mut s = 1;
+    for i in (0..leaf.len()).rev() {
+        if leaf[i] != 1 {
+            strides[i + off] = s;
+        }
+        s *= leaf[i];
+    }
+    strides
+}
+
+/// Collapses the iteration space. Large single-axis spaces are split into rows of a power-of-two
+/// chunk so that threads have rows to share.
+pub fn layout(out_shape: &[usize], leaf_shapes: &[Vec<usize>]) -> Layout {
+    layout_with(out_shape, leaf_shapes, false)
+}
+
+/// As [`layout`]; with `keep_last` the last axis stays the inner dimension on its own (never merged
+/// or split), so kernel rows are exactly the rows of the output seen as a matrix (GEMM epilogues).
+pub fn layout_with(out_shape: &[usize], leaf_shapes: &[Vec<usize>], keep_last: bool) -> Layout {
+    let mut dims: Vec<usize> = Vec::new();
+    let mut strides: Vec<Vec<usize>> = vec![Vec::new(); leaf_shapes.len()];
+    let full: Vec<Vec<usize>> = leaf_shapes.iter().map(|l| broadcast_strides(l, out_shape)).collect();
+    for (axis, &d) in out_shape.iter().enumerate() {
+        let last = keep_last && axis + 1 == out_shape.len();
+        if d == 1 && !last {
+            continue;
+        }
+        // Merge into the previous dim when every leaf's stride continues it.
+        let mergeable =
+            !last && !dims.is_empty() && full.iter().zip(&strides).all(|(f, s)| s[s.len() - 1] == f[axis] * d);
+        if mergeable {
+            let last = dims.len() - 1;
+            dims[last] *= d;
+            for (f, s) in full.iter().zip(strides.iter_mut()) {
+                let l = s.len() - 1;
+                s[l] = f[axis];
+            }
+        } else {
+            dims.push(d);
+            for (f, s) in full.iter().zip(strides.iter_mut()) {
+                s.push(f[axis]);
+            }
+        }
+    }
+    if dims.is_empty() {
+        dims.push(1);
+        for s in &mut strides {
+            s.push(0);
+        }
+    }
+    if dims.len() == 1
+        && !keep_last
+        && dims[0] >= 8192
+        && let Some(chunk) = [4096usize, 2048, 1024, 512, 256].into_iter().find(|&c| dims[0].is_multiple_of(c))
+    {
+        {
+            let n = dims[0];
+            dims = vec![n / chunk, chunk];
+            for s in &mut strides {
+                let st = s[0];
+                *s = vec![st * chunk, st];
+            }
+        }
+    }
+    if dims.len() == 1 {
+        dims.insert(0, 1);
+        for s in &mut strides {
+            s.insert(0, 0);
+        }
+    }
+    Layout { dims, strides }
+}
+
+/// Defines the kernel in `jit`; returns its layout (the executor needs the row count).
+/// Arguments: `[out, leaf0, leaf1, …]`.
+pub fn define(jit: &mut Jit, name: &str, f: &Fused) -> Result<Layout, String> {
+    define_with(jit, name, f, false)
+}
+
+/// [`define`] with the loop layout of [`layout_with`].
+pub fn define_with(jit: &mut Jit, name: &str, f: &Fused, keep_last: bool) -> Result<Layout, String> {
+    let lay = layout_with(&f.out_shape, &f.leaf_shapes, keep_last);
+    let nodes = f.nodes.clone();
+    let lay2 = lay.clone();
+    jit.define(name, move |b, [args, start, end], feat| body(b, args, start, end, feat, &nodes, &lay2))?;
+    Ok(lay)
+}
+
+fn body(
+    b: &mut FunctionBuilder,
+    args: Value,
+    start: Value,
+    end: Value,
+    feat: HostFeatures,
+    nodes: &[Expr],
+    lay: &Layout,
+) {
+    let nleaves = lay.strides.len();
+    let out = load_arg_ptr(b, args, 0);
+    let leaves: Vec<Value> = (0..nleaves).map(|i| load_arg_ptr(b, args, 1 + i)).collect();
+    let inner = lay.inner();
+    let outer_dims = &lay.dims[..lay.dims.len() - 1];
+    let flags = MemFlagsData::new().with_notrap();
+    let rl = RowLoop::begin(b, start, end);
+    let r = rl.row;
+    // Row bases.
+    let out_off = b.ins().imul_imm_s(r, (inner * 4) as i64);
+    let out_row = b.ins().iadd(out, out_off);
+    let mut leaf_rows = Vec::with_capacity(nleaves);
+    let mut leaf_inner_contig = Vec::with_capacity(nleaves);
+    for (i, st) in lay.strides.iter().enumerate() {
+        let mut off = b.ins().iconst(types::I64, 0);
+        // Coordinate j of the row index: (r / P_j) % d_j, P_j = product of later outer dims.
+        let mut p = 1usize;
+        for j in (0..outer_dims.len()).rev() {
+            let d = outer_dims[j];
+            if st[j] != 0 {
+                let q = if p == 1 { r } else { b.ins().udiv_imm_s(r, p as i64) };
+                let c = if j == 0 { q } else { b.ins().urem_imm_s(q, d as i64) };
+                let t = b.ins().imul_imm_s(c, (st[j] * 4) as i64);
+                off = b.ins().iadd(off, t);
+            }
+            p *= d;
+        }
+        leaf_rows.push(b.ins().iadd(leaves[i], off));
+        leaf_inner_contig.push(st[st.len() - 1] != 0);
+    }
+    // Broadcast-scalar leaves: one load per row.
+    let mut scalars: Vec<Option<Value>> = vec![None; nleaves];
+    for i in 0..nleaves {
+        if !leaf_inner_contig[i] {
+            scalars[i] = Some(b.ins().load(types::F32, flags, leaf_rows[i], 0));
+        }
+    }
+
+    let emit = |b: &mut FunctionBuilder, vector: bool, idx: Value| {
+        let lanes_ty = if vector { types::F32X4 } else { types::F32 };
+        let byte = b.ins().ishl_imm_s(idx, 2);
+        let mut leaf_vals = Vec::with_capacity(nleaves);
+        for i in 0..nleaves {
+            let v = match scalars[i] {
+                Some(s) => {
+                    if vector {
+                        b.ins().splat(types::F32X4, s)
+                    } else {
+                        s
+                    }
+                }
+                None => {
+                    let addr = b.ins().iadd(leaf_rows[i], byte);
+                    b.ins().load(lanes_ty, flags, addr, 0)
+                }
+            };
+            leaf_vals.push(v);
+        }
+        let mut l = Lanes::new(b, vector, feat.fma);
+        let v = emit_expr(&mut l, nodes, &leaf_vals);
+        let addr = b.ins().iadd(out_row, byte);
+        b.ins().store(flags, v, addr, 0);
+    };
+    super::loops::inner_loop(b, inner, &emit);
+    rl.end(b);
+}
+
+/// Emits the expression for one vector (or scalar) of elements.
+pub fn emit_expr(l: &mut Lanes, nodes: &[Expr], leaf_vals: &[Value]) -> Value {
+    let mut vals: Vec<Value> = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        let v = match *n {
+            Expr::Leaf(i) => leaf_vals[i],
+            Expr::Const(c) => l.c(c),
+            Expr::Unary(op, a) => unary(l, op, vals[a]),
+            Expr::Binary(op, a, c) => binary(l, op, vals[a], vals[c]),
+            Expr::Where(c, x, y) => {
+                let zero = l.c(0.0);
+                let m = l.cmp(FloatCC::NotEqual, vals[c], zero);
+                l.sel(m, vals[x], vals[y])
+            }
+            Expr::NonZero(a) => {
+                let zero = l.c(0.0);
+                let m = l.cmp(FloatCC::NotEqual, vals[a], zero);
+                l.mask_to_f32(m)
+            }
+        };
+        vals.push(v);
+    }
+    vals[vals.len() - 1]
+}
+
+pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
+    match op {
+        UnaryOp::Sqrt => l.sqrt(x),
+        UnaryOp::Reciprocal => {
+            let one = l.c(1.0);
+            l.div(one, x)
+        }
+        UnaryOp::Neg => l.neg(x),
+        UnaryOp::Abs => l.abs(x),
+        UnaryOp::Exp => l.exp(x),
+        UnaryOp::Log => l.log(x),
+        UnaryOp::Tanh => l.tanh(x),
+        UnaryOp::Erf => l.erf(x),
+        UnaryOp::Sigmoid => l.sigmoid(x),
+        UnaryOp::Relu => {
+            // (x > 0 or NaN) ? x : +0 — keeps NaN, maps −0 to +0, one compare and a blend.
+            let zero = l.c(0.0);
+            let keep = l.cmp(FloatCC::UnorderedOrGreaterThan, x, zero);
+            l.sel(keep, x, zero)
+        }
+        UnaryOp::Silu => {
+            let s = l.sigmoid(x);
+            l.mul(x, s)
+        }
+        UnaryOp::LeakyRelu { alpha } => {
+            let zero = l.c(0.0);
+            let a = l.c(alpha);
+            let ax = l.mul(a, x);
+            let pos = l.cmp(FloatCC::GreaterThanOrEqual, x, zero);
+            l.sel(pos, x, ax)
+        }
+        UnaryOp::Selu { alpha, gamma } => {
+            let zero = l.c(0.0);
+            let e = l.exp(x);
+            let one = l.c(1.0);
+            let em1 = l.sub(e, one);
+            let a = l.c(alpha);
+            let neg = l.mul(a, em1);
+            let pos = l.cmp(FloatCC::GreaterThan, x, zero);
+            let v = l.sel(pos, x, neg);
+            let g = l.c(gamma);
+            l.mul(g, v)
+        }
+        UnaryOp::Gelu { tanh: false } => {
+            let k = l.c(std::f32::consts::FRAC_1_SQRT_2);
+            let xs = l.mul(x, k);
+            let e = l.erf(xs);
+            let one = l.c(1.0);
+            let s = l.add(one, e);
+            let half = l.c(0.5);
+            let hx = l.mul(half, x);
+            l.mul(hx, s)
+        }
+        UnaryOp::Gelu { tanh: true } => {
+            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            let x2 = l.mul(x, x);
+            let c = l.c(0.044_715);
+            let one = l.c(1.0);
+            let inner = l.mul_add(c, x2, one);
+            let xi = l.mul(x, inner);
+            let k = l.c(0.797_884_6);
+            let arg = l.mul(k, xi);
+            let t = l.tanh(arg);
+            let s = l.add(one, t);
+            let half = l.c(0.5);
+            let hx = l.mul(half, x);
+            l.mul(hx, s)
+        }
+        UnaryOp::Clip { min, max } => {
+            let mut v = x;
+            if let Some(lo) = min {
+                let c = l.c(lo);
+                v = l.max(v, c);
+            }
+            if let Some(hi) = max {
+                let c = l.c(hi);
+                v = l.min(v, c);
+            }
+            v
+        }
+    }
+}
+
+pub fn binary(l: &mut Lanes, op: BinaryOp, a: Value, b: Value) -> Value {
+    match op {
+        BinaryOp::Add => l.add(a, b),
+        BinaryOp::Sub => l.sub(a, b),
+        BinaryOp::Mul => l.mul(a, b),
+        BinaryOp::Div => l.div(a, b),
+        BinaryOp::Pow => l.pow(a, b),
+        BinaryOp::Max => l.max(a, b),
+        BinaryOp::Min => l.min(a, b),
+        BinaryOp::Equal => {
+            let m = l.cmp(FloatCC::Equal, a, b);
+            l.mask_to_f32(m)
+        }
+        BinaryOp::Less => {
+            let m = l.cmp(FloatCC::LessThan, a, b);
+            l.mask_to_f32(m)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_collapses_and_broadcasts() {
+        // [2,3,4] + [4]: rows 6 of 4, leaf 1 reads a broadcast row.
+        let l = layout(&[2, 3, 4], &[vec![2, 3, 4], vec![4]]);
+        assert_eq!(l.dims, vec![6, 4]);
+        assert_eq!(l.strides, vec![vec![4, 1], vec![0, 1]]);
+        // [2,3,4] * [2,3,1]: inner axis broadcast for leaf 1.
+        let l = layout(&[2, 3, 4], &[vec![2, 3, 4], vec![2, 3, 1]]);
+        assert_eq!(l.dims, vec![6, 4]);
+        assert_eq!(l.strides, vec![vec![4, 1], vec![1, 0]]);
+        // [2,3,4] + [3,1]: the outer axes no longer merge.
+        let l = layout(&[2, 3, 4], &[vec![2, 3, 4], vec![3, 1]]);
+        assert_eq!(l.dims, vec![2, 3, 4]);
+        assert_eq!(l.strides, vec![vec![12, 4, 1], vec![0, 1, 0]]);
+        // A scalar output.
+        let l = layout(&[], &[vec![]]);
+        assert_eq!(l.dims, vec![1, 1]);
+        // A big contiguous vector is split into rows.
+        let l = layout(&[16384], &[vec![16384], vec![1]]);
+        assert_eq!(l.dims, vec![4, 4096]);
+        assert_eq!(l.strides, vec![vec![4096, 1], vec![0, 0]]);
+    }
+}

@@ -1,0 +1,642 @@
+//! Row kernels: one row of `n` contiguous f32 per iteration, rows split across threads.
+//! Softmax (two-pass and three-pass), LogSoftmax, LayerNorm, RMSNorm, and reductions over
+//! contiguous rows or over a strided middle axis.
+//!
+//! Reductions accumulate in f32 with two f32x4 accumulators (eight partial sums) and a pairwise
+//! horizontal fold; the reference accumulates in f64, so tests allow ≈ n·2⁻²⁴ relative to Σ|x|.
+
+use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
+use crate::jit::{HostFeatures, Jit};
+use crate::vmath::Lanes;
+use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::ReduceKind;
+
+/// Which softmax algorithm to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftmaxAlgo {
+    /// Dukhan & Ablavatski: one pass accumulates Σeˣ as m·2ᵉ with a running exponent, the second
+    /// writes y. 2 reads + 1 write per element. Inputs are clamped to [−1e5, 1e5] so that the
+    /// exponent bookkeeping stays exact (a row entirely below −1e5, e.g. fully masked with −inf,
+    /// comes out uniform).
+    TwoPass,
+    /// max, Σe^{x−max}, write: 3 reads + 1 write.
+    ThreePass,
+}
+
+fn flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn row_ptr(b: &mut FunctionBuilder, base: Value, row: Value, n: usize) -> Value {
+    let off = b.ins().imul_imm_s(row, (n * 4) as i64);
+    b.ins().iadd(base, off)
+}
+
+fn load(b: &mut FunctionBuilder, vector: bool, base: Value, idx: Value) -> Value {
+    let byte = b.ins().ishl_imm_s(idx, 2);
+    let addr = b.ins().iadd(base, byte);
+    let ty = if vector { types::F32X4 } else { types::F32 };
+    b.ins().load(ty, flags(), addr, 0)
+}
+
+fn store(b: &mut FunctionBuilder, v: Value, base: Value, idx: Value) {
+    let byte = b.ins().ishl_imm_s(idx, 2);
+    let addr = b.ins().iadd(base, byte);
+    b.ins().store(flags(), v, addr, 0);
+}
+
+type Map<'m> = &'m dyn Fn(&mut Lanes, Value) -> Value;
+type Comb<'m> = &'m dyn Fn(&mut Lanes, Value, Value) -> Value;
+
+/// Folds `comb` over `map(x)` for the `n` elements at `row`; returns a scalar.
+fn fold_row(
+    b: &mut FunctionBuilder,
+    feat: HostFeatures,
+    row: Value,
+    n: usize,
+    init: f32,
+    map: Map,
+    comb: Comb,
+) -> Value {
+    let init_v = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        l.c(init)
+    };
+    let acc0 = b.declare_var(types::F32X4);
+    let acc1 = b.declare_var(types::F32X4);
+    b.def_var(acc0, init_v);
+    b.def_var(acc1, init_v);
+    let n8 = n / 8 * 8;
+    if n8 > 0 {
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, n8 as i64);
+        counted(b, zero, to, 8, &mut |b, i| {
+            let x0 = load(b, true, row, i);
+            let i4 = b.ins().iadd_imm_s(i, 4);
+            let x1 = load(b, true, row, i4);
+            let a0 = b.use_var(acc0);
+            let a1 = b.use_var(acc1);
+            let mut l = Lanes::new(b, true, feat.fma);
+            let m0 = map(&mut l, x0);
+            let m1 = map(&mut l, x1);
+            let r0 = comb(&mut l, a0, m0);
+            let r1 = comb(&mut l, a1, m1);
+            b.def_var(acc0, r0);
+            b.def_var(acc1, r1);
+        });
+    }
+    if n % 8 >= 4 {
+        let i = b.ins().iconst(types::I64, n8 as i64);
+        let x = load(b, true, row, i);
+        let a0 = b.use_var(acc0);
+        let mut l = Lanes::new(b, true, feat.fma);
+        let m = map(&mut l, x);
+        let r = comb(&mut l, a0, m);
+        b.def_var(acc0, r);
+    }
+    let a0 = b.use_var(acc0);
+    let a1 = b.use_var(acc1);
+    let mut l = Lanes::new(b, true, feat.fma);
+    let v = comb(&mut l, a0, a1);
+    let mut s = l.hfold(v, comb);
+    for k in n / 4 * 4..n {
+        let x = b.ins().load(types::F32, flags(), row, (k * 4) as i32);
+        let mut l = Lanes::new(b, false, feat.fma);
+        let m = map(&mut l, x);
+        s = comb(&mut l, s, m);
+    }
+    s
+}
+
+fn add(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.add(a, b)
+}
+fn ident(_: &mut Lanes, x: Value) -> Value {
+    x
+}
+fn square(l: &mut Lanes, x: Value) -> Value {
+    l.mul(x, x)
+}
+
+fn max(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.max(a, b)
+}
+
+/// Softmax or LogSoftmax over rows of `n`. Arguments: `[out, x]`.
+pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        if log || algo == SoftmaxAlgo::ThreePass {
+            let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
+            let sum = fold_row(
+                b,
+                feat,
+                xr,
+                n,
+                0.0,
+                &|l, v| {
+                    let ms = l.splat(m);
+                    let d = l.sub(v, ms);
+                    l.exp(d)
+                },
+                &add,
+            );
+            if log {
+                let shift = {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let ls = l.log(sum);
+                    l.add(m, ls)
+                };
+                inner_loop(b, n, &|b, vector, i| {
+                    let v = load(b, vector, xr, i);
+                    let mut l = Lanes::new(b, vector, feat.fma);
+                    let s = l.splat(shift);
+                    let y = l.sub(v, s);
+                    store(b, y, yr, i);
+                });
+            } else {
+                let inv = {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let one = l.c(1.0);
+                    l.div(one, sum)
+                };
+                inner_loop(b, n, &|b, vector, i| {
+                    let v = load(b, vector, xr, i);
+                    let mut l = Lanes::new(b, vector, feat.fma);
+                    let ms = l.splat(m);
+                    let d = l.sub(v, ms);
+                    let e = l.exp(d);
+                    let is = l.splat(inv);
+                    let y = l.mul(e, is);
+                    store(b, y, yr, i);
+                });
+            }
+        } else {
+            two_pass(b, feat, xr, yr, n);
+        }
+        rl.end(b);
+    })
+}
+
+fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
+    l.clamp_keep_nan(v, -1e5, 1e5)
+}
+
+/// Merges two (m, e) accumulators meaning m·2ᵉ.
+fn merge(l: &mut Lanes, m1: Value, e1: Value, m2: Value, e2: Value) -> (Value, Value) {
+    // A NaN input already makes m NaN, so the exponent max need not propagate it.
+    let e = l.max_no_nan(e1, e2);
+    let d1 = l.sub(e1, e);
+    let d2 = l.sub(e2, e);
+    let s1 = l.pow2_nonpos(d1);
+    let s2 = l.pow2_nonpos(d2);
+    let a = l.mul(m1, s1);
+    (l.mul_add(m2, s2, a), e)
+}
+
+fn two_pass(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n: usize) {
+    // Pass 1: per-lane (m, e), starting from (0, −1e30) so the first merge takes the element.
+    let vm = b.declare_var(types::F32X4);
+    let ve = b.declare_var(types::F32X4);
+    let (z, big) = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        (l.c(0.0), l.c(-1e30))
+    };
+    b.def_var(vm, z);
+    b.def_var(ve, big);
+    let n4 = n / 4 * 4;
+    if n4 > 0 {
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, n4 as i64);
+        counted(b, zero, to, 4, &mut |b, i| {
+            let v = load(b, true, xr, i);
+            let m = b.use_var(vm);
+            let e = b.use_var(ve);
+            let mut l = Lanes::new(b, true, feat.fma);
+            let v = clamp_logit(&mut l, v);
+            let (p, k) = l.exp_parts(v);
+            let (m2, e2) = merge(&mut l, m, e, p, k);
+            b.def_var(vm, m2);
+            b.def_var(ve, e2);
+        });
+    }
+    let m = b.use_var(vm);
+    let e = b.use_var(ve);
+    let ml: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(m, i)).collect();
+    let el: Vec<Value> = (0..4u8).map(|i| b.ins().extractlane(e, i)).collect();
+    let mut l = Lanes::new(b, false, feat.fma);
+    let (ma, ea) = merge(&mut l, ml[0], el[0], ml[1], el[1]);
+    let (mb, eb) = merge(&mut l, ml[2], el[2], ml[3], el[3]);
+    let (mut mt, mut et) = merge(&mut l, ma, ea, mb, eb);
+    for k in n4..n {
+        let v = l.b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
+        let v = clamp_logit(&mut l, v);
+        let (p, kk) = l.exp_parts(v);
+        (mt, et) = merge(&mut l, mt, et, p, kk);
+    }
+    let one = l.c(1.0);
+    let inv = l.div(one, mt);
+    // Pass 2: y = p·(1/m)·2^{n−e}.
+    inner_loop(b, n, &|b, vector, i| {
+        let v = load(b, vector, xr, i);
+        let mut l = Lanes::new(b, vector, feat.fma);
+        let v = clamp_logit(&mut l, v);
+        let (p, k) = l.exp_parts(v);
+        let es = l.splat(et);
+        let d = l.sub(k, es);
+        let s = l.pow2_nonpos(d);
+        let is = l.splat(inv);
+        let pi = l.mul(p, is);
+        let y = l.mul(pi, s);
+        store(b, y, yr, i);
+    });
+}
+
+/// LayerNorm (`rms = false`: (x − μ)/√(σ² + ε)·γ + β) or RMSNorm (x/√(mean x² + ε)·γ) over rows of
+/// `n`. Arguments: `[out, x, γ]` plus `β` when `bias`. γ and β hold `n` values.
+pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let g = load_arg_ptr(b, args, 2);
+        let beta = if bias { Some(load_arg_ptr(b, args, 3)) } else { None };
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        let inv_n = 1.0 / n as f32;
+        // μ as hi + lo: hi is the rounded mean, lo the mean of x − hi. Centring as (x − hi) − lo
+        // keeps the error at the scale of σ rather than of |μ| (large-offset residual streams).
+        let mean = if rms {
+            None
+        } else {
+            let s = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+            let hi = {
+                let mut l = Lanes::new(b, false, feat.fma);
+                let k = l.c(inv_n);
+                l.mul(s, k)
+            };
+            let r = fold_row(
+                b,
+                feat,
+                xr,
+                n,
+                0.0,
+                &|l, v| {
+                    let h = l.splat(hi);
+                    l.sub(v, h)
+                },
+                &add,
+            );
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            Some((hi, l.mul(r, k)))
+        };
+        // Two-pass variance: Σ(x − μ)² (no cancellation).
+        let ss = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let d = match mean {
+                    Some((hi, lo)) => {
+                        let h = l.splat(hi);
+                        let lo = l.splat(lo);
+                        let t = l.sub(v, h);
+                        l.sub(t, lo)
+                    }
+                    None => v,
+                };
+                l.mul(d, d)
+            },
+            &add,
+        );
+        let rstd = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            let e = l.c(eps);
+            let var = l.mul_add(ss, k, e);
+            let sd = l.sqrt(var);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        inner_loop(b, n, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let gv = load(b, vector, g, i);
+            let bv = beta.map(|p| load(b, vector, p, i));
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let d = match mean {
+                Some((hi, lo)) => {
+                    let h = l.splat(hi);
+                    let lo = l.splat(lo);
+                    let t = l.sub(v, h);
+                    l.sub(t, lo)
+                }
+                None => v,
+            };
+            let rs = l.splat(rstd);
+            let h = l.mul(d, rs);
+            let y = match bv {
+                Some(bv) => l.mul_add(h, gv, bv),
+                None => l.mul(h, gv),
+            };
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}
+
+fn finish_reduce(l: &mut Lanes, kind: ReduceKind, acc: Value, count: usize) -> Value {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Max => acc,
+        ReduceKind::Mean => {
+            let k = l.c(1.0 / count as f32);
+            l.mul(acc, k)
+        }
+        ReduceKind::L2 => l.sqrt(acc),
+    }
+}
+
+fn reduce_parts(kind: ReduceKind) -> (f32, Map<'static>, Comb<'static>) {
+    match kind {
+        ReduceKind::Sum | ReduceKind::Mean => (0.0, &ident, &add),
+        ReduceKind::Max => (f32::NEG_INFINITY, &ident, &max),
+        ReduceKind::L2 => (0.0, &square, &add),
+    }
+}
+
+/// Reduces each contiguous row of `n` to one value. Arguments: `[out, x]`.
+pub fn reduce_rows(jit: &mut Jit, name: &str, n: usize, kind: ReduceKind) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let (init, map, comb) = reduce_parts(kind);
+        let acc = fold_row(b, feat, xr, n, init, map, comb);
+        let mut l = Lanes::new(b, false, feat.fma);
+        let y = finish_reduce(&mut l, kind, acc, n);
+        let yr = row_ptr(b, out, rl.row, 1);
+        b.ins().store(flags(), y, yr, 0);
+        rl.end(b);
+    })
+}
+
+/// Reduces the middle axis of `[outer, r, inner]` to `[outer, inner]`; one outer index per row.
+/// Arguments: `[out, x]`.
+pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: ReduceKind) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, r * inner);
+        let yr = row_ptr(b, out, rl.row, inner);
+        let (init, map, comb) = reduce_parts(kind);
+        inner_loop(b, inner, &|b, vector, i| {
+            let ty = if vector { types::F32X4 } else { types::F32 };
+            let acc = b.declare_var(ty);
+            let init_v = Lanes::new(b, vector, feat.fma).c(init);
+            b.def_var(acc, init_v);
+            let base = {
+                let byte = b.ins().ishl_imm_s(i, 2);
+                b.ins().iadd(xr, byte)
+            };
+            let zero = b.ins().iconst(types::I64, 0);
+            let to = b.ins().iconst(types::I64, r as i64);
+            counted(b, zero, to, 1, &mut |b, k| {
+                let off = b.ins().imul_imm_s(k, (inner * 4) as i64);
+                let addr = b.ins().iadd(base, off);
+                let v = b.ins().load(ty, flags(), addr, 0);
+                let a = b.use_var(acc);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let m = map(&mut l, v);
+                let s = comb(&mut l, a, m);
+                b.def_var(acc, s);
+            });
+            let a = b.use_var(acc);
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let y = finish_reduce(&mut l, kind, a, r);
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}
+
+/// GroupNorm/InstanceNorm: `x` is `[N, G·cpg, S]` in memory, one row per (n, g) of `cpg·s`
+/// contiguous values; statistics over the row (two-pass variance), then the per-channel affine
+/// y = x·(γ_c·rstd) + (β_c − μ·γ_c·rstd). Arguments: `[out, x, γ, β]`, γ and β of `G·cpg`.
+pub fn group_norm(jit: &mut Jit, name: &str, groups: usize, cpg: usize, s: usize, eps: f32) -> Result<(), String> {
+    group_stats_kernel(jit, name, groups, cpg, s, eps, GroupMode::Norm)
+}
+
+/// What the group-statistics kernel applies per element once it has μ and rstd = 1/√(σ² + ε).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupMode {
+    /// (x − μ)·rstd·γ + β. Arguments `[out, x, γ, β]`.
+    Norm,
+    /// EvoNorm-S0: x·σ(v·x)·rstd·γ + β. Arguments `[out, x, v, γ, β]`.
+    EvoS0,
+    /// EvoNorm-B0 (one channel per group): x / max(√(rv + ε), v·x + 1/rstd)·γ + β.
+    /// Arguments `[out, x, v, γ, β, rv]`.
+    EvoB0,
+}
+
+/// Statistics over rows of `cpg·s` values (one group of one image), then a per-channel formula.
+pub fn group_stats_kernel(
+    jit: &mut Jit,
+    name: &str,
+    groups: usize,
+    cpg: usize,
+    s: usize,
+    eps: f32,
+    mode: GroupMode,
+) -> Result<(), String> {
+    let n = cpg * s;
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let first = if mode == GroupMode::Norm { 2 } else { 3 };
+        let vptr = if mode == GroupMode::Norm { None } else { Some(load_arg_ptr(b, args, 2)) };
+        let gamma = load_arg_ptr(b, args, first);
+        let beta = load_arg_ptr(b, args, first + 1);
+        let rvptr = if mode == GroupMode::EvoB0 { Some(load_arg_ptr(b, args, 5)) } else { None };
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, n);
+        let yr = row_ptr(b, out, rl.row, n);
+        let inv_n = 1.0 / n as f32;
+        let sum = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+        // Two-part mean as in `norm`: centring is (x − hi) − lo.
+        let hi = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            l.mul(sum, k)
+        };
+        let r = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let h = l.splat(hi);
+                l.sub(v, h)
+            },
+            &add,
+        );
+        let lo = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            l.mul(r, k)
+        };
+        let ss = fold_row(
+            b,
+            feat,
+            xr,
+            n,
+            0.0,
+            &|l, v| {
+                let h = l.splat(hi);
+                let lo = l.splat(lo);
+                let t = l.sub(v, h);
+                let d = l.sub(t, lo);
+                l.mul(d, d)
+            },
+            &add,
+        );
+        let rstd = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(inv_n);
+            let e = l.c(eps);
+            let var = l.mul_add(ss, k, e);
+            let sd = l.sqrt(var);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+        let c0 = b.ins().imul_imm_s(g, cpg as i64);
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, cpg as i64);
+        counted(b, zero, to, 1, &mut |b, ci| {
+            let c = b.ins().iadd(c0, ci);
+            let gv = load(b, false, gamma, c);
+            let bv = load(b, false, beta, c);
+            let vv = vptr.map(|p| load(b, false, p, c));
+            let rv = rvptr.map(|p| load(b, false, p, c));
+            let scale = {
+                let mut l = Lanes::new(b, false, feat.fma);
+                l.mul(gv, rstd)
+            };
+            // EvoNorm-B0's per-channel terms: √(rv + ε) and the instance σ = 1/rstd.
+            let (rsd, sd) = match rv {
+                Some(rv) => {
+                    let mut l = Lanes::new(b, false, feat.fma);
+                    let e = l.c(eps);
+                    let rve = l.add(rv, e);
+                    let one = l.c(1.0);
+                    (Some(l.sqrt(rve)), Some(l.div(one, rstd)))
+                }
+                None => (None, None),
+            };
+            let off = b.ins().imul_imm_s(ci, (s * 4) as i64);
+            let xc = b.ins().iadd(xr, off);
+            let yc = b.ins().iadd(yr, off);
+            inner_loop(b, s, &|b, vector, i| {
+                let v = load(b, vector, xc, i);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let y = match mode {
+                    GroupMode::Norm => {
+                        let h = l.splat(hi);
+                        let lo = l.splat(lo);
+                        let t = l.sub(v, h);
+                        let d = l.sub(t, lo);
+                        let sc = l.splat(scale);
+                        let bb = l.splat(bv);
+                        l.mul_add(d, sc, bb)
+                    }
+                    GroupMode::EvoS0 => {
+                        let vs = l.splat(vv.expect("EvoS0 has v"));
+                        let vx = l.mul(vs, v);
+                        let sg = l.sigmoid(vx);
+                        let h = l.mul(v, sg);
+                        let g = l.splat(gv);
+                        let r = l.splat(rstd);
+                        let gr = l.mul(g, r);
+                        let bb = l.splat(bv);
+                        l.mul_add(h, gr, bb)
+                    }
+                    GroupMode::EvoB0 => {
+                        let vs = l.splat(vv.expect("EvoB0 has v"));
+                        let sds = l.splat(sd.expect("EvoB0 has σ"));
+                        let inst = l.mul_add(vs, v, sds);
+                        let run = l.splat(rsd.expect("EvoB0 has rv"));
+                        let den = l.max(run, inst);
+                        let h = l.div(v, den);
+                        let g = l.splat(gv);
+                        let bb = l.splat(bv);
+                        l.mul_add(h, g, bb)
+                    }
+                };
+                store(b, y, yc, i);
+            });
+        });
+        rl.end(b);
+    })
+}
+
+/// PowerNorm at inference with GroupScaling: rows of `cpg` contiguous values (one group of one
+/// token); GS = x/√(mean(x²) + group_eps), then y = γ_c·GS/√(φ_c + ε) + β_c with c = g·cpg + i,
+/// g = row mod `groups`. Arguments: `[out, x, γ, β, φ]`, each parameter of `groups·cpg`.
+pub fn power_norm(
+    jit: &mut Jit,
+    name: &str,
+    groups: usize,
+    cpg: usize,
+    eps: f32,
+    group_eps: f32,
+) -> Result<(), String> {
+    jit.define(name, move |b, [args, start, end], feat| {
+        let out = load_arg_ptr(b, args, 0);
+        let x = load_arg_ptr(b, args, 1);
+        let gamma = load_arg_ptr(b, args, 2);
+        let beta = load_arg_ptr(b, args, 3);
+        let phi = load_arg_ptr(b, args, 4);
+        let rl = RowLoop::begin(b, start, end);
+        let xr = row_ptr(b, x, rl.row, cpg);
+        let yr = row_ptr(b, out, rl.row, cpg);
+        let ss = fold_row(b, feat, xr, cpg, 0.0, &square, &add);
+        let gs = {
+            let mut l = Lanes::new(b, false, feat.fma);
+            let k = l.c(1.0 / cpg as f32);
+            let e = l.c(group_eps);
+            let ms = l.mul_add(ss, k, e);
+            let sd = l.sqrt(ms);
+            let one = l.c(1.0);
+            l.div(one, sd)
+        };
+        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+        let poff = b.ins().imul_imm_s(g, (cpg * 4) as i64);
+        let (gp, bp, pp) = (b.ins().iadd(gamma, poff), b.ins().iadd(beta, poff), b.ins().iadd(phi, poff));
+        inner_loop(b, cpg, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let gv = load(b, vector, gp, i);
+            let bv = load(b, vector, bp, i);
+            let pv = load(b, vector, pp, i);
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let gss = l.splat(gs);
+            let h = l.mul(v, gss);
+            let e = l.c(eps);
+            let pe = l.add(pv, e);
+            let sd = l.sqrt(pe);
+            let scale = l.div(gv, sd);
+            let y = l.mul_add(h, scale, bv);
+            store(b, y, yr, i);
+        });
+        rl.end(b);
+    })
+}

@@ -1,0 +1,1443 @@
+//! Scheduling and lowering: groups the graph's ops into kernels and plan steps, in topological
+//! order, and records which buffer each step reads and writes.
+//!
+//! - Fusion: elementwise ops (Unary, Binary, Where, Cast to bool) and the per-channel affine norms
+//!   (BatchNormalization, UnifiedNorm) fuse into one generated loop whenever every user of an
+//!   intermediate is inside the group and the intermediate is not a graph output. Each group is
+//!   rooted at its last op; its other members are never materialised.
+//! - GEMM epilogues: a fused group that reads a MatMul/Gemm result elementwise right after it
+//!   runs inside the GEMM step, per row block, while the block is in cache.
+//! - In place: a fused kernel writes its result over a same-shaped operand buffer that dies with
+//!   it (see `in_place_leaf`).
+//! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
+//!   nothing: the output names the input's buffer.
+//! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
+//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0,
+//!   Reduce* — one kernel per block of reduced axes —), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
+//!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
+//!   table-driven copy; Gather; casts to or from i64).
+//! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
+//!   RegionNorm; elementwise ops on i64; Reduce on i64; LayerNorm/RMSNorm whose scale or
+//!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
+//!   interpreter.
+//!
+//! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
+
+use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, PAD};
+use crate::jit::Jit;
+use crate::kernels::elementwise::{self, Expr, Fused};
+use crate::kernels::rows::{self, SoftmaxAlgo};
+use kiln_ir::ops::normalize_axis;
+use kiln_ir::tensor::strides;
+use kiln_ir::{
+    CoordTransform, DType, Error, Graph, NearestMode, NodeId, NodeKind, Op, PadMode, ReduceKind, TensorType, Value,
+};
+use std::collections::{HashMap, HashSet};
+
+/// Where a tensor lives at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Place {
+    /// Arena buffer (index into `Lowered::buffers`).
+    Buf(usize),
+    Weight(usize),
+    Input(usize),
+}
+
+#[derive(Debug, Clone)]
+pub enum StepKind {
+    /// Generated kernel `func` over `rows` rows; `elems` is the total element count (to decide
+    /// whether splitting across threads pays).
+    Kernel { func: usize, rows: usize, elems: usize },
+    /// One strided copy per write (args: writes…, then the single source).
+    Copies(Vec<AxisCopy>),
+    /// args: [out, data, indices].
+    Gather(GatherSpec),
+    /// args: [dst, src].
+    Convert(Convert, usize),
+    /// A bool graph input (Rust `bool` bytes) to f32 0/1; args: [dst, input].
+    BoolInput(usize),
+    /// args: [out, a, b] or [out, a, b, c]. `units` are (a_off, b_off, d_off, m_lo, m_hi) in
+    /// elements; `c_fill` broadcasts C into out first (Gemm's bias).
+    ///
+    /// `epilogue`: a fused elementwise kernel (func, index of its first arg in `args`) applied to
+    /// each unit's rows right after the GEMM wrote them, while they are in cache; its rows are
+    /// the output's matrix rows (batch·M).
+    MatMul { call: GemmCall, units: Vec<[usize; 5]>, c_fill: Option<AxisCopy>, epilogue: Option<(usize, usize)> },
+    /// args: [out, col scratch, x, w] or [.., bias].
+    Conv(ConvSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConvSpec {
+    pub n: usize,
+    pub groups: usize,
+    pub m_per_group: usize,
+    pub im2col: Im2Col,
+    pub bias: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Node name (for fused groups, the root's) and what runs.
+    pub label: String,
+    pub kind: StepKind,
+    pub args: Vec<Place>,
+    pub n_writes: usize,
+}
+
+/// A weight's data in arena representation.
+#[derive(Debug, Clone)]
+pub enum WeightData {
+    F32(Vec<f32>),
+    I64(Vec<i64>),
+}
+
+pub struct Lowered {
+    pub steps: Vec<Step>,
+    /// Byte size of each arena buffer.
+    pub buffers: Vec<usize>,
+    pub weights: Vec<WeightData>,
+    pub input_types: Vec<TensorType>,
+    pub outputs: Vec<(Place, TensorType)>,
+    /// Kernel names and what they came from, in function order.
+    pub kernel_labels: Vec<String>,
+}
+
+pub fn elem_bytes(d: DType) -> usize {
+    match d {
+        DType::I64 => 8,
+        DType::F32 | DType::Bool => 4,
+    }
+}
+
+fn unsupported(op: &str, node: &str, why: &str) -> Error {
+    let detail = if why.is_empty() { String::new() } else { format!(" ({why})") };
+    Error::new(format!("node '{node}'"), format!("not supported by the JIT yet: {op} at node '{node}'{detail}"))
+}
+
+fn internal(node: &str, msg: impl Into<String>) -> Error {
+    Error::new(format!("node '{node}'"), format!("internal JIT error: {}", msg.into()))
+}
+
+/// The element type an op output has in the arena is the IR type; these ops keep representation.
+fn is_view(graph: &Graph, id: NodeId, op: &Op) -> bool {
+    match op {
+        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => true,
+        Op::Cast { to } => {
+            let from = graph.value_type(graph.node_inputs(id)[0]).dtype;
+            from == *to || (from == DType::Bool && *to == DType::F32)
+        }
+        _ => false,
+    }
+}
+
+/// Ops that can join a fused elementwise group (given f32/bool operands).
+fn is_fusable(graph: &Graph, id: NodeId) -> bool {
+    let Some(op) = graph.node(id).op() else { return false };
+    let ins = graph.node_inputs(id);
+    let f32ish = |v: &Value| matches!(graph.value_type(*v).dtype, DType::F32 | DType::Bool);
+    match op {
+        Op::Unary(_) | Op::Binary(_) | Op::Where => ins.iter().all(f32ish),
+        Op::Cast { to: DType::Bool } => graph.value_type(ins[0]).dtype == DType::F32,
+        Op::BatchNormalization { .. } => graph.value_type(ins[0]).rank() >= 2 && ins.iter().all(f32ish),
+        Op::UnifiedNorm { .. } => ins.iter().all(f32ish),
+        _ => false,
+    }
+}
+
+/// Fused groups: member → root.
+fn fusion_groups(graph: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
+    let outputs: HashSet<Value> = graph.outputs().iter().copied().collect();
+    let mut root_of: HashMap<NodeId, NodeId> = HashMap::new();
+    for &id in order.iter().rev() {
+        if root_of.contains_key(&id) || !is_fusable(graph, id) {
+            continue;
+        }
+        let mut group: HashSet<NodeId> = HashSet::from([id]);
+        let mut changed = true;
+        while changed {
+            changed = false;
+            let members: Vec<NodeId> = group.iter().copied().collect();
+            for m in members {
+                for v in graph.node_inputs(m) {
+                    let p = v.node;
+                    if group.contains(&p) || root_of.contains_key(&p) || !is_fusable(graph, p) || outputs.contains(&v) {
+                        continue;
+                    }
+                    if graph.users(v).iter().all(|(u, _)| group.contains(u)) {
+                        group.insert(p);
+                        changed = true;
+                    }
+                }
+            }
+        }
+        for m in group {
+            root_of.insert(m, id);
+        }
+    }
+    root_of
+}
+
+struct Ctx<'g> {
+    graph: &'g Graph,
+    jit: &'g mut Jit,
+    softmax: SoftmaxAlgo,
+    /// Work splits are planned for this many threads (the executor's pool size).
+    threads: usize,
+    place: HashMap<Value, Place>,
+    buffers: Vec<usize>,
+    steps: Vec<Step>,
+    kernel_labels: Vec<String>,
+}
+
+impl Ctx<'_> {
+    fn new_buf(&mut self, ty: &TensorType) -> Place {
+        self.buffers.push(ty.num_elements() * elem_bytes(ty.dtype));
+        Place::Buf(self.buffers.len() - 1)
+    }
+
+    fn out_buf(&mut self, v: Value) -> Place {
+        let ty = self.graph.value_type(v).clone();
+        let p = self.new_buf(&ty);
+        self.place.insert(v, p);
+        p
+    }
+
+    fn input(&self, v: Value, node: &str) -> Result<Place, Error> {
+        self.place.get(&v).copied().ok_or_else(|| internal(node, "reads a value with no buffer"))
+    }
+
+    fn kernel_step(&mut self, label: &str, kname: String, rows: usize, elems: usize, args: Vec<Place>) {
+        self.kernel_labels.push(kname);
+        let func = self.kernel_labels.len() - 1;
+        self.steps.push(Step {
+            label: label.to_string(),
+            kind: StepKind::Kernel { func, rows, elems },
+            args,
+            n_writes: 1,
+        });
+    }
+
+    fn kname(&self, node: &str, what: &str) -> String {
+        let clean: String = node.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        format!("{what}_{clean}")
+    }
+}
+
+/// Lowers the graph. `weights` must match the graph (checked by the caller).
+pub fn lower(
+    graph: &Graph,
+    weights: &kiln_ir::Weights,
+    jit: &mut Jit,
+    softmax: SoftmaxAlgo,
+    threads: usize,
+) -> Result<Lowered, Error> {
+    let mut cx = Ctx {
+        graph,
+        jit,
+        softmax,
+        threads,
+        place: HashMap::new(),
+        buffers: Vec::new(),
+        steps: Vec::new(),
+        kernel_labels: Vec::new(),
+    };
+    let mut weight_data = Vec::new();
+    for (i, &id) in graph.weights().iter().enumerate() {
+        let name = &graph.node(id).name;
+        let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
+        let data = match t.data() {
+            kiln_ir::TensorData::F32(v) => WeightData::F32(v.clone()),
+            kiln_ir::TensorData::I64(v) => WeightData::I64(v.clone()),
+            kiln_ir::TensorData::Bool(v) => WeightData::F32(v.iter().map(|&b| b as u8 as f32).collect()),
+        };
+        weight_data.push(data);
+        cx.place.insert(Value { node: id, port: 0 }, Place::Weight(i));
+    }
+    let mut input_types = Vec::new();
+    for (i, &id) in graph.inputs().iter().enumerate() {
+        let ty = graph.node(id).outputs[0].ty.clone();
+        let v = Value { node: id, port: 0 };
+        if ty.dtype == DType::Bool {
+            // Bool inputs are converted to the arena's f32 0/1 representation by the executor
+            // before the first step; they get an arena buffer defined at step 0.
+            let p = cx.out_buf(v);
+            cx.steps.push(Step {
+                label: format!("input '{}' (bool → f32)", graph.node(id).name),
+                kind: StepKind::BoolInput(ty.num_elements()),
+                args: vec![p, Place::Input(i)],
+                n_writes: 1,
+            });
+        } else {
+            cx.place.insert(v, Place::Input(i));
+        }
+        input_types.push(ty);
+    }
+
+    let order = graph.op_nodes();
+    let root_of = fusion_groups(graph, &order);
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    for &id in &order {
+        let node = graph.node(id);
+        let NodeKind::Op(op) = &node.kind else { continue };
+        if let Some(&root) = root_of.get(&id) {
+            if root == id {
+                let mut members: Vec<NodeId> = root_of.iter().filter(|&(_, &r)| r == id).map(|(&m, _)| m).collect();
+                members.sort_by_key(|m| position[m]);
+                lower_fused(&mut cx, id, &members)?;
+            }
+            continue;
+        }
+        lower_op(&mut cx, id, op)?;
+    }
+
+    let mut outputs = Vec::new();
+    for &v in graph.outputs() {
+        let p = cx.input(v, graph.value_name(v))?;
+        outputs.push((p, graph.value_type(v).clone()));
+    }
+    Ok(Lowered {
+        steps: cx.steps,
+        buffers: cx.buffers,
+        weights: weight_data,
+        input_types,
+        outputs,
+        kernel_labels: cx.kernel_labels,
+    })
+}
+
+fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Error> {
+    let graph = cx.graph;
+    let root_name = graph.node(root).name.clone();
+    let out_v = Value { node: root, port: 0 };
+    let out_shape = graph.value_type(out_v).shape.clone();
+    let member_set: HashSet<NodeId> = members.iter().copied().collect();
+    // Leaves keyed by (value, shape as read): BatchNorm reads its [C] parameters as [C,1,…,1].
+    let mut leaves: Vec<(Value, Vec<usize>)> = Vec::new();
+    let mut nodes: Vec<Expr> = Vec::new();
+    let mut index: HashMap<Value, usize> = HashMap::new();
+    let mut leaf_index: HashMap<(Value, Vec<usize>), usize> = HashMap::new();
+    let mut leaf_node = |v: Value, shape: Vec<usize>, nodes: &mut Vec<Expr>, leaves: &mut Vec<(Value, Vec<usize>)>| {
+        *leaf_index.entry((v, shape.clone())).or_insert_with(|| {
+            leaves.push((v, shape));
+            nodes.push(Expr::Leaf(leaves.len() - 1));
+            nodes.len() - 1
+        })
+    };
+    for &m in members {
+        let node = graph.node(m);
+        let op = node.op().ok_or_else(|| internal(&node.name, "fused a non-op"))?;
+        let ins = graph.node_inputs(m);
+        let x_rank = graph.value_type(ins[0]).rank();
+        let mut operand = |k: usize, nodes: &mut Vec<Expr>, leaves: &mut Vec<(Value, Vec<usize>)>| -> usize {
+            let v = ins[k];
+            if member_set.contains(&v.node) {
+                return index[&v];
+            }
+            let mut shape = graph.value_type(v).shape.clone();
+            match op {
+                Op::BatchNormalization { .. } if k > 0 => shape.extend(std::iter::repeat_n(1, x_rank - 2)),
+                Op::UnifiedNorm { axis, .. } if k > 0 => {
+                    let a = normalize_axis(*axis, x_rank).unwrap_or(0);
+                    shape.extend(std::iter::repeat_n(1, x_rank - 1 - a));
+                }
+                _ => {}
+            }
+            leaf_node(v, shape, nodes, leaves)
+        };
+        let push = |nodes: &mut Vec<Expr>, e: Expr| {
+            nodes.push(e);
+            nodes.len() - 1
+        };
+        let r = match op {
+            Op::Unary(u) => {
+                let a = operand(0, &mut nodes, &mut leaves);
+                push(&mut nodes, Expr::Unary(*u, a))
+            }
+            Op::Binary(bop) => {
+                let a = operand(0, &mut nodes, &mut leaves);
+                let b = operand(1, &mut nodes, &mut leaves);
+                push(&mut nodes, Expr::Binary(*bop, a, b))
+            }
+            Op::Where => {
+                let c = operand(0, &mut nodes, &mut leaves);
+                let a = operand(1, &mut nodes, &mut leaves);
+                let b = operand(2, &mut nodes, &mut leaves);
+                push(&mut nodes, Expr::Where(c, a, b))
+            }
+            Op::Cast { .. } => {
+                let a = operand(0, &mut nodes, &mut leaves);
+                push(&mut nodes, Expr::NonZero(a))
+            }
+            Op::BatchNormalization { epsilon } => {
+                // (x − mean)·(scale/√(var + ε)) + bias
+                let x = operand(0, &mut nodes, &mut leaves);
+                let scale = operand(1, &mut nodes, &mut leaves);
+                let bias = operand(2, &mut nodes, &mut leaves);
+                let mean = operand(3, &mut nodes, &mut leaves);
+                let var = operand(4, &mut nodes, &mut leaves);
+                affine_norm(&mut nodes, x, scale, bias, Some(mean), var, *epsilon)
+            }
+            Op::UnifiedNorm { epsilon, .. } => {
+                // scale·x/√(running_var + ε) + bias
+                let x = operand(0, &mut nodes, &mut leaves);
+                let scale = operand(1, &mut nodes, &mut leaves);
+                let bias = operand(2, &mut nodes, &mut leaves);
+                let var = operand(3, &mut nodes, &mut leaves);
+                affine_norm(&mut nodes, x, scale, bias, None, var, *epsilon)
+            }
+            other => return Err(internal(&node.name, format!("{} is not fusable", other.name()))),
+        };
+        index.insert(Value { node: m, port: 0 }, r);
+    }
+    let leaf_shapes: Vec<Vec<usize>> = leaves.iter().map(|(_, s)| s.clone()).collect();
+    for s in &leaf_shapes {
+        if s.len() > out_shape.len()
+            || kiln_ir::ops::broadcast::broadcast_shapes(s, &out_shape).ok().as_ref() != Some(&out_shape)
+        {
+            return Err(internal(&root_name, "fused operand does not broadcast to the result"));
+        }
+    }
+    let fused = Fused { nodes, out_shape: out_shape.clone(), leaf_shapes };
+    let kname = cx.kname(&root_name, "fused");
+    let mut leaf_places = Vec::with_capacity(leaves.len());
+    for (v, _) in &leaves {
+        leaf_places.push(cx.input(*v, &root_name)?);
+    }
+    let epilogue_of = gemm_epilogue_target(cx, &leaves, &leaf_places, &out_shape, &member_set);
+    let lay =
+        elementwise::define_with(cx.jit, &kname, &fused, epilogue_of.is_some()).map_err(|e| internal(&root_name, e))?;
+    let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, &member_set) {
+        Some(p) => {
+            cx.place.insert(out_v, p);
+            p
+        }
+        None => cx.out_buf(out_v),
+    };
+    let mut args = vec![out_place];
+    args.extend(leaf_places);
+    let elems = lay.rows() * lay.inner();
+    let label = if members.len() > 1 {
+        let names: Vec<&str> = members.iter().map(|&m| graph.node(m).name.as_str()).collect();
+        format!("fused[{}]", names.join(", "))
+    } else {
+        root_name.clone()
+    };
+    if epilogue_of.is_some()
+        && let Some(mut step) = cx.steps.pop()
+    {
+        if let StepKind::MatMul { epilogue, .. } = &mut step.kind {
+            cx.kernel_labels.push(kname);
+            *epilogue = Some((cx.kernel_labels.len() - 1, step.args.len()));
+            step.args.extend(args);
+            step.label = format!("{} + epilogue {label}", step.label);
+            cx.steps.push(step);
+            return Ok(());
+        }
+        return Err(internal(&root_name, "GEMM epilogue lost its GEMM step"));
+    }
+    cx.kernel_step(&label, kname, lay.rows(), elems, args);
+    Ok(())
+}
+
+/// Whether a fused group can run as the epilogue of the GEMM step just emitted: one of its leaves
+/// is that step's output, read elementwise (same shape as the group's result, rank ≥ 2), used by
+/// this group only and not a graph output. The GEMM step must be the last one so that every
+/// other leaf is already computed when the GEMM runs.
+fn gemm_epilogue_target(
+    cx: &Ctx,
+    leaves: &[(Value, Vec<usize>)],
+    places: &[Place],
+    out_shape: &[usize],
+    members: &HashSet<NodeId>,
+) -> Option<usize> {
+    let last = cx.steps.last()?;
+    let StepKind::MatMul { epilogue: None, .. } = last.kind else { return None };
+    if out_shape.len() < 2 {
+        return None;
+    }
+    leaves.iter().zip(places).position(|((v, shape), &p)| {
+        p == last.args[0]
+            && shape.as_slice() == out_shape
+            && cx.graph.value_type(*v).shape == out_shape
+            && !cx.graph.outputs().contains(v)
+            && cx.graph.users(*v).iter().all(|(u, _)| members.contains(u))
+            && matches!(cx.graph.node(v.node).op(), Some(Op::MatMul | Op::Gemm { .. }))
+    })
+}
+
+/// A leaf buffer the fused kernel may overwrite with its result: read at the same index it is
+/// written (same shape as the output), the only leaf in that buffer, and dead afterwards (every
+/// value stored in the buffer is read only by this group and is not a graph output).
+fn in_place_leaf(
+    cx: &Ctx,
+    leaves: &[(Value, Vec<usize>)],
+    places: &[Place],
+    out_shape: &[usize],
+    members: &HashSet<NodeId>,
+) -> Option<Place> {
+    let outputs: HashSet<Value> = cx.graph.outputs().iter().copied().collect();
+    for ((_, shape), &p) in leaves.iter().zip(places) {
+        let Place::Buf(b) = p else { continue };
+        if shape.as_slice() != out_shape || places.iter().filter(|&&q| q == p).count() != 1 {
+            continue;
+        }
+        let dead_after =
+            cx.place.iter().filter(|&(_, &q)| q == Place::Buf(b)).all(|(&u, _)| {
+                !outputs.contains(&u) && cx.graph.users(u).iter().all(|(user, _)| members.contains(user))
+            });
+        if dead_after && cx.buffers[b] == out_shape.iter().product::<usize>() * 4 {
+            return Some(p);
+        }
+    }
+    None
+}
+
+#[allow(clippy::too_many_arguments)]
+fn affine_norm(
+    nodes: &mut Vec<Expr>,
+    x: usize,
+    scale: usize,
+    bias: usize,
+    mean: Option<usize>,
+    var: usize,
+    eps: f32,
+) -> usize {
+    let mut push = |e: Expr| {
+        nodes.push(e);
+        nodes.len() - 1
+    };
+    let eps_n = push(Expr::Const(eps));
+    let ve = push(Expr::Binary(kiln_ir::BinaryOp::Add, var, eps_n));
+    let sd = push(Expr::Unary(kiln_ir::UnaryOp::Sqrt, ve));
+    let g = push(Expr::Binary(kiln_ir::BinaryOp::Div, scale, sd));
+    let d = match mean {
+        Some(m) => push(Expr::Binary(kiln_ir::BinaryOp::Sub, x, m)),
+        None => x,
+    };
+    let y = push(Expr::Binary(kiln_ir::BinaryOp::Mul, d, g));
+    push(Expr::Binary(kiln_ir::BinaryOp::Add, y, bias))
+}
+
+fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
+    let graph = cx.graph;
+    let node = graph.node(id);
+    let name = node.name.clone();
+    let ins = graph.node_inputs(id);
+    let in_ty = |k: usize| graph.value_type(ins[k]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out_ty = graph.value_type(out_v).clone();
+    if is_view(graph, id, op) {
+        let p = cx.input(ins[0], &name)?;
+        cx.place.insert(out_v, p);
+        return Ok(());
+    }
+    match op {
+        Op::Unary(_) | Op::Binary(_) | Op::Where => {
+            let types: Vec<String> = ins.iter().map(|v| graph.value_type(*v).to_string()).collect();
+            Err(unsupported(
+                op.name(),
+                &name,
+                &format!("operands {}; only f32/bool elementwise is generated", types.join(", ")),
+            ))
+        }
+        Op::Cast { to } => {
+            let from = in_ty(0).dtype;
+            let conv = match (from, to) {
+                (DType::F32, DType::I64) => Convert::F32ToI64,
+                (DType::I64, DType::F32) => Convert::I64ToF32,
+                (DType::I64, DType::Bool) => Convert::I64ToBool,
+                (DType::Bool, DType::I64) => Convert::BoolToI64,
+                _ => return Err(internal(&name, format!("cast {from} → {to} has no lowering"))),
+            };
+            let src = cx.input(ins[0], &name)?;
+            let dst = cx.out_buf(out_v);
+            cx.steps.push(Step {
+                label: name,
+                kind: StepKind::Convert(conv, out_ty.num_elements()),
+                args: vec![dst, src],
+                n_writes: 1,
+            });
+            Ok(())
+        }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
+            let x = in_ty(0);
+            let a = normalize_axis(*axis, x.rank().max(1)).map_err(|e| internal(&name, e))?;
+            let n = x.shape.get(a).copied().unwrap_or(1);
+            let inner: usize = x.shape.get(a + 1..).map(|r| r.iter().product()).unwrap_or(1);
+            let total = x.num_elements();
+            let outer = total / (n * inner);
+            let log = matches!(op, Op::LogSoftmax { .. });
+            let kname = cx.kname(&name, if log { "logsoftmax" } else { "softmax" });
+            rows::softmax(cx.jit, &kname, n, cx.softmax, log).map_err(|e| internal(&name, e))?;
+            let src = cx.input(ins[0], &name)?;
+            let dst = cx.out_buf(out_v);
+            if inner == 1 {
+                cx.kernel_step(&name, kname, total / n, total, vec![dst, src]);
+                return Ok(());
+            }
+            // A non-innermost axis: transpose [outer, n, inner] → [outer, inner, n], run the row
+            // kernel, transpose back (two copy steps around the generated kernel).
+            let t_in = cx.new_buf(&x);
+            let t_out = cx.new_buf(&x);
+            let ax = |sh: [usize; 3], tabs: [Box<dyn Fn(usize) -> usize>; 3]| AxisCopy {
+                shape: sh.to_vec(),
+                src_tab: (0..3).map(|j| (0..sh[j]).map(|i| tabs[j](i) as i64).collect()).collect(),
+                dst_strides: strides(&sh),
+                dst_off: 0,
+                elem: 4,
+                pad: 0.0,
+            };
+            let to_rows = ax(
+                [outer, inner, n],
+                [Box::new(move |i| i * n * inner), Box::new(|j| j), Box::new(move |k| k * inner)],
+            );
+            let back =
+                ax([outer, n, inner], [Box::new(move |i| i * n * inner), Box::new(|k| k), Box::new(move |j| j * n)]);
+            cx.steps.push(Step {
+                label: format!("{name} (to rows)"),
+                kind: StepKind::Copies(vec![to_rows]),
+                args: vec![t_in, src],
+                n_writes: 1,
+            });
+            cx.kernel_step(&name, kname, outer * inner, total, vec![t_out, t_in]);
+            cx.steps.push(Step {
+                label: format!("{name} (back)"),
+                kind: StepKind::Copies(vec![back]),
+                args: vec![dst, t_out],
+                n_writes: 1,
+            });
+            Ok(())
+        }
+        Op::LayerNormalization { axis, epsilon } | Op::RmsNormalization { axis, epsilon } => {
+            let rms = matches!(op, Op::RmsNormalization { .. });
+            let x = in_ty(0);
+            let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
+            let n: usize = x.shape[a..].iter().product();
+            let trailing = &x.shape[a..];
+            for k in 1..ins.len() {
+                let p = in_ty(k);
+                let lead_ones = p.shape.len().saturating_sub(trailing.len());
+                let same = p.num_elements() == n
+                    && p.shape[..lead_ones].iter().all(|&d| d == 1)
+                    && p.shape[lead_ones..] == trailing[trailing.len() - (p.shape.len() - lead_ones)..]
+                    && p.shape.len() - lead_ones == trailing.len();
+                if !same {
+                    return Err(unsupported(op.name(), &name, &format!("parameter {k} of shape {} is broadcast", p)));
+                }
+            }
+            let bias = ins.len() == 3;
+            let kname = cx.kname(&name, if rms { "rmsnorm" } else { "layernorm" });
+            rows::norm(cx.jit, &kname, n, *epsilon, rms, bias).map_err(|e| internal(&name, e))?;
+            let mut args = vec![cx.out_buf(out_v)];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            let total = x.num_elements();
+            cx.kernel_step(&name, kname, total / n, total, args);
+            Ok(())
+        }
+        Op::Reduce { kind, axes, noop_with_empty_axes, .. } => lower_reduce(cx, id, *kind, axes, *noop_with_empty_axes),
+        Op::MatMul => lower_matmul(cx, id),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => lower_gemm(cx, id, *alpha, *beta, *trans_a, *trans_b),
+        Op::Conv { strides, dilations, pads, group } => lower_conv(cx, id, *strides, *dilations, *pads, *group),
+        Op::Transpose { perm } => {
+            let x = in_ty(0);
+            let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+            let mut seen = vec![false; x.rank()];
+            if perm.len() != x.rank() || !perm.iter().all(|&p| p < x.rank() && !std::mem::replace(&mut seen[p], true)) {
+                return Err(internal(&name, "transpose perm is not a permutation of the axes"));
+            }
+            let st = strides(&x.shape);
+            let tabs = perm.iter().map(|&p| (0..x.shape[p]).map(|i| (i * st[p]) as i64).collect()).collect();
+            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+        }
+        Op::Expand { .. } => {
+            let x = in_ty(0);
+            let off = out_ty.rank() - x.rank();
+            let st = strides(&x.shape);
+            let tabs = (0..out_ty.rank())
+                .map(|j| {
+                    (0..out_ty.shape[j])
+                        .map(|i| if j < off || x.shape[j - off] == 1 { 0 } else { (i * st[j - off]) as i64 })
+                        .collect()
+                })
+                .collect();
+            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+        }
+        Op::Slice { starts, ends, axes, steps } => {
+            let x = in_ty(0);
+            let r = x.rank();
+            let mut start = vec![0i64; r];
+            let mut step = vec![1i64; r];
+            let axes: Vec<i64> = axes.clone().unwrap_or_else(|| (0..starts.len() as i64).collect());
+            for (k, &ax) in axes.iter().enumerate() {
+                let a = normalize_axis(ax, r).map_err(|e| internal(&name, e))?;
+                let d = x.shape[a] as i64;
+                let s = steps.as_ref().and_then(|s| s.get(k).copied()).unwrap_or(1);
+                let st = starts.get(k).copied().unwrap_or(0);
+                let st = if st < 0 { st + d } else { st };
+                start[a] = if s > 0 { st.clamp(0, d) } else { st.clamp(0, d - 1) };
+                step[a] = s;
+                let _ = ends;
+            }
+            let xs = strides(&x.shape);
+            let mut tabs = Vec::new();
+            for j in 0..r {
+                let tab: Vec<i64> = (0..out_ty.shape[j] as i64).map(|i| start[j] + i * step[j]).collect();
+                if tab.iter().any(|&c| c < 0 || c >= x.shape[j] as i64) {
+                    return Err(internal(&name, "slice reads outside its input"));
+                }
+                tabs.push(tab.into_iter().map(|c| c * xs[j] as i64).collect());
+            }
+            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+        }
+        Op::Split { axis, .. } => {
+            let x = in_ty(0);
+            let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
+            let xs = strides(&x.shape);
+            let mut offset = 0;
+            let mut copies = Vec::new();
+            let mut outs = Vec::new();
+            for port in 0..node.outputs.len() {
+                let v = Value { node: id, port };
+                let t = graph.value_type(v).clone();
+                let tabs = (0..t.rank())
+                    .map(|j| {
+                        let base = if j == a { offset } else { 0 };
+                        (0..t.shape[j]).map(|i| ((i + base) * xs[j]) as i64).collect()
+                    })
+                    .collect();
+                offset += t.shape[a];
+                copies.push(copy_to_contiguous(&t, tabs));
+                outs.push(v);
+            }
+            if offset != x.shape[a] {
+                return Err(internal(&name, "split sizes do not add up to the input"));
+            }
+            copy_step(cx, id, outs, copies, ins[0])
+        }
+        Op::Concat { axis } => {
+            let a = normalize_axis(*axis, out_ty.rank()).map_err(|e| internal(&name, e))?;
+            let os = strides(&out_ty.shape);
+            let dst = cx.out_buf(out_v);
+            let mut offset = 0;
+            for (k, &v) in ins.iter().enumerate() {
+                let t = graph.value_type(v).clone();
+                let ts = strides(&t.shape);
+                let tabs = (0..t.rank()).map(|j| (0..t.shape[j]).map(|i| (i * ts[j]) as i64).collect()).collect();
+                let copy = AxisCopy {
+                    shape: t.shape.clone(),
+                    src_tab: tabs,
+                    dst_strides: os.clone(),
+                    dst_off: offset * os[a],
+                    elem: elem_bytes(t.dtype),
+                    pad: 0.0,
+                };
+                offset += t.shape[a];
+                let src = cx.input(v, &name)?;
+                cx.steps.push(Step {
+                    label: format!("{name} (input {k})"),
+                    kind: StepKind::Copies(vec![copy]),
+                    args: vec![dst, src],
+                    n_writes: 1,
+                });
+            }
+            if offset != out_ty.shape[a] {
+                return Err(internal(&name, "concat sizes do not add up"));
+            }
+            Ok(())
+        }
+        Op::Pad { mode, pads, value } => {
+            let copy = pad_copy(&in_ty(0), &out_ty, *mode, pads, *value).map_err(|e| internal(&name, e))?;
+            copy_step(cx, id, vec![out_v], vec![copy], ins[0])
+        }
+        Op::Resize { scales, coordinate_transformation_mode, nearest_mode, .. } => {
+            let copy =
+                resize_copy(&in_ty(0), &out_ty, scales.as_deref(), *coordinate_transformation_mode, *nearest_mode)
+                    .map_err(|e| internal(&name, e))?;
+            copy_step(cx, id, vec![out_v], vec![copy], ins[0])
+        }
+        Op::Gather { axis } => {
+            let x = in_ty(0);
+            let idx = in_ty(1);
+            if idx.dtype != DType::I64 {
+                return Err(unsupported("Gather", &name, "indices must be i64"));
+            }
+            let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
+            let spec = GatherSpec {
+                outer: x.shape[..a].iter().product(),
+                axis_len: x.shape[a],
+                inner: x.shape[a + 1..].iter().product(),
+                n_idx: idx.num_elements(),
+                elem: elem_bytes(x.dtype),
+            };
+            if spec.outer * spec.n_idx * spec.inner != out_ty.num_elements() {
+                return Err(internal(&name, "gather output size mismatch"));
+            }
+            let data = cx.input(ins[0], &name)?;
+            let ind = cx.input(ins[1], &name)?;
+            let dst = cx.out_buf(out_v);
+            cx.steps.push(Step { label: name, kind: StepKind::Gather(spec), args: vec![dst, data, ind], n_writes: 1 });
+            Ok(())
+        }
+        Op::GroupNormalization { num_groups, epsilon } => lower_group_norm(cx, id, *num_groups, *epsilon),
+        Op::InstanceNormalization { epsilon } => {
+            let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
+            lower_group_norm(cx, id, c, *epsilon)
+        }
+        Op::PowerNorm { groups, epsilon, group_epsilon } => {
+            let x = in_ty(0);
+            let d = x.shape.last().copied().unwrap_or(1);
+            if x.rank() == 0
+                || *groups == 0
+                || !d.is_multiple_of(*groups)
+                || (1..4).any(|k| in_ty(k).num_elements() != d)
+            {
+                return Err(internal(&name, "PowerNorm shapes are inconsistent"));
+            }
+            let kname = cx.kname(&name, "powernorm");
+            rows::power_norm(cx.jit, &kname, *groups, d / groups, *epsilon, *group_epsilon)
+                .map_err(|e| internal(&name, e))?;
+            let mut args = vec![cx.out_buf(out_v)];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            let total = x.num_elements();
+            cx.kernel_step(&name, kname, total / (d / groups), total, args);
+            Ok(())
+        }
+        Op::MaskedSoftmax => lower_masked_softmax(cx, id),
+        Op::EvoNormS0 { groups, epsilon } => lower_evo(cx, id, *groups, *epsilon, rows::GroupMode::EvoS0),
+        Op::EvoNormB0 { epsilon } => {
+            let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
+            lower_evo(cx, id, c, *epsilon, rows::GroupMode::EvoB0)
+        }
+        Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::Attention { scale } => lower_attention(cx, id, *scale),
+        Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
+            Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
+        }
+        Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
+            Err(internal(&name, "view op reached the copy path"))
+        }
+    }
+}
+
+/// MaskedSoftmax as four generated kernels: row max, e = exp(x − max)·M, row sum, e/sum (in
+/// place over e).
+fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let mask = graph.value_type(ins[1]).clone();
+    if x.dtype != DType::F32 || mask.dtype != DType::F32 || x.rank() == 0 {
+        return Err(unsupported("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
+    }
+    if mask.rank() > x.rank()
+        || kiln_ir::ops::broadcast::broadcast_shapes(&mask.shape, &x.shape).ok().as_ref() != Some(&x.shape)
+    {
+        return Err(internal(&name, "mask does not broadcast to the input"));
+    }
+    let d = x.shape[x.rank() - 1];
+    let total = x.num_elements();
+    let rows_n = total / d;
+    let mut row_shape = x.shape.clone();
+    *row_shape.last_mut().unwrap_or(&mut 0) = 1;
+    let row_ty = TensorType::f32(row_shape.clone());
+    let (px, pm) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?);
+    let kmax = cx.kname(&name, "msm_max");
+    rows::reduce_rows(cx.jit, &kmax, d, ReduceKind::Max).map_err(|e| internal(&name, e))?;
+    let mx = cx.new_buf(&row_ty);
+    cx.kernel_step(&format!("{name} (max)"), kmax, rows_n, total, vec![mx, px]);
+    let f = Fused {
+        nodes: vec![
+            Expr::Leaf(0),
+            Expr::Leaf(1),
+            Expr::Leaf(2),
+            Expr::Binary(kiln_ir::BinaryOp::Sub, 0, 1),
+            Expr::Unary(kiln_ir::UnaryOp::Exp, 3),
+            Expr::Binary(kiln_ir::BinaryOp::Mul, 4, 2),
+        ],
+        out_shape: x.shape.clone(),
+        leaf_shapes: vec![x.shape.clone(), row_shape.clone(), mask.shape.clone()],
+    };
+    let kexp = cx.kname(&name, "msm_exp");
+    let lay = elementwise::define(cx.jit, &kexp, &f).map_err(|e| internal(&name, e))?;
+    let e = cx.new_buf(&x);
+    cx.kernel_step(&format!("{name} (exp·mask)"), kexp, lay.rows(), total, vec![e, px, mx, pm]);
+    let ksum = cx.kname(&name, "msm_sum");
+    rows::reduce_rows(cx.jit, &ksum, d, ReduceKind::Sum).map_err(|e| internal(&name, e))?;
+    let sm = cx.new_buf(&row_ty);
+    cx.kernel_step(&format!("{name} (sum)"), ksum, rows_n, total, vec![sm, e]);
+    let f = Fused {
+        nodes: vec![Expr::Leaf(0), Expr::Leaf(1), Expr::Binary(kiln_ir::BinaryOp::Div, 0, 1)],
+        out_shape: x.shape.clone(),
+        leaf_shapes: vec![x.shape.clone(), row_shape],
+    };
+    let kdiv = cx.kname(&name, "msm_div");
+    let lay = elementwise::define(cx.jit, &kdiv, &f).map_err(|e| internal(&name, e))?;
+    cx.kernel_step(&format!("{name} (÷sum)"), kdiv, lay.rows(), total, vec![e, e, sm]);
+    cx.place.insert(Value { node: id, port: 0 }, e);
+    Ok(())
+}
+
+/// Attention as GEMM (Q·Kt) with a generated epilogue (·scale + bias, in place), the softmax row
+/// kernel, and GEMM (·V): three steps, no interpreter.
+fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let tys: Vec<TensorType> = ins.iter().map(|v| graph.value_type(*v).clone()).collect();
+    if tys.iter().any(|t| t.dtype != DType::F32) {
+        return Err(unsupported("Attention", &name, "non-f32 operands"));
+    }
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    let scores = Op::MatMul.infer(&[&tys[0], &tys[1]]).map_err(|e| internal(&name, e))?.remove(0);
+    if scores.rank() < 2 {
+        return Err(internal(&name, "attention scores must have rank ≥ 2"));
+    }
+    let (call1, units1, e1) = matmul_parts(&tys[0].shape, &tys[1].shape, cx.threads).map_err(|e| internal(&name, e))?;
+    let (call2, units2, e2) = matmul_parts(&scores.shape, &tys[2].shape, cx.threads).map_err(|e| internal(&name, e))?;
+    if e1 != scores.num_elements() || e2 != out.num_elements() {
+        return Err(internal(&name, "attention shapes are inconsistent"));
+    }
+    // Epilogue: S ← S·scale (+ bias), written over S.
+    let mut nodes = vec![Expr::Leaf(0), Expr::Const(scale), Expr::Binary(kiln_ir::BinaryOp::Mul, 0, 1)];
+    let mut leaf_shapes = vec![scores.shape.clone()];
+    if let Some(bias) = tys.get(3) {
+        if kiln_ir::ops::broadcast::broadcast_shapes(&bias.shape, &scores.shape).ok().as_ref() != Some(&scores.shape)
+            || bias.rank() > scores.rank()
+        {
+            return Err(internal(&name, "attention bias does not broadcast to the scores"));
+        }
+        leaf_shapes.push(bias.shape.clone());
+        nodes.push(Expr::Leaf(1));
+        nodes.push(Expr::Binary(kiln_ir::BinaryOp::Add, 2, 3));
+    }
+    let fused = Fused { nodes, out_shape: scores.shape.clone(), leaf_shapes };
+    let ename = cx.kname(&name, "attn_scale");
+    elementwise::define_with(cx.jit, &ename, &fused, true).map_err(|e| internal(&name, e))?;
+    cx.kernel_labels.push(ename);
+    let efunc = cx.kernel_labels.len() - 1;
+    let s_buf = cx.new_buf(&scores);
+    let (q, kt, v) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?, cx.input(ins[2], &name)?);
+    let mut args = vec![s_buf, q, kt, s_buf, s_buf];
+    if ins.len() == 4 {
+        args.push(cx.input(ins[3], &name)?);
+    }
+    cx.steps.push(Step {
+        label: format!("{name} (scores + epilogue)"),
+        kind: StepKind::MatMul { call: call1, units: units1, c_fill: None, epilogue: Some((efunc, 3)) },
+        args,
+        n_writes: 1,
+    });
+    let lk = scores.shape[scores.rank() - 1];
+    let sname = cx.kname(&name, "attn_softmax");
+    rows::softmax(cx.jit, &sname, lk, cx.softmax, false).map_err(|e| internal(&name, e))?;
+    let p_buf = cx.new_buf(&scores);
+    let total = scores.num_elements();
+    cx.kernel_step(&format!("{name} (softmax)"), sname, total / lk, total, vec![p_buf, s_buf]);
+    let dst = cx.out_buf(out_v);
+    cx.steps.push(Step {
+        label: format!("{name} (·V)"),
+        kind: StepKind::MatMul { call: call2, units: units2, c_fill: None, epilogue: None },
+        args: vec![dst, p_buf, v],
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// EvoNorm-S0/B0 (NCHW, per-channel parameters) on the group-statistics kernel.
+fn lower_evo(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32, mode: rows::GroupMode) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("EvoNorm");
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    if x.rank() != 4 || x.dtype != DType::F32 {
+        return Err(unsupported(op_name, &name, "input is not f32 NCHW"));
+    }
+    let c = x.shape[1];
+    if groups == 0 || !c.is_multiple_of(groups) || ins[1..].iter().any(|v| graph.value_type(*v).num_elements() != c) {
+        return Err(internal(&name, "EvoNorm shapes are inconsistent"));
+    }
+    let s = x.shape[2] * x.shape[3];
+    let kname = cx.kname(&name, "evonorm");
+    rows::group_stats_kernel(cx.jit, &kname, groups, c / groups, s, eps, mode).map_err(|e| internal(&name, e))?;
+    let mut args = vec![cx.out_buf(Value { node: id, port: 0 })];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let total = x.num_elements();
+    cx.kernel_step(&name, kname, x.shape[0] * groups, total, args);
+    Ok(())
+}
+
+fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("GroupNormalization");
+    if x.rank() < 2 || x.dtype != DType::F32 {
+        return Err(unsupported(op_name, &name, "input of rank < 2"));
+    }
+    let c = x.shape[1];
+    if groups == 0 || !c.is_multiple_of(groups) {
+        return Err(internal(&name, "channels are not divisible by the groups"));
+    }
+    for v in &ins[1..3] {
+        if graph.value_type(*v).num_elements() != c {
+            return Err(unsupported(op_name, &name, "scale/bias are not per-channel vectors"));
+        }
+    }
+    let s: usize = x.shape[2..].iter().product();
+    let kname = cx.kname(&name, "groupnorm");
+    rows::group_norm(cx.jit, &kname, groups, c / groups, s, eps).map_err(|e| internal(&name, e))?;
+    let out_v = Value { node: id, port: 0 };
+    let mut args = vec![cx.out_buf(out_v)];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let total = x.num_elements();
+    cx.kernel_step(&name, kname, x.shape[0] * groups, total, args);
+    Ok(())
+}
+
+/// ONNX Pad (`pads` = begins then ends, negative crops) as a table-driven copy.
+pub(crate) fn pad_copy(
+    x: &TensorType,
+    out: &TensorType,
+    mode: PadMode,
+    pads: &[i64],
+    value: f32,
+) -> Result<AxisCopy, String> {
+    let r = x.rank();
+    if pads.len() != 2 * r || out.rank() != r {
+        return Err("pads length is not 2·rank".into());
+    }
+    for j in 0..r {
+        if x.shape[j] as i64 + pads[j] + pads[j + r] != out.shape[j] as i64 {
+            return Err(format!("padded axis {j} does not match the output shape"));
+        }
+    }
+    let xs = strides(&x.shape);
+    let mut tabs = Vec::new();
+    for j in 0..r {
+        let d = x.shape[j] as i64;
+        let tab = (0..out.shape[j] as i64)
+            .map(|i| {
+                let c = i - pads[j];
+                let c = match mode {
+                    PadMode::Constant if !(0..d).contains(&c) => return PAD,
+                    PadMode::Constant => c,
+                    PadMode::Edge => c.clamp(0, d - 1),
+                    PadMode::Reflect => reflect(c, d),
+                };
+                c * xs[j] as i64
+            })
+            .collect();
+        tabs.push(tab);
+    }
+    let mut copy = copy_to_contiguous(out, tabs);
+    copy.pad = value;
+    Ok(copy)
+}
+
+/// Nearest-neighbour Resize as a table-driven copy; the scale per axis is `scales` or out/in.
+pub(crate) fn resize_copy(
+    x: &TensorType,
+    out: &TensorType,
+    scales: Option<&[f32]>,
+    ctm: CoordTransform,
+    nm: NearestMode,
+) -> Result<AxisCopy, String> {
+    if out.rank() != x.rank() || scales.is_some_and(|s| s.len() != x.rank()) {
+        return Err("resize rank mismatch".into());
+    }
+    let xs = strides(&x.shape);
+    let mut tabs = Vec::new();
+    for j in 0..x.rank() {
+        let (inn, o) = (x.shape[j], out.shape[j]);
+        let scale = scales.map(|s| s[j]).unwrap_or(o as f32 / inn as f32);
+        tabs.push((0..o).map(|i| (nearest_source(i, inn, o, scale, ctm, nm) * xs[j]) as i64).collect());
+    }
+    Ok(copy_to_contiguous(out, tabs))
+}
+
+/// Reflect mode index (ONNX/numpy "reflect": the edge is not repeated).
+fn reflect(c: i64, d: i64) -> i64 {
+    if d == 1 {
+        return 0;
+    }
+    let period = 2 * (d - 1);
+    let m = c.rem_euclid(period);
+    if m < d { m } else { period - m }
+}
+
+fn nearest_source(i: usize, inn: usize, out: usize, scale: f32, ctm: CoordTransform, nm: NearestMode) -> usize {
+    let x = i as f32;
+    let orig = match ctm {
+        CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
+        CoordTransform::PytorchHalfPixel => {
+            if out > 1 {
+                (x + 0.5) / scale - 0.5
+            } else {
+                0.0
+            }
+        }
+        CoordTransform::Asymmetric => x / scale,
+        CoordTransform::AlignCorners => {
+            if out > 1 {
+                x * (inn as f32 - 1.0) / (out as f32 - 1.0)
+            } else {
+                0.0
+            }
+        }
+    };
+    let r = match nm {
+        NearestMode::RoundPreferFloor => {
+            if orig - orig.floor() == 0.5 {
+                orig.floor()
+            } else {
+                orig.round()
+            }
+        }
+        NearestMode::RoundPreferCeil => {
+            if orig - orig.floor() == 0.5 {
+                orig.ceil()
+            } else {
+                orig.round()
+            }
+        }
+        NearestMode::Floor => orig.floor(),
+        NearestMode::Ceil => orig.ceil(),
+    };
+    (r.max(0.0) as usize).min(inn - 1)
+}
+
+fn copy_to_contiguous(out: &TensorType, tabs: Vec<Vec<i64>>) -> AxisCopy {
+    AxisCopy {
+        shape: out.shape.clone(),
+        src_tab: tabs,
+        dst_strides: strides(&out.shape),
+        dst_off: 0,
+        elem: elem_bytes(out.dtype),
+        pad: 0.0,
+    }
+}
+
+fn copy_step(cx: &mut Ctx, id: NodeId, outs: Vec<Value>, copies: Vec<AxisCopy>, src: Value) -> Result<(), Error> {
+    let name = cx.graph.node(id).name.clone();
+    let s = cx.input(src, &name)?;
+    let src_elems = cx.graph.value_type(src).num_elements();
+    for c in &copies {
+        if c.src_extent() > src_elems {
+            return Err(internal(&name, "copy reads outside its source"));
+        }
+    }
+    let mut args: Vec<Place> = outs.iter().map(|&v| cx.out_buf(v)).collect();
+    let n = args.len();
+    args.push(s);
+    cx.steps.push(Step { label: name, kind: StepKind::Copies(copies), args, n_writes: n });
+    Ok(())
+}
+
+fn lower_reduce(
+    cx: &mut Ctx,
+    id: NodeId,
+    kind: ReduceKind,
+    axes: &Option<Vec<i64>>,
+    noop_empty: bool,
+) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let out_v = Value { node: id, port: 0 };
+    if x.dtype != DType::F32 {
+        return Err(unsupported(graph.node(id).op().map(|o| o.name()).unwrap_or("Reduce"), &name, "non-f32 input"));
+    }
+    let reduced: HashSet<usize> = match axes {
+        Some(a) if !a.is_empty() => a
+            .iter()
+            .map(|&ax| normalize_axis(ax, x.rank()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| internal(&name, e))?,
+        _ if noop_empty && axes.as_ref().is_some_and(|a| a.is_empty()) => HashSet::new(),
+        _ if noop_empty && axes.is_none() => HashSet::new(),
+        _ => (0..x.rank()).collect(),
+    };
+    // Segments of (size, reduced) over non-unit axes, adjacent equal kinds merged.
+    let mut seg: Vec<(usize, bool)> = Vec::new();
+    for (j, &d) in x.shape.iter().enumerate() {
+        if d == 1 {
+            continue;
+        }
+        let r = reduced.contains(&j);
+        match seg.last_mut() {
+            Some((s, rr)) if *rr == r => *s *= d,
+            _ => seg.push((d, r)),
+        }
+    }
+    let total = x.num_elements();
+    let src = cx.input(ins[0], &name)?;
+    if !seg.iter().any(|s| s.1) {
+        // Nothing of size > 1 is reduced: one kernel over rows of 1 (L2 still takes |x|).
+        let k = cx.kname(&name, "reduce");
+        rows::reduce_rows(cx.jit, &k, 1, kind).map_err(|e| internal(&name, e))?;
+        let dst = cx.out_buf(out_v);
+        cx.kernel_step(&name, k, total, total, vec![dst, src]);
+        return Ok(());
+    }
+    // One kernel per block of reduced axes, innermost block first. Chaining is exact for every
+    // kind: Sum and Max compose, Mean of equal-count means is the mean, and L2 of L2s is L2.
+    let mut cur = src;
+    let mut part = 0;
+    while let Some(j) = seg.iter().rposition(|s| s.1) {
+        let outer: usize = seg[..j].iter().map(|s| s.0).product();
+        let r = seg[j].0;
+        let inner: usize = seg[j + 1..].iter().map(|s| s.0).product();
+        let k = cx.kname(&name, &format!("reduce{part}"));
+        if inner == 1 {
+            rows::reduce_rows(cx.jit, &k, r, kind).map_err(|e| internal(&name, e))?;
+        } else {
+            rows::reduce_strided(cx.jit, &k, r, inner, kind).map_err(|e| internal(&name, e))?;
+        }
+        seg.remove(j);
+        if j > 0 && j < seg.len() && seg[j - 1].1 == seg[j].1 {
+            let merged = seg[j - 1].0 * seg[j].0;
+            seg[j - 1].0 = merged;
+            seg.remove(j);
+        }
+        let dst =
+            if seg.iter().any(|s| s.1) { cx.new_buf(&TensorType::f32([outer * inner])) } else { cx.out_buf(out_v) };
+        cx.kernel_step(&name, k, outer, outer * r * inner, vec![dst, cur]);
+        cur = dst;
+        part += 1;
+    }
+    Ok(())
+}
+
+fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let a = graph.value_type(ins[0]).clone();
+    let b = graph.value_type(ins[1]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    if a.dtype != DType::F32 || b.dtype != DType::F32 {
+        return Err(unsupported("MatMul", &name, "non-f32 operands"));
+    }
+    let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
+    if elems != out.num_elements() {
+        return Err(internal(&name, "matmul output size mismatch"));
+    }
+    let pa = cx.input(ins[0], &name)?;
+    let pb = cx.input(ins[1], &name)?;
+    let dst = cx.out_buf(out_v);
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill: None, epilogue: None },
+        args: vec![dst, pa, pb],
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// numpy matmul of `a` by `b` (1-D operands promoted and the unit axis dropped, batch axes
+/// broadcast): the GEMM, its work units and the output element count.
+pub(crate) fn matmul_parts(
+    a: &[usize],
+    b: &[usize],
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, usize), String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank ≥ 1".into());
+    }
+    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(format!("matmul inner dimensions differ ({k} vs {k2})"));
+    }
+    let ba = &a2[..a2.len() - 2];
+    let bb = &b2[..b2.len() - 2];
+    let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb)?;
+    let nb: usize = batch.iter().product();
+    let ia = kiln_ir::ops::broadcast::broadcast_indices(ba, &batch);
+    let ib = kiln_ir::ops::broadcast::broadcast_indices(bb, &batch);
+    let units = split_units(nb, m, threads, |bi| [ia[bi] * m * k, ib[bi] * k * n, bi * m * n]);
+    let call = GemmCall {
+        m,
+        n,
+        k,
+        a_rs: k as isize,
+        a_cs: 1,
+        b_rs: n as isize,
+        b_cs: 1,
+        d_rs: n as isize,
+        alpha: 1.0,
+        beta: 0.0,
+        accumulate: false,
+    };
+    Ok((call, units, nb * m * n))
+}
+
+/// Splits `nb` batches of `m` rows into units (a_off, b_off, d_off, m_lo, m_hi): whole batches
+/// when there are enough of them, otherwise row blocks of each batch.
+fn split_units(nb: usize, m: usize, threads: usize, offs: impl Fn(usize) -> [usize; 3]) -> Vec<[usize; 5]> {
+    let per_batch = if nb >= threads { 1 } else { threads.div_ceil(nb).min(m).max(1) };
+    let mut units = Vec::new();
+    for bi in 0..nb {
+        let [ao, bo, d] = offs(bi);
+        for c in 0..per_batch {
+            let (lo, hi) = crate::pool::chunk(m, per_batch, c);
+            if hi > lo {
+                units.push([ao, bo, d, lo, hi]);
+            }
+        }
+    }
+    units
+}
+
+fn lower_gemm(cx: &mut Ctx, id: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let a = graph.value_type(ins[0]).clone();
+    let b = graph.value_type(ins[1]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    let c = if ins.len() == 3 { Some(graph.value_type(ins[2]).shape.clone()) } else { None };
+    let (call, units, c_fill) = gemm_parts(&a.shape, &b.shape, c.as_deref(), alpha, beta, ta, tb, cx.threads)
+        .map_err(|e| internal(&name, e))?;
+    if out.shape != [call.m, call.n] {
+        return Err(internal(&name, "gemm output shape mismatch"));
+    }
+    let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?, cx.input(ins[1], &name)?];
+    if c_fill.is_some() {
+        args.push(cx.input(ins[2], &name)?);
+    }
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill, epilogue: None },
+        args,
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// ONNX Gemm: the GEMM call, its work units, and the copy that broadcasts C into the output.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn gemm_parts(
+    a: &[usize],
+    b: &[usize],
+    c: Option<&[usize]>,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, Option<AxisCopy>), String> {
+    if a.len() != 2 || b.len() != 2 {
+        return Err("Gemm operands must be 2-D".into());
+    }
+    let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
+    let (k2, n) = if tb { (b[1], b[0]) } else { (b[0], b[1]) };
+    if k != k2 {
+        return Err(format!("gemm inner dimensions differ ({k} vs {k2})"));
+    }
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let c_fill = match c {
+        Some(c) if beta != 0.0 => {
+            if c.len() > 2 || kiln_ir::ops::broadcast::broadcast_shapes(c, &[m, n]).ok().as_deref() != Some(&[m, n][..])
+            {
+                return Err("Gemm's C does not broadcast to the output".into());
+            }
+            let off = 2 - c.len();
+            let cs = strides(c);
+            let tabs = (0..2)
+                .map(|j| {
+                    let len = [m, n][j];
+                    (0..len).map(|i| if j < off || c[j - off] == 1 { 0 } else { (i * cs[j - off]) as i64 }).collect()
+                })
+                .collect();
+            Some(copy_to_contiguous(&TensorType::f32([m, n]), tabs))
+        }
+        _ => None,
+    };
+    let call =
+        GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha, beta, accumulate: c_fill.is_some() };
+    Ok((call, split_units(1, m, threads, |_| [0, 0, 0]), c_fill))
+}
+
+fn lower_conv(
+    cx: &mut Ctx,
+    id: NodeId,
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    group: usize,
+) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let w = graph.value_type(ins[1]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    if x.rank() != 4 || w.rank() != 4 {
+        return Err(unsupported("Conv", &name, "only 2-D (NCHW) convolution"));
+    }
+    let (spec, out_shape) =
+        conv_parts(&x.shape, &w.shape, stride, dil, pads, group, ins.len() == 3).map_err(|e| internal(&name, e))?;
+    if out.shape != out_shape {
+        return Err(internal(&name, "conv output shape mismatch"));
+    }
+    let ic = &spec.im2col;
+    let col = cx.new_buf(&TensorType::f32([ic.c * ic.kh * ic.kw, ic.oh * ic.ow]));
+    let mut args = vec![cx.out_buf(out_v), col];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    cx.steps.push(Step { label: name, kind: StepKind::Conv(spec), args, n_writes: 2 });
+    Ok(())
+}
+
+/// 2-D NCHW convolution: the im2col + GEMM plan and the output shape.
+pub(crate) fn conv_parts(
+    x: &[usize],
+    w: &[usize],
+    stride: [usize; 2],
+    dil: [usize; 2],
+    pads: [usize; 4],
+    group: usize,
+    bias: bool,
+) -> Result<(ConvSpec, Vec<usize>), String> {
+    let (n, c, h, wd) = (x[0], x[1], x[2], x[3]);
+    let (m, cg, kh, kw) = (w[0], w[1], w[2], w[3]);
+    if group == 0 || c != cg * group || m % group != 0 || stride.contains(&0) || dil.contains(&0) {
+        return Err("conv shapes are inconsistent".into());
+    }
+    let out_len = |inp: usize, pa: usize, pb: usize, k: usize, d: usize, s: usize| {
+        let span = d * (k - 1) + 1;
+        (inp + pa + pb).checked_sub(span).map(|r| r / s + 1)
+    };
+    let oh = out_len(h, pads[0], pads[2], kh, dil[0], stride[0]).ok_or("kernel larger than the padded input")?;
+    let ow = out_len(wd, pads[1], pads[3], kw, dil[1], stride[1]).ok_or("kernel larger than the padded input")?;
+    let spec = ConvSpec {
+        n,
+        groups: group,
+        m_per_group: m / group,
+        im2col: Im2Col { c: cg, h, w: wd, kh, kw, oh, ow, stride, dil, pad: [pads[0], pads[1]] },
+        bias,
+    };
+    Ok((spec, vec![n, m, oh, ow]))
+}

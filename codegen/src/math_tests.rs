@@ -1,0 +1,116 @@
+//! Dense sweeps of the generated transcendental functions against f64 references.
+
+use crate::jit::{HostFeatures, Jit};
+use crate::kernels::elementwise::{self, Expr, Fused};
+use kiln_ir::UnaryOp;
+
+/// Runs `op` over `xs` through a generated kernel (vector body and scalar tail both exercised).
+pub(crate) fn run_unary(op: UnaryOp, xs: &[f32], features: HostFeatures) -> Vec<f32> {
+    let mut jit = Jit::new(features).unwrap();
+    let n = xs.len();
+    let f = Fused { nodes: vec![Expr::Leaf(0), Expr::Unary(op, 0)], out_shape: vec![n], leaf_shapes: vec![vec![n]] };
+    let lay = elementwise::define(&mut jit, "u", &f).unwrap();
+    let (funcs, _mem) = jit.finish().unwrap();
+    let mut out = vec![0f32; n];
+    let args = [out.as_mut_ptr() as *mut u8, xs.as_ptr() as *mut u8];
+    // SAFETY: the kernel reads n f32 from args[1] and writes n f32 to args[0], both of length n.
+    unsafe { (funcs[0].func)(args.as_ptr(), 0, lay.rows() as i64) };
+    out
+}
+
+/// Inputs: every 61st f32 bit pattern of both signs (≈ 4.4M values spanning the whole range),
+/// plus specials.
+fn sweep() -> Vec<f32> {
+    let mut xs: Vec<f32> =
+        (0u32..0x7f80_0000).step_by(61 * 16).flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)]).collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::MIN_POSITIVE,
+        f32::MAX,
+        -f32::MAX,
+        1.0,
+        -1.0,
+        0.5,
+        0.75,
+        -0.75,
+        88.72,
+        88.73,
+        -87.3,
+        -103.0,
+        -104.0,
+    ]);
+    xs.extend((-20000..20000).map(|i| i as f32 * 1e-3));
+    xs.push(3.0); // length ≡ 3 (mod 4) so the scalar tail runs
+    while xs.len() % 4 != 3 {
+        xs.push(0.25);
+    }
+    xs
+}
+
+/// Max relative error (normal results) and whether specials match, over the sweep.
+fn check(op: UnaryOp, reference: fn(f64) -> f64, bound: f64) {
+    for fma in [true, false] {
+        let feats = HostFeatures { fma: fma && HostFeatures::detect().fma };
+        let xs = sweep();
+        let ys = run_unary(op, &xs, feats);
+        let mut worst = (0f64, 0f32);
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let r = reference(x as f64);
+            let rf = r as f32;
+            if rf.is_nan() {
+                assert!(y.is_nan(), "{op:?}({x:e}) = {y:e}, expected NaN");
+                continue;
+            }
+            if rf.is_infinite() || y.is_infinite() {
+                // f32 overflow boundary: allow the neighbouring f32 to overflow (or not).
+                if rf != y {
+                    assert!(
+                        (r.abs() - f32::MAX as f64).abs() / (f32::MAX as f64) < 1e-6,
+                        "{op:?}({x:e}) = {y:e}, expected {r:e}"
+                    );
+                }
+                continue;
+            }
+            if r.abs() < f32::MIN_POSITIVE as f64 {
+                // Subnormal results: absolute error within 2 subnormal ulps.
+                assert!((y as f64 - r).abs() <= 2.0 * 1.4013e-45, "{op:?}({x:e}) = {y:e}, expected {r:e}");
+                continue;
+            }
+            let rel = ((y as f64 - r) / r).abs();
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+        }
+        eprintln!("{op:?} fma={} max rel err {:.3e} at x = {:e}", feats.fma, worst.0, worst.1);
+        assert!(worst.0 <= bound, "{op:?}: max relative error {:.3e} at x = {:e} exceeds {bound:e}", worst.0, worst.1);
+    }
+}
+
+#[test]
+fn exp_sweep() {
+    check(UnaryOp::Exp, f64::exp, 1.5e-7);
+}
+
+#[test]
+fn log_sweep() {
+    check(UnaryOp::Log, f64::ln, 2e-7);
+}
+
+#[test]
+fn tanh_sweep() {
+    check(UnaryOp::Tanh, f64::tanh, 2e-7);
+}
+
+#[test]
+fn sigmoid_sweep() {
+    check(UnaryOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 2.5e-7);
+}
+
+#[test]
+fn erf_sweep() {
+    check(UnaryOp::Erf, libm::erf, 4e-7);
+}
