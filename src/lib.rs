@@ -77,6 +77,9 @@ pub enum Backend {
     /// The reference interpreter: slow, obviously correct, the oracle for everything else.
     #[default]
     Interp,
+    /// Native code from Cranelift (`kiln_codegen`). Ops it does not cover yet are refused at compile
+    /// time with the op and node named, never run on the interpreter behind the caller's back.
+    Jit,
 }
 
 /// How much to optimise.
@@ -112,10 +115,15 @@ pub struct CompileStats {
 }
 
 /// A model ready to run. `Send + Sync`: one compiled model may serve many threads at once.
-#[derive(Debug, Clone)]
 pub struct CompiledModel {
     model: Model,
+    engine: Engine,
     stats: CompileStats,
+}
+
+enum Engine {
+    Interp,
+    Jit(Box<kiln_codegen::Executable>),
 }
 
 /// Compiles a model with the given options.
@@ -135,17 +143,42 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
             (optimized, Some(report))
         }
     };
-    let Backend::Interp = options.backend;
+    let engine = match options.backend {
+        Backend::Interp => Engine::Interp,
+        Backend::Jit => {
+            let mut codegen = kiln_codegen::CodegenOptions::default();
+            if let Some(threads) = options.threads {
+                codegen.threads = threads;
+            }
+            Engine::Jit(Box::new(kiln_codegen::compile(&model.graph, &model.weights, &codegen)?))
+        }
+    };
     let ops_after = model.graph.op_counts();
     let stats = CompileStats { ops_before, ops_after, optimizer, compile_ms: start.elapsed().as_secs_f64() * 1e3 };
-    Ok(CompiledModel { model, stats })
+    Ok(CompiledModel { model, engine, stats })
 }
 
 impl CompiledModel {
     /// Runs the model. Inputs are checked by name, element type and shape before anything runs;
     /// outputs come back in the model's output order, by name.
     pub fn run(&self, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, Error> {
-        kiln_ir::eval::run(&self.model.graph, &self.model.weights, inputs)
+        match &self.engine {
+            Engine::Interp => kiln_ir::eval::run(&self.model.graph, &self.model.weights, inputs),
+            Engine::Jit(executable) => {
+                let ordered = kiln_ir::eval::check_inputs(&self.model.graph, inputs)?;
+                let outputs = executable.run(&ordered)?;
+                let graph = &self.model.graph;
+                Ok(graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).zip(outputs).collect())
+            }
+        }
+    }
+
+    /// The Cranelift IR of each generated kernel, by kernel name; empty on the interpreter.
+    pub fn clif_text(&self) -> Vec<(String, String)> {
+        match &self.engine {
+            Engine::Interp => Vec::new(),
+            Engine::Jit(executable) => executable.clif_text().to_vec(),
+        }
     }
 
     /// The graph that runs (after optimisation).

@@ -83,6 +83,8 @@ struct CompileArgs {
 enum BackendArg {
     /// The reference interpreter.
     Interp,
+    /// Native code generated with Cranelift.
+    Jit,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -90,6 +92,8 @@ enum Emit {
     Ir,
     Dot,
     Stats,
+    /// The Cranelift IR of each generated kernel.
+    Clif,
 }
 
 fn parse_opt_level(s: &str) -> Result<OptLevel, String> {
@@ -135,6 +139,16 @@ fn load_options(load: &LoadFlags) -> kiln::LoadOptions {
     kiln::LoadOptions { fixed_dims: load.shapes.clone(), values: Vec::new() }
 }
 
+/// Writes to stdout. A closed pipe (`kiln compile … | head`) ends the process quietly instead of
+/// panicking as `println!` would.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+        std::process::exit(0);
+    }
+}
+
 /// `NAME f32[d0,d1] mean=… std=… min=… max=…`
 fn summary_line(name: &str, tensor: &Tensor) -> String {
     let values: Vec<f64> = match tensor.data() {
@@ -158,6 +172,7 @@ fn file_name_for(tensor_name: &str) -> String {
 fn run(args: &RunArgs) -> Result<(), Error> {
     let backend = match args.backend {
         BackendArg::Interp => Backend::Interp,
+        BackendArg::Jit => Backend::Jit,
     };
     // Inputs are read first: an ONNX model may need their shapes (dynamic dimensions) or values
     // (static parameters fed by graph inputs) to load at all.
@@ -206,7 +221,7 @@ fn run(args: &RunArgs) -> Result<(), Error> {
             .map_err(|e| Error::new(format!("--output-dir {}", dir.display()), format!("cannot create: {e}")))?;
     }
     for (name, tensor) in &outputs {
-        println!("{}", summary_line(name, tensor));
+        emit(&format!("{}\n", summary_line(name, tensor)));
         if let Some(dir) = &args.output_dir {
             let path = dir.join(format!("{}.npy", file_name_for(name)));
             kiln::npy::write_npy(&path, tensor).map_err(|e| Error::new(format!("output '{name}'"), e))?;
@@ -216,11 +231,17 @@ fn run(args: &RunArgs) -> Result<(), Error> {
 }
 
 fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
-    let compiled = load_and_compile(&args.model, &load_options(&args.load), &options(&args.flags, Backend::Interp))?;
+    let backend = if matches!(args.emit, Emit::Clif) { Backend::Jit } else { Backend::Interp };
+    let compiled = load_and_compile(&args.model, &load_options(&args.load), &options(&args.flags, backend))?;
     match args.emit {
-        Emit::Ir => print!("{}", kiln::ir::text::print(compiled.graph())),
-        Emit::Dot => print!("{}", kiln::dot::to_dot(compiled.graph())),
-        Emit::Stats => println!("{}", stats_json(compiled.stats())),
+        Emit::Ir => emit(&kiln::ir::text::print(compiled.graph())),
+        Emit::Dot => emit(&kiln::dot::to_dot(compiled.graph())),
+        Emit::Stats => emit(&format!("{}\n", stats_json(compiled.stats()))),
+        Emit::Clif => {
+            for (kernel, clif) in compiled.clif_text() {
+                emit(&format!("; kernel {kernel}\n{clif}\n"));
+            }
+        }
     }
     Ok(())
 }
@@ -253,13 +274,13 @@ fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
 fn check(model: &Path, load: &LoadFlags) -> Result<(), Error> {
     let model = kiln::load_with(model, &load_options(load))?;
     model.weights.check_against(&model.graph)?;
-    println!(
-        "{}: ok ({} ops, {} inputs, {} outputs)",
+    emit(&format!(
+        "{}: ok ({} ops, {} inputs, {} outputs)\n",
         model.graph.name(),
         model.graph.num_op_nodes(),
         model.graph.inputs().len(),
         model.graph.outputs().len()
-    );
+    ));
     Ok(())
 }
 

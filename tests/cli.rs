@@ -258,3 +258,23 @@ fn onnx_models_run_with_npy_and_pb_inputs() {
     let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=8,0"]);
     assert_eq!(out.status.code(), Some(2), "a zero dimension in --shape is a usage error");
 }
+
+#[test]
+fn jit_backend_runs_and_emits_clif() {
+    // The JIT and the interpreter print the same summaries (six decimals) on the bundled models.
+    for model in ["models/mlp_bn.json", "models/transformer_block.json"] {
+        let jit = kiln(&["run", model, "--backend", "jit", "--threads", "2"]);
+        assert!(jit.status.success(), "{model}: {}", stderr(&jit));
+        let interp = kiln(&["run", model, "--backend", "interp"]);
+        let normalise = |s: String| s.replace("=-0.000000", "=0.000000");
+        assert_eq!(normalise(stdout(&jit)), normalise(stdout(&interp)), "{model}");
+    }
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "clif"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let clif = stdout(&out);
+    assert!(clif.starts_with("; kernel ") && clif.contains("function ") && clif.contains("block0"), "{clif}");
+    // An op the JIT does not cover yet is refused with the op and node named.
+    let out = kiln(&["run", "models/regionnorm_block.json", "--backend", "jit"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not supported by the JIT yet: RegionNorm at node"), "{}", stderr(&out));
+}
