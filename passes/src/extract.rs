@@ -45,6 +45,9 @@ pub struct Extraction {
     pub baseline_cost: f64,
 }
 
+/// The spacing of height labels (see `Search::heights`).
+const GAP: u64 = 1 << 16;
+
 /// How many local-search passes to run at most.
 const MAX_PASSES: usize = 4;
 
@@ -191,7 +194,9 @@ struct Search<'a> {
     parents: &'a HashMap<Id, Vec<Id>>,
     roots: Vec<Id>,
     counts: HashMap<Id, usize>,
-    heights: HashMap<Id, usize>,
+    /// A label per chosen class that decreases along every chosen edge: heights × [`GAP`], so that
+    /// a move rarely has to relabel the classes above it.
+    heights: HashMap<Id, u64>,
 }
 
 impl<'a> Search<'a> {
@@ -252,7 +257,7 @@ impl<'a> Search<'a> {
                 }
                 let kids: Vec<Id> = choice.get(&c).map(|n| self.children(n).collect()).unwrap_or_default();
                 if done {
-                    let h = kids.iter().map(|k| self.heights.get(k).map_or(0, |h| h + 1)).max().unwrap_or(0);
+                    let h = kids.iter().map(|k| self.heights.get(k).map_or(0, |h| h + GAP)).max().unwrap_or(0);
                     self.heights.insert(c, h);
                     open.remove(&c);
                 } else {
