@@ -3,9 +3,11 @@
 //! then pay for both convolutions. Here the objective is the cost of the extracted DAG, every
 //! reachable e-class counted once:
 //!
-//! 1. start from the tree-cost optimum (a fixpoint over e-classes, as egg does);
+//! 1. start from the tree-cost optimum (Knuth's generalisation of Dijkstra: each class settled once);
 //! 2. improve it by local search: for each reachable e-class with alternatives, try each node and
 //!    keep it when the DAG cost of the whole extraction drops; repeat until no move helps (bounded).
+//!    A move's cost change is computed incrementally (reference counts, a height-bounded cycle
+//!    check), so both steps stay near-linear in the e-graph's size.
 //!
 //! `LpExtractor` would be exact but needs the CBC library; this is deterministic and dependency-free.
 
@@ -13,7 +15,26 @@ use crate::analysis::KGraph;
 use crate::cost::CostModel;
 use crate::lang::Kiln;
 use egg::{Id, Language};
-use std::collections::{HashMap, HashSet};
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+
+/// A tree cost ordered totally (costs are never NaN).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Total(f64);
+
+impl Eq for Total {}
+
+impl PartialOrd for Total {
+    fn partial_cmp(&self, other: &Total) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Total {
+    fn cmp(&self, other: &Total) -> Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
 
 /// The chosen node of every e-class the outputs need, and the DAG cost of the choice.
 #[derive(Debug, Clone)]
@@ -23,6 +44,9 @@ pub struct Extraction {
     /// The DAG cost of the input program (set by [`extract_no_worse`]; otherwise `cost`).
     pub baseline_cost: f64,
 }
+
+/// The spacing of height labels (see `Search::heights`).
+const GAP: u64 = 1 << 16;
 
 /// How many local-search passes to run at most.
 const MAX_PASSES: usize = 4;
@@ -69,35 +93,40 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
     // Node costs, computed once.
     let node_costs = node_costs(eg, model);
 
-    // 1. Tree-cost fixpoint.
-    let mut best: HashMap<Id, (f64, Kiln)> = HashMap::new();
-    loop {
-        let mut changed = false;
-        for class in eg.classes() {
-            for (node, cost) in &node_costs[&class.id] {
-                let mut total = *cost;
-                let mut ok = true;
-                for &c in node.children() {
-                    match best.get(&eg.find(c)) {
-                        Some((cc, _)) => total += cc,
-                        None => {
-                            ok = false;
-                            break;
-                        }
-                    }
-                }
-                if !ok {
-                    continue;
-                }
-                let better = best.get(&class.id).is_none_or(|(old, _)| total < *old);
-                if better {
-                    best.insert(class.id, (total, node.clone()));
-                    changed = true;
-                }
+    // 1. Tree-cost optimum by Knuth's generalisation of Dijkstra (a node's cost is its own,
+    //    non-negative, plus its children's): every class is settled once, cheapest first, by the
+    //    first of its cheapest nodes. Rounds of re-evaluation (as egg's extractor does) cost
+    //    classes × depth on a residual stack, whose tree costs keep improving level by level.
+    let parents = parents(eg);
+    let mut users: HashMap<Id, Vec<(Id, usize)>> = HashMap::new();
+    let mut waiting: HashMap<(Id, usize), usize> = HashMap::new();
+    let mut heap: BinaryHeap<Reverse<(Total, Id, usize)>> = BinaryHeap::new();
+    for class in eg.classes() {
+        for (i, (node, cost)) in node_costs[&class.id].iter().enumerate() {
+            for &c in node.children() {
+                users.entry(eg.find(c)).or_default().push((class.id, i));
+            }
+            if node.children().is_empty() {
+                heap.push(Reverse((Total(*cost), class.id, i)));
+            } else {
+                waiting.insert((class.id, i), node.children().len());
             }
         }
-        if !changed {
-            break;
+    }
+    let mut best: HashMap<Id, (f64, Kiln)> = HashMap::new();
+    while let Some(Reverse((Total(total), class, i))) = heap.pop() {
+        if best.contains_key(&class) {
+            continue;
+        }
+        best.insert(class, (total, node_costs[&class][i].0.clone()));
+        for &(user, j) in users.get(&class).into_iter().flatten() {
+            let Some(left) = waiting.get_mut(&(user, j)) else { continue };
+            *left -= 1;
+            if *left == 0 && !best.contains_key(&user) {
+                let (node, cost) = &node_costs[&user][j];
+                let total = cost + node.children().iter().map(|&c| best[&eg.find(c)].0).sum::<f64>();
+                heap.push(Reverse((Total(total), user, j)));
+            }
         }
     }
     let mut choice: HashMap<Id, Kiln> = best.into_iter().map(|(id, (_, n))| (id, n)).collect();
@@ -108,34 +137,45 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
         }
     }
 
-    // 2. Local search on the DAG cost.
+    // 2. Local search on the DAG cost. A move's effect is computed incrementally (reference counts
+    //    of the extracted DAG, a cycle check bounded by heights), not by re-costing the whole DAG:
+    //    the latter made extraction quadratic in the graph size.
     let mut cost = dag_cost(eg, &roots, &choice, &node_costs);
-    for _ in 0..MAX_PASSES {
-        let mut improved = false;
-        let mut candidates: Vec<Id> = reachable(eg, &roots, &choice).into_iter().collect();
-        candidates.sort();
-        for class in candidates {
-            let alternatives = &node_costs[&class];
-            if alternatives.len() < 2 {
-                continue;
-            }
-            let current = choice[&class].clone();
-            for (node, _) in alternatives {
-                if *node == current || !node.children().iter().all(|c| choice.contains_key(&eg.find(*c))) {
+    if cost.is_finite() {
+        let mut search = Search::new(eg, &roots, &choice, &node_costs, &parents);
+        for _ in 0..MAX_PASSES {
+            let mut improved = false;
+            let mut candidates: Vec<Id> = reachable(eg, &roots, &choice).into_iter().collect();
+            candidates.sort();
+            for class in candidates {
+                let alternatives = &node_costs[&class];
+                if alternatives.len() < 2 || search.count(class) == 0 {
                     continue;
                 }
-                choice.insert(class, node.clone());
-                let new_cost = dag_cost(eg, &roots, &choice, &node_costs);
-                if new_cost < cost * (1.0 - 1e-9) {
-                    cost = new_cost;
-                    improved = true;
-                    break;
+                let current = choice[&class].clone();
+                let current_cost = search.chosen_cost(&choice, class);
+                for (node, node_cost) in alternatives {
+                    if *node == current || !node.children().iter().all(|c| choice.contains_key(&eg.find(*c))) {
+                        continue;
+                    }
+                    if search.creates_cycle(&choice, class, node) {
+                        continue;
+                    }
+                    let (delta, counts) = search.delta(&choice, &current, current_cost, node, *node_cost);
+                    if cost + delta < cost * (1.0 - 1e-9) {
+                        choice.insert(class, node.clone());
+                        search.accept(&choice, class, counts);
+                        cost += delta;
+                        improved = true;
+                        break;
+                    }
                 }
-                choice.insert(class, current.clone());
             }
-        }
-        if !improved {
-            break;
+            // Re-cost exactly once per pass, so that rounding in the running sum cannot build up.
+            cost = dag_cost(eg, &roots, &choice, &node_costs);
+            if !improved {
+                break;
+            }
         }
     }
     if !cost.is_finite() {
@@ -144,6 +184,188 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
     let keep = reachable(eg, &roots, &choice);
     choice.retain(|id, _| keep.contains(id));
     Ok(Extraction { choice, cost, baseline_cost: cost })
+}
+
+/// Incremental bookkeeping for the local search: how many edges of the extracted DAG (plus root
+/// references) enter each class, and each class's height in the current choice (for cycle checks).
+struct Search<'a> {
+    eg: &'a KGraph,
+    costs: &'a HashMap<Id, Vec<(Kiln, f64)>>,
+    parents: &'a HashMap<Id, Vec<Id>>,
+    roots: Vec<Id>,
+    counts: HashMap<Id, usize>,
+    /// A label per chosen class that decreases along every chosen edge: heights × [`GAP`], so that
+    /// a move rarely has to relabel the classes above it.
+    heights: HashMap<Id, u64>,
+}
+
+impl<'a> Search<'a> {
+    fn new(
+        eg: &'a KGraph,
+        roots: &[Id],
+        choice: &HashMap<Id, Kiln>,
+        costs: &'a HashMap<Id, Vec<(Kiln, f64)>>,
+        parents: &'a HashMap<Id, Vec<Id>>,
+    ) -> Search<'a> {
+        let mut s =
+            Search { eg, costs, parents, roots: roots.to_vec(), counts: HashMap::new(), heights: HashMap::new() };
+        s.recount(choice);
+        s
+    }
+
+    fn count(&self, id: Id) -> usize {
+        self.counts.get(&id).copied().unwrap_or(0)
+    }
+
+    fn node_cost(&self, id: Id, node: &Kiln) -> f64 {
+        self.costs[&id].iter().find(|(n, _)| n == node).map_or(f64::INFINITY, |(_, c)| *c)
+    }
+
+    fn chosen_cost(&self, choice: &HashMap<Id, Kiln>, id: Id) -> f64 {
+        choice.get(&id).map_or(f64::INFINITY, |n| self.node_cost(id, n))
+    }
+
+    fn children(&self, node: &Kiln) -> impl Iterator<Item = Id> + '_ {
+        node.children().to_vec().into_iter().map(|c| self.eg.find(c))
+    }
+
+    /// Reference counts of the DAG reachable from the roots, and heights of every chosen class
+    /// (the choice is acyclic).
+    fn recount(&mut self, choice: &HashMap<Id, Kiln>) {
+        self.counts.clear();
+        for &r in &self.roots {
+            *self.counts.entry(r).or_insert(0) += 1;
+        }
+        for id in reachable(self.eg, &self.roots, choice) {
+            if let Some(node) = choice.get(&id) {
+                for c in node.children() {
+                    *self.counts.entry(self.eg.find(*c)).or_insert(0) += 1;
+                }
+            }
+        }
+        self.heights.clear();
+        let mut ids: Vec<Id> = choice.keys().copied().collect();
+        ids.sort();
+        // Classes entered and not yet finished: never re-entered, so a cyclic choice (which the
+        // search never makes) could not loop here.
+        let mut open = HashSet::new();
+        for id in ids {
+            let mut stack = vec![(id, false)];
+            while let Some((c, done)) = stack.pop() {
+                if self.heights.contains_key(&c) || (!done && !open.insert(c)) {
+                    continue;
+                }
+                let kids: Vec<Id> = choice.get(&c).map(|n| self.children(n).collect()).unwrap_or_default();
+                if done {
+                    let h = kids.iter().map(|k| self.heights.get(k).map_or(0, |h| h + GAP)).max().unwrap_or(0);
+                    self.heights.insert(c, h);
+                    open.remove(&c);
+                } else {
+                    stack.push((c, true));
+                    stack.extend(kids.into_iter().filter(|k| !self.heights.contains_key(k)).map(|k| (k, false)));
+                }
+            }
+        }
+    }
+
+    /// Whether choosing `node` for `class` would make the choice cyclic: some child of `node`
+    /// reaches `class`. Only classes higher than `class` can reach it.
+    fn creates_cycle(&self, choice: &HashMap<Id, Kiln>, class: Id, node: &Kiln) -> bool {
+        let floor = self.heights.get(&class).copied().unwrap_or(0);
+        let mut seen = HashSet::new();
+        let mut stack: Vec<Id> = self.children(node).collect();
+        while let Some(c) = stack.pop() {
+            if c == class {
+                return true;
+            }
+            if self.heights.get(&c).is_none_or(|&h| h <= floor) || !seen.insert(c) {
+                continue;
+            }
+            if let Some(n) = choice.get(&c) {
+                stack.extend(self.children(n));
+            }
+        }
+        false
+    }
+
+    /// The change of DAG cost when one class's chosen node `old` becomes `new` (acyclic), and the
+    /// changes of reference counts.
+    fn delta(
+        &self,
+        choice: &HashMap<Id, Kiln>,
+        old: &Kiln,
+        old_cost: f64,
+        new: &Kiln,
+        new_cost: f64,
+    ) -> (f64, HashMap<Id, isize>) {
+        let mut delta = new_cost - old_cost;
+        let mut changed: HashMap<Id, isize> = HashMap::new();
+        // Add the new node's edges first, so that a class both nodes use never drops to zero.
+        let mut stack: Vec<Id> = self.children(new).collect();
+        while let Some(c) = stack.pop() {
+            let d = changed.entry(c).or_insert(0);
+            let before = self.count(c) as isize + *d;
+            *d += 1;
+            if before == 0 {
+                delta += self.chosen_cost(choice, c);
+                stack.extend(choice.get(&c).into_iter().flat_map(|n| self.children(n)));
+            }
+        }
+        let mut stack: Vec<Id> = self.children(old).collect();
+        while let Some(c) = stack.pop() {
+            let d = changed.entry(c).or_insert(0);
+            *d -= 1;
+            if self.count(c) as isize + *d == 0 {
+                delta -= self.chosen_cost(choice, c);
+                stack.extend(choice.get(&c).into_iter().flat_map(|n| self.children(n)));
+            }
+        }
+        (delta, changed)
+    }
+
+    /// Applies an accepted move at `class` (the choice already updated). Heights only need to keep
+    /// every chosen edge going downhill for the cycle check: when the new node's children are not
+    /// all below `class`, it and the ancestors that need it are raised.
+    fn accept(&mut self, choice: &HashMap<Id, Kiln>, class: Id, changed: HashMap<Id, isize>) {
+        for (id, d) in changed {
+            let n = (self.count(id) as isize + d).max(0) as usize;
+            self.counts.insert(id, n);
+        }
+        let top = choice
+            .get(&class)
+            .map_or(0, |n| self.children(n).map(|c| self.heights.get(&c).map_or(0, |h| h + 1)).max().unwrap_or(0));
+        if self.heights.get(&class).is_some_and(|&h| h >= top) {
+            return;
+        }
+        self.heights.insert(class, top);
+        let mut stack = vec![class];
+        while let Some(c) = stack.pop() {
+            let h = self.heights[&c];
+            for &p in self.parents.get(&c).into_iter().flatten() {
+                let uses = choice.get(&p).is_some_and(|n| n.children().iter().any(|&k| self.eg.find(k) == c));
+                if uses && self.heights.get(&p).is_none_or(|&hp| hp <= h) {
+                    self.heights.insert(p, h + 1);
+                    stack.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// The classes with a node that uses each class.
+fn parents(eg: &KGraph) -> HashMap<Id, Vec<Id>> {
+    let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
+    for class in eg.classes() {
+        for node in &class.nodes {
+            for &c in node.children() {
+                let list = parents.entry(eg.find(c)).or_default();
+                if list.last() != Some(&class.id) {
+                    list.push(class.id);
+                }
+            }
+        }
+    }
+    parents
 }
 
 fn reachable(eg: &KGraph, roots: &[Id], choice: &HashMap<Id, Kiln>) -> HashSet<Id> {

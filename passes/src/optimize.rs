@@ -5,7 +5,7 @@ use crate::convert::{lift, lower};
 use crate::cost::CostModel;
 use crate::extract::extract_no_worse;
 use crate::rules;
-use egg::{Runner, StopReason};
+use egg::{BackoffScheduler, Runner, StopReason};
 use kiln_ir::{Error, Model};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -134,7 +134,13 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     let stages = [("recognise", rules::recognise(config.kiln_ops)), ("fold", rules::fold(config.ln_to_rms))];
     for (stage, rules) in stages {
         let egraph = std::mem::take(&mut lifted.egraph);
+        // Rules that match once per layer (affine-lower, …) exceed egg's default per-iteration
+        // match limit (1,000) on deep models; banning them stretches saturation over more
+        // iterations, each searching the whole e-graph. Scale the limit with the model instead.
+        let match_limit = 1_000.max(8 * egraph.total_number_of_nodes());
+        let scheduler = BackoffScheduler::default().with_initial_match_limit(match_limit);
         let runner = Runner::default()
+            .with_scheduler(scheduler)
             .with_egraph(egraph)
             .with_node_limit(config.node_limit)
             .with_iter_limit(config.iter_limit)

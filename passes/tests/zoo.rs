@@ -78,6 +78,16 @@ fn expectations(name: &str) -> &'static [(&'static str, usize)] {
     }
 }
 
+/// Most e-nodes a model's saturated e-graph may have, where it once blew up: transformer_block's
+/// chains of affines took 2,028 nodes and 25 iterations for 30 ops while every lowered affine was
+/// also absorbed as a bias (209 nodes since).
+fn egraph_limit(name: &str) -> Option<usize> {
+    match name {
+        "transformer_block" => Some(500),
+        _ => None,
+    }
+}
+
 #[test]
 fn zoo_models_optimise_and_keep_their_values() {
     let dir = models_dir();
@@ -97,6 +107,9 @@ fn zoo_models_optimise_and_keep_their_values() {
         let (opt, report) = optimize(&model, &OptimizeConfig::default()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(report.cost_after <= report.cost_before, "{name}: {report:?}");
         assert!(report.stop_reason.matches("saturated").count() == 2, "{name}: {}", report.stop_reason);
+        if let Some(limit) = egraph_limit(name) {
+            assert!(report.egraph_nodes <= limit, "{name}: e-graph of {} nodes: {report:?}", report.egraph_nodes);
+        }
         let counts = opt.graph.op_counts();
         for &(op, n) in expectations(name) {
             assert_eq!(counts.get(op).copied().unwrap_or(0), n, "{name}: {op} in {counts:?}");

@@ -7,8 +7,8 @@
 //! BatchNormalization and folds as such.
 
 use super::{
-    KRewrite, add_channel_vector, add_fold, add_ir, add_meta, fn_rule, get, is_const, is_uniform, norm_axis, numel,
-    shallow, shape,
+    KRewrite, add_channel_vector, add_fold, add_ir, add_meta, fn_rule, get, has_term, is_const, is_uniform, norm_axis,
+    numel, shallow, shape,
 };
 use crate::analysis::{KGraph, channel_axis};
 use crate::lang::{F32Bits, FoldOp, KOp, Kiln, MetaOp, find_ir_op};
@@ -201,6 +201,12 @@ fn affine_absorb_bias(eg: &mut KGraph, _id: Id, s: &Subst) -> Option<Id> {
     // y + b must have y's type (b does not broadcast y) and b must be a per-channel constant.
     let added = eg.lookup(Kiln::ir(Op::Binary(kiln_ir::BinaryOp::Add), vec![y, b]))?;
     if shape(eg, added)? != shape(eg, y)? {
+        return None;
+    }
+    // y + b is a lowered affine (x·a₁ + c₁): `affine-affine` composes it into one affine of x, which
+    // is never worse; absorbing c₁ here would only add another spelling of every constant along a
+    // chain of affines (the e-graph growth on residual stacks).
+    if has_term(eg, added, &KOp::Meta(MetaOp::Affine)) {
         return None;
     }
     let ax = affine_axis(eg, y, a, c)?;
