@@ -2,7 +2,7 @@
 """Drafts tests/onnx_node/allowlist.txt from a survey of every generated case.
 
     KILN_ONNX_NODE_SURVEY=/tmp/onnx_node_all KILN_ONNX_NODE_SURVEY_OUT=/tmp/survey.tsv \\
-        cargo test -p kiln-frontends --test onnx_node survey
+        cargo test --test onnx_node survey
     python3 tools/onnx_node/classify.py /tmp/survey.tsv tests/onnx_node/cases.txt > tests/onnx_node/allowlist.txt
 
 Passing cases become `run`; failing ones `skip` with a one-line reason taken from kiln's own error.
@@ -53,7 +53,7 @@ def main() -> int:
     with open(cases_path) as f:
         cases = [c.strip() for c in f if c.strip() and not c.startswith("#")]
     print("# ONNX backend node tests kiln runs (`run`) and those it does not (`skip`, with the reason).")
-    print("# Checked by frontends/tests/onnx_node.rs; drafted by tools/onnx_node/classify.py, reviewed by hand.")
+    print("# Checked by tests/onnx_node.rs; drafted by tools/onnx_node/classify.py, reviewed by hand.")
     print("# Tolerance: rtol=1e-3 atol=1e-7 (the ONNX suite's) unless a line says otherwise.")
     for c in cases:
         r = results.get(c)
