@@ -242,3 +242,44 @@ fn survey() {
     }
     std::fs::write(&out, lines).expect("survey output");
 }
+
+/// The JIT on every allowlisted case it accepts. It refuses ops it does not cover yet at compile
+/// time (i64 arithmetic, RegionNorm, …); those are counted, not hidden, and a case it accepts must
+/// give the reference outputs like the other backends.
+#[test]
+fn node_tests_on_the_jit() {
+    let entries = allowlist();
+    let data = root().join("data");
+    let (mut ran, mut refused, mut failures) = (0, Vec::new(), Vec::new());
+    for (name, entry) in &entries {
+        let Entry::Run { rtol, atol } = entry else { continue };
+        let dir = data.join(name);
+        let result = std::panic::catch_unwind(|| -> Result<bool, String> {
+            let (model, inputs, expected) = load_case(&dir)?;
+            let options =
+                kiln::Options { opt_level: kiln::OptLevel::O0, backend: kiln::Backend::Jit, threads: Some(2) };
+            let compiled = match kiln::compile(model, &options) {
+                Ok(c) => c,
+                Err(e) if e.to_string().contains("not supported by the JIT yet") => return Ok(false),
+                Err(e) => return Err(format!("compile: {e}")),
+            };
+            let got = compiled.run(&inputs).map_err(|e| format!("run: {e}"))?;
+            if got.len() != expected.len() {
+                return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
+            }
+            for ((out, g), (_, w)) in got.iter().zip(&expected) {
+                compare(out, g, w, *rtol, *atol)?;
+            }
+            Ok(true)
+        });
+        match result {
+            Ok(Ok(true)) => ran += 1,
+            Ok(Ok(false)) => refused.push(name.clone()),
+            Ok(Err(e)) => failures.push(format!("{name}: {e}")),
+            Err(_) => failures.push(format!("{name}: panicked")),
+        }
+    }
+    eprintln!("JIT: {ran} node tests passed, {} refused as not supported yet", refused.len());
+    assert!(ran > 0, "the JIT ran no case");
+    assert!(failures.is_empty(), "{} JIT failures:\n{}", failures.len(), failures.join("\n"));
+}
