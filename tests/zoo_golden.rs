@@ -304,3 +304,50 @@ fn onnx_twins_match_the_goldens() {
     assert!(checked >= 9, "expected the committed ONNX twins, checked {checked}");
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The JIT against the goldens, with the interpreter's tolerance, at -O0 and -O2 and with 1 and 2
+/// threads. A model with an op the JIT does not cover yet is refused at compile time; that is
+/// counted, and fails the test only if it is not the known gap (RegionNorm).
+#[test]
+fn zoo_models_match_their_goldens_on_the_jit() {
+    let mut failures = Vec::new();
+    let mut ran = 0;
+    for name in zoo_models() {
+        let (model, inputs) = load_with_inputs(&name);
+        for opt_level in [kiln::OptLevel::O0, kiln::OptLevel::O2] {
+            for threads in [1, 2] {
+                let options = kiln::Options { backend: kiln::Backend::Jit, opt_level, threads: Some(threads) };
+                let case = format!("{name} {opt_level:?} threads={threads}");
+                let compiled = match kiln::compile(model.clone(), &options) {
+                    Ok(c) => c,
+                    Err(e) if e.to_string().contains("not supported by the JIT yet: RegionNorm") => continue,
+                    Err(e) => {
+                        failures.push(format!("{case}: {e}"));
+                        continue;
+                    }
+                };
+                let outputs = match compiled.run(&inputs) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        failures.push(format!("{case}: {e}"));
+                        continue;
+                    }
+                };
+                for (out_name, got) in outputs {
+                    let want = read_npy(&models_dir().join(&name).join("golden").join(format!("{out_name}.npy")))
+                        .expect("golden");
+                    let worst = match (got.as_f32(), want.as_f32()) {
+                        (Some(g), Some(w)) if got.shape() == want.shape() => worst_error(g, w).0,
+                        _ => f64::INFINITY,
+                    };
+                    if worst > TOLERANCE {
+                        failures.push(format!("{case} {out_name}: max error {worst:.3e}"));
+                    }
+                }
+                ran += 1;
+            }
+        }
+    }
+    assert!(ran >= 13 * 4, "the JIT ran only {ran} model configurations");
+    assert!(failures.is_empty(), "{failures:#?}");
+}
