@@ -260,6 +260,11 @@ impl Executable {
                 }
             }
         };
+        self.split(threads, job)
+    }
+
+    /// Runs `job(0..threads)`: inline when there is one chunk, else on the pool.
+    fn split(&self, threads: usize, job: impl Fn(usize) + Send + Sync + 'static) -> Result<(), &'static str> {
         if threads <= 1 {
             job(0);
             Ok(())
@@ -321,14 +326,7 @@ impl Executable {
                 }
             }
         };
-        if threads <= 1 {
-            job(0);
-            Ok(())
-        } else if self.pool.run(threads, Arc::new(job)) {
-            Ok(())
-        } else {
-            Err("a worker thread panicked")
-        }
+        self.split(threads, job)
     }
 }
 

@@ -377,24 +377,7 @@ fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
 mod tests {
     use super::*;
 
-    fn t(shape: &[usize], v: &[f32]) -> Tensor {
-        Tensor::from_f32(shape, v.to_vec()).unwrap()
-    }
-
-    fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
-        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        let inferred = op.infer(&refs).unwrap();
-        let out = op.eval(inputs).unwrap().remove(0);
-        assert_eq!(out.ty(), inferred[0]);
-        out
-    }
-
-    fn infer_err(op: &Op, shapes: &[&[usize]]) -> String {
-        let types: Vec<TensorType> = shapes.iter().map(|s| TensorType::f32(*s)).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        op.infer(&refs).unwrap_err()
-    }
+    use crate::ops::test_support::{infer_err, run, t};
 
     fn conv(strides: [usize; 2], dilations: [usize; 2], pads: [usize; 4], group: usize) -> Op {
         Op::Conv { strides, dilations, pads, group }

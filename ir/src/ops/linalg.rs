@@ -135,24 +135,7 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
 mod tests {
     use super::*;
 
-    fn t(shape: &[usize], v: &[f32]) -> Tensor {
-        Tensor::from_f32(shape, v.to_vec()).unwrap()
-    }
-
-    fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
-        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        let inferred = op.infer(&refs).unwrap();
-        let out = op.eval(inputs).unwrap().remove(0);
-        assert_eq!(out.ty(), inferred[0]);
-        out
-    }
-
-    fn infer_err(op: &Op, shapes: &[&[usize]]) -> String {
-        let types: Vec<TensorType> = shapes.iter().map(|s| TensorType::f32(*s)).collect();
-        let refs: Vec<&TensorType> = types.iter().collect();
-        op.infer(&refs).unwrap_err()
-    }
+    use crate::ops::test_support::{infer_err, run, t};
 
     #[test]
     fn matmul_2d_and_1d() {

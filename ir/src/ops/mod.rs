@@ -137,6 +137,31 @@ pub(crate) fn expect_f32(op: &Op, inputs: &[&TensorType]) -> Result<(), String> 
     Ok(())
 }
 
+/// Helpers shared by the op families' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{Op, Tensor, TensorType};
+
+    pub(crate) fn t(shape: &[usize], v: &[f32]) -> Tensor {
+        Tensor::from_f32(shape, v.to_vec()).unwrap()
+    }
+
+    pub(crate) fn run(op: &Op, inputs: &[&Tensor]) -> Tensor {
+        let types: Vec<TensorType> = inputs.iter().map(|t| t.ty()).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        let inferred = op.infer(&refs).unwrap();
+        let out = op.eval(inputs).unwrap().remove(0);
+        assert_eq!(out.ty(), inferred[0]);
+        out
+    }
+
+    pub(crate) fn infer_err(op: &Op, shapes: &[&[usize]]) -> String {
+        let types: Vec<TensorType> = shapes.iter().map(|s| TensorType::f32(*s)).collect();
+        let refs: Vec<&TensorType> = types.iter().collect();
+        op.infer(&refs).unwrap_err()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::{Op, Tensor};
