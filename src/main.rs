@@ -20,6 +20,8 @@ enum Command {
     Run(RunArgs),
     /// Compile a model and print what it became.
     Compile(CompileArgs),
+    /// Compile a model, run it repeatedly and print compile time and latency.
+    Bench(BenchArgs),
     /// Validate a model and print every problem found.
     Check {
         /// The model file (.json, .onnx or .kir).
@@ -50,16 +52,44 @@ struct CompileFlags {
 struct RunArgs {
     /// The model file (.json, .onnx or .kir).
     model: PathBuf,
-    /// An input as NAME=FILE.npy or NAME=FILE.pb; repeat for each input. Inputs not given get
-    /// seeded random values.
-    #[arg(long = "input", value_name = "NAME=FILE", value_parser = parse_input_arg)]
-    inputs: Vec<(String, PathBuf)>,
+    #[command(flatten)]
+    inputs: InputFlags,
     /// Write each output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
     /// Which engine runs the model.
     #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
     backend: BackendArg,
+    #[command(flatten)]
+    flags: CompileFlags,
+    #[command(flatten)]
+    load: LoadFlags,
+}
+
+#[derive(Args)]
+struct InputFlags {
+    /// An input as NAME=FILE.npy or NAME=FILE.pb; repeat for each input. Inputs not given get
+    /// seeded random values.
+    #[arg(long = "input", value_name = "NAME=FILE", value_parser = parse_input_arg)]
+    inputs: Vec<(String, PathBuf)>,
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The model file (.json, .onnx or .kir).
+    model: PathBuf,
+    #[command(flatten)]
+    inputs: InputFlags,
+    /// Which engine runs the model.
+    #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
+    backend: BackendArg,
+    /// Timed runs, after one untimed warm-up run.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    iters: u32,
+    /// End with one JSON object on the last line (median_ms, p90_ms, min_ms, mean_ms, compile_ms,
+    /// load_ms, iters, threads, backend, opt_level).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     flags: CompileFlags,
     #[command(flatten)]
@@ -79,7 +109,7 @@ struct CompileArgs {
     load: LoadFlags,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum BackendArg {
     /// The reference interpreter.
     Interp,
@@ -130,11 +160,6 @@ fn options(flags: &CompileFlags, backend: Backend) -> Options {
     Options { backend, opt_level: flags.opt_level, threads: flags.threads.map(|n| n as usize) }
 }
 
-fn load_and_compile(model: &Path, load: &kiln::LoadOptions, options: &Options) -> Result<CompiledModel, Error> {
-    let model = kiln::load_with(model, load)?;
-    kiln::compile(model, options)
-}
-
 fn load_options(load: &LoadFlags) -> kiln::LoadOptions {
     kiln::LoadOptions { fixed_dims: load.shapes.clone(), values: Vec::new() }
 }
@@ -169,31 +194,53 @@ fn file_name_for(tensor_name: &str) -> String {
     tensor_name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
 }
 
-fn run(args: &RunArgs) -> Result<(), Error> {
-    let backend = match args.backend {
-        BackendArg::Interp => Backend::Interp,
-        BackendArg::Jit => Backend::Jit,
-    };
+impl BackendArg {
+    fn backend(self) -> Backend {
+        match self {
+            BackendArg::Interp => Backend::Interp,
+            BackendArg::Jit => Backend::Jit,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BackendArg::Interp => "interp",
+            BackendArg::Jit => "jit",
+        }
+    }
+}
+
+/// A compiled model and the inputs to run it with: the `--input` files, seeded values for the rest.
+struct Prepared {
+    compiled: CompiledModel,
+    inputs: Vec<(String, Tensor)>,
+    load_ms: f64,
+}
+
+fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &Options) -> Result<Prepared, Error> {
+    let start = std::time::Instant::now();
     // Inputs are read first: an ONNX model may need their shapes (dynamic dimensions) or values
     // (static parameters fed by graph inputs) to load at all.
     let mut given = Vec::new();
-    for (name, path) in &args.inputs {
+    for (name, path) in &input_flags.inputs {
         let tensor = kiln::read_tensor_file(path).map_err(|e| e.within(&format!("--input {name}")))?;
         given.push((name.clone(), tensor));
     }
-    let mut load = load_options(&args.load);
+    let mut load = load_options(load);
     for (name, tensor) in &given {
         if !load.fixed_dims.iter().any(|(n, _)| n == name) {
             load.fixed_dims.push((name.clone(), tensor.shape().to_vec()));
         }
     }
     load.values = given.clone();
-    let compiled = load_and_compile(&args.model, &load, &options(&args.flags, backend))?;
+    let loaded = kiln::load_with(model, &load)?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let compiled = kiln::compile(loaded, options)?;
     let mut inputs = kiln::default_inputs(compiled.graph())?;
     let declared = compiled.input_types();
-    for ((name, tensor), (_, path)) in given.into_iter().zip(&args.inputs) {
+    for ((name, tensor), (_, path)) in given.into_iter().zip(&input_flags.inputs) {
         let Some((_, expected)) = declared.iter().find(|(n, _)| *n == name) else {
-            if args.model.extension().is_some_and(|e| e == "onnx") {
+            if model.extension().is_some_and(|e| e == "onnx") {
                 // An ONNX input that fed a static parameter became a constant at load time.
                 // FIXME: the ONNX reader does not say which values it used, so a misspelt input
                 // name is ignored here instead of reported.
@@ -215,6 +262,12 @@ fn run(args: &RunArgs) -> Result<(), Error> {
             slot.1 = tensor;
         }
     }
+    Ok(Prepared { compiled, inputs, load_ms })
+}
+
+fn run(args: &RunArgs) -> Result<(), Error> {
+    let options = options(&args.flags, args.backend.backend());
+    let Prepared { compiled, inputs, .. } = prepare(&args.model, &args.inputs, &args.load, &options)?;
     let outputs = compiled.run(&inputs)?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir)
@@ -230,9 +283,72 @@ fn run(args: &RunArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// The `q`-quantile of sorted samples, by the nearest-rank method (p90 of 20 runs is the 18th).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
+}
+
+fn bench(args: &BenchArgs) -> Result<(), Error> {
+    let options = options(&args.flags, args.backend.backend());
+    let Prepared { compiled, inputs, load_ms } = prepare(&args.model, &args.inputs, &args.load, &options)?;
+    // One untimed run first: page faults in the arena and the pool's first wake-up are not latency.
+    compiled.run(&inputs)?;
+    let mut times = Vec::with_capacity(args.iters as usize);
+    for _ in 0..args.iters {
+        let start = std::time::Instant::now();
+        let outputs = compiled.run(&inputs)?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        drop(std::hint::black_box(outputs));
+    }
+    times.sort_by(f64::total_cmp);
+    let (median_ms, p90_ms) = (median(&times), quantile(&times, 0.9));
+    let mean_ms = times.iter().sum::<f64>() / times.len() as f64;
+    let threads = match args.backend {
+        BackendArg::Interp => 1,
+        BackendArg::Jit => {
+            options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        }
+    };
+    let backend = args.backend.name();
+    let opt_level = format!("{:?}", options.opt_level);
+    let compile_ms = compiled.stats().compile_ms;
+    emit(&format!(
+        "{}: backend={backend} {opt_level} threads={threads} load_ms={load_ms:.3} compile_ms={compile_ms:.3}\n",
+        args.model.display()
+    ));
+    emit(&format!(
+        "iters={} median_ms={median_ms:.4} p90_ms={p90_ms:.4} min_ms={:.4} mean_ms={mean_ms:.4}\n",
+        args.iters, times[0]
+    ));
+    if args.json {
+        let json = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "backend": backend,
+            "opt_level": opt_level,
+            "threads": threads,
+            "iters": args.iters,
+            "load_ms": load_ms,
+            "compile_ms": compile_ms,
+            "median_ms": median_ms,
+            "p90_ms": p90_ms,
+            "min_ms": times[0],
+            "mean_ms": mean_ms,
+        });
+        emit(&format!("{json}\n"));
+    }
+    Ok(())
+}
+
 fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     let backend = if matches!(args.emit, Emit::Clif) { Backend::Jit } else { Backend::Interp };
-    let compiled = load_and_compile(&args.model, &load_options(&args.load), &options(&args.flags, backend))?;
+    let compiled =
+        kiln::compile(kiln::load_with(&args.model, &load_options(&args.load))?, &options(&args.flags, backend))?;
     match args.emit {
         Emit::Ir => emit(&kiln::ir::text::print(compiled.graph())),
         Emit::Dot => emit(&kiln::dot::to_dot(compiled.graph())),
@@ -296,6 +412,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run(args),
         Command::Compile(args) => compile_cmd(args),
+        Command::Bench(args) => bench(args),
         Command::Check { model, load } => check(model, load),
     };
     match result {

@@ -278,3 +278,40 @@ fn jit_backend_runs_and_emits_clif() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("not supported by the JIT yet: RegionNorm at node"), "{}", stderr(&out));
 }
+
+#[test]
+fn bench_prints_latency_and_ends_with_one_json_object() {
+    for backend in ["jit", "interp"] {
+        let out = kiln(&[
+            "bench",
+            "models/mlp_bn.json",
+            "--backend",
+            backend,
+            "--iters",
+            "7",
+            "--threads",
+            "1",
+            "--json",
+            "-O0",
+        ]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        let text = stdout(&out);
+        let last = text.lines().last().expect("some output");
+        let json: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {last}"));
+        assert_eq!(json["iters"], 7, "{last}");
+        assert_eq!(json["backend"], backend, "{last}");
+        assert_eq!(json["opt_level"], "O0", "{last}");
+        assert_eq!(json["threads"], 1, "{last}");
+        let number = |key: &str| json[key].as_f64().unwrap_or_else(|| panic!("{key} in {last}"));
+        let (median, p90, min) = (number("median_ms"), number("p90_ms"), number("min_ms"));
+        assert!(number("compile_ms") > 0.0 && min > 0.0, "{last}");
+        assert!(min <= median && median <= p90, "{last}");
+        // The human lines come first and carry the same numbers.
+        assert!(text.lines().any(|l| l.starts_with("iters=7 median_ms=")), "{text}");
+    }
+    let out = kiln(&["bench", "models/mlp_bn.json", "--iters", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = kiln(&["bench", "models/mlp_bn.json", "--input", "x=/nonexistent.npy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--input x"), "{}", stderr(&out));
+}
