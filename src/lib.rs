@@ -114,6 +114,19 @@ pub struct CompileStats {
     pub compile_ms: f64,
 }
 
+/// Tensors by name, in the model's declaration order (inputs or outputs).
+pub type NamedTensors = Vec<(String, Tensor)>;
+
+/// One step of a compiled schedule and how long it took in one run.
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    /// What ran: `kernel NAME (ROWS rows)`, `gemm (N units)`, `copy`, …
+    pub what: String,
+    /// The node (or fused nodes) the step computes.
+    pub node: String,
+    pub time: std::time::Duration,
+}
+
 /// A model ready to run. `Send + Sync`: one compiled model may serve many threads at once.
 pub struct CompiledModel {
     model: Model,
@@ -169,6 +182,27 @@ impl CompiledModel {
                 let outputs = executable.run(&ordered)?;
                 let graph = &self.model.graph;
                 Ok(graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).zip(outputs).collect())
+            }
+        }
+    }
+
+    /// Runs the model like [`CompiledModel::run`] and times each step of the JIT's schedule (kernel,
+    /// GEMM call, copy…). On the interpreter the profile is empty.
+    pub fn run_profiled(&self, inputs: &[(String, Tensor)]) -> Result<(NamedTensors, Vec<StepTime>), Error> {
+        match &self.engine {
+            Engine::Interp => Ok((self.run(inputs)?, Vec::new())),
+            Engine::Jit(executable) => {
+                let ordered = kiln_ir::eval::check_inputs(&self.model.graph, inputs)?;
+                let (outputs, times) = executable.run_profiled(&ordered)?;
+                let graph = &self.model.graph;
+                let named = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).zip(outputs).collect();
+                let steps = executable
+                    .step_descriptions()
+                    .into_iter()
+                    .zip(times)
+                    .map(|((what, node), time)| StepTime { what, node, time })
+                    .collect();
+                Ok((named, steps))
             }
         }
     }

@@ -90,6 +90,10 @@ struct BenchArgs {
     /// load_ms, iters, threads, backend, opt_level).
     #[arg(long)]
     json: bool,
+    /// Also time each step of the JIT's schedule over --iters more runs and print the costliest
+    /// steps (median per step); with --json the object gets a "profile" array.
+    #[arg(long)]
+    profile: bool,
     #[command(flatten)]
     flags: CompileFlags,
     #[command(flatten)]
@@ -294,6 +298,41 @@ fn median(sorted: &[f64]) -> f64 {
     if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 }
 }
 
+/// How many of the costliest steps `kiln bench --profile` prints (the JSON has them all).
+const PROFILE_LINES: usize = 15;
+
+struct StepProfile {
+    what: String,
+    node: String,
+    median_ms: f64,
+}
+
+/// Runs the model `iters` times with per-step timing; the median time of each step, costliest first.
+fn profile_steps(compiled: &CompiledModel, inputs: &[(String, Tensor)], iters: u32) -> Result<Vec<StepProfile>, Error> {
+    let mut samples: Vec<Vec<f64>> = Vec::new();
+    let mut steps = Vec::new();
+    for _ in 0..iters {
+        let (_, times) = compiled.run_profiled(inputs)?;
+        if samples.is_empty() {
+            samples = vec![Vec::with_capacity(iters as usize); times.len()];
+        }
+        for (sample, step) in samples.iter_mut().zip(&times) {
+            sample.push(step.time.as_secs_f64() * 1e3);
+        }
+        steps = times;
+    }
+    let mut profile: Vec<StepProfile> = steps
+        .into_iter()
+        .zip(samples.iter_mut())
+        .map(|(step, sample)| {
+            sample.sort_by(f64::total_cmp);
+            StepProfile { what: step.what, node: step.node, median_ms: median(sample) }
+        })
+        .collect();
+    profile.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+    Ok(profile)
+}
+
 fn bench(args: &BenchArgs) -> Result<(), Error> {
     let options = options(&args.flags, args.backend.backend());
     let Prepared { compiled, inputs, load_ms } = prepare(&args.model, &args.inputs, &args.load, &options)?;
@@ -326,8 +365,17 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
         "iters={} median_ms={median_ms:.4} p90_ms={p90_ms:.4} min_ms={:.4} mean_ms={mean_ms:.4}\n",
         args.iters, times[0]
     ));
+    let profile = if args.profile { profile_steps(&compiled, &inputs, args.iters)? } else { Vec::new() };
+    if args.profile {
+        let total: f64 = profile.iter().map(|s| s.median_ms).sum();
+        emit(&format!("profile: {} steps, sum of step medians {total:.4} ms; costliest first:\n", profile.len()));
+        for step in profile.iter().take(PROFILE_LINES) {
+            let share = if total > 0.0 { 100.0 * step.median_ms / total } else { 0.0 };
+            emit(&format!("  {:>9.4} ms {share:5.1}%  {}  [{}]\n", step.median_ms, step.what, step.node));
+        }
+    }
     if args.json {
-        let json = serde_json::json!({
+        let mut json = serde_json::json!({
             "model": args.model.display().to_string(),
             "backend": backend,
             "opt_level": opt_level,
@@ -340,6 +388,12 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "min_ms": times[0],
             "mean_ms": mean_ms,
         });
+        if args.profile {
+            json["profile"] = profile
+                .iter()
+                .map(|s| serde_json::json!({"what": s.what, "node": s.node, "median_ms": s.median_ms}))
+                .collect();
+        }
         emit(&format!("{json}\n"));
     }
     Ok(())

@@ -309,6 +309,16 @@ fn bench_prints_latency_and_ends_with_one_json_object() {
         // The human lines come first and carry the same numbers.
         assert!(text.lines().any(|l| l.starts_with("iters=7 median_ms=")), "{text}");
     }
+    let out = kiln(&["bench", "models/transformer_block.json", "--iters", "3", "--profile", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let json: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("")).expect("JSON last line");
+    let steps = json["profile"].as_array().expect("a profile array");
+    assert!(steps.len() > 3, "{text}");
+    let medians: Vec<f64> = steps.iter().map(|s| s["median_ms"].as_f64().expect("median_ms")).collect();
+    assert!(medians.windows(2).all(|w| w[0] >= w[1]), "costliest first: {medians:?}");
+    assert!(steps.iter().any(|s| s["what"].as_str().is_some_and(|w| w.starts_with("gemm"))), "{text}");
+    assert!(text.contains("profile: "), "{text}");
     let out = kiln(&["bench", "models/mlp_bn.json", "--iters", "0"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = kiln(&["bench", "models/mlp_bn.json", "--input", "x=/nonexistent.npy"]);

@@ -13,6 +13,7 @@ use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
 use kiln_ir::{DType, Error, Tensor, TensorType};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Below this many elements a kernel runs on the calling thread: waking workers costs more.
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
@@ -91,7 +92,17 @@ impl Executable {
     /// The schedule, one line per step: what runs and for which node(s).
     pub fn schedule_text(&self) -> String {
         let mut s = String::new();
-        for (i, st) in self.plan.steps.iter().enumerate() {
+        for (i, (what, label)) in self.step_descriptions().into_iter().enumerate() {
+            s.push_str(&format!("{i:3}  {what:40}  {label}\n"));
+        }
+        s
+    }
+
+    /// Each step of the schedule as (what runs, the node label it comes from), in run order; the
+    /// same order as the times of [`Executable::run_profiled`].
+    pub fn step_descriptions(&self) -> Vec<(String, String)> {
+        let mut steps = Vec::with_capacity(self.plan.steps.len());
+        for st in &self.plan.steps {
             let what = match &st.kind {
                 StepKind::Kernel { func, rows, .. } => format!("kernel {} ({rows} rows)", self.clif[*func].0),
                 StepKind::Copies(_) => "copy".to_string(),
@@ -101,9 +112,9 @@ impl Executable {
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
             };
-            s.push_str(&format!("{i:3}  {what:40}  {}\n", st.label));
+            steps.push((what, st.label.clone()));
         }
-        s
+        steps
     }
 
     pub fn threads(&self) -> usize {
@@ -114,6 +125,18 @@ impl Executable {
     /// validated them with `kiln_ir::eval::check_inputs`; they are checked again here because
     /// generated code trusts the sizes).
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
+        self.run_timed(inputs, None)
+    }
+
+    /// Runs the model like [`Executable::run`] and also returns the wall time of each step, in the
+    /// order of [`Executable::step_descriptions`] (for `kiln bench --profile`).
+    pub fn run_profiled(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<Duration>), Error> {
+        let mut times = Vec::with_capacity(self.plan.steps.len());
+        let outputs = self.run_timed(inputs, Some(&mut times))?;
+        Ok((outputs, times))
+    }
+
+    fn run_timed(&self, inputs: &[&Tensor], times: Option<&mut Vec<Duration>>) -> Result<Vec<Tensor>, Error> {
         if inputs.len() != self.plan.input_types.len() {
             return Err(Error::new(
                 "inputs",
@@ -130,12 +153,17 @@ impl Executable {
         if arena.len() < words {
             arena.resize(words, 0);
         }
-        let result = self.run_in(inputs, &mut arena);
+        let result = self.run_in(inputs, &mut arena, times);
         self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
         result
     }
 
-    fn run_in(&self, inputs: &[&Tensor], arena: &mut [u64]) -> Result<Vec<Tensor>, Error> {
+    fn run_in(
+        &self,
+        inputs: &[&Tensor],
+        arena: &mut [u64],
+        mut times: Option<&mut Vec<Duration>>,
+    ) -> Result<Vec<Tensor>, Error> {
         let base = arena.as_mut_ptr() as *mut u8;
         let ptr = |p: Place| -> *mut u8 {
             match p {
@@ -153,6 +181,7 @@ impl Executable {
             }
         };
         for step in &self.plan.steps {
+            let start = times.is_some().then(Instant::now);
             let ptrs: Vec<*mut u8> = step.args.iter().map(|&p| ptr(p)).collect();
             let fail = |what: &str| Error::new(format!("step '{}'", step.label), what.to_string());
             match &step.kind {
@@ -216,6 +245,9 @@ impl Executable {
                     self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?;
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
+            }
+            if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
+                times.push(start.elapsed());
             }
         }
         let mut outs = Vec::with_capacity(self.plan.outputs.len());
