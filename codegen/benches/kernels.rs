@@ -18,9 +18,10 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln_codegen::host::GemmCall;
 use kiln_codegen::jit::{HostFeatures, Jit};
-use kiln_codegen::{CodegenOptions, SoftmaxAlgo, compile};
+use kiln_codegen::{CodegenOptions, Executable, SoftmaxAlgo, compile};
 use kiln_ir::{GraphBuilder, Op, Tensor, TensorType, UnaryOp, Weights};
 use std::hint::black_box;
+use std::time::Duration;
 
 fn data(n: usize, seed: u32) -> Vec<f32> {
     (0..n)
@@ -91,20 +92,131 @@ fn gemm(c: &mut Criterion) {
     black_box(&out);
 }
 
+/// Total time of all plan steps over `iters` runs: the kernels' own time, without `run`'s input
+/// checks and output copies (which `run` pays in full: a fresh output Vec per run).
+fn steps_time(exe: &Executable, x: &Tensor, iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let (out, times) = exe.run_profiled(&[black_box(x)]).unwrap();
+        total += times.iter().sum::<Duration>();
+        black_box(out);
+    }
+    total
+}
+
+fn one_op_graph(name: &str, op: Op, shape: &[usize], weights: &[(&str, Tensor)]) -> (kiln_ir::Graph, Weights) {
+    let mut gb = GraphBuilder::new(name);
+    gb.input("x", "x", TensorType::f32(shape.to_vec()));
+    let mut w = Weights::new();
+    let mut inputs = vec!["x".to_string()];
+    for (wname, t) in weights {
+        gb.weight(*wname, *wname, t.ty().clone());
+        w.insert(wname.to_string(), t.clone());
+        inputs.push(wname.to_string());
+    }
+    gb.node("n", name, Ok(op), inputs, vec!["y".into()]);
+    gb.output("o", "y");
+    (gb.finish().unwrap(), w)
+}
+
 fn softmax(c: &mut Criterion) {
     let mut g = c.benchmark_group("softmax");
     for len in [4096usize, 1 << 20] {
         let x = Tensor::from_f32([1, len], data(len, 3).iter().map(|v| v * 20.0).collect()).unwrap();
-        let mut gb = GraphBuilder::new("sm");
-        gb.input("x", "x", TensorType::f32([1, len]));
-        gb.node("n", "sm", Ok(Op::Softmax { axis: -1 }), vec!["x".into()], vec!["y".into()]);
-        gb.output("o", "y");
-        let graph = gb.finish().unwrap();
-        g.throughput(Throughput::Elements(len as u64));
+        let (graph, weights) = one_op_graph("sm", Op::Softmax { axis: -1 }, &[1, len], &[]);
+        g.throughput(Throughput::Bytes((8 * len) as u64)); // one read and one write of each float
         for (algo, label) in [(SoftmaxAlgo::TwoPass, "two_pass"), (SoftmaxAlgo::ThreePass, "three_pass")] {
-            let exe = compile(&graph, &Weights::new(), &CodegenOptions { threads: 1, softmax: algo }).unwrap();
-            g.bench_function(format!("{label}_{len}"), |bench| bench.iter(|| exe.run(&[black_box(&x)]).unwrap()));
+            let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: algo }).unwrap();
+            g.bench_function(format!("{label}_{len}"), |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
         }
+        memcpy_baseline(&mut g, 4 * len);
+    }
+    g.finish();
+}
+
+/// A copy of `bytes` between two warm buffers: the bandwidth a one-read-one-write kernel of the
+/// same size can at best reach.
+fn memcpy_baseline(g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>, bytes: usize) {
+    let src = data(bytes / 4, 9);
+    let mut dst = vec![0f32; bytes / 4];
+    g.throughput(Throughput::Bytes(2 * bytes as u64));
+    g.bench_function(format!("memcpy_{}", bytes / 4), |bench| {
+        bench.iter(|| {
+            dst.copy_from_slice(black_box(&src));
+            black_box(&mut dst);
+        })
+    });
+}
+
+/// LayerNorm vs RMSNormalization on [4096, 768] (12 MiB: out of this machine's caches), 1 thread.
+fn norms(c: &mut Criterion) {
+    let (rows, d) = (4096usize, 768usize);
+    let x = Tensor::from_f32([rows, d], data(rows * d, 5)).unwrap();
+    let gamma = Tensor::from_f32([d], data(d, 6).iter().map(|v| 1.0 + v).collect()).unwrap();
+    let beta = Tensor::from_f32([d], data(d, 7)).unwrap();
+    let mut g = c.benchmark_group("norm_4096x768");
+    g.throughput(Throughput::Bytes((8 * rows * d) as u64));
+    let cases = [
+        ("layernorm", Op::LayerNormalization { axis: -1, epsilon: 1e-5 }, vec![("g", gamma.clone()), ("b", beta)]),
+        ("rmsnorm", Op::RmsNormalization { axis: -1, epsilon: 1e-5 }, vec![("g", gamma)]),
+    ];
+    for (label, op, w) in cases {
+        let (graph, weights) = one_op_graph(label, op, &[rows, d], &w);
+        let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: SoftmaxAlgo::TwoPass }).unwrap();
+        g.bench_function(label, |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
+    }
+    memcpy_baseline(&mut g, 4 * rows * d);
+    g.finish();
+}
+
+/// This core's fp32 peak, measured: 12 independent chains of 256-bit FMAs (enough to cover the FMA
+/// latency on both FMA pipes), 2·8 flops each.
+fn fp32_peak(c: &mut Criterion) {
+    if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
+        return;
+    }
+    const ROUNDS: u64 = 1 << 16;
+    let mut g = c.benchmark_group("fp32_peak");
+    g.throughput(Throughput::Elements(ROUNDS * 12 * 16)); // flops
+    // SAFETY: AVX2 and FMA were detected above.
+    g.bench_function("avx2_fma_12_chains", |bench| bench.iter(|| unsafe { fma_chains(black_box(ROUNDS)) }));
+    g.finish();
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn fma_chains(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_set1_ps(0.0); 12];
+    let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    for _ in 0..rounds {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut sum = _mm256_setzero_ps();
+    for v in acc {
+        sum = _mm256_add_ps(sum, v);
+    }
+    let mut out = [0f32; 8];
+    // SAFETY: `out` holds 8 floats.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+    out.iter().sum()
+}
+
+/// kiln's whole MatMul path for [512,512]·[512,512] at 1 and 2 threads (plan step time).
+fn gemm_plan(c: &mut Criterion) {
+    let n = 512;
+    let x = Tensor::from_f32([n, n], data(n * n, 1)).unwrap();
+    let w = Tensor::from_f32([n, n], data(n * n, 2)).unwrap();
+    let (graph, weights) = one_op_graph("mm", Op::MatMul, &[n, n], &[("w", w)]);
+    let mut g = c.benchmark_group("gemm512");
+    g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+    g.sample_size(20);
+    for threads in [1, 2] {
+        let exe = compile(&graph, &weights, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass }).unwrap();
+        g.bench_function(format!("kiln_matmul_step_{threads}t"), |bench| {
+            bench.iter_custom(|iters| steps_time(&exe, &x, iters))
+        });
     }
     g.finish();
 }
@@ -126,5 +238,5 @@ fn fused(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, gemm, softmax, fused);
+criterion_group!(benches, fp32_peak, gemm, gemm_plan, softmax, norms, fused);
 criterion_main!(benches);
