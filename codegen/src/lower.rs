@@ -26,6 +26,7 @@
 use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, PAD};
 use crate::jit::Jit;
 use crate::kernels::elementwise::{self, Expr, Fused};
+use crate::kernels::int::{self, IntOp};
 use crate::kernels::rows::{self, SoftmaxAlgo};
 use kiln_ir::ops::normalize_axis;
 use kiln_ir::tensor::strides;
@@ -48,6 +49,10 @@ pub enum StepKind {
     /// Generated kernel `func` over `rows` rows; `elems` is the total element count (to decide
     /// whether splitting across threads pays).
     Kernel { func: usize, rows: usize, elems: usize },
+    /// A kernel that can raise an evaluation error: its last argument is an 8-byte error cell
+    /// that the executor zeroes before the kernel and reads after it; non-zero fails the run
+    /// with `error`.
+    Checked { func: usize, rows: usize, elems: usize, error: String },
     /// One strided copy per write (args: writes…, then the single source).
     Copies(Vec<AxisCopy>),
     /// args: [out, data, indices].
@@ -188,6 +193,8 @@ struct Ctx<'g> {
     buffers: Vec<usize>,
     steps: Vec<Step>,
     kernel_labels: Vec<String>,
+    /// The graph's weights, then constant tables the plan adds (i64 reduction offsets).
+    weights: Vec<WeightData>,
 }
 
 impl Ctx<'_> {
@@ -218,6 +225,33 @@ impl Ctx<'_> {
         });
     }
 
+    /// A checked kernel step (see [`StepKind::Checked`]): `args` get a fresh error cell appended.
+    fn checked_step(
+        &mut self,
+        label: &str,
+        kname: String,
+        rows: usize,
+        elems: usize,
+        mut args: Vec<Place>,
+        error: &str,
+    ) {
+        args.push(self.new_buf(&TensorType::new(DType::I64, [1])));
+        self.kernel_labels.push(kname);
+        let func = self.kernel_labels.len() - 1;
+        self.steps.push(Step {
+            label: label.to_string(),
+            kind: StepKind::Checked { func, rows, elems, error: error.to_string() },
+            args,
+            n_writes: 1,
+        });
+    }
+
+    /// A constant i64 table, readable by kernels like a weight.
+    fn table(&mut self, data: Vec<i64>) -> Place {
+        self.weights.push(WeightData::I64(data));
+        Place::Weight(self.weights.len() - 1)
+    }
+
     fn kname(&self, node: &str, what: &str) -> String {
         let clean: String = node.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         format!("{what}_{clean}")
@@ -241,8 +275,8 @@ pub fn lower(
         buffers: Vec::new(),
         steps: Vec::new(),
         kernel_labels: Vec::new(),
+        weights: Vec::new(),
     };
-    let mut weight_data = Vec::new();
     for (i, &id) in graph.weights().iter().enumerate() {
         let name = &graph.node(id).name;
         let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
@@ -251,7 +285,7 @@ pub fn lower(
             kiln_ir::TensorData::I64(v) => WeightData::I64(v.clone()),
             kiln_ir::TensorData::Bool(v) => WeightData::F32(v.iter().map(|&b| b as u8 as f32).collect()),
         };
-        weight_data.push(data);
+        cx.weights.push(data);
         cx.place.insert(Value { node: id, port: 0 }, Place::Weight(i));
     }
     let mut input_types = Vec::new();
@@ -299,7 +333,7 @@ pub fn lower(
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,
-        weights: weight_data,
+        weights: cx.weights,
         input_types,
         outputs,
         kernel_labels: cx.kernel_labels,
@@ -533,14 +567,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         return Ok(());
     }
     match op {
-        Op::Unary(_) | Op::Binary(_) | Op::Where => {
-            let types: Vec<String> = ins.iter().map(|v| graph.value_type(*v).to_string()).collect();
-            Err(unsupported(
-                op.name(),
-                &name,
-                &format!("operands {}; only f32/bool elementwise is generated", types.join(", ")),
-            ))
-        }
+        Op::Binary(_) | Op::Where => lower_int_elementwise(cx, id, op),
+        Op::Unary(_) => Err(internal(&name, "Unary on a non-f32 operand (the IR admits f32 only)")),
         Op::Cast { to } => {
             let from = in_ty(0).dtype;
             let conv = match (from, to) {
@@ -615,24 +643,36 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
             let n: usize = x.shape[a..].iter().product();
             let trailing = &x.shape[a..];
+            // The row kernel reads full-size parameters; a broadcast one is first expanded to the
+            // normalized shape by a copy step (a copy of n elements per run, beside a kernel
+            // that reads the whole input).
+            let mut params = Vec::with_capacity(ins.len() - 1);
             for k in 1..ins.len() {
                 let p = in_ty(k);
-                let lead_ones = p.shape.len().saturating_sub(trailing.len());
-                let same = p.num_elements() == n
-                    && p.shape[..lead_ones].iter().all(|&d| d == 1)
-                    && p.shape[lead_ones..] == trailing[trailing.len() - (p.shape.len() - lead_ones)..]
-                    && p.shape.len() - lead_ones == trailing.len();
-                if !same {
-                    return Err(unsupported(op.name(), &name, &format!("parameter {k} of shape {} is broadcast", p)));
+                // p broadcasts to the normalized shape (checked by the IR), so with as many
+                // elements it broadcasts along no axis: its layout is the full-size one.
+                let full = p.num_elements() == n;
+                let src = cx.input(ins[k], &name)?;
+                if full {
+                    params.push(src);
+                    continue;
                 }
+                let target = TensorType::f32(trailing.to_vec());
+                let copy = broadcast_copy(&p.shape, &target).map_err(|e| internal(&name, e))?;
+                let dst = cx.new_buf(&target);
+                cx.steps.push(Step {
+                    label: format!("{name} (expand parameter {k})"),
+                    kind: StepKind::Copies(vec![copy]),
+                    args: vec![dst, src],
+                    n_writes: 1,
+                });
+                params.push(dst);
             }
             let bias = ins.len() == 3;
             let kname = cx.kname(&name, if rms { "rmsnorm" } else { "layernorm" });
             rows::norm(cx.jit, &kname, n, *epsilon, rms, bias).map_err(|e| internal(&name, e))?;
-            let mut args = vec![cx.out_buf(out_v)];
-            for v in &ins {
-                args.push(cx.input(*v, &name)?);
-            }
+            let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?];
+            args.extend(params);
             let total = x.num_elements();
             cx.kernel_step(&name, kname, total / n, total, args);
             Ok(())
@@ -653,17 +693,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
         }
         Op::Expand { .. } => {
-            let x = in_ty(0);
-            let off = out_ty.rank() - x.rank();
-            let st = strides(&x.shape);
-            let tabs = (0..out_ty.rank())
-                .map(|j| {
-                    (0..out_ty.shape[j])
-                        .map(|i| if j < off || x.shape[j - off] == 1 { 0 } else { (i * st[j - off]) as i64 })
-                        .collect()
-                })
-                .collect();
-            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+            let copy = broadcast_copy(&in_ty(0).shape, &out_ty).map_err(|e| internal(&name, e))?;
+            copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
         Op::Slice { starts, ends, axes, steps } => {
             let x = in_ty(0);
@@ -813,7 +844,25 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
             lower_evo(cx, id, c, *epsilon, rows::GroupMode::EvoB0)
         }
-        Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::RegionNorm { epsilon } => {
+            let x = in_ty(0);
+            if x.rank() != 4 || ins[1..].iter().any(|v| graph.value_type(*v).dtype != DType::F32) {
+                return Err(internal(&name, "RegionNorm's operands are not NCHW f32 (the IR checks them)"));
+            }
+            let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+            if in_ty(1).shape != [n, 1, x.shape[2], x.shape[3]] || (2..6).any(|k| in_ty(k).shape != [c]) {
+                return Err(internal(&name, "RegionNorm's mask or parameters do not match x"));
+            }
+            let kname = cx.kname(&name, "regionnorm");
+            crate::kernels::region::region_norm(cx.jit, &kname, n, c, hw, *epsilon).map_err(|e| internal(&name, e))?;
+            let mut args = vec![cx.out_buf(out_v)];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            let error = "RegionNorm's mask must be 0 or 1 everywhere";
+            cx.checked_step(&name, kname, c, x.num_elements(), args, error);
+            Ok(())
+        }
         Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
@@ -822,6 +871,80 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+/// Binary on i64 operands, or Where choosing between i64 values (the f32/bool forms are fused
+/// and never get here): one scalar i64 kernel, checked when the op can fail.
+fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let iop = match op {
+        Op::Binary(b) => IntOp::Binary(*b),
+        _ => IntOp::Where,
+    };
+    let data = if iop == IntOp::Where { &ins[1..] } else { &ins[..] };
+    if data.iter().any(|v| graph.value_type(*v).dtype != DType::I64) {
+        return Err(internal(&name, format!("{} reached the i64 path with non-i64 operands", op.name())));
+    }
+    let out_v = Value { node: id, port: 0 };
+    let out_shape = graph.value_type(out_v).shape.clone();
+    let leaf_shapes: Vec<Vec<usize>> = ins.iter().map(|v| graph.value_type(*v).shape.clone()).collect();
+    for s in &leaf_shapes {
+        if s.len() > out_shape.len()
+            || kiln_ir::ops::broadcast::broadcast_shapes(s, &out_shape).ok().as_ref() != Some(&out_shape)
+        {
+            return Err(internal(&name, "operand does not broadcast to the result"));
+        }
+    }
+    let kname = cx.kname(&name, "int");
+    let lay = int::elementwise(cx.jit, &kname, iop, &out_shape, &leaf_shapes).map_err(|e| internal(&name, e))?;
+    let mut args = vec![cx.out_buf(out_v)];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let elems = lay.rows() * lay.inner();
+    match iop.error() {
+        Some(error) => cx.checked_step(&name, kname, lay.rows(), elems, args, error),
+        None => cx.kernel_step(&name, kname, lay.rows(), elems, args),
+    }
+    Ok(())
+}
+
+/// ReduceSum/ReduceMax over i64: one kernel folding each output's elements in the reference's
+/// order through two offset tables (see [`int::reduce`]).
+fn lower_reduce_i64(cx: &mut Ctx, id: NodeId, kind: ReduceKind, reduced: &HashSet<usize>) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let st = strides(&x.shape);
+    // Offsets of every combination of the chosen axes' coordinates, in row-major order.
+    let offsets = |pick: &dyn Fn(usize) -> bool| -> Vec<i64> {
+        let mut offs = vec![0i64];
+        for (j, &d) in x.shape.iter().enumerate() {
+            if pick(j) {
+                let sj = st[j] as i64;
+                offs = offs.iter().flat_map(|&o| (0..d as i64).map(move |i| o + i * sj)).collect();
+            }
+        }
+        offs
+    };
+    let base = offsets(&|j| !reduced.contains(&j));
+    let red = offsets(&|j| reduced.contains(&j));
+    let out_v = Value { node: id, port: 0 };
+    if base.len() != graph.value_type(out_v).num_elements() || base.len() * red.len() != x.num_elements() {
+        return Err(internal(&name, "i64 reduction tables do not match the shapes"));
+    }
+    let kname = cx.kname(&name, "reduce_i64");
+    int::reduce(cx.jit, &kname, kind, red.len()).map_err(|e| internal(&name, e))?;
+    let rows = base.len();
+    let src = cx.input(ins[0], &name)?;
+    let dst = cx.out_buf(out_v);
+    let (bt, rt) = (cx.table(base), cx.table(red));
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("ReduceSum");
+    cx.checked_step(&name, kname, rows, x.num_elements(), vec![dst, src, bt, rt], &format!("{op_name} overflows i64"));
+    Ok(())
 }
 
 /// MaskedSoftmax as four generated kernels: row max, e = exp(x − max)·M, row sum, e/sum (in
@@ -1119,6 +1242,21 @@ fn nearest_source(i: usize, inn: usize, out: usize, scale: f32, ctm: CoordTransf
     (r.max(0.0) as usize).min(inn - 1)
 }
 
+/// Broadcasts a tensor of shape `src` (numpy rules, right-aligned) into a new contiguous `out`.
+fn broadcast_copy(src: &[usize], out: &TensorType) -> Result<AxisCopy, String> {
+    if src.len() > out.rank() || src.iter().zip(&out.shape[out.rank() - src.len()..]).any(|(&s, &o)| s != o && s != 1) {
+        return Err(format!("shape {src:?} does not broadcast to {}", out));
+    }
+    let off = out.rank() - src.len();
+    let st = strides(src);
+    let tabs = (0..out.rank())
+        .map(|j| {
+            (0..out.shape[j]).map(|i| if j < off || src[j - off] == 1 { 0 } else { (i * st[j - off]) as i64 }).collect()
+        })
+        .collect();
+    Ok(copy_to_contiguous(out, tabs))
+}
+
 fn copy_to_contiguous(out: &TensorType, tabs: Vec<Vec<i64>>) -> AxisCopy {
     AxisCopy {
         shape: out.shape.clone(),
@@ -1158,9 +1296,6 @@ fn lower_reduce(
     let ins = graph.node_inputs(id);
     let x = graph.value_type(ins[0]).clone();
     let out_v = Value { node: id, port: 0 };
-    if x.dtype != DType::F32 {
-        return Err(unsupported(graph.node(id).op().map(|o| o.name()).unwrap_or("Reduce"), &name, "non-f32 input"));
-    }
     let reduced: HashSet<usize> = match axes {
         Some(a) if !a.is_empty() => a
             .iter()
@@ -1171,6 +1306,13 @@ fn lower_reduce(
         _ if noop_empty && axes.is_none() => HashSet::new(),
         _ => (0..x.rank()).collect(),
     };
+    match x.dtype {
+        DType::F32 => {}
+        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max) => {
+            return lower_reduce_i64(cx, id, kind, &reduced);
+        }
+        other => return Err(internal(&name, format!("{kind:?} over {other} (the IR admits f32, or i64 for Sum/Max)"))),
+    }
     // Segments of (size, reduced) over non-unit axes, adjacent equal kinds merged.
     let mut seg: Vec<(usize, bool)> = Vec::new();
     for (j, &d) in x.shape.iter().enumerate() {
