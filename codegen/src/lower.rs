@@ -11,15 +11,26 @@
 //!   it (see `in_place_leaf`).
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
-//! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
-//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0,
-//!   Reduce* — one kernel per block of reduced axes —), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
-//!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
-//!   table-driven copy; Gather; casts to or from i64).
-//! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   RegionNorm; elementwise ops on i64; Reduce on i64; LayerNorm/RMSNorm whose scale or
-//!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
-//!   interpreter.
+//! - Everything else is one step:
+//!   - a generated row kernel: Softmax, LogSoftmax (a non-innermost axis is copied to rows and
+//!     back), LayerNorm and RMSNorm (a broadcast scale or bias is first expanded to the normalized
+//!     shape by a copy step), GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0, f32 Reduce* (one
+//!     kernel per block of reduced axes);
+//!   - RegionNorm as one generated kernel per channel (`kernels::region`);
+//!   - i64 Binary ops, Where on i64 values and i64 ReduceSum/ReduceMax as scalar generated
+//!     kernels (`kernels::int`);
+//!   - MaskedSoftmax as four generated kernels; Attention as GEMM + scale/bias epilogue +
+//!     softmax + GEMM;
+//!   - a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col);
+//!   - a Rust copy loop: Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through
+//!     one table-driven copy; Gather; casts to or from i64.
+//! - Evaluation errors the reference raises at run time (i64 division by zero, a negative i64
+//!   Pow exponent, i64 ReduceSum overflow, a RegionNorm mask value other than 0/1, Gather index
+//!   out of range) are raised by the JIT too: checked kernels write an error cell that the
+//!   executor turns into an error ([`StepKind::Checked`]).
+//! - Every op of the IR, in every form the IR's checks admit, is lowered; nothing falls back to
+//!   the interpreter. The IR's Conv is 2-D (rank-4 NCHW) only, so 1-D and 3-D convolution never
+//!   reach the JIT (they are refused when the model is read).
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
@@ -115,9 +126,10 @@ pub fn elem_bytes(d: DType) -> usize {
     }
 }
 
-fn unsupported(op: &str, node: &str, why: &str) -> Error {
-    let detail = if why.is_empty() { String::new() } else { format!(" ({why})") };
-    Error::new(format!("node '{node}'"), format!("not supported by the JIT yet: {op} at node '{node}'{detail}"))
+/// A form of an op that the IR's type and shape checks rule out before lowering (so reaching it
+/// is an internal error, not a gap): names the op, the node and what was wrong.
+fn excluded(op: &str, node: &str, why: &str) -> Error {
+    internal(node, format!("{op} with {why}, which the IR's checks exclude"))
 }
 
 fn internal(node: &str, msg: impl Into<String>) -> Error {
@@ -647,12 +659,12 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             // normalized shape by a copy step (a copy of n elements per run, beside a kernel
             // that reads the whole input).
             let mut params = Vec::with_capacity(ins.len() - 1);
-            for k in 1..ins.len() {
-                let p = in_ty(k);
+            for (k, &v) in ins.iter().enumerate().skip(1) {
+                let p = graph.value_type(v);
                 // p broadcasts to the normalized shape (checked by the IR), so with as many
                 // elements it broadcasts along no axis: its layout is the full-size one.
                 let full = p.num_elements() == n;
-                let src = cx.input(ins[k], &name)?;
+                let src = cx.input(v, &name)?;
                 if full {
                     params.push(src);
                     continue;
@@ -793,7 +805,7 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let x = in_ty(0);
             let idx = in_ty(1);
             if idx.dtype != DType::I64 {
-                return Err(unsupported("Gather", &name, "indices must be i64"));
+                return Err(excluded("Gather", &name, "non-i64 indices"));
             }
             let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
             let spec = GatherSpec {
@@ -865,7 +877,7 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         }
         Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
-            Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
+            Err(excluded(op.name(), &name, "an input of rank < 2 or a non-f32 operand"))
         }
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             Err(internal(&name, "view op reached the copy path"))
@@ -956,7 +968,7 @@ fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let x = graph.value_type(ins[0]).clone();
     let mask = graph.value_type(ins[1]).clone();
     if x.dtype != DType::F32 || mask.dtype != DType::F32 || x.rank() == 0 {
-        return Err(unsupported("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
+        return Err(excluded("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
     }
     if mask.rank() > x.rank()
         || kiln_ir::ops::broadcast::broadcast_shapes(&mask.shape, &x.shape).ok().as_ref() != Some(&x.shape)
@@ -1014,7 +1026,7 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
     let ins = graph.node_inputs(id);
     let tys: Vec<TensorType> = ins.iter().map(|v| graph.value_type(*v).clone()).collect();
     if tys.iter().any(|t| t.dtype != DType::F32) {
-        return Err(unsupported("Attention", &name, "non-f32 operands"));
+        return Err(excluded("Attention", &name, "non-f32 operands"));
     }
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
@@ -1081,7 +1093,7 @@ fn lower_evo(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32, mode: rows::Grou
     let ins = graph.node_inputs(id);
     let x = graph.value_type(ins[0]).clone();
     if x.rank() != 4 || x.dtype != DType::F32 {
-        return Err(unsupported(op_name, &name, "input is not f32 NCHW"));
+        return Err(excluded(op_name, &name, "an input that is not f32 NCHW"));
     }
     let c = x.shape[1];
     if groups == 0 || !c.is_multiple_of(groups) || ins[1..].iter().any(|v| graph.value_type(*v).num_elements() != c) {
@@ -1106,7 +1118,7 @@ fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result
     let x = graph.value_type(ins[0]).clone();
     let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("GroupNormalization");
     if x.rank() < 2 || x.dtype != DType::F32 {
-        return Err(unsupported(op_name, &name, "input of rank < 2"));
+        return Err(excluded(op_name, &name, "an input of rank < 2"));
     }
     let c = x.shape[1];
     if groups == 0 || !c.is_multiple_of(groups) {
@@ -1114,7 +1126,7 @@ fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result
     }
     for v in &ins[1..3] {
         if graph.value_type(*v).num_elements() != c {
-            return Err(unsupported(op_name, &name, "scale/bias are not per-channel vectors"));
+            return Err(excluded(op_name, &name, "scale/bias that are not per-channel vectors"));
         }
     }
     let s: usize = x.shape[2..].iter().product();
@@ -1373,7 +1385,7 @@ fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
     if a.dtype != DType::F32 || b.dtype != DType::F32 {
-        return Err(unsupported("MatMul", &name, "non-f32 operands"));
+        return Err(excluded("MatMul", &name, "non-f32 operands"));
     }
     let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
     if elems != out.num_elements() {
@@ -1536,7 +1548,7 @@ fn lower_conv(
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
     if x.rank() != 4 || w.rank() != 4 {
-        return Err(unsupported("Conv", &name, "only 2-D (NCHW) convolution"));
+        return Err(excluded("Conv", &name, "an input or weight that is not rank 4 (the IR's Conv is 2-D NCHW)"));
     }
     let (spec, out_shape) =
         conv_parts(&x.shape, &w.shape, stride, dil, pads, group, ins.len() == 3).map_err(|e| internal(&name, e))?;
