@@ -1178,7 +1178,8 @@ pub(crate) fn pad_copy(
         tabs.push(tab);
     }
     let mut copy = copy_to_contiguous(out, tabs);
-    copy.pad = value;
+    // Bool data is f32 0/1 in the arena: any non-zero pad value is true.
+    copy.pad = if out.dtype == DType::Bool { (value != 0.0) as u8 as f32 } else { value };
     Ok(copy)
 }
 

@@ -261,3 +261,33 @@ fn a_failed_run_does_not_poison_the_next() {
     let y = exe.run(&[&a, &good]).expect("a good run after a failed one");
     assert_eq!(y[0].as_i64().unwrap(), &[3, 2]);
 }
+
+/// Data movement on i64 and bool values: constant Pad fills with the pad value in the tensor's
+/// own type (i64: truncated, bool: value ≠ 0), the other modes and copies carry the values.
+#[test]
+fn pad_and_copies_on_i64_and_bool() {
+    use kiln_ir::PadMode;
+    let mut rng = XRng(9);
+    let shape = [2, 3, 5];
+    for (mode, value) in [
+        (PadMode::Constant, 2.7),
+        (PadMode::Constant, 0.0),
+        (PadMode::Constant, -0.5),
+        (PadMode::Edge, 0.0),
+        (PadMode::Reflect, 0.0),
+    ] {
+        let pads = vec![0, 1, 2, 1, 0, -1];
+        let mut spec = Spec::new();
+        spec.input("i", ints(&mut rng, &shape, -9, 9, true))
+            .input("b", bools(&mut rng, &shape))
+            .node("pi", Op::Pad { mode, pads: pads.clone(), value }, &["i"], &["pi"])
+            .node("pb", Op::Pad { mode, pads, value }, &["b"], &["pb"])
+            .node("bf", Op::Cast { to: kiln_ir::DType::F32 }, &["pb"], &["bf"])
+            .node("tr", Op::Transpose { perm: Some(vec![2, 0, 1]) }, &["i"], &["tr"])
+            .output("pi")
+            .output("pb")
+            .output("bf")
+            .output("tr");
+        check(&spec, EXACT);
+    }
+}
