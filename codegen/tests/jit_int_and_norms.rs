@@ -291,3 +291,44 @@ fn pad_and_copies_on_i64_and_bool() {
         check(&spec, EXACT);
     }
 }
+
+/// Big enough (≥ 2¹⁵ elements) that the executor splits the checked kernels across two threads:
+/// results match, and an error found only by the second chunk still fails the run.
+#[test]
+fn checked_kernels_split_across_threads() {
+    let opts = options(2);
+    let mut rng = XRng(21);
+    let (rows, cols) = (300, 131);
+    let a = ints(&mut rng, &[rows, cols], -1000, 1000, true);
+    let b = ints(&mut rng, &[cols], 1, 7, false);
+    let mut spec = Spec::new();
+    spec.input("a", a.clone()).input("b", b).node("div", Op::Binary(BinaryOp::Div), &["a", "b"], &["y"]).output("y");
+    check_with(&spec, EXACT, &opts);
+    // Full-size divisors, the only zero in the last row (the second chunk's).
+    let d = ints(&mut rng, &[rows, cols], 1, 7, false);
+    let mut spec = Spec::new();
+    spec.input("a", a.clone()).input("d", d).node("div", Op::Binary(BinaryOp::Div), &["a", "d"], &["y"]).output("y");
+    let exe = check_with(&spec, EXACT, &opts);
+    assert!(exe.schedule_text().contains("checked kernel"), "{}", exe.schedule_text());
+    let mut zero_late = vec![3i64; rows * cols];
+    zero_late[rows * cols - 1] = 0;
+    let zero_late = Tensor::from_i64([rows, cols], zero_late).unwrap();
+    assert!(exe.run(&[&a, &zero_late]).is_err(), "a zero divisor in the last row must fail");
+
+    let (n, c, h, w) = (2, 8, 48, 50);
+    let mut mask: Vec<f32> = (0..n * h * w).map(|_| (rng.next() % 2) as f32).collect();
+    let mut spec = Spec::new();
+    spec.input("x", rng.tensor(&[n, c, h, w], -3.0, 3.0))
+        .input("mask", Tensor::from_f32([n, 1, h, w], mask.clone()).unwrap())
+        .weight("gf", rng.tensor(&[c], -0.5, 0.5))
+        .weight("bf", rng.tensor(&[c], -1.0, 1.0))
+        .weight("gb", rng.tensor(&[c], -0.5, 0.5))
+        .weight("bb", rng.tensor(&[c], -1.0, 1.0))
+        .node("rn", Op::RegionNorm { epsilon: 1e-5 }, &["x", "mask", "gf", "bf", "gb", "bb"], &["y"])
+        .output("y");
+    let exe = check_with(&spec, EXACT, &opts);
+    *mask.last_mut().unwrap() = 2.0;
+    let x = rng.tensor(&[n, c, h, w], -3.0, 3.0);
+    let bad = Tensor::from_f32([n, 1, h, w], mask).unwrap();
+    assert!(exe.run(&[&x, &bad]).is_err(), "a bad mask value must fail on every chunk");
+}
