@@ -1,7 +1,7 @@
 //! Differential tests for the lowerings that completed the JIT's op coverage, against the
 //! reference interpreter over random shapes (sizes not a multiple of 4, size-1 and broadcast
-//! dims, scalars): i64 Binary ops and Where on i64, i64 ReduceSum/ReduceMax, RegionNorm, and
-//! LayerNorm/RMSNorm with broadcast scale and bias. Plus the run-time evaluation errors these ops
+//! dims, scalars): i64 Binary ops and Where on i64, i64 ReduceSum/ReduceMax, RegionNorm,
+//! LayerNorm/RMSNorm with broadcast scale and bias, and 1-D convolution in the IR's 2-D form. Plus the run-time evaluation errors these ops
 //! can raise, which the JIT must raise too (not compute garbage).
 //!
 //! Tolerances:
@@ -144,6 +144,29 @@ proptest! {
             .node("rn", Op::RegionNorm { epsilon: 1e-5 }, &["x", "mask", "gf", "bf", "gb", "bb"], &["y"])
             .output("y");
         check(&spec, EXACT);
+    }
+
+    /// 1-D convolution as the IR expresses it (its Conv is 2-D): [N,C,L] unsqueezed to
+    /// [N,C,1,L], a [M,C/g,1,k] kernel, squeezed back — the Unsqueeze/Squeeze are free views on the
+    /// JIT, so the 2-D path runs it with H = kH = 1. Tolerance as `conv_pad_resize`: GEMM sums of
+    /// C/g·k products of values in [−1, 1], f32-accumulated in a different order.
+    #[test]
+    fn conv_1d_through_the_2d_path(n in 1usize..3, cg in 1usize..4, group in 1usize..3, mg in 1usize..3,
+                                   l in 1usize..13, k in 1usize..4, s in 1usize..3, d in 1usize..3, p in 0usize..3,
+                                   seed in any::<u64>(), threads in 1usize..3) {
+        prop_assume!(l + 2 * p > d * (k - 1));
+        let mut rng = XRng(seed | 1);
+        let (c, m) = (cg * group, mg * group);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[n, c, l], -1.0, 1.0))
+            .weight("w", rng.tensor(&[m, cg, 1, k], -1.0, 1.0))
+            .weight("b", rng.tensor(&[m], -1.0, 1.0))
+            .node("up", Op::Unsqueeze { axes: vec![2] }, &["x"], &["x4"])
+            .node("conv", Op::Conv { strides: [1, s], dilations: [1, d], pads: [0, p, 0, p], group }, &["x4", "w", "b"], &["y4"])
+            .node("down", Op::Squeeze { axes: Some(vec![2]) }, &["y4"], &["y"])
+            .output("y");
+        let tol = Tol { abs: 1e-5 * (cg * k) as f32, rel: 1e-5 };
+        check_with(&spec, tol, &options(threads));
     }
 
     /// LayerNorm/RMSNorm whose scale and bias broadcast to the normalized shape (size-1 dims,
