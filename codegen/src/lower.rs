@@ -13,8 +13,8 @@
 //!   nothing: the output names the input's buffer.
 //! - Everything else is one step:
 //!   - a generated row kernel: Softmax, LogSoftmax (a non-innermost axis is copied to rows and
-//!     back), LayerNorm and RMSNorm (a broadcast scale or bias is first expanded to the normalized
-//!     shape by a copy step), GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0, f32 Reduce* (one
+//!     back), LayerNorm and RMSNorm (a broadcast scale or bias is expanded to the normalized
+//!     shape: at compile time for a weight, by a copy step otherwise), GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0, f32 Reduce* (one
 //!     kernel per block of reduced axes);
 //!   - RegionNorm as one generated kernel per channel (`kernels::region`);
 //!   - i64 Binary ops, Where on i64 values and i64 ReduceSum/ReduceMax as scalar generated
@@ -205,7 +205,8 @@ struct Ctx<'g> {
     buffers: Vec<usize>,
     steps: Vec<Step>,
     kernel_labels: Vec<String>,
-    /// The graph's weights, then constant tables the plan adds (i64 reduction offsets).
+    /// The graph's weights, then constants the plan adds (i64 reduction offsets, expanded norm
+    /// parameters).
     weights: Vec<WeightData>,
 }
 
@@ -655,9 +656,9 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
             let n: usize = x.shape[a..].iter().product();
             let trailing = &x.shape[a..];
-            // The row kernel reads full-size parameters; a broadcast one is first expanded to the
-            // normalized shape by a copy step (a copy of n elements per run, beside a kernel
-            // that reads the whole input).
+            // The row kernel reads full-size parameters. A broadcast weight is expanded to the
+            // normalized shape once, here; a broadcast run-time value by a copy step before the
+            // kernel (n elements per run, beside a kernel that reads the whole input).
             let mut params = Vec::with_capacity(ins.len() - 1);
             for (k, &v) in ins.iter().enumerate().skip(1) {
                 let p = graph.value_type(v);
@@ -667,6 +668,17 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
                 let src = cx.input(v, &name)?;
                 if full {
                     params.push(src);
+                    continue;
+                }
+                if let Place::Weight(w) = src
+                    && let WeightData::F32(data) = &cx.weights[w]
+                {
+                    let idx = kiln_ir::ops::broadcast::broadcast_indices(&p.shape, trailing);
+                    let expanded: Option<Vec<f32>> = idx.iter().map(|&i| data.get(i).copied()).collect();
+                    let expanded =
+                        expanded.ok_or_else(|| internal(&name, "parameter weight smaller than its shape"))?;
+                    cx.weights.push(WeightData::F32(expanded));
+                    params.push(Place::Weight(cx.weights.len() - 1));
                     continue;
                 }
                 let target = TensorType::f32(trailing.to_vec());
