@@ -12,8 +12,8 @@
 //! |actual − expected| ≤ atol + rtol·|expected|, NaN matching NaN, integers and bools exact.
 //!
 //! A backend is a parameter ([`BACKENDS`]): the reference interpreter and the optimised pipeline
-//! (-O2 on the interpreter) today; the JIT is added there once it covers the suite's ops (it
-//! refuses i64 arithmetic, for one).
+//! (-O2 on the interpreter). The JIT runs every allowlisted case too (`node_tests_on_the_jit`, at
+//! -O0 with 2 threads); a case it refuses to compile fails there.
 //!
 //! Survey mode, for building the allowlist: `KILN_ONNX_NODE_SURVEY=DIR KILN_ONNX_NODE_SURVEY_OUT=FILE
 //! cargo test --test onnx_node survey` runs every case under DIR and writes one
@@ -243,26 +243,21 @@ fn survey() {
     std::fs::write(&out, lines).expect("survey output");
 }
 
-/// The JIT on every allowlisted case it accepts. It refuses ops it does not cover yet at compile
-/// time (i64 arithmetic, RegionNorm, …); those are counted, not hidden, and a case it accepts must
-/// give the reference outputs like the other backends.
+/// The JIT on every allowlisted case: it must compile each one (a refusal — an op or form the JIT
+/// does not lower — is a failure like a wrong output) and give the reference outputs.
 #[test]
 fn node_tests_on_the_jit() {
     let entries = allowlist();
     let data = root().join("data");
-    let (mut ran, mut refused, mut failures) = (0, Vec::new(), Vec::new());
+    let (mut ran, mut failures) = (0, Vec::new());
     for (name, entry) in &entries {
         let Entry::Run { rtol, atol } = entry else { continue };
         let dir = data.join(name);
-        let result = std::panic::catch_unwind(|| -> Result<bool, String> {
+        let result = std::panic::catch_unwind(|| -> Result<(), String> {
             let (model, inputs, expected) = load_case(&dir)?;
             let options =
                 kiln::Options { opt_level: kiln::OptLevel::O0, backend: kiln::Backend::Jit, threads: Some(2) };
-            let compiled = match kiln::compile(model, &options) {
-                Ok(c) => c,
-                Err(e) if e.to_string().contains("not supported by the JIT yet") => return Ok(false),
-                Err(e) => return Err(format!("compile: {e}")),
-            };
+            let compiled = kiln::compile(model, &options).map_err(|e| format!("compile: {e}"))?;
             let got = compiled.run(&inputs).map_err(|e| format!("run: {e}"))?;
             if got.len() != expected.len() {
                 return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
@@ -270,16 +265,21 @@ fn node_tests_on_the_jit() {
             for ((out, g), (_, w)) in got.iter().zip(&expected) {
                 compare(out, g, w, *rtol, *atol)?;
             }
-            Ok(true)
+            Ok(())
         });
         match result {
-            Ok(Ok(true)) => ran += 1,
-            Ok(Ok(false)) => refused.push(name.clone()),
+            Ok(Ok(())) => ran += 1,
             Ok(Err(e)) => failures.push(format!("{name}: {e}")),
             Err(_) => failures.push(format!("{name}: panicked")),
         }
     }
-    eprintln!("JIT: {ran} node tests passed, {} refused as not supported yet", refused.len());
     assert!(ran > 0, "the JIT ran no case");
-    assert!(failures.is_empty(), "{} JIT failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} JIT node tests failed:\n{}",
+        failures.len(),
+        ran + failures.len(),
+        failures.join("\n")
+    );
+    eprintln!("JIT: {ran} node tests passed");
 }

@@ -105,6 +105,9 @@ impl Executable {
         for st in &self.plan.steps {
             let what = match &st.kind {
                 StepKind::Kernel { func, rows, .. } => format!("kernel {} ({rows} rows)", self.clif[*func].0),
+                StepKind::Checked { func, rows, .. } => {
+                    format!("checked kernel {} ({rows} rows)", self.clif[*func].0)
+                }
                 StepKind::Copies(_) => "copy".to_string(),
                 StepKind::Gather(_) => "gather".to_string(),
                 StepKind::Convert(c, _) => format!("convert {c:?}"),
@@ -185,27 +188,15 @@ impl Executable {
             let ptrs: Vec<*mut u8> = step.args.iter().map(|&p| ptr(p)).collect();
             let fail = |what: &str| Error::new(format!("step '{}'", step.label), what.to_string());
             match &step.kind {
-                StepKind::Kernel { func, rows, elems } => {
-                    let f = self.kernels[*func];
-                    let threads = self.pool.threads().min(*rows);
-                    if threads <= 1 || *elems < PARALLEL_MIN_ELEMS {
-                        // SAFETY: the kernel was generated for exactly these argument buffers and
-                        // sizes (plan invariant); rows [0, rows) are all in range.
-                        unsafe { f(ptrs.as_ptr(), 0, *rows as i64) };
-                    } else {
-                        let p = Arc::new(Ptrs(ptrs));
-                        let rows = *rows;
-                        let ok = self.pool.run(
-                            threads,
-                            Arc::new(move |c| {
-                                let (lo, hi) = chunk(rows, threads, c);
-                                // SAFETY: as above; chunks cover disjoint row ranges.
-                                unsafe { f(p.0.as_ptr(), lo as i64, hi as i64) };
-                            }),
-                        );
-                        if !ok {
-                            return Err(fail("a worker thread panicked"));
-                        }
+                StepKind::Kernel { func, rows, elems } => self.kernel(*func, *rows, *elems, ptrs).map_err(fail)?,
+                StepKind::Checked { func, rows, elems, error } => {
+                    let cell = ptrs[ptrs.len() - 1] as *mut i64;
+                    // SAFETY: the last argument of a checked kernel is its own 8-byte arena buffer.
+                    unsafe { cell.write(0) };
+                    self.kernel(*func, *rows, *elems, ptrs).map_err(fail)?;
+                    // SAFETY: as above; the kernel (and every chunk of it) has returned.
+                    if unsafe { cell.read() } != 0 {
+                        return Err(fail(error));
                     }
                 }
                 StepKind::Copies(copies) => {
@@ -255,6 +246,24 @@ impl Executable {
             outs.push(read_tensor(ptr(*p), ty));
         }
         Ok(outs)
+    }
+
+    /// Runs generated kernel `func` over `rows` rows, split across the pool when it pays.
+    fn kernel(&self, func: usize, rows: usize, elems: usize, ptrs: Vec<*mut u8>) -> Result<(), &'static str> {
+        let f = self.kernels[func];
+        let threads = self.pool.threads().min(rows);
+        if threads <= 1 || elems < PARALLEL_MIN_ELEMS {
+            // SAFETY: the kernel was generated for exactly these argument buffers and sizes (plan
+            // invariant); rows [0, rows) are all in range.
+            unsafe { f(ptrs.as_ptr(), 0, rows as i64) };
+            return Ok(());
+        }
+        let p = Arc::new(Ptrs(ptrs));
+        self.split(threads, move |c| {
+            let (lo, hi) = chunk(rows, threads, c);
+            // SAFETY: as above; chunks cover disjoint row ranges.
+            unsafe { f(p.0.as_ptr(), lo as i64, hi as i64) };
+        })
     }
 
     fn matmul(

@@ -18,6 +18,8 @@ pub struct AxisCopy {
     pub dst_off: usize,
     /// Element size in bytes: 4 (f32) or 8 (i64).
     pub elem: usize,
+    /// The value written for padding, in arena terms: f32 as is, bool as 0.0/1.0; i64 data
+    /// gets it truncated toward zero.
     pub pad: f32,
 }
 
@@ -99,10 +101,11 @@ impl AxisCopy {
     /// # Safety
     /// `d` is in bounds of `dst`.
     unsafe fn write_pad(&self, dst: *mut u8, d: usize) {
-        // SAFETY: caller guarantees d is in bounds; pads only exist for f32 data.
+        // SAFETY: caller guarantees d is in bounds.
         unsafe {
             if self.elem == 8 {
-                *(dst as *mut i64).add(d) = 0;
+                // i64 data: the pad value truncated toward zero, as the reference does.
+                *(dst as *mut i64).add(d) = self.pad as i64;
             } else {
                 *(dst as *mut f32).add(d) = self.pad;
             }

@@ -4,7 +4,9 @@
 //!
 //! Entry point: [`compile`] → [`Executable::run`]. Pipeline, in order:
 //! 1. [`lower`]: fusion groups and one plan step per kernel or host operation (which ops go
-//!    where is listed there); unsupported ops fail here with "not supported by the JIT yet".
+//!    where is listed there). Every IR op is lowered, in every form the IR's checks admit, so
+//!    the JIT can run any valid graph; run-time evaluation errors (i64 division by zero, …) are
+//!    reported as the interpreter reports them.
 //! 2. [`memplan`]: liveness over the steps, best-fit arena offsets, peak vs lower bound.
 //! 3. [`jit`]: Cranelift finalises the module; [`exec`] holds the result.
 //!

@@ -11,21 +11,33 @@
 //!   it (see `in_place_leaf`).
 //! - Views: Identity, Reshape, Flatten, Squeeze, Unsqueeze and same-representation casts cost
 //!   nothing: the output names the input's buffer.
-//! - Everything else is one step: a generated row kernel (Softmax, LogSoftmax — a non-innermost
-//!   axis is copied to rows and back —, LayerNorm, RMSNorm, GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0,
-//!   Reduce* — one kernel per block of reduced axes —), MaskedSoftmax as four generated kernels, Attention as GEMM + scale/bias epilogue + softmax + GEMM, a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col), or a Rust
-//!   copy loop (Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through one
-//!   table-driven copy; Gather; casts to or from i64).
-//! - Not lowered, so `compile` fails with "not supported by the JIT yet: <op> at node '<name>'":
-//!   RegionNorm; elementwise ops on i64; Reduce on i64; LayerNorm/RMSNorm whose scale or
-//!   bias is broadcast rather than full-size; Conv that is not 2-D. Nothing falls back to the
-//!   interpreter.
+//! - Everything else is one step:
+//!   - a generated row kernel: Softmax, LogSoftmax (a non-innermost axis is copied to rows and
+//!     back), LayerNorm and RMSNorm (a broadcast scale or bias is expanded to the normalized
+//!     shape: at compile time for a weight, by a copy step otherwise), GroupNorm, InstanceNorm, PowerNorm, EvoNormS0/B0, f32 Reduce* (one
+//!     kernel per block of reduced axes);
+//!   - RegionNorm as one generated kernel per channel (`kernels::region`);
+//!   - i64 Binary ops, Where on i64 values and i64 ReduceSum/ReduceMax as scalar generated
+//!     kernels (`kernels::int`);
+//!   - MaskedSoftmax as four generated kernels; Attention as GEMM + scale/bias epilogue +
+//!     softmax + GEMM;
+//!   - a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col);
+//!   - a Rust copy loop: Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through
+//!     one table-driven copy; Gather; casts to or from i64.
+//! - Evaluation errors the reference raises at run time (i64 division by zero, a negative i64
+//!   Pow exponent, i64 ReduceSum overflow, a RegionNorm mask value other than 0/1, Gather index
+//!   out of range) are raised by the JIT too: checked kernels write an error cell that the
+//!   executor turns into an error ([`StepKind::Checked`]).
+//! - Every op of the IR, in every form the IR's checks admit, is lowered; nothing falls back to
+//!   the interpreter. The IR's Conv is 2-D (rank-4 NCHW) only, so 1-D and 3-D convolution never
+//!   reach the JIT (they are refused when the model is read).
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
 use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, PAD};
 use crate::jit::Jit;
 use crate::kernels::elementwise::{self, Expr, Fused};
+use crate::kernels::int::{self, IntOp};
 use crate::kernels::rows::{self, SoftmaxAlgo};
 use kiln_ir::ops::normalize_axis;
 use kiln_ir::tensor::strides;
@@ -48,6 +60,10 @@ pub enum StepKind {
     /// Generated kernel `func` over `rows` rows; `elems` is the total element count (to decide
     /// whether splitting across threads pays).
     Kernel { func: usize, rows: usize, elems: usize },
+    /// A kernel that can raise an evaluation error: its last argument is an 8-byte error cell
+    /// that the executor zeroes before the kernel and reads after it; non-zero fails the run
+    /// with `error`.
+    Checked { func: usize, rows: usize, elems: usize, error: String },
     /// One strided copy per write (args: writes…, then the single source).
     Copies(Vec<AxisCopy>),
     /// args: [out, data, indices].
@@ -110,9 +126,10 @@ pub fn elem_bytes(d: DType) -> usize {
     }
 }
 
-fn unsupported(op: &str, node: &str, why: &str) -> Error {
-    let detail = if why.is_empty() { String::new() } else { format!(" ({why})") };
-    Error::new(format!("node '{node}'"), format!("not supported by the JIT yet: {op} at node '{node}'{detail}"))
+/// A form of an op that the IR's type and shape checks rule out before lowering (so reaching it
+/// is an internal error, not a gap): names the op, the node and what was wrong.
+fn excluded(op: &str, node: &str, why: &str) -> Error {
+    internal(node, format!("{op} with {why}, which the IR's checks exclude"))
 }
 
 fn internal(node: &str, msg: impl Into<String>) -> Error {
@@ -188,6 +205,9 @@ struct Ctx<'g> {
     buffers: Vec<usize>,
     steps: Vec<Step>,
     kernel_labels: Vec<String>,
+    /// The graph's weights, then constants the plan adds (i64 reduction offsets, expanded norm
+    /// parameters).
+    weights: Vec<WeightData>,
 }
 
 impl Ctx<'_> {
@@ -218,6 +238,33 @@ impl Ctx<'_> {
         });
     }
 
+    /// A checked kernel step (see [`StepKind::Checked`]): `args` get a fresh error cell appended.
+    fn checked_step(
+        &mut self,
+        label: &str,
+        kname: String,
+        rows: usize,
+        elems: usize,
+        mut args: Vec<Place>,
+        error: &str,
+    ) {
+        args.push(self.new_buf(&TensorType::new(DType::I64, [1])));
+        self.kernel_labels.push(kname);
+        let func = self.kernel_labels.len() - 1;
+        self.steps.push(Step {
+            label: label.to_string(),
+            kind: StepKind::Checked { func, rows, elems, error: error.to_string() },
+            args,
+            n_writes: 1,
+        });
+    }
+
+    /// A constant i64 table, readable by kernels like a weight.
+    fn table(&mut self, data: Vec<i64>) -> Place {
+        self.weights.push(WeightData::I64(data));
+        Place::Weight(self.weights.len() - 1)
+    }
+
     fn kname(&self, node: &str, what: &str) -> String {
         let clean: String = node.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         format!("{what}_{clean}")
@@ -241,8 +288,8 @@ pub fn lower(
         buffers: Vec::new(),
         steps: Vec::new(),
         kernel_labels: Vec::new(),
+        weights: Vec::new(),
     };
-    let mut weight_data = Vec::new();
     for (i, &id) in graph.weights().iter().enumerate() {
         let name = &graph.node(id).name;
         let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
@@ -251,7 +298,7 @@ pub fn lower(
             kiln_ir::TensorData::I64(v) => WeightData::I64(v.clone()),
             kiln_ir::TensorData::Bool(v) => WeightData::F32(v.iter().map(|&b| b as u8 as f32).collect()),
         };
-        weight_data.push(data);
+        cx.weights.push(data);
         cx.place.insert(Value { node: id, port: 0 }, Place::Weight(i));
     }
     let mut input_types = Vec::new();
@@ -299,7 +346,7 @@ pub fn lower(
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,
-        weights: weight_data,
+        weights: cx.weights,
         input_types,
         outputs,
         kernel_labels: cx.kernel_labels,
@@ -533,14 +580,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         return Ok(());
     }
     match op {
-        Op::Unary(_) | Op::Binary(_) | Op::Where => {
-            let types: Vec<String> = ins.iter().map(|v| graph.value_type(*v).to_string()).collect();
-            Err(unsupported(
-                op.name(),
-                &name,
-                &format!("operands {}; only f32/bool elementwise is generated", types.join(", ")),
-            ))
-        }
+        Op::Binary(_) | Op::Where => lower_int_elementwise(cx, id, op),
+        Op::Unary(_) => Err(internal(&name, "Unary on a non-f32 operand (the IR admits f32 only)")),
         Op::Cast { to } => {
             let from = in_ty(0).dtype;
             let conv = match (from, to) {
@@ -615,24 +656,47 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
             let n: usize = x.shape[a..].iter().product();
             let trailing = &x.shape[a..];
-            for k in 1..ins.len() {
-                let p = in_ty(k);
-                let lead_ones = p.shape.len().saturating_sub(trailing.len());
-                let same = p.num_elements() == n
-                    && p.shape[..lead_ones].iter().all(|&d| d == 1)
-                    && p.shape[lead_ones..] == trailing[trailing.len() - (p.shape.len() - lead_ones)..]
-                    && p.shape.len() - lead_ones == trailing.len();
-                if !same {
-                    return Err(unsupported(op.name(), &name, &format!("parameter {k} of shape {} is broadcast", p)));
+            // The row kernel reads full-size parameters. A broadcast weight is expanded to the
+            // normalized shape once, here; a broadcast run-time value by a copy step before the
+            // kernel (n elements per run, beside a kernel that reads the whole input).
+            let mut params = Vec::with_capacity(ins.len() - 1);
+            for (k, &v) in ins.iter().enumerate().skip(1) {
+                let p = graph.value_type(v);
+                // p broadcasts to the normalized shape (checked by the IR), so with as many
+                // elements it broadcasts along no axis: its layout is the full-size one.
+                let full = p.num_elements() == n;
+                let src = cx.input(v, &name)?;
+                if full {
+                    params.push(src);
+                    continue;
                 }
+                if let Place::Weight(w) = src
+                    && let WeightData::F32(data) = &cx.weights[w]
+                {
+                    let idx = kiln_ir::ops::broadcast::broadcast_indices(&p.shape, trailing);
+                    let expanded: Option<Vec<f32>> = idx.iter().map(|&i| data.get(i).copied()).collect();
+                    let expanded =
+                        expanded.ok_or_else(|| internal(&name, "parameter weight smaller than its shape"))?;
+                    cx.weights.push(WeightData::F32(expanded));
+                    params.push(Place::Weight(cx.weights.len() - 1));
+                    continue;
+                }
+                let target = TensorType::f32(trailing.to_vec());
+                let copy = broadcast_copy(&p.shape, &target).map_err(|e| internal(&name, e))?;
+                let dst = cx.new_buf(&target);
+                cx.steps.push(Step {
+                    label: format!("{name} (expand parameter {k})"),
+                    kind: StepKind::Copies(vec![copy]),
+                    args: vec![dst, src],
+                    n_writes: 1,
+                });
+                params.push(dst);
             }
             let bias = ins.len() == 3;
             let kname = cx.kname(&name, if rms { "rmsnorm" } else { "layernorm" });
             rows::norm(cx.jit, &kname, n, *epsilon, rms, bias).map_err(|e| internal(&name, e))?;
-            let mut args = vec![cx.out_buf(out_v)];
-            for v in &ins {
-                args.push(cx.input(*v, &name)?);
-            }
+            let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?];
+            args.extend(params);
             let total = x.num_elements();
             cx.kernel_step(&name, kname, total / n, total, args);
             Ok(())
@@ -653,17 +717,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
         }
         Op::Expand { .. } => {
-            let x = in_ty(0);
-            let off = out_ty.rank() - x.rank();
-            let st = strides(&x.shape);
-            let tabs = (0..out_ty.rank())
-                .map(|j| {
-                    (0..out_ty.shape[j])
-                        .map(|i| if j < off || x.shape[j - off] == 1 { 0 } else { (i * st[j - off]) as i64 })
-                        .collect()
-                })
-                .collect();
-            copy_step(cx, id, vec![out_v], vec![copy_to_contiguous(&out_ty, tabs)], ins[0])
+            let copy = broadcast_copy(&in_ty(0).shape, &out_ty).map_err(|e| internal(&name, e))?;
+            copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
         Op::Slice { starts, ends, axes, steps } => {
             let x = in_ty(0);
@@ -762,7 +817,7 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let x = in_ty(0);
             let idx = in_ty(1);
             if idx.dtype != DType::I64 {
-                return Err(unsupported("Gather", &name, "indices must be i64"));
+                return Err(excluded("Gather", &name, "non-i64 indices"));
             }
             let a = normalize_axis(*axis, x.rank()).map_err(|e| internal(&name, e))?;
             let spec = GatherSpec {
@@ -813,15 +868,107 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let c = in_ty(0).shape.get(1).copied().unwrap_or(1);
             lower_evo(cx, id, c, *epsilon, rows::GroupMode::EvoB0)
         }
-        Op::RegionNorm { .. } => Err(unsupported(op.name(), &name, "")),
+        Op::RegionNorm { epsilon } => {
+            let x = in_ty(0);
+            if x.rank() != 4 || ins[1..].iter().any(|v| graph.value_type(*v).dtype != DType::F32) {
+                return Err(internal(&name, "RegionNorm's operands are not NCHW f32 (the IR checks them)"));
+            }
+            let (n, c, hw) = (x.shape[0], x.shape[1], x.shape[2] * x.shape[3]);
+            if in_ty(1).shape != [n, 1, x.shape[2], x.shape[3]] || (2..6).any(|k| in_ty(k).shape != [c]) {
+                return Err(internal(&name, "RegionNorm's mask or parameters do not match x"));
+            }
+            let kname = cx.kname(&name, "regionnorm");
+            crate::kernels::region::region_norm(cx.jit, &kname, n, c, hw, *epsilon).map_err(|e| internal(&name, e))?;
+            let mut args = vec![cx.out_buf(out_v)];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            let error = "RegionNorm's mask must be 0 or 1 everywhere";
+            cx.checked_step(&name, kname, c, x.num_elements(), args, error);
+            Ok(())
+        }
         Op::Attention { scale } => lower_attention(cx, id, *scale),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
-            Err(unsupported(op.name(), &name, "input rank or element type not handled by the fused affine kernel"))
+            Err(excluded(op.name(), &name, "an input of rank < 2 or a non-f32 operand"))
         }
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             Err(internal(&name, "view op reached the copy path"))
         }
     }
+}
+
+/// Binary on i64 operands, or Where choosing between i64 values (the f32/bool forms are fused
+/// and never get here): one scalar i64 kernel, checked when the op can fail.
+fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let iop = match op {
+        Op::Binary(b) => IntOp::Binary(*b),
+        _ => IntOp::Where,
+    };
+    let data = if iop == IntOp::Where { &ins[1..] } else { &ins[..] };
+    if data.iter().any(|v| graph.value_type(*v).dtype != DType::I64) {
+        return Err(internal(&name, format!("{} reached the i64 path with non-i64 operands", op.name())));
+    }
+    let out_v = Value { node: id, port: 0 };
+    let out_shape = graph.value_type(out_v).shape.clone();
+    let leaf_shapes: Vec<Vec<usize>> = ins.iter().map(|v| graph.value_type(*v).shape.clone()).collect();
+    for s in &leaf_shapes {
+        if s.len() > out_shape.len()
+            || kiln_ir::ops::broadcast::broadcast_shapes(s, &out_shape).ok().as_ref() != Some(&out_shape)
+        {
+            return Err(internal(&name, "operand does not broadcast to the result"));
+        }
+    }
+    let kname = cx.kname(&name, "int");
+    let lay = int::elementwise(cx.jit, &kname, iop, &out_shape, &leaf_shapes).map_err(|e| internal(&name, e))?;
+    let mut args = vec![cx.out_buf(out_v)];
+    for v in &ins {
+        args.push(cx.input(*v, &name)?);
+    }
+    let elems = lay.rows() * lay.inner();
+    match iop.error() {
+        Some(error) => cx.checked_step(&name, kname, lay.rows(), elems, args, error),
+        None => cx.kernel_step(&name, kname, lay.rows(), elems, args),
+    }
+    Ok(())
+}
+
+/// ReduceSum/ReduceMax over i64: one kernel folding each output's elements in the reference's
+/// order through two offset tables (see [`int::reduce`]).
+fn lower_reduce_i64(cx: &mut Ctx, id: NodeId, kind: ReduceKind, reduced: &HashSet<usize>) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let x = graph.value_type(ins[0]).clone();
+    let st = strides(&x.shape);
+    // Offsets of every combination of the chosen axes' coordinates, in row-major order.
+    let offsets = |pick: &dyn Fn(usize) -> bool| -> Vec<i64> {
+        let mut offs = vec![0i64];
+        for (j, &d) in x.shape.iter().enumerate() {
+            if pick(j) {
+                let sj = st[j] as i64;
+                offs = offs.iter().flat_map(|&o| (0..d as i64).map(move |i| o + i * sj)).collect();
+            }
+        }
+        offs
+    };
+    let base = offsets(&|j| !reduced.contains(&j));
+    let red = offsets(&|j| reduced.contains(&j));
+    let out_v = Value { node: id, port: 0 };
+    if base.len() != graph.value_type(out_v).num_elements() || base.len() * red.len() != x.num_elements() {
+        return Err(internal(&name, "i64 reduction tables do not match the shapes"));
+    }
+    let kname = cx.kname(&name, "reduce_i64");
+    int::reduce(cx.jit, &kname, kind, red.len()).map_err(|e| internal(&name, e))?;
+    let rows = base.len();
+    let src = cx.input(ins[0], &name)?;
+    let dst = cx.out_buf(out_v);
+    let (bt, rt) = (cx.table(base), cx.table(red));
+    let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("ReduceSum");
+    cx.checked_step(&name, kname, rows, x.num_elements(), vec![dst, src, bt, rt], &format!("{op_name} overflows i64"));
+    Ok(())
 }
 
 /// MaskedSoftmax as four generated kernels: row max, e = exp(x − max)·M, row sum, e/sum (in
@@ -833,7 +980,7 @@ fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let x = graph.value_type(ins[0]).clone();
     let mask = graph.value_type(ins[1]).clone();
     if x.dtype != DType::F32 || mask.dtype != DType::F32 || x.rank() == 0 {
-        return Err(unsupported("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
+        return Err(excluded("MaskedSoftmax", &name, "non-f32 operands or a scalar input"));
     }
     if mask.rank() > x.rank()
         || kiln_ir::ops::broadcast::broadcast_shapes(&mask.shape, &x.shape).ok().as_ref() != Some(&x.shape)
@@ -891,7 +1038,7 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
     let ins = graph.node_inputs(id);
     let tys: Vec<TensorType> = ins.iter().map(|v| graph.value_type(*v).clone()).collect();
     if tys.iter().any(|t| t.dtype != DType::F32) {
-        return Err(unsupported("Attention", &name, "non-f32 operands"));
+        return Err(excluded("Attention", &name, "non-f32 operands"));
     }
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
@@ -958,7 +1105,7 @@ fn lower_evo(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32, mode: rows::Grou
     let ins = graph.node_inputs(id);
     let x = graph.value_type(ins[0]).clone();
     if x.rank() != 4 || x.dtype != DType::F32 {
-        return Err(unsupported(op_name, &name, "input is not f32 NCHW"));
+        return Err(excluded(op_name, &name, "an input that is not f32 NCHW"));
     }
     let c = x.shape[1];
     if groups == 0 || !c.is_multiple_of(groups) || ins[1..].iter().any(|v| graph.value_type(*v).num_elements() != c) {
@@ -983,7 +1130,7 @@ fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result
     let x = graph.value_type(ins[0]).clone();
     let op_name = graph.node(id).op().map(|o| o.name()).unwrap_or("GroupNormalization");
     if x.rank() < 2 || x.dtype != DType::F32 {
-        return Err(unsupported(op_name, &name, "input of rank < 2"));
+        return Err(excluded(op_name, &name, "an input of rank < 2"));
     }
     let c = x.shape[1];
     if groups == 0 || !c.is_multiple_of(groups) {
@@ -991,7 +1138,7 @@ fn lower_group_norm(cx: &mut Ctx, id: NodeId, groups: usize, eps: f32) -> Result
     }
     for v in &ins[1..3] {
         if graph.value_type(*v).num_elements() != c {
-            return Err(unsupported(op_name, &name, "scale/bias are not per-channel vectors"));
+            return Err(excluded(op_name, &name, "scale/bias that are not per-channel vectors"));
         }
     }
     let s: usize = x.shape[2..].iter().product();
@@ -1043,7 +1190,8 @@ pub(crate) fn pad_copy(
         tabs.push(tab);
     }
     let mut copy = copy_to_contiguous(out, tabs);
-    copy.pad = value;
+    // Bool data is f32 0/1 in the arena: any non-zero pad value is true.
+    copy.pad = if out.dtype == DType::Bool { (value != 0.0) as u8 as f32 } else { value };
     Ok(copy)
 }
 
@@ -1119,6 +1267,21 @@ fn nearest_source(i: usize, inn: usize, out: usize, scale: f32, ctm: CoordTransf
     (r.max(0.0) as usize).min(inn - 1)
 }
 
+/// Broadcasts a tensor of shape `src` (numpy rules, right-aligned) into a new contiguous `out`.
+fn broadcast_copy(src: &[usize], out: &TensorType) -> Result<AxisCopy, String> {
+    if src.len() > out.rank() || src.iter().zip(&out.shape[out.rank() - src.len()..]).any(|(&s, &o)| s != o && s != 1) {
+        return Err(format!("shape {src:?} does not broadcast to {}", out));
+    }
+    let off = out.rank() - src.len();
+    let st = strides(src);
+    let tabs = (0..out.rank())
+        .map(|j| {
+            (0..out.shape[j]).map(|i| if j < off || src[j - off] == 1 { 0 } else { (i * st[j - off]) as i64 }).collect()
+        })
+        .collect();
+    Ok(copy_to_contiguous(out, tabs))
+}
+
 fn copy_to_contiguous(out: &TensorType, tabs: Vec<Vec<i64>>) -> AxisCopy {
     AxisCopy {
         shape: out.shape.clone(),
@@ -1158,9 +1321,6 @@ fn lower_reduce(
     let ins = graph.node_inputs(id);
     let x = graph.value_type(ins[0]).clone();
     let out_v = Value { node: id, port: 0 };
-    if x.dtype != DType::F32 {
-        return Err(unsupported(graph.node(id).op().map(|o| o.name()).unwrap_or("Reduce"), &name, "non-f32 input"));
-    }
     let reduced: HashSet<usize> = match axes {
         Some(a) if !a.is_empty() => a
             .iter()
@@ -1171,6 +1331,13 @@ fn lower_reduce(
         _ if noop_empty && axes.is_none() => HashSet::new(),
         _ => (0..x.rank()).collect(),
     };
+    match x.dtype {
+        DType::F32 => {}
+        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max) => {
+            return lower_reduce_i64(cx, id, kind, &reduced);
+        }
+        other => return Err(internal(&name, format!("{kind:?} over {other} (the IR admits f32, or i64 for Sum/Max)"))),
+    }
     // Segments of (size, reduced) over non-unit axes, adjacent equal kinds merged.
     let mut seg: Vec<(usize, bool)> = Vec::new();
     for (j, &d) in x.shape.iter().enumerate() {
@@ -1231,7 +1398,7 @@ fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
     if a.dtype != DType::F32 || b.dtype != DType::F32 {
-        return Err(unsupported("MatMul", &name, "non-f32 operands"));
+        return Err(excluded("MatMul", &name, "non-f32 operands"));
     }
     let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
     if elems != out.num_elements() {
@@ -1394,7 +1561,7 @@ fn lower_conv(
     let out_v = Value { node: id, port: 0 };
     let out = graph.value_type(out_v).clone();
     if x.rank() != 4 || w.rank() != 4 {
-        return Err(unsupported("Conv", &name, "only 2-D (NCHW) convolution"));
+        return Err(excluded("Conv", &name, "an input or weight that is not rank 4 (the IR's Conv is 2-D NCHW)"));
     }
     let (spec, out_shape) =
         conv_parts(&x.shape, &w.shape, stride, dil, pads, group, ins.len() == 3).map_err(|e| internal(&name, e))?;

@@ -170,25 +170,16 @@ fn body(
     // Row bases.
     let out_off = b.ins().imul_imm_s(r, (inner * 4) as i64);
     let out_row = b.ins().iadd(out, out_off);
-    let mut leaf_rows = Vec::with_capacity(nleaves);
-    let mut leaf_inner_contig = Vec::with_capacity(nleaves);
-    for (i, st) in lay.strides.iter().enumerate() {
-        let mut off = b.ins().iconst(types::I64, 0);
-        // Coordinate j of the row index: (r / P_j) % d_j, P_j = product of later outer dims.
-        let mut p = 1usize;
-        for j in (0..outer_dims.len()).rev() {
-            let d = outer_dims[j];
-            if st[j] != 0 {
-                let q = if p == 1 { r } else { b.ins().udiv_imm_s(r, p as i64) };
-                let c = if j == 0 { q } else { b.ins().urem_imm_s(q, d as i64) };
-                let t = b.ins().imul_imm_s(c, (st[j] * 4) as i64);
-                off = b.ins().iadd(off, t);
-            }
-            p *= d;
-        }
-        leaf_rows.push(b.ins().iadd(leaves[i], off));
-        leaf_inner_contig.push(st[st.len() - 1] != 0);
-    }
+    let leaf_rows: Vec<Value> = lay
+        .strides
+        .iter()
+        .zip(&leaves)
+        .map(|(st, &base)| {
+            let off = row_offset(b, r, outer_dims, st, 4);
+            b.ins().iadd(base, off)
+        })
+        .collect();
+    let leaf_inner_contig: Vec<bool> = lay.strides.iter().map(|st| st[st.len() - 1] != 0).collect();
     // Broadcast-scalar leaves: one load per row.
     let mut scalars: Vec<Option<Value>> = vec![None; nleaves];
     for i in 0..nleaves {
@@ -224,6 +215,25 @@ fn body(
     };
     super::loops::inner_loop(b, inner, &emit);
     rl.end(b);
+}
+
+/// Byte offset of row `r` in a leaf read with element strides `st` over the collapsed `outer_dims`
+/// (elements of `elem` bytes).
+pub fn row_offset(b: &mut FunctionBuilder, r: Value, outer_dims: &[usize], st: &[usize], elem: usize) -> Value {
+    let mut off = b.ins().iconst(types::I64, 0);
+    // Coordinate j of the row index: (r / P_j) % d_j, P_j = product of later outer dims.
+    let mut p = 1usize;
+    for j in (0..outer_dims.len()).rev() {
+        let d = outer_dims[j];
+        if st[j] != 0 {
+            let q = if p == 1 { r } else { b.ins().udiv_imm_s(r, p as i64) };
+            let c = if j == 0 { q } else { b.ins().urem_imm_s(q, d as i64) };
+            let t = b.ins().imul_imm_s(c, (st[j] * elem) as i64);
+            off = b.ins().iadd(off, t);
+        }
+        p *= d;
+    }
+    off
 }
 
 /// Emits the expression for one vector (or scalar) of elements.

@@ -32,11 +32,32 @@ impl RowLoop {
     }
 
     pub fn end(self, b: &mut FunctionBuilder) {
+        self.close(b);
+        b.ins().return_(&[]);
+    }
+
+    /// Closes the loop and leaves the builder in the exit block, for code after the rows (the
+    /// caller must end that block, e.g. with [`report_flag`]).
+    pub fn close(self, b: &mut FunctionBuilder) {
         let next = b.ins().iadd_imm_s(self.row, 1);
         b.ins().jump(self.head, &[next.into()]);
         b.switch_to_block(self.exit);
-        b.ins().return_(&[]);
     }
+}
+
+/// Ends a checked kernel: if `bad` (an integer, non-zero on error) is set, stores 1 into the
+/// i64 error cell at `flag`, then returns. Every chunk writes the same value, so concurrent chunks
+/// cannot disagree.
+pub fn report_flag(b: &mut FunctionBuilder, bad: Value, flag: Value) {
+    let set = b.create_block();
+    let done = b.create_block();
+    b.ins().brif(bad, set, &[], done, &[]);
+    b.switch_to_block(set);
+    let one = b.ins().iconst(types::I64, 1);
+    b.ins().store(MemFlagsData::new().with_notrap(), one, flag, 0);
+    b.ins().jump(done, &[]);
+    b.switch_to_block(done);
+    b.ins().return_(&[]);
 }
 
 /// A counted loop `for i in (from..to).step_by(step)` with a constant or dynamic bound; `body`

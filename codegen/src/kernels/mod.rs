@@ -3,5 +3,7 @@
 
 pub mod elementwise;
 pub mod gemm;
+pub mod int;
 pub mod loops;
+pub mod region;
 pub mod rows;

@@ -123,14 +123,115 @@ fn max(l: &mut Lanes, a: Value, b: Value) -> Value {
     l.max(a, b)
 }
 
-/// Softmax or LogSoftmax over rows of `n`. Arguments: `[out, x]`.
-pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
+/// What a row kernel's body gets: its input and output row pointers, the row index, and the base
+/// pointers of the kernel's other arguments (`args[2..]`, in order).
+struct RowArgs {
+    x: Value,
+    y: Value,
+    row: Value,
+    params: Vec<Value>,
+}
+
+/// Defines a row kernel with arguments `[out, x, params…]` (`n_params` of them): the row loop
+/// over `[start, end)`, row r reading `x` from element r·`x_len` and writing `out` from element
+/// r·`y_len`; `body` emits one row.
+fn row_kernel(
+    jit: &mut Jit,
+    name: &str,
+    x_len: usize,
+    y_len: usize,
+    n_params: usize,
+    body: impl FnOnce(&mut FunctionBuilder, HostFeatures, &RowArgs),
+) -> Result<(), String> {
     jit.define(name, move |b, [args, start, end], feat| {
         let out = load_arg_ptr(b, args, 0);
         let x = load_arg_ptr(b, args, 1);
+        let params = (0..n_params).map(|i| load_arg_ptr(b, args, 2 + i)).collect();
         let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, n);
-        let yr = row_ptr(b, out, rl.row, n);
+        let xr = row_ptr(b, x, rl.row, x_len);
+        let yr = row_ptr(b, out, rl.row, y_len);
+        body(b, feat, &RowArgs { x: xr, y: yr, row: rl.row, params });
+        rl.end(b);
+    })
+}
+
+/// Emits scalar (one-lane) arithmetic.
+fn scalar<R>(b: &mut FunctionBuilder, feat: HostFeatures, f: impl FnOnce(&mut Lanes) -> R) -> R {
+    f(&mut Lanes::new(b, false, feat.fma))
+}
+
+/// The row's mean as hi + lo: hi is the rounded mean, lo the mean of x − hi. Centring as
+/// (x − hi) − lo ([`centre`]) keeps the error at the scale of σ rather than of |μ| (large-offset
+/// residual streams).
+fn split_mean(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, n: usize) -> (Value, Value) {
+    let inv_n = 1.0 / n as f32;
+    let s = fold_row(b, feat, xr, n, 0.0, &ident, &add);
+    let hi = scalar(b, feat, |l| {
+        let k = l.c(inv_n);
+        l.mul(s, k)
+    });
+    let r = fold_row(
+        b,
+        feat,
+        xr,
+        n,
+        0.0,
+        &|l, v| {
+            let h = l.splat(hi);
+            l.sub(v, h)
+        },
+        &add,
+    );
+    let lo = scalar(b, feat, |l| {
+        let k = l.c(inv_n);
+        l.mul(r, k)
+    });
+    (hi, lo)
+}
+
+/// (v − hi) − lo, hi and lo scalars (see [`split_mean`]).
+fn centre(l: &mut Lanes, v: Value, (hi, lo): (Value, Value)) -> Value {
+    let h = l.splat(hi);
+    let lo = l.splat(lo);
+    let t = l.sub(v, h);
+    l.sub(t, lo)
+}
+
+/// Σ(x − μ)² over the row (two-pass variance: no cancellation); μ = 0 for `None`.
+fn sum_sq_dev(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, n: usize, mean: Option<(Value, Value)>) -> Value {
+    fold_row(
+        b,
+        feat,
+        xr,
+        n,
+        0.0,
+        &|l, v| {
+            let d = match mean {
+                Some(m) => centre(l, v, m),
+                None => v,
+            };
+            l.mul(d, d)
+        },
+        &add,
+    )
+}
+
+/// 1/√(ss/n + ε).
+fn rstd(b: &mut FunctionBuilder, feat: HostFeatures, ss: Value, n: usize, eps: f32) -> Value {
+    scalar(b, feat, |l| {
+        let k = l.c(1.0 / n as f32);
+        let e = l.c(eps);
+        let var = l.mul_add(ss, k, e);
+        let sd = l.sqrt(var);
+        let one = l.c(1.0);
+        l.div(one, sd)
+    })
+}
+
+/// Softmax or LogSoftmax over rows of `n`. Arguments: `[out, x]`.
+pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
+    row_kernel(jit, name, n, n, 0, move |b, feat, r| {
+        let (xr, yr) = (r.x, r.y);
         if log || algo == SoftmaxAlgo::ThreePass {
             let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
             let sum = fold_row(
@@ -147,11 +248,10 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
                 &add,
             );
             if log {
-                let shift = {
-                    let mut l = Lanes::new(b, false, feat.fma);
+                let shift = scalar(b, feat, |l| {
                     let ls = l.log(sum);
                     l.add(m, ls)
-                };
+                });
                 inner_loop(b, n, &|b, vector, i| {
                     let v = load(b, vector, xr, i);
                     let mut l = Lanes::new(b, vector, feat.fma);
@@ -160,11 +260,10 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
                     store(b, y, yr, i);
                 });
             } else {
-                let inv = {
-                    let mut l = Lanes::new(b, false, feat.fma);
+                let inv = scalar(b, feat, |l| {
                     let one = l.c(1.0);
                     l.div(one, sum)
-                };
+                });
                 inner_loop(b, n, &|b, vector, i| {
                     let v = load(b, vector, xr, i);
                     let mut l = Lanes::new(b, vector, feat.fma);
@@ -179,7 +278,6 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
         } else {
             two_pass(b, feat, xr, yr, n);
         }
-        rl.end(b);
     })
 }
 
@@ -260,84 +358,18 @@ fn two_pass(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n
 /// LayerNorm (`rms = false`: (x − μ)/√(σ² + ε)·γ + β) or RMSNorm (x/√(mean x² + ε)·γ) over rows of
 /// `n`. Arguments: `[out, x, γ]` plus `β` when `bias`. γ and β hold `n` values.
 pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool) -> Result<(), String> {
-    jit.define(name, move |b, [args, start, end], feat| {
-        let out = load_arg_ptr(b, args, 0);
-        let x = load_arg_ptr(b, args, 1);
-        let g = load_arg_ptr(b, args, 2);
-        let beta = if bias { Some(load_arg_ptr(b, args, 3)) } else { None };
-        let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, n);
-        let yr = row_ptr(b, out, rl.row, n);
-        let inv_n = 1.0 / n as f32;
-        // μ as hi + lo: hi is the rounded mean, lo the mean of x − hi. Centring as (x − hi) − lo
-        // keeps the error at the scale of σ rather than of |μ| (large-offset residual streams).
-        let mean = if rms {
-            None
-        } else {
-            let s = fold_row(b, feat, xr, n, 0.0, &ident, &add);
-            let hi = {
-                let mut l = Lanes::new(b, false, feat.fma);
-                let k = l.c(inv_n);
-                l.mul(s, k)
-            };
-            let r = fold_row(
-                b,
-                feat,
-                xr,
-                n,
-                0.0,
-                &|l, v| {
-                    let h = l.splat(hi);
-                    l.sub(v, h)
-                },
-                &add,
-            );
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(inv_n);
-            Some((hi, l.mul(r, k)))
-        };
-        // Two-pass variance: Σ(x − μ)² (no cancellation).
-        let ss = fold_row(
-            b,
-            feat,
-            xr,
-            n,
-            0.0,
-            &|l, v| {
-                let d = match mean {
-                    Some((hi, lo)) => {
-                        let h = l.splat(hi);
-                        let lo = l.splat(lo);
-                        let t = l.sub(v, h);
-                        l.sub(t, lo)
-                    }
-                    None => v,
-                };
-                l.mul(d, d)
-            },
-            &add,
-        );
-        let rstd = {
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(inv_n);
-            let e = l.c(eps);
-            let var = l.mul_add(ss, k, e);
-            let sd = l.sqrt(var);
-            let one = l.c(1.0);
-            l.div(one, sd)
-        };
+    row_kernel(jit, name, n, n, 1 + bias as usize, move |b, feat, r| {
+        let (xr, yr, g, beta) = (r.x, r.y, r.params[0], r.params.get(1).copied());
+        let mean = if rms { None } else { Some(split_mean(b, feat, xr, n)) };
+        let ss = sum_sq_dev(b, feat, xr, n, mean);
+        let rstd = rstd(b, feat, ss, n, eps);
         inner_loop(b, n, &|b, vector, i| {
             let v = load(b, vector, xr, i);
             let gv = load(b, vector, g, i);
             let bv = beta.map(|p| load(b, vector, p, i));
             let mut l = Lanes::new(b, vector, feat.fma);
             let d = match mean {
-                Some((hi, lo)) => {
-                    let h = l.splat(hi);
-                    let lo = l.splat(lo);
-                    let t = l.sub(v, h);
-                    l.sub(t, lo)
-                }
+                Some(m) => centre(&mut l, v, m),
                 None => v,
             };
             let rs = l.splat(rstd);
@@ -348,7 +380,6 @@ pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool
             };
             store(b, y, yr, i);
         });
-        rl.end(b);
     })
 }
 
@@ -373,30 +404,19 @@ fn reduce_parts(kind: ReduceKind) -> (f32, Map<'static>, Comb<'static>) {
 
 /// Reduces each contiguous row of `n` to one value. Arguments: `[out, x]`.
 pub fn reduce_rows(jit: &mut Jit, name: &str, n: usize, kind: ReduceKind) -> Result<(), String> {
-    jit.define(name, move |b, [args, start, end], feat| {
-        let out = load_arg_ptr(b, args, 0);
-        let x = load_arg_ptr(b, args, 1);
-        let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, n);
+    row_kernel(jit, name, n, 1, 0, move |b, feat, r| {
         let (init, map, comb) = reduce_parts(kind);
-        let acc = fold_row(b, feat, xr, n, init, map, comb);
-        let mut l = Lanes::new(b, false, feat.fma);
-        let y = finish_reduce(&mut l, kind, acc, n);
-        let yr = row_ptr(b, out, rl.row, 1);
-        b.ins().store(flags(), y, yr, 0);
-        rl.end(b);
+        let acc = fold_row(b, feat, r.x, n, init, map, comb);
+        let y = scalar(b, feat, |l| finish_reduce(l, kind, acc, n));
+        b.ins().store(flags(), y, r.y, 0);
     })
 }
 
 /// Reduces the middle axis of `[outer, r, inner]` to `[outer, inner]`; one outer index per row.
 /// Arguments: `[out, x]`.
 pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: ReduceKind) -> Result<(), String> {
-    jit.define(name, move |b, [args, start, end], feat| {
-        let out = load_arg_ptr(b, args, 0);
-        let x = load_arg_ptr(b, args, 1);
-        let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, r * inner);
-        let yr = row_ptr(b, out, rl.row, inner);
+    row_kernel(jit, name, r * inner, inner, 0, move |b, feat, row| {
+        let (xr, yr) = (row.x, row.y);
         let (init, map, comb) = reduce_parts(kind);
         inner_loop(b, inner, &|b, vector, i| {
             let ty = if vector { types::F32X4 } else { types::F32 };
@@ -424,7 +444,6 @@ pub fn reduce_strided(jit: &mut Jit, name: &str, r: usize, inner: usize, kind: R
             let y = finish_reduce(&mut l, kind, a, r);
             store(b, y, yr, i);
         });
-        rl.end(b);
     })
 }
 
@@ -458,67 +477,22 @@ pub fn group_stats_kernel(
     mode: GroupMode,
 ) -> Result<(), String> {
     let n = cpg * s;
-    jit.define(name, move |b, [args, start, end], feat| {
-        let out = load_arg_ptr(b, args, 0);
-        let x = load_arg_ptr(b, args, 1);
-        let first = if mode == GroupMode::Norm { 2 } else { 3 };
-        let vptr = if mode == GroupMode::Norm { None } else { Some(load_arg_ptr(b, args, 2)) };
-        let gamma = load_arg_ptr(b, args, first);
-        let beta = load_arg_ptr(b, args, first + 1);
-        let rvptr = if mode == GroupMode::EvoB0 { Some(load_arg_ptr(b, args, 5)) } else { None };
-        let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, n);
-        let yr = row_ptr(b, out, rl.row, n);
-        let inv_n = 1.0 / n as f32;
-        let sum = fold_row(b, feat, xr, n, 0.0, &ident, &add);
-        // Two-part mean as in `norm`: centring is (x − hi) − lo.
-        let hi = {
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(inv_n);
-            l.mul(sum, k)
-        };
-        let r = fold_row(
-            b,
-            feat,
-            xr,
-            n,
-            0.0,
-            &|l, v| {
-                let h = l.splat(hi);
-                l.sub(v, h)
-            },
-            &add,
-        );
-        let lo = {
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(inv_n);
-            l.mul(r, k)
-        };
-        let ss = fold_row(
-            b,
-            feat,
-            xr,
-            n,
-            0.0,
-            &|l, v| {
-                let h = l.splat(hi);
-                let lo = l.splat(lo);
-                let t = l.sub(v, h);
-                let d = l.sub(t, lo);
-                l.mul(d, d)
-            },
-            &add,
-        );
-        let rstd = {
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(inv_n);
-            let e = l.c(eps);
-            let var = l.mul_add(ss, k, e);
-            let sd = l.sqrt(var);
-            let one = l.c(1.0);
-            l.div(one, sd)
-        };
-        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+    // Parameters after x: Norm [γ, β]; EvoS0 [v, γ, β]; EvoB0 [v, γ, β, rv].
+    let n_params = match mode {
+        GroupMode::Norm => 2,
+        GroupMode::EvoS0 => 3,
+        GroupMode::EvoB0 => 4,
+    };
+    row_kernel(jit, name, n, n, n_params, move |b, feat, row| {
+        let (xr, yr, p) = (row.x, row.y, &row.params);
+        let first = if mode == GroupMode::Norm { 0 } else { 1 };
+        let vptr = if mode == GroupMode::Norm { None } else { Some(p[0]) };
+        let (gamma, beta) = (p[first], p[first + 1]);
+        let rvptr = if mode == GroupMode::EvoB0 { Some(p[3]) } else { None };
+        let (hi, lo) = split_mean(b, feat, xr, n);
+        let ss = sum_sq_dev(b, feat, xr, n, Some((hi, lo)));
+        let rstd = rstd(b, feat, ss, n, eps);
+        let g = b.ins().urem_imm_s(row.row, groups as i64);
         let c0 = b.ins().imul_imm_s(g, cpg as i64);
         let zero = b.ins().iconst(types::I64, 0);
         let to = b.ins().iconst(types::I64, cpg as i64);
@@ -528,19 +502,15 @@ pub fn group_stats_kernel(
             let bv = load(b, false, beta, c);
             let vv = vptr.map(|p| load(b, false, p, c));
             let rv = rvptr.map(|p| load(b, false, p, c));
-            let scale = {
-                let mut l = Lanes::new(b, false, feat.fma);
-                l.mul(gv, rstd)
-            };
+            let scale = scalar(b, feat, |l| l.mul(gv, rstd));
             // EvoNorm-B0's per-channel terms: √(rv + ε) and the instance σ = 1/rstd.
             let (rsd, sd) = match rv {
-                Some(rv) => {
-                    let mut l = Lanes::new(b, false, feat.fma);
+                Some(rv) => scalar(b, feat, |l| {
                     let e = l.c(eps);
                     let rve = l.add(rv, e);
                     let one = l.c(1.0);
                     (Some(l.sqrt(rve)), Some(l.div(one, rstd)))
-                }
+                }),
                 None => (None, None),
             };
             let off = b.ins().imul_imm_s(ci, (s * 4) as i64);
@@ -551,10 +521,7 @@ pub fn group_stats_kernel(
                 let mut l = Lanes::new(b, vector, feat.fma);
                 let y = match mode {
                     GroupMode::Norm => {
-                        let h = l.splat(hi);
-                        let lo = l.splat(lo);
-                        let t = l.sub(v, h);
-                        let d = l.sub(t, lo);
+                        let d = centre(&mut l, v, (hi, lo));
                         let sc = l.splat(scale);
                         let bb = l.splat(bv);
                         l.mul_add(d, sc, bb)
@@ -585,7 +552,6 @@ pub fn group_stats_kernel(
                 store(b, y, yc, i);
             });
         });
-        rl.end(b);
     })
 }
 
@@ -600,26 +566,12 @@ pub fn power_norm(
     eps: f32,
     group_eps: f32,
 ) -> Result<(), String> {
-    jit.define(name, move |b, [args, start, end], feat| {
-        let out = load_arg_ptr(b, args, 0);
-        let x = load_arg_ptr(b, args, 1);
-        let gamma = load_arg_ptr(b, args, 2);
-        let beta = load_arg_ptr(b, args, 3);
-        let phi = load_arg_ptr(b, args, 4);
-        let rl = RowLoop::begin(b, start, end);
-        let xr = row_ptr(b, x, rl.row, cpg);
-        let yr = row_ptr(b, out, rl.row, cpg);
-        let ss = fold_row(b, feat, xr, cpg, 0.0, &square, &add);
-        let gs = {
-            let mut l = Lanes::new(b, false, feat.fma);
-            let k = l.c(1.0 / cpg as f32);
-            let e = l.c(group_eps);
-            let ms = l.mul_add(ss, k, e);
-            let sd = l.sqrt(ms);
-            let one = l.c(1.0);
-            l.div(one, sd)
-        };
-        let g = b.ins().urem_imm_s(rl.row, groups as i64);
+    row_kernel(jit, name, cpg, cpg, 3, move |b, feat, row| {
+        let (xr, yr, gamma, beta, phi) = (row.x, row.y, row.params[0], row.params[1], row.params[2]);
+        // GS = x·(1/√(mean x² + group_eps)): the RMS statistic.
+        let ss = sum_sq_dev(b, feat, xr, cpg, None);
+        let gs = rstd(b, feat, ss, cpg, group_eps);
+        let g = b.ins().urem_imm_s(row.row, groups as i64);
         let poff = b.ins().imul_imm_s(g, (cpg * 4) as i64);
         let (gp, bp, pp) = (b.ins().iadd(gamma, poff), b.ins().iadd(beta, poff), b.ins().iadd(phi, poff));
         inner_loop(b, cpg, &|b, vector, i| {
@@ -637,6 +589,5 @@ pub fn power_norm(
             let y = l.mul_add(h, scale, bv);
             store(b, y, yr, i);
         });
-        rl.end(b);
     })
 }
