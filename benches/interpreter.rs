@@ -10,7 +10,9 @@ fn interpreter(c: &mut Criterion) {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("models/{name}.json"));
         let model = kiln::load(&path).expect("bundled model loads");
         let inputs = kiln::default_inputs(&model.graph).expect("inputs");
-        let compiled = kiln::compile(model, &kiln::Options::default()).expect("compiles");
+        let compiled =
+            kiln::compile(model, &kiln::Options { backend: kiln::Backend::Interp, ..kiln::Options::default() })
+                .expect("compiles");
         c.bench_function(&format!("interp/{name}"), |b| b.iter(|| compiled.run(black_box(&inputs)).expect("runs")));
     }
 }

@@ -75,10 +75,9 @@ pub fn read_tensor_file(path: &Path) -> Result<Tensor, Error> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
     /// The reference interpreter: slow, obviously correct, the oracle for everything else.
-    #[default]
     Interp,
-    /// Native code from Cranelift (`kiln_codegen`). Ops it does not cover yet are refused at compile
-    /// time with the op and node named, never run on the interpreter behind the caller's back.
+    /// Native code from Cranelift (`kiln_codegen`), run on a persistent pool of worker threads.
+    #[default]
     Jit,
 }
 

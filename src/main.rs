@@ -57,8 +57,8 @@ struct RunArgs {
     /// Write each output to DIR/NAME.npy.
     #[arg(long, value_name = "DIR")]
     output_dir: Option<PathBuf>,
-    /// Which engine runs the model.
-    #[arg(long, value_enum, default_value_t = BackendArg::Interp)]
+    /// Which engine runs the model: native code (default) or the reference interpreter.
+    #[arg(long, value_enum, default_value_t = BackendArg::Jit)]
     backend: BackendArg,
     #[command(flatten)]
     flags: CompileFlags,

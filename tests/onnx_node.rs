@@ -38,7 +38,7 @@ fn interpreter(model: &Model, inputs: &[(String, Tensor)]) -> Result<Vec<(String
 
 /// The optimised pipeline: `kiln::compile` at -O2 (the egg optimizer), run on the interpreter.
 fn optimised(model: &Model, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
-    let options = kiln::Options { opt_level: kiln::OptLevel::O2, ..kiln::Options::default() };
+    let options = kiln::Options { backend: kiln::Backend::Interp, opt_level: kiln::OptLevel::O2, threads: None };
     let compiled = kiln::compile(model.clone(), &options).map_err(|e| format!("-O2: {e}"))?;
     compiled.run(inputs).map_err(|e| e.to_string())
 }
@@ -243,7 +243,7 @@ fn survey() {
     std::fs::write(&out, lines).expect("survey output");
 }
 
-/// The JIT on every allowlisted case: it must compile each one (a refusal — an op or form the JIT
+/// The JIT on every allowlisted case, at -O0 and -O2: it must compile each one (a refusal — an op or form the JIT
 /// does not lower — is a failure like a wrong output) and give the reference outputs.
 #[test]
 fn node_tests_on_the_jit() {
@@ -255,15 +255,16 @@ fn node_tests_on_the_jit() {
         let dir = data.join(name);
         let result = std::panic::catch_unwind(|| -> Result<(), String> {
             let (model, inputs, expected) = load_case(&dir)?;
-            let options =
-                kiln::Options { opt_level: kiln::OptLevel::O0, backend: kiln::Backend::Jit, threads: Some(2) };
-            let compiled = kiln::compile(model, &options).map_err(|e| format!("compile: {e}"))?;
-            let got = compiled.run(&inputs).map_err(|e| format!("run: {e}"))?;
-            if got.len() != expected.len() {
-                return Err(format!("{} outputs, expected {}", got.len(), expected.len()));
-            }
-            for ((out, g), (_, w)) in got.iter().zip(&expected) {
-                compare(out, g, w, *rtol, *atol)?;
+            for opt_level in [kiln::OptLevel::O0, kiln::OptLevel::O2] {
+                let options = kiln::Options { opt_level, backend: kiln::Backend::Jit, threads: Some(2) };
+                let compiled = kiln::compile(model.clone(), &options).map_err(|e| format!("{opt_level:?}: {e}"))?;
+                let got = compiled.run(&inputs).map_err(|e| format!("{opt_level:?} run: {e}"))?;
+                if got.len() != expected.len() {
+                    return Err(format!("{opt_level:?}: {} outputs, expected {}", got.len(), expected.len()));
+                }
+                for ((out, g), (_, w)) in got.iter().zip(&expected) {
+                    compare(out, g, w, *rtol, *atol).map_err(|e| format!("{opt_level:?}: {e}"))?;
+                }
             }
             Ok(())
         });

@@ -208,16 +208,20 @@ fn output_range_invariants() {
 }
 
 /// The same comparison through the command line: `kiln run MODEL --input NAME=FILE ... --output-dir D`
-/// writes one .npy per output, compared file by file with the goldens.
+/// writes one .npy per output, compared file by file with the goldens — with the default backend
+/// (the JIT) and with `--backend interp`.
 #[test]
 fn zoo_models_match_their_goldens_through_kiln_run() {
     let names = zoo_models();
     let out_root = std::env::temp_dir().join(format!("kiln-zoo-cli-{}", std::process::id()));
     let mut failures = Vec::new();
-    for name in &names {
+    for (name, backend) in names.iter().flat_map(|n| [(n, "default"), (n, "interp")]) {
         let dir = models_dir();
-        let out_dir = out_root.join(name);
+        let out_dir = out_root.join(name).join(backend);
         let mut args = vec!["run".to_string(), dir.join(format!("{name}.json")).display().to_string()];
+        if backend != "default" {
+            args.extend(["--backend".to_string(), backend.to_string()]);
+        }
         let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("inputs"))
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
@@ -229,7 +233,7 @@ fn zoo_models_match_their_goldens_through_kiln_run() {
         args.extend(["--output-dir".to_string(), out_dir.display().to_string()]);
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln")).args(&args).output().expect("kiln runs");
         if !out.status.success() {
-            failures.push(format!("{name}: kiln run failed: {}", String::from_utf8_lossy(&out.stderr)));
+            failures.push(format!("{name} ({backend}): kiln run failed: {}", String::from_utf8_lossy(&out.stderr)));
             continue;
         }
         let mut goldens: Vec<PathBuf> = std::fs::read_dir(dir.join(name).join("golden"))
@@ -242,7 +246,12 @@ fn zoo_models_match_their_goldens_through_kiln_run() {
             let (got, want) = match (read_npy(&out_dir.join(file)), read_npy(&golden)) {
                 (Ok(g), Ok(w)) => (g, w),
                 (g, w) => {
-                    failures.push(format!("{name}/{}: {:?} / {:?}", file.to_string_lossy(), g.err(), w.err()));
+                    failures.push(format!(
+                        "{name}/{} ({backend}): {:?} / {:?}",
+                        file.to_string_lossy(),
+                        g.err(),
+                        w.err()
+                    ));
                     continue;
                 }
             };
@@ -251,7 +260,7 @@ fn zoo_models_match_their_goldens_through_kiln_run() {
                 _ => f64::INFINITY,
             };
             if worst > TOLERANCE {
-                failures.push(format!("{name}/{}: max error {worst:.3e}", file.to_string_lossy()));
+                failures.push(format!("{name}/{} ({backend}): max error {worst:.3e}", file.to_string_lossy()));
             }
         }
     }
