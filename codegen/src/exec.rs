@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 /// Below this many elements a kernel runs on the calling thread: waking workers costs more.
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// im2col tile size in floats (256 KiB): half of this machine's per-core L2.
+const IM2COL_TILE_FLOATS: usize = 1 << 16;
 
 /// Memory figures of the static plan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -331,38 +333,54 @@ impl Executable {
             let ckk = ic.c * ic.kh * ic.kw;
             let mg = spec.m_per_group;
             let m = mg * spec.groups;
+            // Columns go through im2col and the GEMM one tile at a time, a tile small enough to stay
+            // in this core's L2 while the GEMM reads it (im2col of a whole 128×128 image with a
+            // 5×5×64 kernel would be 100 MB written and read back once).
+            let tile = (IM2COL_TILE_FLOATS / ckk.max(1)).max(16).min(c1 - c0);
             for n in 0..spec.n {
                 for g in 0..spec.groups {
-                    // SAFETY: every offset below stays inside the buffers the plan sized:
-                    // x [N, C, H, W], w [M, C/g, kh, kw], bias [M], out [N, M, OH, OW],
-                    // col [C/g·kh·kw, OH·OW]; this chunk touches only columns [c0, c1).
-                    unsafe {
-                        let x = (p.0[2] as *const f32).add((n * spec.groups + g) * ic.c * ic.h * ic.w);
-                        let col = p.0[1] as *mut f32;
-                        ic.run(x, col, c0, c1);
-                        let w = (p.0[3] as *const f32).add(g * mg * ckk);
-                        let dst = (p.0[0] as *mut f32).add((n * m + g * mg) * ncol + c0);
-                        if spec.bias {
-                            let bias = (p.0[4] as *const f32).add(g * mg);
-                            for r in 0..mg {
-                                let row = std::slice::from_raw_parts_mut(dst.add(r * ncol), c1 - c0);
-                                row.fill(*bias.add(r));
+                    let mut t0 = c0;
+                    while t0 < c1 {
+                        let t1 = (t0 + tile).min(c1);
+                        // SAFETY: every offset below stays inside the buffers the plan sized:
+                        // x [N, C, H, W], w [M, C/g, kh, kw], bias [M], out [N, M, OH, OW],
+                        // col [C/g·kh·kw, OH·OW] of which this chunk owns the ckk·(c1 − c0) floats
+                        // at ckk·c0 (a [ckk, t1 − t0] tile fits there); the chunk writes only
+                        // output columns [t0, t1) ⊂ [c0, c1).
+                        unsafe {
+                            let x = (p.0[2] as *const f32).add((n * spec.groups + g) * ic.c * ic.h * ic.w);
+                            let (b, b_rs) = if ic.is_identity() {
+                                (x.add(t0), ncol)
+                            } else {
+                                let col = (p.0[1] as *mut f32).add(ckk * c0);
+                                ic.run_tile(x, col, t0, t1);
+                                (col as *const f32, t1 - t0)
+                            };
+                            let w = (p.0[3] as *const f32).add(g * mg * ckk);
+                            let dst = (p.0[0] as *mut f32).add((n * m + g * mg) * ncol + t0);
+                            if spec.bias {
+                                let bias = (p.0[4] as *const f32).add(g * mg);
+                                for r in 0..mg {
+                                    let row = std::slice::from_raw_parts_mut(dst.add(r * ncol), t1 - t0);
+                                    row.fill(*bias.add(r));
+                                }
                             }
+                            let call = GemmCall {
+                                m: mg,
+                                n: t1 - t0,
+                                k: ckk,
+                                a_rs: ckk as isize,
+                                a_cs: 1,
+                                b_rs: b_rs as isize,
+                                b_cs: 1,
+                                d_rs: ncol as isize,
+                                alpha: 1.0,
+                                beta: 1.0,
+                                accumulate: spec.bias,
+                            };
+                            call.run(w, b, dst);
                         }
-                        let call = GemmCall {
-                            m: mg,
-                            n: c1 - c0,
-                            k: ckk,
-                            a_rs: ckk as isize,
-                            a_cs: 1,
-                            b_rs: ncol as isize,
-                            b_cs: 1,
-                            d_rs: ncol as isize,
-                            alpha: 1.0,
-                            beta: 1.0,
-                            accumulate: spec.bias,
-                        };
-                        call.run(w, col.add(c0), dst);
+                        t0 = t1;
                     }
                 }
             }

@@ -244,7 +244,8 @@ impl GemmCall {
     }
 }
 
-/// im2col for one image and one group, columns `[c0, c1)` of the `[C·kh·kw, OH·OW]` matrix.
+/// im2col for one image and one group: columns `[p0, p1)` of the `[C·kh·kw, OH·OW]` matrix, written
+/// as a dense `[C·kh·kw, p1 − p0]` tile so that the GEMM reads it while it is still in cache.
 #[derive(Debug, Clone)]
 pub struct Im2Col {
     pub c: usize,
@@ -260,26 +261,62 @@ pub struct Im2Col {
 }
 
 impl Im2Col {
+    /// A 1×1 kernel with stride 1 and no padding reads the image as it is: `[C, H·W]` is already
+    /// the im2col matrix.
+    pub fn is_identity(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == [1, 1]
+            && self.pad == [0, 0]
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+
     /// # Safety
-    /// `x` valid for `c·h·w` f32 reads; `col` for `c·kh·kw·oh·ow` f32 writes.
-    pub unsafe fn run(&self, x: *const f32, col: *mut f32, c0: usize, c1: usize) {
-        let ncol = self.oh * self.ow;
+    /// `x` valid for `c·h·w` f32 reads; `tile` for `c·kh·kw·(p1 − p0)` f32 writes; `p0 ≤ p1 ≤ oh·ow`.
+    pub unsafe fn run_tile(&self, x: *const f32, tile: *mut f32, p0: usize, p1: usize) {
+        let tw = p1 - p0;
+        let (s1, w) = (self.stride[1], self.w as isize);
         for ci in 0..self.c {
             for ky in 0..self.kh {
                 for kx in 0..self.kw {
                     let r = (ci * self.kh + ky) * self.kw + kx;
-                    for p in c0..c1 {
-                        let (oy, ox) = (p / self.ow, p % self.ow);
+                    // SAFETY: row r of the tile is tw floats at r·tw.
+                    let row = unsafe { std::slice::from_raw_parts_mut(tile.add(r * tw), tw) };
+                    // ix = ox·s1 + off; the ox with 0 ≤ ix < w form one range [first, end).
+                    let off = (kx * self.dil[1]) as isize - self.pad[1] as isize;
+                    let first = if off >= 0 { 0 } else { ((-off) as usize).div_ceil(s1) };
+                    let end = if w - off <= 0 { 0 } else { ((w - off) as usize).div_ceil(s1) };
+                    let mut p = p0;
+                    while p < p1 {
+                        let (oy, ox0) = (p / self.ow, p % self.ow);
+                        let ox1 = self.ow.min(ox0 + (p1 - p));
+                        let out = &mut row[p - p0..p - p0 + (ox1 - ox0)];
                         let iy = (oy * self.stride[0] + ky * self.dil[0]) as isize - self.pad[0] as isize;
-                        let ix = (ox * self.stride[1] + kx * self.dil[1]) as isize - self.pad[1] as isize;
-                        let v = if iy >= 0 && ix >= 0 && (iy as usize) < self.h && (ix as usize) < self.w {
-                            // SAFETY: (ci, iy, ix) is inside the c×h×w image.
-                            unsafe { *x.add((ci * self.h + iy as usize) * self.w + ix as usize) }
+                        if iy < 0 || iy >= self.h as isize {
+                            out.fill(0.0);
                         } else {
-                            0.0
-                        };
-                        // SAFETY: r < c·kh·kw and p < oh·ow.
-                        unsafe { *col.add(r * ncol + p) = v };
+                            let lo = first.clamp(ox0, ox1);
+                            let hi = end.clamp(lo, ox1);
+                            out[..lo - ox0].fill(0.0);
+                            out[hi - ox0..].fill(0.0);
+                            if hi > lo {
+                                let start = (ci * self.h + iy as usize) * self.w;
+                                // SAFETY: (ci, iy) is a row of the c×h×w image; for ox in [lo, hi)
+                                // the column ox·s1 + off is in [0, w).
+                                let src = unsafe { std::slice::from_raw_parts(x.add(start), self.w) };
+                                let dst = &mut out[lo - ox0..hi - ox0];
+                                let base = (lo * s1) as isize + off;
+                                if s1 == 1 {
+                                    dst.copy_from_slice(&src[base as usize..base as usize + (hi - lo)]);
+                                } else {
+                                    for (i, d) in dst.iter_mut().enumerate() {
+                                        *d = src[base as usize + i * s1];
+                                    }
+                                }
+                            }
+                        }
+                        p += ox1 - ox0;
                     }
                 }
             }

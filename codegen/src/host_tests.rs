@@ -167,38 +167,77 @@ proptest! {
     fn conv_im2col(n in 1usize..3, cg in 1usize..4, group in 1usize..3, mg in 1usize..4, h in 1usize..9, w in 1usize..9,
                    kh in 1usize..4, kw in 1usize..4, s in 1usize..3, d in 1usize..3, p in 0usize..3, bias in any::<bool>(),
                    seed in 1u64.., threads in 1usize..3) {
-        let (c, m) = (cg * group, mg * group);
-        let pads = [p, p / 2, p / 2, p];
-        prop_assume!(h + pads[0] + pads[2] > d * (kh - 1) && w + pads[1] + pads[3] > d * (kw - 1));
-        let mut r = R(seed);
-        let x = r.t(&[n, c, h, w]);
-        let wt = r.t(&[m, cg, kh, kw]);
-        let bt = r.t(&[m]);
-        let (spec, out_shape) = lower::conv_parts(&[n, c, h, w], &[m, cg, kh, kw], [s, s], [d, d], pads, group, bias).unwrap();
-        let (oh, ow) = (out_shape[2], out_shape[3]);
-        let (xv, wv, bv) = (x.as_f32().unwrap(), wt.as_f32().unwrap(), bt.as_f32().unwrap());
-        let mut want = vec![0f64; n * m * oh * ow];
-        for ni in 0..n { for mi in 0..m { for oy in 0..oh { for ox in 0..ow {
-            let g = mi / mg;
-            let mut acc = if bias { bv[mi] as f64 } else { 0.0 };
-            for ci in 0..cg { for ky in 0..kh { for kx in 0..kw {
-                let iy = (oy * s + ky * d) as isize - pads[0] as isize;
-                let ix = (ox * s + kx * d) as isize - pads[1] as isize;
-                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                    let xv = xv[((ni * c + g * cg + ci) * h + iy as usize) * w + ix as usize];
-                    acc += xv as f64 * wv[((mi * cg + ci) * kh + ky) * kw + kx] as f64;
-                }
-            }}}
-            want[((ni * m + mi) * oh + oy) * ow + ox] = acc;
-        }}}}
-        let col = cg * kh * kw * oh * ow * 4;
-        let mut ins = vec![x, wt];
-        if bias {
-            ins.push(bt);
-        }
-        let got = run_step(StepKind::Conv(spec), &ins, TensorType::f32(out_shape), Some(col), threads);
-        assert_close(got.as_f32().unwrap(), &want, cg * kh * kw + 1);
+        prop_assume!(h + p + p / 2 > d * (kh - 1) && w + p / 2 + p > d * (kw - 1));
+        check_conv(n, cg, group, mg, h, w, kh, kw, s, d, p, bias, seed, threads);
     }
+
+    /// Wide enough (C/g·kh·kw ≥ 540) that im2col runs in several column tiles per thread, the last
+    /// one partial; 1×1 kernels take the no-im2col path.
+    #[test]
+    fn conv_im2col_tiled(cg in 60usize..70, mg in 1usize..5, h in 12usize..24, w in 12usize..24, k in prop::sample::select(vec![1usize, 3]),
+                         s in 1usize..3, p in 0usize..2, bias in any::<bool>(), seed in 1u64.., threads in 1usize..3) {
+        check_conv(1, cg, 1, mg, h, w, k, k, s, 1, p, bias, seed, threads);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_conv(
+    n: usize,
+    cg: usize,
+    group: usize,
+    mg: usize,
+    h: usize,
+    w: usize,
+    kh: usize,
+    kw: usize,
+    s: usize,
+    d: usize,
+    p: usize,
+    bias: bool,
+    seed: u64,
+    threads: usize,
+) {
+    let (c, m) = (cg * group, mg * group);
+    let pads = [p, p / 2, p / 2, p];
+    let mut r = R(seed);
+    let x = r.t(&[n, c, h, w]);
+    let wt = r.t(&[m, cg, kh, kw]);
+    let bt = r.t(&[m]);
+    let (spec, out_shape) =
+        lower::conv_parts(&[n, c, h, w], &[m, cg, kh, kw], [s, s], [d, d], pads, group, bias).unwrap();
+    let (oh, ow) = (out_shape[2], out_shape[3]);
+    let (xv, wv, bv) = (x.as_f32().unwrap(), wt.as_f32().unwrap(), bt.as_f32().unwrap());
+    let mut want = vec![0f64; n * m * oh * ow];
+    for ni in 0..n {
+        for mi in 0..m {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let g = mi / mg;
+                    let mut acc = if bias { bv[mi] as f64 } else { 0.0 };
+                    for ci in 0..cg {
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * s + ky * d) as isize - pads[0] as isize;
+                                let ix = (ox * s + kx * d) as isize - pads[1] as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    let xv = xv[((ni * c + g * cg + ci) * h + iy as usize) * w + ix as usize];
+                                    acc += xv as f64 * wv[((mi * cg + ci) * kh + ky) * kw + kx] as f64;
+                                }
+                            }
+                        }
+                    }
+                    want[((ni * m + mi) * oh + oy) * ow + ox] = acc;
+                }
+            }
+        }
+    }
+    let col = cg * kh * kw * oh * ow * 4;
+    let mut ins = vec![x, wt];
+    if bias {
+        ins.push(bt);
+    }
+    let got = run_step(StepKind::Conv(spec), &ins, TensorType::f32(out_shape), Some(col), threads);
+    assert_close(got.as_f32().unwrap(), &want, cg * kh * kw + 1);
 }
 
 fn pad(x: &Tensor, mode: PadMode, pads: &[i64], value: f32) -> Tensor {
