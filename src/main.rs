@@ -245,9 +245,9 @@ fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &O
     for ((name, tensor), (_, path)) in given.into_iter().zip(&input_flags.inputs) {
         let Some((_, expected)) = declared.iter().find(|(n, _)| *n == name) else {
             if model.extension().is_some_and(|e| e == "onnx") {
-                // An ONNX input that fed a static parameter became a constant at load time.
-                // FIXME: the ONNX reader does not say which values it used, so a misspelt input
-                // name is ignored here instead of reported.
+                // An ONNX input that fed a static parameter became a constant at load time. (A name
+                // that is no input of the file at all was refused by the reader: every given input
+                // is passed to it as a fixed shape.)
                 continue;
             }
             let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();

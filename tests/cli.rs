@@ -257,6 +257,12 @@ fn onnx_models_run_with_npy_and_pb_inputs() {
     assert_eq!(out.status.code(), Some(1));
     let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=8,0"]);
     assert_eq!(out.status.code(), Some(2), "a zero dimension in --shape is a usage error");
+
+    // A misspelt input name on an ONNX model is an error naming it, not silently ignored.
+    let a = format!("{case}/test_data_set_0/input_0.pb");
+    let out = kiln(&["run", &format!("{case}/model.onnx"), "--input", &format!("nosuch={a}")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("'nosuch'") && stderr(&out).contains("not a graph input"), "{}", stderr(&out));
 }
 
 #[test]

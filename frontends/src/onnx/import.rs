@@ -242,8 +242,11 @@ impl Importer<'_> {
                 let mut known: Vec<&str> = declared.iter().map(String::as_str).collect();
                 known.sort();
                 diags.push(kiln_ir::Diagnostic {
-                    location: format!("--shape {name}"),
-                    message: format!("'{name}' is not a graph input of the model (inputs: {})", known.join(", ")),
+                    location: format!("input '{name}'"),
+                    message: format!(
+                        "a shape or value was given for '{name}', which is not a graph input of the model (inputs: {})",
+                        known.join(", ")
+                    ),
                 });
             }
         }
