@@ -6,7 +6,7 @@
 //! names, and the original weights are never modified.
 
 use crate::analysis::{KGraph, KilnAnalysis, LeafInfo};
-use crate::extract::Extraction;
+use crate::extract::{Extraction, IdMap};
 use crate::fold::eval_fold;
 use crate::lang::{KOp, Kiln};
 use egg::{Id, Language, Symbol};
@@ -89,9 +89,9 @@ pub fn lift(model: &Model) -> Result<Lifted, Error> {
 
 impl Lifted {
     /// The input program as an extraction choice: each original node (and leaf) in its e-class.
-    pub fn original_choice(&self) -> HashMap<Id, Kiln> {
+    pub fn original_choice(&self) -> IdMap<Kiln> {
         let eg = &self.egraph;
-        let mut choice = HashMap::new();
+        let mut choice = IdMap::default();
         for class in eg.classes() {
             for node in &class.nodes {
                 if let Kiln::Leaf(_) = node {
@@ -182,7 +182,7 @@ pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<
 struct Lowering<'a> {
     eg: &'a KGraph,
     model: &'a Model,
-    choice: &'a HashMap<Id, Kiln>,
+    choice: &'a IdMap<Kiln>,
     survivors: HashMap<Kiln, (&'a str, &'a [String])>,
     /// Every node and tensor name taken.
     used: HashSet<String>,
