@@ -1,9 +1,9 @@
 //! How the optimizer scales with depth, phase by phase: optimises the bench's graph transformer at
 //! the depths given on the command line (default 4 16 64), best of `KILN_SCALE_RUNS` (default 3)
-//! runs each, and prints time per phase, e-graph size, iterations and rule counts. On a shared
-//! machine, wall time of long runs is inflated by preemption far more than that of short ones; the
-//! on-CPU time (Linux: `/proc/thread-self/schedstat`) is printed next to it and is what the ratio
-//! uses when available.
+//! runs each, and prints time per phase, e-graph size, iterations and (with `KILN_SCALE_RULES`)
+//! rule counts and the optimised op counts. On a shared machine, long runs suffer from contention
+//! far more than short ones: compare like-for-like builds interleaved, or count instructions
+//! (`valgrind --tool=callgrind --toggle-collect='kiln_passes::optimize::optimize*'`).
 //! `cargo run --release -p kiln-passes --example optimizer_scale -- 4 16 64`.
 
 #[path = "../benches/support/graph_transformer.rs"]
@@ -11,12 +11,6 @@ mod graph_transformer;
 
 use kiln_passes::{OptimizeConfig, optimize};
 use std::time::Instant;
-
-/// Nanoseconds this thread has spent on a CPU, where Linux tells.
-fn cpu_ns() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-    text.split_whitespace().next()?.parse().ok()
-}
 
 fn main() {
     let mut depths: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -30,17 +24,11 @@ fn main() {
     for &depth in &depths {
         let model = graph_transformer::graph_transformer(depth);
         let mut best: Option<(f64, kiln_passes::OptimizeReport)> = None;
-        let mut best_cpu: Option<f64> = None;
         let mut counts = None;
         for _ in 0..runs.max(1) {
             let start = Instant::now();
-            let cpu_start = cpu_ns();
             let (optimised, report) = optimize(&model, &config).expect("optimizes");
             let ms = start.elapsed().as_secs_f64() * 1e3;
-            if let (Some(a), Some(b)) = (cpu_start, cpu_ns()) {
-                let cpu = b.saturating_sub(a) as f64 / 1e6;
-                best_cpu = Some(best_cpu.map_or(cpu, |c: f64| c.min(cpu)));
-            }
             counts = Some(optimised.graph.op_counts());
             if best.as_ref().is_none_or(|(b, _)| ms < *b) {
                 best = Some((ms, report));
@@ -49,8 +37,7 @@ fn main() {
         let Some((ms, report)) = best else { continue };
         let phases: Vec<String> = report.phase_ms.iter().map(|(p, t)| format!("{p} {t:.1}")).collect();
         println!(
-            "depth {depth}: {ms:.1} ms wall, {} on CPU [{}]; ops {} -> {}; e-graph {} nodes / {} classes; {} iterations; {}",
-            best_cpu.map_or("?".to_string(), |c| format!("{c:.1} ms")),
+            "depth {depth}: {ms:.1} ms [{}]; ops {} -> {}; e-graph {} nodes / {} classes; {} iterations; {}",
             phases.join(", "),
             report.ops_before,
             report.ops_after,
@@ -63,7 +50,7 @@ fn main() {
             println!("  rules: {:?}", report.rules_fired);
             println!("  ops after: {counts:?}");
         }
-        totals.push((depth, best_cpu.unwrap_or(ms)));
+        totals.push((depth, ms));
     }
     if let (Some(first), Some(last)) = (totals.first(), totals.last()) {
         println!("depth {} / depth {}: {:.1}x", last.0, first.0, last.1 / first.1);

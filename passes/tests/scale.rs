@@ -105,13 +105,14 @@ fn post_norm_batchnorm_residual_stack_stays_bounded() {
 
 #[test]
 fn post_norm_stack_grows_linearly_and_affines_stay_local() {
-    // Only a normalization's own affine distributes over a residual add: composed affines do not
-    // travel back along the stream. Each extra layer then adds a fixed number of e-nodes (7 ops a
-    // layer: 99 e-nodes measured, 135 before the bound), the same from 8 to 16 layers as from 4 to 8.
+    // Only an affine close to its normalization distributes over a residual add, absorbs a bias or
+    // composes (`MAX_LOCAL_AFFINE_DEPTH`): affines do not travel back along the stream. Each extra
+    // layer then adds a fixed number of e-nodes (7 ops a layer: 71 e-nodes measured, 135 without
+    // the bound), the same from 8 to 16 layers as from 4 to 8.
     let nodes = |layers| post_norm_stack(layers).1.egraph_nodes;
     let (n4, n8, n16) = (nodes(4), nodes(8), nodes(16));
     let (early, late) = ((n8 - n4) / 4, (n16 - n8) / 8);
     assert!(late <= early + 1, "per-layer growth {early} then {late} e-nodes");
-    assert!(late <= 110, "{late} e-nodes per layer ({n4}, {n8}, {n16})");
+    assert!(late <= 80, "{late} e-nodes per layer ({n4}, {n8}, {n16})");
     eprintln!("e-nodes at 4, 8, 16 layers: {n4}, {n8}, {n16}");
 }
