@@ -28,6 +28,9 @@ pub struct LeafInfo {
 #[derive(Debug, Clone, Default)]
 pub struct KilnAnalysis {
     pub leaves: HashMap<Symbol, LeafInfo>,
+    /// The e-class a rewrite is being applied at (set by [`crate::rules::Tracked`] around each
+    /// application): every e-class created meanwhile records it as its [`Data::origin`].
+    pub applying_at: Option<Id>,
 }
 
 impl KilnAnalysis {
@@ -39,7 +42,7 @@ impl KilnAnalysis {
                 leaves.insert(Symbol::from(*name), LeafInfo { ty: ty.clone(), is_weight, uniform: None });
             }
         }
-        KilnAnalysis { leaves }
+        KilnAnalysis { leaves, applying_at: None }
     }
 }
 
@@ -54,6 +57,9 @@ pub struct Data {
     /// For a constant: how deeply compile-time terms nest in its shallowest form (0 for a weight).
     /// Rules bound it, so that chains of folds cannot grow the e-graph without end.
     pub depth: u32,
+    /// Provenance, for naming the nodes the optimizer creates: the e-class whose rewrite created
+    /// this one (`None` for what the input graph already had). No rule reads it.
+    pub origin: Option<Id>,
 }
 
 impl Data {
@@ -198,6 +204,7 @@ impl Analysis<Kiln> for KilnAnalysis {
                     zero_mean: info.uniform == Some(0.0),
                     uniform: info.uniform.map(F32Bits::new),
                     depth: 0,
+                    origin: egraph.analysis.applying_at,
                 },
                 None => Data::default(),
             },
@@ -227,7 +234,7 @@ impl Analysis<Kiln> for KilnAnalysis {
                 };
                 let depth =
                     if constant { 1 + args.iter().map(|&a| egraph[a].data.depth).max().unwrap_or(0) } else { 0 };
-                Data { types, constant, zero_mean, uniform, depth }
+                Data { types, constant, zero_mean, uniform, depth, origin: egraph.analysis.applying_at }
             }
         }
     }
@@ -258,6 +265,10 @@ impl Analysis<Kiln> for KilnAnalysis {
             changed_to = true;
         } else if to.depth < from.depth {
             changed_from = true;
+        }
+        // Provenance only names nodes: keep the first, and tell no one (no rule depends on it).
+        if to.origin.is_none() {
+            to.origin = from.origin;
         }
         match (to.uniform, from.uniform) {
             (None, Some(_)) => {

@@ -2,11 +2,13 @@
 //! weights and graph inputs become leaves (multi-output ops get `get<i>` projections). Back: the
 //! extracted node of every needed e-class becomes a node of a new graph built with
 //! [`GraphBuilder`] (which re-validates and re-infers every type); nodes that survive keep their
-//! names, graph outputs keep theirs, constant e-classes are evaluated into new weights with new
-//! names, and the original weights are never modified.
+//! names, nodes the rewrites created are named after the input nodes they replace or derive from
+//! (e-class provenance, [`crate::analysis::Data::origin`]), graph outputs keep their names, constant
+//! e-classes are evaluated into new weights with new names, and the original weights are never
+//! modified.
 
 use crate::analysis::{KGraph, KilnAnalysis, LeafInfo};
-use crate::extract::Extraction;
+use crate::extract::{Extraction, IdMap};
 use crate::fold::eval_fold;
 use crate::lang::{KOp, Kiln};
 use egg::{Id, Language, Symbol};
@@ -89,9 +91,9 @@ pub fn lift(model: &Model) -> Result<Lifted, Error> {
 
 impl Lifted {
     /// The input program as an extraction choice: each original node (and leaf) in its e-class.
-    pub fn original_choice(&self) -> HashMap<Id, Kiln> {
+    pub fn original_choice(&self) -> IdMap<Kiln> {
         let eg = &self.egraph;
-        let mut choice = HashMap::new();
+        let mut choice = IdMap::default();
         for class in eg.classes() {
             for node in &class.nodes {
                 if let Kiln::Leaf(_) = node {
@@ -131,12 +133,21 @@ pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<
         used.insert(node.name.clone());
         used.extend(node.outputs.iter().map(|o| o.name.clone()));
     }
+    // The first original node of each e-class (its name and output names), for naming new nodes.
+    let mut originals: HashMap<Id, Original> = HashMap::new();
+    for (enode, name, outs) in &lifted.originals {
+        if let (Some(class), Some(op)) = (eg.lookup(canon(enode)), enode.kop()) {
+            originals.entry(eg.find(class)).or_insert(Original { name, outs, op: op.group() });
+        }
+    }
     let output_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).collect();
     let mut lowering = Lowering {
         eg,
         model,
         choice: &extraction.choice,
         survivors,
+        originals,
+        claimed: HashSet::new(),
         used,
         names: HashMap::new(),
         preferred: HashMap::new(),
@@ -179,11 +190,36 @@ pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<
     Ok(Model { graph, weights })
 }
 
+/// An op node of the input graph, as far as naming goes.
+#[derive(Clone, Copy)]
+struct Original<'a> {
+    name: &'a str,
+    outs: &'a [String],
+    op: &'static str,
+}
+
+/// Whether a node of op `new` may take the name of an original node of op `old`: the same op, or
+/// one the optimizer turns into the other (MatMul + Add → Gemm, LayerNorm → RMSNorm).
+fn same_family(new: &str, old: &str) -> bool {
+    fn family(op: &str) -> &str {
+        match op {
+            "Gemm" => "MatMul",
+            "RMSNormalization" => "LayerNormalization",
+            other => other,
+        }
+    }
+    family(new) == family(old)
+}
+
 struct Lowering<'a> {
     eg: &'a KGraph,
     model: &'a Model,
-    choice: &'a HashMap<Id, Kiln>,
+    choice: &'a IdMap<Kiln>,
     survivors: HashMap<Kiln, (&'a str, &'a [String])>,
+    /// The first original node of each e-class.
+    originals: HashMap<Id, Original<'a>>,
+    /// Names of original nodes (and their outputs) given to new nodes.
+    claimed: HashSet<String>,
     /// Every node and tensor name taken.
     used: HashSet<String>,
     /// Tensor name of each lowered e-class.
@@ -200,7 +236,7 @@ struct Lowering<'a> {
     counter: usize,
 }
 
-impl Lowering<'_> {
+impl<'a> Lowering<'a> {
     fn fresh(&mut self, base: &str) -> String {
         loop {
             self.counter += 1;
@@ -209,6 +245,101 @@ impl Lowering<'_> {
                 return name;
             }
         }
+    }
+
+    /// `base`, or `base.1`, `base.2`, … whichever is free.
+    fn unique(&mut self, base: &str) -> String {
+        if self.used.insert(base.to_string()) {
+            return base.to_string();
+        }
+        (1..).map(|i| format!("{base}.{i}")).find(|n| self.used.insert(n.clone())).unwrap_or_default()
+    }
+
+    /// The original node in an e-class, unless that e-class is emitted under another node (which
+    /// keeps the name) or the name was given already.
+    fn claimable(&self, class: Id, own: Id) -> Option<Original<'a>> {
+        let o = *self.originals.get(&class)?;
+        (class == own || !self.choice.contains_key(&class)).then_some(o).filter(|o| !self.claimed.contains(o.name))
+    }
+
+    /// An original node of the same op family as `op` that the node for `class` stands for: the
+    /// e-class's own original, one that a node of the class adjusts (`center(x)`, `affine(x, …)`:
+    /// a re-centred Gather, a MatMul with a folded scale), or an input of a node of the class (the
+    /// MatMul of a MatMul + Add that became a Gemm).
+    fn same_op_original(&self, class: Id, op: &str) -> Option<(Id, Original<'a>)> {
+        let fits = |c: Id| self.originals.get(&c).filter(|o| same_family(op, o.op)).map(|&o| (c, o));
+        if let Some(found) = fits(class) {
+            return Some(found);
+        }
+        let mut related = Vec::new();
+        for node in &self.eg[class].nodes {
+            match node {
+                Kiln::Node(KOp::Meta(_), args) => related.extend(args.first().map(|&a| self.eg.find(a))),
+                Kiln::Node(KOp::Ir(_), args) => related.extend(args.iter().map(|&a| self.eg.find(a))),
+                _ => {}
+            }
+        }
+        related.into_iter().find_map(fits)
+    }
+
+    /// Node and output names for a node the optimizer created, in e-class `class`, so that a reader
+    /// of the optimised graph can trace it back to the input graph. The node is named after, in
+    /// order of preference:
+    /// 1. an original node of the same op family it stands for (see [`Self::same_op_original`]);
+    /// 2. the original node of its e-class (whose value it computes: a Softmax for Exp … Div);
+    /// 3. the original node whose rewrite created it: that node's name when the op is of its family
+    ///    (the RMSNorm left of a LayerNorm whose bias moved on), else `name.op`.
+    ///
+    /// A name that is taken gets a `.1`, `.2`, … suffix. In the e-class of an original node the
+    /// outputs keep that node's output names (same values); otherwise they are `node.0`, ….
+    fn new_node_names(&mut self, class: Id, op: &str, n_out: usize) -> (String, Vec<String>) {
+        let class = self.eg.find(class);
+        let own = self.originals.get(&class).copied();
+        let named_after = self.same_op_original(class, op).or(own.map(|o| (class, o)));
+        let node_name = match named_after {
+            Some((c, o)) => match self.claimable(c, class) {
+                Some(o) => {
+                    self.claimed.insert(o.name.to_string());
+                    o.name.to_string()
+                }
+                None => self.unique(o.name),
+            },
+            None => match self.provenance(class) {
+                Some((c, o)) if same_family(op, o.op) && self.claimable(c, class).is_some() => {
+                    self.claimed.insert(o.name.to_string());
+                    o.name.to_string()
+                }
+                Some((_, o)) => self.unique(&format!("{}.{}", o.name, op.to_ascii_lowercase())),
+                None => self.unique(&op.to_ascii_lowercase()),
+            },
+        };
+        if let Some(o) = own
+            && o.outs.len() == n_out
+            && o.outs.iter().all(|t| *t == node_name || !self.claimed.contains(t.as_str()))
+        {
+            self.claimed.extend(o.outs.iter().cloned());
+            return (node_name, o.outs.to_vec());
+        }
+        let outs = self.output_names(&node_name, n_out);
+        (node_name, outs)
+    }
+
+    /// The original node whose rewrite created an e-class (followed back through the e-classes
+    /// created on the way, a bounded number of steps).
+    fn provenance(&self, class: Id) -> Option<(Id, Original<'a>)> {
+        let mut c = self.eg[self.eg.find(class)].data.origin.map(|o| self.eg.find(o))?;
+        for _ in 0..64 {
+            if let Some(&o) = self.originals.get(&c) {
+                return Some((c, o));
+            }
+            c = self.eg.find(self.eg[c].data.origin?);
+        }
+        None
+    }
+
+    /// Fresh output names for a new node: `node.0`, `node.1`, …
+    fn output_names(&mut self, node: &str, n_out: usize) -> Vec<String> {
+        (0..n_out).map(|i| self.unique(&format!("{node}.{i}"))).collect()
     }
 
     fn node_of(&self, class: Id) -> Result<&Kiln, Error> {
@@ -239,13 +370,7 @@ impl Lowering<'_> {
                 let n_out = op.num_outputs();
                 let (node_name, outs) = match survivor {
                     Some((n, outs)) => (n, outs),
-                    None => {
-                        let base = op.name().to_ascii_lowercase();
-                        let node_name = self.fresh(&base);
-                        let outs = (0..n_out).map(|i| format!("{node_name}.{i}")).collect::<Vec<_>>();
-                        self.used.extend(outs.iter().cloned());
-                        (node_name, outs)
-                    }
+                    None => self.new_node_names(class, op.name(), n_out),
                 };
                 let mut outs = outs;
                 if n_out == 1

@@ -17,6 +17,49 @@ use crate::lang::Kiln;
 use egg::{Id, Language};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// A hasher for e-class ids (and small tuples of them): multiply-rotate, as in rustc's FxHasher.
+/// The ids are small dense integers that no user controls, so SipHash's protection against
+/// crafted keys buys nothing here, and it was a tenth of the optimizer's time on deep models.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl IdHasher {
+    fn mix(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.mix(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.mix(v);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.mix(v as u64);
+    }
+}
+
+/// A map keyed by e-class id.
+pub type IdMap<V> = HashMap<Id, V, BuildHasherDefault<IdHasher>>;
+/// A set of e-class ids.
+pub type IdSet = HashSet<Id, BuildHasherDefault<IdHasher>>;
+type PairMap<V> = HashMap<(Id, usize), V, BuildHasherDefault<IdHasher>>;
+/// Each e-class's nodes of finite cost, with their costs.
+type NodeCosts = IdMap<Vec<(Kiln, f64)>>;
 
 /// A tree cost ordered totally (costs are never NaN).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,7 +82,7 @@ impl Ord for Total {
 /// The chosen node of every e-class the outputs need, and the DAG cost of the choice.
 #[derive(Debug, Clone)]
 pub struct Extraction {
-    pub choice: HashMap<Id, Kiln>,
+    pub choice: IdMap<Kiln>,
     pub cost: f64,
     /// The DAG cost of the input program (set by [`extract_no_worse`]; otherwise `cost`).
     pub baseline_cost: f64,
@@ -58,10 +101,10 @@ pub fn extract_no_worse(
     eg: &KGraph,
     roots: &[Id],
     model: &CostModel,
-    baseline: &HashMap<Id, Kiln>,
+    baseline: &IdMap<Kiln>,
 ) -> Result<Extraction, String> {
-    let found = extract(eg, roots, model);
     let node_costs = node_costs(eg, model);
+    let found = extract_with(eg, roots, &node_costs);
     let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
     let base_cost = dag_cost(eg, &roots, baseline, &node_costs);
     match found {
@@ -75,8 +118,8 @@ pub fn extract_no_worse(
     }
 }
 
-fn node_costs(eg: &KGraph, model: &CostModel) -> HashMap<Id, Vec<(Kiln, f64)>> {
-    let mut node_costs: HashMap<Id, Vec<(Kiln, f64)>> = HashMap::new();
+fn node_costs(eg: &KGraph, model: &CostModel) -> NodeCosts {
+    let mut node_costs: NodeCosts = Default::default();
     for class in eg.classes() {
         let nodes = class
             .nodes
@@ -90,16 +133,17 @@ fn node_costs(eg: &KGraph, model: &CostModel) -> HashMap<Id, Vec<(Kiln, f64)>> {
 }
 
 pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extraction, String> {
-    // Node costs, computed once.
-    let node_costs = node_costs(eg, model);
+    extract_with(eg, roots, &node_costs(eg, model))
+}
 
+fn extract_with(eg: &KGraph, roots: &[Id], node_costs: &NodeCosts) -> Result<Extraction, String> {
     // 1. Tree-cost optimum by Knuth's generalisation of Dijkstra (a node's cost is its own,
     //    non-negative, plus its children's): every class is settled once, cheapest first, by the
     //    first of its cheapest nodes. Rounds of re-evaluation (as egg's extractor does) cost
     //    classes × depth on a residual stack, whose tree costs keep improving level by level.
     let parents = parents(eg);
-    let mut users: HashMap<Id, Vec<(Id, usize)>> = HashMap::new();
-    let mut waiting: HashMap<(Id, usize), usize> = HashMap::new();
+    let mut users: IdMap<Vec<(Id, usize)>> = Default::default();
+    let mut waiting: PairMap<usize> = Default::default();
     let mut heap: BinaryHeap<Reverse<(Total, Id, usize)>> = BinaryHeap::new();
     for class in eg.classes() {
         for (i, (node, cost)) in node_costs[&class.id].iter().enumerate() {
@@ -113,7 +157,7 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
             }
         }
     }
-    let mut best: HashMap<Id, (f64, Kiln)> = HashMap::new();
+    let mut best: IdMap<(f64, Kiln)> = Default::default();
     while let Some(Reverse((Total(total), class, i))) = heap.pop() {
         if best.contains_key(&class) {
             continue;
@@ -129,7 +173,7 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
             }
         }
     }
-    let mut choice: HashMap<Id, Kiln> = best.into_iter().map(|(id, (_, n))| (id, n)).collect();
+    let mut choice: IdMap<Kiln> = best.into_iter().map(|(id, (_, n))| (id, n)).collect();
     let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
     for &r in &roots {
         if !choice.contains_key(&r) {
@@ -140,9 +184,9 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
     // 2. Local search on the DAG cost. A move's effect is computed incrementally (reference counts
     //    of the extracted DAG, a cycle check bounded by heights), not by re-costing the whole DAG:
     //    the latter made extraction quadratic in the graph size.
-    let mut cost = dag_cost(eg, &roots, &choice, &node_costs);
+    let mut cost = dag_cost(eg, &roots, &choice, node_costs);
     if cost.is_finite() {
-        let mut search = Search::new(eg, &roots, &choice, &node_costs, &parents);
+        let mut search = Search::new(eg, &roots, &choice, node_costs, &parents);
         for _ in 0..MAX_PASSES {
             let mut improved = false;
             let mut candidates: Vec<Id> = reachable(eg, &roots, &choice).into_iter().collect();
@@ -172,7 +216,7 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
                 }
             }
             // Re-cost exactly once per pass, so that rounding in the running sum cannot build up.
-            cost = dag_cost(eg, &roots, &choice, &node_costs);
+            cost = dag_cost(eg, &roots, &choice, node_costs);
             if !improved {
                 break;
             }
@@ -190,25 +234,31 @@ pub fn extract(eg: &KGraph, roots: &[Id], model: &CostModel) -> Result<Extractio
 /// references) enter each class, and each class's height in the current choice (for cycle checks).
 struct Search<'a> {
     eg: &'a KGraph,
-    costs: &'a HashMap<Id, Vec<(Kiln, f64)>>,
-    parents: &'a HashMap<Id, Vec<Id>>,
+    costs: &'a NodeCosts,
+    parents: &'a IdMap<Vec<Id>>,
     roots: Vec<Id>,
-    counts: HashMap<Id, usize>,
+    counts: IdMap<usize>,
     /// A label per chosen class that decreases along every chosen edge: heights × [`GAP`], so that
     /// a move rarely has to relabel the classes above it.
-    heights: HashMap<Id, u64>,
+    heights: IdMap<u64>,
 }
 
 impl<'a> Search<'a> {
     fn new(
         eg: &'a KGraph,
         roots: &[Id],
-        choice: &HashMap<Id, Kiln>,
-        costs: &'a HashMap<Id, Vec<(Kiln, f64)>>,
-        parents: &'a HashMap<Id, Vec<Id>>,
+        choice: &IdMap<Kiln>,
+        costs: &'a NodeCosts,
+        parents: &'a IdMap<Vec<Id>>,
     ) -> Search<'a> {
-        let mut s =
-            Search { eg, costs, parents, roots: roots.to_vec(), counts: HashMap::new(), heights: HashMap::new() };
+        let mut s = Search {
+            eg,
+            costs,
+            parents,
+            roots: roots.to_vec(),
+            counts: Default::default(),
+            heights: Default::default(),
+        };
         s.recount(choice);
         s
     }
@@ -221,7 +271,7 @@ impl<'a> Search<'a> {
         self.costs[&id].iter().find(|(n, _)| n == node).map_or(f64::INFINITY, |(_, c)| *c)
     }
 
-    fn chosen_cost(&self, choice: &HashMap<Id, Kiln>, id: Id) -> f64 {
+    fn chosen_cost(&self, choice: &IdMap<Kiln>, id: Id) -> f64 {
         choice.get(&id).map_or(f64::INFINITY, |n| self.node_cost(id, n))
     }
 
@@ -231,7 +281,7 @@ impl<'a> Search<'a> {
 
     /// Reference counts of the DAG reachable from the roots, and heights of every chosen class
     /// (the choice is acyclic).
-    fn recount(&mut self, choice: &HashMap<Id, Kiln>) {
+    fn recount(&mut self, choice: &IdMap<Kiln>) {
         self.counts.clear();
         for &r in &self.roots {
             *self.counts.entry(r).or_insert(0) += 1;
@@ -248,7 +298,7 @@ impl<'a> Search<'a> {
         ids.sort();
         // Classes entered and not yet finished: never re-entered, so a cyclic choice (which the
         // search never makes) could not loop here.
-        let mut open = HashSet::new();
+        let mut open = IdSet::default();
         for id in ids {
             let mut stack = vec![(id, false)];
             while let Some((c, done)) = stack.pop() {
@@ -270,9 +320,9 @@ impl<'a> Search<'a> {
 
     /// Whether choosing `node` for `class` would make the choice cyclic: some child of `node`
     /// reaches `class`. Only classes higher than `class` can reach it.
-    fn creates_cycle(&self, choice: &HashMap<Id, Kiln>, class: Id, node: &Kiln) -> bool {
+    fn creates_cycle(&self, choice: &IdMap<Kiln>, class: Id, node: &Kiln) -> bool {
         let floor = self.heights.get(&class).copied().unwrap_or(0);
-        let mut seen = HashSet::new();
+        let mut seen = IdSet::default();
         let mut stack: Vec<Id> = self.children(node).collect();
         while let Some(c) = stack.pop() {
             if c == class {
@@ -290,16 +340,9 @@ impl<'a> Search<'a> {
 
     /// The change of DAG cost when one class's chosen node `old` becomes `new` (acyclic), and the
     /// changes of reference counts.
-    fn delta(
-        &self,
-        choice: &HashMap<Id, Kiln>,
-        old: &Kiln,
-        old_cost: f64,
-        new: &Kiln,
-        new_cost: f64,
-    ) -> (f64, HashMap<Id, isize>) {
+    fn delta(&self, choice: &IdMap<Kiln>, old: &Kiln, old_cost: f64, new: &Kiln, new_cost: f64) -> (f64, IdMap<isize>) {
         let mut delta = new_cost - old_cost;
-        let mut changed: HashMap<Id, isize> = HashMap::new();
+        let mut changed: IdMap<isize> = Default::default();
         // Add the new node's edges first, so that a class both nodes use never drops to zero.
         let mut stack: Vec<Id> = self.children(new).collect();
         while let Some(c) = stack.pop() {
@@ -326,7 +369,7 @@ impl<'a> Search<'a> {
     /// Applies an accepted move at `class` (the choice already updated). Heights only need to keep
     /// every chosen edge going downhill for the cycle check: when the new node's children are not
     /// all below `class`, it and the ancestors that need it are raised.
-    fn accept(&mut self, choice: &HashMap<Id, Kiln>, class: Id, changed: HashMap<Id, isize>) {
+    fn accept(&mut self, choice: &IdMap<Kiln>, class: Id, changed: IdMap<isize>) {
         for (id, d) in changed {
             let n = (self.count(id) as isize + d).max(0) as usize;
             self.counts.insert(id, n);
@@ -353,8 +396,8 @@ impl<'a> Search<'a> {
 }
 
 /// The classes with a node that uses each class.
-fn parents(eg: &KGraph) -> HashMap<Id, Vec<Id>> {
-    let mut parents: HashMap<Id, Vec<Id>> = HashMap::new();
+fn parents(eg: &KGraph) -> IdMap<Vec<Id>> {
+    let mut parents: IdMap<Vec<Id>> = Default::default();
     for class in eg.classes() {
         for node in &class.nodes {
             for &c in node.children() {
@@ -368,8 +411,8 @@ fn parents(eg: &KGraph) -> HashMap<Id, Vec<Id>> {
     parents
 }
 
-fn reachable(eg: &KGraph, roots: &[Id], choice: &HashMap<Id, Kiln>) -> HashSet<Id> {
-    let mut seen = HashSet::new();
+fn reachable(eg: &KGraph, roots: &[Id], choice: &IdMap<Kiln>) -> IdSet {
+    let mut seen = IdSet::default();
     let mut stack: Vec<Id> = roots.to_vec();
     while let Some(id) = stack.pop() {
         if seen.insert(id)
@@ -382,9 +425,9 @@ fn reachable(eg: &KGraph, roots: &[Id], choice: &HashMap<Id, Kiln>) -> HashSet<I
 }
 
 /// The cost of the extracted DAG (each class once); infinity if it has a cycle.
-fn dag_cost(eg: &KGraph, roots: &[Id], choice: &HashMap<Id, Kiln>, costs: &HashMap<Id, Vec<(Kiln, f64)>>) -> f64 {
+fn dag_cost(eg: &KGraph, roots: &[Id], choice: &IdMap<Kiln>, costs: &NodeCosts) -> f64 {
     // Iterative DFS with colours to detect cycles.
-    let mut state: HashMap<Id, u8> = HashMap::new(); // 1 = in progress, 2 = done
+    let mut state: IdMap<u8> = Default::default(); // 1 = in progress, 2 = done
     let mut total = 0.0;
     for &root in roots {
         let mut stack: Vec<(Id, bool)> = vec![(root, false)];

@@ -18,13 +18,28 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// An IR op with a canonical text key (its printed form): equality, hashing and order go by the
-/// key, which is exact because floats print in round-trip form.
+/// key, which is exact because floats print in round-trip form. Shared behind an `Arc`: egg clones
+/// e-nodes constantly (memo, rebuild, matching), and a deep copy of the op and its key per clone
+/// was a large part of the optimizer's allocations and memory traffic.
 #[derive(Debug, Clone)]
-pub struct IrOp {
+pub struct IrOp(Arc<IrOpData>);
+
+#[derive(Debug)]
+pub struct IrOpData {
     pub op: Op,
     key: String,
+    /// A hash of `key`, computed once (deterministically: e-graph iteration orders depend on it).
+    hash: u64,
+}
+
+impl std::ops::Deref for IrOp {
+    type Target = IrOpData;
+    fn deref(&self) -> &IrOpData {
+        &self.0
+    }
 }
 
 impl IrOp {
@@ -36,27 +51,29 @@ impl IrOp {
             let body: Vec<String> = attrs.iter().map(|(k, v)| format!("{k}={}", fmt_attr(v))).collect();
             format!("{name}<{}>", body.join(";"))
         };
-        IrOp { op, key }
+        let mut hasher = std::hash::DefaultHasher::new();
+        key.hash(&mut hasher);
+        IrOp(Arc::new(IrOpData { op, key, hash: hasher.finish() }))
     }
 
     pub fn name(&self) -> &'static str {
-        self.op.name()
+        self.0.op.name()
     }
 
     pub fn key(&self) -> &str {
-        &self.key
+        &self.0.key
     }
 }
 
 impl PartialEq for IrOp {
     fn eq(&self, other: &IrOp) -> bool {
-        self.key == other.key
+        Arc::ptr_eq(&self.0, &other.0) || (self.0.hash == other.0.hash && self.0.key == other.0.key)
     }
 }
 impl Eq for IrOp {}
 impl Hash for IrOp {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key.hash(state)
+        state.write_u64(self.0.hash)
     }
 }
 impl PartialOrd for IrOp {
@@ -66,7 +83,7 @@ impl PartialOrd for IrOp {
 }
 impl Ord for IrOp {
     fn cmp(&self, other: &IrOp) -> Ordering {
-        self.key.cmp(&other.key)
+        if Arc::ptr_eq(&self.0, &other.0) { Ordering::Equal } else { self.0.key.cmp(&other.0.key) }
     }
 }
 

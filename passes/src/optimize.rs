@@ -131,7 +131,11 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     let mut rules_fired: BTreeMap<String, usize> = BTreeMap::new();
     let mut iterations = 0;
     let mut reasons = Vec::new();
-    let stages = [("recognise", rules::recognise(config.kiln_ops)), ("fold", rules::fold(config.ln_to_rms))];
+    // Tracked: e-classes the rules create remember where (for naming the nodes of the output).
+    let stages = [
+        ("recognise", rules::tracked(rules::recognise(config.kiln_ops))),
+        ("fold", rules::tracked(rules::fold(config.ln_to_rms))),
+    ];
     for (stage, rules) in stages {
         let egraph = std::mem::take(&mut lifted.egraph);
         // Rules that match once per layer (affine-lower, …) exceed egg's default per-iteration

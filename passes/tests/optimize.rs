@@ -138,6 +138,44 @@ fn pre_ln_stack_becomes_pre_rmsnorm() {
     let (opt, report) = optimize_and_compare(&model, &feeds, RTOL, ATOL);
     assert_eq!(count(&opt, "LayerNormalization"), 0, "{:?}\n{report:?}", opt.graph.op_counts());
     assert_eq!(count(&opt, "RMSNormalization"), 3, "{:?}", opt.graph.op_counts());
+    // Every RMSNorm carries the name of the LayerNorm it replaces, and no optimizer node has a
+    // made-up name: each one starts with the name of a node of the input graph.
+    let names = op_names(&opt);
+    for ln in ["ln0", "ln1", "lnf"] {
+        assert_eq!(names.get(ln).map(String::as_str), Some("RMSNormalization"), "{names:?}");
+    }
+    let original = op_names(&model);
+    for name in names.keys() {
+        let source = name.split('.').next().unwrap_or_default();
+        assert!(original.contains_key(source), "node {name} does not name a source node: {names:?}");
+    }
+}
+
+/// Op nodes by name.
+fn op_names(model: &kiln_ir::Model) -> std::collections::BTreeMap<String, String> {
+    let g = &model.graph;
+    g.dag()
+        .node_indices()
+        .filter_map(|id| g.node(id).op().map(|op| (g.node(id).name.clone(), op.name().to_string())))
+        .collect()
+}
+
+#[test]
+fn a_batchnorm_folded_into_a_conv_keeps_the_conv_name() {
+    let mut b = Build::new("conv_bn");
+    b.input("x", &[1, 2, 5, 5])
+        .weight("w", &[3, 2, 3, 3], -0.5, 0.5)
+        .weight("g", &[3], 0.5, 1.5)
+        .weight("bt", &[3], -0.5, 0.5)
+        .weight("mu", &[3], -0.5, 0.5)
+        .weight("var", &[3], 0.5, 2.0)
+        .node("conv", "Conv<pads=[1,1,1,1]>", &["x", "w"])
+        .node("bn", "BatchNormalization", &["conv", "g", "bt", "mu", "var"])
+        .output("bn");
+    let (model, feeds) = b.finish(0);
+    let (opt, _) = optimize_and_compare(&model, &feeds, RTOL, ATOL);
+    let names = op_names(&opt);
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), vec![("conv".to_string(), "Conv".to_string())]);
 }
 
 #[test]

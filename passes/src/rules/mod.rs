@@ -18,8 +18,9 @@ pub mod softmax;
 
 use crate::analysis::{KGraph, KilnAnalysis};
 use crate::lang::{FoldOp, IrOp, KOp, Kiln, MetaOp};
-use egg::{Applier, Id, PatternAst, Rewrite, Subst, Symbol, Var};
+use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
 use kiln_ir::{Op, TensorType};
+use std::sync::Arc;
 
 pub type KRewrite = Rewrite<Kiln, KilnAnalysis>;
 
@@ -88,6 +89,77 @@ impl Applier<Kiln, KilnAnalysis> for FnApplier {
             _ => vec![],
         }
     }
+}
+
+/// An applier that records provenance: while it applies a match at e-class `m`, the analysis marks
+/// every e-class created as originating at `m` ([`crate::analysis::Data::origin`]), so that the
+/// nodes the optimizer creates can be named after the nodes they replace. Rewriting is unchanged.
+pub struct Tracked(pub Arc<dyn Applier<Kiln, KilnAnalysis> + Sync + Send>);
+
+impl Applier<Kiln, KilnAnalysis> for Tracked {
+    fn apply_matches(&self, egraph: &mut KGraph, matches: &[SearchMatches<Kiln>], rule_name: Symbol) -> Vec<Id> {
+        let mut changed = Vec::new();
+        for m in matches {
+            egraph.analysis.applying_at = Some(m.eclass);
+            changed.extend(self.0.apply_matches(egraph, std::slice::from_ref(m), rule_name));
+        }
+        egraph.analysis.applying_at = None;
+        changed
+    }
+
+    fn apply_one(
+        &self,
+        egraph: &mut KGraph,
+        eclass: Id,
+        subst: &Subst,
+        searcher_ast: Option<&PatternAst<Kiln>>,
+        rule_name: Symbol,
+    ) -> Vec<Id> {
+        egraph.analysis.applying_at = Some(eclass);
+        let changed = self.0.apply_one(egraph, eclass, subst, searcher_ast, rule_name);
+        egraph.analysis.applying_at = None;
+        changed
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Kiln>> {
+        self.0.get_pattern_ast()
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.0.vars()
+    }
+}
+
+/// A rule's searcher, shared (egg's `Rewrite` can only be rebuilt from owned parts).
+struct Shared(Arc<dyn Searcher<Kiln, KilnAnalysis> + Sync + Send>);
+
+impl Searcher<Kiln, KilnAnalysis> for Shared {
+    fn search_eclass_with_limit(&self, egraph: &KGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, Kiln>> {
+        self.0.search_eclass_with_limit(egraph, eclass, limit)
+    }
+
+    fn search_with_limit(&self, egraph: &KGraph, limit: usize) -> Vec<SearchMatches<'_, Kiln>> {
+        self.0.search_with_limit(egraph, limit)
+    }
+
+    fn get_pattern_ast(&self) -> Option<&PatternAst<Kiln>> {
+        self.0.get_pattern_ast()
+    }
+
+    fn vars(&self) -> Vec<Var> {
+        self.0.vars()
+    }
+}
+
+/// The same rules, each applier wrapped in [`Tracked`].
+pub fn tracked(rules: Vec<KRewrite>) -> Vec<KRewrite> {
+    rules
+        .into_iter()
+        .map(|r| {
+            Rewrite::new(r.name, Shared(r.searcher), Tracked(r.applier))
+                .unwrap_or_else(|e| panic!("rule {}: {e}", r.name))
+        })
+        .collect()
 }
 
 /// A rule from a pattern and a named right-hand-side function.

@@ -58,7 +58,7 @@ impl Build {
 
     /// A node `op` (in the e-graph text form, e.g. `Conv<pads=[1,1,1,1]>`) named after its output.
     pub fn node(&mut self, out: &str, op: &str, inputs: &[&str]) -> &mut Build {
-        let op = op.parse::<IrOp>().map(|o| o.op).map_err(|e| format!("{op}: {e}"));
+        let op = op.parse::<IrOp>().map(|o| o.op.clone()).map_err(|e| format!("{op}: {e}"));
         self.builder.node(out, out, op, inputs.iter().map(|s| s.to_string()).collect(), vec![out.to_string()]);
         self
     }
