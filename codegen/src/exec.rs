@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// Below this many elements a kernel runs on the calling thread: waking workers costs more.
 const PARALLEL_MIN_ELEMS: usize = 1 << 15;
+/// A GEMM step below this many flops (≈ 10 µs on one core) runs on the calling thread: waking a
+/// worker costs more than it saves (graph_transformer at 2 threads ran 3× slower than at 1).
+const PARALLEL_MIN_FLOPS: usize = 1 << 20;
 /// im2col tile size in floats (256 KiB): half of this machine's per-core L2.
 const IM2COL_TILE_FLOATS: usize = 1 << 16;
 
@@ -275,7 +278,9 @@ impl Executable {
         epilogue: Option<(KernelFn, usize)>,
         ptrs: Ptrs,
     ) -> Result<(), &'static str> {
-        let threads = self.pool.threads().min(units.len());
+        let rows: usize = units.iter().map(|u| u[4] - u[3]).sum();
+        let flops = 2 * rows * call.n * call.k;
+        let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { self.pool.threads().min(units.len()) };
         let units: Arc<Vec<[usize; 5]>> = Arc::new(units.to_vec());
         let call = *call;
         let p = Arc::new(ptrs);

@@ -537,6 +537,36 @@ fn concurrent_runs_match_single_threaded() {
     });
 }
 
+/// GEMMs above the parallel threshold (1 Mi flops) are split across the pool in row blocks, with the
+/// fused epilogue run per block; the small proptest shapes above stay on one thread.
+#[test]
+fn large_gemms_split_across_threads() {
+    let (m, k, n) = (96, 160, 80);
+    for (batch, threads) in [(vec![3], 2), (vec![1], 2), (vec![], 3), (vec![2, 2], 3)] {
+        let mut rng = XRng(17 + threads as u64);
+        let mut xs: Vec<usize> = batch.clone();
+        xs.extend([m, k]);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&xs, -1.0, 1.0))
+            .weight("w", rng.tensor(&[k, n], -1.0, 1.0))
+            .weight("b", rng.tensor(&[n], -1.0, 1.0))
+            .input("a", rng.tensor(&[k, m], -1.0, 1.0))
+            .weight("bt", rng.tensor(&[n, k], -1.0, 1.0))
+            .weight("c", rng.tensor(&[m, 1], -1.0, 1.0))
+            .node("mm", Op::MatMul, &["x", "w"], &["h"])
+            .node("add", Op::Binary(BinaryOp::Add), &["h", "b"], &["hb"])
+            .node("act", Op::Unary(UnaryOp::Gelu { tanh: true }), &["hb"], &["y"])
+            .node("gemm", Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: true, trans_b: true }, &["a", "bt", "c"], &["g"])
+            .output("y")
+            .output("g");
+        let tol = Tol { abs: 1e-5 * k as f32, rel: 1e-5 };
+        let exe = check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        let ins = kiln_ir::eval::check_inputs(&spec.build().0, &spec.inputs).unwrap();
+        let one = compile_spec(&spec, &options(1)).run(&ins).unwrap();
+        assert_eq!(exe.run(&ins).unwrap(), one, "batch {batch:?}, {threads} threads: results depend on the split");
+    }
+}
+
 #[test]
 fn thread_counts_agree_and_results_are_deterministic() {
     let mut rng = XRng(5);
