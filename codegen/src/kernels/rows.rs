@@ -9,7 +9,7 @@ use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
 use crate::vmath::Lanes;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
-use cranelift_frontend::FunctionBuilder;
+use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::ReduceKind;
 
 /// Which softmax algorithm to generate.
@@ -20,8 +20,27 @@ pub enum SoftmaxAlgo {
     /// exponent bookkeeping stays exact (a row entirely below −1e5, e.g. fully masked with −inf,
     /// comes out uniform).
     TwoPass,
-    /// max, Σe^{x−max}, write: 3 reads + 1 write.
+    /// max; e^{x−max} written to y while Σ accumulates; y·(1/Σ): 3 reads + 2 writes, but one
+    /// exponential per element instead of two.
     ThreePass,
+    /// Three-pass for rows of at most [`THREE_PASS_MAX_ROW`] floats (the row is still in L2 when
+    /// the later passes read it, so the cheaper arithmetic wins), two-pass for longer rows.
+    Auto,
+}
+
+/// The longest row [`SoftmaxAlgo::Auto`] gives to the three-pass kernel: 64 KiB of input plus 64 KiB
+/// of output, within this machine's 512 KiB L2 with room for the pool's other work.
+pub const THREE_PASS_MAX_ROW: usize = 16 * 1024;
+
+impl SoftmaxAlgo {
+    /// The algorithm used for rows of `n` floats.
+    pub fn for_row(self, n: usize) -> SoftmaxAlgo {
+        match self {
+            SoftmaxAlgo::Auto if n <= THREE_PASS_MAX_ROW => SoftmaxAlgo::ThreePass,
+            SoftmaxAlgo::Auto => SoftmaxAlgo::TwoPass,
+            algo => algo,
+        }
+    }
 }
 
 fn flags() -> MemFlagsData {
@@ -230,9 +249,24 @@ fn rstd(b: &mut FunctionBuilder, feat: HostFeatures, ss: Value, n: usize, eps: f
 
 /// Softmax or LogSoftmax over rows of `n`. Arguments: `[out, x]`.
 pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
+    let algo = algo.for_row(n);
     row_kernel(jit, name, n, n, 0, move |b, feat, r| {
         let (xr, yr) = (r.x, r.y);
-        if log || algo == SoftmaxAlgo::ThreePass {
+        if !log && algo == SoftmaxAlgo::ThreePass {
+            let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
+            let sum = exp_store_sum(b, feat, xr, yr, n, m);
+            let inv = scalar(b, feat, |l| {
+                let one = l.c(1.0);
+                l.div(one, sum)
+            });
+            inner_loop(b, n, &|b, vector, i| {
+                let e = load(b, vector, yr, i);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let is = l.splat(inv);
+                let y = l.mul(e, is);
+                store(b, y, yr, i);
+            });
+        } else if log {
             let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
             let sum = fold_row(
                 b,
@@ -247,38 +281,77 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
                 },
                 &add,
             );
-            if log {
-                let shift = scalar(b, feat, |l| {
-                    let ls = l.log(sum);
-                    l.add(m, ls)
-                });
-                inner_loop(b, n, &|b, vector, i| {
-                    let v = load(b, vector, xr, i);
-                    let mut l = Lanes::new(b, vector, feat.fma);
-                    let s = l.splat(shift);
-                    let y = l.sub(v, s);
-                    store(b, y, yr, i);
-                });
-            } else {
-                let inv = scalar(b, feat, |l| {
-                    let one = l.c(1.0);
-                    l.div(one, sum)
-                });
-                inner_loop(b, n, &|b, vector, i| {
-                    let v = load(b, vector, xr, i);
-                    let mut l = Lanes::new(b, vector, feat.fma);
-                    let ms = l.splat(m);
-                    let d = l.sub(v, ms);
-                    let e = l.exp(d);
-                    let is = l.splat(inv);
-                    let y = l.mul(e, is);
-                    store(b, y, yr, i);
-                });
-            }
+            let shift = scalar(b, feat, |l| {
+                let ls = l.log(sum);
+                l.add(m, ls)
+            });
+            inner_loop(b, n, &|b, vector, i| {
+                let v = load(b, vector, xr, i);
+                let mut l = Lanes::new(b, vector, feat.fma);
+                let s = l.splat(shift);
+                let y = l.sub(v, s);
+                store(b, y, yr, i);
+            });
         } else {
             two_pass(b, feat, xr, yr, n);
         }
     })
+}
+
+/// Writes e^{x−m} to `yr` and returns Σ e^{x−m} (two f32x4 accumulators, then the scalar tail).
+/// `yr` may be `xr` (in place): each element is read before it is overwritten.
+fn exp_store_sum(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n: usize, m: Value) -> Value {
+    let zero_v = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        l.c(0.0)
+    };
+    let acc0 = b.declare_var(types::F32X4);
+    let acc1 = b.declare_var(types::F32X4);
+    b.def_var(acc0, zero_v);
+    b.def_var(acc1, zero_v);
+    let ms = {
+        let mut l = Lanes::new(b, true, feat.fma);
+        l.splat(m)
+    };
+    let step = |b: &mut FunctionBuilder, acc: Variable, i: Value| {
+        let x = load(b, true, xr, i);
+        let a = b.use_var(acc);
+        let mut l = Lanes::new(b, true, feat.fma);
+        let d = l.sub(x, ms);
+        let e = l.exp(d);
+        let r = l.add(a, e);
+        store(b, e, yr, i);
+        b.def_var(acc, r);
+    };
+    let n8 = n / 8 * 8;
+    if n8 > 0 {
+        let zero = b.ins().iconst(types::I64, 0);
+        let to = b.ins().iconst(types::I64, n8 as i64);
+        counted(b, zero, to, 8, &mut |b, i| {
+            step(b, acc0, i);
+            let i4 = b.ins().iadd_imm_s(i, 4);
+            step(b, acc1, i4);
+        });
+    }
+    if n % 8 >= 4 {
+        let i = b.ins().iconst(types::I64, n8 as i64);
+        step(b, acc0, i);
+    }
+    let a0 = b.use_var(acc0);
+    let a1 = b.use_var(acc1);
+    let mut l = Lanes::new(b, true, feat.fma);
+    let v = l.add(a0, a1);
+    let mut s = l.hfold(v, &add);
+    for k in n / 4 * 4..n {
+        let x = b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
+        let mut l = Lanes::new(b, false, feat.fma);
+        let d = l.sub(x, m);
+        let e = l.exp(d);
+        b.ins().store(flags(), e, yr, (k * 4) as i32);
+        let mut l = Lanes::new(b, false, feat.fma);
+        s = l.add(s, e);
+    }
+    s
 }
 
 fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
