@@ -21,8 +21,8 @@ import platform
 import shutil
 import statistics
 import subprocess
+import re
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -208,7 +208,7 @@ def prepare_models(only):
 
 
 def run_one(system, model_path, inputs, threads, iters, warmup, out):
-    """One process; returns its JSON line plus the driver's wall time and max RSS (wait4)."""
+    """One process; returns its JSON line plus the driver's wall time."""
     if system == "ort":
         cmd = [sys.executable, os.path.join(HERE, "ort_runner.py")]
     else:
@@ -222,25 +222,18 @@ def run_one(system, model_path, inputs, threads, iters, warmup, out):
     # Keep every library to the thread count under test (OpenMP / BLAS pools of numpy, rayon).
     env.update(OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), RAYON_NUM_THREADS=str(threads))
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
-        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=env)
-        # wait4's rusage, kept as a cross-check of the runner's own VmHWM. VmHWM is the figure
-        # reported: ru_maxrss also counts what the process held before exec (the fork of this driver).
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.perf_counter() - start
-        fo.seek(0)
-        fe.seek(0)
-        stdout, stderr = fo.read(), fe.read()
+    # Peak memory is the runner's own VmHWM (read at exit): the kernel resets it at exec, whereas
+    # wait4's ru_maxrss would also count the pages of this driver's fork before the exec.
+    proc = subprocess.run(cmd, capture_output=True, env=env)
+    wall = time.perf_counter() - start
     line = None
-    for text in reversed(stdout.decode(errors="replace").splitlines()):
+    for text in reversed(proc.stdout.decode(errors="replace").splitlines()):
         if text.startswith("{"):
             line = json.loads(text)
             break
     if line is None:
-        tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
         line = {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
-    line["ru_maxrss_kb"] = usage.ru_maxrss
     line["wall_s"] = wall
     return line
 
@@ -510,6 +503,13 @@ def markdown(rows, info, args, profiles, elapsed):
         f"intra-op threads = N, inter-op 1, sequential), Python {info['python']}, numpy {info['numpy']}."
     )
     lines.append("")
+    if info["load_start"][0] > 0.5 or info["load_end"][0] > 0.5:
+        lines.append(
+            "**The machine was not idle during this run** (see the load averages): other processes shared "
+            "the two cores, which inflates times, penalises 2 threads most (a woken worker may wait for a "
+            "core) and adds noise between rounds. Rerun on an idle machine before drawing conclusions."
+        )
+        lines.append("")
     lines.append(
         f"Method: every model is one ONNX file, read by all three systems, with the same `.npy` inputs. "
         f"Each measurement is a fresh process: load + compile, {args.warmup} warm-up run(s), then {args.iters} "
@@ -567,13 +567,15 @@ def markdown(rows, info, args, profiles, elapsed):
             "loop, recording from 1.5× its compile time on (so: the runs); `perf report --sort dso,symbol`, "
             "self time. kiln's "
             "generated kernels live in anonymous JIT memory that perf cannot name: their samples are "
-            "summed as **JIT kernels** (every elementwise / row kernel kiln generates). GEMM, convolution "
-            "and math helpers are kiln host functions and appear by name."
+            "summed as **JIT kernels** (every elementwise / row kernel kiln generates, with the fused GEMM "
+            "epilogues). Host code appears by name: `gemm_f32::…` is the `gemm` crate (MatMul, Gemm and "
+            "the convolutions' GEMM), `Executable::conv::{{closure}}` is the convolution's im2col and bias "
+            "fill (inlined there), `AxisCopy` kiln's strided copies (Transpose, Concat, Slice…). Shares "
+            "are grouped into classes first, then the top symbols."
         )
         lines.append("")
-        for p in profiles:
-            lines.append(p)
-            lines.append("")
+        lines.extend(profiles)
+        lines.append("")
     else:
         lines.append("No profile taken in this run (kiln was not slower, or `--no-profile`).")
         lines.append("")
@@ -634,7 +636,8 @@ def profile_kiln(name, path, inputs, median_ms, compile_ms, seconds):
             pct = float(pct)
         except ValueError:
             continue
-        sym = sym.replace("[.] ", "").replace("[k] ", "").strip()
+        # perf appends empty columns ("-") after the symbol for events without branch data.
+        sym = re.sub(r"(\s+-)+\s*$", "", sym.replace("[.] ", "").replace("[k] ", "")).strip()
         if dso.startswith("[JIT]") or dso in ("[unknown]", "//anon", "[anon]") or sym.startswith("0x"):
             sym, dso = "JIT kernels", "(anonymous)"
         rows.append((pct, dso, sym))
@@ -642,8 +645,27 @@ def profile_kiln(name, path, inputs, median_ms, compile_ms, seconds):
     for pct, dso, sym in rows:
         key = (dso, sym[:90])
         merged[key] = merged.get(key, 0.0) + pct
-    top = sorted(merged.items(), key=lambda kv: -kv[1])[:8]
-    return top
+    top = sorted(merged.items(), key=lambda kv: -kv[1])[:6]
+    groups = {}
+    for (dso, sym), pct in merged.items():
+        g = category(dso, sym)
+        groups[g] = groups.get(g, 0.0) + pct
+    return top, sorted(groups.items(), key=lambda kv: -kv[1])
+
+
+def category(dso, sym):
+    """Coarse cost classes, so that the profile says what to work on next."""
+    if sym == "JIT kernels":
+        return "JIT kernels (elementwise, row ops, fused epilogues)"
+    if sym.startswith(("gemm_", "gemm::")) or "::gemm" in sym:
+        return "GEMM (gemm crate)"
+    if "Executable::conv" in sym:
+        return "convolution im2col + bias fill"
+    if "AxisCopy" in sym or "memmove" in sym or "memcpy" in sym:
+        return "copies (AxisCopy, memcpy)"
+    if dso == "[kernel.kallsyms]" or any(k in sym for k in ("malloc", "free", "memset", "page")):
+        return "allocation and page faults"
+    return "other"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,12 +739,14 @@ def main():
             top = profile_kiln(m[0], m[1], m[2], r["kiln"]["median_ms"], r["kiln"]["compile_ms"], args.profile_seconds)
             vs = ", ".join(f"{fmt_ratio(r[f'ratio_{p}'])} {LABEL[p]}" for p in slower)
             if top is None:
-                profiles.append(f"**{m[0]}** (kiln {vs}): perf not available.")
+                profiles.append(f"- **{m[0]}** (kiln {vs}): perf not available.")
             elif isinstance(top, str):
-                profiles.append(f"**{m[0]}** (kiln {vs}): {top}")
+                profiles.append(f"- **{m[0]}** (kiln {vs}): {top}")
             else:
-                items = "; ".join(f"{pct:.0f}% {sym}" + (f" ({dso})" if sym != "JIT kernels" else "") for (dso, sym), pct in top)
-                profiles.append(f"**{m[0]}** (kiln {vs}, 1 thread): {items}.")
+                top, groups = top
+                by_class = ", ".join(f"{g} {pct:.0f}%" for g, pct in groups if pct >= 1)
+                items = "; ".join(f"`{sym}` {pct:.0f}%" for (dso, sym), pct in top)
+                profiles.append(f"- **{m[0]}** (kiln {vs}): {by_class}. Top symbols: {items}.")
     elapsed = time.time() - t_start
 
     os.makedirs(RESULTS, exist_ok=True)

@@ -168,17 +168,17 @@ fn to_tract(tensor: &Tensor) -> Result<tp::Tensor, String> {
     made.map_err(|e| format!("{e:?}"))
 }
 
+/// The elements of a plain (in-memory) tract tensor.
+fn plain<T: tp::Datum + Clone>(tensor: &tp::Tensor) -> Result<Vec<T>, String> {
+    tensor.try_as_plain_ram().and_then(|v| v.as_slice::<T>().map(<[T]>::to_vec)).map_err(|e| e.to_string())
+}
+
 fn from_tract(tensor: &tp::Tensor) -> Result<Tensor, String> {
     let shape = tensor.shape().to_vec();
     let made = match tensor.datum_type() {
-        tp::DatumType::I64 => Tensor::from_i64(shape, tensor.try_as_plain_ram().and_then(|v| v.as_slice::<i64>().map(<[i64]>::to_vec)).map_err(|e| e.to_string())?),
-        tp::DatumType::Bool => {
-            Tensor::from_bool(shape, tensor.try_as_plain_ram().and_then(|v| v.as_slice::<bool>().map(<[bool]>::to_vec)).map_err(|e| e.to_string())?)
-        }
-        _ => {
-            let f = tensor.cast_to::<f32>().map_err(|e| e.to_string())?;
-            Tensor::from_f32(shape, f.try_as_plain_ram().and_then(|v| v.as_slice::<f32>().map(<[f32]>::to_vec)).map_err(|e| e.to_string())?)
-        }
+        tp::DatumType::I64 => Tensor::from_i64(shape, plain::<i64>(tensor)?),
+        tp::DatumType::Bool => Tensor::from_bool(shape, plain::<bool>(tensor)?),
+        _ => Tensor::from_f32(shape, plain::<f32>(&tensor.cast_to::<f32>().map_err(|e| e.to_string())?)?),
     };
     made.map_err(|e| e.to_string())
 }
