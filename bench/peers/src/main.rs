@@ -178,7 +178,10 @@ fn from_tract(tensor: &tp::Tensor) -> Result<Tensor, String> {
     let made = match tensor.datum_type() {
         tp::DatumType::I64 => Tensor::from_i64(shape, plain::<i64>(tensor)?),
         tp::DatumType::Bool => Tensor::from_bool(shape, plain::<bool>(tensor)?),
-        _ => Tensor::from_f32(shape, plain::<f32>(&tensor.cast_to::<f32>().map_err(|e| e.to_string())?)?),
+        _ => {
+            let cast = tensor.cast_to::<f32>().map_err(|e| e.to_string())?;
+            Tensor::from_f32(shape, plain::<f32>(&cast)?)
+        }
     };
     made.map_err(|e| e.to_string())
 }
