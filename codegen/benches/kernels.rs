@@ -121,11 +121,16 @@ fn one_op_graph(name: &str, op: Op, shape: &[usize], weights: &[(&str, Tensor)])
 
 fn softmax(c: &mut Criterion) {
     let mut g = c.benchmark_group("softmax");
-    for len in [4096usize, 1 << 20] {
+    for len in [4096usize, 1 << 20, 1 << 23] {
         let x = Tensor::from_f32([1, len], data(len, 3).iter().map(|v| v * 20.0).collect()).unwrap();
         let (graph, weights) = one_op_graph("sm", Op::Softmax { axis: -1 }, &[1, len], &[]);
         g.throughput(Throughput::Bytes((8 * len) as u64)); // one read and one write of each float
-        for (algo, label) in [(SoftmaxAlgo::TwoPass, "two_pass"), (SoftmaxAlgo::ThreePass, "three_pass")] {
+        let algos = [
+            (SoftmaxAlgo::TwoPass, "two_pass"),
+            (SoftmaxAlgo::ThreePass, "three_pass"),
+            (SoftmaxAlgo::ThreePassStored, "three_pass_stored"),
+        ];
+        for (algo, label) in algos {
             let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: algo }).unwrap();
             g.bench_function(format!("{label}_{len}"), |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
         }

@@ -48,14 +48,14 @@ pub struct CodegenOptions {
     /// Threads per run (the caller's thread plus `threads − 1` pool workers). Results are
     /// deterministic for a given count.
     pub threads: usize,
-    /// Softmax kernels: [`SoftmaxAlgo::Auto`] (the default) picks by row length.
+    /// Softmax kernels (default: [`SoftmaxAlgo::ThreePassStored`]).
     pub softmax: SoftmaxAlgo,
 }
 
 impl Default for CodegenOptions {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        CodegenOptions { threads, softmax: SoftmaxAlgo::Auto }
+        CodegenOptions { threads, softmax: SoftmaxAlgo::ThreePassStored }
     }
 }
 

@@ -147,7 +147,7 @@ proptest! {
     fn softmax_rows(s in prop::collection::vec(1usize..40, 1..4), seed in any::<u64>(), scale in 0.1f32..30.0) {
         let mut rng = XRng(seed | 1);
         let x = rng.tensor(&s, -scale, scale);
-        for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
+        for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass, SoftmaxAlgo::ThreePassStored] {
             for op in [Op::Softmax { axis: -1 }, Op::LogSoftmax { axis: -1 }] {
                 // The last axis (row kernel) and the first (transposed around the kernel).
                 let mut spec = Spec::new();
@@ -468,7 +468,7 @@ fn softmax_with_masks() {
         ],
     )
     .unwrap();
-    for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
+    for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass, SoftmaxAlgo::ThreePassStored] {
         let mut spec = Spec::new();
         spec.input("x", x.clone()).node("sm", Op::Softmax { axis: 1 }, &["x"], &["y"]).output("y");
         check_with(&spec, Tol { abs: 1e-7, rel: 1e-5 }, &CodegenOptions { threads: 1, softmax: algo });
