@@ -89,7 +89,8 @@ pub enum StepKind {
 
 /// Attention one block of query rows at a time: per (output batch, block of `block` query rows),
 /// S = scale·Q_blk·Kt (GEMM into the worker's own scratch slot), S += bias (generated kernel), S ←
-/// softmax(S) (the generated row kernel, in place), out_blk = S·V (GEMM). The full score matrix
+/// softmax(S) (generated row kernel, in place, one exp per score: `rows::softmax_stored`),
+/// out_blk = S·V (GEMM). The full score matrix
 /// never exists; a block is sized to stay in L2 while the three passes read it.
 #[derive(Debug, Clone)]
 pub struct AttentionSpec {
@@ -1161,8 +1162,11 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
         }
         None => None,
     };
+    // The block is in cache: the softmax that stores its exponentials (one exp per score) beats
+    // either streaming algorithm; it keeps the chosen algorithm's treatment of huge and fully
+    // masked logits.
     let sname = cx.kname(&name, "attn_softmax");
-    rows::softmax(cx.jit, &sname, lk, cx.softmax, false).map_err(|e| internal(&name, e))?;
+    rows::softmax_stored(cx.jit, &sname, lk, cx.softmax == SoftmaxAlgo::TwoPass).map_err(|e| internal(&name, e))?;
     cx.kernel_labels.push(sname);
     let softmax_kernel = cx.kernel_labels.len() - 1;
     let slots = cx.threads.max(1);

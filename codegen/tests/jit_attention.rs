@@ -191,3 +191,56 @@ fn vector_q_or_kt_keeps_the_unblocked_plan() {
     let exe = check_with(&spec, tol(7), &opts(1, SoftmaxAlgo::TwoPass));
     assert_eq!(steps(&exe), 4, "{}", exe.schedule_text());
 }
+
+/// A fully masked query row (bias −∞ on every key) behaves as the chosen softmax algorithm does
+/// on the unfused graph: uniform weights (the mean of V's rows) with TwoPass, NaN with ThreePass
+/// (as the reference). The block holding that row also holds ordinary rows, which must match.
+#[test]
+fn fully_masked_rows_follow_the_softmax_algorithm() {
+    let (lq, lk, d, dv) = (20, 3001, 4, 3);
+    let mut rng = XRng(3);
+    let mut b = rng.tensor(&[lq, lk], -1.0, 1.0).as_f32().unwrap().to_vec();
+    b[5 * lk..6 * lk].fill(f32::NEG_INFINITY);
+    let bias = Tensor::from_f32(vec![lq, lk], b).unwrap();
+    let (q, kt, v) =
+        (rng.tensor(&[lq, d], -1.0, 1.0), rng.tensor(&[d, lk], -1.0, 1.0), rng.tensor(&[lk, dv], -1.0, 1.0));
+    let mut fused = Spec::new();
+    fused
+        .input("q", q.clone())
+        .input("kt", kt.clone())
+        .input("v", v.clone())
+        .input("bias", bias.clone())
+        .node("att", Op::Attention { scale: 0.5 }, &["q", "kt", "v", "bias"], &["y"])
+        .output("y");
+    let mut plain = Spec::new();
+    plain
+        .input("q", q)
+        .input("kt", kt)
+        .input("v", v)
+        .input("bias", bias)
+        .weight("s", Tensor::scalar_f32(0.5))
+        .node("qk", Op::MatMul, &["q", "kt"], &["qk"])
+        .node("sc", Op::Binary(kiln_ir::BinaryOp::Mul), &["qk", "s"], &["sc"])
+        .node("add", Op::Binary(kiln_ir::BinaryOp::Add), &["sc", "bias"], &["sb"])
+        .node("sm", Op::Softmax { axis: -1 }, &["sb"], &["p"])
+        .node("pv", Op::MatMul, &["p", "v"], &["y"])
+        .output("y");
+    for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
+        let run = |spec: &Spec| {
+            let exe = compile_spec(spec, &opts(2, algo));
+            let (g, _) = spec.build();
+            let ins = kiln_ir::eval::check_inputs(&g, &spec.inputs).unwrap();
+            exe.run(&ins).unwrap().remove(0)
+        };
+        let (got, want) = (run(&fused), run(&plain));
+        let (TensorData::F32(g), TensorData::F32(w)) = (got.data(), want.data()) else { panic!("f32 outputs") };
+        for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
+            let masked = i / dv == 5;
+            if masked && algo == SoftmaxAlgo::ThreePass {
+                assert!(a.is_nan() && b.is_nan(), "{algo:?} [{i}]: {a} vs {b}");
+            } else {
+                assert!(a.is_finite() && (a - b).abs() <= tol(lk).abs + 1e-5 * b.abs(), "{algo:?} [{i}]: {a} vs {b}");
+            }
+        }
+    }
+}

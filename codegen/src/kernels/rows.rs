@@ -1,6 +1,7 @@
 //! Row kernels: one row of `n` contiguous f32 per iteration, rows split across threads.
-//! Softmax (two-pass and three-pass), LogSoftmax, LayerNorm, RMSNorm, and reductions over
-//! contiguous rows or over a strided middle axis.
+//! Softmax (two-pass, three-pass, and one that stores its exponentials for rows in cache),
+//! LogSoftmax, LayerNorm, RMSNorm, and reductions over contiguous rows or over a strided middle
+//! axis.
 //!
 //! Reductions accumulate in f32 with two f32x4 accumulators (eight partial sums) and a pairwise
 //! horizontal fold; the reference accumulates in f64, so tests allow ≈ n·2⁻²⁴ relative to Σ|x|.
@@ -278,6 +279,61 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
         } else {
             two_pass(b, feat, xr, yr, n);
         }
+    })
+}
+
+/// Softmax for rows that stay in cache (attention's score blocks): the row max, then
+/// e = exp(x − max) stored to `y` while it is summed, then y ·= 1/Σe. One exp per element where
+/// [`softmax`] computes two, for one more read and write of the row, which is cheap from L1/L2.
+/// With `clamp` the logits are first clamped to [−1e5, 1e5] as [`SoftmaxAlgo::TwoPass`] does (a
+/// row entirely below −1e5, e.g. fully masked with −∞, comes out uniform); without, a fully −∞
+/// row gives NaN as [`SoftmaxAlgo::ThreePass`] and the reference do. `y` may be `x` (in place).
+pub fn softmax_stored(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(), String> {
+    row_kernel(jit, name, n, n, 0, move |b, feat, r| {
+        let (xr, yr) = (r.x, r.y);
+        let mut m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
+        if clamp {
+            // max of the clamped row = the clamped max.
+            m = scalar(b, feat, |l| clamp_logit(l, m));
+        }
+        let vacc = b.declare_var(types::F32X4);
+        let sacc = b.declare_var(types::F32);
+        let (zv, zs) = {
+            let zv = Lanes::new(b, true, feat.fma).c(0.0);
+            let zs = Lanes::new(b, false, feat.fma).c(0.0);
+            (zv, zs)
+        };
+        b.def_var(vacc, zv);
+        b.def_var(sacc, zs);
+        inner_loop(b, n, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let acc = b.use_var(if vector { vacc } else { sacc });
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let v = if clamp { clamp_logit(&mut l, v) } else { v };
+            let ms = l.splat(m);
+            let d = l.sub(v, ms);
+            let e = l.exp(d);
+            let acc = l.add(acc, e);
+            store(b, e, yr, i);
+            b.def_var(if vector { vacc } else { sacc }, acc);
+        });
+        let va = b.use_var(vacc);
+        let sa = b.use_var(sacc);
+        let inv = {
+            let mut l = Lanes::new(b, true, feat.fma);
+            let h = l.hsum(va);
+            let mut l = Lanes::new(b, false, feat.fma);
+            let sum = l.add(h, sa);
+            let one = l.c(1.0);
+            l.div(one, sum)
+        };
+        inner_loop(b, n, &|b, vector, i| {
+            let e = load(b, vector, yr, i);
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let is = l.splat(inv);
+            let y = l.mul(e, is);
+            store(b, y, yr, i);
+        });
     })
 }
 
