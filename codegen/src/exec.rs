@@ -411,9 +411,10 @@ impl Executable {
         let job = move |c: usize| {
             let (u0, u1) = chunk(units, threads, c);
             let (lq, lk, d, dv, block) = (spec.lq, spec.lk, spec.d, spec.dv, spec.block);
-            // SAFETY: the scratch buffer holds `slots` slots of block·lk floats and c < threads ≤
-            // slots, so this chunk's slot is its own.
-            let s = unsafe { (p.0[1] as *mut f32).add(c * block * lk) };
+            // SAFETY: the scratch buffer holds `slots` slots of slot_len floats and c < threads ≤
+            // slots, so this chunk's slot is its own: scores [block, lk], then `block` factors.
+            let s = unsafe { (p.0[1] as *mut f32).add(c * AttentionSpec::slot_len(block, lk)) };
+            let inv = unsafe { s.add(block * lk) };
             for u in u0..u1 {
                 let (b, row0) = (u / blocks, (u % blocks) * block);
                 let r = block.min(lq - row0);
@@ -449,7 +450,8 @@ impl Executable {
                 // [rows, cols] at its offset (rows of bias_row_stride elements), the output of
                 // batches·lq·dv floats. Rows [row0, row0 + r) ⊂ [0, lq); the kernels were generated
                 // for rows of lk (bias kernel: block rows) and run over r ≤ block rows of the
-                // slot. Units write disjoint output rows; the slot is this chunk's own.
+                // slot (softmax: r ≤ block factors after the scores). Units write disjoint output
+                // rows; the slot is this chunk's own.
                 unsafe {
                     let q = (p.0[2] as *const f32).add(qo + row0 * d);
                     let kt = (p.0[3] as *const f32).add(ko);
@@ -459,11 +461,16 @@ impl Executable {
                         let args = [s as *mut u8, s as *mut u8, bp as *mut u8];
                         f(args.as_ptr(), 0, r as i64);
                     }
-                    let args = [s as *mut u8, s as *mut u8];
+                    let args = [s as *mut u8, s as *mut u8, inv as *mut u8];
                     softmax(args.as_ptr(), 0, r as i64);
                     let v = (p.0[4] as *const f32).add(vo);
                     let out = (p.0[0] as *mut f32).add((b * lq + row0) * dv);
                     pv.run(s, v, out);
+                    let out = std::slice::from_raw_parts_mut(out, r * dv);
+                    let inv = std::slice::from_raw_parts(inv, r);
+                    for (row, &k) in out.chunks_exact_mut(dv).zip(inv) {
+                        row.iter_mut().for_each(|x| *x *= k);
+                    }
                 }
             }
         };

@@ -88,9 +88,10 @@ pub enum StepKind {
 }
 
 /// Attention one block of query rows at a time: per (output batch, block of `block` query rows),
-/// S = scale·Q_blk·Kt (GEMM into the worker's own scratch slot), S += bias (generated kernel), S ←
-/// softmax(S) (generated row kernel, in place, one exp per score: `rows::softmax_stored`),
-/// out_blk = S·V (GEMM). The full score matrix
+/// S = scale·Q_blk·Kt (GEMM into the worker's own scratch slot), S += bias (generated kernel),
+/// E = exp(S − rowmax S) in place and 1/ΣE per row (generated row kernel, one exp per score:
+/// `rows::softmax_exp`), out_blk = E·V (GEMM), each output row ·= its 1/ΣE (dv multiplies per row
+/// instead of Lk for normalising the probabilities). The full score matrix
 /// never exists; a block is sized to stay in L2 while the three passes read it.
 #[derive(Debug, Clone)]
 pub struct AttentionSpec {
@@ -110,11 +111,18 @@ pub struct AttentionSpec {
     /// Row stride of V in elements (dv, or 1 for a 1-D V).
     pub v_rs: usize,
     /// Generated kernels: S + bias over block rows (args [S, S, bias block]), and the softmax
-    /// row kernel over rows of lk (args [S, S]).
+    /// row kernel over rows of lk (args [S, S, row factors]).
     pub bias_kernel: Option<usize>,
     pub softmax_kernel: usize,
-    /// Scratch slots (one per thread the plan was made for), each block·lk floats.
+    /// Scratch slots (one per thread the plan was made for), each [`AttentionSpec::slot_len`]
+    /// floats: the [block, lk] scores, then the block's `block` row factors 1/ΣE.
     pub slots: usize,
+}
+
+impl AttentionSpec {
+    pub fn slot_len(block: usize, lk: usize) -> usize {
+        block * lk + block
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1166,7 +1174,7 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
     // either streaming algorithm; it keeps the chosen algorithm's treatment of huge and fully
     // masked logits.
     let sname = cx.kname(&name, "attn_softmax");
-    rows::softmax_stored(cx.jit, &sname, lk, cx.softmax == SoftmaxAlgo::TwoPass).map_err(|e| internal(&name, e))?;
+    rows::softmax_exp(cx.jit, &sname, lk, cx.softmax == SoftmaxAlgo::TwoPass).map_err(|e| internal(&name, e))?;
     cx.kernel_labels.push(sname);
     let softmax_kernel = cx.kernel_labels.len() - 1;
     let slots = cx.threads.max(1);
@@ -1185,7 +1193,7 @@ fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
         slots,
     };
     let dst = cx.out_buf(out_v);
-    let scratch = cx.new_buf(&TensorType::f32([slots * block * lk]));
+    let scratch = cx.new_buf(&TensorType::f32([slots * AttentionSpec::slot_len(block, lk)]));
     let mut args = vec![dst, scratch];
     for v in &ins {
         args.push(cx.input(*v, &name)?);

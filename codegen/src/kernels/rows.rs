@@ -282,14 +282,16 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
     })
 }
 
-/// Softmax for rows that stay in cache (attention's score blocks): the row max, then
-/// e = exp(x − max) stored to `y` while it is summed, then y ·= 1/Σe. One exp per element where
-/// [`softmax`] computes two, for one more read and write of the row, which is cheap from L1/L2.
-/// With `clamp` the logits are first clamped to [−1e5, 1e5] as [`SoftmaxAlgo::TwoPass`] does (a
-/// row entirely below −1e5, e.g. fully masked with −∞, comes out uniform); without, a fully −∞
-/// row gives NaN as [`SoftmaxAlgo::ThreePass`] and the reference do. `y` may be `x` (in place).
-pub fn softmax_stored(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(), String> {
-    row_kernel(jit, name, n, n, 0, move |b, feat, r| {
+/// Softmax without its final division, for rows that stay in cache (attention's score blocks):
+/// the row max, then e = exp(x − max) written to `y` while it is summed, and 1/Σe written to
+/// `inv[row]`; the caller applies the factor (attention scales the much shorter ·V output rows
+/// instead of the probabilities). One exp per element where [`softmax`] computes two, for one
+/// more read and write of the row, which is cheap from L1/L2. Arguments: `[y, x, inv]`; `y` may
+/// be `x` (in place). With `clamp` the logits are first clamped to [−1e5, 1e5] as
+/// [`SoftmaxAlgo::TwoPass`] does (a row entirely below −1e5, e.g. fully masked with −∞, comes out
+/// uniform); without, a fully −∞ row gives NaN as [`SoftmaxAlgo::ThreePass`] and the reference do.
+pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(), String> {
+    row_kernel(jit, name, n, n, 1, move |b, feat, r| {
         let (xr, yr) = (r.x, r.y);
         let mut m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
         if clamp {
@@ -327,13 +329,7 @@ pub fn softmax_stored(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Resul
             let one = l.c(1.0);
             l.div(one, sum)
         };
-        inner_loop(b, n, &|b, vector, i| {
-            let e = load(b, vector, yr, i);
-            let mut l = Lanes::new(b, vector, feat.fma);
-            let is = l.splat(inv);
-            let y = l.mul(e, is);
-            store(b, y, yr, i);
-        });
+        store(b, inv, r.params[0], r.row);
     })
 }
 
