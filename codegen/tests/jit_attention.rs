@@ -244,3 +244,27 @@ fn fully_masked_rows_follow_the_softmax_algorithm() {
         }
     }
 }
+
+/// A NaN score makes its whole query row NaN, as in the reference, wherever it sits in the row
+/// (first key, a middle key, the scalar tail) and under both softmax algorithms; other rows of
+/// the same block are unaffected.
+#[test]
+fn nan_scores_poison_their_row_only() {
+    let (lq, lk) = (19, 2503);
+    let mut rng = XRng(5);
+    let mut b = rng.tensor(&[lq, lk], -1.0, 1.0).as_f32().unwrap().to_vec();
+    for (row, col) in [(0, 0), (3, 1200), (17, lk - 1)] {
+        b[row * lk + col] = f32::NAN;
+    }
+    let mut spec = Spec::new();
+    spec.input("q", rng.tensor(&[2, lq, 6], -1.0, 1.0))
+        .input("kt", rng.tensor(&[2, 6, lk], -1.0, 1.0))
+        .weight("v", rng.tensor(&[lk, 5], -1.0, 1.0))
+        .input("bias", Tensor::from_f32(vec![lq, lk], b).unwrap())
+        .node("att", Op::Attention { scale: 0.3 }, &["q", "kt", "v", "bias"], &["y"])
+        .output("y");
+    for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
+        // check_with requires NaN exactly where the reference has NaN.
+        check_with(&spec, tol(lk), &opts(2, algo));
+    }
+}

@@ -9,6 +9,7 @@
 use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
 use crate::vmath::Lanes;
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::ReduceKind;
@@ -293,7 +294,9 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
 pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(), String> {
     row_kernel(jit, name, n, n, 1, move |b, feat, r| {
         let (xr, yr) = (r.x, r.y);
-        let mut m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
+        // The max may skip NaNs (a compare and a blend instead of IEEE max): a NaN score makes
+        // its exponential, hence the row's sum and factor, NaN anyway, as in the reference.
+        let mut m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max_skip_nan);
         if clamp {
             // max of the clamped row = the clamped max.
             m = scalar(b, feat, |l| clamp_logit(l, m));
@@ -314,7 +317,7 @@ pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(
             let v = if clamp { clamp_logit(&mut l, v) } else { v };
             let ms = l.splat(m);
             let d = l.sub(v, ms);
-            let e = l.exp(d);
+            let e = exp_nonpos(&mut l, d);
             let acc = l.add(acc, e);
             store(b, e, yr, i);
             b.def_var(if vector { vacc } else { sacc }, acc);
@@ -331,6 +334,23 @@ pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(
         };
         store(b, inv, r.params[0], r.row);
     })
+}
+
+fn max_skip_nan(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.max_no_nan(a, b)
+}
+
+/// eᵈ for d ≤ 0, −∞ or NaN (a score minus its row max): the reduced form times one 2ⁿ, flushed to
+/// 0 below 2⁻¹²⁶ (e⁻⁸⁷, nothing next to the max's own term 1 in the sum); NaN stays NaN. Cheaper
+/// than `Lanes::exp`, which also handles overflow and the subnormal range.
+fn exp_nonpos(l: &mut Lanes, d: Value) -> Value {
+    // Keeps n = round(d·log2 e) in [−150, 0] (−∞ included); a NaN compares false and stays.
+    let lo = l.c(-104.0);
+    let below = l.cmp(FloatCC::LessThan, d, lo);
+    let d = l.sel(below, lo, d);
+    let (p, n) = l.exp_parts(d);
+    let s = l.pow2_nonpos(n);
+    l.mul(p, s)
 }
 
 fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
