@@ -414,6 +414,7 @@ impl Executable {
             // SAFETY: the scratch buffer holds `slots` slots of slot_len floats and c < threads ≤
             // slots, so this chunk's slot is its own: scores [block, lk], then `block` factors.
             let s = unsafe { (p.0[1] as *mut f32).add(c * AttentionSpec::slot_len(block, lk)) };
+            // SAFETY: the factors follow the scores inside the same slot.
             let inv = unsafe { s.add(block * lk) };
             for u in u0..u1 {
                 let (b, row0) = (u / blocks, (u % blocks) * block);
