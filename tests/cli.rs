@@ -203,11 +203,13 @@ fn compile_emits_ir_dot_and_stats() {
 
 #[test]
 fn optimised_and_unoptimised_runs_agree() {
-    // The summary lines print six decimals; folding BN into the Gemms changes the rounding of the
-    // last float32 bits only, far below that.
+    // The summary lines print six decimals; folding BN into the Gemms (or fusing attention) changes
+    // the rounding of the last float32 bits only, far below that. A statistic that rounds to zero
+    // (a LayerNorm output's mean) may print with either sign, which is not a difference.
+    let zero_sign = |s: String| s.replace("=-0.000000", "=0.000000");
     for model in ["models/mlp_bn.json", "models/transformer_block.json"] {
-        let o0 = stdout(&kiln(&["run", model, "-O0"]));
-        let o2 = stdout(&kiln(&["run", model, "-O2"]));
+        let o0 = zero_sign(stdout(&kiln(&["run", model, "-O0"])));
+        let o2 = zero_sign(stdout(&kiln(&["run", model, "-O2"])));
         assert!(!o0.is_empty());
         assert_eq!(o0, o2, "{model}");
     }

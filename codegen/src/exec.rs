@@ -8,7 +8,7 @@
 
 use crate::host::GemmCall;
 use crate::jit::{CodeMemory, KernelFn};
-use crate::lower::{ConvSpec, Lowered, Place, StepKind, WeightData};
+use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind, WeightData};
 use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
 use kiln_ir::{DType, Error, Tensor, TensorType};
@@ -119,6 +119,12 @@ impl Executable {
                 StepKind::BoolInput(_) => "bool input".to_string(),
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
+                StepKind::Attention(a) => format!(
+                    "attention ({} blocks of ≤ {} rows × {} keys)",
+                    a.batches.len() * a.lq.div_ceil(a.block),
+                    a.block,
+                    a.lk
+                ),
             };
             steps.push((what, st.label.clone()));
         }
@@ -241,6 +247,7 @@ impl Executable {
                     self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?;
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
+                StepKind::Attention(spec) => self.attention(spec, Ptrs(ptrs)).map_err(fail)?,
             }
             if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
                 times.push(start.elapsed());
@@ -386,6 +393,89 @@ impl Executable {
                             call.run(w, b, dst);
                         }
                         t0 = t1;
+                    }
+                }
+            }
+        };
+        self.split(threads, job)
+    }
+
+    /// Blocked attention: units are (output batch, block of query rows), split into contiguous
+    /// runs across the pool; each unit is computed entirely by one thread in that thread's scratch
+    /// slot with a block size fixed at compile time, so the result does not depend on which
+    /// thread ran which unit.
+    fn attention(&self, spec: &Arc<AttentionSpec>, ptrs: Ptrs) -> Result<(), &'static str> {
+        let blocks = spec.lq.div_ceil(spec.block);
+        let units = spec.batches.len() * blocks;
+        let small = spec.batches.len() * spec.lq * spec.lk * (spec.d + spec.dv) < PARALLEL_MIN_ELEMS;
+        let threads = if small { 1 } else { self.pool.threads().min(units).min(spec.slots).max(1) };
+        let softmax = self.kernels[spec.softmax_kernel];
+        let bias = spec.bias_kernel.map(|f| self.kernels[f]);
+        let spec = Arc::clone(spec);
+        let p = Arc::new(ptrs);
+        let job = move |c: usize| {
+            let (u0, u1) = chunk(units, threads, c);
+            let (lq, lk, d, dv, block) = (spec.lq, spec.lk, spec.d, spec.dv, spec.block);
+            // SAFETY: the scratch buffer holds `slots` slots of slot_len floats and c < threads ≤
+            // slots, so this chunk's slot is its own: scores [block, lk], then `block` factors.
+            let s = unsafe { (p.0[1] as *mut f32).add(c * AttentionSpec::slot_len(block, lk)) };
+            // SAFETY: the factors follow the scores inside the same slot.
+            let inv = unsafe { s.add(block * lk) };
+            for u in u0..u1 {
+                let (b, row0) = (u / blocks, (u % blocks) * block);
+                let r = block.min(lq - row0);
+                let [qo, ko, vo, bo] = spec.batches[b];
+                let scores = GemmCall {
+                    m: r,
+                    n: lk,
+                    k: d,
+                    a_rs: d as isize,
+                    a_cs: 1,
+                    b_rs: lk as isize,
+                    b_cs: 1,
+                    d_rs: lk as isize,
+                    alpha: spec.scale,
+                    beta: 0.0,
+                    accumulate: false,
+                };
+                let pv = GemmCall {
+                    m: r,
+                    n: dv,
+                    k: lk,
+                    a_rs: lk as isize,
+                    a_cs: 1,
+                    b_rs: spec.v_rs as isize,
+                    b_cs: 1,
+                    d_rs: dv as isize,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    accumulate: false,
+                };
+                // SAFETY: the plan sized every operand from the graph's types: Q [.., lq, d],
+                // Kt [.., d, lk], V [.., lk, dv] at the batch offsets of `batches`, the bias matrix
+                // [rows, cols] at its offset (rows of bias_row_stride elements), the output of
+                // batches·lq·dv floats. Rows [row0, row0 + r) ⊂ [0, lq); the kernels were generated
+                // for rows of lk (bias kernel: block rows) and run over r ≤ block rows of the
+                // slot (softmax: r ≤ block factors after the scores). Units write disjoint output
+                // rows; the slot is this chunk's own.
+                unsafe {
+                    let q = (p.0[2] as *const f32).add(qo + row0 * d);
+                    let kt = (p.0[3] as *const f32).add(ko);
+                    scores.run(q, kt, s);
+                    if let Some(f) = bias {
+                        let bp = (p.0[5] as *mut f32).add(bo + row0 * spec.bias_row_stride);
+                        let args = [s as *mut u8, s as *mut u8, bp as *mut u8];
+                        f(args.as_ptr(), 0, r as i64);
+                    }
+                    let args = [s as *mut u8, s as *mut u8, inv as *mut u8];
+                    softmax(args.as_ptr(), 0, r as i64);
+                    let v = (p.0[4] as *const f32).add(vo);
+                    let out = (p.0[0] as *mut f32).add((b * lq + row0) * dv);
+                    pv.run(s, v, out);
+                    let out = std::slice::from_raw_parts_mut(out, r * dv);
+                    let inv = std::slice::from_raw_parts(inv, r);
+                    for (row, &k) in out.chunks_exact_mut(dv).zip(inv) {
+                        row.iter_mut().for_each(|x| *x *= k);
                     }
                 }
             }

@@ -1,6 +1,7 @@
 //! Row kernels: one row of `n` contiguous f32 per iteration, rows split across threads.
-//! Softmax (two-pass and three-pass), LogSoftmax, LayerNorm, RMSNorm, and reductions over
-//! contiguous rows or over a strided middle axis.
+//! Softmax (two-pass, three-pass, and one that stores its exponentials for rows in cache),
+//! LogSoftmax, LayerNorm, RMSNorm, and reductions over contiguous rows or over a strided middle
+//! axis.
 //!
 //! Reductions accumulate in f32 with two f32x4 accumulators (eight partial sums) and a pairwise
 //! horizontal fold; the reference accumulates in f64, so tests allow ≈ n·2⁻²⁴ relative to Σ|x|.
@@ -8,6 +9,7 @@
 use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
 use crate::vmath::Lanes;
+use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
 use cranelift_frontend::{FunctionBuilder, Variable};
 use kiln_ir::ReduceKind;
@@ -322,7 +324,7 @@ fn exp_store_sum(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Val
         let a = b.use_var(acc);
         let mut l = Lanes::new(b, true, feat.fma);
         let d = l.sub(x, ms);
-        let e = l.exp(d);
+        let e = exp_nonpos(&mut l, d);
         let r = l.add(a, e);
         store(b, e, yr, i);
         b.def_var(acc, r);
@@ -350,12 +352,82 @@ fn exp_store_sum(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Val
         let x = b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
         let mut l = Lanes::new(b, false, feat.fma);
         let d = l.sub(x, m);
-        let e = l.exp(d);
+        let e = exp_nonpos(&mut l, d);
         b.ins().store(flags(), e, yr, (k * 4) as i32);
         let mut l = Lanes::new(b, false, feat.fma);
         s = l.add(s, e);
     }
     s
+}
+
+/// Softmax without its final division, for rows that stay in cache (attention's score blocks):
+/// the row max, then e = exp(x − max) written to `y` while it is summed, and 1/Σe written to
+/// `inv[row]`; the caller applies the factor (attention scales the much shorter ·V output rows
+/// instead of the probabilities). One exp per element where [`softmax`] computes two, for one
+/// more read and write of the row, which is cheap from L1/L2. Arguments: `[y, x, inv]`; `y` may
+/// be `x` (in place). With `clamp` the logits are first clamped to [−1e5, 1e5] as
+/// [`SoftmaxAlgo::TwoPass`] does (a row entirely below −1e5, e.g. fully masked with −∞, comes out
+/// uniform); without, a fully −∞ row gives NaN as [`SoftmaxAlgo::ThreePass`] and the reference do.
+pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(), String> {
+    row_kernel(jit, name, n, n, 1, move |b, feat, r| {
+        let (xr, yr) = (r.x, r.y);
+        // The max may skip NaNs (a compare and a blend instead of IEEE max): a NaN score makes
+        // its exponential, hence the row's sum and factor, NaN anyway, as in the reference.
+        let mut m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max_skip_nan);
+        if clamp {
+            // max of the clamped row = the clamped max.
+            m = scalar(b, feat, |l| clamp_logit(l, m));
+        }
+        let vacc = b.declare_var(types::F32X4);
+        let sacc = b.declare_var(types::F32);
+        let (zv, zs) = {
+            let zv = Lanes::new(b, true, feat.fma).c(0.0);
+            let zs = Lanes::new(b, false, feat.fma).c(0.0);
+            (zv, zs)
+        };
+        b.def_var(vacc, zv);
+        b.def_var(sacc, zs);
+        inner_loop(b, n, &|b, vector, i| {
+            let v = load(b, vector, xr, i);
+            let acc = b.use_var(if vector { vacc } else { sacc });
+            let mut l = Lanes::new(b, vector, feat.fma);
+            let v = if clamp { clamp_logit(&mut l, v) } else { v };
+            let ms = l.splat(m);
+            let d = l.sub(v, ms);
+            let e = exp_nonpos(&mut l, d);
+            let acc = l.add(acc, e);
+            store(b, e, yr, i);
+            b.def_var(if vector { vacc } else { sacc }, acc);
+        });
+        let va = b.use_var(vacc);
+        let sa = b.use_var(sacc);
+        let inv = {
+            let mut l = Lanes::new(b, true, feat.fma);
+            let h = l.hsum(va);
+            let mut l = Lanes::new(b, false, feat.fma);
+            let sum = l.add(h, sa);
+            let one = l.c(1.0);
+            l.div(one, sum)
+        };
+        store(b, inv, r.params[0], r.row);
+    })
+}
+
+fn max_skip_nan(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.max_no_nan(a, b)
+}
+
+/// eᵈ for d ≤ 0, −∞ or NaN (a score minus its row max): the reduced form times one 2ⁿ, flushed to
+/// 0 below 2⁻¹²⁶ (e⁻⁸⁷, nothing next to the max's own term 1 in the sum); NaN stays NaN. Cheaper
+/// than `Lanes::exp`, which also handles overflow and the subnormal range.
+fn exp_nonpos(l: &mut Lanes, d: Value) -> Value {
+    // Keeps n = round(d·log2 e) in [−150, 0] (−∞ included); a NaN compares false and stays.
+    let lo = l.c(-104.0);
+    let below = l.cmp(FloatCC::LessThan, d, lo);
+    let d = l.sel(below, lo, d);
+    let (p, n) = l.exp_parts(d);
+    let s = l.pow2_nonpos(n);
+    l.mul(p, s)
 }
 
 fn clamp_logit(l: &mut Lanes, v: Value) -> Value {
