@@ -61,7 +61,7 @@ def main():
     bench_models = sorted(models_dir.glob("*_bench.json"))
     jit_configs = [(0, 1), (0, 2), (2, 1), (2, 2)]
     rows = []
-    for model in bench_models[:1] if os.environ.get("QUICK") else bench_models:
+    for model in bench_models:
         print(f"{model.name} ...", file=sys.stderr, flush=True)
         interp = bench(model, "interp", 0, None, args.interp_iters)
         jit = {cfg: bench(model, "jit", cfg[0], cfg[1], args.iters) for cfg in jit_configs}
