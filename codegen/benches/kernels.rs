@@ -1,19 +1,10 @@
-//! Kernel benchmarks: GEMM 512³ (kiln's GEMM path = the `gemm` crate through `host::GemmCall`,
-//! the Cranelift 4×8 micro-kernel, `matrixmultiply`), softmax two-pass vs three-pass on one row
-//! of 4096 and of 1 048 576, and a fused elementwise chain. Single-threaded unless named.
+//! Kernel benchmarks: this core's measured fp32 peak; GEMM 512³ (kiln's MatMul plan step at 1 and 2
+//! threads, the `gemm` crate directly, the Cranelift 4×8 micro-kernel, `matrixmultiply`); softmax
+//! two-pass, classic three-pass and stored three-pass on rows of 4 Ki, 1 Mi and 8 Mi floats;
+//! LayerNorm vs RMSNorm on [4096, 768]; memcpy baselines of the same sizes; a GELU chain.
 //!
-//! Run: `CARGO_TARGET_DIR=/work/target-shared cargo bench -p kiln-codegen --bench kernels`
-//! (`-- --test` runs each once, for CI).
-//!
-//! Measured 2026-11-27 on the shared 2-core EPYC (load average ≈ 6.7, so absolute numbers are
-//! inflated; ratios are what count), medians:
-//! - gemm512: `gemm` crate 4.99 ms (54 GFLOP/s), Cranelift 4×8 kernel 12.9 ms (21 GFLOP/s),
-//!   matrixmultiply (threading feature) 4.14 ms. The plan therefore calls the `gemm` crate;
-//!   kiln's generated code does the fusion around it (epilogues).
-//! - softmax one row: 4096 — two-pass 36.7 µs, three-pass 44.0 µs; 1 048 576 — two-pass
-//!   7.90 ms, three-pass 12.9 ms (run() overhead included: input check, output copy).
-//! - Gelu(erf) on 1M elements: 4.3–8.7 ms depending on machine load (1 and 2 threads alike, so
-//!   the second core was busy).
+//! Run: `cargo bench -p kiln-codegen --bench kernels` (`-- --test` runs each once). The numbers
+//! and what they mean are in docs/benchmarks.md ("The JIT").
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln_codegen::host::GemmCall;
