@@ -23,8 +23,18 @@ DOC = ROOT / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- jit-models:begin -->", "<!-- jit-models:end -->"
 
 
+def zoo_inputs(model):
+    """`--input` flags for the zoo's committed inputs (models/NAME/inputs/*.npy), where there are
+    any: some models only accept meaningful inputs (regionnorm_block's mask must be 0/1)."""
+    flags = []
+    for f in sorted((model.parent / model.stem / "inputs").glob("*.npy")):
+        flags += ["--input", f"{f.stem}={f}"]
+    return flags
+
+
 def bench(model, backend, opt, threads, iters):
     cmd = [str(KILN), "bench", str(model), "--backend", backend, f"-O{opt}", "--iters", str(iters), "--json"]
+    cmd += zoo_inputs(model)
     if threads:
         cmd += ["--threads", str(threads)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
