@@ -11,7 +11,7 @@ use crate::jit::{HostFeatures, Jit};
 use crate::vmath::Lanes;
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
-use cranelift_frontend::{FunctionBuilder, Variable};
+use cranelift_frontend::FunctionBuilder;
 use kiln_ir::ReduceKind;
 
 /// Which softmax algorithm to generate.
@@ -243,11 +243,8 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
         let (xr, yr) = (r.x, r.y);
         if !log && algo == SoftmaxAlgo::ThreePassStored {
             let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
-            let sum = exp_store_sum(b, feat, xr, yr, n, m);
-            let inv = scalar(b, feat, |l| {
-                let one = l.c(1.0);
-                l.div(one, sum)
-            });
+            let sum = exp_store_sum(b, feat, (xr, yr), n, m, false);
+            let inv = reciprocal(b, feat, sum);
             inner_loop(b, n, &|b, vector, i| {
                 let e = load(b, vector, yr, i);
                 let mut l = Lanes::new(b, vector, feat.fma);
@@ -283,10 +280,7 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
                     store(b, y, yr, i);
                 });
             } else {
-                let inv = scalar(b, feat, |l| {
-                    let one = l.c(1.0);
-                    l.div(one, sum)
-                });
+                let inv = reciprocal(b, feat, sum);
                 inner_loop(b, n, &|b, vector, i| {
                     let v = load(b, vector, xr, i);
                     let mut l = Lanes::new(b, vector, feat.fma);
@@ -304,60 +298,48 @@ pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool
     })
 }
 
-/// Writes e^{x−m} to `yr` and returns Σ e^{x−m} (two f32x4 accumulators, then the scalar tail).
-/// `yr` may be `xr` (in place): each element is read before it is overwritten.
-fn exp_store_sum(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n: usize, m: Value) -> Value {
-    let zero_v = {
-        let mut l = Lanes::new(b, true, feat.fma);
-        l.c(0.0)
-    };
-    let acc0 = b.declare_var(types::F32X4);
-    let acc1 = b.declare_var(types::F32X4);
-    b.def_var(acc0, zero_v);
-    b.def_var(acc1, zero_v);
-    let ms = {
-        let mut l = Lanes::new(b, true, feat.fma);
-        l.splat(m)
-    };
-    let step = |b: &mut FunctionBuilder, acc: Variable, i: Value| {
-        let x = load(b, true, xr, i);
-        let a = b.use_var(acc);
-        let mut l = Lanes::new(b, true, feat.fma);
-        let d = l.sub(x, ms);
+/// Writes e^{x−m} to `yr` and returns Σ e^{x−m}, for `m` the row max (so x − m ≤ 0 and the cheap
+/// [`exp_nonpos`] applies); with `clamp` each x is first clamped like [`SoftmaxAlgo::TwoPass`]'s
+/// logits. `yr` may be `xr` (in place): each element is read before it is overwritten. Shared by
+/// the stored three-pass softmax and attention's block softmax.
+fn exp_store_sum(
+    b: &mut FunctionBuilder,
+    feat: HostFeatures,
+    (xr, yr): (Value, Value),
+    n: usize,
+    m: Value,
+    clamp: bool,
+) -> Value {
+    let vacc = b.declare_var(types::F32X4);
+    let sacc = b.declare_var(types::F32);
+    let zv = Lanes::new(b, true, feat.fma).c(0.0);
+    let zs = Lanes::new(b, false, feat.fma).c(0.0);
+    b.def_var(vacc, zv);
+    b.def_var(sacc, zs);
+    inner_loop(b, n, &|b, vector, i| {
+        let v = load(b, vector, xr, i);
+        let acc = b.use_var(if vector { vacc } else { sacc });
+        let mut l = Lanes::new(b, vector, feat.fma);
+        let v = if clamp { clamp_logit(&mut l, v) } else { v };
+        let ms = l.splat(m);
+        let d = l.sub(v, ms);
         let e = exp_nonpos(&mut l, d);
-        let r = l.add(a, e);
+        let acc = l.add(acc, e);
         store(b, e, yr, i);
-        b.def_var(acc, r);
-    };
-    let n8 = n / 8 * 8;
-    if n8 > 0 {
-        let zero = b.ins().iconst(types::I64, 0);
-        let to = b.ins().iconst(types::I64, n8 as i64);
-        counted(b, zero, to, 8, &mut |b, i| {
-            step(b, acc0, i);
-            let i4 = b.ins().iadd_imm_s(i, 4);
-            step(b, acc1, i4);
-        });
-    }
-    if n % 8 >= 4 {
-        let i = b.ins().iconst(types::I64, n8 as i64);
-        step(b, acc0, i);
-    }
-    let a0 = b.use_var(acc0);
-    let a1 = b.use_var(acc1);
-    let mut l = Lanes::new(b, true, feat.fma);
-    let v = l.add(a0, a1);
-    let mut s = l.hfold(v, &add);
-    for k in n / 4 * 4..n {
-        let x = b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
-        let mut l = Lanes::new(b, false, feat.fma);
-        let d = l.sub(x, m);
-        let e = exp_nonpos(&mut l, d);
-        b.ins().store(flags(), e, yr, (k * 4) as i32);
-        let mut l = Lanes::new(b, false, feat.fma);
-        s = l.add(s, e);
-    }
-    s
+        b.def_var(if vector { vacc } else { sacc }, acc);
+    });
+    let va = b.use_var(vacc);
+    let sa = b.use_var(sacc);
+    let h = Lanes::new(b, true, feat.fma).hsum(va);
+    scalar(b, feat, |l| l.add(h, sa))
+}
+
+/// 1/v for a scalar v.
+fn reciprocal(b: &mut FunctionBuilder, feat: HostFeatures, v: Value) -> Value {
+    scalar(b, feat, |l| {
+        let one = l.c(1.0);
+        l.div(one, v)
+    })
 }
 
 /// Softmax without its final division, for rows that stay in cache (attention's score blocks):
@@ -378,37 +360,8 @@ pub fn softmax_exp(jit: &mut Jit, name: &str, n: usize, clamp: bool) -> Result<(
             // max of the clamped row = the clamped max.
             m = scalar(b, feat, |l| clamp_logit(l, m));
         }
-        let vacc = b.declare_var(types::F32X4);
-        let sacc = b.declare_var(types::F32);
-        let (zv, zs) = {
-            let zv = Lanes::new(b, true, feat.fma).c(0.0);
-            let zs = Lanes::new(b, false, feat.fma).c(0.0);
-            (zv, zs)
-        };
-        b.def_var(vacc, zv);
-        b.def_var(sacc, zs);
-        inner_loop(b, n, &|b, vector, i| {
-            let v = load(b, vector, xr, i);
-            let acc = b.use_var(if vector { vacc } else { sacc });
-            let mut l = Lanes::new(b, vector, feat.fma);
-            let v = if clamp { clamp_logit(&mut l, v) } else { v };
-            let ms = l.splat(m);
-            let d = l.sub(v, ms);
-            let e = exp_nonpos(&mut l, d);
-            let acc = l.add(acc, e);
-            store(b, e, yr, i);
-            b.def_var(if vector { vacc } else { sacc }, acc);
-        });
-        let va = b.use_var(vacc);
-        let sa = b.use_var(sacc);
-        let inv = {
-            let mut l = Lanes::new(b, true, feat.fma);
-            let h = l.hsum(va);
-            let mut l = Lanes::new(b, false, feat.fma);
-            let sum = l.add(h, sa);
-            let one = l.c(1.0);
-            l.div(one, sum)
-        };
+        let sum = exp_store_sum(b, feat, (xr, yr), n, m, clamp);
+        let inv = reciprocal(b, feat, sum);
         store(b, inv, r.params[0], r.row);
     })
 }
