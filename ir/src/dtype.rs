@@ -45,6 +45,13 @@ impl fmt::Display for DType {
 /// model file is refused before a byte is allocated.
 pub const MAX_ELEMENTS: usize = 1 << 31;
 
+/// The default memory cap, in bytes, for one model: its weights (as loaded or generated) plus the
+/// arena its compiled plan needs. A model or plan above it is refused with an error naming the
+/// model and the size, before anything of that size is allocated. 4 GiB holds every model of the
+/// zoo and the real-model suite with room to spare (GPT-2 small is 0.5 GB of f32 weights); a user
+/// with a larger model raises it (`Options::memory_cap`, `kiln --memory-cap`).
+pub const DEFAULT_MEMORY_CAP: u64 = 4 << 30;
+
 /// A static tensor type: element type and shape. A scalar has the empty shape.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TensorType {

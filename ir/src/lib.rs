@@ -24,7 +24,7 @@ pub mod weights;
 
 pub use attr::{Attr, Attrs};
 pub use builder::GraphBuilder;
-pub use dtype::{DType, MAX_ELEMENTS, TensorType};
+pub use dtype::{DEFAULT_MEMORY_CAP, DType, MAX_ELEMENTS, TensorType};
 pub use error::{Diagnostic, Error};
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, Value, ValueInfo};
 pub use op::{BinaryOp, CoordTransform, NearestMode, OP_NAMES, Op, PadMode, ReduceKind, UnaryOp};
