@@ -4,7 +4,7 @@
 
 use super::{KRewrite, add_ir, fn_rule, get, is_const, is_uniform, norm_axis, shape};
 use crate::analysis::KGraph;
-use crate::lang::{Kiln, find_ir_op};
+use crate::lang::{Kiln, find_ir_op, ir_nodes};
 use egg::{Id, Subst, rewrite as rw};
 use kiln_ir::Op;
 
@@ -48,8 +48,8 @@ pub fn rules() -> Vec<KRewrite> {
         rw!("transpose-noop"; "(Transpose* ?x)" => "?x" if same_shape_as_input("?x").and_identity_perm()),
         // transpose_q(transpose_p(x)) = transpose_{p∘q}(x), or x when p∘q is the identity
         fn_rule("transpose-transpose", "(Transpose* (Transpose* ?x))", transpose_transpose),
-        // pad(x, 0) = x
-        rw!("pad-noop"; "(Pad* ?x)" => "?x" if same_shape_as_input("?x")),
+        // pad(x, 0) = x   (all pads zero: a pad that keeps the shape may still shift, [+1, −1])
+        rw!("pad-noop"; "(Pad* ?x)" => "?x" if zero_pads),
         // expand(x) = x when the shape does not change
         rw!("expand-noop"; "(Expand* ?x)" => "?x" if same_shape_as_input("?x")),
         // Reduce over [rank−1] = Reduce over [−1]; Softmax over rank−1 = Softmax over −1
@@ -81,6 +81,15 @@ fn consts_keep_type(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
         && !is_const(eg, x)
         && eg[x].data.ty().is_some()
         && eg[x].data.ty() == eg[id].data.ty()
+}
+
+/// The matched class has a Pad of ?x whose pads are all zero (whatever its mode and value).
+fn zero_pads(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
+    let x = eg.find(get(s, "?x"));
+    ir_nodes(eg, id, "Pad").any(|(op, c)| {
+        matches!(op, Op::Pad { pads, .. } if pads.iter().all(|&p| p == 0))
+            && c.first().is_some_and(|&c| eg.find(c) == x)
+    })
 }
 
 /// The matched op leaves ?x's type unchanged.
@@ -191,6 +200,7 @@ mod tests {
         check(L, &rules(), "(Reshape<shape=[8]> (Reshape<shape=[4,2]> x))", "(Reshape<shape=[8]> x)");
         check(L, &rules(), "(Reshape<shape=[2,4]> x)", "x");
         check(L, &rules(), "(Pad<pads=[0,0,0,0]> x)", "x");
+        check(L, &rules(), "(Pad<mode=reflect;pads=[0,0,0,0]> x)", "x");
         check(L, &rules(), "(ReduceMax<axes=[1]> x)", "(ReduceMax<axes=[-1]> x)");
         check(L, &rules(), "(Softmax<axis=1> x)", "(Softmax x)");
     }
@@ -210,6 +220,9 @@ mod tests {
         check_not(&["z?f32[4]", "zz:f32[2,4]"], &rules(), "(Add z (fill<0.0> zz))", "z");
         // A transpose of a square matrix keeps its shape but is not the identity.
         check_not(&["s?f32[3,3]"], &rules(), "(Transpose<perm=[1,0]> s)", "s");
+        // A pad that keeps the shape but shifts (one in front, one cut at the end) is no no-op.
+        check_not(L, &rules(), "(Pad<pads=[0,1,0,-1]> x)", "x");
+        check_not(L, &rules(), "(Pad<pads=[1,0,-1,0]> x)", "x");
         // Only one transpose: no cancellation.
         check_not(L, &rules(), "(Transpose<perm=[1,0]> x)", "x");
     }
