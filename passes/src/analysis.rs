@@ -13,7 +13,7 @@
 use crate::lang::{F32Bits, FoldOp, KOp, Kiln, MetaOp};
 use egg::{Analysis, DidMerge, EGraph, Id, Symbol};
 use kiln_ir::{BinaryOp, DType, Op, ReduceKind, TensorType};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// What is known of a leaf.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,12 +25,32 @@ pub struct LeafInfo {
     pub uniform: Option<f32>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct KilnAnalysis {
     pub leaves: HashMap<Symbol, LeafInfo>,
-    /// The e-class a rewrite is being applied at (set by [`crate::rules::Tracked`] around each
+    /// The e-class a rewrite is being applied at (set by [`crate::rules::KApplier`] around each
     /// application): every e-class created meanwhile records it as its [`Data::origin`].
     pub applying_at: Option<Id>,
+    /// Rules stop applying once the e-graph holds more e-nodes than this (checked before every
+    /// application by [`crate::rules::KApplier`]).
+    pub node_budget: usize,
+    /// The most e-nodes the e-graph held after any application (for the memory bound's tests).
+    pub peak_size: usize,
+    /// Per rule, how many unions were refused because the new term's types differed from the
+    /// matched e-class's (a rule whose condition is too weak). Empty when every rule is sound.
+    pub refused: BTreeMap<String, usize>,
+}
+
+impl Default for KilnAnalysis {
+    fn default() -> KilnAnalysis {
+        KilnAnalysis {
+            leaves: HashMap::new(),
+            applying_at: None,
+            node_budget: usize::MAX,
+            peak_size: 0,
+            refused: BTreeMap::new(),
+        }
+    }
 }
 
 impl KilnAnalysis {
@@ -42,7 +62,7 @@ impl KilnAnalysis {
                 leaves.insert(Symbol::from(*name), LeafInfo { ty: ty.clone(), is_weight, uniform: None });
             }
         }
-        KilnAnalysis { leaves, applying_at: None }
+        KilnAnalysis { leaves, ..KilnAnalysis::default() }
     }
 }
 

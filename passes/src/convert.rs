@@ -117,8 +117,41 @@ impl Lifted {
     }
 }
 
-/// Builds the optimised model from an extraction.
+/// Why [`lower_checked`] failed.
+#[derive(Debug)]
+pub enum LowerError {
+    Error(Error),
+    /// A constant the optimizer created (`node`, chosen for e-class `class`) evaluated to a
+    /// non-finite value although all its inputs are finite: a fold that overflowed (1/1e-39, a
+    /// scale of 1e30 folded into a weight of 1e10). Extraction must avoid that node.
+    NonFinite {
+        class: Id,
+        node: Kiln,
+    },
+}
+
+impl From<Error> for LowerError {
+    fn from(e: Error) -> LowerError {
+        LowerError::Error(e)
+    }
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.as_f32().is_none_or(|v| v.iter().all(|x| x.is_finite()))
+}
+
+/// Builds the optimised model from an extraction; a non-finite fold is an error.
 pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, Error> {
+    lower_checked(model, lifted, extraction).map_err(|e| match e {
+        LowerError::Error(e) => e,
+        LowerError::NonFinite { class, node } => {
+            Error::new("constant folding", format!("{node} (e-class {class}) overflowed to a non-finite value"))
+        }
+    })
+}
+
+/// Builds the optimised model from an extraction, or says which created constant overflowed.
+pub fn lower_checked(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, LowerError> {
     let eg = &lifted.egraph;
     let graph = &model.graph;
     let canon = |n: &Kiln| n.clone().map_children(|c| eg.find(c));
@@ -348,14 +381,49 @@ impl<'a> Lowering<'a> {
             .ok_or_else(|| Error::new("optimizer", format!("internal error: e-class {class} was not extracted")))
     }
 
-    /// The tensor name holding the value of an e-class, emitting whatever it needs.
-    fn value(&mut self, class: Id) -> Result<String, Error> {
-        let class = self.eg.find(class);
-        if let Some(name) = self.names.get(&class) {
-            return Ok(name.clone());
+    /// The tensor name holding the value of an e-class, emitting whatever it needs first. A walk
+    /// with an explicit stack (children before parents, in argument order): a chain of 100k nodes
+    /// must not overflow the call stack.
+    fn value(&mut self, root: Id) -> Result<String, LowerError> {
+        let root = self.eg.find(root);
+        let mut stack = vec![(root, false)];
+        while let Some((class, expanded)) = stack.pop() {
+            if self.names.contains_key(&class) {
+                continue;
+            }
+            let node = self.node_of(class)?.clone();
+            let deps: Vec<Id> = match &node {
+                Kiln::Leaf(_) => vec![],
+                // Evaluated into a weight (by its own iterative walk), not emitted as ops.
+                _ if self.eg[class].data.constant => vec![],
+                Kiln::Node(_, args) => args.iter().map(|&a| self.eg.find(a)).collect(),
+            };
+            let pending: Vec<Id> = deps.into_iter().filter(|d| !self.names.contains_key(d)).collect();
+            if !pending.is_empty() {
+                if expanded {
+                    let msg = format!("internal error: e-class {class} depends on itself");
+                    return Err(Error::new("optimizer", msg).into());
+                }
+                stack.push((class, true));
+                stack.extend(pending.into_iter().rev().map(|d| (d, false)));
+                continue;
+            }
+            self.emit(class, &node)?;
         }
-        let node = self.node_of(class)?.clone();
-        let name = match &node {
+        let name = self.names.get(&root).cloned();
+        name.ok_or_else(|| Error::new("optimizer", format!("internal error: e-class {root} was not emitted")).into())
+    }
+
+    /// Emits the node chosen for `class` (its inputs are emitted already) and records its tensor
+    /// name.
+    fn emit(&mut self, class: Id, node: &Kiln) -> Result<(), LowerError> {
+        let eg = self.eg;
+        let input = |names: &HashMap<Id, String>, a: Id| {
+            names.get(&eg.find(a)).cloned().ok_or_else(|| {
+                Error::new("optimizer", format!("internal error: input e-class {a} of {class} not emitted"))
+            })
+        };
+        let name = match node {
             Kiln::Leaf(sym) => {
                 let name = sym.as_str().to_string();
                 self.declare_original_weight(&name)?;
@@ -363,7 +431,7 @@ impl<'a> Lowering<'a> {
             }
             _ if self.eg[class].data.constant => self.constant_weight(class)?,
             Kiln::Node(KOp::Ir(ir), args) => {
-                let arg_names = args.iter().map(|&a| self.value(a)).collect::<Result<Vec<_>, _>>()?;
+                let arg_names = args.iter().map(|&a| input(&self.names, a)).collect::<Result<Vec<_>, _>>()?;
                 let canon = node.clone().map_children(|c| self.eg.find(c));
                 let survivor = self.survivors.get(&canon).map(|(n, o)| (n.to_string(), o.to_vec()));
                 let op = ir.op.clone();
@@ -379,17 +447,11 @@ impl<'a> Lowering<'a> {
                     outs = vec![p.clone()];
                 }
                 self.builder.node(format!("node '{node_name}'"), node_name.clone(), Ok(op), arg_names, outs.clone());
-                if n_out == 1 {
-                    outs[0].clone()
-                } else {
-                    // A multi-output node's class is a tuple: remember its outputs for `get`.
-                    let joined = outs.join("\u{0}");
-                    self.names.insert(class, joined.clone());
-                    return Ok(joined);
-                }
+                // A multi-output node's class is a tuple: its outputs joined, for `get`.
+                if n_out == 1 { outs[0].clone() } else { outs.join("\u{0}") }
             }
             Kiln::Node(KOp::Get(i), args) => {
-                let tuple = self.value(args[0])?;
+                let tuple = input(&self.names, args[0])?;
                 tuple
                     .split('\u{0}')
                     .nth(*i)
@@ -397,11 +459,11 @@ impl<'a> Lowering<'a> {
                     .ok_or_else(|| Error::new("optimizer", format!("internal error: get<{i}> of a {tuple:?}")))?
             }
             Kiln::Node(op, _) => {
-                return Err(Error::new("optimizer", format!("internal error: extracted a non-IR term {op}")));
+                return Err(Error::new("optimizer", format!("internal error: extracted a non-IR term {op}")).into());
             }
         };
-        self.names.insert(class, name.clone());
-        Ok(name)
+        self.names.insert(class, name);
+        Ok(())
     }
 
     fn declare_original_weight(&mut self, name: &str) -> Result<(), Error> {
@@ -422,7 +484,7 @@ impl<'a> Lowering<'a> {
     }
 
     /// Evaluates a constant e-class into a new weight (or reuses an original weight leaf).
-    fn constant_weight(&mut self, class: Id) -> Result<String, Error> {
+    fn constant_weight(&mut self, class: Id) -> Result<String, LowerError> {
         if let Kiln::Leaf(sym) = self.node_of(class)? {
             let name = sym.as_str().to_string();
             self.declare_original_weight(&name)?;
@@ -453,73 +515,94 @@ impl<'a> Lowering<'a> {
         None
     }
 
-    /// Evaluates a constant multi-output node (its e-class holds the tuple).
-    fn eval_tuple(&mut self, class: Id) -> Result<Vec<Arc<Tensor>>, Error> {
-        let class = self.eg.find(class);
-        if let Some(t) = self.tuples.get(&class) {
-            return Ok(t.clone());
+    /// Evaluates a constant e-class (and every constant it needs, children first, with an
+    /// explicit stack). A value the optimizer created (not a node of the input graph) that is
+    /// non-finite where all its inputs are finite is refused ([`LowerError::NonFinite`]): the fold
+    /// overflowed, and the caller extracts again without that node.
+    fn eval_constant(&mut self, root: Id) -> Result<Arc<Tensor>, LowerError> {
+        let root = self.eg.find(root);
+        let mut stack = vec![(root, false)];
+        while let Some((class, expanded)) = stack.pop() {
+            if self.constants.contains_key(&class) || self.tuples.contains_key(&class) {
+                continue;
+            }
+            let node = self.node_of(class)?.clone();
+            let deps: Vec<Id> = match &node {
+                Kiln::Leaf(_) => vec![],
+                Kiln::Node(_, args) => args.iter().map(|&a| self.eg.find(a)).collect(),
+            };
+            let pending: Vec<Id> =
+                deps.into_iter().filter(|d| !self.constants.contains_key(d) && !self.tuples.contains_key(d)).collect();
+            if !pending.is_empty() {
+                if expanded {
+                    let msg = format!("internal error: e-class {class} depends on itself");
+                    return Err(Error::new("constant folding", msg).into());
+                }
+                stack.push((class, true));
+                stack.extend(pending.into_iter().rev().map(|d| (d, false)));
+                continue;
+            }
+            self.eval_one(class, &node)?;
         }
-        let fail = |msg: String| Error::new("constant folding", msg);
-        let Kiln::Node(KOp::Ir(ir), args) = self.node_of(class)?.clone() else {
-            return Err(fail(format!("e-class {class} is not a multi-output op")));
-        };
-        let inputs = args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?;
-        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
-        let outs: Vec<Arc<Tensor>> =
-            ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?.into_iter().map(Arc::new).collect();
-        self.tuples.insert(class, outs.clone());
-        Ok(outs)
+        self.constants.get(&root).cloned().ok_or_else(|| {
+            Error::new("constant folding", format!("internal error: e-class {root} is a tuple, not a tensor")).into()
+        })
     }
 
-    fn eval_constant(&mut self, class: Id) -> Result<Arc<Tensor>, Error> {
-        let class = self.eg.find(class);
-        if let Some(t) = self.constants.get(&class) {
-            return Ok(t.clone());
-        }
-        let node = self.node_of(class)?.clone();
+    /// Evaluates one constant node whose inputs are evaluated.
+    fn eval_one(&mut self, class: Id, node: &Kiln) -> Result<(), LowerError> {
         let fail = |msg: String| Error::new("constant folding", msg);
-        let tensor = match &node {
-            Kiln::Leaf(sym) => self
-                .model
-                .weights
-                .get(sym.as_str())
-                .cloned()
-                .ok_or_else(|| Error::new(format!("weight '{sym}'"), "has no data"))?,
-            Kiln::Node(op, args) => {
-                let inputs = match op {
-                    KOp::Get(_) => vec![],
-                    _ => args.iter().map(|&a| self.eval_constant(a)).collect::<Result<Vec<_>, _>>()?,
-                };
-                let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
-                let out_ty = self.eg[class].data.ty().cloned();
-                let result = match op {
-                    KOp::Get(i) => {
-                        let tuple = self.eval_tuple(args[0])?;
-                        let t = tuple.get(*i).ok_or_else(|| fail(format!("get<{i}> of {} outputs", tuple.len())))?;
-                        t.as_ref().clone()
-                    }
-                    KOp::Ir(ir) => {
-                        let mut outs = ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?;
-                        if outs.len() != 1 {
-                            return Err(fail(format!("{} has {} outputs", ir.op.name(), outs.len())));
-                        }
-                        outs.remove(0)
-                    }
-                    KOp::Fold(f) => {
-                        let ty = out_ty.clone().ok_or_else(|| fail(format!("{op}: untyped")))?;
-                        eval_fold(*f, &refs, &ty).map_err(fail)?
-                    }
-                    _ => return Err(fail(format!("cannot evaluate {op} at compile time"))),
-                };
-                if let Some(ty) = &out_ty
-                    && *ty != result.ty()
-                {
-                    return Err(fail(format!("{op} evaluated to {} but was inferred as {ty}", result.ty())));
-                }
-                Arc::new(result)
+        let (op, args) = match node {
+            Kiln::Leaf(sym) => {
+                let t = self
+                    .model
+                    .weights
+                    .get(sym.as_str())
+                    .cloned()
+                    .ok_or_else(|| Error::new(format!("weight '{sym}'"), "has no data"))?;
+                self.constants.insert(class, t);
+                return Ok(());
             }
+            Kiln::Node(op, args) => (op, args),
         };
-        self.constants.insert(class, tensor.clone());
-        Ok(tensor)
+        let args: Vec<Id> = args.iter().map(|&a| self.eg.find(a)).collect();
+        if let KOp::Get(i) = op {
+            let tuple = self.tuples.get(&args[0]).ok_or_else(|| fail(format!("get<{i}> of a non-tuple")))?;
+            let t = tuple.get(*i).cloned().ok_or_else(|| fail(format!("get<{i}> of {} outputs", tuple.len())))?;
+            self.constants.insert(class, t);
+            return Ok(());
+        }
+        let inputs: Vec<Arc<Tensor>> = args
+            .iter()
+            .map(|a| self.constants.get(a).cloned().ok_or_else(|| fail(format!("input e-class {a} is not a tensor"))))
+            .collect::<Result<_, _>>()?;
+        let refs: Vec<&Tensor> = inputs.iter().map(|t| t.as_ref()).collect();
+        let out_ty = self.eg[class].data.ty().cloned();
+        let outs: Vec<Tensor> = match op {
+            KOp::Ir(ir) => ir.op.eval(&refs).map_err(|e| fail(format!("{}: {e}", ir.op.name())))?,
+            KOp::Fold(f) => {
+                let ty = out_ty.clone().ok_or_else(|| fail(format!("{op}: untyped")))?;
+                vec![eval_fold(*f, &refs, &ty).map_err(fail)?]
+            }
+            _ => return Err(fail(format!("cannot evaluate {op} at compile time")).into()),
+        };
+        let created = !self.survivors.contains_key(&node.clone().map_children(|c| self.eg.find(c)));
+        if created && refs.iter().all(|t| all_finite(t)) && !outs.iter().all(all_finite) {
+            return Err(LowerError::NonFinite { class, node: node.clone() });
+        }
+        if let KOp::Ir(ir) = op
+            && ir.op.num_outputs() != 1
+        {
+            self.tuples.insert(class, outs.into_iter().map(Arc::new).collect());
+            return Ok(());
+        }
+        let [result] = <[Tensor; 1]>::try_from(outs).map_err(|o| fail(format!("{op} has {} outputs", o.len())))?;
+        if let Some(ty) = &out_ty
+            && *ty != result.ty()
+        {
+            return Err(fail(format!("{op} evaluated to {} but was inferred as {ty}", result.ty())).into());
+        }
+        self.constants.insert(class, Arc::new(result));
+        Ok(())
     }
 }

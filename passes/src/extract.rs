@@ -103,7 +103,24 @@ pub fn extract_no_worse(
     model: &CostModel,
     baseline: &IdMap<Kiln>,
 ) -> Result<Extraction, String> {
-    let node_costs = node_costs(eg, model);
+    extract_no_worse_without(eg, roots, model, baseline, &IdMap::default())
+}
+
+/// [`extract_no_worse`] never choosing the `banned` nodes of each e-class (constants that were
+/// found to overflow when folded); the baseline is kept as it is.
+pub fn extract_no_worse_without(
+    eg: &KGraph,
+    roots: &[Id],
+    model: &CostModel,
+    baseline: &IdMap<Kiln>,
+    banned: &IdMap<Vec<Kiln>>,
+) -> Result<Extraction, String> {
+    let mut node_costs = node_costs(eg, model);
+    for (class, nodes) in banned {
+        if let Some(costs) = node_costs.get_mut(&eg.find(*class)) {
+            costs.retain(|(n, _)| !nodes.contains(n));
+        }
+    }
     let found = extract_with(eg, roots, &node_costs);
     let roots: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
     let base_cost = dag_cost(eg, &roots, baseline, &node_costs);

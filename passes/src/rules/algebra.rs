@@ -5,7 +5,7 @@
 use super::{KRewrite, add_ir, fn_rule, get, is_const, is_uniform, norm_axis, shape};
 use crate::analysis::KGraph;
 use crate::lang::{Kiln, find_ir_op, ir_nodes};
-use egg::{Id, Subst, rewrite as rw};
+use egg::{Id, Subst};
 use kiln_ir::Op;
 
 /// Run in the first stage only, on the graph as written: in the fold stage every bias class has
@@ -36,8 +36,9 @@ pub fn rules() -> Vec<KRewrite> {
         rw!("flat-reshape"; "(flat (Reshape* ?x))" => "(flat ?x)"),
         // a·(1/b) = a/b
         rw!("mul-reciprocal"; "(Mul ?a (Reciprocal ?b))" => "(Div ?a ?b)"),
-        // x/c = x·(1/c) for a constant c (so that scalar divisors fold like multipliers)
-        rw!("div-const"; "(Div ?x ?c)" => "(Mul ?x (Reciprocal ?c))" if const_not_const("?c", "?x")),
+        // x/c = x·(1/c) for a constant c whose value is known and whose reciprocal is a normal f32
+        // (so that scalar divisors fold like multipliers; 1/1e-39 would be +inf, 1/3e38 subnormal)
+        rw!("div-const"; "(Div ?x ?c)" => "(Mul ?x (Reciprocal ?c))" if exact_enough_reciprocal),
         // Identity(x) = x
         rw!("identity"; "(Identity ?x)" => "?x"),
         // reshape(x) = x when the shape does not change
@@ -73,10 +74,26 @@ fn const_not_const(c: &'static str, x: &'static str) -> impl Fn(&mut KGraph, Id,
     move |eg, _, s| is_const(eg, get(s, c)) && !is_const(eg, get(s, x))
 }
 
+/// ?c is a uniform constant (its value known at saturation time), ?x is not, and 1/c is a normal
+/// f32: finite, and not so small that it loses precision (a constant that changes finiteness, or
+/// loses more than rounding, is never created).
+fn exact_enough_reciprocal(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
+    let (x, c) = (get(s, "?x"), get(s, "?c"));
+    let Some(v) = eg[c].data.uniform.map(|u| u.get()) else { return false };
+    is_const(eg, c) && !is_const(eg, x) && (1.0 / v).is_normal()
+}
+
 /// ?c1 and ?c2 are constants, ?x is not, and x + c₁ has x's type.
+/// Not over the `x = x + 0` cycle that `add-zero` leaves (x + c₁ in x's class, or (x + c₁) + c₂ in
+/// the class of x + c₁): folding there builds c₁ + c₂, c₁ + c₂ + c₂, … one iteration after another.
 fn consts_keep_type(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
     let [x, c1, c2] = ["?x", "?c1", "?c2"].map(|n| get(s, n));
-    is_const(eg, c1)
+    let inner = eg.lookup(Kiln::ir(Op::Binary(kiln_ir::BinaryOp::Add), vec![x, c1])).map(|c| eg.find(c));
+    let (x_class, id) = (eg.find(x), eg.find(id));
+    inner.is_some_and(|c| c != x_class && c != id)
+        && x_class != id
+        && super::shallow(eg, &[c1, c2])
+        && is_const(eg, c1)
         && is_const(eg, c2)
         && !is_const(eg, x)
         && eg[x].data.ty().is_some()
@@ -209,8 +226,14 @@ mod tests {
     fn neutral_elements_with_fill() {
         check(L, &rules(), "(Mul x (fill<1.0> one))", "x");
         check(L, &rules(), "(Add x (fill<0.0> zero))", "x");
-        check(L, &rules(), "(Mul w x)", "(Mul x w)");
-        check(L, &rules(), "(Div x w)", "(Mul x (Reciprocal w))");
+        check(L, &rules(), "(Mul w z)", "(Mul z w)");
+        // A divisor whose value is unknown at saturation time stays a division.
+        check_not(L, &rules(), "(Div x w)", "(Mul x (Reciprocal w))");
+        let l = &["x?f32[2,4]", "two:f32[]=2.0", "tiny:f32[]=1e-39", "huge:f32[]=3e38"];
+        check(l, &rules(), "(Div x two)", "(Mul x (Reciprocal two))");
+        // 1/1e-39 is +inf in f32; 1/3e38 is subnormal (precision lost): both stay divisions.
+        check_not(l, &rules(), "(Div x tiny)", "(Mul x (Reciprocal tiny))");
+        check_not(l, &rules(), "(Div x huge)", "(Mul x (Reciprocal huge))");
         check(L, &recognise_rules(), "(Add (Add x one) zero)", "(Add x (Add one zero))");
     }
 
@@ -231,7 +254,7 @@ mod tests {
     fn more_neutral_elements_and_canonical_forms() {
         check(L, &rules(), "(Sub x (fill<0.0> zero))", "x");
         check(L, &rules(), "(Div x (fill<1.0> one))", "x");
-        check(L, &rules(), "(Add w x)", "(Add x w)");
+        check(L, &rules(), "(Add w z)", "(Add z w)");
         check(L, &rules(), "(Expand<shape=[2,4]> x)", "x");
         check(L, &rules(), "(flat (flat w))", "(flat w)");
         check(L, &rules(), "(flat (Reshape<shape=[16]> w))", "(flat w)");

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::analysis::KGraph;
 use crate::lang::{F32Bits, FoldOp, KOp, MetaOp, find_ir_op};
-use egg::{Id, Subst, rewrite as rw};
+use egg::{Id, Subst};
 use kiln_ir::{BinaryOp, Op};
 
 pub fn rules() -> Vec<KRewrite> {

@@ -4,10 +4,22 @@
 //! blanket commutativity or associativity (only "constants to the right"); every condition checks
 //! shapes, axes and constant-ness before a fold, since unchecked broadcasting and axes are where
 //! wrong fusions come from. Conditions are named functions; rewrites that need attributes, shapes
-//! or fresh terms are [`FnApplier`]s around a named function.
+//! or fresh terms are named functions ([`fn_rule`]). Every rule applies through [`KApplier`], which
+//! refuses a union of terms of different types and keeps the e-graph within its node budget.
 //!
 //! Stages: [`recognise`] (canonical attributes, algebra, softmax, attention, scalar folding), then [`fold`]
 //! (normalization folding and Pre-LN → Pre-RMSNorm, with algebra for clean-up).
+
+/// `rw!("name"; "lhs" => "rhs")` or `rw!("name"; "lhs" => "rhs" if condition)`: egg's `rewrite!`
+/// syntax, applied by [`KApplier`] (budget, provenance and the type check on every union).
+macro_rules! rw {
+    ($name:literal; $lhs:literal => $rhs:literal) => {
+        $crate::rules::pattern_rule($name, $lhs, $rhs, None)
+    };
+    ($name:literal; $lhs:literal => $rhs:literal if $cond:expr) => {
+        $crate::rules::pattern_rule($name, $lhs, $rhs, Some(Box::new($cond) as $crate::rules::KCondition))
+    };
+}
 
 pub mod algebra;
 pub mod attention;
@@ -18,9 +30,8 @@ pub mod softmax;
 
 use crate::analysis::{KGraph, KilnAnalysis};
 use crate::lang::{FoldOp, IrOp, KOp, Kiln, MetaOp};
-use egg::{Applier, Id, PatternAst, Rewrite, SearchMatches, Searcher, Subst, Symbol, Var};
+use egg::{Applier, Condition, Id, Pattern, PatternAst, Rewrite, SearchMatches, Subst, Symbol, Var};
 use kiln_ir::{Op, TensorType};
-use std::sync::Arc;
 
 pub type KRewrite = Rewrite<Kiln, KilnAnalysis>;
 
@@ -71,101 +82,110 @@ pub fn families() -> Vec<Family> {
     ]
 }
 
-/// A rewrite whose right-hand side is computed by a named function: it returns the id of a term
-/// equal to the matched e-class (or `None` when the match does not qualify), and the applier unions.
-pub struct FnApplier(pub fn(&mut KGraph, Id, &Subst) -> Option<Id>);
+/// A rule's condition, as egg's `rewrite!` takes it.
+pub type KCondition = Box<dyn Condition<Kiln, KilnAnalysis> + Send + Sync>;
 
-impl Applier<Kiln, KilnAnalysis> for FnApplier {
+/// How a rule builds its right-hand side.
+enum Rhs {
+    /// A pattern, instantiated when the condition (if any) holds.
+    Pattern(Pattern<Kiln>, Option<KCondition>),
+    /// A named function that returns the id of a term equal to the matched e-class, or `None`
+    /// when the match does not qualify.
+    Fn(fn(&mut KGraph, Id, &Subst) -> Option<Id>),
+}
+
+/// The one applier of every kiln rule. Around each application it
+///
+/// - stops once the e-graph has outgrown [`KilnAnalysis::node_budget`] (checked before every
+///   application, so one iteration overshoots the budget by at most one application's nodes:
+///   [`MAX_NODES_PER_APPLICATION`]);
+/// - records provenance: every e-class created is marked as originating at the matched e-class
+///   ([`crate::analysis::Data::origin`]), so that new nodes can be named after the ones they replace;
+/// - refuses the union when the new term's types differ from the matched e-class's (a rule whose
+///   condition missed a broadcast or a shape): such a union would merge different tensors. The
+///   refusal is counted in [`KilnAnalysis::refused`] so that tests can insist on none.
+pub struct KApplier(Rhs);
+
+/// The most e-nodes one application of any rule adds (the largest right-hand side, `affine-before-
+/// linear`'s, adds about 25: constants, their `flat`/`Reshape` spellings and the new ops). Checked
+/// in debug builds after every application.
+pub const MAX_NODES_PER_APPLICATION: usize = 64;
+
+impl KApplier {
+    fn build(&self, egraph: &mut KGraph, eclass: Id, subst: &Subst) -> Option<Id> {
+        match &self.0 {
+            Rhs::Pattern(pattern, cond) => {
+                if cond.as_ref().is_some_and(|c| !c.check(egraph, eclass, subst)) {
+                    return None;
+                }
+                Some(egraph.add_instantiation(&pattern.ast, subst))
+            }
+            Rhs::Fn(f) => f(egraph, eclass, subst),
+        }
+    }
+}
+
+impl Applier<Kiln, KilnAnalysis> for KApplier {
+    fn apply_matches(&self, egraph: &mut KGraph, matches: &[SearchMatches<Kiln>], rule_name: Symbol) -> Vec<Id> {
+        let mut changed = Vec::new();
+        for m in matches {
+            for subst in &m.substs {
+                if egraph.total_size() > egraph.analysis.node_budget {
+                    return changed;
+                }
+                changed.extend(self.apply_one(egraph, m.eclass, subst, None, rule_name));
+            }
+        }
+        changed
+    }
+
     fn apply_one(
         &self,
         egraph: &mut KGraph,
         eclass: Id,
         subst: &Subst,
         _searcher_ast: Option<&PatternAst<Kiln>>,
-        _rule_name: Symbol,
-    ) -> Vec<Id> {
-        match (self.0)(egraph, eclass, subst) {
-            Some(id) if egraph.union(eclass, id) => vec![eclass],
-            _ => vec![],
-        }
-    }
-}
-
-/// An applier that records provenance: while it applies a match at e-class `m`, the analysis marks
-/// every e-class created as originating at `m` ([`crate::analysis::Data::origin`]), so that the
-/// nodes the optimizer creates can be named after the nodes they replace. Rewriting is unchanged.
-pub struct Tracked(pub Arc<dyn Applier<Kiln, KilnAnalysis> + Sync + Send>);
-
-impl Applier<Kiln, KilnAnalysis> for Tracked {
-    fn apply_matches(&self, egraph: &mut KGraph, matches: &[SearchMatches<Kiln>], rule_name: Symbol) -> Vec<Id> {
-        let mut changed = Vec::new();
-        for m in matches {
-            egraph.analysis.applying_at = Some(m.eclass);
-            changed.extend(self.0.apply_matches(egraph, std::slice::from_ref(m), rule_name));
-        }
-        egraph.analysis.applying_at = None;
-        changed
-    }
-
-    fn apply_one(
-        &self,
-        egraph: &mut KGraph,
-        eclass: Id,
-        subst: &Subst,
-        searcher_ast: Option<&PatternAst<Kiln>>,
         rule_name: Symbol,
     ) -> Vec<Id> {
+        let before = egraph.total_size();
         egraph.analysis.applying_at = Some(eclass);
-        let changed = self.0.apply_one(egraph, eclass, subst, searcher_ast, rule_name);
+        let built = self.build(egraph, eclass, subst);
         egraph.analysis.applying_at = None;
-        changed
-    }
-
-    fn get_pattern_ast(&self) -> Option<&PatternAst<Kiln>> {
-        self.0.get_pattern_ast()
-    }
-
-    fn vars(&self) -> Vec<Var> {
-        self.0.vars()
-    }
-}
-
-/// A rule's searcher, shared (egg's `Rewrite` can only be rebuilt from owned parts).
-struct Shared(Arc<dyn Searcher<Kiln, KilnAnalysis> + Sync + Send>);
-
-impl Searcher<Kiln, KilnAnalysis> for Shared {
-    fn search_eclass_with_limit(&self, egraph: &KGraph, eclass: Id, limit: usize) -> Option<SearchMatches<'_, Kiln>> {
-        self.0.search_eclass_with_limit(egraph, eclass, limit)
-    }
-
-    fn search_with_limit(&self, egraph: &KGraph, limit: usize) -> Vec<SearchMatches<'_, Kiln>> {
-        self.0.search_with_limit(egraph, limit)
-    }
-
-    fn get_pattern_ast(&self) -> Option<&PatternAst<Kiln>> {
-        self.0.get_pattern_ast()
+        let added = egraph.total_size().saturating_sub(before);
+        debug_assert!(added <= MAX_NODES_PER_APPLICATION, "rule {rule_name} added {added} e-nodes in one application");
+        egraph.analysis.peak_size = egraph.analysis.peak_size.max(egraph.total_size());
+        let Some(id) = built else { return vec![] };
+        let (new, old) = (&egraph[id].data.types, &egraph[eclass].data.types);
+        if new.is_empty() || new != old {
+            *egraph.analysis.refused.entry(rule_name.to_string()).or_insert(0) += 1;
+            return vec![];
+        }
+        if egraph.union(eclass, id) { vec![eclass] } else { vec![] }
     }
 
     fn vars(&self) -> Vec<Var> {
-        self.0.vars()
+        match &self.0 {
+            Rhs::Pattern(p, cond) => {
+                let mut vars = p.vars();
+                vars.extend(cond.iter().flat_map(|c| c.vars()));
+                vars
+            }
+            Rhs::Fn(_) => vec![],
+        }
     }
 }
 
-/// The same rules, each applier wrapped in [`Tracked`].
-pub fn tracked(rules: Vec<KRewrite>) -> Vec<KRewrite> {
-    rules
-        .into_iter()
-        .map(|r| {
-            Rewrite::new(r.name, Shared(r.searcher), Tracked(r.applier))
-                .unwrap_or_else(|e| panic!("rule {}: {e}", r.name))
-        })
-        .collect()
+/// A rule from two patterns and an optional condition (what [`rw!`] expands to).
+pub fn pattern_rule(name: &str, lhs: &str, rhs: &str, cond: Option<KCondition>) -> KRewrite {
+    let searcher: Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
+    let applier: Pattern<Kiln> = rhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
+    Rewrite::new(name, searcher, KApplier(Rhs::Pattern(applier, cond))).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
 /// A rule from a pattern and a named right-hand-side function.
 pub fn fn_rule(name: &str, lhs: &str, rhs: fn(&mut KGraph, Id, &Subst) -> Option<Id>) -> KRewrite {
-    let searcher: egg::Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
-    Rewrite::new(name, searcher, FnApplier(rhs)).unwrap_or_else(|e| panic!("rule {name}: {e}"))
+    let searcher: Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
+    Rewrite::new(name, searcher, KApplier(Rhs::Fn(rhs))).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
 // ---- small helpers for right-hand sides and conditions ----
@@ -256,11 +276,17 @@ pub(crate) mod testing {
     use crate::analysis::KilnAnalysis;
     use egg::{RecExpr, Runner};
 
-    /// Leaves: `"w:f32[4,3]"` is a weight, `"x?f32[2,4]"` a graph input.
+    /// Leaves: `"w:f32[4,3]"` is a weight, `"x?f32[2,4]"` a graph input; `"s:f32[]=2.0"` a weight
+    /// whose every element is 2 (a value the rules may read).
     pub fn leaves(decls: &[&str]) -> KilnAnalysis {
         let mut weights = Vec::new();
         let mut inputs = Vec::new();
+        let mut uniform = Vec::new();
         for d in decls {
+            let (d, value) = match d.split_once('=') {
+                Some((d, v)) => (d, Some(v.parse::<f32>().expect("a number after '='"))),
+                None => (*d, None),
+            };
             let (name, ty, is_weight) = match (d.split_once(':'), d.split_once('?')) {
                 (Some((n, t)), _) => (n, t, true),
                 (None, Some((n, t))) => (n, t, false),
@@ -272,9 +298,20 @@ pub(crate) mod testing {
             let shape: Vec<usize> =
                 if dims.is_empty() { vec![] } else { dims.split(',').map(|s| s.parse().unwrap()).collect() };
             let ty = TensorType::new(dtype, shape);
-            if is_weight { weights.push((name, ty)) } else { inputs.push((name, ty)) }
+            if is_weight {
+                weights.push((name, ty))
+            } else {
+                inputs.push((name, ty))
+            }
+            uniform.extend(value.map(|v| (name, v)));
         }
-        KilnAnalysis::with_leaves(&weights, &inputs)
+        let mut analysis = KilnAnalysis::with_leaves(&weights, &inputs);
+        for (name, v) in uniform {
+            if let Some(leaf) = analysis.leaves.get_mut(&Symbol::from(name)) {
+                leaf.uniform = Some(v);
+            }
+        }
+        analysis
     }
 
     fn run(decls: &[&str], rules: &[KRewrite], lhs: &str, rhs: &str) -> (bool, String) {
@@ -284,9 +321,12 @@ pub(crate) mod testing {
             .with_expr(&lhs)
             .with_iter_limit(12)
             .with_node_limit(5_000)
-            .with_time_limit(std::time::Duration::from_secs(10))
+            .with_time_limit(std::time::Duration::from_secs(60))
             .run(rules);
         let mut egraph = runner.egraph;
+        // Every rule's own condition must check the result type: the applier's refusal is a
+        // safety net, not a way for a rule to be right.
+        assert!(egraph.analysis.refused.is_empty(), "rules proposed ill-typed unions: {:?}", egraph.analysis.refused);
         let root = egraph.find(runner.roots[0]);
         let found = egraph.lookup_expr(&rhs).map(|id| egraph.find(id));
         egraph.rebuild();

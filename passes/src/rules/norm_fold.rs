@@ -12,7 +12,7 @@ use super::{
 };
 use crate::analysis::{KGraph, channel_axis};
 use crate::lang::{F32Bits, FoldOp, KOp, Kiln, MetaOp, find_ir_op};
-use egg::{Id, Subst, rewrite as rw};
+use egg::{Id, Subst};
 use kiln_ir::{Op, PadMode};
 
 /// Recognition, run in the first stage only: the affines it finds carry over into the fold stage,

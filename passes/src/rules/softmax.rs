@@ -5,7 +5,7 @@
 
 use super::{KRewrite, get, shape};
 use crate::analysis::KGraph;
-use egg::{Id, Subst, rewrite as rw};
+use egg::{Id, Subst};
 
 pub fn rules() -> Vec<KRewrite> {
     vec![
@@ -40,18 +40,28 @@ fn mask_fits(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
     }
 }
 
-/// ?d has one value per row of ?p (last dimension 1, same rank) and dividing keeps ?p's shape.
-fn row_divisor(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
-    let (p, d) = (get(s, "?p"), get(s, "?d"));
-    match (shape(eg, p), shape(eg, d)) {
-        (Some(ps), Some(ds)) => {
+/// ?d has one value per row of ?p (last dimension 1, same rank), ?v is a matrix (a 1-D ?v makes
+/// each row of ?p one element of the product, not a row), and dividing keeps the product's type.
+fn row_divisor(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
+    let (p, v, d) = (get(s, "?p"), get(s, "?v"), get(s, "?d"));
+    let Some(product) = eg.lookup(kiln_ir_matmul(p, v)) else { return false };
+    if eg[product].data.ty().is_none() || eg[product].data.ty() != eg[id].data.ty() {
+        return false;
+    }
+    match (shape(eg, p), shape(eg, v), shape(eg, d)) {
+        (Some(ps), Some(vs), Some(ds)) => {
             ps.len() >= 2
+                && vs.len() >= 2
                 && ds.len() == ps.len()
                 && ds.last() == Some(&1)
                 && ds[..ds.len() - 1].iter().zip(&ps[..ps.len() - 1]).all(|(a, b)| a == b || *a == 1)
         }
         _ => false,
     }
+}
+
+fn kiln_ir_matmul(p: Id, v: Id) -> crate::lang::Kiln {
+    crate::lang::Kiln::ir(kiln_ir::Op::MatMul, vec![p, v])
 }
 
 #[cfg(test)]
@@ -86,6 +96,17 @@ mod tests {
             "(Div (MatMul (Mul (Exp (Clip<max=5.0;min=-5.0> x)) m) v) (ReduceSum<axes=[-1]> (Mul (Exp (Clip<max=5.0;min=-5.0> x)) m)))",
             "(MatMul (MaskedSoftmax (Clip<max=5.0;min=-5.0> x) m) v)",
         );
+    }
+
+    #[test]
+    fn negative_row_division_does_not_move_into_a_matrix_vector_product() {
+        // Regression (issue 11): [1,4,4]·[4] is [1,4]; dividing by a [1,4,1] broadcasts it to
+        // [1,4,4]. The rule merged the [1,4,4] quotient with the [1,4] product.
+        let l = &["p?f32[1,4,4]", "v?f32[4]", "d?f32[1,4,1]"];
+        check_not(l, &rules(), "(Div (MatMul p v) d)", "(MatMul (Div p d) v)");
+        // The same division after a matrix product moves.
+        let l = &["p?f32[1,4,4]", "v?f32[4,3]", "d?f32[1,4,1]"];
+        check(l, &rules(), "(Div (MatMul p v) d)", "(MatMul (Div p d) v)");
     }
 
     #[test]
