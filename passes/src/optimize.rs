@@ -23,18 +23,18 @@ use std::time::{Duration, Instant};
 ///
 /// **Memory bound.** Rules check the node budget before every single application
 /// ([`crate::rules::KApplier`]), so the e-graph never holds more than
-/// `max(node_limit, lifted graph) + MAX_NODES_PER_APPLICATION` (64) e-nodes, whatever the input
-/// (egg's own checks only run between rules; a graph larger than the budget is not rewritten at
-/// all). The matches a search holds per rule per iteration are bounded by
-/// `match_limit(n) = clamp(8·n, 1,000, 8·node_limit)` for an e-graph of n nodes, doubled at most
-/// once per ban of that rule (at most 3 bans in 30 iterations, so ≤ 8× that). Measured at the
-/// default budget: the 256-layer bench graph transformer stops at 30,003 e-nodes and the whole
-/// optimisation peaks at 118 MB RSS, the 512-layer one (lifted graph above the budget) at 211 MB
-/// (`optimizer_scale` example, dev profile).
+/// `lifted graph + node_limit + MAX_NODES_PER_APPLICATION` (64) e-nodes, whatever the input (egg's
+/// own checks only run between rules, which let one rule overshoot by orders of magnitude). The matches a search holds per rule per iteration are bounded by
+/// `match_limit(n) = clamp(8·n, 1,000, 8·budget)` for an e-graph of n nodes, doubled at most
+/// once per ban of that rule (at most 3 bans in 30 iterations, so ≤ 8× that). Measured (dev
+/// profile, `optimizer_scale` example, whole process): the 256-layer bench graph transformer stops
+/// its fold stage at 42,037 e-nodes (lifted graph + 30,000) and peaks at 124 MB RSS; the 512-layer
+/// one at 54,072 e-nodes and 230 MB.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OptimizeConfig {
-    /// Most e-nodes per stage (exceeded by at most one rule application; a lifted graph larger than
-    /// this is extracted as it is).
+    /// Most e-nodes a stage may add to the lifted graph (exceeded by at most one rule
+    /// application). Relative, so that a model of any size is optimised (a 100k-node model had
+    /// been extracted untouched under the former absolute limit) while memory stays linear in it.
     pub node_limit: usize,
     /// Most iterations per stage.
     pub iter_limit: usize,
@@ -135,8 +135,8 @@ const MAX_REFOLDS: usize = 8;
 /// banning them stretches saturation over more iterations, each searching the whole e-graph: the
 /// limit scales with the e-graph, within a fixed multiple of the node budget (so that the matches
 /// held in memory stay bounded too).
-fn match_limit(egraph: &crate::analysis::KGraph, config: &OptimizeConfig) -> usize {
-    (8 * egraph.total_number_of_nodes()).clamp(1_000, 8 * config.node_limit.max(125))
+fn match_limit(egraph: &crate::analysis::KGraph, budget: usize) -> usize {
+    (8 * egraph.total_number_of_nodes()).clamp(1_000, 8 * budget.max(125))
 }
 
 fn describe(reason: &Option<StopReason>) -> String {
@@ -168,14 +168,16 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     let mut iterations = 0;
     let mut reasons = Vec::new();
     let start = Instant::now();
+    // The node budget of both stages: the lifted graph plus `node_limit`.
+    let budget = lifted.egraph.total_size().saturating_add(config.node_limit);
     let stages = [("recognise", rules::recognise(config.kiln_ops)), ("fold", rules::fold(config.ln_to_rms))];
     for (stage, rules) in stages {
         let mut egraph = std::mem::take(&mut lifted.egraph);
-        egraph.analysis.node_budget = config.node_limit;
+        egraph.analysis.node_budget = budget;
         let runner = Runner::default()
-            .with_scheduler(BackoffScheduler::default().with_initial_match_limit(match_limit(&egraph, config)))
+            .with_scheduler(BackoffScheduler::default().with_initial_match_limit(match_limit(&egraph, budget)))
             .with_egraph(egraph)
-            .with_node_limit(config.node_limit)
+            .with_node_limit(budget)
             .with_iter_limit(config.iter_limit)
             .with_time_limit(config.time_limit.saturating_sub(start.elapsed()))
             .run(&rules);
@@ -186,7 +188,7 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
                     "ran past the wall-clock safety limit ({secs:.1} s of {:?}) before its node budget \
                      ({}) or iteration budget ({}) stopped it; the result would depend on machine load, \
                      so no graph is returned (raise KILN_EGRAPH_TIME_LIMIT_MS or lower KILN_EGRAPH_NODE_LIMIT)",
-                    config.time_limit, config.node_limit, config.iter_limit
+                    config.time_limit, budget, config.iter_limit
                 ),
             ));
         }
