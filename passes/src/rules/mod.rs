@@ -351,6 +351,14 @@ mod tidy {
     use super::*;
     use std::collections::HashSet;
 
+    /// The rule tests rely on debug assertions (an ill-typed merge panics in the analysis, an
+    /// application larger than `MAX_NODES_PER_APPLICATION` panics in `KApplier`): the crate's dev
+    /// profile must keep them on, whatever its opt-level.
+    #[test]
+    fn tests_run_with_debug_assertions() {
+        assert!(cfg!(debug_assertions), "kiln-passes is tested without debug assertions");
+    }
+
     #[test]
     fn rule_names_are_unique_and_stages_use_every_family() {
         let mut seen = HashSet::new();
