@@ -354,7 +354,7 @@ fn a_written_out_softmax_that_overflows_becomes_finite_as_documented() {
 #[test]
 fn generated_graphs_optimise_soundly() {
     let scalars = [0.0, 1.0, -1.0, 2.0, 0.5, 3.0, 1e-39, 1e38, 1e-30, 1e30];
-    for seed in 0..120u64 {
+    for seed in 0..200u64 {
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = |n: usize| {
             rng ^= rng << 13;
@@ -369,7 +369,7 @@ fn generated_graphs_optimise_soundly() {
         for i in 0..steps {
             let out = format!("n{i}");
             let k = format!("k{i}");
-            match next(11) {
+            match next(14) {
                 0 | 1 => {
                     let op = ["Mul", "Div", "Add", "Sub"][next(4)];
                     b.weight_data(&k, &[], vec![scalars[next(scalars.len())]]).node(&out, op, &[&cur, &k]);
@@ -410,6 +410,34 @@ fn generated_graphs_optimise_soundly() {
                 }
                 9 => {
                     b.node(&out, "Relu", &[&cur]);
+                }
+                10 => {
+                    // A row sum dividing a matrix-vector product: [1,4] / [1,4,1] broadcasts to
+                    // [1,4,4] (the row-div-into-matmul type confusion), added back to the stream.
+                    let [r, s, m, q] = ["r", "s", "m", "q"].map(|p| format!("{p}{i}"));
+                    b.weight(&k, &[8], -1.0, 1.0)
+                        .node(&r, "Reshape<shape=[1,4,8]>", &[&cur])
+                        .node(&s, "ReduceSum<axes=[-1]>", &[&r])
+                        .node(&m, "MatMul", &[&r, &k])
+                        .node(&q, "Div", &[&m, &s])
+                        .node(&out, "Add", &[&cur, &q]);
+                }
+                11 => {
+                    // BatchNorm over channel axis 1 (4 channels), foldable into neighbours.
+                    for (p, lo, hi) in [("g", 0.5, 1.5), ("b", -0.5, 0.5), ("m", -0.5, 0.5), ("v", 0.5, 2.0)] {
+                        b.weight(&format!("{k}{p}"), &[4], lo, hi);
+                    }
+                    let args = ["g", "b", "m", "v"].map(|p| format!("{k}{p}"));
+                    b.node(&out, "BatchNormalization", &[&cur, &args[0], &args[1], &args[2], &args[3]]);
+                }
+                12 => {
+                    // The max-subtracted softmax as ONNX expands it.
+                    let [mx, d, e, s] = ["mx", "d", "e", "s"].map(|p| format!("{p}{i}"));
+                    b.node(&mx, "ReduceMax<axes=[2]>", &[&cur])
+                        .node(&d, "Sub", &[&cur, &mx])
+                        .node(&e, "Exp", &[&d])
+                        .node(&s, "ReduceSum<axes=[2]>", &[&e])
+                        .node(&out, "Div", &[&e, &s]);
                 }
                 _ => {
                     b.node(&out, "Identity", &[&cur]);
