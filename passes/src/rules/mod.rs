@@ -355,6 +355,7 @@ mod tidy {
     /// application larger than `MAX_NODES_PER_APPLICATION` panics in `KApplier`): the crate's dev
     /// profile must keep them on, whatever its opt-level.
     #[test]
+    #[allow(clippy::assertions_on_constants)] // constant per build profile: that is the point
     fn tests_run_with_debug_assertions() {
         assert!(cfg!(debug_assertions), "kiln-passes is tested without debug assertions");
     }
