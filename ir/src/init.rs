@@ -162,7 +162,7 @@ fn reserved<T>(n: usize, ty: &TensorType) -> Result<Vec<T>, String> {
     let mut values = Vec::new();
     values.try_reserve_exact(n).map_err(|_| {
         let bytes = n as u64 * ty.dtype.size_bytes() as u64;
-        format!("cannot allocate {bytes} bytes for a {ty} tensor")
+        format!("cannot allocate {bytes} bytes for a tensor of type {ty}")
     })?;
     Ok(values)
 }
