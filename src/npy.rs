@@ -107,9 +107,19 @@ fn declared_shape(header: &str) -> Option<Vec<u64>> {
     inside.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse::<u64>().ok()).collect()
 }
 
-/// Writes a tensor as an `.npy` file.
+/// Writes a tensor as an `.npy` file. Refuses to write through anything but a new or regular
+/// file: a FIFO in the output folder would block `create` until someone reads it, and a link would
+/// write wherever it points.
 pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), String> {
     let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        return Err(format!(
+            "cannot write {}: it exists and is not a regular file (kiln replaces only regular files)",
+            path.display()
+        ));
+    }
     let file = File::create(path).map_err(cannot)?;
     let shape: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
     let mut out = BufWriter::new(file);

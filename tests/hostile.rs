@@ -197,6 +197,8 @@ fn cases() -> Vec<Case> {
         case("cli_model_is_dev_zero", Refused("a character device, not a regular file"), |d| { symlink(Path::new("/dev/zero"), &d.join("m.json")); args(&["check", "m.json"]) }),
         case("cli_kir_garbage", Refused("m.kir"), |d| check(d, "m.kir", "graph {{{ this is not kir")),
         case("cli_output_names_collide", Refused("outputs 'a/b' and 'a_b' would both be written to a_b.npy"), |d| run(d, "m.json", &colliding_outputs_json(), &["--output-dir", "out"])),
+        case("cli_output_file_is_fifo", Refused("exists and is not a regular file"), |d| { std::fs::create_dir_all(d.join("out")).ok(); fifo(&d.join("out/y.npy")); run(d, "m.json", &relu_json(), &["--output-dir", "out"]) }),
+        case("cli_output_file_is_symlink", Refused("exists and is not a regular file"), |d| { write(d, "elsewhere.npy", b""); symlink(&d.join("elsewhere.npy"), &d.join("out/y.npy")); run(d, "m.json", &relu_json(), &["--output-dir", "out"]) }),
         case("cli_output_dir_is_a_file", Refused("--output-dir"), |d| { write(d, "out", b"a file"); run(d, "m.json", &relu_json(), &["--output-dir", "out"]) }),
         // ---- valid but extreme models: bounded time and memory (fixed on other branches) ------------
         case("chain_100k_O0", Runs("y f32[4,8]"), |d| run(d, "m.json", &chain_json(100_000), &["-O0"])),
