@@ -151,3 +151,43 @@ pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     File::open(path)?.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("kiln-npy-{}-{name}.npy", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Issue 11: a 20-byte file declaring a 4 GiB header made npyz allocate 4 GiB.
+    #[test]
+    fn header_length_is_checked_against_the_file() {
+        let path = file_with("hdr", &[&b"\x93NUMPY\x02\x00"[..], &u32::MAX.to_le_bytes(), b"{'descr'"].concat());
+        let err = read_npy(&path).unwrap_err();
+        assert!(err.contains("header declares 4294967295 bytes, but the file has 20"), "{err}");
+    }
+
+    /// A shape whose product overflows made npyz panic ("attempt to multiply with overflow").
+    #[test]
+    fn shape_is_checked_before_npyz_multiplies_it() {
+        assert_eq!(declared_shape("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"), Some(vec![2, 3]));
+        assert_eq!(declared_shape("{'shape': (), 'descr': '<f4'}"), Some(vec![]));
+        assert_eq!(declared_shape("{'shape': (7,)}"), Some(vec![7]));
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
+        let bytes =
+            [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), &[0; 8]].concat();
+        let err = read_npy(&file_with("shape", &bytes)).unwrap_err();
+        assert!(err.contains("more data than the file's 8 bytes"), "{err}");
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let path = std::env::temp_dir().join(format!("kiln-npy-{}-rt.npy", std::process::id()));
+        let t = Tensor::from_f32([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        write_npy(&path, &t).unwrap();
+        assert_eq!(read_npy(&path).unwrap(), t);
+    }
+}

@@ -201,6 +201,8 @@ fn cases() -> Vec<Case> {
         case("cli_output_file_is_symlink", Refused("exists and is not a regular file"), |d| { write(d, "elsewhere.npy", b""); symlink(&d.join("elsewhere.npy"), &d.join("out/y.npy")); run(d, "m.json", &relu_json(), &["--output-dir", "out"]) }),
         case("cli_output_dir_is_a_file", Refused("--output-dir"), |d| { write(d, "out", b"a file"); run(d, "m.json", &relu_json(), &["--output-dir", "out"]) }),
         // ---- valid but extreme models: bounded time and memory (fixed on other branches) ------------
+        case("chain_100k_check_json", Runs("ok (100000 ops"), |d| { write(d, "m.json", chain_json(100_000).to_string()); args(&["check", "m.json"]) }),
+        case("chain_100k_check_onnx", Runs("ok (100000 ops"), |d| check(d, "m.onnx", &onnx_chain(100_000))),
         case("chain_100k_O0", Runs("y f32[4,8]"), |d| run(d, "m.json", &chain_json(100_000), &["-O0"])),
         case("chain_100k_O2", Runs("\"ops_after\""), |d| { write(d, "m.json", chain_json(100_000).to_string()); args(&["compile", "m.json", "--emit", "stats", "-O2"]) }),
         case("runaway_mul_div_O2", Runs("\"ops_after\""), |d| { write(d, "m.json", scalar_pair_json("Mul", 2.0, "Div", 2.0).to_string()); args(&["compile", "m.json", "--emit", "stats", "-O2"]) }),
@@ -669,6 +671,27 @@ fn onnx_ext_model(location: &str, extra: &[(&str, &str)]) -> Vec<u8> {
     let mut fields = vec![ext_entry("location", location), pb::varint_field(14, 1)];
     fields.extend(extra.iter().map(|(k, v)| ext_entry(k, v)));
     onnx_add_model(onnx_tensor("w", 1, &[2, 3], &fields))
+}
+
+/// A chain of `n` nodes alternating Tanh and Neg, x: f32[4,8].
+fn onnx_chain(n: usize) -> Vec<u8> {
+    let names: Vec<String> = (0..=n)
+        .map(|i| {
+            if i == 0 {
+                "x".into()
+            } else if i == n {
+                "y".into()
+            } else {
+                format!("t{i}")
+            }
+        })
+        .collect();
+    let nodes: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            onnx_node(if i % 2 == 0 { "Tanh" } else { "Neg" }, &format!("n{i}"), &[&names[i]], &[&names[i + 1]], &[])
+        })
+        .collect();
+    onnx_model(17, Some(onnx_graph(&nodes, &[onnx_input("x", 1, &[Some(4), Some(8)])], &["y"], &[])))
 }
 
 /// A model whose node carries a graph attribute nested `depth` levels deep (an If's branch in a
