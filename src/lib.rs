@@ -42,17 +42,28 @@ pub struct LoadOptions {
     /// Values of graph inputs known at load time, by name; an ONNX input that feeds a static
     /// parameter and has a value here becomes a constant. Other formats ignore them.
     pub values: Vec<(String, Tensor)>,
+    /// The most bytes of weights the model may hold, checked before they are read or generated;
+    /// `None` is [`kiln_ir::DEFAULT_MEMORY_CAP`].
+    pub memory_cap: Option<u64>,
 }
 
 /// [`load`] with [`LoadOptions`].
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model, Error> {
     let path = path.as_ref();
+    let mut limits = kiln_frontends::ReadLimits::default();
+    if let Some(cap) = options.memory_cap {
+        limits.memory_cap = cap;
+    }
     match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => kiln_frontends::json::load_json(path),
-        Some("onnx") => kiln_frontends::onnx::load_onnx_with_values(path, &options.fixed_dims, &options.values),
+        Some("json") => kiln_frontends::json::load_json_with(path, &limits),
+        Some("onnx") => kiln_frontends::onnx::load_onnx_with(path, &options.fixed_dims, &options.values, &limits),
         Some("kir") => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::new(path.display().to_string(), format!("cannot read: {e}")))?;
+            let shown = path.display().to_string();
+            let bytes = kiln_frontends::files::open_regular(path)
+                .and_then(|mut file| file.read_all(limits.memory_cap))
+                .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))?;
+            let text =
+                String::from_utf8(bytes).map_err(|_| Error::new(&shown, "cannot read: the file is not UTF-8 text"))?;
             kiln_ir::text::parse(&text).map_err(|e| e.within(&path.display().to_string()))
         }
         _ => Err(Error::new(

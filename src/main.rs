@@ -165,7 +165,7 @@ fn options(flags: &CompileFlags, backend: Backend) -> Options {
 }
 
 fn load_options(load: &LoadFlags) -> kiln::LoadOptions {
-    kiln::LoadOptions { fixed_dims: load.shapes.clone(), values: Vec::new() }
+    kiln::LoadOptions { fixed_dims: load.shapes.clone(), ..Default::default() }
 }
 
 /// Writes to stdout. A closed pipe (`kiln compile … | head`) ends the process quietly instead of
@@ -196,6 +196,33 @@ fn summary_line(name: &str, tensor: &Tensor) -> String {
 /// Output file names keep `[A-Za-z0-9._-]` and replace everything else with `_`.
 fn file_name_for(tensor_name: &str) -> String {
     tensor_name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
+}
+
+/// The `--output-dir` file of each output, in output order. Two different outputs whose names map
+/// to one file (`a/b` and `a_b` both become `a_b.npy`) are an error before anything runs, rather
+/// than the second silently overwriting the first: a renamed file would be a name no one chose.
+fn output_files(output_names: &[String]) -> Result<Vec<String>, Error> {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut files = Vec::with_capacity(output_names.len());
+    for name in output_names {
+        let file = format!("{}.npy", file_name_for(name));
+        match seen.get(&file) {
+            Some(&first) if first != name => {
+                return Err(Error::new(
+                    "--output-dir",
+                    format!(
+                        "outputs '{first}' and '{name}' would both be written to {file}; rename one of them in the \
+                         model (file names keep A-Z, a-z, 0-9, '.', '_' and '-' and replace the rest with '_')"
+                    ),
+                ));
+            }
+            _ => {
+                seen.insert(file.clone(), name);
+            }
+        }
+        files.push(file);
+    }
+    Ok(files)
 }
 
 impl BackendArg {
@@ -272,15 +299,18 @@ fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &O
 fn run(args: &RunArgs) -> Result<(), Error> {
     let options = options(&args.flags, args.backend.backend());
     let Prepared { compiled, inputs, .. } = prepare(&args.model, &args.inputs, &args.load, &options)?;
+    let graph = compiled.graph();
+    let output_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).collect();
+    let files = if args.output_dir.is_some() { output_files(&output_names)? } else { Vec::new() };
     let outputs = compiled.run(&inputs)?;
     if let Some(dir) = &args.output_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::new(format!("--output-dir {}", dir.display()), format!("cannot create: {e}")))?;
     }
-    for (name, tensor) in &outputs {
+    for (i, (name, tensor)) in outputs.iter().enumerate() {
         emit(&format!("{}\n", summary_line(name, tensor)));
-        if let Some(dir) = &args.output_dir {
-            let path = dir.join(format!("{}.npy", file_name_for(name)));
+        if let (Some(dir), Some(file)) = (&args.output_dir, files.get(i)) {
+            let path = dir.join(file);
             kiln::npy::write_npy(&path, tensor).map_err(|e| Error::new(format!("output '{name}'"), e))?;
         }
     }

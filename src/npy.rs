@@ -2,14 +2,40 @@
 
 use kiln_ir::{DType, MAX_ELEMENTS, Tensor, TensorData};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 
-/// Reads an `.npy` file into a tensor. The header's shape is checked against the file's size before
-/// anything is allocated, so a corrupt header cannot ask for terabytes.
+/// The largest `.npy` header kiln reads. numpy writes a few hundred bytes (its own reader refuses
+/// more than 10,000 by default); a header that claims more is corrupt or hostile.
+const MAX_HEADER_LEN: u64 = 1 << 20;
+
+/// Reads an `.npy` file into a tensor. Only a regular file is read. The header's declared length
+/// and then its shape are checked against the file's size before anything is allocated, so that a
+/// corrupt header can ask for neither a huge header nor terabytes of data.
 pub fn read_npy(path: &Path) -> Result<Tensor, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let file_len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
+    let opened = kiln_frontends::files::open_regular(path)?;
+    let file_len = opened.len;
+    let mut file = opened.file;
+    let (preamble, header_len) =
+        header_bounds(&mut file, file_len).map_err(|e| format!("{} is not a valid .npy file: {e}", path.display()))?;
+    let data_len = file_len - preamble - header_len;
+    // npyz multiplies the declared dimensions unchecked (an overflow panics in debug builds), so the
+    // shape is checked here first: at least one byte per element must be in the file.
+    // header_len ≤ MAX_HEADER_LEN (1 MiB), checked by header_bounds.
+    let mut header = vec![0u8; header_len as usize];
+    file.seek(SeekFrom::Start(preamble))
+        .and_then(|_| file.read_exact(&mut header))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if let Some(dims) = declared_shape(&String::from_utf8_lossy(&header)) {
+        let elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));
+        if elements.is_none_or(|n| n > MAX_ELEMENTS as u64 || n > data_len) {
+            return Err(format!(
+                "{}: its header declares shape {dims:?}, more data than the file's {data_len} bytes after the header",
+                path.display()
+            ));
+        }
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .map_err(|e| format!("{} is not a valid .npy file: {e}", path.display()))?;
     if npy.order() != npyz::Order::C {
@@ -29,8 +55,11 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
     let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
-    if elements > MAX_ELEMENTS || (elements as u64).saturating_mul(dtype.size_bytes() as u64) > file_len {
-        return Err(format!("{}: its header declares shape {shape:?}, more data than the file holds", path.display()));
+    if elements > MAX_ELEMENTS || (elements as u64).saturating_mul(dtype.size_bytes() as u64) > data_len {
+        return Err(format!(
+            "{}: its header declares shape {shape:?}, more data than the file's {data_len} bytes after the header",
+            path.display()
+        ));
     }
     let bad = |e: std::io::Error| format!("cannot read the data of {}: {e}", path.display());
     let data = match dtype {
@@ -41,9 +70,56 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
     Tensor::new(shape, data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Writes a tensor as an `.npy` file.
+/// Checks the fixed part of an `.npy` file (magic, version, header length) and returns the
+/// preamble's and the header's lengths. npyz reads a header of whatever length the file declares,
+/// up to 4 GiB: the length is checked here first.
+fn header_bounds(file: &mut File, file_len: u64) -> Result<(u64, u64), String> {
+    let mut start = [0u8; 12];
+    let got = file.read(&mut start).map_err(|e| e.to_string())?;
+    // A short read of a regular file is its end; what follows checks `got`.
+    let start = &start[..got];
+    if !start.starts_with(b"\x93NUMPY") {
+        return Err("it does not start with the .npy magic bytes".into());
+    }
+    let (preamble, header_len) = match (start.get(6), start.get(8..10), start.get(8..12)) {
+        (Some(1), Some(len), _) => (10, u64::from(u16::from_le_bytes([len[0], len[1]]))),
+        (Some(2 | 3), _, Some(len)) => (12, u64::from(u32::from_le_bytes([len[0], len[1], len[2], len[3]]))),
+        (Some(&major), _, _) if !(1..=3).contains(&major) => {
+            return Err(format!("format version {major} is not one kiln reads (1, 2 or 3)"));
+        }
+        _ => return Err(format!("the file ends within its preamble ({file_len} bytes)")),
+    };
+    if header_len > MAX_HEADER_LEN || preamble + header_len > file_len {
+        return Err(format!(
+            "its header declares {header_len} bytes, but the file has {file_len} in all (and kiln reads headers \
+             of at most {MAX_HEADER_LEN} bytes)"
+        ));
+    }
+    Ok((preamble, header_len))
+}
+
+/// The dimensions of the header's `'shape': (d0, d1, …)` entry, if it has one of that form; a
+/// header that does not is left to npyz to refuse.
+fn declared_shape(header: &str) -> Option<Vec<u64>> {
+    let after_key = &header[header.find("'shape'").or_else(|| header.find("\"shape\""))? + 7..];
+    let tuple = after_key.trim_start().strip_prefix(':')?.trim_start().strip_prefix('(')?;
+    let inside = &tuple[..tuple.find(')')?];
+    inside.split(',').map(str::trim).filter(|d| !d.is_empty()).map(|d| d.parse::<u64>().ok()).collect()
+}
+
+/// Writes a tensor as an `.npy` file. Refuses to write through anything but a new or regular
+/// file: a FIFO in the output folder would block `create` until someone reads it, and a link would
+/// write wherever it points.
 pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), String> {
     let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && !meta.is_file()
+    {
+        return Err(format!(
+            "cannot write {}: it exists and is not a regular file (kiln replaces only regular files)",
+            path.display()
+        ));
+    }
     let file = File::create(path).map_err(cannot)?;
     let shape: Vec<u64> = tensor.shape().iter().map(|&d| d as u64).collect();
     let mut out = BufWriter::new(file);
@@ -74,4 +150,44 @@ pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("kiln-npy-{}-{name}.npy", std::process::id()));
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    /// Issue 11: a 20-byte file declaring a 4 GiB header made npyz allocate 4 GiB.
+    #[test]
+    fn header_length_is_checked_against_the_file() {
+        let path = file_with("hdr", &[&b"\x93NUMPY\x02\x00"[..], &u32::MAX.to_le_bytes(), b"{'descr'"].concat());
+        let err = read_npy(&path).unwrap_err();
+        assert!(err.contains("header declares 4294967295 bytes, but the file has 20"), "{err}");
+    }
+
+    /// A shape whose product overflows made npyz panic ("attempt to multiply with overflow").
+    #[test]
+    fn shape_is_checked_before_npyz_multiplies_it() {
+        assert_eq!(declared_shape("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }"), Some(vec![2, 3]));
+        assert_eq!(declared_shape("{'shape': (), 'descr': '<f4'}"), Some(vec![]));
+        assert_eq!(declared_shape("{'shape': (7,)}"), Some(vec![7]));
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
+        let bytes =
+            [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), &[0; 8]].concat();
+        let err = read_npy(&file_with("shape", &bytes)).unwrap_err();
+        assert!(err.contains("more data than the file's 8 bytes"), "{err}");
+    }
+
+    #[test]
+    fn written_files_read_back() {
+        let path = std::env::temp_dir().join(format!("kiln-npy-{}-rt.npy", std::process::id()));
+        let t = Tensor::from_f32([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        write_npy(&path, &t).unwrap();
+        assert_eq!(read_npy(&path).unwrap(), t);
+    }
 }

@@ -282,7 +282,7 @@ fn onnx_twins_match_the_goldens() {
         }
         let (json_model, inputs) = load_with_inputs(&name);
         let fixed_dims = inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect();
-        let load = kiln::LoadOptions { fixed_dims, values: inputs.clone() };
+        let load = kiln::LoadOptions { fixed_dims, values: inputs.clone(), ..Default::default() };
         let model = match kiln::load_with(&onnx, &load) {
             Ok(m) => m,
             Err(e) => {

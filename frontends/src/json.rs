@@ -9,6 +9,7 @@
 //! Model files are untrusted: no panics on any input, and a declared shape is checked against
 //! [`kiln_ir::MAX_ELEMENTS`] before a byte of weight data is allocated for it.
 
+use crate::files::{Budget, OpenFile, ReadLimits, decode_le, open_contained, open_regular};
 use kiln_ir::init::{INIT_KINDS, Init, generate};
 use kiln_ir::{Attr, Attrs, DType, Error, GraphBuilder, Model, Op, Tensor, TensorData, TensorType, Weights};
 use serde_json::{Map, Value};
@@ -27,8 +28,16 @@ const CONSTANT_ATTRS: &[&str] = &["value", "value_float", "value_floats", "value
 /// Reads a kiln JSON model and the safetensors file it names (relative to the model's folder).
 /// Every problem's location starts with the file's path.
 pub fn load_json(path: &Path) -> Result<Model, Error> {
+    load_json_with(path, &ReadLimits::default())
+}
+
+/// [`load_json`] with explicit [`ReadLimits`].
+pub fn load_json_with(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::new(&shown, format!("cannot read the model file: {e}")))?;
+    // The text of a model holds at least its inline weights, so the cap bounds it too.
+    let bytes = open_regular(path)
+        .and_then(|mut file| file.read_all(limits.memory_cap))
+        .map_err(|e| Error::new(&shown, format!("cannot read the model file: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(
             &shown,
@@ -36,16 +45,28 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
         )
     })?;
     let default_name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    parse_json(&text, path.parent(), &default_name).map_err(|e| e.within(&shown))
+    // A bare file name has an empty parent: the folder is then the current one.
+    let base_dir = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    parse_json_with(&text, base_dir, &default_name, limits).map_err(|e| e.within(&shown))
 }
 
 /// Parses a kiln JSON model from text. `base_dir` is the folder a `safetensors` file name is relative
 /// to (`None`: the model may not name one); `default_name` names the graph when the file does not.
 pub fn parse_json(text: &str, base_dir: Option<&Path>, default_name: &str) -> Result<Model, Error> {
+    parse_json_with(text, base_dir, default_name, &ReadLimits::default())
+}
+
+/// [`parse_json`] with explicit [`ReadLimits`].
+pub fn parse_json_with(
+    text: &str,
+    base_dir: Option<&Path>,
+    default_name: &str,
+    limits: &ReadLimits,
+) -> Result<Model, Error> {
     // A byte-order mark, as some editors write, is not JSON but means nothing; skip it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: duplicate_keys(text), base_dir, hints_left: 20 }
+    Reader { diags: duplicate_keys(text), base_dir, hints_left: 20, budget: Budget::new(limits) }
         .model(&value, default_name)
         .map_err(in_document_order)
 }
@@ -292,6 +313,9 @@ struct Reader<'a> {
     /// Suggestions against a file's own names (weights, safetensors keys) cost a comparison with
     /// each; only this many are made, so that a hostile file cannot make them quadratic.
     hints_left: usize,
+    /// The model's weight bytes so far, against the memory cap: claimed before each weight's
+    /// data is read, parsed or generated.
+    budget: Budget,
 }
 
 impl Reader<'_> {
@@ -553,7 +577,16 @@ impl Reader<'_> {
                 let Some(value) = obj.get(*source) else { return };
                 // The size check comes before any data is read or generated; a weight that fails it
                 // is reported by the graph builder.
-                if let Some(ty) = ty.as_ref().filter(|ty| ty.check_size().is_ok()) {
+                let claimed =
+                    |this: &mut Self, ty: &TensorType| match this.budget.claim(ty_bytes(ty), &format!("{what} ({ty})"))
+                    {
+                        Ok(()) => true,
+                        Err(e) => {
+                            this.error(&src_loc, e);
+                            false
+                        }
+                    };
+                if let Some(ty) = ty.as_ref().filter(|ty| ty.check_size().is_ok() && claimed(self, ty)) {
                     match *source {
                         "data" => data = self.inline_data(value, &src_loc, ty, &what),
                         "safetensors" => {
@@ -732,7 +765,9 @@ impl Reader<'_> {
         (self.diags.len() == mark).then_some(init)
     }
 
-    /// Reads the safetensors file once and takes every pending weight's data from it.
+    /// Reads every pending weight's data from the safetensors file: the header first (its length
+    /// checked against the file's), then only the byte range of each tensor a weight names, each
+    /// checked against the declared type before it is read.
     fn load_safetensors(&mut self, file: Option<&str>, loc: &Loc, leaves: &mut [Leaf], pending: Vec<PendingTensor>) {
         if pending.is_empty() {
             return;
@@ -764,18 +799,17 @@ impl Reader<'_> {
             self.error(loc, message);
             return;
         };
-        let path = base_dir.join(file);
-        let shown = path.display().to_string();
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let mut opened = match open_contained(base_dir, file, "the safetensors file") {
+            Ok(opened) => opened,
             Err(e) => {
-                let message = format!("cannot read the safetensors file '{shown}' (needed by {}): {e}", needed_by());
+                let message = format!("cannot read the safetensors file '{file}' (needed by {}): {e}", needed_by());
                 self.error(loc, message);
                 return;
             }
         };
-        let st = match safetensors::SafeTensors::deserialize(&bytes) {
-            Ok(st) => st,
+        let shown = opened.shown.clone();
+        let (data_start, header) = match safetensors_header(&mut opened) {
+            Ok(header) => header,
             Err(e) => {
                 self.error(loc, format!("'{shown}' is not a valid safetensors file: {e}"));
                 return;
@@ -785,10 +819,16 @@ impl Reader<'_> {
             let leaf = &leaves[p.leaf];
             let Some(ty) = &leaf.ty else { continue };
             let what = format!("weight '{}'", leaf.name);
-            let view = match st.tensor(&p.key) {
-                Ok(view) => view,
-                Err(_) => {
-                    let names = st.names();
+            let info = match header.get(&p.key).filter(|_| p.key != "__metadata__") {
+                Some(v) => match serde_json::from_value::<safetensors::tensor::TensorInfo>(v.clone()) {
+                    Ok(info) => info,
+                    Err(e) => {
+                        self.error(&p.loc, format!("key '{}' in '{shown}' has an invalid entry: {e}", p.key));
+                        continue;
+                    }
+                },
+                None => {
+                    let names: Vec<&str> = header.keys().map(String::as_str).filter(|&k| k != "__metadata__").collect();
                     let hint = self.costly_hint(&p.key, &names);
                     let message = format!("safetensors key '{}' for {what} is not in '{shown}'{hint}", p.key);
                     self.error(&p.loc, message);
@@ -800,40 +840,41 @@ impl Reader<'_> {
                 DType::I64 => safetensors::Dtype::I64,
                 DType::Bool => safetensors::Dtype::BOOL,
             };
-            if view.dtype() != want {
+            if info.dtype != want {
                 let message = format!(
                     "{what} is declared {} but key '{}' in '{shown}' holds {:?} data; store it as {want:?}",
-                    ty.dtype,
-                    p.key,
-                    view.dtype()
+                    ty.dtype, p.key, info.dtype
                 );
                 self.error(&p.loc, message);
                 continue;
             }
-            if view.shape() != ty.shape.as_slice() {
+            if info.shape != ty.shape {
                 let message = format!(
                     "{what} is declared {ty} but key '{}' in '{shown}' has shape {}",
                     p.key,
-                    kiln_ir::dtype::ShapeDisplay(view.shape())
+                    kiln_ir::dtype::ShapeDisplay(&info.shape)
                 );
                 self.error(&p.loc, message);
                 continue;
             }
-            // The library has checked that the data spans exactly shape × dtype size.
-            let bytes = view.data();
-            let data = match ty.dtype {
-                DType::F32 => TensorData::F32(
-                    bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                ),
-                DType::I64 => TensorData::I64(
-                    bytes
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                        .collect(),
-                ),
-                DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
+            // The type passed the size check, so this product does not overflow.
+            let want_bytes = ty.num_elements() * ty.dtype.size_bytes();
+            let (start, end) = info.data_offsets;
+            if end.checked_sub(start) != Some(want_bytes) {
+                let message =
+                    format!("key '{}' in '{shown}' spans bytes {start}..{end} but {ty} needs {want_bytes}", p.key);
+                self.error(&p.loc, message);
+                continue;
+            }
+            let bytes = match opened.read_range(data_start.saturating_add(start as u64), want_bytes) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    self.error(&p.loc, format!("{what}: key '{}': {e}", p.key));
+                    continue;
+                }
             };
-            match Tensor::new(ty.shape.clone(), data) {
+            let tensor = decode_le(ty.dtype, &bytes, &what).and_then(|data| Tensor::new(ty.shape.clone(), data));
+            match tensor {
                 Ok(t) => leaves[p.leaf].data = Some(t),
                 Err(e) => self.error(&p.loc, format!("{what}: key '{}' in '{shown}': {e}", p.key)),
             }
@@ -973,6 +1014,10 @@ impl Reader<'_> {
             return None;
         }
         let data = self.required(obj, "data", loc, &what)?;
+        if let Err(e) = self.budget.claim(ty_bytes(&ty), &format!("{what} ({ty})")) {
+            self.error(loc, e);
+            return None;
+        }
         self.inline_data(data, &loc.key("data"), &ty, &what)
     }
 
@@ -1285,5 +1330,35 @@ fn f32_value(v: &Value) -> Option<f32> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The bytes a tensor of type `ty` takes; `ty` has passed the size check, so this does not overflow.
+fn ty_bytes(ty: &TensorType) -> u64 {
+    ty.num_elements() as u64 * ty.dtype.size_bytes() as u64
+}
+
+/// The largest safetensors header kiln reads (the safetensors library's own limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
+
+/// A safetensors file's header: where its data starts, and the JSON object describing each tensor.
+/// The header's declared length is checked against the file's before the header is read.
+fn safetensors_header(file: &mut OpenFile) -> Result<(u64, Map<String, Value>), String> {
+    let prefix = file.read_range(0, 8)?;
+    let mut len_bytes = [0u8; 8];
+    len_bytes.copy_from_slice(&prefix);
+    let n = u64::from_le_bytes(len_bytes);
+    if n > MAX_SAFETENSORS_HEADER || n > file.len - 8 {
+        return Err(format!(
+            "its header length {n} exceeds the {} bytes after the length prefix (or the {MAX_SAFETENSORS_HEADER}-byte limit)",
+            file.len - 8
+        ));
+    }
+    let header = file.read_range(8, n as usize)?;
+    let text = std::str::from_utf8(&header).map_err(|e| format!("its header is not UTF-8 ({e})"))?;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok((8 + n, map)),
+        Ok(other) => Err(format!("its header must be a JSON object, got {}", describe(&other))),
+        Err(e) => Err(format!("its header is not valid JSON ({e})")),
     }
 }

@@ -1,7 +1,9 @@
 //! Model file readers: the only crate that knows model file formats. Each reader turns a file into
 //! a [`kiln_ir::Model`] (graph + weights) or an error naming every problem and where it is.
 
+pub mod files;
 pub mod json;
 pub mod onnx;
 
-pub use json::{load_json, parse_json};
+pub use files::ReadLimits;
+pub use json::{load_json, load_json_with, parse_json, parse_json_with};

@@ -959,3 +959,95 @@ fn every_truncation_is_an_error() {
         assert!(errors[0].contains("invalid JSON") || errors[0].contains("the file is empty"), "{errors:?}");
     }
 }
+
+// ---- files a model names: containment, file kinds, sizes (issue 11) ---------------------------
+
+/// `st_model` reading from `file` instead of `weights.safetensors`.
+fn st_model_at(file: &str) -> String {
+    let mut m = st_model("f32", &[2], "w");
+    m["safetensors"] = json!(file);
+    m.to_string()
+}
+
+/// Issue 11: the safetensors path was joined to the model's folder unchecked, so an absolute path,
+/// `..` or a symlink read any file (`/etc/passwd` was opened, `../x/secret.safetensors` loaded as
+/// weights) and `/dev/zero` was read until memory ran out.
+#[test]
+fn safetensors_file_must_stay_inside_the_model_folder() {
+    let root = temp_dir("st-escape");
+    let dir = root.join("model");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    std::fs::create_dir_all(root.join("x")).unwrap();
+    write_safetensors(&root.join("x/secret.safetensors"), &[("w", "F32", &[2], f32_bytes(&[6.0, 7.0]))]);
+    write_safetensors(&dir.join("sub/ok.safetensors"), &[("w", "F32", &[2], f32_bytes(&[1.0, 2.0]))]);
+    std::os::unix::fs::symlink(root.join("x/secret.safetensors"), dir.join("link.safetensors")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.safetensors")).unwrap();
+
+    let model = parse_in(&st_model_at("sub/ok.safetensors"), Some(&dir)).expect("a file inside the folder loads");
+    assert_eq!(model.weights.get("w").and_then(|t| t.as_f32()), Some(&[1.0f32, 2.0][..]));
+    for (file, why) in [
+        ("../x/secret.safetensors", "must be a relative path inside the model's folder"),
+        ("/etc/passwd", "must be a relative path inside the model's folder"),
+        ("/dev/zero", "must be a relative path inside the model's folder"),
+        ("link.safetensors", "leads outside the model's folder"),
+        ("zero.safetensors", "leads outside the model's folder"),
+        ("sub", "a directory, not a regular file"),
+    ] {
+        let errors = errors_in(&st_model_at(file), Some(&dir));
+        assert_reported(&errors, &["$.safetensors: cannot read the safetensors file", why]);
+    }
+}
+
+/// Issue 11: a FIFO in the model's folder would block the reader; it is refused before `open`.
+#[test]
+fn safetensors_fifo_is_refused() {
+    let dir = temp_dir("st-fifo");
+    let made = std::process::Command::new("mkfifo").arg(dir.join("weights.safetensors")).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo is needed for this test");
+    let errors = errors_in(&st_model("f32", &[2], "w").to_string(), Some(&dir));
+    assert_reported(&errors, &["$.safetensors", "a FIFO (named pipe), not a regular file"]);
+}
+
+/// Header and data sizes are checked against the file before anything is read.
+#[test]
+fn safetensors_sizes_are_checked_against_the_file() {
+    let dir = temp_dir("st-sizes");
+    let path = dir.join("weights.safetensors");
+    // A header length of 2^62.
+    std::fs::write(&path, [&(1u64 << 62).to_le_bytes()[..], b"{}"].concat()).unwrap();
+    assert_reported(&errors_in(&st_model("f32", &[2], "w").to_string(), Some(&dir)), &["header length"]);
+    // A header that promises 8 bytes of data the file does not have.
+    let header = json!({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}).to_string();
+    std::fs::write(&path, [&(header.len() as u64).to_le_bytes()[..], header.as_bytes(), &[0u8; 4]].concat()).unwrap();
+    assert_reported(&errors_in(&st_model("f32", &[2], "w").to_string(), Some(&dir)), &["weight 'w'", "too few"]);
+    // Offsets that do not span the declared type.
+    let header = json!({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}).to_string();
+    std::fs::write(&path, [&(header.len() as u64).to_le_bytes()[..], header.as_bytes(), &[0u8; 4]].concat()).unwrap();
+    assert_reported(&errors_in(&st_model("f32", &[2], "w").to_string(), Some(&dir)), &["spans bytes 0..4"]);
+}
+
+/// Issue 11: a seeded `init` weight of 8 GiB aborted the process ("memory allocation of … failed").
+/// Weights are claimed against the memory cap before they are generated.
+#[test]
+fn weights_are_checked_against_the_memory_cap() {
+    let mut m = mlp();
+    m["weights"][0] = json!({"name": "w", "shape": [3, 4], "init": {"zeros": {}}});
+    m["weights"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "huge", "shape": [2048, 1024, 1024], "init": {"normal": {}}}));
+    let errors = errors(&m);
+    assert_reported(
+        &errors,
+        &["$.weights[2].init", "weight 'huge' (f32[2048,1024,1024]) needs 8.0 GiB", "memory cap of 4.0 GiB"],
+    );
+
+    // The cap is the sum of all weights, inline ones included; a smaller one can be given.
+    let limits = kiln_frontends::ReadLimits { memory_cap: 48 + 11 };
+    let text = mlp().to_string();
+    let result = kiln_frontends::json::parse_json_with(&text, None, "test", &limits);
+    let message = result.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message.contains("weight 'b' (f32[3]) needs 12 B") && message.contains("48 B of weights"), "{message}");
+    let limits = kiln_frontends::ReadLimits { memory_cap: 48 + 12 };
+    assert!(kiln_frontends::json::parse_json_with(&text, None, "test", &limits).is_ok());
+}

@@ -99,7 +99,7 @@ pub fn generate(init: &Init, ty: &TensorType) -> Result<Tensor, String> {
     let kind = init.kind_name();
     let data = match ty.dtype {
         DType::F32 => {
-            let mut values = Vec::with_capacity(n);
+            let mut values = reserved(n, ty)?;
             match *init {
                 Init::Normal { mean, std, seed } => {
                     let mut rng = SplitMix64::new(seed);
@@ -127,9 +127,9 @@ pub fn generate(init: &Init, ty: &TensorType) -> Result<Tensor, String> {
                 })
             };
             match *init {
-                Init::Constant { value: v } => TensorData::I64(vec![value(v, "value")?; n]),
-                Init::Zeros => TensorData::I64(vec![0; n]),
-                Init::Ones => TensorData::I64(vec![1; n]),
+                Init::Constant { value: v } => TensorData::I64(filled(n, value(v, "value")?, ty)?),
+                Init::Zeros => TensorData::I64(filled(n, 0, ty)?),
+                Init::Ones => TensorData::I64(filled(n, 1, ty)?),
                 Init::Arange { start, step } => {
                     let (start, step) = (value(start, "start")?, value(step, "step")?);
                     // The last element is the largest in magnitude; checking it checks them all.
@@ -138,7 +138,9 @@ pub fn generate(init: &Init, ty: &TensorType) -> Result<Tensor, String> {
                     if last.is_none() {
                         return Err(format!("the arange initializer overflows i64 over {n} elements"));
                     }
-                    TensorData::I64((0..n as i64).map(|i| start + i * step).collect())
+                    let mut values = reserved(n, ty)?;
+                    values.extend((0..n as i64).map(|i| start + i * step));
+                    TensorData::I64(values)
                 }
                 Init::Normal { .. } | Init::Uniform { .. } => {
                     return Err(format!("the {kind} initializer makes f32 weights only, not {}", ty.dtype));
@@ -146,12 +148,29 @@ pub fn generate(init: &Init, ty: &TensorType) -> Result<Tensor, String> {
             }
         }
         DType::Bool => match init {
-            Init::Zeros => TensorData::Bool(vec![false; n]),
-            Init::Ones => TensorData::Bool(vec![true; n]),
+            Init::Zeros => TensorData::Bool(filled(n, false, ty)?),
+            Init::Ones => TensorData::Bool(filled(n, true, ty)?),
             _ => return Err(format!("a bool weight accepts the zeros and ones initializers only, not {kind}")),
         },
     };
     Tensor::new(ty.shape.clone(), data)
+}
+
+/// Room for `n` values of a tensor of type `ty`, or an error naming the size: a tensor within
+/// MAX_ELEMENTS may still be more than the machine has, and that is an error, not an abort.
+fn reserved<T>(n: usize, ty: &TensorType) -> Result<Vec<T>, String> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(n).map_err(|_| {
+        let bytes = n as u64 * ty.dtype.size_bytes() as u64;
+        format!("cannot allocate {bytes} bytes for a tensor of type {ty}")
+    })?;
+    Ok(values)
+}
+
+fn filled<T: Clone>(n: usize, value: T, ty: &TensorType) -> Result<Vec<T>, String> {
+    let mut values = reserved(n, ty)?;
+    values.resize(n, value);
+    Ok(values)
 }
 
 /// The input `kiln run` makes up for input number `seed` (0-based, in declaration order) when none is

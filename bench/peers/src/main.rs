@@ -137,7 +137,7 @@ fn run_kiln(args: &RunArgs, inputs: &[(String, Tensor)]) -> Result<(Measured, Ve
     let start = Instant::now();
     let load = LoadOptions {
         fixed_dims: inputs.iter().map(|(n, t)| (n.clone(), t.shape().to_vec())).collect(),
-        values: Vec::new(),
+        ..Default::default()
     };
     let model = kiln::load_with(&args.model, &load).map_err(|e| e.to_string())?;
     let options = Options { backend: Backend::Jit, opt_level: OptLevel::O2, threads: Some(args.threads) };

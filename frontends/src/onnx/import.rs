@@ -7,6 +7,7 @@ use super::lower::{Lowered, lower_node};
 use super::proto::{self, ModelProto, NodeProto, attribute_proto::AttributeType, tensor_shape_proto::dimension};
 use super::tensor::{dtype_from_onnx, tensor_from_proto};
 use super::{MAX_OPSET, MIN_OPSET};
+use crate::files::{Budget, ReadLimits};
 use kiln_ir::{Attr, Attrs, Error, GraphBuilder, Model, Op, Tensor, TensorType, Weights};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
@@ -40,6 +41,8 @@ struct Importer<'a> {
     unsupported: BTreeMap<String, Vec<String>>,
     node_names: HashSet<String>,
     base_dir: Option<&'a Path>,
+    /// Weight bytes so far against the memory cap (initializers and tensor attributes).
+    budget: Budget,
 }
 
 pub(crate) fn import_model(
@@ -47,6 +50,7 @@ pub(crate) fn import_model(
     base_dir: Option<&Path>,
     fixed_dims: &[(String, Vec<usize>)],
     values: &[(String, Tensor)],
+    limits: &ReadLimits,
 ) -> Result<Model, Error> {
     let opset = default_opset(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
@@ -58,6 +62,7 @@ pub(crate) fn import_model(
         unsupported: BTreeMap::new(),
         node_names: HashSet::new(),
         base_dir,
+        budget: Budget::new(limits),
     };
     if !graph.sparse_initializer.is_empty() {
         imp.builder.report("", "sparse initializers are not supported");
@@ -119,7 +124,7 @@ impl Importer<'_> {
         for (i, init) in graph.initializer.iter().enumerate() {
             let name = init.name().to_string();
             let location = format!("initializer #{i} '{name}'");
-            match tensor_from_proto(init, self.base_dir) {
+            match tensor_from_proto(init, self.base_dir, &self.budget) {
                 Ok(tensor) => self.add_const(name, location, tensor),
                 Err(e) => self.builder.report(location, e),
             }
@@ -169,6 +174,23 @@ impl Importer<'_> {
                     continue;
                 }
             };
+            // A negative dimension is not a dynamic one (ONNX spells those with dim_param or no
+            // value): it is an error, not something --shape may fill in.
+            let negative = tensor_type.shape.as_ref().and_then(|s| {
+                s.dim.iter().enumerate().find_map(|(k, d)| match d.value {
+                    Some(dimension::Value::DimValue(v)) if v < 0 => Some((k, v)),
+                    _ => None,
+                })
+            });
+            if let Some((k, v)) = negative {
+                self.builder.report(
+                    location,
+                    format!(
+                        "dimension {k} is {v}; a dimension is a number ≥ 0, or a name (dim_param) for a dynamic one"
+                    ),
+                );
+                continue;
+            }
             // Declared dimensions: Some(d) for a fixed one, None for a dynamic one.
             let declared_dims: Option<Vec<Option<usize>>> = tensor_type.shape.as_ref().map(|s| {
                 s.dim
@@ -270,7 +292,7 @@ impl Importer<'_> {
         let location = format!("node '{name}' (#{index}, {op_type})");
         let outputs: Vec<String> = node.output.clone();
         let domain = node.domain();
-        let attrs = match convert_attrs(node, self.base_dir) {
+        let attrs = match convert_attrs(node, self.base_dir, &self.budget) {
             Ok(a) => a,
             Err(e) => {
                 self.fail(&location, &name, e, node);
@@ -429,7 +451,7 @@ pub(crate) fn trim_outputs(names: &[String]) -> Vec<String> {
 
 /// ONNX attributes → kiln's generic attributes. Graph, sparse-tensor and type attributes are
 /// errors: kiln has no op that takes them.
-fn convert_attrs(node: &NodeProto, base_dir: Option<&Path>) -> Result<Attrs, String> {
+fn convert_attrs(node: &NodeProto, base_dir: Option<&Path>, budget: &Budget) -> Result<Attrs, String> {
     let mut attrs = Attrs::new();
     for a in &node.attribute {
         let name = a.name().to_string();
@@ -456,7 +478,7 @@ fn convert_attrs(node: &NodeProto, base_dir: Option<&Path>) -> Result<Attrs, Str
             AttributeType::Ints => Attr::Ints(a.ints.clone()),
             AttributeType::Tensor => {
                 let t = a.t.as_ref().ok_or_else(|| format!("tensor attribute '{name}' has no tensor"))?;
-                Attr::Tensor(tensor_from_proto(t, base_dir).map_err(|e| format!("attribute '{name}': {e}"))?)
+                Attr::Tensor(tensor_from_proto(t, base_dir, budget).map_err(|e| format!("attribute '{name}': {e}"))?)
             }
             other => {
                 return Err(format!(

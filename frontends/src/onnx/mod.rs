@@ -28,6 +28,7 @@ mod tests;
 pub use fold::LOAD_TIME_OPS;
 pub use lower::ONNX_OPS;
 
+use crate::files::{Budget, ReadLimits, open_regular};
 use kiln_ir::{Error, Model, Tensor};
 use prost::Message;
 use std::path::Path;
@@ -55,13 +56,26 @@ pub fn load_onnx_with_values(
     fixed_dims: &[(String, Vec<usize>)],
     values: &[(String, Tensor)],
 ) -> Result<Model, Error> {
-    let bytes = std::fs::read(path).map_err(|e| Error::new(path.display().to_string(), format!("cannot read: {e}")))?;
+    load_onnx_with(path, fixed_dims, values, &ReadLimits::default())
+}
+
+/// [`load_onnx_with_values`] with explicit [`ReadLimits`].
+pub fn load_onnx_with(
+    path: &Path,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+    limits: &ReadLimits,
+) -> Result<Model, Error> {
+    let shown = path.display().to_string();
+    // Protobuf messages are below 2 GiB; inline weights count against the cap as well.
+    let bytes = open_regular(path)
+        .and_then(|mut file| file.read_all(limits.memory_cap.min(MAX_PROTO_BYTES)))
+        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    parse_onnx_with_values(&bytes, Some(&base_dir), fixed_dims, values)
-        .map_err(|e| e.within(&path.display().to_string()))
+    parse_onnx_with(&bytes, Some(&base_dir), fixed_dims, values, limits).map_err(|e| e.within(&shown))
 }
 
 /// Reads an ONNX model from bytes. `base_dir` is where external data files live; `None` refuses
@@ -77,20 +91,39 @@ pub fn parse_onnx_with_values(
     fixed_dims: &[(String, Vec<usize>)],
     values: &[(String, Tensor)],
 ) -> Result<Model, Error> {
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))?;
-    import::import_model(&model, base_dir, fixed_dims, values)
+    parse_onnx_with(bytes, base_dir, fixed_dims, values, &ReadLimits::default())
 }
 
+/// [`parse_onnx_with_values`] with explicit [`ReadLimits`].
+pub fn parse_onnx_with(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+    limits: &ReadLimits,
+) -> Result<Model, Error> {
+    let model = proto::ModelProto::decode(bytes)
+        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))?;
+    import::import_model(&model, base_dir, fixed_dims, values, limits)
+}
+
+/// The largest protobuf message: 2 GiB (protobuf's own limit).
+const MAX_PROTO_BYTES: u64 = 2 << 30;
+
 /// Reads a `.pb` file holding one `TensorProto` (as in the ONNX test data sets). Returns the
-/// tensor's name (possibly empty) and the tensor.
+/// tensor's name (possibly empty) and the tensor. Only a regular file is read, and its external
+/// data (if any) must lie in the file's folder.
 pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), Error> {
     let at = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| Error::new(&at, format!("cannot read: {e}")))?;
+    let limits = ReadLimits::default();
+    let bytes = open_regular(path)
+        .and_then(|mut file| file.read_all(limits.memory_cap.min(MAX_PROTO_BYTES)))
+        .map_err(|e| Error::new(&at, format!("cannot read: {e}")))?;
     let t = proto::TensorProto::decode(bytes.as_slice())
         .map_err(|e| Error::new(&at, format!("not a TensorProto (protobuf decoding failed: {})", short(&e))))?;
     let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tensor = tensor::tensor_from_proto(&t, Some(base_dir)).map_err(|e| Error::new(&at, e))?;
+    let tensor =
+        tensor::tensor_from_proto(&t, Some(base_dir), &Budget::new(&limits)).map_err(|e| Error::new(&at, e))?;
     Ok((t.name().to_string(), tensor))
 }
 

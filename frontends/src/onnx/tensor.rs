@@ -5,9 +5,10 @@
 //! [`MAX_ELEMENTS`], and data lengths must match the shape exactly.
 
 use super::proto::{TensorProto, tensor_proto};
+use crate::files::{Budget, decode_le, open_contained, try_with_capacity};
+use kiln_ir::dtype::ShapeDisplay;
 use kiln_ir::{DType, MAX_ELEMENTS, Tensor, TensorData};
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path};
+use std::path::Path;
 
 /// The ONNX name of an element type number, for error messages.
 pub(crate) fn onnx_dtype_name(code: i32) -> String {
@@ -56,40 +57,30 @@ pub(crate) fn checked_shape(dims: &[i64]) -> Result<(Vec<usize>, usize), String>
 }
 
 /// Converts one tensor. `base_dir` is the model's folder, for external data; `None` refuses
-/// external data (e.g. a model given as bytes).
-pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>) -> Result<Tensor, String> {
+/// external data (e.g. a model given as bytes). The tensor's bytes are claimed from `budget` before
+/// anything is read or converted.
+pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>, budget: &Budget) -> Result<Tensor, String> {
     let dtype = dtype_from_onnx(t.data_type())?;
     if t.segment.is_some() {
         return Err("segmented tensors are not supported".into());
     }
     let (shape, count) = checked_shape(&t.dims)?;
+    // count ≤ MAX_ELEMENTS (2^31) and an element is at most 8 bytes: no overflow.
+    let want = count * dtype.size_bytes();
+    budget.claim(want as u64, &format!("tensor '{}' ({dtype}{})", t.name(), ShapeDisplay(&shape)))?;
+    let what = format!("tensor '{}'", t.name());
     let external = t.data_location() == tensor_proto::DataLocation::External;
-    let raw: Option<Vec<u8>> =
-        if external { Some(read_external(t, base_dir, count * dtype.size_bytes())?) } else { t.raw_data.clone() };
-    let data = match raw {
-        Some(bytes) => from_raw(dtype, &bytes, count)?,
-        None => from_typed_fields(t, dtype, count)?,
+    let data = if external {
+        decode_le(dtype, &read_external(t, base_dir, want)?, &what)?
+    } else if let Some(bytes) = &t.raw_data {
+        if bytes.len() != want {
+            return Err(format!("raw_data has {} bytes but the shape needs {want} ({count} × {dtype})", bytes.len()));
+        }
+        decode_le(dtype, bytes, &what)?
+    } else {
+        from_typed_fields(t, dtype, count)?
     };
     Tensor::new(shape, data)
-}
-
-fn from_raw(dtype: DType, bytes: &[u8], count: usize) -> Result<TensorData, String> {
-    let want = count * dtype.size_bytes();
-    if bytes.len() != want {
-        return Err(format!("raw_data has {} bytes but the shape needs {want} ({count} × {dtype})", bytes.len()));
-    }
-    Ok(match dtype {
-        DType::F32 => {
-            TensorData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
-        }
-        DType::I64 => TensorData::I64(
-            bytes
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-                .collect(),
-        ),
-        DType::Bool => TensorData::Bool(bytes.iter().map(|&b| b != 0).collect()),
-    })
 }
 
 fn from_typed_fields(t: &TensorProto, dtype: DType, count: usize) -> Result<TensorData, String> {
@@ -101,15 +92,28 @@ fn from_typed_fields(t: &TensorProto, dtype: DType, count: usize) -> Result<Tens
     if len != count {
         return Err(format!("{field} has {len} values but the shape needs {count}"));
     }
+    let what = format!("tensor '{}'", t.name());
     Ok(match dtype {
-        DType::F32 => TensorData::F32(t.float_data.clone()),
-        DType::I64 => TensorData::I64(t.int64_data.clone()),
-        DType::Bool => TensorData::Bool(t.int32_data.iter().map(|&v| v != 0).collect()),
+        DType::F32 => {
+            let mut values = try_with_capacity(count, &what)?;
+            values.extend_from_slice(&t.float_data);
+            TensorData::F32(values)
+        }
+        DType::I64 => {
+            let mut values = try_with_capacity(count, &what)?;
+            values.extend_from_slice(&t.int64_data);
+            TensorData::I64(values)
+        }
+        DType::Bool => {
+            let mut values = try_with_capacity(count, &what)?;
+            values.extend(t.int32_data.iter().map(|&v| v != 0));
+            TensorData::Bool(values)
+        }
     })
 }
 
-/// Reads `want` bytes of external data. The file must be a relative path inside `base_dir`
-/// (no `..`, no absolute path, no symlink leading out of it).
+/// Reads `want` bytes of external data from a regular file inside `base_dir` (see
+/// [`open_contained`]), its length checked against the range before anything is read.
 fn read_external(t: &TensorProto, base_dir: Option<&Path>, want: usize) -> Result<Vec<u8>, String> {
     let mut location = None;
     let mut offset: u64 = 0;
@@ -131,34 +135,12 @@ fn read_external(t: &TensorProto, base_dir: Option<&Path>, want: usize) -> Resul
     let Some(base_dir) = base_dir else {
         return Err(format!("external data file {location:?} cannot be read: the model was not loaded from a file"));
     };
-    let rel = Path::new(&location);
-    if rel.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir)) {
-        return Err(format!("external data location {location:?} must be a relative path inside the model's folder"));
-    }
-    let path = base_dir.join(rel);
-    let (Ok(real), Ok(real_base)) = (path.canonicalize(), base_dir.canonicalize()) else {
-        return Err(format!("external data file {} does not exist", path.display()));
-    };
-    if !real.starts_with(&real_base) {
-        return Err(format!("external data file {location:?} leads outside the model's folder"));
-    }
     if let Some(length) = length
         && length != want as u64
     {
         return Err(format!("external data length {length} does not match the {want} bytes the shape needs"));
     }
-    let mut file = std::fs::File::open(&real).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let size = file.metadata().map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
-    if offset.checked_add(want as u64).is_none_or(|end| end > size) {
-        return Err(format!(
-            "external data file {} has {size} bytes, too few for {want} bytes at offset {offset}",
-            path.display()
-        ));
-    }
-    file.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot seek in {}: {e}", path.display()))?;
-    let mut bytes = vec![0u8; want];
-    file.read_exact(&mut bytes).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(bytes)
+    open_contained(base_dir, &location, "external data file")?.read_range(offset, want)
 }
 
 #[cfg(test)]
@@ -173,31 +155,43 @@ mod tests {
     fn typed_and_raw_fields() {
         let mut t = proto(tensor_proto::DataType::Float, &[2]);
         t.float_data = vec![1.0, 2.5];
-        assert_eq!(tensor_from_proto(&t, None).unwrap(), Tensor::from_f32([2], vec![1.0, 2.5]).unwrap());
+        assert_eq!(
+            tensor_from_proto(&t, None, &Budget::default()).unwrap(),
+            Tensor::from_f32([2], vec![1.0, 2.5]).unwrap()
+        );
         t.float_data.clear();
         t.raw_data = Some([1.0f32.to_le_bytes(), (-3.0f32).to_le_bytes()].concat());
-        assert_eq!(tensor_from_proto(&t, None).unwrap(), Tensor::from_f32([2], vec![1.0, -3.0]).unwrap());
+        assert_eq!(
+            tensor_from_proto(&t, None, &Budget::default()).unwrap(),
+            Tensor::from_f32([2], vec![1.0, -3.0]).unwrap()
+        );
         t.raw_data = Some(vec![0; 7]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().contains("raw_data has 7 bytes"));
+        assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("raw_data has 7 bytes"));
 
         let mut t = proto(tensor_proto::DataType::Int64, &[]);
         t.int64_data = vec![-4];
-        assert_eq!(tensor_from_proto(&t, None).unwrap(), Tensor::from_i64(vec![], vec![-4]).unwrap());
+        assert_eq!(
+            tensor_from_proto(&t, None, &Budget::default()).unwrap(),
+            Tensor::from_i64(vec![], vec![-4]).unwrap()
+        );
         let mut t = proto(tensor_proto::DataType::Bool, &[3]);
         t.int32_data = vec![1, 0, 1];
-        assert_eq!(tensor_from_proto(&t, None).unwrap(), Tensor::from_bool([3], vec![true, false, true]).unwrap());
+        assert_eq!(
+            tensor_from_proto(&t, None, &Budget::default()).unwrap(),
+            Tensor::from_bool([3], vec![true, false, true]).unwrap()
+        );
     }
 
     #[test]
     fn refuses_bad_sizes_and_types() {
         let t = proto(tensor_proto::DataType::Float, &[1 << 40, 1 << 40]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().contains("more than"));
+        assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("more than"));
         let t = proto(tensor_proto::DataType::Float, &[-1]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().contains("negative"));
+        assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("negative"));
         let t = proto(tensor_proto::DataType::Double, &[1]);
-        assert!(tensor_from_proto(&t, None).unwrap_err().contains("double"));
+        assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("double"));
         let mut t = proto(tensor_proto::DataType::Float, &[2]);
         t.float_data = vec![1.0];
-        assert!(tensor_from_proto(&t, None).unwrap_err().contains("float_data has 1 values"));
+        assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("float_data has 1 values"));
     }
 }

@@ -241,7 +241,7 @@ fn external_data_stays_inside_the_model_folder() {
         ],
         ..TensorProto::default()
     };
-    let t = tensor::tensor_from_proto(&ext("w.bin", "4"), Some(&dir)).unwrap();
+    let t = tensor::tensor_from_proto(&ext("w.bin", "4"), Some(&dir), &Default::default()).unwrap();
     assert_eq!(t, Tensor::from_f32([2], vec![1.5, -2.0]).unwrap());
     for (location, offset, want) in [
         ("../w.bin", "0", "relative path inside"),
@@ -249,10 +249,14 @@ fn external_data_stays_inside_the_model_folder() {
         ("w.bin", "8", "too few"),
         ("missing.bin", "0", "does not exist"),
     ] {
-        let err = tensor::tensor_from_proto(&ext(location, offset), Some(&dir)).unwrap_err();
+        let err = tensor::tensor_from_proto(&ext(location, offset), Some(&dir), &Default::default()).unwrap_err();
         assert!(err.contains(want), "{location}: {err}");
     }
-    assert!(tensor::tensor_from_proto(&ext("w.bin", "4"), None).unwrap_err().contains("not loaded from a file"));
+    assert!(
+        tensor::tensor_from_proto(&ext("w.bin", "4"), None, &Default::default())
+            .unwrap_err()
+            .contains("not loaded from a file")
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -343,4 +347,57 @@ fn gemm_without_c_and_variadic_min() {
     let bytes = model(graph(vec![gemm, min], inputs, &["y"], inits), 13);
     let out = run_one(&bytes, Tensor::from_f32([1, 2], vec![1.0, 2.0]).unwrap());
     assert_eq!(out[0].1, Tensor::from_f32([1, 2], vec![7.0, 8.0]).unwrap());
+}
+
+/// Issue 11: `[2,-3]` was taken as `[2,?]`, a dynamic dimension that `--shape` could then fill in.
+#[test]
+fn negative_input_dimension_is_an_error() {
+    let inputs = vec![value_info("x", DataType::Float, &[Some(2), Some(-3)])];
+    let bytes = model(graph(vec![node("Relu", "r", &["x"], &["y"], vec![])], inputs, &["y"], vec![]), 17);
+    for fixed in [vec![], vec![("x".to_string(), vec![2, 3])]] {
+        let text = messages(&parse_onnx(&bytes, None, &fixed).unwrap_err());
+        assert!(text.contains("graph input #0 'x'") && text.contains("dimension 1 is -3"), "{text}");
+    }
+}
+
+/// Issue 11: a FIFO named as external data blocked `open` forever; it is refused before opening.
+#[test]
+fn external_data_fifo_is_refused_without_blocking() {
+    let dir = std::env::temp_dir().join(format!("kiln-onnx-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("w.bin");
+    let _ = std::fs::remove_file(&fifo);
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    assert!(made, "mkfifo is needed for this test");
+    let t = TensorProto {
+        name: Some("w".into()),
+        data_type: Some(DataType::Float as i32),
+        dims: vec![2],
+        data_location: Some(proto::tensor_proto::DataLocation::External as i32),
+        external_data: vec![StringStringEntryProto { key: Some("location".into()), value: Some("w.bin".into()) }],
+        ..TensorProto::default()
+    };
+    // On a thread, so that a regression fails the test instead of hanging it.
+    let (send, receive) = std::sync::mpsc::channel();
+    let base = dir.clone();
+    std::thread::spawn(move || {
+        let _ = send.send(tensor::tensor_from_proto(&t, Some(&base), &Default::default()));
+    });
+    let result = receive.recv_timeout(std::time::Duration::from_secs(10)).expect("opening a FIFO must not block");
+    let err = result.unwrap_err();
+    assert!(err.contains("FIFO"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Initializers add up against the memory cap, before their data is converted.
+#[test]
+fn initializers_count_against_the_memory_cap() {
+    let inits = vec![f32_tensor("a", &[4], &[1.0; 4]), f32_tensor("b", &[4], &[2.0; 4])];
+    let x = value_info("x", DataType::Float, &[Some(4)]);
+    let nodes =
+        vec![node("Add", "add1", &["x", "a"], &["t"], vec![]), node("Add", "add2", &["t", "b"], &["y"], vec![])];
+    let bytes = model(graph(nodes, vec![x], &["y"], inits), 17);
+    assert!(parse_onnx_with(&bytes, None, &[], &[], &ReadLimits { memory_cap: 32 }).is_ok());
+    let text = messages(&parse_onnx_with(&bytes, None, &[], &[], &ReadLimits { memory_cap: 31 }).unwrap_err());
+    assert!(text.contains("initializer #1 'b'") && text.contains("memory cap of 31 B"), "{text}");
 }
