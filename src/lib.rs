@@ -210,7 +210,20 @@ impl CompiledModel {
     pub fn clif_text(&self) -> Vec<(String, String)> {
         match &self.engine {
             Engine::Interp => Vec::new(),
-            Engine::Jit(executable) => executable.clif_text().to_vec(),
+            // Printing CLIF costs a quarter of a compile, so the model is compiled again with
+            // the text kept, only when it is asked for.
+            Engine::Jit(executable) => {
+                let options = kiln_codegen::CodegenOptions {
+                    threads: executable.threads(),
+                    keep_clif: true,
+                    memory_cap: u64::MAX,
+                    ..Default::default()
+                };
+                match kiln_codegen::compile(&self.model.graph, &self.model.weights, &options) {
+                    Ok(again) => again.clif_text().to_vec(),
+                    Err(e) => vec![("error".to_string(), format!("; recompiling to print CLIF failed: {e}"))],
+                }
+            }
         }
     }
 

@@ -89,7 +89,8 @@ impl Executable {
         self.memory
     }
 
-    /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser).
+    /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser); the
+    /// IR is empty unless compiled with `CodegenOptions::keep_clif`.
     pub fn clif_text(&self) -> &[(String, String)] {
         &self.clif
     }
@@ -165,6 +166,13 @@ impl Executable {
         let words = self.memory.arena_bytes.div_ceil(8);
         let mut arena = self.arenas.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
         if arena.len() < words {
+            // Fallible: a plan within the memory cap may still not fit in what the system has.
+            arena.try_reserve_exact(words - arena.len()).map_err(|_| {
+                Error::new(
+                    format!("model '{}'", self.plan.model_name),
+                    format!("cannot allocate its {} byte arena", self.memory.arena_bytes),
+                )
+            })?;
             arena.resize(words, 0);
         }
         let result = self.run_in(inputs, &mut arena, times);
