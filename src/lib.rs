@@ -106,12 +106,96 @@ pub enum OptLevel {
 }
 
 /// Compilation options.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Options {
     pub backend: Backend,
     pub opt_level: OptLevel,
     /// Worker threads for execution; `None` means all cores.
     pub threads: Option<usize>,
+    /// Most bytes one model may hold: weights plus what one run allocates for intermediates (the
+    /// JIT's arena; the interpreter's peak of live values and inputs). A model above it is
+    /// refused by [`compile`] with an error naming it and the size, before anything of that size
+    /// is allocated. Default [`kiln_ir::DEFAULT_MEMORY_CAP`] (4 GiB).
+    pub memory_cap: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: Backend::default(),
+            opt_level: OptLevel::default(),
+            threads: None,
+            memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
+        }
+    }
+}
+
+/// Parses a memory size for `--memory-cap`: bytes, or a number with a unit — `KiB`, `MiB`,
+/// `GiB`, `TiB` (powers of 1024), `KB`, `MB`, `GB`, `TB` (powers of 1000) or `B`; the unit is
+/// case-insensitive and may follow a space (`16GiB`, `512 mib`, `1.5GiB`).
+pub fn parse_memory_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("expected a size in bytes such as 4294967296, 512MiB or 16GiB, got {s:?}");
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = (&t[..split], t[split..].trim());
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(bad()),
+    };
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(mult).ok_or_else(bad);
+    }
+    let x: f64 = num.parse().map_err(|_| bad())?;
+    let bytes = (x * mult as f64).round();
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
+/// The interpreter's memory for one run at its peak, in bytes: the weights, the inputs and the
+/// values live at once in topological order (it frees a value after its last read), the outputs
+/// of the op being evaluated included.
+fn interp_peak_bytes(graph: &Graph) -> u64 {
+    let bytes = |ty: &TensorType| ty.num_elements() as u64 * ty.dtype.size_bytes() as u64;
+    let mut reads: std::collections::HashMap<kiln_ir::Value, usize> = std::collections::HashMap::new();
+    for id in graph.op_nodes() {
+        for v in graph.node_inputs(id) {
+            *reads.entry(v).or_insert(0) += 1;
+        }
+    }
+    for &v in graph.outputs() {
+        *reads.entry(v).or_insert(0) += 1;
+    }
+    let mut live: u64 = 0;
+    let mut peak: u64 = 0;
+    for id in graph.topo_order() {
+        let node = graph.node(id);
+        for info in &node.outputs {
+            live = live.saturating_add(bytes(&info.ty));
+        }
+        peak = peak.max(live);
+        if node.op().is_some() {
+            for v in graph.node_inputs(id) {
+                if let Some(n) = reads.get_mut(&v) {
+                    *n -= 1;
+                    // Weights stay alive (the model owns them); other values are freed.
+                    if *n == 0 && !matches!(graph.node(v.node).kind, kiln_ir::NodeKind::Weight) {
+                        live = live.saturating_sub(bytes(graph.value_type(v)));
+                    }
+                }
+            }
+        }
+    }
+    peak
 }
 
 /// What compilation did, for `kiln compile --emit stats`.
@@ -167,9 +251,24 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
         }
     };
     let engine = match options.backend {
-        Backend::Interp => Engine::Interp,
+        Backend::Interp => {
+            let peak = interp_peak_bytes(&model.graph);
+            if peak > options.memory_cap {
+                return Err(Error::new(
+                    format!("model '{}'", model.graph.name()),
+                    format!(
+                        "needs {peak} bytes ({:.2} GiB) of weights, inputs and live values in the interpreter, \
+                         above the memory cap of {} bytes; raise the cap (kiln --memory-cap, \
+                         Options::memory_cap) to run it",
+                        peak as f64 / (1u64 << 30) as f64,
+                        options.memory_cap
+                    ),
+                ));
+            }
+            Engine::Interp
+        }
         Backend::Jit => {
-            let mut codegen = kiln_codegen::CodegenOptions::default();
+            let mut codegen = kiln_codegen::CodegenOptions { memory_cap: options.memory_cap, ..Default::default() };
             if let Some(threads) = options.threads {
                 codegen.threads = threads;
             }
@@ -221,7 +320,20 @@ impl CompiledModel {
     pub fn clif_text(&self) -> Vec<(String, String)> {
         match &self.engine {
             Engine::Interp => Vec::new(),
-            Engine::Jit(executable) => executable.clif_text().to_vec(),
+            // Printing CLIF costs a quarter of a compile, so the model is compiled again with
+            // the text kept, only when it is asked for.
+            Engine::Jit(executable) => {
+                let options = kiln_codegen::CodegenOptions {
+                    threads: executable.threads(),
+                    keep_clif: true,
+                    memory_cap: u64::MAX,
+                    ..Default::default()
+                };
+                match kiln_codegen::compile(&self.model.graph, &self.model.weights, &options) {
+                    Ok(again) => again.clif_text().to_vec(),
+                    Err(e) => vec![("error".to_string(), format!("; recompiling to print CLIF failed: {e}"))],
+                }
+            }
         }
     }
 
@@ -264,6 +376,21 @@ mod tests {
     #[test]
     fn compiled_model_is_send_and_sync() {
         assert_send_sync::<super::CompiledModel>();
+    }
+
+    #[test]
+    fn memory_sizes_parse_with_and_without_units() {
+        use super::parse_memory_size as p;
+        assert_eq!(p("4294967296"), Ok(4 << 30));
+        assert_eq!(p("16GiB"), Ok(16 << 30));
+        assert_eq!(p("512 mib"), Ok(512 << 20));
+        assert_eq!(p("1.5GiB"), Ok(3 << 29));
+        assert_eq!(p("2GB"), Ok(2_000_000_000));
+        assert_eq!(p("64k"), Ok(65536));
+        assert_eq!(p("100B"), Ok(100));
+        for bad in ["", "GiB", "-1", "12 parsecs", "99999999999999999999TiB", "1e3", "1.2.3"] {
+            assert!(p(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }
 

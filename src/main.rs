@@ -46,6 +46,10 @@ struct CompileFlags {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
+    /// Most memory the model may use (weights + one run's intermediates), in bytes or with a
+    /// unit such as 16GiB; a larger model is refused before it is allocated (default 4GiB).
+    #[arg(long, value_name = "SIZE", value_parser = kiln::parse_memory_size)]
+    memory_cap: Option<u64>,
 }
 
 #[derive(Args)]
@@ -161,7 +165,12 @@ fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
 }
 
 fn options(flags: &CompileFlags, backend: Backend) -> Options {
-    Options { backend, opt_level: flags.opt_level, threads: flags.threads.map(|n| n as usize) }
+    Options {
+        backend,
+        opt_level: flags.opt_level,
+        threads: flags.threads.map(|n| n as usize),
+        memory_cap: flags.memory_cap.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP),
+    }
 }
 
 fn load_options(load: &LoadFlags) -> kiln::LoadOptions {

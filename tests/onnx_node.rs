@@ -38,7 +38,7 @@ fn interpreter(model: &Model, inputs: &[(String, Tensor)]) -> Result<Vec<(String
 
 /// The optimised pipeline: `kiln::compile` at -O2 (the egg optimizer), run on the interpreter.
 fn optimised(model: &Model, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>, String> {
-    let options = kiln::Options { backend: kiln::Backend::Interp, opt_level: kiln::OptLevel::O2, threads: None };
+    let options = kiln::Options { backend: kiln::Backend::Interp, opt_level: kiln::OptLevel::O2, ..Default::default() };
     let compiled = kiln::compile(model.clone(), &options).map_err(|e| format!("-O2: {e}"))?;
     compiled.run(inputs).map_err(|e| e.to_string())
 }
@@ -256,7 +256,8 @@ fn node_tests_on_the_jit() {
         let result = std::panic::catch_unwind(|| -> Result<(), String> {
             let (model, inputs, expected) = load_case(&dir)?;
             for opt_level in [kiln::OptLevel::O0, kiln::OptLevel::O2] {
-                let options = kiln::Options { opt_level, backend: kiln::Backend::Jit, threads: Some(2) };
+                let options =
+                    kiln::Options { opt_level, backend: kiln::Backend::Jit, threads: Some(2), ..Default::default() };
                 let compiled = kiln::compile(model.clone(), &options).map_err(|e| format!("{opt_level:?}: {e}"))?;
                 let got = compiled.run(&inputs).map_err(|e| format!("{opt_level:?} run: {e}"))?;
                 if got.len() != expected.len() {

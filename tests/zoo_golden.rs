@@ -324,7 +324,12 @@ fn zoo_models_match_their_goldens_on_the_jit() {
         let (model, inputs) = load_with_inputs(&name);
         for opt_level in [kiln::OptLevel::O0, kiln::OptLevel::O2] {
             for threads in [1, 2] {
-                let options = kiln::Options { backend: kiln::Backend::Jit, opt_level, threads: Some(threads) };
+                let options = kiln::Options {
+                    backend: kiln::Backend::Jit,
+                    opt_level,
+                    threads: Some(threads),
+                    ..Default::default()
+                };
                 let case = format!("{name} {opt_level:?} threads={threads}");
                 let compiled = match kiln::compile(model.clone(), &options) {
                     Ok(c) => c,

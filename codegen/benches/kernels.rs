@@ -122,7 +122,8 @@ fn softmax(c: &mut Criterion) {
             (SoftmaxAlgo::ThreePassStored, "three_pass_stored"),
         ];
         for (algo, label) in algos {
-            let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: algo }).unwrap();
+            let exe =
+                compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: algo, ..Default::default() }).unwrap();
             g.bench_function(format!("{label}_{len}"), |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
         }
         memcpy_baseline(&mut g, 4 * len);
@@ -158,7 +159,12 @@ fn norms(c: &mut Criterion) {
     ];
     for (label, op, w) in cases {
         let (graph, weights) = one_op_graph(label, op, &[rows, d], &w);
-        let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, softmax: SoftmaxAlgo::TwoPass }).unwrap();
+        let exe = compile(
+            &graph,
+            &weights,
+            &CodegenOptions { threads: 1, softmax: SoftmaxAlgo::TwoPass, ..Default::default() },
+        )
+        .unwrap();
         g.bench_function(label, |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
     }
     memcpy_baseline(&mut g, 4 * rows * d);
@@ -209,7 +215,9 @@ fn gemm_plan(c: &mut Criterion) {
     g.throughput(Throughput::Elements((2 * n * n * n) as u64));
     g.sample_size(20);
     for threads in [1, 2] {
-        let exe = compile(&graph, &weights, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass }).unwrap();
+        let exe =
+            compile(&graph, &weights, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() })
+                .unwrap();
         g.bench_function(format!("kiln_matmul_step_{threads}t"), |bench| {
             bench.iter_custom(|iters| steps_time(&exe, &x, iters))
         });
@@ -228,7 +236,12 @@ fn fused(c: &mut Criterion) {
     let mut g = c.benchmark_group("elementwise");
     g.throughput(Throughput::Elements(len as u64));
     for threads in [1, 2] {
-        let exe = compile(&graph, &Weights::new(), &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass }).unwrap();
+        let exe = compile(
+            &graph,
+            &Weights::new(),
+            &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() },
+        )
+        .unwrap();
         g.bench_function(format!("gelu_erf_1M_{threads}t"), |bench| bench.iter(|| exe.run(&[black_box(&x)]).unwrap()));
     }
     g.finish();

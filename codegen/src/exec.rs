@@ -89,7 +89,8 @@ impl Executable {
         self.memory
     }
 
-    /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser).
+    /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser); the
+    /// IR is empty unless compiled with `CodegenOptions::keep_clif`.
     pub fn clif_text(&self) -> &[(String, String)] {
         &self.clif
     }
@@ -165,6 +166,13 @@ impl Executable {
         let words = self.memory.arena_bytes.div_ceil(8);
         let mut arena = self.arenas.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
         if arena.len() < words {
+            // Fallible: a plan within the memory cap may still not fit in what the system has.
+            arena.try_reserve_exact(words - arena.len()).map_err(|_| {
+                Error::new(
+                    format!("model '{}'", self.plan.model_name),
+                    format!("cannot allocate its {} byte arena", self.memory.arena_bytes),
+                )
+            })?;
             arena.resize(words, 0);
         }
         let result = self.run_in(inputs, &mut arena, times);
@@ -255,7 +263,16 @@ impl Executable {
         }
         let mut outs = Vec::with_capacity(self.plan.outputs.len());
         for (p, ty) in &self.plan.outputs {
-            outs.push(read_tensor(ptr(*p), ty));
+            let out = read_tensor(ptr(*p), ty).ok_or_else(|| {
+                Error::new(
+                    format!("model '{}'", self.plan.model_name),
+                    format!(
+                        "cannot allocate {} bytes for an output of type {ty}",
+                        ty.num_elements() * crate::lower::elem_bytes(ty.dtype)
+                    ),
+                )
+            })?;
+            outs.push(out);
         }
         Ok(outs)
     }
@@ -484,17 +501,25 @@ impl Executable {
     }
 }
 
-fn read_tensor(p: *const u8, ty: &TensorType) -> Tensor {
+/// Copies an output out of the arena; `None` when the copy cannot be allocated (an error for the
+/// caller, not an abort).
+fn read_tensor(p: *const u8, ty: &TensorType) -> Option<Tensor> {
+    fn copy<T: Copy, U>(src: &[T], f: impl Fn(T) -> U) -> Option<Vec<U>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(src.len()).ok()?;
+        v.extend(src.iter().map(|&x| f(x)));
+        Some(v)
+    }
     let n = ty.num_elements();
     // SAFETY: `p` addresses a buffer holding the value of type `ty` in arena representation.
     let data = unsafe {
         match ty.dtype {
-            DType::F32 => kiln_ir::TensorData::F32(std::slice::from_raw_parts(p as *const f32, n).to_vec()),
-            DType::I64 => kiln_ir::TensorData::I64(std::slice::from_raw_parts(p as *const i64, n).to_vec()),
-            DType::Bool => kiln_ir::TensorData::Bool(
-                std::slice::from_raw_parts(p as *const f32, n).iter().map(|&x| x != 0.0).collect(),
-            ),
+            DType::F32 => kiln_ir::TensorData::F32(copy(std::slice::from_raw_parts(p as *const f32, n), |x| x)?),
+            DType::I64 => kiln_ir::TensorData::I64(copy(std::slice::from_raw_parts(p as *const i64, n), |x| x)?),
+            DType::Bool => {
+                kiln_ir::TensorData::Bool(copy(std::slice::from_raw_parts(p as *const f32, n), |x| x != 0.0)?)
+            }
         }
     };
-    Tensor::new(ty.shape.clone(), data).expect("output buffer matches its type")
+    Some(Tensor::new(ty.shape.clone(), data).expect("output buffer matches its type"))
 }

@@ -34,6 +34,7 @@ fn run_step(
         input_types: inputs.iter().map(|t| t.ty()).collect(),
         outputs: vec![(Place::Buf(0), out)],
         kernel_labels: vec![],
+        model_name: "t".into(),
     };
     let placement = crate::memplan::place(&crate::intervals(&plan));
     let (_, code) = Jit::new(HostFeatures::detect()).unwrap().finish().unwrap();
@@ -270,7 +271,14 @@ fn pad_modes_match_the_onnx_examples() {
 
 fn resize(x: &Tensor, out: &[usize], scales: Option<&[f32]>, ctm: CoordTransform, nm: NearestMode) -> Tensor {
     let out_ty = TensorType::f32(out.to_vec());
-    let copy = lower::resize_copy(&x.ty(), &out_ty, scales, ctm, nm).unwrap();
+    let sizes = if scales.is_none() { Some(out.to_vec()) } else { None };
+    let op = kiln_ir::Op::Resize {
+        scales: scales.map(|s| s.to_vec()),
+        sizes,
+        coordinate_transformation_mode: ctm,
+        nearest_mode: nm,
+    };
+    let copy = lower::resize_copy(&op, &x.ty(), &out_ty).unwrap();
     run_step(StepKind::Copies(vec![copy]), std::slice::from_ref(x), out_ty, None, 1)
 }
 

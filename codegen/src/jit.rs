@@ -42,8 +42,10 @@ pub struct Jit {
     fctx: FunctionBuilderContext,
     pub features: HostFeatures,
     pending: Vec<(FuncId, String)>,
-    /// CLIF text of every kernel, in definition order (before Cranelift's optimiser).
+    /// Name and CLIF text of every kernel, in definition order (before Cranelift's optimiser);
+    /// the text is empty unless `keep_clif`.
     pub clif: Vec<(String, String)>,
+    pub keep_clif: bool,
 }
 
 /// A kernel name and its entry point, valid while the module lives.
@@ -71,7 +73,15 @@ impl Jit {
         let isa = isa_builder.finish(settings::Flags::new(flags)).map_err(|e| format!("cranelift ISA: {e}"))?;
         let module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
         let ctx = module.make_context();
-        Ok(Jit { module, ctx, fctx: FunctionBuilderContext::new(), features, pending: Vec::new(), clif: Vec::new() })
+        Ok(Jit {
+            module,
+            ctx,
+            fctx: FunctionBuilderContext::new(),
+            features,
+            pending: Vec::new(),
+            clif: Vec::new(),
+            keep_clif: false,
+        })
     }
 
     pub fn target_config(&self) -> TargetFrontendConfig {
@@ -107,7 +117,7 @@ impl Jit {
             b.seal_all_blocks();
             b.finalize(config);
         }
-        let text = self.ctx.func.display().to_string();
+        let text = if self.keep_clif { self.ctx.func.display().to_string() } else { String::new() };
         self.ctx.set_disasm(std::env::var_os("KILN_DISASM").is_some());
         self.module
             .define_function(id, &mut self.ctx)

@@ -42,9 +42,7 @@ use crate::kernels::int::{self, IntOp};
 use crate::kernels::rows::{self, SoftmaxAlgo};
 use kiln_ir::ops::normalize_axis;
 use kiln_ir::tensor::strides;
-use kiln_ir::{
-    CoordTransform, DType, Error, Graph, NearestMode, NodeId, NodeKind, Op, PadMode, ReduceKind, TensorType, Value,
-};
+use kiln_ir::{DType, Error, Graph, NodeId, NodeKind, Op, PadMode, ReduceKind, TensorType, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Where a tensor lives at run time.
@@ -150,6 +148,27 @@ pub enum WeightData {
     I64(Vec<i64>),
 }
 
+impl Step {
+    /// Bytes of the index tables the step's copies hold.
+    pub fn table_bytes(&self) -> usize {
+        let tables = |c: &AxisCopy| c.src_tab.iter().map(|t| t.len() * 8).sum::<usize>();
+        match &self.kind {
+            StepKind::Copies(copies) => copies.iter().map(tables).sum(),
+            StepKind::MatMul { c_fill: Some(c), .. } => tables(c),
+            _ => 0,
+        }
+    }
+}
+
+impl WeightData {
+    pub fn bytes(&self) -> usize {
+        match self {
+            WeightData::F32(v) => v.len() * 4,
+            WeightData::I64(v) => v.len() * 8,
+        }
+    }
+}
+
 pub struct Lowered {
     pub steps: Vec<Step>,
     /// Byte size of each arena buffer.
@@ -159,6 +178,8 @@ pub struct Lowered {
     pub outputs: Vec<(Place, TensorType)>,
     /// Kernel names and what they came from, in function order.
     pub kernel_labels: Vec<String>,
+    /// The graph's name, for errors at run time.
+    pub model_name: String,
 }
 
 pub fn elem_bytes(d: DType) -> usize {
@@ -166,6 +187,22 @@ pub fn elem_bytes(d: DType) -> usize {
         DType::I64 => 8,
         DType::F32 | DType::Bool => 4,
     }
+}
+
+/// A copy of a weight's data in arena representation; `Err(bytes)` when the copy cannot be
+/// allocated (an error for the caller to name, not an abort).
+fn copy_weight(data: &kiln_ir::TensorData) -> Result<WeightData, usize> {
+    fn copy<T: Copy, U>(src: &[T], f: impl Fn(T) -> U) -> Result<Vec<U>, usize> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(src.len()).map_err(|_| src.len() * std::mem::size_of::<U>())?;
+        v.extend(src.iter().map(|&x| f(x)));
+        Ok(v)
+    }
+    Ok(match data {
+        kiln_ir::TensorData::F32(v) => WeightData::F32(copy(v, |x| x)?),
+        kiln_ir::TensorData::I64(v) => WeightData::I64(copy(v, |x| x)?),
+        kiln_ir::TensorData::Bool(v) => WeightData::F32(copy(v, |b| b as u8 as f32)?),
+    })
 }
 
 /// A form of an op that the IR's type and shape checks rule out before lowering (so reaching it
@@ -204,34 +241,60 @@ fn is_fusable(graph: &Graph, id: NodeId) -> bool {
     }
 }
 
+/// Most ops fused into one kernel, so that one generated function stays a bounded size (a
+/// 100k-op chain as one function spent 25 s in Cranelift, 2.5× a 50k-op one, and printing its
+/// CLIF took 9 s); a kernel this long spends its time in arithmetic, not in the one extra store
+/// and load a split costs.
+const MAX_GROUP: usize = 1024;
+
 /// Fused groups: member → root.
+///
+/// Roots are taken in reverse topological order; a group grows from its root through producers
+/// whose every user is already in the group. Candidates are visited latest first (a max-heap on
+/// topological position): all users of a producer come after it, so when it is popped every user
+/// that will ever join has joined, and one look at its users decides. Each producer is looked at
+/// once per user that joins a group, so the walk is O(E log V) (a rescan to a fixed point was
+/// quadratic: a 20k-node chain took a minute).
 fn fusion_groups(graph: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
     let outputs: HashSet<Value> = graph.outputs().iter().copied().collect();
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
     let mut root_of: HashMap<NodeId, NodeId> = HashMap::new();
     for &id in order.iter().rev() {
         if root_of.contains_key(&id) || !is_fusable(graph, id) {
             continue;
         }
+        root_of.insert(id, id);
         let mut group: HashSet<NodeId> = HashSet::from([id]);
-        let mut changed = true;
-        while changed {
-            changed = false;
-            let members: Vec<NodeId> = group.iter().copied().collect();
-            for m in members {
-                for v in graph.node_inputs(m) {
-                    let p = v.node;
-                    if group.contains(&p) || root_of.contains_key(&p) || !is_fusable(graph, p) || outputs.contains(&v) {
-                        continue;
-                    }
-                    if graph.users(v).iter().all(|(u, _)| group.contains(u)) {
-                        group.insert(p);
-                        changed = true;
-                    }
+        let mut queued: HashSet<NodeId> = HashSet::new();
+        let mut heap: std::collections::BinaryHeap<(usize, NodeId)> = std::collections::BinaryHeap::new();
+        let mut push_producers = |m: NodeId, heap: &mut std::collections::BinaryHeap<(usize, NodeId)>| {
+            for v in graph.node_inputs(m) {
+                if let Some(&pos) = position.get(&v.node)
+                    && queued.insert(v.node)
+                {
+                    heap.push((pos, v.node));
                 }
             }
-        }
-        for m in group {
-            root_of.insert(m, id);
+        };
+        push_producers(id, &mut heap);
+        while let Some((_, p)) = heap.pop() {
+            if group.len() >= MAX_GROUP {
+                // The rest becomes other groups: one generated function stays a bounded size.
+                break;
+            }
+            if group.contains(&p) || root_of.contains_key(&p) || !is_fusable(graph, p) {
+                continue;
+            }
+            // Every value p makes must be private to the group: it is never materialised.
+            let joins = (0..graph.node(p).outputs.len()).all(|port| {
+                let v = Value { node: p, port };
+                !outputs.contains(&v) && graph.users(v).iter().all(|(u, _)| group.contains(u))
+            });
+            if joins {
+                group.insert(p);
+                root_of.insert(p, id);
+                push_producers(p, &mut heap);
+            }
         }
     }
     root_of
@@ -244,6 +307,12 @@ struct Ctx<'g> {
     /// Work splits are planned for this many threads (the executor's pool size).
     threads: usize,
     place: HashMap<Value, Place>,
+    /// The graph's outputs, for O(1) membership tests.
+    outputs: HashSet<Value>,
+    /// Per arena buffer: how many reads by op nodes the values stored in it have in all, and
+    /// whether one of those values is a graph output. A buffer whose reads are all by one fused
+    /// group dies with it ([`in_place_leaf`]).
+    buf_reads: Vec<(usize, bool)>,
     buffers: Vec<usize>,
     steps: Vec<Step>,
     kernel_labels: Vec<String>,
@@ -255,14 +324,24 @@ struct Ctx<'g> {
 impl Ctx<'_> {
     fn new_buf(&mut self, ty: &TensorType) -> Place {
         self.buffers.push(ty.num_elements() * elem_bytes(ty.dtype));
+        self.buf_reads.push((0, false));
         Place::Buf(self.buffers.len() - 1)
     }
 
     fn out_buf(&mut self, v: Value) -> Place {
         let ty = self.graph.value_type(v).clone();
         let p = self.new_buf(&ty);
-        self.place.insert(v, p);
+        self.bind(v, p);
         p
+    }
+
+    /// Records that value `v` lives at `p`.
+    fn bind(&mut self, v: Value, p: Place) {
+        self.place.insert(v, p);
+        if let Place::Buf(b) = p {
+            self.buf_reads[b].0 += self.graph.users(v).len();
+            self.buf_reads[b].1 |= self.outputs.contains(&v);
+        }
     }
 
     fn input(&self, v: Value, node: &str) -> Result<Place, Error> {
@@ -314,12 +393,17 @@ impl Ctx<'_> {
 }
 
 /// Lowers the graph. `weights` must match the graph (checked by the caller).
+///
+/// `memory_cap` bounds what lowering itself allocates: before each op is lowered, the copies of
+/// the weights, the plan's tables so far and the op's own output and tables must fit in it (an
+/// Expand to 2³¹ floats built a 16 GiB copy table before the plan's total could be checked).
 pub fn lower(
     graph: &Graph,
     weights: &kiln_ir::Weights,
     jit: &mut Jit,
     softmax: SoftmaxAlgo,
     threads: usize,
+    memory_cap: u64,
 ) -> Result<Lowered, Error> {
     let mut cx = Ctx {
         graph,
@@ -327,6 +411,8 @@ pub fn lower(
         softmax,
         threads,
         place: HashMap::new(),
+        outputs: graph.outputs().iter().copied().collect(),
+        buf_reads: Vec::new(),
         buffers: Vec::new(),
         steps: Vec::new(),
         kernel_labels: Vec::new(),
@@ -335,13 +421,14 @@ pub fn lower(
     for (i, &id) in graph.weights().iter().enumerate() {
         let name = &graph.node(id).name;
         let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
-        let data = match t.data() {
-            kiln_ir::TensorData::F32(v) => WeightData::F32(v.clone()),
-            kiln_ir::TensorData::I64(v) => WeightData::I64(v.clone()),
-            kiln_ir::TensorData::Bool(v) => WeightData::F32(v.iter().map(|&b| b as u8 as f32).collect()),
-        };
+        let data = copy_weight(t.data()).map_err(|bytes| {
+            Error::new(
+                format!("model '{}', weight '{name}'", graph.name()),
+                format!("cannot allocate {bytes} bytes for its copy"),
+            )
+        })?;
         cx.weights.push(data);
-        cx.place.insert(Value { node: id, port: 0 }, Place::Weight(i));
+        cx.bind(Value { node: id, port: 0 }, Place::Weight(i));
     }
     let mut input_types = Vec::new();
     for (i, &id) in graph.inputs().iter().enumerate() {
@@ -358,26 +445,58 @@ pub fn lower(
                 n_writes: 1,
             });
         } else {
-            cx.place.insert(v, Place::Input(i));
+            cx.bind(v, Place::Input(i));
         }
         input_types.push(ty);
     }
 
     let order = graph.op_nodes();
     let root_of = fusion_groups(graph, &order);
-    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+    // Members of each group in topological order (the root last).
+    let mut members_of: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    for &id in &order {
+        if let Some(&root) = root_of.get(&id) {
+            members_of.entry(root).or_default().push(id);
+        }
+    }
+    let weight_bytes: u64 = cx.weights.iter().map(|w| w.bytes() as u64).sum();
+    let mut table_bytes: u64 = 0;
     for &id in &order {
         let node = graph.node(id);
         let NodeKind::Op(op) = &node.kind else { continue };
+        if root_of.get(&id).is_none_or(|&r| r == id) && !is_view(graph, id, op) {
+            // The op's output gets a buffer (or shares one of its size), and a copy step a table
+            // of one i64 per output index along each axis.
+            let need: u64 = node
+                .outputs
+                .iter()
+                .map(|o| {
+                    let bytes = (o.ty.num_elements() * elem_bytes(o.ty.dtype)) as u64;
+                    bytes + 8 * o.ty.shape.iter().sum::<usize>() as u64
+                })
+                .sum();
+            let total = weight_bytes.saturating_add(table_bytes).saturating_add(need);
+            if total > memory_cap {
+                return Err(Error::new(
+                    format!("model '{}', node '{}'", graph.name(), node.name),
+                    format!(
+                        "needs {total} bytes ({:.2} GiB) with the weights and the plan so far, above the memory \
+                         cap of {memory_cap} bytes; raise the cap (kiln --memory-cap, Options::memory_cap) to run it",
+                        total as f64 / (1u64 << 30) as f64
+                    ),
+                ));
+            }
+        }
+        let steps_before = cx.steps.len();
         if let Some(&root) = root_of.get(&id) {
             if root == id {
-                let mut members: Vec<NodeId> = root_of.iter().filter(|&(_, &r)| r == id).map(|(&m, _)| m).collect();
-                members.sort_by_key(|m| position[m]);
+                let members = members_of.remove(&id).unwrap_or_default();
                 lower_fused(&mut cx, id, &members)?;
             }
-            continue;
+        } else {
+            lower_op(&mut cx, id, op)?;
         }
-        lower_op(&mut cx, id, op)?;
+        table_bytes += cx.steps[steps_before.min(cx.steps.len())..].iter().map(|s| s.table_bytes() as u64).sum::<u64>();
     }
 
     let mut outputs = Vec::new();
@@ -392,6 +511,7 @@ pub fn lower(
         input_types,
         outputs,
         kernel_labels: cx.kernel_labels,
+        model_name: graph.name().to_string(),
     })
 }
 
@@ -496,9 +616,9 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     let epilogue_of = gemm_epilogue_target(cx, &leaves, &leaf_places, &out_shape, &member_set);
     let lay =
         elementwise::define_with(cx.jit, &kname, &fused, epilogue_of.is_some()).map_err(|e| internal(&root_name, e))?;
-    let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, &member_set) {
+    let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members) {
         Some(p) => {
-            cx.place.insert(out_v, p);
+            cx.bind(out_v, p);
             p
         }
         None => cx.out_buf(out_v),
@@ -515,7 +635,15 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
     if epilogue_of.is_some()
         && let Some(mut step) = cx.steps.pop()
     {
-        if let StepKind::MatMul { epilogue, .. } = &mut step.kind {
+        if let StepKind::MatMul { call, units, epilogue, .. } = &mut step.kind {
+            // The executor calls the kernel on GEMM rows [row0 + m0, row0 + m1) with row0 = d/n:
+            // they must be exactly the kernel's rows, or the kernel writes past the output.
+            let gemm_rows: usize = units.iter().map(|u| u[4] - u[3]).sum();
+            let units_in_range =
+                units.iter().all(|u| u[2] % call.n.max(1) == 0 && u[2] / call.n.max(1) + u[4] <= lay.rows());
+            if lay.inner() != call.n || gemm_rows != lay.rows() || !units_in_range {
+                return Err(internal(&root_name, "GEMM epilogue rows do not match the GEMM's rows"));
+            }
             cx.kernel_labels.push(kname);
             *epilogue = Some((cx.kernel_labels.len() - 1, step.args.len()));
             step.args.extend(args);
@@ -530,9 +658,14 @@ fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Result<(), Err
 }
 
 /// Whether a fused group can run as the epilogue of the GEMM step just emitted: one of its leaves
-/// is that step's output, read elementwise (same shape as the group's result, rank ≥ 2), used by
-/// this group only and not a graph output. The GEMM step must be the last one so that every
-/// other leaf is already computed when the GEMM runs.
+/// is that step's output, read elementwise (same shape as the group's result), used by this group
+/// only and not a graph output. The GEMM step must be the last one so that every other leaf is
+/// already computed when the GEMM runs.
+///
+/// The executor runs the epilogue over the GEMM's rows (batch·m rows of n), while the kernel's
+/// rows are those of the output's last axis; they agree only when that axis is n. A 1-D second
+/// operand drops n = 1 from the output ([2,4,6] @ [6] → [2,4]: rows of 4, not of 1), so such a
+/// group runs as its own kernel after the GEMM instead.
 fn gemm_epilogue_target(
     cx: &Ctx,
     leaves: &[(Value, Vec<usize>)],
@@ -541,15 +674,15 @@ fn gemm_epilogue_target(
     members: &HashSet<NodeId>,
 ) -> Option<usize> {
     let last = cx.steps.last()?;
-    let StepKind::MatMul { epilogue: None, .. } = last.kind else { return None };
-    if out_shape.len() < 2 {
+    let StepKind::MatMul { call, epilogue: None, .. } = &last.kind else { return None };
+    if out_shape.last() != Some(&call.n) {
         return None;
     }
     leaves.iter().zip(places).position(|((v, shape), &p)| {
         p == last.args[0]
             && shape.as_slice() == out_shape
             && cx.graph.value_type(*v).shape == out_shape
-            && !cx.graph.outputs().contains(v)
+            && !cx.outputs.contains(v)
             && cx.graph.users(*v).iter().all(|(u, _)| members.contains(u))
             && matches!(cx.graph.node(v.node).op(), Some(Op::MatMul | Op::Gemm { .. }))
     })
@@ -558,24 +691,37 @@ fn gemm_epilogue_target(
 /// A leaf buffer the fused kernel may overwrite with its result: read at the same index it is
 /// written (same shape as the output), the only leaf in that buffer, and dead afterwards (every
 /// value stored in the buffer is read only by this group and is not a graph output).
+///
+/// "Read only by this group" compares counts instead of scanning every placed value (which made
+/// lowering quadratic): the reads of the buffer's values by the group's members must be all the
+/// reads it has ([`Ctx::buf_reads`]).
 fn in_place_leaf(
     cx: &Ctx,
     leaves: &[(Value, Vec<usize>)],
     places: &[Place],
     out_shape: &[usize],
-    members: &HashSet<NodeId>,
+    members: &[NodeId],
 ) -> Option<Place> {
-    let outputs: HashSet<Value> = cx.graph.outputs().iter().copied().collect();
+    let mut leaves_in: HashMap<Place, usize> = HashMap::new();
+    for &p in places {
+        *leaves_in.entry(p).or_insert(0) += 1;
+    }
+    let mut reads_by_group: HashMap<Place, usize> = HashMap::new();
+    for v in members.iter().flat_map(|&m| cx.graph.node_inputs(m)) {
+        if let Some(&p) = cx.place.get(&v) {
+            *reads_by_group.entry(p).or_insert(0) += 1;
+        }
+    }
     for ((_, shape), &p) in leaves.iter().zip(places) {
         let Place::Buf(b) = p else { continue };
-        if shape.as_slice() != out_shape || places.iter().filter(|&&q| q == p).count() != 1 {
+        if shape.as_slice() != out_shape || leaves_in[&p] != 1 {
             continue;
         }
-        let dead_after =
-            cx.place.iter().filter(|&(_, &q)| q == Place::Buf(b)).all(|(&u, _)| {
-                !outputs.contains(&u) && cx.graph.users(u).iter().all(|(user, _)| members.contains(user))
-            });
-        if dead_after && cx.buffers[b] == out_shape.iter().product::<usize>() * 4 {
+        let (reads, is_output) = cx.buf_reads[b];
+        if !is_output
+            && reads == reads_by_group.get(&p).copied().unwrap_or(0)
+            && cx.buffers[b] == out_shape.iter().product::<usize>() * 4
+        {
             return Some(p);
         }
     }
@@ -618,7 +764,7 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     let out_ty = graph.value_type(out_v).clone();
     if is_view(graph, id, op) {
         let p = cx.input(ins[0], &name)?;
-        cx.place.insert(out_v, p);
+        cx.bind(out_v, p);
         return Ok(());
     }
     match op {
@@ -849,10 +995,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let copy = pad_copy(&in_ty(0), &out_ty, *mode, pads, *value).map_err(|e| internal(&name, e))?;
             copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
-        Op::Resize { scales, coordinate_transformation_mode, nearest_mode, .. } => {
-            let copy =
-                resize_copy(&in_ty(0), &out_ty, scales.as_deref(), *coordinate_transformation_mode, *nearest_mode)
-                    .map_err(|e| internal(&name, e))?;
+        Op::Resize { .. } => {
+            let copy = resize_copy(op, &in_ty(0), &out_ty).map_err(|e| internal(&name, e))?;
             copy_step(cx, id, vec![out_v], vec![copy], ins[0])
         }
         Op::Gather { axis } => {
@@ -1068,7 +1212,7 @@ fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let kdiv = cx.kname(&name, "msm_div");
     let lay = elementwise::define(cx.jit, &kdiv, &f).map_err(|e| internal(&name, e))?;
     cx.kernel_step(&format!("{name} (÷sum)"), kdiv, lay.rows(), total, vec![e, e, sm]);
-    cx.place.insert(Value { node: id, port: 0 }, e);
+    cx.bind(Value { node: id, port: 0 }, e);
     Ok(())
 }
 
@@ -1366,24 +1510,15 @@ pub(crate) fn pad_copy(
     Ok(copy)
 }
 
-/// Nearest-neighbour Resize as a table-driven copy; the scale per axis is `scales` or out/in.
-pub(crate) fn resize_copy(
-    x: &TensorType,
-    out: &TensorType,
-    scales: Option<&[f32]>,
-    ctm: CoordTransform,
-    nm: NearestMode,
-) -> Result<AxisCopy, String> {
-    if out.rank() != x.rank() || scales.is_some_and(|s| s.len() != x.rank()) {
-        return Err("resize rank mismatch".into());
+/// Nearest-neighbour Resize as a table-driven copy; the source indices are the interpreter's
+/// ([`kiln_ir::ops::resize_nearest_sources`]), so both backends agree by construction.
+pub(crate) fn resize_copy(op: &Op, x: &TensorType, out: &TensorType) -> Result<AxisCopy, String> {
+    let sources = kiln_ir::ops::resize_nearest_sources(op, &x.shape)?;
+    if out.rank() != x.rank() || sources.iter().zip(&out.shape).any(|(s, &o)| s.len() != o) {
+        return Err("resize sources do not match the output shape".into());
     }
     let xs = strides(&x.shape);
-    let mut tabs = Vec::new();
-    for j in 0..x.rank() {
-        let (inn, o) = (x.shape[j], out.shape[j]);
-        let scale = scales.map(|s| s[j]).unwrap_or(o as f32 / inn as f32);
-        tabs.push((0..o).map(|i| (nearest_source(i, inn, o, scale, ctm, nm) * xs[j]) as i64).collect());
-    }
+    let tabs = sources.iter().zip(&xs).map(|(src, &st)| src.iter().map(|&i| (i * st) as i64).collect()).collect();
     Ok(copy_to_contiguous(out, tabs))
 }
 
@@ -1395,47 +1530,6 @@ fn reflect(c: i64, d: i64) -> i64 {
     let period = 2 * (d - 1);
     let m = c.rem_euclid(period);
     if m < d { m } else { period - m }
-}
-
-fn nearest_source(i: usize, inn: usize, out: usize, scale: f32, ctm: CoordTransform, nm: NearestMode) -> usize {
-    let x = i as f32;
-    let orig = match ctm {
-        CoordTransform::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordTransform::PytorchHalfPixel => {
-            if out > 1 {
-                (x + 0.5) / scale - 0.5
-            } else {
-                0.0
-            }
-        }
-        CoordTransform::Asymmetric => x / scale,
-        CoordTransform::AlignCorners => {
-            if out > 1 {
-                x * (inn as f32 - 1.0) / (out as f32 - 1.0)
-            } else {
-                0.0
-            }
-        }
-    };
-    let r = match nm {
-        NearestMode::RoundPreferFloor => {
-            if orig - orig.floor() == 0.5 {
-                orig.floor()
-            } else {
-                orig.round()
-            }
-        }
-        NearestMode::RoundPreferCeil => {
-            if orig - orig.floor() == 0.5 {
-                orig.ceil()
-            } else {
-                orig.round()
-            }
-        }
-        NearestMode::Floor => orig.floor(),
-        NearestMode::Ceil => orig.ceil(),
-    };
-    (r.max(0.0) as usize).min(inn - 1)
 }
 
 /// Broadcasts a tensor of shape `src` (numpy rules, right-aligned) into a new contiguous `out`.

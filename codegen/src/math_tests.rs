@@ -2,7 +2,7 @@
 
 use crate::jit::{HostFeatures, Jit};
 use crate::kernels::elementwise::{self, Expr, Fused};
-use kiln_ir::UnaryOp;
+use kiln_ir::{BinaryOp, UnaryOp};
 
 /// Runs `op` over `xs` through a generated kernel (vector body and scalar tail both exercised).
 pub(crate) fn run_unary(op: UnaryOp, xs: &[f32], features: HostFeatures) -> Vec<f32> {
@@ -113,4 +113,98 @@ fn sigmoid_sweep() {
 #[test]
 fn erf_sweep() {
     check(UnaryOp::Erf, libm::erf, 4e-7);
+}
+
+/// Runs `x op y` elementwise through a generated kernel (vector body and scalar tail).
+fn run_binary(op: BinaryOp, xs: &[f32], ys: &[f32], features: HostFeatures) -> Vec<f32> {
+    let mut jit = Jit::new(features).unwrap();
+    let n = xs.len();
+    let f = Fused {
+        nodes: vec![Expr::Leaf(0), Expr::Leaf(1), Expr::Binary(op, 0, 1)],
+        out_shape: vec![n],
+        leaf_shapes: vec![vec![n], vec![n]],
+    };
+    let lay = elementwise::define(&mut jit, "b", &f).unwrap();
+    let (funcs, _mem) = jit.finish().unwrap();
+    let mut out = vec![0f32; n];
+    let args = [out.as_mut_ptr() as *mut u8, xs.as_ptr() as *mut u8, ys.as_ptr() as *mut u8];
+    // SAFETY: the kernel reads n f32 from args[1] and args[2] and writes n f32 to args[0].
+    unsafe { (funcs[0].func)(args.as_ptr(), 0, lay.rows() as i64) };
+    out
+}
+
+/// Issue 11: Pow(−inf, y) was NaN in the JIT. Every pair of a table of special and ordinary
+/// values against Rust's `f32::powf` (C99 `powf`): special results (NaN, ±0, ±inf, exact 1)
+/// must match exactly, sign of zero and infinity included; finite results within
+/// 2⁻²²·(2 + |y·ln|x||) relative, the rounding of y·ln|x| amplified by e^{…} plus the exp/log
+/// bounds (see the module header of vmath.rs).
+#[test]
+fn pow_follows_c_special_cases() {
+    let vals = [
+        0.0f32,
+        -0.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        -f32::NAN,
+        1.0,
+        -1.0,
+        0.5,
+        -0.5,
+        2.0,
+        -2.0,
+        3.0,
+        -3.0,
+        2.5,
+        -2.5,
+        0.25,
+        1e-3,
+        -7.0,
+        1e30,
+        -1e30,
+        1e-40,
+        -1e-40,
+        f32::MAX,
+        16777216.0,
+        -16777217.0,
+        33554432.0,
+    ];
+    let mut xs = Vec::new();
+    let mut ys = Vec::new();
+    for &x in &vals {
+        for &y in &vals {
+            xs.push(x);
+            ys.push(y);
+        }
+    }
+    xs.push(2.0); // length ≢ 0 (mod 4) so the scalar tail runs too
+    ys.push(3.0);
+    for fma in [true, false] {
+        let feats = HostFeatures { fma: fma && HostFeatures::detect().fma };
+        let got = run_binary(BinaryOp::Pow, &xs, &ys, feats);
+        for ((&x, &y), &g) in xs.iter().zip(&ys).zip(&got) {
+            let want = x.powf(y);
+            if want.is_nan() || g.is_nan() {
+                assert!(want.is_nan() && g.is_nan(), "pow({x:e}, {y:e}) = {g:e}, want {want:e}");
+            } else if want == 0.0 || want.is_infinite() || want == 1.0 || g == 0.0 || g.is_infinite() {
+                let r = (x as f64).powf(y as f64);
+                // Results that over/underflow in f32 only near the limit may round either way.
+                let edge = r.abs() > f32::MAX as f64 * 0.99999 || (r != 0.0 && r.abs() < 1e-44);
+                assert!(
+                    g.to_bits() == want.to_bits() || edge,
+                    "pow({x:e}, {y:e}) = {g:e}, want {want:e} (bit-exact for special results)"
+                );
+            } else {
+                let r = (x as f64).powf(y as f64);
+                let scale = (y as f64 * (x.abs() as f64).ln()).abs();
+                let tol = 2f64.powi(-22) * (2.0 + scale);
+                let rel = ((g as f64 - r) / r).abs();
+                let subnormal = r.abs() < f32::MIN_POSITIVE as f64;
+                assert!(
+                    rel <= tol || (subnormal && (g as f64 - r).abs() <= 2.0 * 1.4013e-45),
+                    "pow({x:e}, {y:e}) = {g:e}, want {r:e} (rel {rel:e} > {tol:e})"
+                );
+            }
+        }
+    }
 }

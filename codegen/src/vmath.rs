@@ -18,7 +18,7 @@
 //!
 //! NaN propagates through every function; ±inf give the limits.
 
-use cranelift_codegen::ir::condcodes::FloatCC;
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{Endianness, InstBuilder, MemFlagsData, Type, Value, types};
 use cranelift_frontend::FunctionBuilder;
 
@@ -364,26 +364,50 @@ impl<'a, 'b> Lanes<'a, 'b> {
     /// xʸ as exp(y·log|x|) with C pow's sign and special-value rules for the common cases:
     /// y = 0 → 1; x < 0 with integer y → sign by parity; x < 0 with non-integer y → NaN.
     /// Relative error grows like |y·log x|·6e-8 on top of exp's bound.
+    /// xʸ with C99/IEEE `powf` special cases (Annex F.10.4.4), checked against Rust's `powf` by
+    /// a table in math_tests.rs: |x|ʸ = e^{y·ln|x|} with ln 0 = −inf and ln inf = +inf (so ±0 and
+    /// ±inf bases give 0 or inf by the sign of y), the sign of x restored for odd integer y (by the
+    /// sign bit, so −0 and −inf count as negative), NaN for a negative finite base and a
+    /// non-integer y, and 1 for y = ±0 or x = 1 (even with a NaN other operand) and for x = −1 with
+    /// y = ±inf.
     pub fn pow(&mut self, x: Value, y: Value) -> Value {
         let a = self.abs(x);
+        let zero = self.c(0.0);
+        let one = self.c(1.0);
+        let inf = self.c(f32::INFINITY);
+        let ninf = self.c(f32::NEG_INFINITY);
         let l = self.log(a);
+        let a0 = self.cmp(FloatCC::Equal, a, zero);
+        let l = self.sel(a0, ninf, l);
+        let a_inf = self.cmp(FloatCC::Equal, a, inf);
+        let l = self.sel(a_inf, inf, l);
         let yl = self.mul(y, l);
         let r = self.exp(yl);
+        // |x| = 1: y·0 is NaN for y = ±inf, and 1ʸ = 1 for every y (NaN included).
+        let a1 = self.cmp(FloatCC::Equal, a, one);
+        let r = self.sel(a1, one, r);
+        // y integer (±inf count as even integers: floor(inf) = inf and inf/2 = inf).
         let fy = self.b.ins().floor(y);
         let is_int = self.cmp(FloatCC::Equal, fy, y);
         let half = self.c(0.5);
         let hy = self.mul(y, half);
         let fhy = self.b.ins().floor(hy);
         let is_odd = self.cmp(FloatCC::NotEqual, fhy, hy);
-        let zero = self.c(0.0);
-        let neg = self.cmp(FloatCC::LessThan, x, zero);
+        let odd_int = self.b.ins().band(is_int, is_odd);
+        // Negative by the sign bit: −0 and −inf take the sign rules too.
+        let bits = self.as_bits(x);
+        let izero = self.ci(0);
+        let neg = self.b.ins().icmp(IntCC::SignedLessThan, bits, izero);
         let nr = self.neg(r);
-        let signed = self.sel(is_odd, nr, r);
+        let signed = self.sel(odd_int, nr, r);
+        // A negative finite base with a non-integer exponent has no real power.
         let nan = self.c(f32::NAN);
         let neg_res = self.sel(is_int, signed, nan);
+        // ±0 and ±inf bases have a power for every y: only the sign rule applies.
+        let zero_or_inf = self.b.ins().bor(a0, a_inf);
+        let neg_res = self.sel(zero_or_inf, signed, neg_res);
         let r = self.sel(neg, neg_res, r);
         let y0 = self.cmp(FloatCC::Equal, y, zero);
-        let one = self.c(1.0);
         self.sel(y0, one, r)
     }
 }

@@ -29,7 +29,7 @@ fn tol(lk: usize) -> Tol {
 }
 
 fn opts(threads: usize, softmax: SoftmaxAlgo) -> CodegenOptions {
-    CodegenOptions { threads, softmax }
+    CodegenOptions { threads, softmax, ..Default::default() }
 }
 
 /// A shape that broadcasts to `s`: some trailing dims kept, each kept dim possibly set to 1.

@@ -156,7 +156,7 @@ proptest! {
                     .output("y").output("y0");
                 let tol = Tol { abs: 1e-6, rel: 1e-5 };
                 let tol = if matches!(op, Op::LogSoftmax { .. }) { Tol { abs: 2e-6 * scale, rel: 1e-5 } } else { tol };
-                check_with(&spec, tol, &CodegenOptions { threads: 2, softmax: algo });
+                check_with(&spec, tol, &CodegenOptions { threads: 2, softmax: algo, ..Default::default() });
             }
         }
     }
@@ -270,7 +270,7 @@ proptest! {
             .node("gemm", Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: ta, trans_b: tb }, &["a", "bt", "c"], &["g"])
             .output("y").output("g");
         let tol = Tol { abs: 1e-5 * k as f32, rel: 1e-5 };
-        let exe = check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        let exe = check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() });
         // Bias + Gelu run as the MatMul's epilogue: two steps in all (MatMul+epilogue, Gemm).
         let schedule = exe.schedule_text();
         prop_assert!(schedule.contains("mm + epilogue fused[add, act]"), "{}", schedule);
@@ -295,7 +295,7 @@ proptest! {
                                      nearest_mode: kiln_ir::NearestMode::Floor }, &["r"], &["u"])
             .output("u").output("px");
         let tol = Tol { abs: 1e-5 * (cg * kk * kk) as f32, rel: 1e-5 };
-        check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() });
     }
 
     #[test]
@@ -314,7 +314,7 @@ proptest! {
             ins.push("bias");
         }
         spec.node("att", Op::Attention { scale: 0.35 }, &ins, &["y"]).output("y");
-        let exe = check_with(&spec, Tol { abs: 1e-5, rel: 1e-5 }, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        let exe = check_with(&spec, Tol { abs: 1e-5, rel: 1e-5 }, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() });
         prop_assert_eq!(steps(&exe), 1, "{}", exe.schedule_text());
     }
 
@@ -471,7 +471,11 @@ fn softmax_with_masks() {
     for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass, SoftmaxAlgo::ThreePassStored] {
         let mut spec = Spec::new();
         spec.input("x", x.clone()).node("sm", Op::Softmax { axis: 1 }, &["x"], &["y"]).output("y");
-        check_with(&spec, Tol { abs: 1e-7, rel: 1e-5 }, &CodegenOptions { threads: 1, softmax: algo });
+        check_with(
+            &spec,
+            Tol { abs: 1e-7, rel: 1e-5 },
+            &CodegenOptions { threads: 1, softmax: algo, ..Default::default() },
+        );
     }
 }
 
@@ -560,7 +564,8 @@ fn large_gemms_split_across_threads() {
             .output("y")
             .output("g");
         let tol = Tol { abs: 1e-5 * k as f32, rel: 1e-5 };
-        let exe = check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass });
+        let exe =
+            check_with(&spec, tol, &CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() });
         let ins = kiln_ir::eval::check_inputs(&spec.build().0, &spec.inputs).unwrap();
         let one = compile_spec(&spec, &options(1)).run(&ins).unwrap();
         assert_eq!(exe.run(&ins).unwrap(), one, "batch {batch:?}, {threads} threads: results depend on the split");
@@ -629,11 +634,16 @@ fn elementwise_ops_between_kernels_run_in_place() {
 fn clif_text_names_every_kernel() {
     let mut rng = XRng(1);
     let spec = mixed_model(&mut rng);
-    let exe = compile_spec(&spec, &options(1));
+    let exe = compile_spec(&spec, &CodegenOptions { keep_clif: true, ..options(1) });
     let clif = exe.clif_text();
     assert_eq!(clif.len(), 5, "ln, gelu, softmax, add, mean: {:?}", clif.iter().map(|c| &c.0).collect::<Vec<_>>());
     for (name, text) in clif {
         assert!(text.starts_with("function u0:"), "{name}: {text}");
         assert!(text.contains("f32x4"), "{name} has no vector code");
     }
+    // Without keep_clif the kernels are named but their text is not printed.
+    let exe = compile_spec(&spec, &options(1));
+    let names: Vec<&String> = exe.clif_text().iter().map(|c| &c.0).collect();
+    assert_eq!(names, clif.iter().map(|c| &c.0).collect::<Vec<_>>());
+    assert!(exe.clif_text().iter().all(|c| c.1.is_empty()));
 }

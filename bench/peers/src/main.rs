@@ -140,7 +140,7 @@ fn run_kiln(args: &RunArgs, inputs: &[(String, Tensor)]) -> Result<(Measured, Ve
         ..Default::default()
     };
     let model = kiln::load_with(&args.model, &load).map_err(|e| e.to_string())?;
-    let options = Options { backend: Backend::Jit, opt_level: OptLevel::O2, threads: Some(args.threads) };
+    let options = Options { backend: Backend::Jit, opt_level: OptLevel::O2, threads: Some(args.threads), ..Default::default() };
     let compiled = kiln::compile(model, &options).map_err(|e| e.to_string())?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
     let inputs = inputs.to_vec();

@@ -4,7 +4,7 @@
 //! 4×8 tile: eight f32x4 accumulators, A broadcast, two B vectors per k. Needs m % 4 == 0 and
 //! n % 8 == 0; no packing or cache blocking.
 
-use super::loops::{RowLoop, counted, load_arg_ptr};
+use super::loops::{RowLoop, const_offset, counted, load_arg_ptr};
 use crate::jit::Jit;
 use cranelift_codegen::ir::{InstBuilder, MemFlagsData, types};
 
@@ -44,7 +44,8 @@ pub fn define(jit: &mut Jit, name: &str, m: usize, k: usize, n: usize) -> Result
                 let aoff = b.ins().ishl_imm_s(p, 2);
                 let acol = b.ins().iadd(a_blk, aoff);
                 for r in 0..4 {
-                    let x = b.ins().load(types::F32, flags, acol, (r * k * 4) as i32);
+                    let (addr, imm) = const_offset(b, acol, r * k * 4);
+                    let x = b.ins().load(types::F32, flags, addr, imm);
                     let xv = b.ins().splat(types::F32X4, x);
                     for (h, bv) in [b0, b1].into_iter().enumerate() {
                         let v = acc[r * 2 + h];
@@ -64,7 +65,8 @@ pub fn define(jit: &mut Jit, name: &str, m: usize, k: usize, n: usize) -> Result
             for r in 0..4 {
                 for h in 0..2 {
                     let v = b.use_var(acc[r * 2 + h]);
-                    b.ins().store(flags, v, ccol, (r * n * 4 + h * 16) as i32);
+                    let (addr, imm) = const_offset(b, ccol, r * n * 4 + h * 16);
+                    b.ins().store(flags, v, addr, imm);
                 }
             }
         });

@@ -7,7 +7,29 @@ use cranelift_frontend::FunctionBuilder;
 
 /// Loads base pointer `i` from the kernel's argument array.
 pub fn load_arg_ptr(b: &mut FunctionBuilder, args: Value, i: usize) -> Value {
-    b.ins().load(types::I64, MemFlagsData::new().with_notrap(), args, (i * 8) as i32)
+    let (addr, imm) = const_offset(b, args, i * 8);
+    b.ins().load(types::I64, MemFlagsData::new().with_notrap(), addr, imm)
+}
+
+/// How a constant byte offset is applied: `(added, imm)` with `added` summed into the address in
+/// 64 bits and `imm` the load/store's immediate. Cranelift's immediate is a signed 32-bit offset;
+/// an offset that does not fit (a row longer than 2²⁹ floats: `(k * 4) as i32` wrapped negative
+/// and read before the buffer) goes into the 64-bit address instead.
+pub fn split_offset(bytes: usize) -> (i64, i32) {
+    match i32::try_from(bytes) {
+        Ok(imm) => (0, imm),
+        // usize → i64 cannot wrap for any offset inside an allocation (≤ isize::MAX bytes).
+        Err(_) => (bytes as i64, 0),
+    }
+}
+
+/// `base` plus a constant byte offset, as (address, immediate) for a load or store; see
+/// [`split_offset`]. Every constant offset in generated code goes through here.
+pub fn const_offset(b: &mut FunctionBuilder, base: Value, bytes: usize) -> (Value, i32) {
+    match split_offset(bytes) {
+        (0, imm) => (base, imm),
+        (added, imm) => (b.ins().iadd_imm_s(base, added), imm),
+    }
 }
 
 /// `for row in start..end { … }`; the body is emitted between `begin` and `end`.
@@ -99,5 +121,45 @@ pub fn inner_loop(b: &mut FunctionBuilder, n: usize, emit: &dyn Fn(&mut Function
     if !n.is_multiple_of(4) {
         let to = b.ins().iconst(types::I64, n as i64);
         counted(b, from, to, 1, &mut |b, i| emit(b, false, i));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jit::{HostFeatures, Jit};
+
+    #[test]
+    fn offsets_beyond_i32_go_into_the_64_bit_address() {
+        assert_eq!(split_offset(0), (0, 0));
+        assert_eq!(split_offset(i32::MAX as usize), (0, i32::MAX));
+        // Issue 11: the scalar tail of a row of 2²⁹ + 1 floats read at byte 2³¹, which as an i32
+        // immediate is −2³¹.
+        assert_eq!(split_offset(1 << 31), (1 << 31, 0));
+        assert_eq!(split_offset((1 << 33) + 4), ((1 << 33) + 4, 0));
+    }
+
+    /// A load 2³¹ + 4 bytes past a base pointer reads there, not 2 GiB before it: the kernel gets
+    /// a base 2³¹ bytes before a small buffer (no 2 GiB allocation needed).
+    #[test]
+    fn generated_load_at_a_large_constant_offset_reads_the_right_place() {
+        let mut jit = Jit::new(HostFeatures::detect()).unwrap();
+        jit.define("far", |b, [args, _, _], _| {
+            let out = load_arg_ptr(b, args, 0);
+            let base = load_arg_ptr(b, args, 1);
+            let (addr, imm) = const_offset(b, base, (1 << 31) + 4);
+            let v = b.ins().load(types::F32, MemFlagsData::new().with_notrap(), addr, imm);
+            b.ins().store(MemFlagsData::new().with_notrap(), v, out, 0);
+            b.ins().return_(&[]);
+        })
+        .unwrap();
+        let (f, _mem) = jit.finish().unwrap();
+        let data = [1.0f32, 2.0, 3.0];
+        let mut out = [0f32];
+        let base = (data.as_ptr() as *mut u8).wrapping_sub(1 << 31);
+        let args = [out.as_mut_ptr() as *mut u8, base];
+        // SAFETY: the kernel reads one f32 at base + 2³¹ + 4 = &data[1] and writes out[0].
+        unsafe { (f[0].func)(args.as_ptr(), 0, 1) };
+        assert_eq!(out[0], 2.0);
     }
 }

@@ -6,7 +6,7 @@
 //! Reductions accumulate in f32 with two f32x4 accumulators (eight partial sums) and a pairwise
 //! horizontal fold; the reference accumulates in f64, so tests allow ≈ n·2⁻²⁴ relative to Σ|x|.
 
-use super::loops::{RowLoop, counted, inner_loop, load_arg_ptr};
+use super::loops::{RowLoop, const_offset, counted, inner_loop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
 use crate::vmath::Lanes;
 use cranelift_codegen::ir::condcodes::FloatCC;
@@ -110,7 +110,8 @@ fn fold_row(
     let v = comb(&mut l, a0, a1);
     let mut s = l.hfold(v, comb);
     for k in n / 4 * 4..n {
-        let x = b.ins().load(types::F32, flags(), row, (k * 4) as i32);
+        let (addr, imm) = const_offset(b, row, k * 4);
+        let x = b.ins().load(types::F32, flags(), addr, imm);
         let mut l = Lanes::new(b, false, feat.fma);
         let m = map(&mut l, x);
         s = comb(&mut l, s, m);
@@ -434,7 +435,8 @@ fn two_pass(b: &mut FunctionBuilder, feat: HostFeatures, xr: Value, yr: Value, n
     let (mb, eb) = merge(&mut l, ml[2], el[2], ml[3], el[3]);
     let (mut mt, mut et) = merge(&mut l, ma, ea, mb, eb);
     for k in n4..n {
-        let v = l.b.ins().load(types::F32, flags(), xr, (k * 4) as i32);
+        let (addr, imm) = const_offset(l.b, xr, k * 4);
+        let v = l.b.ins().load(types::F32, flags(), addr, imm);
         let v = clamp_logit(&mut l, v);
         let (p, kk) = l.exp_parts(v);
         (mt, et) = merge(&mut l, mt, et, p, kk);
@@ -692,4 +694,43 @@ pub fn power_norm(
             store(b, y, yr, i);
         });
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::jit::{HostFeatures, Jit};
+    use kiln_ir::ReduceKind;
+
+    /// Issue 11: a row of 2²⁹ + 3 floats (2 GiB + 12 bytes) summed by the row kernel; its scalar
+    /// tail used to address element 2²⁹ at the i32 byte offset −2³¹ (SIGSEGV or garbage). The row
+    /// is zero-initialised virtual memory (calloc maps it lazily and reads of untouched pages hit
+    /// the shared zero page), so the test needs 2 GiB of address space but only a few pages of RAM;
+    /// it takes about a second. Where the address space is refused it says so and checks nothing.
+    #[test]
+    fn row_longer_than_2_pow_29_floats_reads_its_tail() {
+        let n = (1usize << 29) + 3;
+        let layout = std::alloc::Layout::array::<f32>(n).unwrap();
+        // SAFETY: a non-zero-size layout; the pointer is checked for null and freed below.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut f32;
+        if p.is_null() {
+            eprintln!("skipped: 2 GiB of address space for the row was refused");
+            return;
+        }
+        // SAFETY: p holds n zeroed f32.
+        let x = unsafe { std::slice::from_raw_parts_mut(p, n) };
+        x[0] = 5.0;
+        x[n - 3] = 1.0;
+        x[n - 2] = 2.0;
+        x[n - 1] = 3.0;
+        let mut jit = Jit::new(HostFeatures::detect()).unwrap();
+        super::reduce_rows(&mut jit, "sum", n, ReduceKind::Sum).unwrap();
+        let (f, _mem) = jit.finish().unwrap();
+        let mut out = [0f32];
+        let args = [out.as_mut_ptr() as *mut u8, p as *mut u8];
+        // SAFETY: one row of n floats at p, one output float.
+        unsafe { (f[0].func)(args.as_ptr(), 0, 1) };
+        // SAFETY: allocated above with this layout.
+        unsafe { std::alloc::dealloc(p as *mut u8, layout) };
+        assert_eq!(out[0], 11.0);
+    }
 }

@@ -89,7 +89,7 @@ pub struct Tol {
 }
 
 pub fn options(threads: usize) -> CodegenOptions {
-    CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass }
+    CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() }
 }
 
 pub fn compile_spec(spec: &Spec, opts: &CodegenOptions) -> Executable {

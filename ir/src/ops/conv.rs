@@ -284,30 +284,38 @@ struct ResizeAxis {
     input: usize,
     out: usize,
     /// The scale the coordinate transformation divides by: the given scale, or out/in for sizes.
-    scale: f64,
-    /// The resized length align_corners divides by: `out` for sizes, and scale·input (unrounded) for
-    /// scales, as the ONNX reference implementation computes it.
-    len_out: f64,
+    scale: f32,
+}
+
+/// The input index each output index reads, per axis, for a nearest-neighbour Resize of an input
+/// of `shape`: the one definition both the interpreter and the JIT use.
+///
+/// ONNX Runtime's semantics, in its f32 arithmetic: the coordinate transformation of output
+/// index x, rounded by `nearest_mode` (ties detected exactly), clamped to the input. align_corners
+/// divides by the output length minus one, the rounded length even when `scales` are given (the
+/// ONNX reference divides by the unrounded scale·input instead; ONNX Runtime and this agree with
+/// it whenever scale·input is an integer). See docs/ops.md.
+pub fn resize_nearest_sources(op: &Op, shape: &[usize]) -> Result<Vec<Vec<usize>>, String> {
+    Ok(resize_axes(op, shape)?.iter().map(|a| a.sources(op)).collect())
 }
 
 impl ResizeAxis {
-    /// The input index read by each output index (ONNX Resize, mode nearest), computed in f64:
-    /// transform the coordinate, round by `nearest_mode`, clamp to the input.
+    /// The input index read by each output index (see [`resize_nearest_sources`]).
     fn sources(&self, op: &Op) -> Vec<usize> {
         let Op::Resize { coordinate_transformation_mode: ctm, nearest_mode, .. } = op else {
             return vec![0; self.out];
         };
-        let len_in = self.input as f64;
-        let len_out = self.len_out;
+        let len_in = self.input as f32;
+        let len_out = self.out as f32;
         (0..self.out)
             .map(|o| {
-                let x = o as f64;
+                let x = o as f32;
                 let orig = match ctm {
                     CoordTransform::HalfPixel => (x + 0.5) / self.scale - 0.5,
                     CoordTransform::PytorchHalfPixel if self.out > 1 => (x + 0.5) / self.scale - 0.5,
                     CoordTransform::PytorchHalfPixel => 0.0,
                     CoordTransform::Asymmetric => x / self.scale,
-                    CoordTransform::AlignCorners if len_out == 1.0 => 0.0,
+                    CoordTransform::AlignCorners if self.out == 1 => 0.0,
                     CoordTransform::AlignCorners => x * (len_in - 1.0) / (len_out - 1.0),
                 };
                 let fl = orig.floor();
@@ -320,8 +328,9 @@ impl ResizeAxis {
                     NearestMode::Floor => fl,
                     NearestMode::Ceil => orig.ceil(),
                 };
-                // Clamp to the input; `as` saturates and maps NaN to 0.
-                r.clamp(0.0, len_in - 1.0) as usize
+                // Clamp to the input; `as` saturates and maps NaN to 0, and the integer min
+                // catches len_in − 1 rounding up in f32 for axes longer than 2²⁴.
+                (r.clamp(0.0, len_in - 1.0) as usize).min(self.input - 1)
             })
             .collect()
     }
@@ -349,7 +358,7 @@ fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
                     if out < 1.0 || out > MAX_ELEMENTS as f64 {
                         return Err(format!("Resize's scale {s} makes axis {axis} of size {d} into {out}"));
                     }
-                    Ok(ResizeAxis { input: d, out: out as usize, scale: s as f64, len_out: d as f64 * s as f64 })
+                    Ok(ResizeAxis { input: d, out: out as usize, scale: s })
                 })
                 .collect()
         }
@@ -365,7 +374,7 @@ fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
                     if o == 0 || o > MAX_ELEMENTS {
                         return Err(format!("Resize's size {o} for axis {axis} must be in 1..={MAX_ELEMENTS}"));
                     }
-                    Ok(ResizeAxis { input: d, out: o, scale: o as f64 / d as f64, len_out: o as f64 })
+                    Ok(ResizeAxis { input: d, out: o, scale: o as f32 / d as f32 })
                 })
                 .collect()
         }
@@ -590,6 +599,17 @@ mod tests {
         // → round 0, 1, 1, 2.
         let op = resize(Some(&[1.5]), None, Asymmetric, RoundPreferFloor);
         assert_eq!(resize_1d(&op, 3), [0.0, 1.0, 1.0, 2.0]);
+    }
+
+    /// Issue 11: align_corners with `scales` divides by the rounded output length minus one
+    /// (ONNX Runtime), not by scale·input − 1. Input 3, scale 2.5 → 7 outputs (7.5 rounded down):
+    /// orig = o·2/6 = 0, ⅓, ⅔, 1, 1⅓, 1⅔, 2 → floor 0, 0, 0, 1, 1, 1, 2. Dividing by 7.5 − 1 = 6.5
+    /// instead gives o·2/6.5 = …, 0.92 (o = 3), …, 1.85 (o = 6) → 0 and 1 there.
+    #[test]
+    fn resize_align_corners_with_scales_divides_by_the_rounded_length() {
+        let op = resize(Some(&[2.5]), None, CoordTransform::AlignCorners, NearestMode::Floor);
+        assert_eq!(resize_1d(&op, 3), [0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 2.0]);
+        assert_eq!(resize_nearest_sources(&op, &[3]).unwrap(), [vec![0, 0, 0, 1, 1, 1, 2]]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::tensor::Tensor;
 
 pub mod broadcast;
 mod conv;
+pub use conv::resize_nearest_sources;
 mod elementwise;
 mod fused;
 mod linalg;

@@ -79,6 +79,14 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     };
     let p = plan(op, &x.ty())?;
     if p.axes.is_none() {
+        // Nothing is reduced, but each element still goes through the reduction's map and
+        // finish: ReduceL2 of one element is √(x²) = |x| (as the spec and the JIT give), the
+        // other kinds are the identity.
+        if *kind == ReduceKind::L2
+            && let TensorData::F32(v) = x.data()
+        {
+            return Ok(vec![Tensor::new(x.shape().to_vec(), TensorData::F32(v.iter().map(|a| a.abs()).collect()))?]);
+        }
         return Ok(vec![(*x).clone()]);
     }
     // For each input element, the flat index of the output element it folds into: the kept shape
@@ -217,6 +225,20 @@ mod tests {
         let op = Op::Reduce { kind: ReduceKind::Sum, axes: None, keepdims: false, noop_with_empty_axes: true };
         let x = x23();
         assert_eq!(run(&op, &x), x);
+    }
+
+    /// Issue 11: ReduceL2 with noop_with_empty_axes returned x; one element's L2 norm is |x|.
+    #[test]
+    fn noop_with_empty_axes_l2_is_abs() {
+        let x = Tensor::from_f32([2, 2], vec![-3.0, 0.5, -0.0, f32::NEG_INFINITY]).unwrap();
+        for axes in [None, Some(vec![])] {
+            let op = Op::Reduce { kind: ReduceKind::L2, axes, keepdims: true, noop_with_empty_axes: true };
+            let y = run(&op, &x);
+            assert_eq!(y.shape(), &[2, 2]);
+            let v = y.as_f32().unwrap();
+            assert_eq!(v, [3.0, 0.5, 0.0, f32::INFINITY]);
+            assert!(v[2].is_sign_positive());
+        }
     }
 
     #[test]
