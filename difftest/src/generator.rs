@@ -622,7 +622,7 @@ impl<'c, C: Source> Gen<'c, C> {
     fn conv(&mut self) -> Option<Val> {
         let x = self.nchw();
         let c = x.ty.shape[1];
-        let divisors: Vec<usize> = (1..=c).filter(|g| c % g == 0).collect();
+        let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
         let group = if self.c.chance(40) { self.c.pick(&divisors) } else { 1 };
         let m = group * self.c.range(1, 3);
         let kh = self.c.range(1, 3.min(x.ty.shape[2]));
@@ -736,7 +736,7 @@ impl<'c, C: Source> Gen<'c, C> {
                 let p = self.bn_params(x.ty.shape[1]);
                 self.emit1(Op::BatchNormalization { epsilon: eps }, &[&x, &p[0], &p[1], &p[2], &p[3]], false)?
             }
-            1 | 2 | 3 => {
+            1..=3 => {
                 let x = self.pick_or_new_f32(1, 4);
                 let r = x.ty.rank() as i64;
                 let axis = self.c.range(0, r as usize - 1) as i64 - if self.c.chance(50) { r } else { 0 };
@@ -757,7 +757,7 @@ impl<'c, C: Source> Gen<'c, C> {
             4 => {
                 let x = self.pick_or_new_f32(3, 4);
                 let c = x.ty.shape[1];
-                let divisors: Vec<usize> = (1..=c).filter(|g| c % g == 0).collect();
+                let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
                 let num_groups = self.c.pick(&divisors);
                 let (s, b) = (self.new_operand(vec![c]), self.new_operand(vec![c]));
                 self.emit1(Op::GroupNormalization { num_groups, epsilon: eps }, &[&x, &s, &b], false)?
@@ -782,7 +782,7 @@ impl<'c, C: Source> Gen<'c, C> {
             7 => {
                 let x = self.pick_or_new_f32(1, 4);
                 let d = *x.ty.shape.last()?;
-                let divisors: Vec<usize> = (1..=d).filter(|g| d % g == 0).collect();
+                let divisors: Vec<usize> = (1..=d).filter(|g| d.is_multiple_of(*g)).collect();
                 let groups = self.c.pick(&divisors);
                 let (s, b) = (self.new_operand(vec![d]), self.new_operand(vec![d]));
                 let phi = self.f32_tensor_in(&[d], 0.1, 4.0);
@@ -793,7 +793,7 @@ impl<'c, C: Source> Gen<'c, C> {
             8 => {
                 let x = self.nchw();
                 let c = x.ty.shape[1];
-                let divisors: Vec<usize> = (1..=c).filter(|g| c % g == 0).collect();
+                let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
                 let (v, g, b) = (self.new_operand(vec![c]), self.new_operand(vec![c]), self.new_operand(vec![c]));
                 if self.c.chance(50) {
                     let groups = self.c.pick(&divisors);
@@ -874,7 +874,7 @@ impl<'c, C: Source> Gen<'c, C> {
                 let mut target: Vec<i64> = Vec::new();
                 let mut left = total;
                 while left > 1 && target.len() < 3 {
-                    let divs: Vec<usize> = (2..=left).filter(|d| left % d == 0).take(4).collect();
+                    let divs: Vec<usize> = (2..=left).filter(|d| left.is_multiple_of(*d)).take(4).collect();
                     let d = self.c.pick(&divs);
                     target.push(d as i64);
                     left /= d;

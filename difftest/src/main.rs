@@ -252,8 +252,9 @@ fn main() -> ExitCode {
         .map(|_| {
             let (chunks, results, args, exe) = (chunks.clone(), results.clone(), args.clone(), exe.clone());
             std::thread::spawn(move || {
-                loop {
-                    let Some((from, to)) = chunks.lock().ok().and_then(|mut q| q.pop_front()) else { break };
+                // The queue's lock is taken and released inside `next`, not held over a chunk.
+                let next = || chunks.lock().ok().and_then(|mut q| q.pop_front());
+                while let Some((from, to)) = next() {
                     let lines = run_chunk(&args, &exe, from, to);
                     for l in lines.iter().filter(|l| !l.starts_with("OK ")) {
                         println!("{l}");
