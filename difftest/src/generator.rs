@@ -170,13 +170,19 @@ impl<'c, C: Source> Gen<'c, C> {
     /// A shape that broadcasts to `s` (numpy): a suffix of `s` with some dimensions set to 1, or
     /// sometimes `s` with extra leading dimensions (which makes the result larger).
     fn broadcast_of(&mut self, s: &[usize]) -> Vec<usize> {
-        let keep = self.c.below(s.len() + 1);
-        let mut out: Vec<usize> = s[s.len() - keep..].iter().map(|&d| if self.c.chance(35) { 1 } else { d }).collect();
+        let out = self.broadcast_within(s);
         if self.c.chance(10) && s.len() < 4 {
-            out = s.iter().map(|&d| if self.c.chance(40) { 1 } else { d }).collect();
+            let mut out: Vec<usize> = s.iter().map(|&d| if self.c.chance(40) { 1 } else { d }).collect();
             out.insert(0, self.c.range(1, 3));
+            return out;
         }
         out
+    }
+
+    /// A shape that broadcasts to `s` without enlarging it (for masks, biases and norm scales).
+    fn broadcast_within(&mut self, s: &[usize]) -> Vec<usize> {
+        let keep = self.c.below(s.len() + 1);
+        s[s.len() - keep..].iter().map(|&d| if self.c.chance(35) { 1 } else { d }).collect()
     }
 
     fn value(&mut self) -> f32 {
@@ -448,7 +454,9 @@ impl<'c, C: Source> Gen<'c, C> {
     }
 
     fn bool_operand(&mut self, shape: &[usize]) -> Val {
-        if let Some(v) = self.pick_where(|v| v.ty.dtype == DType::Bool) {
+        let s = shape.to_vec();
+        let fits = |t: &TensorType| kiln_ir::ops::broadcast::broadcast_shapes(&s, &t.shape).is_ok();
+        if let Some(v) = self.pick_where(|v| v.ty.dtype == DType::Bool && fits(&v.ty)) {
             return v;
         }
         let s = self.broadcast_of(shape);
@@ -542,7 +550,11 @@ impl<'c, C: Source> Gen<'c, C> {
                 s.push(n);
                 s
             }
-            2 => vec![self.c.range(1, 3), k, n],
+            2 => {
+                // A batch that broadcasts against a's: 1, or a's own.
+                let batch = if a.ty.rank() >= 3 && self.c.chance(50) { a.ty.shape[a.ty.rank() - 3] } else { 1 };
+                vec![batch, k, n]
+            }
             _ => vec![k, n],
         };
         let b = self.new_operand(b_shape);
@@ -628,12 +640,14 @@ impl<'c, C: Source> Gen<'c, C> {
         let kh = self.c.range(1, 3.min(x.ty.shape[2]));
         let kw = self.c.range(1, 3.min(x.ty.shape[3]));
         let strides = [self.c.range(1, 2), self.c.range(1, 2)];
-        let dilations = if self.c.chance(20) { [2, 2] } else { [1, 1] };
         let pads = if self.c.chance(50) {
             [self.c.below(2), self.c.below(2), self.c.below(2), self.c.below(2)]
         } else {
             [0; 4]
         };
+        // Dilation 2 only where the dilated kernel fits the padded input.
+        let fits = 2 * (kh - 1) < x.ty.shape[2] + pads[0] + pads[2] && 2 * (kw - 1) < x.ty.shape[3] + pads[1] + pads[3];
+        let dilations = if fits && self.c.chance(20) { [2, 2] } else { [1, 1] };
         let w = self.new_operand(vec![m, c / group, kh, kw]);
         let op = Op::Conv { strides, dilations, pads, group };
         let y = if self.c.chance(50) {
@@ -676,11 +690,12 @@ impl<'c, C: Source> Gen<'c, C> {
             match first + self.c.below(5 - first) {
                 0 => {}
                 // A shift: +1 at one end, −1 at the other (same shape; not a no-op).
-                1 if d >= 2 => {
+                // Reflect needs the pad smaller than the cropped size.
+                1 if d >= 2 + i64::from(mode == PadMode::Reflect) => {
                     pads[a] = 1;
                     pads[a + r] = -1;
                 }
-                2 if d >= 2 => {
+                2 if d >= 2 + i64::from(mode == PadMode::Reflect) => {
                     pads[a] = -1;
                     pads[a + r] = 1;
                 }
@@ -711,8 +726,14 @@ impl<'c, C: Source> Gen<'c, C> {
             NearestMode::Ceil,
         ]);
         let (scales, sizes) = if self.c.chance(50) {
-            let scales: Vec<f32> =
-                (0..r).map(|a| if a + 2 >= r { self.c.pick(&[1.0, 2.0, 0.5, 1.5, 3.0, 0.75]) } else { 1.0 }).collect();
+            let scales: Vec<f32> = (0..r)
+                .map(|a| match (a + 2 >= r, x.ty.shape[a]) {
+                    // A downscale of a size-1 axis would make it empty.
+                    (true, 1) => self.c.pick(&[1.0, 2.0, 1.5, 3.0]),
+                    (true, _) => self.c.pick(&[1.0, 2.0, 0.5, 1.5, 3.0, 0.75]),
+                    _ => 1.0,
+                })
+                .collect();
             (Some(scales), None)
         } else {
             let sizes: Vec<usize> =
@@ -742,12 +763,12 @@ impl<'c, C: Source> Gen<'c, C> {
                 let axis = self.c.range(0, r as usize - 1) as i64 - if self.c.chance(50) { r } else { 0 };
                 let a = if axis < 0 { (axis + r) as usize } else { axis as usize };
                 let normalized = x.ty.shape[a..].to_vec();
-                let ss = self.broadcast_of(&normalized);
+                let ss = self.broadcast_within(&normalized);
                 let scale = self.new_operand(ss);
                 if self.c.chance(25) {
                     self.emit1(Op::RmsNormalization { axis, epsilon: eps }, &[&x, &scale], false)?
                 } else if self.c.chance(70) {
-                    let bs = self.broadcast_of(&normalized);
+                    let bs = self.broadcast_within(&normalized);
                     let bias = self.new_operand(bs);
                     self.emit1(Op::LayerNormalization { axis, epsilon: eps }, &[&x, &scale, &bias], false)?
                 } else {
@@ -951,7 +972,9 @@ impl<'c, C: Source> Gen<'c, C> {
                         (s, e)
                     } else {
                         let s = self.c.below(d as usize) as i64;
-                        let mid = s - 1 - self.c.below(s as usize + 1) as i64;
+                        // An end of −1 would count from the back; below 0 means "through index 0".
+                        let mid = (s - 1 - self.c.below(s as usize + 1) as i64).max(-1 - d);
+                        let mid = if mid == -1 { -1 - d } else { mid };
                         let e = self.c.pick(&[-1 - d, i64::MIN, mid]);
                         (s, e)
                     };
@@ -1016,7 +1039,7 @@ impl<'c, C: Source> Gen<'c, C> {
     fn fused(&mut self) -> Option<Val> {
         if self.c.chance(50) {
             let x = self.pick_or_new_f32(1, 4);
-            let ms = self.broadcast_of(&x.ty.shape);
+            let ms = self.broadcast_within(&x.ty.shape);
             let n: usize = ms.iter().product();
             let m: Vec<f32> = (0..n).map(|_| self.v.pick(&[0.0, 1.0, 1.0, 0.5])).collect();
             let mask = self.add_weight(Tensor::from_f32(ms, m).ok()?);
@@ -1031,7 +1054,7 @@ impl<'c, C: Source> Gen<'c, C> {
             let v = self.new_operand(mk(&kb, lk, dv));
             let scale = self.c.pick(&[1.0, 0.125, 0.5]);
             if self.c.chance(50) {
-                let bs = self.broadcast_of(&mk(&batch, lq, lk));
+                let bs = self.broadcast_within(&mk(&batch, lq, lk));
                 let bias = self.new_operand(bs);
                 self.emit1(Op::Attention { scale }, &[&q, &kt, &v, &bias], false)
             } else {
@@ -1088,7 +1111,7 @@ impl<'c, C: Source> Gen<'c, C> {
                 let op = if self.c.chance(50) { BinaryOp::Mul } else { BinaryOp::Div };
                 let s = self.emit1(Op::Binary(op), &[&s, &c], false)?;
                 let s = if self.c.chance(50) {
-                    let bs = self.broadcast_of(&s.ty.shape);
+                    let bs = self.broadcast_within(&s.ty.shape);
                     let b = self.new_operand(bs);
                     self.emit1(Op::Binary(BinaryOp::Add), &[&s, &b], false)?
                 } else {

@@ -36,7 +36,7 @@ struct Args {
 const USAGE: &str = "usage: kiln-difftest --graphs N --seed S [--jobs J] [--out DIR] [--max-steps K] \
 [--shrink-budget B] [--timeout SECS] [--mem-mb MB] [--chunk C] [--no-const-chains] [--avoid-known] [--dump]
 --avoid-known generates none of issue 11's open defects (GenConfig::avoid_known_defects);
---dump writes the cases of the seeds to DIR/seed-S/ without running them.";
+--dump writes the cases of the seeds to DIR/seed-S/ without running them and prints the nodes\nthe generator made that Op::infer refused.";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -231,6 +231,10 @@ fn main() -> ExitCode {
     if args.dump {
         for seed in args.seed..args.seed.saturating_add(args.graphs) {
             write_unshrunk(&args, seed, "dumped unrun");
+            // What the generator got wrong, so that its mistakes stay visible.
+            for r in generate(seed, &args.gen_config()).rejected {
+                println!("seed {seed}: rejected {r}");
+            }
         }
         return ExitCode::SUCCESS;
     }
