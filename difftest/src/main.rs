@@ -36,7 +36,7 @@ struct Args {
 const USAGE: &str = "usage: kiln-difftest --graphs N --seed S [--jobs J] [--out DIR] [--max-steps K] \
 [--shrink-budget B] [--timeout SECS] [--mem-mb MB] [--chunk C] [--no-const-chains] [--avoid-known] [--dump]
 --avoid-known generates none of issue 11's open defects (GenConfig::avoid_known_defects);
---dump writes the cases of the seeds to DIR/seed-S/ without running them and prints the nodes\nthe generator made that Op::infer refused.";
+--dump writes the cases of the seeds to DIR/seed-S/ with the interpreter's outputs in expected/,\nwithout checking them, and prints the nodes the generator made that Op::infer refused.";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -217,6 +217,20 @@ fn write_unshrunk(args: &Args, seed: u64, note: &str) {
     let _ = std::fs::write(dir.join("failure.txt"), format!("{note}\n"));
 }
 
+/// Writes the interpreter's outputs of a seed's case to DIR/seed-S/expected/NAME.npy.
+fn write_expected(args: &Args, seed: u64) -> Result<(), String> {
+    let case = generate(seed, &args.gen_config()).case;
+    let model = case.model().map_err(|e| e.to_string())?;
+    let options = kiln::Options { backend: kiln::Backend::Interp, opt_level: kiln::OptLevel::O0, threads: Some(1) };
+    let outputs = kiln::compile(model, &options).and_then(|c| c.run(&case.inputs)).map_err(|e| e.to_string())?;
+    let dir = args.out.join(format!("seed-{seed}")).join("expected");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, t) in &outputs {
+        kiln::npy::write_npy(&dir.join(format!("{name}.npy")), t)?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -231,6 +245,10 @@ fn main() -> ExitCode {
     if args.dump {
         for seed in args.seed..args.seed.saturating_add(args.graphs) {
             write_unshrunk(&args, seed, "dumped unrun");
+            // The oracle's outputs, for cross-checks outside kiln (tools/difftest/ort_check.py).
+            if let Err(e) = write_expected(&args, seed) {
+                println!("seed {seed}: no expected outputs: {e}");
+            }
             // What the generator got wrong, so that its mistakes stay visible.
             for r in generate(seed, &args.gen_config()).rejected {
                 println!("seed {seed}: rejected {r}");
