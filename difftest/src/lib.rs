@@ -45,6 +45,8 @@ pub fn write_reproducer(
     out: &Path,
     budget: usize,
 ) -> Result<(PathBuf, Case), String> {
+    // A slow optimizer makes every check slow: such a case is written as it is.
+    let budget = if failure.kind == Kind::OptimizeSlow { 0 } else { budget };
     let small = shrink::shrink(case, failure, check_config, budget);
     // The failure as the shrunk case shows it (the details change while shrinking).
     let now = check::check(&small, check_config)
