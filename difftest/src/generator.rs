@@ -577,7 +577,14 @@ impl<'c, C: Source> Gen<'c, C> {
                 (1, _) => vec![],
                 _ => self.broadcast_of(&y.ty.shape),
             };
-            let b = self.new_operand(bias_shape);
+            let b = if self.c.chance(20) {
+                // A constant the optimizer may fold into the GEMM's weights (div-const).
+                let c = self.c.pick(&[2.0f32, 0.5, 1e-39, 1e30, 1e-30, -3.0]);
+                let c = if self.config.avoid_known_defects && c == 1e-39 { 1e-30 } else { c };
+                self.add_weight(Tensor::scalar_f32(c))
+            } else {
+                self.new_operand(bias_shape)
+            };
             let op = self.c.pick(&[BinaryOp::Add, BinaryOp::Add, BinaryOp::Mul, BinaryOp::Sub, BinaryOp::Div]);
             // A computed divisor would be ill-conditioned (see `unary`): the bias divides.
             let (l, r) = if self.c.chance(20) && op != BinaryOp::Div { (&b, &y) } else { (&y, &b) };
