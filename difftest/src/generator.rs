@@ -376,8 +376,10 @@ impl<'c, C: Source> Gen<'c, C> {
         };
         // 1/x and log x turn a last-bit difference in a cancelling x (a sum, a dot product, a
         // difference of transcendentals) into an arbitrarily large one: computed in f32 by the JIT
-        // and in f64 by the interpreter, such x legitimately differ. Only exact operands.
-        let x = if matches!(op, UnaryOp::Reciprocal | UnaryOp::Log) && !x.exact {
+        // and in f64 by the interpreter, such x legitimately differ. √x of a computed x near 0 is
+        // NaN or 0 by the sign of its rounding (Gelu(−7.3) is −1e-12 in f64, −0 in the JIT). Only
+        // exact operands.
+        let x = if matches!(op, UnaryOp::Reciprocal | UnaryOp::Log | UnaryOp::Sqrt) && !x.exact {
             self.exact_f32_operand(&x.ty.shape.clone())
         } else {
             x
