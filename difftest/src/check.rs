@@ -11,12 +11,13 @@
 //! Tolerance, per output tensor: with `scale` = max(1, largest finite |oracle value|),
 //! `|got − want| ≤ atol·scale + rtol·|want|`, NaN matching NaN, an infinity matching the same
 //! infinity, i64 and bool exact.
-//! - -O0 (the JIT against the interpreter): atol 1e-4, rtol 1e-3. The JIT's transcendental
-//!   functions are within 4e-7 relative (codegen/src/math_tests.rs); it accumulates sums and dot
-//!   products in f32 where the interpreter uses f64, an error of about K·2^-24 of the summands'
-//!   magnitude for K terms (K ≤ ~130 here: 1e-5 of `scale`); a chain of up to ~10 ops can
-//!   amplify that tenfold (normalizations divide by √(var + ε) with ε down to 1e-6, tanh/exp
-//!   derivatives). Gross bugs (wrong element, wrong row, a missed epilogue) are off by O(1).
+//! - -O0 (the JIT against the interpreter): atol 5e-4, rtol 1e-3. The JIT's transcendental
+//!   functions are within 4e-7 relative (codegen/src/math_tests.rs) and ~2e-7 absolute in
+//!   composed tails (Gelu of −6); it accumulates sums and dot products in f32 where the
+//!   interpreter uses f64, an error of about K·2^-24 of the summands' magnitude for K terms
+//!   (K ≤ ~130 here: 1e-5 of `scale`); a normalization divides such errors by √(var + ε), up to
+//!   1000× with ε = 1e-6 and a near-constant row (seen: Gelu tails into InstanceNorm, 1.9e-4).
+//!   Gross bugs (wrong element, wrong row, a missed epilogue, a rounding mode) are off by O(1).
 //! - -O2: atol 1e-3, rtol 1e-2. The optimizer reassociates and folds constants ((x·a)·b →
 //!   x·(ab), BatchNorm into Conv weights, divisions into multiplications by a reciprocal), each a
 //!   rounding step, and the chains above amplify them; still 100× tighter than a wrong answer.
@@ -287,7 +288,7 @@ pub struct Tolerance {
 }
 
 /// The JIT against the interpreter, graph as written (see the module comment).
-pub const O0: Tolerance = Tolerance { atol: 1e-4, rtol: 1e-3, level: Level::O0 };
+pub const O0: Tolerance = Tolerance { atol: 5e-4, rtol: 1e-3, level: Level::O0 };
 /// The optimized graph against the graph as written (see the module comment).
 pub const O2: Tolerance = Tolerance { atol: 1e-3, rtol: 1e-2, level: Level::O2 };
 
@@ -372,6 +373,7 @@ mod tests {
         assert!(!close(1.0, f32::INFINITY, 1.0, t, false, false));
         assert!(close(1.0, f32::INFINITY, 1.0, t, true, false), "huge cases skip f32 values");
         assert!(close(1000.0, 1000.5, 1000.0, t, false, false));
+        assert!(close(0.0273, 0.0275, 1.0, t, false, false), "amplified rounding in a norm");
         assert!(!close(1.0, 1.01, 1.0, t, false, false));
     }
 }
