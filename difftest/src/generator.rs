@@ -1221,3 +1221,59 @@ impl<'c, C: Source> Gen<'c, C> {
         self.case.weights.retain(|(name, _)| used.contains(name));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The generator covers the IR: every op name, every dtype, 1-D MatMul operands, Pad shifts,
+    /// thread-split sizes and special values all appear within a few hundred seeds.
+    #[test]
+    fn covers_every_op_and_the_shapes_that_matter() {
+        let config = GenConfig::default();
+        let mut ops: BTreeSet<&str> = BTreeSet::new();
+        let (mut matmul_1d, mut pad_shift, mut big, mut nan, mut i64s, mut bools) = (0, 0, 0, 0, 0, 0);
+        for seed in 0..600 {
+            let case = generate(seed, &config).case;
+            let model = case.model().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            for n in &case.nodes {
+                ops.insert(n.op.name());
+                let ty = |name: &str| model.graph.find_value(name).map(|v| model.graph.value_type(v).clone());
+                if n.op == Op::MatMul && ty(&n.inputs[1]).is_some_and(|t| t.rank() == 1) {
+                    matmul_1d += 1;
+                }
+                if let Op::Pad { pads, .. } = &n.op
+                    && pads.iter().any(|&p| p < 0)
+                {
+                    pad_shift += 1;
+                }
+                for o in &n.outputs {
+                    match ty(o) {
+                        Some(t) if t.num_elements() >= 1 << 15 => big += 1,
+                        Some(t) if t.dtype == DType::I64 => i64s += 1,
+                        Some(t) if t.dtype == DType::Bool => bools += 1,
+                        _ => {}
+                    }
+                }
+            }
+            nan += case
+                .inputs
+                .iter()
+                .chain(&case.weights)
+                .any(|(_, t)| t.as_f32().is_some_and(|v| v.iter().any(|x| x.is_nan()))) as usize;
+        }
+        let missing: Vec<&&str> = kiln_ir::OP_NAMES.iter().filter(|n| !ops.contains(**n)).collect();
+        assert!(missing.is_empty(), "ops never generated: {missing:?}");
+        for (what, count) in [
+            ("1-D MatMul", matmul_1d),
+            ("Pad shift", pad_shift),
+            ("≥ 2^15 elements", big),
+            ("NaN", nan),
+            ("i64", i64s),
+            ("bool", bools),
+        ] {
+            assert!(count >= 5, "{what}: only {count} in 600 seeds");
+        }
+    }
+}
