@@ -4,6 +4,8 @@
 //! - cut a node: its outputs become graph inputs holding the values the oracle computed for them,
 //!   which removes everything upstream that nothing else needs;
 //! - bypass a node: its users read one of its inputs of the same type instead;
+//! - shrink shapes: cut every input and weight that has size d on the same axis (counted from the
+//!   right, as broadcasting aligns them) to 1 or d/2 entries there, kept if the case still builds;
 //! - simplify values: a whole tensor to 1 (or 0), or to its values rounded to one decimal, or
 //!   single elements of small tensors to 0 (keeping NaN, ∞ and huge values where they matter).
 
@@ -53,6 +55,31 @@ pub fn shrink(case: &Case, failure: &Failure, config: &CheckConfig, budget: usiz
             match bypass(&best, k) {
                 Some(c) if still_fails(&c) => best = c,
                 _ => k += 1,
+            }
+        }
+        // Shrink shapes: every input and weight with size d on the k-th axis from the right (the
+        // axes that broadcast together) cut to its first 1 or d/2 entries there, all at once.
+        let mut dims: Vec<(usize, usize)> = best
+            .inputs
+            .iter()
+            .chain(&best.weights)
+            .flat_map(|(_, t)| t.shape().iter().rev().enumerate().map(|(k, &d)| (k, d)).collect::<Vec<_>>())
+            .filter(|&(_, d)| d > 1)
+            .collect();
+        dims.sort_unstable();
+        dims.dedup();
+        for (k, d) in dims {
+            for new in [1, d / 2] {
+                if out_of_budget() || new == 0 || new == d {
+                    continue;
+                }
+                if let Some(c) = cut_axis(&best, k, d, new)
+                    && c.model().is_ok()
+                    && still_fails(&c)
+                {
+                    best = c;
+                    break;
+                }
             }
         }
         // Simplify values.
@@ -175,6 +202,40 @@ fn bypass(case: &Case, k: usize) -> Option<Case> {
     }
     c.outputs = outs;
     Some(prune(c))
+}
+
+/// Every input and weight whose k-th axis from the right has size `d`, cut to its first `new`
+/// entries along that axis.
+fn cut_axis(case: &Case, k: usize, d: usize, new: usize) -> Option<Case> {
+    let mut c = case.clone();
+    let mut changed = false;
+    for (_, t) in c.inputs.iter_mut().chain(c.weights.iter_mut()) {
+        let shape = t.shape().to_vec();
+        if shape.len() <= k || shape[shape.len() - 1 - k] != d {
+            continue;
+        }
+        let axis = shape.len() - 1 - k;
+        let inner: usize = shape[axis + 1..].iter().product();
+        let outer: usize = shape[..axis].iter().product();
+        let keep = |i: usize| (i / inner) % d < new;
+        let data = match t.data() {
+            TensorData::F32(v) => {
+                TensorData::F32(v.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, x)| *x).collect())
+            }
+            TensorData::I64(v) => {
+                TensorData::I64(v.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, x)| *x).collect())
+            }
+            TensorData::Bool(v) => {
+                TensorData::Bool(v.iter().enumerate().filter(|(i, _)| keep(*i)).map(|(_, x)| *x).collect())
+            }
+        };
+        let mut new_shape = shape.clone();
+        new_shape[axis] = new;
+        debug_assert_eq!(data.len(), outer * new * inner);
+        *t = Tensor::new(new_shape, data).ok()?;
+        changed = true;
+    }
+    changed.then_some(c)
 }
 
 #[derive(Debug, Clone, Copy)]
