@@ -541,6 +541,11 @@ impl<'c, C: Source> Gen<'c, C> {
     fn matmul(&mut self) -> Option<Val> {
         let a = self.pick_or_new_f32(1, 4);
         let k = *a.ty.shape.last()?;
+        // A dot product over tens of thousands of terms (a big case's long axis) accumulated in
+        // f32 differs from the interpreter's f64 by more than any fixed tolerance of its result.
+        if k > 1024 {
+            return None;
+        }
         let n = if self.big { self.c.pick(&[64, 67, 96, 129]) } else { self.dim() };
         let first = if self.config.avoid_known_defects { 1 } else { 0 };
         let b_shape = match first + self.c.below(6 - first) {
