@@ -51,17 +51,20 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             let mask_index = broadcast_indices(m.shape(), x.shape());
             let d = *x.shape().last().ok_or("MaskedSoftmax needs rank ≥ 1")?;
             let mut out = vec![0.0f32; xs.len()];
+            // The weights stay in f64 until divided: a masked-out row maximum far above the kept
+            // values makes exp(x − max) underflow f32 (not f64), and rounding each weight to f32
+            // before the division turned a finite softmax into zeros.
+            let mut e = vec![0.0f64; d];
             for (r, row) in xs.chunks(d).enumerate() {
                 let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let mut sum = 0.0f64;
                 for (j, &v) in row.iter().enumerate() {
                     let i = r * d + j;
-                    let e = ((v - max) as f64).exp() * ms[mask_index[i]] as f64;
-                    out[i] = e as f32;
-                    sum += e;
+                    e[j] = (f64::from(v) - f64::from(max)).exp() * f64::from(ms[mask_index[i]]);
+                    sum += e[j];
                 }
-                for v in &mut out[r * d..(r + 1) * d] {
-                    *v = (*v as f64 / sum) as f32;
+                for (o, &w) in out[r * d..(r + 1) * d].iter_mut().zip(&e) {
+                    *o = (w / sum) as f32;
                 }
             }
             Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?])
@@ -86,6 +89,20 @@ mod tests {
 
     fn t(shape: &[usize], v: &[f32]) -> Tensor {
         Tensor::from_f32(shape.to_vec(), v.to_vec()).unwrap()
+    }
+
+    /// Found by the differential tester: with the row maximum masked out and 200 above the kept
+    /// values, the kept weights underflow f32; the interpreter gave [0, 0, 0].
+    #[test]
+    fn masked_softmax_keeps_weights_that_underflow_f32() {
+        let x = t(&[1, 3], &[200.0, 0.0, 1.0]);
+        let m = t(&[3], &[0.0, 1.0, 1.0]);
+        let y = Op::MaskedSoftmax.eval(&[&x, &m]).unwrap().remove(0);
+        let e = 1f64.exp();
+        let want = [0.0, 1.0 / (1.0 + e), e / (1.0 + e)];
+        for (g, w) in y.as_f32().unwrap().iter().zip(want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{y:?}");
+        }
     }
 
     #[test]
