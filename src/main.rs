@@ -173,8 +173,9 @@ fn options(flags: &CompileFlags, backend: Backend) -> Options {
     }
 }
 
-fn load_options(load: &LoadFlags) -> kiln::LoadOptions {
-    kiln::LoadOptions { fixed_dims: load.shapes.clone(), ..Default::default() }
+/// The reader's options; `memory_cap` (from `--memory-cap`) bounds the weights it reads or makes.
+fn load_options(load: &LoadFlags, memory_cap: Option<u64>) -> kiln::LoadOptions {
+    kiln::LoadOptions { fixed_dims: load.shapes.clone(), memory_cap, ..Default::default() }
 }
 
 /// Writes to stdout. A closed pipe (`kiln compile … | head`) ends the process quietly instead of
@@ -266,7 +267,7 @@ fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &O
         let tensor = kiln::read_tensor_file(path).map_err(|e| e.within(&format!("--input {name}")))?;
         given.push((name.clone(), tensor));
     }
-    let mut load = load_options(load);
+    let mut load = load_options(load, Some(options.memory_cap));
     for (name, tensor) in &given {
         if !load.fixed_dims.iter().any(|(n, _)| n == name) {
             load.fixed_dims.push((name.clone(), tensor.shape().to_vec()));
@@ -440,8 +441,10 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
 
 fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     let backend = if matches!(args.emit, Emit::Clif) { Backend::Jit } else { Backend::Interp };
-    let compiled =
-        kiln::compile(kiln::load_with(&args.model, &load_options(&args.load))?, &options(&args.flags, backend))?;
+    let compiled = kiln::compile(
+        kiln::load_with(&args.model, &load_options(&args.load, args.flags.memory_cap))?,
+        &options(&args.flags, backend),
+    )?;
     match args.emit {
         Emit::Ir => emit(&kiln::ir::text::print(compiled.graph())),
         Emit::Dot => emit(&kiln::dot::to_dot(compiled.graph())),
@@ -469,6 +472,8 @@ fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
         json["optimizer"] = serde_json::json!({
             "rules_fired": report.rules_fired,
             "egraph_nodes": report.egraph_nodes,
+            "egraph_peak_nodes": report.egraph_peak_nodes,
+            "rules_refused": report.rules_refused,
             "egraph_classes": report.egraph_classes,
             "iterations": report.iterations,
             "stop_reason": report.stop_reason,
@@ -481,7 +486,7 @@ fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
 }
 
 fn check(model: &Path, load: &LoadFlags) -> Result<(), Error> {
-    let model = kiln::load_with(model, &load_options(load))?;
+    let model = kiln::load_with(model, &load_options(load, None))?;
     model.weights.check_against(&model.graph)?;
     emit(&format!(
         "{}: ok ({} ops, {} inputs, {} outputs)\n",

@@ -93,6 +93,7 @@ fn cases() -> Vec<Case> {
             {"name": "w1", "dtype": "i64", "shape": [268435456], "init": {"zeros": {}}},
             {"name": "w2", "dtype": "i64", "shape": [268435456], "init": {"zeros": {}}},
             {"name": "w3", "dtype": "i64", "shape": [268435456], "init": {"zeros": {}}}])))),
+        case("json_init_over_memory_cap_flag", Refused("weight 'w' (f32[64,1024]) needs 256.0 KiB"), |d| run(d, "m.json", &weight_json(json!({"name": "w", "shape": [64, 1024], "init": {"ones": {}}})), &["--memory-cap", "64KiB"])),
         case("json_init_3gib_beyond_memory", Refused("cannot allocate"), |d| check(d, "m.json", &weight_json(json!({"name": "w", "shape": [768, 1024, 1024], "init": {"ones": {}}})))),
         case("json_input_3gib_beyond_memory", Refused("cannot allocate"), |d| run(d, "m.json", &with(relu_json(), "inputs", json!([{"name": "x", "shape": [768, 1024, 1024]}])), &[])),
         case("json_deep_nesting", Refused("recursion limit"), |d| check(d, "m.json", &format!("{}{}", "[".repeat(5000), "]".repeat(5000)))),

@@ -173,7 +173,7 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
         Err(p) => return vec![fail(None, Kind::Build, format!("panic: {}", panic_message(p)))],
     };
     let inputs: Outputs = case.inputs.clone();
-    let interp = Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1) };
+    let interp = Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1), ..Default::default() };
     // The oracle runs with every tensor as an output, so that the huge-value rule below can look
     // at the intermediates too; the declared outputs are picked out of them.
     let everything = match catch_unwind(AssertUnwindSafe(|| case.with_every_output().model())) {
@@ -189,7 +189,12 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
             let mut failures = vec![fail(None, Kind::OracleError, e)];
             for &engine in config.engines.iter().filter(|e| matches!(e, Engine::Jit { opt: Level::O0, .. })) {
                 let Engine::Jit { threads, .. } = engine else { continue };
-                let options = Options { backend: Backend::Jit, opt_level: OptLevel::O0, threads: Some(threads) };
+                let options = Options {
+                    backend: Backend::Jit,
+                    opt_level: OptLevel::O0,
+                    threads: Some(threads),
+                    ..Default::default()
+                };
                 match run_engine(model.clone(), &options, &inputs) {
                     Ok(_) => {
                         failures.push(fail(Some(engine), Kind::Error, "succeeded where the interpreter refused".into()))
@@ -235,11 +240,18 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
 
     for &engine in &config.engines {
         let (source, options, tol) = match engine {
-            Engine::InterpO2 => {
-                (optimized.clone(), Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1) }, O2)
-            }
+            Engine::InterpO2 => (
+                optimized.clone(),
+                Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1), ..Default::default() },
+                O2,
+            ),
             Engine::Jit { opt, threads } => {
-                let options = Options { backend: Backend::Jit, opt_level: OptLevel::O0, threads: Some(threads) };
+                let options = Options {
+                    backend: Backend::Jit,
+                    opt_level: OptLevel::O0,
+                    threads: Some(threads),
+                    ..Default::default()
+                };
                 match opt {
                     Level::O0 => (Some(model.clone()), options, O0),
                     Level::O2 => (optimized.clone(), options, O2),

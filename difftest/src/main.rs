@@ -221,7 +221,12 @@ fn write_unshrunk(args: &Args, seed: u64, note: &str) {
 fn write_expected(args: &Args, seed: u64) -> Result<(), String> {
     let case = generate(seed, &args.gen_config()).case;
     let model = case.model().map_err(|e| e.to_string())?;
-    let options = kiln::Options { backend: kiln::Backend::Interp, opt_level: kiln::OptLevel::O0, threads: Some(1) };
+    let options = kiln::Options {
+        backend: kiln::Backend::Interp,
+        opt_level: kiln::OptLevel::O0,
+        threads: Some(1),
+        ..Default::default()
+    };
     let outputs = kiln::compile(model, &options).and_then(|c| c.run(&case.inputs)).map_err(|e| e.to_string())?;
     let dir = args.out.join(format!("seed-{seed}")).join("expected");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

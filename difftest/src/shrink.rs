@@ -136,7 +136,7 @@ pub fn prune(mut case: Case) -> Case {
 fn intermediate_values(case: &Case) -> Option<HashMap<String, Tensor>> {
     let all = case.with_every_output();
     let model = all.model().ok()?;
-    let options = Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1) };
+    let options = Options { backend: Backend::Interp, opt_level: OptLevel::O0, threads: Some(1), ..Default::default() };
     let outputs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         kiln::compile(model, &options).and_then(|c| c.run(&all.inputs))
     }))
