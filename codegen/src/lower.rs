@@ -19,7 +19,7 @@
 //!   - RegionNorm as one generated kernel per channel (`kernels::region`);
 //!   - i64 Binary ops, Where on i64 values and i64 ReduceSum/ReduceMax as scalar generated
 //!     kernels (`kernels::int`);
-//!   - MaskedSoftmax as four generated kernels; Attention as one step that runs, per block of
+//!   - MaskedSoftmax as five generated kernels; Attention as one step that runs, per block of
 //!     query rows, GEMM + bias kernel + softmax row kernel + GEMM in an L2-sized scratch block
 //!     (`AttentionSpec`);
 //!   - a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col);
@@ -1157,8 +1157,8 @@ fn lower_reduce_i64(cx: &mut Ctx, id: NodeId, kind: ReduceKind, reduced: &HashSe
     Ok(())
 }
 
-/// MaskedSoftmax as four generated kernels: row max, e = exp(x − max)·M, row sum, e/sum (in
-/// place over e).
+/// MaskedSoftmax as five generated kernels: kept x (−∞ where masked), its row max,
+/// e = exp(x − max)·M where kept (0 elsewhere, in place over the kept x), row sum, e/sum (in place).
 fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     let graph = cx.graph;
     let name = graph.node(id).name.clone();
@@ -1180,10 +1180,27 @@ fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     *row_shape.last_mut().unwrap_or(&mut 0) = 1;
     let row_ty = TensorType::f32(row_shape.clone());
     let (px, pm) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?);
+    // The row maximum is over the kept elements only (mask ≠ 0; ir's MaskedSoftmax): masked ones
+    // are −∞ for the max and exactly 0 in e, so a masked-out maximum cannot underflow the row.
+    let f = Fused {
+        nodes: vec![
+            Expr::Leaf(0),
+            Expr::Leaf(1),
+            Expr::NonZero(1),
+            Expr::Const(f32::NEG_INFINITY),
+            Expr::Where(2, 0, 3),
+        ],
+        out_shape: x.shape.clone(),
+        leaf_shapes: vec![x.shape.clone(), mask.shape.clone()],
+    };
+    let kkept = cx.kname(&name, "msm_kept");
+    let lay = elementwise::define(cx.jit, &kkept, &f).map_err(|e| internal(&name, e))?;
+    let e = cx.new_buf(&x);
+    cx.kernel_step(&format!("{name} (kept)"), kkept, lay.rows(), total, vec![e, px, pm]);
     let kmax = cx.kname(&name, "msm_max");
     rows::reduce_rows(cx.jit, &kmax, d, ReduceKind::Max).map_err(|e| internal(&name, e))?;
     let mx = cx.new_buf(&row_ty);
-    cx.kernel_step(&format!("{name} (max)"), kmax, rows_n, total, vec![mx, px]);
+    cx.kernel_step(&format!("{name} (max)"), kmax, rows_n, total, vec![mx, e]);
     let f = Fused {
         nodes: vec![
             Expr::Leaf(0),
@@ -1192,13 +1209,15 @@ fn lower_masked_softmax(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
             Expr::Binary(kiln_ir::BinaryOp::Sub, 0, 1),
             Expr::Unary(kiln_ir::UnaryOp::Exp, 3),
             Expr::Binary(kiln_ir::BinaryOp::Mul, 4, 2),
+            Expr::NonZero(2),
+            Expr::Const(0.0),
+            Expr::Where(6, 5, 7),
         ],
         out_shape: x.shape.clone(),
         leaf_shapes: vec![x.shape.clone(), row_shape.clone(), mask.shape.clone()],
     };
     let kexp = cx.kname(&name, "msm_exp");
     let lay = elementwise::define(cx.jit, &kexp, &f).map_err(|e| internal(&name, e))?;
-    let e = cx.new_buf(&x);
     cx.kernel_step(&format!("{name} (exp·mask)"), kexp, lay.rows(), total, vec![e, px, mx, pm]);
     let ksum = cx.kname(&name, "msm_sum");
     rows::reduce_rows(cx.jit, &ksum, d, ReduceKind::Sum).map_err(|e| internal(&name, e))?;

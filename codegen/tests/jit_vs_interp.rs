@@ -647,3 +647,47 @@ fn clif_text_names_every_kernel() {
     assert_eq!(names, clif.iter().map(|c| &c.0).collect::<Vec<_>>());
     assert!(exe.clif_text().iter().all(|c| c.1.is_empty()));
 }
+
+/// Found by the differential tester: a row whose maximum is masked out and far above the kept
+/// values made every kept exp(x − max) underflow, and the JIT gave NaN (0/0). The maximum is over
+/// the kept elements; a masked +∞ or NaN weighs exactly 0; a fully masked row is NaN in both.
+#[test]
+fn masked_softmax_ignores_masked_out_maxima() {
+    let rows = vec![
+        200.0,
+        0.0,
+        1.0,
+        5.0, //
+        f32::INFINITY,
+        0.5,
+        -0.5,
+        2.0, //
+        f32::NAN,
+        1.0,
+        2.0,
+        3.0, //
+        1.0,
+        2.0,
+        3.0,
+        4.0,
+    ];
+    let mask = vec![
+        0.0, 1.0, 1.0, 1.0, //
+        0.0, 1.0, 1.0, 1.0, //
+        0.0, 1.0, 1.0, 1.0, //
+        0.0, 0.0, 0.0, 0.0,
+    ];
+    for threads in [1, 2] {
+        let mut spec = Spec::new();
+        spec.input("x", Tensor::from_f32([4, 4], rows.clone()).unwrap())
+            .weight("m", Tensor::from_f32([4, 4], mask.clone()).unwrap())
+            .node("msm", Op::MaskedSoftmax, &["x", "m"], &["y"])
+            .output("y");
+        check_with(&spec, Tol { abs: 1e-6, rel: 1e-5 }, &options(threads));
+        let (g, w) = spec.build();
+        let want = kiln_ir::eval::run(&g, &w, &spec.inputs).unwrap();
+        let y = want[0].1.as_f32().unwrap();
+        assert!(y[..12].iter().all(|v| v.is_finite()), "kept rows are finite: {y:?}");
+        assert!(y[12..].iter().all(|v| v.is_nan()), "a fully masked row is NaN: {y:?}");
+    }
+}

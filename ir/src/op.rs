@@ -251,8 +251,9 @@ pub enum Op {
         epsilon: f32,
     },
     /// kiln: softmax weighted by a mask along the last axis (inputs x, mask broadcastable to x):
-    /// y = exp(x)·M / Σ exp(x)·M, evaluated as exp(x − max x)·M / Σ exp(x − max x)·M (the same value
-    /// without overflow). A row whose mask sums to zero gives NaN, as the unfused form does. What
+    /// y = exp(x)·M / Σ exp(x)·M, evaluated as exp(x − m)·M / Σ exp(x − m)·M with m the maximum over
+    /// the kept elements (M ≠ 0), masked elements weighing exactly 0 (the same value without
+    /// overflow or underflow). A row whose mask sums to zero gives NaN, as the unfused form does. What
     /// the optimizer makes of the graph transformer's exp(clamp(S))·M / Σ exp(clamp(S))·M.
     MaskedSoftmax,
     /// kiln: fused attention softmax(scale·Q·Kt + bias)·V (inputs Q [.., Lq, d], Kt [.., d, Lk],

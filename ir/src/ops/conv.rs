@@ -140,18 +140,18 @@ fn eval_conv(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
                     for ic in 0..cg {
                         let c = g * cg + ic;
                         for ky in 0..s.kh {
-                            // Input row = oy·s + ky·d − pad_top; outside the input is zero padding.
+                            // Input row = oy·s + ky·d − pad_top; outside the input is zero padding,
+                            // which is multiplied like any input (0·∞ is NaN, as in ONNX Runtime).
                             let iy = (oy * strides[0] + ky * dilations[0]) as isize - pads[0] as isize;
-                            if iy < 0 || iy as usize >= s.h {
-                                continue;
-                            }
+                            let row_inside = iy >= 0 && (iy as usize) < s.h;
                             for kx in 0..s.kw {
                                 let ix = (ox * strides[1] + kx * dilations[1]) as isize - pads[1] as isize;
-                                if ix < 0 || ix as usize >= s.w {
-                                    continue;
-                                }
-                                let xv = x[((b * s.c + c) * s.h + iy as usize) * s.w + ix as usize];
                                 let wv = wt[((oc * cg + ic) * s.kh + ky) * s.kw + kx];
+                                let xv = if row_inside && ix >= 0 && (ix as usize) < s.w {
+                                    x[((b * s.c + c) * s.h + iy as usize) * s.w + ix as usize]
+                                } else {
+                                    0.0
+                                };
                                 acc += xv as f64 * wv as f64;
                             }
                         }

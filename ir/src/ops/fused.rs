@@ -51,16 +51,21 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             let mask_index = broadcast_indices(m.shape(), x.shape());
             let d = *x.shape().last().ok_or("MaskedSoftmax needs rank ≥ 1")?;
             let mut out = vec![0.0f32; xs.len()];
-            // The weights stay in f64 until divided: a masked-out row maximum far above the kept
-            // values makes exp(x − max) underflow f32 (not f64), and rounding each weight to f32
-            // before the division turned a finite softmax into zeros.
+            // The maximum is taken over the kept elements (mask ≠ 0) and masked elements weigh
+            // exactly 0: a masked-out maximum far above the kept values would otherwise make every
+            // kept exp(x − max) underflow (found by the differential tester). The weights stay in
+            // f64 until divided.
             let mut e = vec![0.0f64; d];
             for (r, row) in xs.chunks(d).enumerate() {
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let kept = |j: usize| ms[mask_index[r * d + j]] != 0.0;
+                let max = (0..d).filter(|&j| kept(j)).fold(f32::NEG_INFINITY, |a, j| a.max(row[j]));
                 let mut sum = 0.0f64;
                 for (j, &v) in row.iter().enumerate() {
-                    let i = r * d + j;
-                    e[j] = (f64::from(v) - f64::from(max)).exp() * f64::from(ms[mask_index[i]]);
+                    e[j] = if kept(j) {
+                        (f64::from(v) - f64::from(max)).exp() * f64::from(ms[mask_index[r * d + j]])
+                    } else {
+                        0.0
+                    };
                     sum += e[j];
                 }
                 for (o, &w) in out[r * d..(r + 1) * d].iter_mut().zip(&e) {
@@ -91,11 +96,12 @@ mod tests {
         Tensor::from_f32(shape.to_vec(), v.to_vec()).unwrap()
     }
 
-    /// Found by the differential tester: with the row maximum masked out and 200 above the kept
-    /// values, the kept weights underflow f32; the interpreter gave [0, 0, 0].
+    /// Found by the differential tester: with the row maximum masked out and far above the kept
+    /// values, the kept weights underflowed (the interpreter gave [0, 0, 0], the JIT NaN); the
+    /// maximum is now over the kept elements only. 2000 is beyond even f64's exponent range.
     #[test]
     fn masked_softmax_keeps_weights_that_underflow_f32() {
-        let x = t(&[1, 3], &[200.0, 0.0, 1.0]);
+        let x = t(&[1, 3], &[2000.0, 0.0, 1.0]);
         let m = t(&[3], &[0.0, 1.0, 1.0]);
         let y = Op::MaskedSoftmax.eval(&[&x, &m]).unwrap().remove(0);
         let e = 1f64.exp();
