@@ -63,3 +63,43 @@ fn random_graphs_agree_on_every_engine() {
     );
     assert!(failures.is_empty(), "{} of {graphs} graphs failed:\n{}", failures.len(), failures.join("\n"));
 }
+
+/// The interpreter/JIT disagreements the tester found (difftest/repro/, see its README), each
+/// fixed: the JIT at -O0 with 1 and 2 threads gives the interpreter's values (NaN where it gives
+/// NaN) on every reproducer.
+#[test]
+fn found_reproducers_agree_between_interpreter_and_jit() {
+    let repro = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("difftest/repro");
+    let cases = [
+        ("conv_pad_times_inf_weight/model.json", "x.npy"),
+        ("masked_softmax_masked_max/model.json", "x.npy"),
+        ("resize_sizes_rounding/model.json", "x.npy"),
+        ("resize_sizes_rounding/model2.json", "x2.npy"),
+    ];
+    for (model, input) in cases {
+        let path = repro.join(model);
+        let x = kiln::read_tensor_file(&path.with_file_name(input)).unwrap_or_else(|e| panic!("{model}: {e}"));
+        let inputs = vec![("x".to_string(), x)];
+        let run = |backend, threads| {
+            let options =
+                kiln::Options { backend, opt_level: kiln::OptLevel::O0, threads: Some(threads), ..Default::default() };
+            let model = kiln::load(&path).unwrap_or_else(|e| panic!("{model}: {e}"));
+            let compiled = kiln::compile(model, &options).unwrap_or_else(|e| panic!("{e}"));
+            compiled.run(&inputs).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let want = run(kiln::Backend::Interp, 1);
+        for threads in [1, 2] {
+            let got = run(kiln::Backend::Jit, threads);
+            for ((name, w), (_, g)) in want.iter().zip(&got) {
+                let (w, g) = (w.as_f32().unwrap_or_default(), g.as_f32().unwrap_or_default());
+                assert_eq!(w.len(), g.len(), "{model}: {name}");
+                for (a, b) in w.iter().zip(g) {
+                    assert!(
+                        a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-6 * a.abs().max(1.0),
+                        "{model}, {threads} threads: {name} is {g:?} on the JIT, {w:?} on the interpreter"
+                    );
+                }
+            }
+        }
+    }
+}

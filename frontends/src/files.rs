@@ -123,7 +123,7 @@ impl OpenFile {
     pub fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, String> {
         if self.len > limit {
             return Err(format!(
-                "{} has {}, more than the {} kiln reads",
+                "{} has {}, more than the {} kiln reads (the memory cap, set by --memory-cap, or the format's own limit)",
                 self.shown,
                 human_bytes(self.len),
                 human_bytes(limit)
