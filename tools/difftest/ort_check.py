@@ -71,11 +71,17 @@ def huge(arrays):
     return any(a.dtype == np.float32 and np.any(np.isfinite(a) & (np.abs(a) >= HUGE)) for a in arrays)
 
 
-def compare(got, want, skip_f32):
+def compare(got, want, skip_f32, casts_to_i64=False):
     if got.shape != want.shape or got.dtype != want.dtype:
         return f"{got.dtype}{list(got.shape)}, expected {want.dtype}{list(want.shape)}"
     if want.dtype != np.float32:
-        bad = np.flatnonzero(got.reshape(-1) != want.reshape(-1))
+        g, w = got.reshape(-1), want.reshape(-1)
+        differ = g != w
+        if casts_to_i64 and g.dtype == np.int64:
+            # A Cast of NaN, ±inf or an out-of-range float to i64 is undefined in ONNX: ONNX
+            # Runtime gives INT64_MIN (x86's "integer indefinite"), kiln saturates (docs/ops.md).
+            differ &= g != np.iinfo(np.int64).min
+        bad = np.flatnonzero(differ)
     elif skip_f32:
         return None
     else:
@@ -96,6 +102,10 @@ def check(folder, ort, opts):
     doc = json.load(open(os.path.join(folder, "model.json")))
     inputs = {i["name"]: np.load(os.path.join(folder, f"input{k}.npy")) for k, i in enumerate(doc["inputs"])}
     expected = {o: np.load(os.path.join(folder, "expected", f"{o}.npy")) for o in doc["outputs"]}
+    if any(n["op"] == "GroupNormalization" for n in doc["nodes"]):
+        # The zoo's writer lowers GroupNormalization for rank-4 inputs only, and a case does not
+        # record the ranks of its intermediates.
+        return "skip", "no ONNX form: GroupNormalization (the zoo writer needs rank 4)"
     try:
         model = to_onnx(doc, expected)
         sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -109,7 +119,8 @@ def check(folder, ort, opts):
         return "error", f"onnxruntime fails: {str(e).splitlines()[0][:200]}"
     skip_f32 = huge(list(inputs.values()) + [weight_array(w) for w in doc["weights"]] + list(expected.values()))
     for name, g in zip(doc["outputs"], got):
-        why = compare(np.asarray(g), expected[name], skip_f32)
+        casts = any(n["op"] == "Cast" and n.get("attributes", {}).get("to") in ("i64", "int64", 7) for n in doc["nodes"])
+        why = compare(np.asarray(g), expected[name], skip_f32, casts)
         if why:
             ops = " ".join(n["op"] for n in doc["nodes"])
             return "differ", f"output {name}: {why} [{ops}]"

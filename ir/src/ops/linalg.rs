@@ -113,7 +113,9 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             // Element (i, p) of op(A) and (p, j) of op(B) in the stored row-major layout.
             let at = |i: usize, p: usize| if *trans_a { a[p * m + i] } else { a[i * k + p] };
             let bt = |p: usize, j: usize| if *trans_b { b[j * k + p] } else { b[p * n + j] };
-            let c = inputs.get(2).map(|t| (broadcast_indices(t.shape(), &[m, n]), data[2]));
+            // beta = 0 means C is not read (BLAS's convention, and ONNX Runtime's): an infinite or
+            // NaN C does not make 0·C NaN.
+            let c = inputs.get(2).filter(|_| *beta != 0.0).map(|t| (broadcast_indices(t.shape(), &[m, n]), data[2]));
             let mut out = Vec::with_capacity(m * n);
             for i in 0..m {
                 for j in 0..n {
@@ -183,6 +185,17 @@ mod tests {
         let types = [TensorType::new(crate::DType::I64, [2, 2]), TensorType::f32([2, 2])];
         let err = Op::MatMul.infer(&[&types[0], &types[1]]).unwrap_err();
         assert_eq!(err, "MatMul input 0 must be f32, got i64");
+    }
+
+    /// Found by the differential tester: Gemm with beta = 0 and C = −∞ was NaN in the interpreter
+    /// (0·−∞) and 0 in the JIT and ONNX Runtime, which do not read C when beta is 0.
+    #[test]
+    fn gemm_with_beta_zero_ignores_c() {
+        let a = t(&[2, 2], &[1.0, 1.0, 1.0, 1.0]);
+        let b = t(&[2, 1], &[0.0, 0.0]);
+        let c = t(&[1], &[f32::NEG_INFINITY]);
+        let gemm = Op::Gemm { alpha: 1.0, beta: 0.0, trans_a: false, trans_b: false };
+        assert_eq!(run(&gemm, &[&a, &b, &c]).as_f32().unwrap(), &[0.0, 0.0]);
     }
 
     #[test]
