@@ -441,9 +441,16 @@ impl<'c, C: Source> Gen<'c, C> {
             self.partner(&x)
         };
         let (a, b) = if self.c.chance(30) { (&y, &x) } else { (&x, &y) };
-        // As for 1/x: a divisor, and both operands of Pow (x^y = exp(y·log x)), must be exact.
+        // As for 1/x: a divisor, and both operands of Pow (x^y = exp(y·log x)), must be exact; so
+        // must a dividend, since the divisor may hold 0 and x/0 is ±∞ or NaN by x's sign and
+        // zeroness, which a last-bit difference flips (soak seed 10064056: Gelu's tail, -7e-23 in
+        // the interpreter and 0 in the JIT, divided by 0).
         let (a, b) = match op {
-            BinaryOp::Div if !b.exact => (a.clone(), self.exact_f32_operand(&b.ty.shape.clone())),
+            BinaryOp::Div if !(a.exact && b.exact) => {
+                let a = if a.exact { a.clone() } else { self.exact_f32_operand(&a.ty.shape.clone()) };
+                let b = if b.exact { b.clone() } else { self.exact_f32_operand(&b.ty.shape.clone()) };
+                (a, b)
+            }
             BinaryOp::Pow if !(a.exact && b.exact) => {
                 let a = if a.exact { a.clone() } else { self.exact_f32_operand(&a.ty.shape.clone()) };
                 let b = if b.exact { b.clone() } else { self.exact_f32_operand(&b.ty.shape.clone()) };
