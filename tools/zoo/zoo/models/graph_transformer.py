@@ -42,13 +42,48 @@ def _adjacency(n, edges):
     return a
 
 
+def _jacobi_eigh(a, sweeps=60):
+    """Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations in plain Python floats.
+
+    LAPACK's eigh (np.linalg.eigh) picks a different basis of a repeated eigenvalue's eigenspace on
+    different CPUs (OpenBLAS selects its kernels at run time), and this Laplacian has repeated
+    eigenvalues, so the committed inputs could not be regenerated on another machine. IEEE double
+    arithmetic in a fixed order gives the same bits everywhere.
+    """
+    n = len(a)
+    a = [[float(a[i][j]) for j in range(n)] for i in range(n)]
+    v = [[1.0 if i == j else 0.0 for j in range(n)] for i in range(n)]
+    for _ in range(sweeps):
+        off = sum(a[i][j] * a[i][j] for i in range(n) for j in range(n) if i != j)
+        if off < 1e-30:
+            break
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                if abs(a[p][q]) < 1e-300:
+                    continue
+                theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q])
+                t = (1.0 if theta >= 0 else -1.0) / (abs(theta) + math.sqrt(theta * theta + 1.0))
+                c = 1.0 / math.sqrt(t * t + 1.0)
+                s = t * c
+                for k in range(n):
+                    akp, akq = a[k][p], a[k][q]
+                    a[k][p], a[k][q] = c * akp - s * akq, s * akp + c * akq
+                for k in range(n):
+                    apk, aqk = a[p][k], a[q][k]
+                    a[p][k], a[q][k] = c * apk - s * aqk, s * apk + c * aqk
+                for k in range(n):
+                    vkp, vkq = v[k][p], v[k][q]
+                    v[k][p], v[k][q] = c * vkp - s * vkq, s * vkp + c * vkq
+    return np.array([a[i][i] for i in range(n)]), np.array(v)
+
+
 def _laplacian_pe(adj, k):
     """Eigenvectors 1..k of L = I − D^-½ A D^-½ sorted by eigenvalue (data/molecules.py)."""
     deg = np.clip(adj.sum(0), 1, None)
     dinv = np.diag(deg**-0.5)
     lap = np.eye(len(adj)) - dinv @ adj.astype(np.float64) @ dinv
-    vals, vecs = np.linalg.eigh(lap)
-    vecs = vecs[:, np.argsort(vals, kind="stable")]
+    vals, vecs = _jacobi_eigh(lap)
+    vecs = vecs[:, np.argsort(np.round(vals, 9), kind="stable")]
     # eigh's sign is arbitrary; fix it (largest-magnitude entry positive) so regeneration is stable.
     vecs = vecs * np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     return vecs[:, 1 : k + 1].astype(np.float32)
