@@ -1,4 +1,5 @@
-//! Reading and writing `.npy` files (f32, i64 and bool arrays in C order).
+//! Reading and writing `.npy` files (f32, i64 and bool arrays in C order; int8/16/32 and
+//! uint8/16/32 arrays are read widened to i64).
 
 use kiln_ir::{DType, MAX_ELEMENTS, Tensor, TensorData};
 use std::fs::File;
@@ -42,31 +43,47 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
         return Err(format!("{} is in Fortran order; kiln reads C-order arrays only", path.display()));
     }
     let descr = npy.dtype().descr();
-    let dtype = match descr.as_str() {
-        "'<f4'" => DType::F32,
-        "'<i8'" => DType::I64,
-        "'|b1'" => DType::Bool,
+    // Narrow integers are widened to int64 (exact), as the ONNX reader widens int8..uint32 tensors:
+    // kiln computes in f32, i64 and bool. `width` is the bytes per element in the file.
+    let (dtype, width) = match descr.as_str() {
+        "'<f4'" => (DType::F32, 4),
+        "'<i8'" => (DType::I64, 8),
+        "'|b1'" => (DType::Bool, 1),
+        "'<i4'" | "'<u4'" => (DType::I64, 4),
+        "'<i2'" | "'<u2'" => (DType::I64, 2),
+        "'|i1'" | "'|u1'" => (DType::I64, 1),
         other => {
             return Err(format!(
-                "{} holds dtype {other}; kiln reads float32 ('<f4'), int64 ('<i8') and bool ('|b1')",
+                "{} holds dtype {other}; kiln reads float32 ('<f4'), int64 ('<i8'), bool ('|b1') and, widened to \
+                 int64, int8/16/32 and uint8/16/32",
                 path.display()
             ));
         }
     };
     let shape: Vec<usize> = npy.shape().iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
     let elements = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).unwrap_or(usize::MAX);
-    if elements > MAX_ELEMENTS || (elements as u64).saturating_mul(dtype.size_bytes() as u64) > data_len {
+    if elements > MAX_ELEMENTS || (elements as u64).saturating_mul(width) > data_len {
         return Err(format!(
             "{}: its header declares shape {shape:?}, more data than the file's {data_len} bytes after the header",
             path.display()
         ));
     }
     let bad = |e: std::io::Error| format!("cannot read the data of {}: {e}", path.display());
-    let data = match dtype {
-        DType::F32 => TensorData::F32(npy.into_vec::<f32>().map_err(bad)?),
-        DType::I64 => TensorData::I64(npy.into_vec::<i64>().map_err(bad)?),
-        DType::Bool => TensorData::Bool(npy.into_vec::<bool>().map_err(bad)?),
+    fn widen<T: Into<i64>>(v: Vec<T>) -> TensorData {
+        TensorData::I64(v.into_iter().map(Into::into).collect())
+    }
+    let data = match descr.as_str() {
+        "'<f4'" => TensorData::F32(npy.into_vec::<f32>().map_err(bad)?),
+        "'<i8'" => TensorData::I64(npy.into_vec::<i64>().map_err(bad)?),
+        "'|b1'" => TensorData::Bool(npy.into_vec::<bool>().map_err(bad)?),
+        "'<i4'" => widen(npy.into_vec::<i32>().map_err(bad)?),
+        "'<u4'" => widen(npy.into_vec::<u32>().map_err(bad)?),
+        "'<i2'" => widen(npy.into_vec::<i16>().map_err(bad)?),
+        "'<u2'" => widen(npy.into_vec::<u16>().map_err(bad)?),
+        "'|i1'" => widen(npy.into_vec::<i8>().map_err(bad)?),
+        _ => widen(npy.into_vec::<u8>().map_err(bad)?),
     };
+    debug_assert_eq!(data.dtype(), dtype);
     Tensor::new(shape, data).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -189,5 +206,29 @@ mod tests {
         let t = Tensor::from_f32([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         write_npy(&path, &t).unwrap();
         assert_eq!(read_npy(&path).unwrap(), t);
+    }
+
+    /// Narrow integer arrays are widened to int64 exactly (sign- or zero-extended).
+    #[test]
+    fn narrow_integers_are_widened() {
+        let npy = |descr: &str, data: &[u8]| {
+            let header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (2,), }}\n");
+            [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), data].concat()
+        };
+        let cases: [(&str, Vec<u8>, [i64; 2]); 6] = [
+            ("<i4", [-3i32, 1 << 30].iter().flat_map(|v| v.to_le_bytes()).collect(), [-3, 1 << 30]),
+            ("<u4", [u32::MAX, 7].iter().flat_map(|v| v.to_le_bytes()).collect(), [u32::MAX as i64, 7]),
+            ("<i2", [-2i16, 300].iter().flat_map(|v| v.to_le_bytes()).collect(), [-2, 300]),
+            ("<u2", [65535u16, 1].iter().flat_map(|v| v.to_le_bytes()).collect(), [65535, 1]),
+            ("|i1", vec![0xff, 0x7f], [-1, 127]),
+            ("|u1", vec![0xff, 0x7f], [255, 127]),
+        ];
+        for (descr, data, want) in cases {
+            let t = read_npy(&file_with(&format!("w{}", descr.replace(['<', '|'], "")), &npy(descr, &data)))
+                .unwrap_or_else(|e| panic!("{descr}: {e}"));
+            assert_eq!(t, Tensor::from_i64([2], want.to_vec()).unwrap(), "{descr}");
+        }
+        let err = read_npy(&file_with("f8", &npy("<f8", &[0; 16]))).unwrap_err();
+        assert!(err.contains("'<f8'"), "{err}");
     }
 }

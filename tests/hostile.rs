@@ -121,7 +121,7 @@ fn cases() -> Vec<Case> {
         case("onnx_empty", Refused("imports no default-domain"), |d| check(d, "m.onnx", b"")),
         case("onnx_truncated", Refused("not a valid ONNX model"), |d| { let m = onnx_add_model(onnx_f32_init("w", &[2, 3], &[0.5; 6])); check(d, "m.onnx", &m[..m.len() / 2]) }),
         case("onnx_no_graph", Refused("has no graph"), |d| check(d, "m.onnx", &onnx_model(17, None))),
-        case("onnx_opset_too_old", Refused("opset 7 is older than"), |d| check(d, "m.onnx", &onnx_model(7, Some(onnx_relu_graph(&[Some(2), Some(3)]))))),
+        case("onnx_opset_too_old", Refused("opset 6 is older than"), |d| check(d, "m.onnx", &onnx_model(6, Some(onnx_relu_graph(&[Some(2), Some(3)]))))),
         case("onnx_opset_too_new", Refused("opset 99 is newer than"), |d| check(d, "m.onnx", &onnx_model(99, Some(onnx_relu_graph(&[Some(2), Some(3)]))))),
         case("onnx_unknown_op", Refused("Frobnicate"), |d| check(d, "m.onnx", &onnx_model(17, Some(onnx_graph(&[onnx_node("Frobnicate", "f", &["x"], &["y"], &[])], &[onnx_input("x", 1, &[Some(2)])], &["y"], &[]))))),
         case("onnx_cycle", Refused("cycle"), |d| check(d, "m.onnx", &onnx_model(17, Some(onnx_graph(&[onnx_node("Add", "a", &["x", "c"], &["a"], &[]), onnx_node("Relu", "b", &["a"], &["y"], &[]), onnx_node("Relu", "c", &["y"], &["c"], &[])], &[onnx_input("x", 1, &[Some(2)])], &["y"], &[]))))),

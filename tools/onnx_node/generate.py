@@ -34,11 +34,11 @@ from onnx.backend.test.case import node as node_cases
 # cannot evaluate; they are exercised by the "_expanded" cases instead.
 KILN_OPS = {
     "Abs", "Add", "Attention", "BatchNormalization", "Cast", "CastLike", "Clip", "Concat", "Constant", "Conv",
-    "Div", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm", "Greater", "GroupNormalization",
+    "Div", "Dropout", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm", "Greater", "GroupNormalization",
     "Identity", "InstanceNormalization", "LayerNormalization", "LeakyRelu", "Less", "Log", "LogSoftmax",
     "MatMul", "Max", "Min", "Mul", "Neg", "Pad", "Pow", "RMSNormalization", "Reciprocal", "ReduceL2",
     "ReduceMax", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Resize", "Selu", "Sigmoid", "Slice",
-    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Unsqueeze", "Upsample", "Where",
 }
 
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")

@@ -9,16 +9,36 @@
 use super::import::Ctx;
 use super::lower::{Lowered, input};
 use super::proto::NodeProto;
+use crate::files::Budget;
 use kiln_ir::ops::broadcast::{broadcast_indices, broadcast_shapes};
 use kiln_ir::{Attr, Attrs, DType, Tensor, TensorData, TensorType};
 
-/// The most elements a load-time op may produce (ConstantOfShape, Range): 1 Mi (8 MiB of int64),
-/// plenty for shape arithmetic and masks while keeping hostile files cheap to reject.
+/// The most elements `elementwise` folds (its ops become IR ops, folded under the memory cap).
 const MAX_FOLDED: usize = 1 << 20;
 
+/// Claims the bytes of a load-time result before it is allocated: what bounds folding is the
+/// memory cap (shared with the weights), not an element count.
+fn claim(budget: &Budget, count: usize, dtype: DType, what: &str) -> Result<(), String> {
+    let bytes = (count as u64).saturating_mul(dtype.size_bytes() as u64);
+    budget.claim(bytes, &format!("{what} (evaluated at load time)"))
+}
+
 /// Ops handled here.
-pub const LOAD_TIME_OPS: &[&str] =
-    &["ConstantOfShape", "Mod", "Not", "And", "Or", "Xor", "LessOrEqual", "GreaterOrEqual", "Range", "Shape", "Size"];
+pub const LOAD_TIME_OPS: &[&str] = &[
+    "ConstantOfShape",
+    "Mod",
+    "Not",
+    "And",
+    "Or",
+    "Xor",
+    "LessOrEqual",
+    "GreaterOrEqual",
+    "Range",
+    "Shape",
+    "Size",
+    // Its output's shape depends on the values: only ever a constant in kiln.
+    "NonZero",
+];
 
 /// Lowers a load-time op into a constant. `Ok(None)`: its inputs are not all constants (and their
 /// types are known, so nothing upstream failed): kiln cannot run it.
@@ -49,8 +69,9 @@ pub(crate) fn lower(ctx: &Ctx, op_type: &str, node: &NodeProto, attrs: &Attrs) -
                 }
             }
             match op_type {
-                "ConstantOfShape" => constant_of_shape(&consts, attrs)?,
-                "Range" => range(&consts)?,
+                "ConstantOfShape" => constant_of_shape(&consts, attrs, &ctx.budget)?,
+                "Range" => range(&consts, &ctx.budget)?,
+                "NonZero" => non_zero(&consts, attrs, &ctx.budget)?,
                 _ => elementwise(op_type, &consts, attrs)?,
             }
         }
@@ -84,16 +105,18 @@ fn shape(ty: &TensorType, attrs: &Attrs) -> Result<Tensor, String> {
     Tensor::from_i64([dims.len()], dims)
 }
 
-fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, String> {
+fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs, budget: &Budget) -> Result<Tensor, String> {
     no_attrs_but(attrs, "ConstantOfShape", &["value"])?;
     let [dims] = consts else { return Err("ConstantOfShape takes 1 input".into()) };
     let Some(dims) = dims.as_i64().filter(|_| dims.shape().len() == 1) else {
         return Err("ConstantOfShape's shape must be a 1-D int64 tensor".into());
     };
     let (shape, count) = super::tensor::checked_shape(dims)?;
-    if count > MAX_FOLDED {
-        return Err(format!("ConstantOfShape of {count} elements is more than kiln folds at load time ({MAX_FOLDED})"));
-    }
+    let dtype = match attrs.get("value") {
+        Some(Attr::Tensor(t)) => t.dtype(),
+        _ => DType::F32,
+    };
+    claim(budget, count, dtype, &format!("ConstantOfShape{shape:?}"))?;
     let data = match attrs.get("value") {
         None => TensorData::F32(vec![0.0; count]),
         Some(Attr::Tensor(t)) if t.len() == 1 => match t.data() {
@@ -106,16 +129,18 @@ fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, String
     Tensor::new(shape, data)
 }
 
-fn range(consts: &[&Tensor]) -> Result<Tensor, String> {
+fn range(consts: &[&Tensor], budget: &Budget) -> Result<Tensor, String> {
     let [start, limit, delta] = consts else { return Err("Range takes 3 inputs".into()) };
     if [start, limit, delta].iter().any(|t| t.len() != 1) {
         return Err("Range's start, limit and delta must be scalars".into());
     }
     let count = |n: f64| -> Result<usize, String> {
         let n = n.ceil().max(0.0);
-        if n > MAX_FOLDED as f64 || n.is_nan() {
-            return Err(format!("Range of {n} elements is more than kiln folds at load time ({MAX_FOLDED})"));
+        if n > kiln_ir::MAX_ELEMENTS as f64 || n.is_nan() {
+            return Err(format!("Range of {n} elements is more than kiln accepts ({})", kiln_ir::MAX_ELEMENTS));
         }
+        // Both element types are 8 bytes at most; claim as int64 (an f32 range claims double).
+        claim(budget, n as usize, DType::I64, &format!("Range of {n} elements"))?;
         Ok(n as usize)
     };
     match (start.data(), limit.data(), delta.data()) {
@@ -196,6 +221,115 @@ fn elementwise(op: &str, consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, St
         _ => return Err(format!("{op} on {} is not supported at load time", a.dtype())),
     };
     Tensor::new(out_shape, data)
+}
+
+/// NonZero: the indices of the non-zero elements, [rank, count] int64, in row-major order.
+fn non_zero(consts: &[&Tensor], attrs: &Attrs, budget: &Budget) -> Result<Tensor, String> {
+    no_attrs_but(attrs, "NonZero", &[])?;
+    let [x] = consts else { return Err("NonZero takes 1 input".into()) };
+    let nonzero: Vec<bool> = match x.data() {
+        TensorData::F32(v) => v.iter().map(|&a| a != 0.0).collect(),
+        TensorData::I64(v) => v.iter().map(|&a| a != 0).collect(),
+        TensorData::Bool(v) => v.clone(),
+    };
+    let count = nonzero.iter().filter(|&&b| b).count();
+    let rank = x.shape().len();
+    if rank == 0 {
+        return Err("NonZero of a scalar is not supported (numpy deprecates it; give a 1-D tensor)".into());
+    }
+    claim(budget, count.saturating_mul(rank.max(1)), DType::I64, "NonZero's indices")?;
+    let strides = kiln_ir::tensor::strides(x.shape());
+    let mut out = vec![0i64; rank * count];
+    for (k, flat) in nonzero.iter().enumerate().filter(|(_, b)| **b).map(|(i, _)| i).enumerate() {
+        for (axis, &stride) in strides.iter().enumerate() {
+            out[axis * count + k] = ((flat / stride) % x.shape()[axis]) as i64;
+        }
+    }
+    Tensor::from_i64([rank, count], out)
+}
+
+/// BatchNormalization with training_mode = 1 whose inputs are all constants (timm's weight
+/// standardisation normalises a weight this way): the batch statistics over every axis but 1
+/// (population variance, as ONNX's reference), Y = (X − μ)/√(σ² + ε)·scale + B, and the running
+/// statistics input·momentum + batch·(1 − momentum). f64 accumulation. A non-constant input is
+/// refused: kiln runs inference only.
+pub(crate) fn batch_norm_training(ctx: &Ctx, node: &NodeProto, attrs: &Attrs) -> Result<Lowered, String> {
+    no_attrs_but(attrs, "BatchNormalization", &["epsilon", "momentum", "training_mode", "spatial"])?;
+    if matches!(attrs.get("spatial"), Some(a) if *a != Attr::Int(1)) {
+        return Err("BatchNormalization in training mode with spatial = 0 is not supported".into());
+    }
+    let float = |key: &str, default: f32| match attrs.get(key) {
+        None => Ok(default),
+        Some(Attr::Float(v)) => Ok(*v),
+        Some(other) => Err(format!("BatchNormalization's '{key}' must be a float, got {other}")),
+    };
+    let (epsilon, momentum) = (float("epsilon", 1e-5)?, float("momentum", 0.9)?);
+    let mut consts = Vec::new();
+    for i in 0..5 {
+        let name = input(node, i).ok_or_else(|| format!("BatchNormalization needs input {i}"))?;
+        let t = ctx.consts.get(name).ok_or_else(|| {
+            format!(
+                "BatchNormalization with training_mode = 1 computes batch statistics; kiln does so only when every \
+                 input is a constant (input {i} '{name}' is not)"
+            )
+        })?;
+        consts.push(t.as_f32().ok_or_else(|| format!("BatchNormalization's input {i} must be float"))?);
+    }
+    let x = ctx.consts.get(input(node, 0).unwrap_or_default()).ok_or("BatchNormalization needs input 0")?;
+    let shape = x.shape();
+    if shape.len() < 2 {
+        return Err(format!("BatchNormalization's input must have a channel axis, got shape {shape:?}"));
+    }
+    let c = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    if consts[1..].iter().any(|p| p.len() != c) {
+        return Err(format!("BatchNormalization's scale, bias, mean and var must each have {c} values"));
+    }
+    claim(&ctx.budget, x.len() + 2 * c, DType::F32, "BatchNormalization's training-mode result")?;
+    let xv = consts[0];
+    let n = (x.len() / c.max(1)) as f64;
+    let mut mean = vec![0f64; c];
+    let mut var = vec![0f64; c];
+    for (i, &v) in xv.iter().enumerate() {
+        mean[(i / inner.max(1)) % c] += v as f64;
+    }
+    mean.iter_mut().for_each(|m| *m /= n);
+    for (i, &v) in xv.iter().enumerate() {
+        let ch = (i / inner.max(1)) % c;
+        var[ch] += (v as f64 - mean[ch]).powi(2);
+    }
+    var.iter_mut().for_each(|v| *v /= n);
+    let y: Vec<f32> = xv
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let ch = (i / inner.max(1)) % c;
+            ((v as f64 - mean[ch]) / (var[ch] + epsilon as f64).sqrt() * consts[1][ch] as f64 + consts[2][ch] as f64)
+                as f32
+        })
+        .collect();
+    let running = |input: &[f32], batch: &[f64]| -> Vec<f32> {
+        input
+            .iter()
+            .zip(batch)
+            .map(|(&r, &b)| (r as f64 * momentum as f64 + b * (1.0 - momentum as f64)) as f32)
+            .collect()
+    };
+    let mut l = Lowered::default();
+    let outs = super::import::trim_outputs(&node.output);
+    if let Some(o) = outs.iter().skip(3).find(|o| !o.is_empty()) {
+        return Err(format!("BatchNormalization's saved_mean/saved_var output '{o}' is not supported"));
+    }
+    if let Some(o) = outs.first().filter(|o| !o.is_empty()) {
+        l.consts.push((o.clone(), Tensor::from_f32(shape, y)?));
+    }
+    if let Some(o) = outs.get(1).filter(|o| !o.is_empty()) {
+        l.consts.push((o.clone(), Tensor::from_f32([c], running(consts[3], &mean))?));
+    }
+    if let Some(o) = outs.get(2).filter(|o| !o.is_empty()) {
+        l.consts.push((o.clone(), Tensor::from_f32([c], running(consts[4], &var))?));
+    }
+    Ok(l)
 }
 
 /// The element type `CastLike` converts to: that of its second input.

@@ -12,9 +12,36 @@ use kiln_ir::{Attr, Attrs, Error, GraphBuilder, Model, Op, Tensor, TensorType, W
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-/// Constant tensors up to this many elements are folded at load time when an op reads only
-/// constants, so that e.g. `Constant → Cast → Reshape.shape` resolves. Larger ones are not worth it.
-const FOLD_LIMIT: usize = 1 << 16;
+/// Compute-heavy ops (MatMul, Gemm, Conv, Attention) over constants are folded at load time only up
+/// to this many multiply-adds (about a second in the reference interpreter); above it they stay
+/// run-time nodes, where the JIT computes them faster. Everything else folds whatever its size,
+/// within the memory cap.
+const FOLD_WORK_LIMIT: u64 = 1 << 28;
+
+/// What [`Importer::fold`] made of a node.
+enum Fold {
+    /// Every input a constant: these are the outputs' values.
+    Folded(Vec<Tensor>),
+    /// Evaluating it would exceed the memory cap: the error, reported at the node.
+    Refused(String),
+    /// A run-time node with these output types.
+    RunTime(Vec<TensorType>),
+    /// Its types are not known (an upstream failure, or an error the graph builder reports).
+    Untyped,
+}
+
+/// Multiply-adds a compute-heavy op does (0 for the others, which are linear in their data).
+fn fold_work(op: &Op, inputs: &[&TensorType], outputs: &[TensorType]) -> u64 {
+    let out = outputs.iter().map(|t| t.num_elements() as u64).sum::<u64>();
+    let reduced = match op {
+        // Each output element reduces over a's last axis (or one input channel group's window).
+        Op::MatMul | Op::Gemm { .. } => inputs.first().and_then(|t| t.shape.iter().max().copied()).unwrap_or(1),
+        Op::Conv { .. } => inputs.get(1).map(|w| w.shape.iter().skip(1).product()).unwrap_or(1),
+        Op::Attention { .. } => inputs.iter().flat_map(|t| t.shape.iter()).max().copied().unwrap_or(1) * 2,
+        _ => return 0,
+    };
+    out.saturating_mul(reduced as u64)
+}
 
 /// What the importer knows while it walks the nodes.
 pub(crate) struct Ctx {
@@ -24,6 +51,9 @@ pub(crate) struct Ctx {
     pub consts: HashMap<String, Tensor>,
     /// Graph inputs fed at run time.
     pub graph_inputs: HashSet<String>,
+    /// Weight bytes so far against the memory cap (initializers, tensor attributes and every
+    /// tensor folded at load time).
+    pub budget: Budget,
 }
 
 impl Ctx {
@@ -41,8 +71,6 @@ struct Importer<'a> {
     unsupported: BTreeMap<String, Vec<String>>,
     node_names: HashSet<String>,
     base_dir: Option<&'a Path>,
-    /// Weight bytes so far against the memory cap (initializers and tensor attributes).
-    budget: Budget,
 }
 
 pub(crate) fn import_model(
@@ -55,14 +83,19 @@ pub(crate) fn import_model(
     let opset = default_opset(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
     let mut imp = Importer {
-        ctx: Ctx { opset, types: HashMap::new(), consts: HashMap::new(), graph_inputs: HashSet::new() },
+        ctx: Ctx {
+            opset,
+            types: HashMap::new(),
+            consts: HashMap::new(),
+            graph_inputs: HashSet::new(),
+            budget: Budget::new(limits),
+        },
         builder: GraphBuilder::new(graph.name()),
         pending: BTreeMap::new(),
         used: HashSet::new(),
         unsupported: BTreeMap::new(),
         node_names: HashSet::new(),
         base_dir,
-        budget: Budget::new(limits),
     };
     if !graph.sparse_initializer.is_empty() {
         imp.builder.report("", "sparse initializers are not supported");
@@ -124,7 +157,7 @@ impl Importer<'_> {
         for (i, init) in graph.initializer.iter().enumerate() {
             let name = init.name().to_string();
             let location = format!("initializer #{i} '{name}'");
-            match tensor_from_proto(init, self.base_dir, &self.budget) {
+            match tensor_from_proto(init, self.base_dir, &self.ctx.budget) {
                 Ok(tensor) => self.add_const(name, location, tensor),
                 Err(e) => self.builder.report(location, e),
             }
@@ -292,7 +325,7 @@ impl Importer<'_> {
         let location = format!("node '{name}' (#{index}, {op_type})");
         let outputs: Vec<String> = node.output.clone();
         let domain = node.domain();
-        let attrs = match convert_attrs(node, self.base_dir, &self.budget) {
+        let attrs = match convert_attrs(node, self.base_dir, &self.ctx.budget) {
             Ok(a) => a,
             Err(e) => {
                 self.fail(&location, &name, e, node);
@@ -331,7 +364,24 @@ impl Importer<'_> {
         }
         for n in lowered.nodes {
             if let Ok(op) = &n.op {
-                self.track(op, &n.inputs, &n.outputs);
+                match self.fold(op, &n.inputs, &n.outputs) {
+                    Fold::Folded(values) => {
+                        for (name, value) in n.outputs.iter().zip(values) {
+                            self.add_const(name.clone(), format!("{location} (evaluated at load time)"), value);
+                        }
+                        continue;
+                    }
+                    Fold::Refused(message) => {
+                        self.builder.node(location, n.name, Err(message), n.inputs, n.outputs);
+                        continue;
+                    }
+                    Fold::RunTime(types) => {
+                        for (name, ty) in n.outputs.iter().zip(types) {
+                            self.ctx.types.insert(name.clone(), ty);
+                        }
+                    }
+                    Fold::Untyped => {}
+                }
             }
             for input in &n.inputs {
                 self.used.insert(input.clone());
@@ -340,36 +390,41 @@ impl Importer<'_> {
         }
     }
 
-    /// Infers output types (and folds small constant results) so that later nodes can rely on them.
-    fn track(&mut self, op: &Op, inputs: &[String], outputs: &[String]) {
+    /// Infers a node's output types and, when every input is a constant, evaluates it with the
+    /// reference semantics (`Op::eval`) so that it never reaches run time: constant subgraphs of
+    /// any size fold at load, bounded by the memory cap (each result's bytes are claimed before it
+    /// is computed). Compute-heavy ops over large constants are the exception: they stay run-time
+    /// nodes (see [`FOLD_WORK_LIMIT`]).
+    fn fold(&mut self, op: &Op, inputs: &[String], outputs: &[String]) -> Fold {
         let types: Option<Vec<&TensorType>> = inputs.iter().map(|i| self.ctx.types.get(i)).collect();
-        let Some(types) = types else { return };
+        let Some(types) = types else { return Fold::Untyped };
         let (min, max) = op.arity();
         if types.len() < min || types.len() > max {
-            return;
+            return Fold::Untyped;
         }
-        let Ok(out_types) = op.infer(&types) else { return };
+        let Ok(out_types) = op.infer(&types) else { return Fold::Untyped };
         // Zero-sized values are fine here (an empty shape slice is common in shape arithmetic); a
         // zero-sized tensor that reaches run time is reported by the graph builder.
         if out_types.len() != outputs.len() || out_types.iter().any(|t| t.num_elements() > kiln_ir::MAX_ELEMENTS) {
-            return;
+            return Fold::Untyped;
         }
         let consts: Option<Vec<&Tensor>> = inputs.iter().map(|i| self.ctx.consts.get(i)).collect();
-        // Small inputs and outputs bound the work (a MatMul folds in at most FOLD_LIMIT^1.5 steps).
-        let small = out_types.iter().all(|t| t.num_elements() <= FOLD_LIMIT)
-            && types.iter().all(|t| t.num_elements() <= FOLD_LIMIT);
-        if let (Some(consts), true) = (consts, small)
-            && let Ok(values) = op.eval(&consts)
-            && values.len() == outputs.len()
-        {
-            for ((name, value), ty) in outputs.iter().zip(values).zip(&out_types) {
-                if value.ty() == *ty {
-                    self.ctx.consts.insert(name.clone(), value);
-                }
-            }
+        let Some(consts) = consts.filter(|c| !c.is_empty()) else { return Fold::RunTime(out_types) };
+        if fold_work(op, &types, &out_types) > FOLD_WORK_LIMIT {
+            return Fold::RunTime(out_types);
         }
-        for (name, ty) in outputs.iter().zip(out_types) {
-            self.ctx.types.insert(name.clone(), ty);
+        let bytes: u64 = out_types.iter().map(|t| (t.num_elements() * t.dtype.size_bytes()) as u64).sum();
+        let what = format!("the constant result {} of {} (evaluated at load time)", outputs.join(", "), op.name());
+        if let Err(e) = self.ctx.budget.claim(bytes, &what) {
+            return Fold::Refused(e);
+        }
+        match op.eval(&consts) {
+            Ok(values) if values.len() == outputs.len() && values.iter().zip(&out_types).all(|(v, t)| v.ty() == *t) => {
+                Fold::Folded(values)
+            }
+            // An evaluation error is left to run time, where it is reported as it would be
+            // without folding.
+            _ => Fold::RunTime(out_types),
         }
     }
 

@@ -4,7 +4,6 @@
 
 use super::import::{Ctx, present, trim_outputs};
 use super::proto::NodeProto;
-use super::tensor::onnx_code;
 use kiln_ir::{Attr, Attrs, DType, Op, Tensor, TensorData};
 
 /// A kiln node produced by lowering.
@@ -46,6 +45,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Constant",
     "Conv",
     "Div",
+    "Dropout",
     "Equal",
     "Erf",
     "Exp",
@@ -92,6 +92,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Upsample",
     "Where",
 ];
 
@@ -106,6 +107,7 @@ pub(crate) fn static_slots(op_type: &str, opset: i64) -> &'static [usize] {
         // roi (1) is only used by tf_crop_and_resize, which kiln refuses, but it must not be a run-time input.
         "Resize" => &[1, 2, 3],
         "GroupNormalization" if opset < 21 => &[1, 2],
+        "Upsample" | "Dropout" => &[1, 2],
         _ => &[],
     }
 }
@@ -202,6 +204,9 @@ pub(crate) fn lower_node(
     if let Some(l) = super::fold::integer_unary(ctx, op_type, node)? {
         return Ok(Some(l));
     }
+    if let Some(l) = super::upgrade::lower(ctx, name, op_type, node, &mut attrs)? {
+        return Ok(Some(l));
+    }
     match op_type {
         "Add"
         | "Sub"
@@ -286,13 +291,13 @@ pub(crate) fn lower_node(
                 Some(Attr::Int(code)) => *code,
                 _ => return Err("Cast needs the int attribute 'to'".into()),
             };
-            let dtype =
-                [DType::F32, DType::I64, DType::Bool].into_iter().find(|&d| onnx_code(d) == to).ok_or_else(|| {
-                    format!(
-                        "Cast to {} is not supported (kiln has float, int64 and bool)",
-                        super::tensor::onnx_dtype_name(to as i32)
-                    )
-                })?;
+            // Narrow types are held widened (tensor.rs's `Elem`): a Cast to int32 or uint8 is a Cast
+            // to int64 (no wrap-around on overflow), one to float16 a Cast to float (no rounding to
+            // half precision). docs/ops.md says so.
+            let dtype = i32::try_from(to)
+                .map_err(|_| format!("Cast's 'to' {to} is not an element type"))
+                .and_then(super::tensor::dtype_from_onnx)
+                .map_err(|e| format!("Cast to {}: {e}", super::tensor::onnx_dtype_name(to as i32)))?;
             attrs.insert("to".into(), Attr::Str(dtype.name().into()));
             // `saturate` only matters for float8 targets, which kiln refuses above.
             attrs.remove("saturate");

@@ -1,7 +1,8 @@
 //! The ONNX reader: `ModelProto` (decoded with prost from the vendored `proto/onnx.proto`) → a kiln
 //! [`Model`].
 //!
-//! - Opsets 13 through [`MAX_OPSET`] of the default domain; nodes of the `kiln` domain map onto
+//! - Opsets [`MIN_OPSET`] (7) through [`MAX_OPSET`] of the default domain, old forms upgraded at
+//!   import (`upgrade.rs`); nodes of the `kiln` domain map onto
 //!   kiln's own ops by name.
 //! - Static parameters that recent opsets pass as inputs (Reshape's shape, Slice's starts, Pad's
 //!   pads, Clip's bounds, Resize's scales, Reduce axes, …) are read at load time from initializers,
@@ -24,6 +25,7 @@ pub(crate) mod proto {
 mod tensor;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 
 pub use fold::LOAD_TIME_OPS;
 pub use lower::ONNX_OPS;
@@ -33,9 +35,10 @@ use kiln_ir::{Error, Model, Tensor};
 use prost::Message;
 use std::path::Path;
 
-/// The oldest default-domain opset kiln reads. Older opsets differ in semantics kiln does not
-/// reproduce (Softmax before 13 flattens to 2-D, for one).
-pub const MIN_OPSET: i64 = 13;
+/// The oldest default-domain opset kiln reads. Opsets 7–12 are upgraded at import (`upgrade.rs`);
+/// older ones differ in ways no current exporter writes (`consumed_inputs`, Gemm's `broadcast`,
+/// BatchNormalization's `is_test`), so they are refused.
+pub const MIN_OPSET: i64 = 7;
 /// The newest default-domain opset kiln knows (that of onnx 1.23); newer ones may have changed an
 /// op's meaning, so they are refused rather than guessed at.
 pub const MAX_OPSET: i64 = 28;

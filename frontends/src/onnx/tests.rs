@@ -132,7 +132,7 @@ fn malformed_bytes_are_errors() {
 #[test]
 fn old_and_new_opsets_are_refused_clearly() {
     let g = graph(vec![], vec![], &[], vec![]);
-    assert!(messages(&parse_onnx(&model(g.clone(), 11), None, &[]).unwrap_err()).contains("older than 13"));
+    assert!(messages(&parse_onnx(&model(g.clone(), 6), None, &[]).unwrap_err()).contains("older than 7"));
     assert!(messages(&parse_onnx(&model(g, 99), None, &[]).unwrap_err()).contains("newer than"));
 }
 
@@ -163,6 +163,7 @@ fn static_inputs_become_attributes() {
         types: Default::default(),
         consts: Default::default(),
         graph_inputs: Default::default(),
+        budget: Default::default(),
     };
     ctx.consts.insert("shape".into(), Tensor::from_i64([2], vec![3, 2]).unwrap());
     ctx.consts.insert("axes".into(), Tensor::from_i64([1], vec![0]).unwrap());
@@ -205,6 +206,7 @@ fn conv_auto_pad_is_resolved_from_shapes() {
         types: Default::default(),
         consts: Default::default(),
         graph_inputs: Default::default(),
+        budget: Default::default(),
     };
     ctx.types.insert("x".into(), kiln_ir::TensorType::f32([1, 1, 5, 6]));
     ctx.types.insert("w".into(), kiln_ir::TensorType::f32([1, 1, 3, 4]));
@@ -400,4 +402,127 @@ fn initializers_count_against_the_memory_cap() {
     assert!(parse_onnx_with(&bytes, None, &[], &[], &ReadLimits { memory_cap: 32 }).is_ok());
     let text = messages(&parse_onnx_with(&bytes, None, &[], &[], &ReadLimits { memory_cap: 31 }).unwrap_err());
     assert!(text.contains("initializer #1 'b'") && text.contains("memory cap of 31 B"), "{text}");
+}
+
+fn tensor_attr(name: &str, t: TensorProto) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Tensor as i32),
+        t: Some(t),
+        ..Default::default()
+    }
+}
+
+/// A constant subgraph as exporters write it: a weight computed from a shape (ConstantOfShape of a
+/// Concat of Shape arithmetic), transposed, scaled, its non-zero positions counted (NonZero → Shape),
+/// and a training-mode BatchNormalization over a weight (timm's weight standardisation).
+fn constant_subgraph_model(big: i64) -> Vec<u8> {
+    let x = value_info("x", DataType::Float, &[Some(3), Some(big)]);
+    let one = TensorProto {
+        name: Some("one".into()),
+        data_type: Some(DataType::Float as i32),
+        dims: vec![1],
+        float_data: vec![0.5],
+        ..TensorProto::default()
+    };
+    let c = |name: &str| f32_tensor(name, &[3], &[1.0, 1.0, 1.0]);
+    let nodes = vec![
+        node("Shape", "shape_x", &["x"], &["sx"], vec![]),
+        node("Gather", "rows", &["sx", "idx1"], &["n"], vec![]),
+        node("Concat", "dims", &["three", "n"], &["wdims"], vec![ints_attr_axis(0)]),
+        node("ConstantOfShape", "fill", &["wdims"], &["w"], vec![tensor_attr("value", one)]),
+        node("Transpose", "wt", &["w"], &["wT"], vec![]),
+        node("Mul", "scale", &["wT", "two"], &["w2"], vec![]),
+        node("NonZero", "nz", &["w2"], &["nzi"], vec![]),
+        node("Shape", "nz_shape", &["nzi"], &["nzs"], vec![]),
+        node("Cast", "nz_f", &["nzs"], &["nzf"], vec![int_attr("to", DataType::Float as i64)]),
+        node("ReduceSum", "nz_sum", &["nzf"], &["count"], vec![int_attr("keepdims", 0)]),
+        node("MatMul", "mm", &["x", "w2"], &["y0"], vec![]),
+        node("Add", "add", &["y0", "count"], &["y1"], vec![]),
+        node("BatchNormalization", "ws", &["wraw", "s", "b", "m", "v"], &["wstd"], vec![int_attr("training_mode", 1)]),
+        node("ReduceSum", "ws_sum", &["wstd"], &["wsum"], vec![int_attr("keepdims", 0)]),
+        node("Add", "y", &["y1", "wsum"], &["y"], vec![]),
+    ];
+    let inits = vec![
+        i64_tensor("idx1", &[1]),
+        i64_tensor("three", &[3]),
+        f32_tensor("two", &[1], &[2.0]),
+        f32_tensor("wraw", &[2, 3, 1, 1], &[1.0, 2.0, 3.0, 4.0, 5.0, 9.0]),
+        c("s"),
+        f32_tensor("b", &[3], &[0.0, 0.0, 0.0]),
+        f32_tensor("m", &[3], &[0.0, 0.0, 0.0]),
+        c("v"),
+    ];
+    model(graph(nodes, vec![x], &["y"], inits), 17)
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn ints_attr_axis(axis: i64) -> AttributeProto {
+    int_attr("axis", axis)
+}
+
+#[test]
+fn a_constant_subgraph_is_folded_away_entirely() {
+    let bytes = constant_subgraph_model(4);
+    let m = parse_onnx(&bytes, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let g = &m.graph;
+    let ops: Vec<&str> = g.dag().node_weights().filter_map(|n| n.op().map(|op| op.name())).collect();
+    // Only the run-time part is left: x·w2 + count + wsum.
+    assert_eq!(ops, vec!["MatMul", "Add", "Add"], "{ops:?}");
+    let weights: Vec<&str> = g.weights().iter().map(|&id| g.node(id).name.as_str()).collect();
+    assert_eq!(weights.len(), 3, "{weights:?}");
+    assert!(!weights.iter().any(|w| ["wraw", "two", "w", "wT", "idx1"].contains(w)), "{weights:?}");
+    let w2 = m.weights.get("w2").expect("w2 folded");
+    assert_eq!(w2.shape(), &[4, 3]);
+    assert!(w2.as_f32().unwrap().iter().all(|&v| v == 1.0));
+    // NonZero of a [4, 3] all-non-zero tensor: [2, 12] indices; ReduceSum of its shape = 14.
+    assert_eq!(m.weights.get("count").unwrap().as_f32().unwrap(), &[14.0]);
+    // Weight standardisation: per channel (x − μ)/√(σ² + ε) over the batch axis sums to ~0.
+    assert!(m.weights.get("wsum").unwrap().as_f32().unwrap()[0].abs() < 1e-5);
+    let x = Tensor::from_f32([3, 4], (0..12).map(|i| i as f32).collect()).unwrap();
+    let out = kiln_ir::eval::run(&m.graph, &m.weights, &[("x".into(), x)]).unwrap();
+    // Row 0 of x is 0..3 → sum 6 (times w2 = 1) + 14.
+    assert!((out[0].1.as_f32().unwrap()[0] - 20.0).abs() < 1e-4, "{:?}", out[0].1);
+}
+
+#[test]
+fn a_fold_above_the_memory_cap_is_refused_at_its_node() {
+    // w is [1 Mi, 3] f32 = 12 MiB, computed at load time; the cap is 8 MiB.
+    let bytes = constant_subgraph_model(1 << 20);
+    let limits = crate::files::ReadLimits { memory_cap: 8 << 20 };
+    let err = parse_onnx_with(&bytes, None, &[], &[], &limits).unwrap_err().to_string();
+    assert!(err.contains("memory cap") && err.contains("ConstantOfShape"), "{err}");
+    assert!(err.contains("node 'fill'"), "{err}");
+    // Under the default cap the same model folds (no element limit).
+    let m = parse_onnx(&bytes, None, &[]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.weights.get("w2").unwrap().shape(), &[1 << 20, 3]);
+}
+
+#[test]
+fn old_opsets_and_unsupported_ops_give_one_error_listing_every_unsupported_op() {
+    // An opset-9 model: attribute forms, Softmax's 2-D coercion and Dropout upgrade fine; the two
+    // ops kiln will never implement are listed together, with their node names.
+    let x = value_info("x", DataType::Float, &[Some(2), Some(3), Some(4)]);
+    let nodes = vec![
+        node("Unsqueeze", "u", &["x"], &["a"], vec![ints_attr("axes", &[0])]),
+        node("StringNormalizer", "sn", &["a"], &["b"], vec![]),
+        node("Softmax", "sm", &["b"], &["c"], vec![]),
+        node("Dropout", "d", &["c"], &["e"], vec![]),
+        node("TfIdfVectorizer", "tf1", &["e"], &["f"], vec![]),
+        node("TfIdfVectorizer", "tf2", &["f"], &["g"], vec![]),
+    ];
+    let err = parse_onnx(&model(graph(nodes, vec![x], &["g"], vec![]), 9), None, &[]).unwrap_err();
+    assert_eq!(err.diagnostics().len(), 1, "{err}");
+    let text = messages(&err);
+    assert!(text.contains("2 op type(s)") && text.contains("in 3 node(s)"), "{text}");
+    assert!(text.contains("StringNormalizer ×1 (nodes 'sn')"), "{text}");
+    assert!(text.contains("TfIdfVectorizer ×2 (nodes 'tf1', 'tf2')"), "{text}");
 }
