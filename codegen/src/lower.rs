@@ -35,7 +35,7 @@
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
-use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, PAD};
+use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, IndexStep, PAD};
 use crate::jit::Jit;
 use crate::kernels::elementwise::{self, Expr, Fused};
 use crate::kernels::int::{self, IntOp};
@@ -44,6 +44,8 @@ use kiln_ir::ops::normalize_axis;
 use kiln_ir::tensor::strides;
 use kiln_ir::{DType, Error, Graph, NodeId, NodeKind, Op, PadMode, ReduceKind, TensorType, Value};
 use std::collections::{HashMap, HashSet};
+
+mod index;
 
 /// Where a tensor lives at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -83,6 +85,9 @@ pub enum StepKind {
     /// Blocked attention (see [`AttentionSpec`]); args: [out, score scratch, q, kt, v] or
     /// [.., bias].
     Attention(std::sync::Arc<AttentionSpec>),
+    /// A gather/scatter, along-axis scan or sort in Rust (see [`IndexStep`]); args: its outputs,
+    /// then its inputs.
+    Index(Box<IndexStep>),
 }
 
 /// Attention one block of query rows at a time: per (output batch, block of `block` query rows),
@@ -767,6 +772,9 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         cx.bind(out_v, p);
         return Ok(());
     }
+    if index::lower(cx, id, op)? {
+        return Ok(());
+    }
     match op {
         Op::Binary(_) | Op::Where => lower_int_elementwise(cx, id, op),
         Op::Unary(_) => Err(internal(&name, "Unary on a non-f32 operand (the IR admits f32 only)")),
@@ -1074,6 +1082,14 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             Ok(())
         }
         Op::Attention { scale } => lower_attention(cx, id, *scale),
+        Op::ArgReduce { .. }
+        | Op::CumSum { .. }
+        | Op::TopK { .. }
+        | Op::Tile { .. }
+        | Op::GatherElements { .. }
+        | Op::GatherND { .. }
+        | Op::ScatterND { .. }
+        | Op::ScatterElements { .. } => Err(internal(&name, "index op not lowered by lower/index.rs")),
         Op::BatchNormalization { .. } | Op::UnifiedNorm { .. } => {
             Err(excluded(op.name(), &name, "an input of rank < 2 or a non-f32 operand"))
         }
@@ -1617,7 +1633,7 @@ fn lower_reduce(
     };
     match x.dtype {
         DType::F32 => {}
-        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max) => {
+        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod) => {
             return lower_reduce_i64(cx, id, kind, &reduced);
         }
         other => return Err(internal(&name, format!("{kind:?} over {other} (the IR admits f32, or i64 for Sum/Max)"))),
@@ -1645,7 +1661,8 @@ fn lower_reduce(
         return Ok(());
     }
     // One kernel per block of reduced axes, innermost block first. Chaining is exact for every
-    // kind: Sum and Max compose, Mean of equal-count means is the mean, and L2 of L2s is L2.
+    // kind: Sum, Max, Min and Prod compose, Mean of equal-count means is the mean, and L2 of L2s
+    // is L2.
     let mut cur = src;
     let mut part = 0;
     while let Some(j) = seg.iter().rposition(|s| s.1) {

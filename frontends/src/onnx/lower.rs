@@ -106,6 +106,7 @@ pub(crate) fn static_slots(op_type: &str, opset: i64) -> &'static [usize] {
         // roi (1) is only used by tf_crop_and_resize, which kiln refuses, but it must not be a run-time input.
         "Resize" => &[1, 2, 3],
         "GroupNormalization" if opset < 21 => &[1, 2],
+        op if super::data_ops::OPS.contains(&op) => super::data_ops::static_slots(op),
         _ => &[],
     }
 }
@@ -440,6 +441,7 @@ pub(crate) fn lower_node(
         }
         "Constant" => Ok(Some(constant(&attrs, &outs)?)),
         "Attention" => Ok(Some(super::attention::lower(ctx, name, node, attrs)?)),
+        op if super::data_ops::OPS.contains(&op) => super::data_ops::lower(ctx, name, op_type, node, attrs),
         _ => Ok(None),
     }
 }
