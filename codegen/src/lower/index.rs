@@ -19,8 +19,8 @@ fn around(shape: &[usize], a: usize) -> (usize, usize, usize) {
     (shape[..a].iter().product(), shape[a], shape[a + 1..].iter().product())
 }
 
-/// Lowers one of the ops above; `Ok(false)` if `op` is not one of them.
-pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<bool, Error> {
+/// Lowers one of the ops above.
+pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     let graph = cx.graph;
     let name = graph.node(id).name.clone();
     let ins = graph.node_inputs(id);
@@ -35,8 +35,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<bool, Error> {
             let tabs = (0..out.rank())
                 .map(|j| (0..out.shape[j]).map(|c| ((c % x.shape[j]) * st[j]) as i64).collect())
                 .collect();
-            copy_step(cx, id, vec![Value { node: id, port: 0 }], vec![copy_to_contiguous(&out, tabs)], ins[0])?;
-            return Ok(true);
+            return copy_step(cx, id, vec![Value { node: id, port: 0 }], vec![copy_to_contiguous(&out, tabs)], ins[0]);
         }
         Op::GatherElements { axis } | Op::ScatterElements { axis, .. } => {
             let (data, idx) = (ty(0), ty(1));
@@ -93,7 +92,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<bool, Error> {
             }
             IndexStep::TopK { outer, n, inner, k: *k, largest: *largest, elem: elem(x.dtype) }
         }
-        _ => return Ok(false),
+        _ => return Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
     };
     let n_writes = step.n_writes();
     let mut args = Vec::with_capacity(n_writes + ins.len());
@@ -104,5 +103,5 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<bool, Error> {
         args.push(cx.input(v, &name)?);
     }
     cx.steps.push(Step { label: name, kind: StepKind::Index(Box::new(step)), args, n_writes });
-    Ok(true)
+    Ok(())
 }
