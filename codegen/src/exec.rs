@@ -120,6 +120,7 @@ impl Executable {
                 StepKind::BoolInput(_) => "bool input".to_string(),
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
+                StepKind::Index(s) => s.label().to_string(),
                 StepKind::Attention(a) => format!(
                     "attention ({} blocks of ≤ {} rows × {} keys)",
                     a.batches.len() * a.lq.div_ceil(a.block),
@@ -256,6 +257,11 @@ impl Executable {
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
                 StepKind::Attention(spec) => self.attention(spec, Ptrs(ptrs)).map_err(fail)?,
+                StepKind::Index(s) => {
+                    // SAFETY: the plan sized every buffer from the op's types, which the IR checked
+                    // against each other; index values are checked inside before any access.
+                    unsafe { s.run(&ptrs) }.map_err(|e| fail(&e))?;
+                }
             }
             if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
                 times.push(start.elapsed());

@@ -323,3 +323,403 @@ impl Im2Col {
         }
     }
 }
+
+/// Element kinds an [`IndexStep`] reads and writes, as stored in the arena (bool is f32 0/1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elem {
+    F32,
+    I64,
+}
+
+impl Elem {
+    pub fn bytes(self) -> usize {
+        match self {
+            Elem::F32 => 4,
+            Elem::I64 => 8,
+        }
+    }
+}
+
+/// Steps whose positions come from an index tensor at run time, or that scan or sort along an
+/// axis: GatherElements, GatherND, ScatterND, ScatterElements, ArgMax/ArgMin, CumSum, TopK.
+/// Plain Rust loops over `[outer, n, inner]` views; an index outside its axis is an error
+/// (nothing is read or written out of bounds). Arguments: the outputs (one, or two for TopK),
+/// then the inputs in IR order.
+#[derive(Debug, Clone)]
+pub enum IndexStep {
+    /// GatherElements (`scatter: None`) or ScatterElements along `axis`: index element p names
+    /// data position p with its axis coordinate replaced. `idx_shape` fits inside `data_shape`
+    /// off the axis (checked by the IR).
+    Elements { data_shape: Vec<usize>, idx_shape: Vec<usize>, axis: usize, elem: Elem, scatter: Option<Scatter> },
+    /// GatherND (`scatter: None`) or ScatterND: `tuples` index tuples of `last` entries, each naming
+    /// a slice of `slice_len` elements; tuple t belongs to batch t / `per_batch`, whose data starts
+    /// at batch·`batch_stride`. `dims`/`strides` are the data axes the tuple entries index.
+    Nd {
+        data_len: usize,
+        tuples: usize,
+        last: usize,
+        per_batch: usize,
+        batch_stride: usize,
+        dims: Vec<usize>,
+        strides: Vec<usize>,
+        slice_len: usize,
+        elem: Elem,
+        scatter: Option<Scatter>,
+    },
+    /// ArgMax (`max`)/ArgMin over the middle axis of `[outer, n, inner]`; i64 output `[outer, inner]`.
+    Arg { outer: usize, n: usize, inner: usize, max: bool, last: bool, elem: Elem },
+    /// CumSum over the middle axis of `[outer, n, inner]` (f32 sums in f64, as the reference).
+    CumSum { outer: usize, n: usize, inner: usize, exclusive: bool, reverse: bool, elem: Elem },
+    /// TopK over the middle axis: values `[outer, k, inner]` and i64 indices of the same shape.
+    TopK { outer: usize, n: usize, inner: usize, k: usize, largest: bool, elem: Elem },
+}
+
+/// How a scatter combines an update with the element in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scatter(pub kiln_ir::ScatterReduction);
+
+impl IndexStep {
+    pub fn n_writes(&self) -> usize {
+        if matches!(self, IndexStep::TopK { .. }) { 2 } else { 1 }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            IndexStep::Elements { scatter: None, .. } => "gather elements",
+            IndexStep::Elements { .. } => "scatter elements",
+            IndexStep::Nd { scatter: None, .. } => "gather nd",
+            IndexStep::Nd { .. } => "scatter nd",
+            IndexStep::Arg { .. } => "arg reduce",
+            IndexStep::CumSum { .. } => "cumsum",
+            IndexStep::TopK { .. } => "topk",
+        }
+    }
+
+    /// Runs the step. An index out of range or an i64 CumSum overflow is an error message.
+    ///
+    /// # Safety
+    /// `ptrs` holds the step's buffers in the order documented on each variant, each valid for
+    /// the element counts its shapes give, outputs not overlapping inputs.
+    pub unsafe fn run(&self, ptrs: &[*mut u8]) -> Result<(), String> {
+        // SAFETY: per the contract, every slice below covers exactly a buffer of the plan.
+        unsafe {
+            match self {
+                IndexStep::Elements { data_shape, idx_shape, axis, elem, scatter } => {
+                    let data_len: usize = data_shape.iter().product();
+                    let n_idx: usize = idx_shape.iter().product();
+                    let idx = std::slice::from_raw_parts(ptrs[2] as *const i64, n_idx);
+                    let pos = element_positions(data_shape, idx_shape, *axis, idx)?;
+                    match scatter {
+                        None => gather(*elem, ptrs[1], ptrs[0], &pos),
+                        Some(s) => scatter_into(*elem, s.0, ptrs[1], ptrs[3], ptrs[0], data_len, &pos, 1),
+                    }
+                }
+                IndexStep::Nd {
+                    data_len,
+                    tuples,
+                    last,
+                    per_batch,
+                    batch_stride,
+                    dims,
+                    strides,
+                    slice_len,
+                    elem,
+                    scatter,
+                } => {
+                    let idx = std::slice::from_raw_parts(ptrs[2] as *const i64, tuples * last);
+                    let mut starts = Vec::with_capacity(*tuples);
+                    for t in 0..*tuples {
+                        let mut off = (t / per_batch) * batch_stride;
+                        for (k, (&d, &s)) in dims.iter().zip(strides).enumerate() {
+                            off += wrap(idx[t * last + k], d)? * s;
+                        }
+                        starts.push(off);
+                    }
+                    match scatter {
+                        None => {
+                            let pos: Vec<usize> = starts.iter().flat_map(|&s| s..s + slice_len).collect();
+                            gather(*elem, ptrs[1], ptrs[0], &pos);
+                        }
+                        Some(s) => scatter_into(*elem, s.0, ptrs[1], ptrs[3], ptrs[0], *data_len, &starts, *slice_len),
+                    }
+                }
+                IndexStep::Arg { outer, n, inner, max, last, elem } => {
+                    let len = outer * n * inner;
+                    let out = std::slice::from_raw_parts_mut(ptrs[0] as *mut i64, outer * inner);
+                    match elem {
+                        Elem::F32 => arg(
+                            std::slice::from_raw_parts(ptrs[1] as *const f32, len),
+                            out,
+                            *outer,
+                            *n,
+                            *inner,
+                            *max,
+                            *last,
+                        ),
+                        Elem::I64 => arg(
+                            std::slice::from_raw_parts(ptrs[1] as *const i64, len),
+                            out,
+                            *outer,
+                            *n,
+                            *inner,
+                            *max,
+                            *last,
+                        ),
+                    }
+                }
+                IndexStep::CumSum { outer, n, inner, exclusive, reverse, elem } => {
+                    let len = outer * n * inner;
+                    for o in 0..*outer {
+                        for i in 0..*inner {
+                            let at = |k: usize| (o * n + if *reverse { n - 1 - k } else { k }) * inner + i;
+                            match elem {
+                                Elem::F32 => {
+                                    let x = std::slice::from_raw_parts(ptrs[1] as *const f32, len);
+                                    let y = std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, len);
+                                    let mut acc = 0f64;
+                                    for k in 0..*n {
+                                        let p = at(k);
+                                        let next = acc + f64::from(x[p]);
+                                        y[p] = if *exclusive { acc } else { next } as f32;
+                                        acc = next;
+                                    }
+                                }
+                                Elem::I64 => {
+                                    let x = std::slice::from_raw_parts(ptrs[1] as *const i64, len);
+                                    let y = std::slice::from_raw_parts_mut(ptrs[0] as *mut i64, len);
+                                    let mut acc = 0i64;
+                                    for k in 0..*n {
+                                        let p = at(k);
+                                        let next = acc.checked_add(x[p]).ok_or("CumSum overflows i64")?;
+                                        y[p] = if *exclusive { acc } else { next };
+                                        acc = next;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                IndexStep::TopK { outer, n, inner, k, largest, elem } => {
+                    let (len, out_len) = (outer * n * inner, outer * k * inner);
+                    let idx = std::slice::from_raw_parts_mut(ptrs[1] as *mut i64, out_len);
+                    match elem {
+                        Elem::F32 => {
+                            let x = std::slice::from_raw_parts(ptrs[2] as *const f32, len);
+                            let v = std::slice::from_raw_parts_mut(ptrs[0] as *mut f32, out_len);
+                            top_k(x, v, idx, [*outer, *n, *inner, *k], *largest, |a: &f32, b: &f32| nan_high(*a, *b));
+                        }
+                        Elem::I64 => {
+                            let x = std::slice::from_raw_parts(ptrs[2] as *const i64, len);
+                            let v = std::slice::from_raw_parts_mut(ptrs[0] as *mut i64, out_len);
+                            top_k(x, v, idx, [*outer, *n, *inner, *k], *largest, |a: &i64, b: &i64| a.cmp(b));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An index resolved against an axis of `size` (negative counts from the end).
+fn wrap(i: i64, size: usize) -> Result<usize, String> {
+    let j = if i < 0 { i.checked_add(size as i64) } else { Some(i) };
+    j.filter(|&j| j >= 0 && (j as usize) < size)
+        .map(|j| j as usize)
+        .ok_or_else(|| format!("index {i} is out of range for an axis of {size}"))
+}
+
+/// For GatherElements/ScatterElements: the data position of each index element.
+fn element_positions(
+    data_shape: &[usize],
+    idx_shape: &[usize],
+    axis: usize,
+    idx: &[i64],
+) -> Result<Vec<usize>, String> {
+    let strides = kiln_ir::tensor::strides(data_shape);
+    let mut coord = vec![0usize; idx_shape.len()];
+    let mut pos = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let j = wrap(i, data_shape[axis])?;
+        let mut p = 0;
+        for (d, (&c, &s)) in coord.iter().zip(&strides).enumerate() {
+            p += if d == axis { j } else { c } * s;
+        }
+        pos.push(p);
+        for d in (0..coord.len()).rev() {
+            coord[d] += 1;
+            if coord[d] < idx_shape[d] {
+                break;
+            }
+            coord[d] = 0;
+        }
+    }
+    Ok(pos)
+}
+
+/// out[k] = data[pos[k]].
+///
+/// # Safety
+/// `data` valid for every position in `pos`, `out` for `pos.len()` elements; no overlap.
+unsafe fn gather(elem: Elem, data: *const u8, out: *mut u8, pos: &[usize]) {
+    // SAFETY: per the contract.
+    unsafe {
+        match elem {
+            Elem::F32 => {
+                let (d, o) = (data as *const u32, out as *mut u32);
+                for (k, &p) in pos.iter().enumerate() {
+                    *o.add(k) = *d.add(p);
+                }
+            }
+            Elem::I64 => {
+                let (d, o) = (data as *const u64, out as *mut u64);
+                for (k, &p) in pos.iter().enumerate() {
+                    *o.add(k) = *d.add(p);
+                }
+            }
+        }
+    }
+}
+
+/// out = data, then for each start s (in order) and j < `run`: out[s + j] ⊕= updates[k·run + j].
+///
+/// # Safety
+/// `data` and `out` valid for `data_len` elements, `updates` for `starts.len()·run`; every
+/// `s + run ≤ data_len`; `out` overlaps neither input.
+#[allow(clippy::too_many_arguments)]
+unsafe fn scatter_into(
+    elem: Elem,
+    reduction: kiln_ir::ScatterReduction,
+    data: *const u8,
+    updates: *const u8,
+    out: *mut u8,
+    data_len: usize,
+    starts: &[usize],
+    run: usize,
+) {
+    use kiln_ir::ScatterReduction as R;
+    // SAFETY: per the contract.
+    unsafe {
+        std::ptr::copy_nonoverlapping(data, out, data_len * elem.bytes());
+        match elem {
+            Elem::F32 => {
+                let o = std::slice::from_raw_parts_mut(out as *mut f32, data_len);
+                let u = std::slice::from_raw_parts(updates as *const f32, starts.len() * run);
+                for (k, &s) in starts.iter().enumerate() {
+                    for j in 0..run {
+                        let (cur, v) = (o[s + j], u[k * run + j]);
+                        o[s + j] = match reduction {
+                            R::None => v,
+                            R::Add => cur + v,
+                            R::Mul => cur * v,
+                            _ if cur.is_nan() || v.is_nan() => f32::NAN,
+                            R::Max => cur.max(v),
+                            R::Min => cur.min(v),
+                        };
+                    }
+                }
+            }
+            Elem::I64 => {
+                let o = std::slice::from_raw_parts_mut(out as *mut i64, data_len);
+                let u = std::slice::from_raw_parts(updates as *const i64, starts.len() * run);
+                for (k, &s) in starts.iter().enumerate() {
+                    for j in 0..run {
+                        let (cur, v) = (o[s + j], u[k * run + j]);
+                        o[s + j] = match reduction {
+                            R::None => v,
+                            R::Add => cur.wrapping_add(v),
+                            R::Mul => cur.wrapping_mul(v),
+                            R::Max => cur.max(v),
+                            R::Min => cur.min(v),
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Values that compare; for f32 a NaN compares false, so it never wins (as the reference).
+trait Cmp: Copy {
+    fn gt(self, b: Self) -> bool;
+    fn lt(self, b: Self) -> bool;
+    fn eq_(self, b: Self) -> bool;
+}
+
+impl Cmp for f32 {
+    fn gt(self, b: f32) -> bool {
+        self > b
+    }
+    fn lt(self, b: f32) -> bool {
+        self < b
+    }
+    fn eq_(self, b: f32) -> bool {
+        self == b
+    }
+}
+
+impl Cmp for i64 {
+    fn gt(self, b: i64) -> bool {
+        self > b
+    }
+    fn lt(self, b: i64) -> bool {
+        self < b
+    }
+    fn eq_(self, b: i64) -> bool {
+        self == b
+    }
+}
+
+fn arg<T: Cmp>(x: &[T], out: &mut [i64], outer: usize, n: usize, inner: usize, max: bool, last: bool) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| x[(o * n + k) * inner + i];
+            let mut best = 0;
+            for k in 1..n {
+                let (v, b) = (at(k), at(best));
+                let wins = if max { v.gt(b) } else { v.lt(b) };
+                if wins || (last && v.eq_(b)) {
+                    best = k;
+                }
+            }
+            out[o * inner + i] = best as i64;
+        }
+    }
+}
+
+/// f32 order with NaN above every number (TopK's order, as ONNX Runtime).
+fn nan_high(a: f32, b: f32) -> std::cmp::Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Greater,
+        (false, true) => std::cmp::Ordering::Less,
+        _ => a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal),
+    }
+}
+
+/// The k extremes of each `[outer, ·, inner]` lane, sorted, ties by lower index (a stable sort).
+fn top_k<T: Copy>(
+    x: &[T],
+    values: &mut [T],
+    indices: &mut [i64],
+    [outer, n, inner, k]: [usize; 4],
+    largest: bool,
+    cmp: impl Fn(&T, &T) -> std::cmp::Ordering,
+) {
+    let mut order: Vec<usize> = Vec::with_capacity(n);
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |j: usize| &x[(o * n + j) * inner + i];
+            order.clear();
+            order.extend(0..n);
+            order.sort_by(|&a, &b| {
+                let c = cmp(at(a), at(b));
+                if largest { c.reverse() } else { c }
+            });
+            for (r, &j) in order[..k].iter().enumerate() {
+                values[(o * k + r) * inner + i] = *at(j);
+                indices[(o * k + r) * inner + i] = j as i64;
+            }
+        }
+    }
+}

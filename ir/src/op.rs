@@ -68,6 +68,42 @@ pub enum ReduceKind {
     Sum,
     Max,
     L2,
+    Min,
+    Prod,
+}
+
+/// How ScatterND/ScatterElements combine an update with the element already there (ONNX
+/// `reduction`). `None` overwrites; with duplicate indices the last update wins, as ONNX Runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScatterReduction {
+    None,
+    Add,
+    Mul,
+    Max,
+    Min,
+}
+
+impl ScatterReduction {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScatterReduction::None => "none",
+            ScatterReduction::Add => "add",
+            ScatterReduction::Mul => "mul",
+            ScatterReduction::Max => "max",
+            ScatterReduction::Min => "min",
+        }
+    }
+
+    fn from_name(op: &str, name: &str) -> Result<ScatterReduction, String> {
+        Ok(match name {
+            "none" => ScatterReduction::None,
+            "add" => ScatterReduction::Add,
+            "mul" => ScatterReduction::Mul,
+            "max" => ScatterReduction::Max,
+            "min" => ScatterReduction::Min,
+            other => return Err(format!("{op}'s reduction must be none, add, mul, max or min, got {other:?}")),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -166,6 +202,28 @@ pub enum Op {
         keepdims: bool,
         noop_with_empty_axes: bool,
     },
+    /// ArgMax (`max`) or ArgMin along `axis`: i64 indices of the first (or, with
+    /// `select_last_index`, the last) extreme element. A NaN never wins a comparison (as ONNX Runtime).
+    ArgReduce {
+        max: bool,
+        axis: i64,
+        keepdims: bool,
+        select_last_index: bool,
+    },
+    /// Cumulative sum along `axis` (ONNX CumSum with the axis input resolved at load time).
+    CumSum {
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    },
+    /// TopK(x) along `axis` with a static `k`: outputs values and i64 indices. NaN counts as larger
+    /// than every number; equal values keep the lower index first (as ONNX Runtime).
+    TopK {
+        k: usize,
+        axis: i64,
+        largest: bool,
+        sorted: bool,
+    },
     /// ONNX Reshape with a static target: 0 copies the input dimension (unless `allowzero`), -1 is
     /// inferred.
     Reshape {
@@ -205,6 +263,27 @@ pub enum Op {
     },
     Flatten {
         axis: i64,
+    },
+    /// Tile with static `repeats` (each ≥ 1; kiln needs every dimension ≥ 1).
+    Tile {
+        repeats: Vec<usize>,
+    },
+    /// GatherElements(data, indices: i64) along `axis`; negative indices count from the end.
+    GatherElements {
+        axis: i64,
+    },
+    /// GatherND(data, indices: i64) with `batch_dims` leading batch axes.
+    GatherND {
+        batch_dims: usize,
+    },
+    /// ScatterND(data, indices: i64, updates).
+    ScatterND {
+        reduction: ScatterReduction,
+    },
+    /// ScatterElements(data, indices: i64, updates) along `axis`.
+    ScatterElements {
+        axis: i64,
+        reduction: ScatterReduction,
     },
     /// Nearest-neighbour Resize with static `scales` or `sizes` (exactly one).
     Resize {
@@ -308,6 +387,17 @@ pub const OP_NAMES: &[&str] = &[
     "ReduceSum",
     "ReduceMax",
     "ReduceL2",
+    "ReduceMin",
+    "ReduceProd",
+    "ArgMax",
+    "ArgMin",
+    "CumSum",
+    "TopK",
+    "Tile",
+    "GatherElements",
+    "GatherND",
+    "ScatterND",
+    "ScatterElements",
     "Reshape",
     "Transpose",
     "Concat",
@@ -382,7 +472,18 @@ impl Op {
                 ReduceKind::Sum => "ReduceSum",
                 ReduceKind::Max => "ReduceMax",
                 ReduceKind::L2 => "ReduceL2",
+                ReduceKind::Min => "ReduceMin",
+                ReduceKind::Prod => "ReduceProd",
             },
+            Op::ArgReduce { max: true, .. } => "ArgMax",
+            Op::ArgReduce { max: false, .. } => "ArgMin",
+            Op::CumSum { .. } => "CumSum",
+            Op::TopK { .. } => "TopK",
+            Op::Tile { .. } => "Tile",
+            Op::GatherElements { .. } => "GatherElements",
+            Op::GatherND { .. } => "GatherND",
+            Op::ScatterND { .. } => "ScatterND",
+            Op::ScatterElements { .. } => "ScatterElements",
             Op::Reshape { .. } => "Reshape",
             Op::Transpose { .. } => "Transpose",
             Op::Concat { .. } => "Concat",
@@ -422,6 +523,9 @@ impl Op {
             Op::Concat { .. } => (1, usize::MAX),
             Op::Split { .. } | Op::Slice { .. } => (1, 1),
             Op::Gather { .. } => (2, 2),
+            Op::ArgReduce { .. } | Op::CumSum { .. } | Op::TopK { .. } | Op::Tile { .. } => (1, 1),
+            Op::GatherElements { .. } | Op::GatherND { .. } => (2, 2),
+            Op::ScatterND { .. } | Op::ScatterElements { .. } => (3, 3),
             Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Expand { .. } | Op::Flatten { .. } => (1, 1),
             Op::Resize { .. } => (1, 1),
             Op::UnifiedNorm { .. } | Op::PowerNorm { .. } => (4, 4),
@@ -437,6 +541,7 @@ impl Op {
     pub fn num_outputs(&self) -> usize {
         match self {
             Op::Split { num_outputs, .. } => *num_outputs,
+            Op::TopK { .. } => 2,
             _ => 1,
         }
     }
@@ -560,11 +665,13 @@ impl Op {
             "InstanceNormalization" => Op::InstanceNormalization { epsilon: r.float("epsilon", 1e-5)? },
             "Softmax" => Op::Softmax { axis: r.int("axis", -1)? },
             "LogSoftmax" => Op::LogSoftmax { axis: r.int("axis", -1)? },
-            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+            "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "ReduceMin" | "ReduceProd" => {
                 let kind = match name {
                     "ReduceMean" => ReduceKind::Mean,
                     "ReduceSum" => ReduceKind::Sum,
                     "ReduceMax" => ReduceKind::Max,
+                    "ReduceMin" => ReduceKind::Min,
+                    "ReduceProd" => ReduceKind::Prod,
                     _ => ReduceKind::L2,
                 };
                 Op::Reduce {
@@ -597,6 +704,39 @@ impl Op {
                 Op::Slice { starts, ends, axes: r.ints_opt("axes")?, steps: r.ints_opt("steps")? }
             }
             "Gather" => Op::Gather { axis: r.int("axis", 0)? },
+            "ArgMax" | "ArgMin" => Op::ArgReduce {
+                max: name == "ArgMax",
+                axis: r.int("axis", 0)?,
+                keepdims: r.bool("keepdims", true)?,
+                select_last_index: r.bool("select_last_index", false)?,
+            },
+            "CumSum" => Op::CumSum {
+                axis: r.int_required("axis")?,
+                exclusive: r.bool("exclusive", false)?,
+                reverse: r.bool("reverse", false)?,
+            },
+            "TopK" => Op::TopK {
+                k: positive(name, "k", r.usize("k", 0)?)?,
+                axis: r.int("axis", -1)?,
+                largest: r.bool("largest", true)?,
+                sorted: r.bool("sorted", true)?,
+            },
+            "Tile" => {
+                let repeats = r.usizes_opt("repeats")?.ok_or("Tile needs 'repeats'")?;
+                if repeats.contains(&0) {
+                    return Err(format!("Tile's repeats {repeats:?} contain 0; kiln needs every dimension ≥ 1"));
+                }
+                Op::Tile { repeats }
+            }
+            "GatherElements" => Op::GatherElements { axis: r.int("axis", 0)? },
+            "GatherND" => Op::GatherND { batch_dims: r.usize("batch_dims", 0)? },
+            "ScatterND" => {
+                Op::ScatterND { reduction: ScatterReduction::from_name(name, &r.string("reduction", "none")?)? }
+            }
+            "ScatterElements" => Op::ScatterElements {
+                axis: r.int("axis", 0)?,
+                reduction: ScatterReduction::from_name(name, &r.string("reduction", "none")?)?,
+            },
             "Unsqueeze" => Op::Unsqueeze { axes: r.ints_required("axes")? },
             "Squeeze" => Op::Squeeze { axes: r.ints_opt("axes")? },
             "Expand" => Op::Expand { shape: r.ints_required("shape")? },
@@ -752,7 +892,30 @@ impl Op {
                     w.ints("steps", steps);
                 }
             }
-            Op::Gather { axis } => w.int("axis", *axis, 0),
+            Op::Gather { axis } | Op::GatherElements { axis } => w.int("axis", *axis, 0),
+            Op::ArgReduce { max: _, axis, keepdims, select_last_index } => {
+                w.int("axis", *axis, 0);
+                w.int("keepdims", *keepdims as i64, 1);
+                w.int("select_last_index", *select_last_index as i64, 0);
+            }
+            Op::CumSum { axis, exclusive, reverse } => {
+                w.int_always("axis", *axis);
+                w.int("exclusive", *exclusive as i64, 0);
+                w.int("reverse", *reverse as i64, 0);
+            }
+            Op::TopK { k, axis, largest, sorted } => {
+                w.int_always("k", *k as i64);
+                w.int("axis", *axis, -1);
+                w.int("largest", *largest as i64, 1);
+                w.int("sorted", *sorted as i64, 1);
+            }
+            Op::Tile { repeats } => w.usizes("repeats", repeats),
+            Op::GatherND { batch_dims } => w.int("batch_dims", *batch_dims as i64, 0),
+            Op::ScatterND { reduction } => w.string("reduction", reduction.name(), "none"),
+            Op::ScatterElements { axis, reduction } => {
+                w.int("axis", *axis, 0);
+                w.string("reduction", reduction.name(), "none");
+            }
             Op::Unsqueeze { axes } => w.ints("axes", axes),
             Op::Squeeze { axes } => {
                 if let Some(axes) = axes {
@@ -851,6 +1014,15 @@ mod tests {
                 }
                 "Resize" => {
                     attrs.insert("scales".into(), Attr::Floats(vec![1.0, 1.0, 2.0, 2.0]));
+                }
+                "CumSum" => {
+                    attrs.insert("axis".into(), Attr::Int(0));
+                }
+                "TopK" => {
+                    attrs.insert("k".into(), Attr::Int(2));
+                }
+                "Tile" => {
+                    attrs.insert("repeats".into(), Attr::Ints(vec![1, 2]));
                 }
                 _ => {}
             }

@@ -194,13 +194,16 @@ fn emit(b: &mut FunctionBuilder, op: IntOp, v: &[Value]) -> (Value, Option<Value
 
 /// Defines an i64 reduction: output element `o` folds `x[base[o] + red[k]]` for k = 0, 1, … in
 /// order — the reference's flat order, so a ReduceSum overflows exactly when the reference's
-/// running sum does. Sum starts at 0 (overflow sets the error cell), Max at `i64::MIN`.
+/// running sum does. Sum starts at 0 and Prod at 1 (overflow sets the error cell), Max at
+/// `i64::MIN`, Min at `i64::MAX`.
 /// Arguments: `[out, x, base (i64 offsets, one per output), red (i64 offsets), error cell]`;
 /// rows are output elements; `red_len` is the number of reduced elements per output.
 pub fn reduce(jit: &mut Jit, name: &str, kind: ReduceKind, red_len: usize) -> Result<(), String> {
     let init = match kind {
         ReduceKind::Sum => 0,
         ReduceKind::Max => i64::MIN,
+        ReduceKind::Min => i64::MAX,
+        ReduceKind::Prod => 1,
         other => return Err(format!("{other:?} has no i64 form")),
     };
     jit.define(name, move |b, [args, start, end], _| {
@@ -232,8 +235,11 @@ pub fn reduce(jit: &mut Jit, name: &str, kind: ReduceKind, red_len: usize) -> Re
             let a = b.use_var(acc);
             let next = if kind == ReduceKind::Max {
                 b.ins().smax(a, v)
+            } else if kind == ReduceKind::Min {
+                b.ins().smin(a, v)
             } else {
-                let (s, of) = b.ins().sadd_overflow(a, v);
+                let (s, of) =
+                    if kind == ReduceKind::Prod { b.ins().smul_overflow(a, v) } else { b.ins().sadd_overflow(a, v) };
                 let old = b.use_var(bad);
                 let now = b.ins().bor(old, of);
                 b.def_var(bad, now);

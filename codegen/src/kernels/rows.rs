@@ -132,6 +132,12 @@ fn square(l: &mut Lanes, x: Value) -> Value {
 fn max(l: &mut Lanes, a: Value, b: Value) -> Value {
     l.max(a, b)
 }
+fn min(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.min(a, b)
+}
+fn mul(l: &mut Lanes, a: Value, b: Value) -> Value {
+    l.mul(a, b)
+}
 
 /// What a row kernel's body gets: its input and output row pointers, the row index, and the base
 /// pointers of the kernel's other arguments (`args[2..]`, in order).
@@ -489,7 +495,7 @@ pub fn norm(jit: &mut Jit, name: &str, n: usize, eps: f32, rms: bool, bias: bool
 
 fn finish_reduce(l: &mut Lanes, kind: ReduceKind, acc: Value, count: usize) -> Value {
     match kind {
-        ReduceKind::Sum | ReduceKind::Max => acc,
+        ReduceKind::Sum | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod => acc,
         ReduceKind::Mean => {
             let k = l.c(1.0 / count as f32);
             l.mul(acc, k)
@@ -503,6 +509,10 @@ fn reduce_parts(kind: ReduceKind) -> (f32, Map<'static>, Comb<'static>) {
         ReduceKind::Sum | ReduceKind::Mean => (0.0, &ident, &add),
         ReduceKind::Max => (f32::NEG_INFINITY, &ident, &max),
         ReduceKind::L2 => (0.0, &square, &add),
+        ReduceKind::Min => (f32::INFINITY, &ident, &min),
+        // Accumulates in f32 (the reference in f64): an intermediate product can overflow or
+        // underflow where the f64 one does not; otherwise within n·ulp.
+        ReduceKind::Prod => (1.0, &ident, &mul),
     }
 }
 

@@ -38,7 +38,7 @@
 //!
 //! Storage inside the arena: f32 as f32, bool as f32 0.0/1.0, i64 as i64.
 
-use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, PAD};
+use crate::host::{AxisCopy, Convert, GatherSpec, GemmCall, Im2Col, IndexStep, PAD};
 use crate::jit::Jit;
 use crate::kernels::elementwise::{self as elementwise_kernels, Expr, Fused};
 use crate::kernels::int::{self, IntOp};
@@ -51,6 +51,7 @@ use std::collections::{HashMap, HashSet};
 mod attention;
 mod conv;
 mod elementwise;
+mod index;
 mod linalg;
 mod movement;
 mod norm;
@@ -103,6 +104,9 @@ pub enum StepKind {
     /// Blocked attention (see [`AttentionSpec`]); args: [out, score scratch, q, kt, v] or
     /// [.., bias].
     Attention(std::sync::Arc<AttentionSpec>),
+    /// A gather/scatter, along-axis scan or sort in Rust (see [`IndexStep`]); args: its outputs,
+    /// then its inputs.
+    Index(Box<IndexStep>),
 }
 
 #[derive(Debug, Clone)]
@@ -514,6 +518,7 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         Family::Norm => norm::lower(cx, id, op),
         Family::Reduce => reduce::lower(cx, id, op),
         Family::Movement => movement::lower(cx, id, op),
+        Family::Index => index::lower(cx, id, op),
         Family::Fused => attention::lower(cx, id, op),
     }
 }

@@ -137,6 +137,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         Op::Identity | Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze { .. } | Op::Unsqueeze { .. } => {
             Err(internal(&name, "view op reached the copy path"))
         }
+        Op::Tile { .. } => super::index::lower(cx, id, op),
         _ => Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
     }
 }

@@ -9,6 +9,8 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     let name = node.name.clone();
     match op {
         Op::Reduce { kind, axes, noop_with_empty_axes, .. } => lower_reduce(cx, id, *kind, axes, *noop_with_empty_axes),
+        // Scans and sorts along one axis run as Rust host steps.
+        Op::ArgReduce { .. } | Op::CumSum { .. } | Op::TopK { .. } => super::index::lower(cx, id, op),
         _ => Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
     }
 }
@@ -37,7 +39,7 @@ pub(super) fn lower_reduce(
     };
     match x.dtype {
         DType::F32 => {}
-        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max) => {
+        DType::I64 if matches!(kind, ReduceKind::Sum | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod) => {
             return lower_reduce_i64(cx, id, kind, &reduced);
         }
         other => return Err(internal(&name, format!("{kind:?} over {other} (the IR admits f32, or i64 for Sum/Max)"))),
@@ -65,7 +67,8 @@ pub(super) fn lower_reduce(
         return Ok(());
     }
     // One kernel per block of reduced axes, innermost block first. Chaining is exact for every
-    // kind: Sum and Max compose, Mean of equal-count means is the mean, and L2 of L2s is L2.
+    // kind: Sum, Max, Min and Prod compose, Mean of equal-count means is the mean, and L2 of L2s
+    // is L2.
     let mut cur = src;
     let mut part = 0;
     while let Some(j) = seg.iter().rposition(|s| s.1) {

@@ -108,6 +108,7 @@ pub(crate) fn static_slots(op_type: &str, opset: i64) -> &'static [usize] {
         "Resize" => &[1, 2, 3],
         "GroupNormalization" if opset < 21 => &[1, 2],
         "Upsample" | "Dropout" => &[1, 2],
+        op if super::data_ops::OPS.contains(&op) => super::data_ops::static_slots(op),
         _ => &[],
     }
 }
@@ -445,6 +446,7 @@ pub(crate) fn lower_node(
         }
         "Constant" => Ok(Some(constant(&attrs, &outs)?)),
         "Attention" => Ok(Some(super::attention::lower(ctx, name, node, attrs)?)),
+        op if super::data_ops::OPS.contains(&op) => super::data_ops::lower(ctx, name, op_type, node, attrs),
         _ => Ok(None),
     }
 }

@@ -15,6 +15,7 @@
 //! - Malformed bytes are an error, never a panic (see `fuzz/`).
 
 mod attention;
+mod data_ops;
 mod fold;
 mod import;
 mod lower;

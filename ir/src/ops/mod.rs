@@ -15,6 +15,7 @@ mod conv;
 pub use conv::resize_nearest_sources;
 mod elementwise;
 mod fused;
+mod index;
 mod linalg;
 mod movement;
 mod norm;
@@ -29,6 +30,7 @@ pub enum Family {
     Norm,
     Reduce,
     Movement,
+    Index,
     Fused,
 }
 
@@ -50,7 +52,7 @@ pub fn family(op: &Op) -> Family {
         | Op::EvoNormS0 { .. }
         | Op::EvoNormB0 { .. }
         | Op::RegionNorm { .. } => Family::Norm,
-        Op::Reduce { .. } => Family::Reduce,
+        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::CumSum { .. } | Op::TopK { .. } => Family::Reduce,
         Op::Reshape { .. }
         | Op::Transpose { .. }
         | Op::Concat { .. }
@@ -60,7 +62,11 @@ pub fn family(op: &Op) -> Family {
         | Op::Unsqueeze { .. }
         | Op::Squeeze { .. }
         | Op::Expand { .. }
-        | Op::Flatten { .. } => Family::Movement,
+        | Op::Flatten { .. }
+        | Op::Tile { .. } => Family::Movement,
+        Op::GatherElements { .. } | Op::GatherND { .. } | Op::ScatterND { .. } | Op::ScatterElements { .. } => {
+            Family::Index
+        }
         Op::MaskedSoftmax | Op::Attention { .. } => Family::Fused,
     }
 }
@@ -92,6 +98,7 @@ impl Op {
             Family::Norm => norm::infer(self, inputs),
             Family::Reduce => reduce::infer(self, inputs),
             Family::Movement => movement::infer(self, inputs),
+            Family::Index => index::infer(self, inputs),
             Family::Fused => fused::infer(self, inputs),
         }
     }
@@ -112,6 +119,7 @@ impl Op {
             Family::Norm => norm::eval(self, inputs),
             Family::Reduce => reduce::eval(self, inputs),
             Family::Movement => movement::eval(self, inputs),
+            Family::Index => index::eval(self, inputs),
             Family::Fused => fused::eval(self, inputs),
         }
     }

@@ -1,5 +1,5 @@
 //! Data-movement ops (Reshape, Transpose, Concat, Split, Slice, Gather, Unsqueeze, Squeeze,
-//! Expand, Flatten): shape inference and reference evaluation, for every element type.
+//! Expand, Flatten, Tile): shape inference and reference evaluation, for every element type.
 //!
 //! Each `eval` computes, for every output element, the flat index of the input element it copies,
 //! then gathers; the index arithmetic is validated by `infer`, which `eval` re-runs first so that a
@@ -94,6 +94,19 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
             let a = if *axis < 0 { (axis + r) as usize } else { *axis as usize };
             one(vec![x.shape[..a].iter().product(), x.shape[a..].iter().product()])
         }
+        Op::Tile { repeats } => {
+            if repeats.len() != x.rank() {
+                return Err(format!("Tile has {} repeats for an input of rank {}", repeats.len(), x.rank()));
+            }
+            let shape = x
+                .shape
+                .iter()
+                .zip(repeats)
+                .map(|(&d, &r)| d.checked_mul(r).filter(|_| r >= 1))
+                .collect::<Option<Vec<usize>>>()
+                .ok_or_else(|| format!("Tile's repeats {repeats:?} must be ≥ 1 and keep the shape in range"))?;
+            one(shape)
+        }
         _ => Err(not_in_family(op)),
     }
 }
@@ -178,6 +191,24 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             single(take(x.data(), &idx))
         }
         Op::Expand { .. } => single(take(x.data(), &broadcast_indices(shape, &out_types[0].shape))),
+        Op::Tile { .. } => {
+            // Output coordinate c along an axis of size d reads input coordinate c mod d.
+            let out_shape = &out_types[0].shape;
+            let total: usize = out_shape.iter().product();
+            let mut idx = Vec::with_capacity(total);
+            let mut coord = vec![0usize; out_shape.len()];
+            for _ in 0..total {
+                idx.push(coord.iter().zip(shape).zip(&in_strides).map(|((&c, &d), &s)| (c % d) * s as usize).sum());
+                for j in (0..coord.len()).rev() {
+                    coord[j] += 1;
+                    if coord[j] < out_shape[j] {
+                        break;
+                    }
+                    coord[j] = 0;
+                }
+            }
+            single(take(x.data(), &idx))
+        }
         _ => Err(not_in_family(op)),
     }
 }
@@ -635,6 +666,18 @@ mod tests {
         assert_eq!(run1(&Op::Flatten { axis: -1 }, &x).shape(), [6, 4]);
         assert_eq!(run1(&Op::Flatten { axis: 3 }, &x).shape(), [24, 1]);
         assert!(infer_err(&Op::Flatten { axis: 4 }, &[x.ty()]).contains("out of range"));
+    }
+
+    #[test]
+    fn tile() {
+        let x = iota(&[2, 2]); // [[0,1],[2,3]]
+        let y = run1(&Op::Tile { repeats: vec![2, 3] }, &x);
+        assert_eq!(y.shape(), [4, 6]);
+        assert_eq!(&f(&y)[..6], [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]);
+        assert_eq!(&f(&y)[18..], [2.0, 3.0, 2.0, 3.0, 2.0, 3.0]);
+        let b = Tensor::from_i64([2], vec![7, 8]).unwrap();
+        assert_eq!(run1(&Op::Tile { repeats: vec![2] }, &b).as_i64().unwrap(), [7, 8, 7, 8]);
+        assert!(infer_err(&Op::Tile { repeats: vec![2] }, &[x.ty()]).contains("1 repeats for an input of rank 2"));
     }
 
     #[test]

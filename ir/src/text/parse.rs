@@ -492,7 +492,7 @@ mod tests {
                 "LayerNormalization" | "RMSNormalization" | "UnifiedNorm" => {
                     a(&[("axis", Attr::Int(-2)), ("epsilon", Attr::Float(1e-12))])
                 }
-                "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" => {
+                "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "ReduceMin" | "ReduceProd" => {
                     a(&[("axes", Attr::Ints(vec![])), ("noop_with_empty_axes", Attr::Int(1))])
                 }
                 "Reshape" => a(&[("shape", Attr::Ints(vec![0, -1])), ("allowzero", Attr::Int(1))]),
@@ -514,6 +514,14 @@ mod tests {
                 }
                 "Softmax" | "LogSoftmax" | "Gather" | "Flatten" => a(&[("axis", Attr::Int(-3))]),
                 "Attention" => a(&[("scale", Attr::Float(0.125))]),
+                "ArgMax" | "ArgMin" => a(&[("axis", Attr::Int(-1)), ("select_last_index", Attr::Int(1))]),
+                "CumSum" => a(&[("axis", Attr::Int(1)), ("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))]),
+                "TopK" => a(&[("k", Attr::Int(3)), ("largest", Attr::Int(0)), ("sorted", Attr::Int(0))]),
+                "Tile" => a(&[("repeats", Attr::Ints(vec![2, 1]))]),
+                "GatherElements" => a(&[("axis", Attr::Int(-1))]),
+                "GatherND" => a(&[("batch_dims", Attr::Int(1))]),
+                "ScatterND" => a(&[("reduction", Attr::Str("mul".into()))]),
+                "ScatterElements" => a(&[("axis", Attr::Int(1)), ("reduction", Attr::Str("max".into()))]),
                 _ => Attrs::new(),
             };
             let op = Op::from_parts(name, &attrs).unwrap_or_else(|e| panic!("{name}: {e}"));
