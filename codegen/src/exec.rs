@@ -121,6 +121,7 @@ impl Executable {
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Index(s) => s.label().to_string(),
+                StepKind::Host(k) => k.describe(),
                 StepKind::Attention(a) => format!(
                     "attention ({} blocks of ≤ {} rows × {} keys)",
                     a.batches.len() * a.lq.div_ceil(a.block),
@@ -262,6 +263,7 @@ impl Executable {
                     // against each other; index values are checked inside before any access.
                     unsafe { s.run(&ptrs) }.map_err(|e| fail(&e))?;
                 }
+                StepKind::Host(k) => self.host(k, Ptrs(ptrs)).map_err(fail)?,
             }
             if let (Some(times), Some(start)) = (times.as_deref_mut(), start) {
                 times.push(start.elapsed());
@@ -339,6 +341,19 @@ impl Executable {
             }
         };
         self.split(threads, job)
+    }
+
+    /// Runs a host kernel's units, split into contiguous runs across the pool when it pays.
+    fn host(&self, k: &Arc<dyn crate::spatial::HostKernel>, ptrs: Ptrs) -> Result<(), &'static str> {
+        let units = k.units();
+        let threads = if k.work() < PARALLEL_MIN_ELEMS { 1 } else { self.pool.threads().min(units).max(1) };
+        let (k, p) = (k.clone(), Arc::new(ptrs));
+        self.split(threads, move |c| {
+            let (lo, hi) = chunk(units, threads, c);
+            // SAFETY: the plan sized every argument as the kernel documents; chunks are disjoint
+            // unit ranges, which write disjoint parts of the output.
+            unsafe { k.run(&p.0, lo, hi) };
+        })
     }
 
     /// Runs `job(0..threads)`: inline when there is one chunk, else on the pool.

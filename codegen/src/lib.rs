@@ -20,6 +20,7 @@ pub mod kernels;
 pub mod lower;
 pub mod memplan;
 pub mod pool;
+pub mod spatial;
 pub mod vmath;
 
 #[cfg(test)]

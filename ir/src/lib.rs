@@ -27,7 +27,10 @@ pub use builder::GraphBuilder;
 pub use dtype::{DEFAULT_MEMORY_CAP, DType, MAX_ELEMENTS, TensorType};
 pub use error::{Diagnostic, Error};
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, Value, ValueInfo};
-pub use op::{BinaryOp, CoordTransform, NearestMode, OP_NAMES, Op, PadMode, ReduceKind, ScatterReduction, UnaryOp};
+pub use op::{
+    BinaryOp, CoordTransform, InterpMode, NearestMode, OP_NAMES, Op, PadMode, PoolWindow, ReduceKind, ScatterReduction,
+    UnaryOp,
+};
 pub use suggest::nearest as suggest_nearest;
 pub use tensor::{Tensor, TensorData};
 pub use weights::{Model, Weights};

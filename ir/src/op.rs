@@ -120,6 +120,35 @@ pub enum CoordTransform {
     Asymmetric,
     AlignCorners,
     PytorchHalfPixel,
+    /// half_pixel shifted so that the resized image stays centred when the output size was rounded.
+    HalfPixelSymmetric,
+    /// Samples the region of interest `roi` (normalised start…end per axis); outside the input the
+    /// output is the extrapolation value. Interpolating modes only.
+    TfCropAndResize,
+}
+
+/// Resize's interpolating modes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InterpMode {
+    /// Linear along every axis (bilinear over two resized axes, trilinear over three).
+    Linear,
+    /// Cubic convolution with coefficient `a` (ONNX cubic_coeff_a); `exclude_outside` gives the taps
+    /// outside the input weight 0 and renormalises the rest.
+    Cubic { a: f32, exclude_outside: bool },
+}
+
+impl CoordTransform {
+    /// The ONNX name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CoordTransform::HalfPixel => "half_pixel",
+            CoordTransform::Asymmetric => "asymmetric",
+            CoordTransform::AlignCorners => "align_corners",
+            CoordTransform::PytorchHalfPixel => "pytorch_half_pixel",
+            CoordTransform::HalfPixelSymmetric => "half_pixel_symmetric",
+            CoordTransform::TfCropAndResize => "tf_crop_and_resize",
+        }
+    }
 }
 
 /// Resize's rounding of nearest source coordinates (ONNX names).
@@ -129,6 +158,19 @@ pub enum NearestMode {
     RoundPreferCeil,
     Floor,
     Ceil,
+}
+
+/// The window of a pooling op over the spatial axes (all axes after N and C), one value per
+/// spatial axis; `pads` is ONNX's [x1_begin, x2_begin, …, x1_end, x2_end, …]. `auto_pad` is
+/// resolved to `pads` by the frontend (it needs the input shape).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolWindow {
+    pub kernel_shape: Vec<usize>,
+    pub strides: Vec<usize>,
+    pub pads: Vec<usize>,
+    pub dilations: Vec<usize>,
+    /// Output extents rounded up (a last window that starts in the end padding is dropped).
+    pub ceil_mode: bool,
 }
 
 /// One operator with its attributes.
@@ -159,6 +201,31 @@ pub enum Op {
         dilations: [usize; 2],
         pads: [usize; 4],
         group: usize,
+    },
+    /// ConvTranspose 2-D, NCHW, weights [C, M/group, kH, kW], optional bias [M]:
+    /// y[o·] = Σ x[i·]·w[k·] over o = i·stride + k·dilation − pad_begin, output extent
+    /// stride·(in − 1) + output_padding + dilation·(k − 1) + 1 − pads. `pads` is [top, left, bottom,
+    /// right]; `output_shape` and `auto_pad` are resolved to pads by the frontend.
+    ConvTranspose {
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: [usize; 4],
+        output_padding: [usize; 2],
+        group: usize,
+    },
+    /// Max over each window (padding never wins). Only the values output: ONNX's optional Indices
+    /// output (and so `storage_order`) is refused by the frontend.
+    MaxPool(PoolWindow),
+    /// Mean over each window; the divisor counts the explicit padding when `count_include_pad`,
+    /// never the ceil_mode overhang past it.
+    AveragePool {
+        window: PoolWindow,
+        count_include_pad: bool,
+    },
+    /// (Σ |x|ᵖ)^(1/p) over each window (padding contributes 0).
+    LpPool {
+        window: PoolWindow,
+        p: u32,
     },
     /// `pads` is ONNX's [x1_begin, x2_begin, …, x1_end, x2_end, …]; negative pads crop.
     Pad {
@@ -292,6 +359,18 @@ pub enum Op {
         coordinate_transformation_mode: CoordTransform,
         nearest_mode: NearestMode,
     },
+    /// Resize by interpolation. The output extents are `sizes` when given, else ⌊in·scale⌋; the
+    /// coordinate transformation divides by `scales` when given, else by out/in (both are given
+    /// after keep_aspect_ratio_policy). `roi` ([starts…, ends…], normalised) and the extrapolation
+    /// value are used by tf_crop_and_resize only.
+    ResizeInterp {
+        mode: InterpMode,
+        scales: Option<Vec<f32>>,
+        sizes: Option<Vec<usize>>,
+        coordinate_transformation_mode: CoordTransform,
+        roi: Option<Vec<f32>>,
+        extrapolation_value: f32,
+    },
     /// kiln: Unified Normalization at inference, y = γ·x/√(running_var + ε) + β along `axis`
     /// (inputs x, scale, bias, running_var, each parameter of x's size along `axis`).
     UnifiedNorm {
@@ -375,6 +454,10 @@ pub const OP_NAMES: &[&str] = &[
     "MatMul",
     "Gemm",
     "Conv",
+    "ConvTranspose",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
     "Pad",
     "BatchNormalization",
     "LayerNormalization",
@@ -459,6 +542,10 @@ impl Op {
             Op::MatMul => "MatMul",
             Op::Gemm { .. } => "Gemm",
             Op::Conv { .. } => "Conv",
+            Op::ConvTranspose { .. } => "ConvTranspose",
+            Op::MaxPool(_) => "MaxPool",
+            Op::AveragePool { .. } => "AveragePool",
+            Op::LpPool { .. } => "LpPool",
             Op::Pad { .. } => "Pad",
             Op::BatchNormalization { .. } => "BatchNormalization",
             Op::LayerNormalization { .. } => "LayerNormalization",
@@ -494,7 +581,7 @@ impl Op {
             Op::Squeeze { .. } => "Squeeze",
             Op::Expand { .. } => "Expand",
             Op::Flatten { .. } => "Flatten",
-            Op::Resize { .. } => "Resize",
+            Op::Resize { .. } | Op::ResizeInterp { .. } => "Resize",
             Op::UnifiedNorm { .. } => "UnifiedNorm",
             Op::PowerNorm { .. } => "PowerNorm",
             Op::EvoNormS0 { .. } => "EvoNormS0",
@@ -512,7 +599,8 @@ impl Op {
             Op::Binary(_) | Op::MatMul => (2, 2),
             Op::Where => (3, 3),
             Op::Gemm { .. } => (2, 3),
-            Op::Conv { .. } => (2, 3),
+            Op::Conv { .. } | Op::ConvTranspose { .. } => (2, 3),
+            Op::MaxPool(_) | Op::AveragePool { .. } | Op::LpPool { .. } => (1, 1),
             Op::Pad { .. } => (1, 1),
             Op::BatchNormalization { .. } => (5, 5),
             Op::LayerNormalization { .. } => (2, 3),
@@ -527,7 +615,7 @@ impl Op {
             Op::GatherElements { .. } | Op::GatherND { .. } => (2, 2),
             Op::ScatterND { .. } | Op::ScatterElements { .. } => (3, 3),
             Op::Unsqueeze { .. } | Op::Squeeze { .. } | Op::Expand { .. } | Op::Flatten { .. } => (1, 1),
-            Op::Resize { .. } => (1, 1),
+            Op::Resize { .. } | Op::ResizeInterp { .. } => (1, 1),
             Op::UnifiedNorm { .. } | Op::PowerNorm { .. } => (4, 4),
             Op::EvoNormS0 { .. } => (4, 4),
             Op::EvoNormB0 { .. } => (5, 5),
@@ -627,6 +715,56 @@ impl Op {
                     return Err("Conv's 'group' must be ≥ 1".into());
                 }
                 Op::Conv { strides, dilations, pads, group }
+            }
+            "ConvTranspose" => {
+                let auto_pad = r.string("auto_pad", "NOTSET")?;
+                if auto_pad != "NOTSET" {
+                    return Err(format!(
+                        "ConvTranspose's auto_pad {auto_pad:?} must be resolved to explicit 'pads' by the frontend"
+                    ));
+                }
+                if r.ints_opt("output_shape")?.is_some() {
+                    return Err(
+                        "ConvTranspose's output_shape must be resolved to explicit 'pads' by the frontend".into()
+                    );
+                }
+                r.ignore("kernel_shape");
+                let strides = pair(name, "strides", r.usizes_opt("strides")?, 1)?;
+                let dilations = pair(name, "dilations", r.usizes_opt("dilations")?, 1)?;
+                let output_padding = pair(name, "output_padding", r.usizes_opt("output_padding")?, 0)?;
+                let pads = match r.usizes_opt("pads")? {
+                    None => [0; 4],
+                    Some(p) if p.len() == 4 => [p[0], p[1], p[2], p[3]],
+                    Some(p) => {
+                        return Err(format!("ConvTranspose's 'pads' must have 4 values for 2-D, got {}", p.len()));
+                    }
+                };
+                if strides.contains(&0) || dilations.contains(&0) {
+                    return Err("ConvTranspose's strides and dilations must be ≥ 1".into());
+                }
+                let group = positive(name, "group", r.usize("group", 1)?)?;
+                Op::ConvTranspose { strides, dilations, pads, output_padding, group }
+            }
+            "MaxPool" => {
+                // storage_order only lays out the Indices output, which the frontend refuses.
+                let storage_order = r.int("storage_order", 0)?;
+                if !(0..=1).contains(&storage_order) {
+                    return Err(format!("MaxPool's storage_order must be 0 or 1, got {storage_order}"));
+                }
+                Op::MaxPool(pool_window(name, &mut r)?)
+            }
+            "AveragePool" => {
+                let window = pool_window(name, &mut r)?;
+                Op::AveragePool { window, count_include_pad: r.bool("count_include_pad", false)? }
+            }
+            "LpPool" => {
+                let window = pool_window(name, &mut r)?;
+                let p = r.int("p", 2)?;
+                let p = u32::try_from(p)
+                    .ok()
+                    .filter(|&p| (1..=64).contains(&p))
+                    .ok_or_else(|| format!("LpPool's p must be in 1..=64, got {p}"))?;
+                Op::LpPool { window, p }
             }
             "Pad" => {
                 let mode = match r.string("mode", "constant")?.as_str() {
@@ -743,32 +881,64 @@ impl Op {
             "Flatten" => Op::Flatten { axis: r.int("axis", 1)? },
             "Resize" => {
                 let mode = r.string("mode", "nearest")?;
-                if mode != "nearest" {
-                    return Err(format!("Resize supports mode \"nearest\" only, got {mode:?}"));
+                if r.int("antialias", 0)? != 0 {
+                    return Err("Resize with antialias = 1 is not supported".into());
                 }
-                let coordinate_transformation_mode = match r
-                    .string("coordinate_transformation_mode", "half_pixel")?
-                    .as_str()
-                {
-                    "half_pixel" => CoordTransform::HalfPixel,
-                    "asymmetric" => CoordTransform::Asymmetric,
-                    "align_corners" => CoordTransform::AlignCorners,
-                    "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
-                    other => return Err(format!("Resize's coordinate_transformation_mode {other:?} is not supported")),
-                };
-                let nearest_mode = match r.string("nearest_mode", "round_prefer_floor")?.as_str() {
-                    "round_prefer_floor" => NearestMode::RoundPreferFloor,
-                    "round_prefer_ceil" => NearestMode::RoundPreferCeil,
-                    "floor" => NearestMode::Floor,
-                    "ceil" => NearestMode::Ceil,
-                    other => return Err(format!("Resize's nearest_mode {other:?} is not supported")),
-                };
+                let coordinate_transformation_mode =
+                    match r.string("coordinate_transformation_mode", "half_pixel")?.as_str() {
+                        "half_pixel" => CoordTransform::HalfPixel,
+                        "asymmetric" => CoordTransform::Asymmetric,
+                        "align_corners" => CoordTransform::AlignCorners,
+                        "pytorch_half_pixel" => CoordTransform::PytorchHalfPixel,
+                        "half_pixel_symmetric" => CoordTransform::HalfPixelSymmetric,
+                        "tf_crop_and_resize" if mode != "nearest" => CoordTransform::TfCropAndResize,
+                        other => {
+                            return Err(format!(
+                                "Resize's coordinate_transformation_mode {other:?} is not supported in mode {mode:?}"
+                            ));
+                        }
+                    };
                 let scales = r.floats_opt("scales")?;
                 let sizes = r.usizes_opt("sizes")?;
-                if scales.is_some() == sizes.is_some() {
-                    return Err("Resize needs exactly one of 'scales' and 'sizes'".into());
+                let mode = match mode.as_str() {
+                    "nearest" => None,
+                    "linear" => Some(InterpMode::Linear),
+                    "cubic" => Some(InterpMode::Cubic {
+                        a: r.float("cubic_coeff_a", -0.75)?,
+                        exclude_outside: r.bool("exclude_outside", false)?,
+                    }),
+                    other => return Err(format!("Resize's mode must be nearest, linear or cubic, got {other:?}")),
+                };
+                match mode {
+                    None => {
+                        let nearest_mode = match r.string("nearest_mode", "round_prefer_floor")?.as_str() {
+                            "round_prefer_floor" => NearestMode::RoundPreferFloor,
+                            "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                            "floor" => NearestMode::Floor,
+                            "ceil" => NearestMode::Ceil,
+                            other => return Err(format!("Resize's nearest_mode {other:?} is not supported")),
+                        };
+                        if scales.is_some() == sizes.is_some() {
+                            return Err("Resize needs exactly one of 'scales' and 'sizes'".into());
+                        }
+                        Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode }
+                    }
+                    Some(mode) => {
+                        // nearest_mode only rounds nearest coordinates.
+                        r.ignore("nearest_mode");
+                        if scales.is_none() && sizes.is_none() {
+                            return Err("Resize needs 'scales' or 'sizes'".into());
+                        }
+                        Op::ResizeInterp {
+                            mode,
+                            scales,
+                            sizes,
+                            coordinate_transformation_mode,
+                            roi: r.floats_opt("roi")?,
+                            extrapolation_value: r.float("extrapolation_value", 0.0)?,
+                        }
+                    }
                 }
-                Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode }
             }
             "UnifiedNorm" => Op::UnifiedNorm { axis: r.int("axis", -1)?, epsilon: r.float("epsilon", 1e-5)? },
             "PowerNorm" => Op::PowerNorm {
@@ -833,6 +1003,30 @@ impl Op {
                     w.usizes("pads", pads);
                 }
                 w.int("group", *group as i64, 1);
+            }
+            Op::ConvTranspose { strides, dilations, pads, output_padding, group } => {
+                if strides != &[1, 1] {
+                    w.usizes("strides", strides);
+                }
+                if dilations != &[1, 1] {
+                    w.usizes("dilations", dilations);
+                }
+                if pads != &[0; 4] {
+                    w.usizes("pads", pads);
+                }
+                if output_padding != &[0, 0] {
+                    w.usizes("output_padding", output_padding);
+                }
+                w.int("group", *group as i64, 1);
+            }
+            Op::MaxPool(window) => pool_window_parts(&mut w, window),
+            Op::AveragePool { window, count_include_pad } => {
+                pool_window_parts(&mut w, window);
+                w.int("count_include_pad", *count_include_pad as i64, 0);
+            }
+            Op::LpPool { window, p } => {
+                pool_window_parts(&mut w, window);
+                w.int("p", *p as i64, 2);
             }
             Op::Pad { mode, pads, value } => {
                 let mode = match mode {
@@ -931,13 +1125,7 @@ impl Op {
                 if let Some(sizes) = sizes {
                     w.usizes("sizes", sizes);
                 }
-                let ctm = match coordinate_transformation_mode {
-                    CoordTransform::HalfPixel => "half_pixel",
-                    CoordTransform::Asymmetric => "asymmetric",
-                    CoordTransform::AlignCorners => "align_corners",
-                    CoordTransform::PytorchHalfPixel => "pytorch_half_pixel",
-                };
-                w.string("coordinate_transformation_mode", ctm, "half_pixel");
+                w.string("coordinate_transformation_mode", coordinate_transformation_mode.name(), "half_pixel");
                 let nm = match nearest_mode {
                     NearestMode::RoundPreferFloor => "round_prefer_floor",
                     NearestMode::RoundPreferCeil => "round_prefer_ceil",
@@ -945,6 +1133,27 @@ impl Op {
                     NearestMode::Ceil => "ceil",
                 };
                 w.string("nearest_mode", nm, "round_prefer_floor");
+            }
+            Op::ResizeInterp { mode, scales, sizes, coordinate_transformation_mode, roi, extrapolation_value } => {
+                match mode {
+                    InterpMode::Linear => w.string("mode", "linear", ""),
+                    InterpMode::Cubic { a, exclude_outside } => {
+                        w.string("mode", "cubic", "");
+                        w.float("cubic_coeff_a", *a, -0.75);
+                        w.int("exclude_outside", *exclude_outside as i64, 0);
+                    }
+                }
+                if let Some(scales) = scales {
+                    w.floats("scales", scales);
+                }
+                if let Some(sizes) = sizes {
+                    w.usizes("sizes", sizes);
+                }
+                w.string("coordinate_transformation_mode", coordinate_transformation_mode.name(), "half_pixel");
+                if let Some(roi) = roi {
+                    w.floats("roi", roi);
+                }
+                w.float("extrapolation_value", *extrapolation_value, 0.0);
             }
             Op::PowerNorm { groups, epsilon, group_epsilon } => {
                 w.int("groups", *groups as i64, 1);
@@ -970,6 +1179,52 @@ fn pair(op: &str, attr: &str, value: Option<Vec<usize>>, default: usize) -> Resu
         Some(v) if v.len() == 2 => Ok([v[0], v[1]]),
         Some(v) => Err(format!("{op}'s '{attr}' must have 2 values for 2-D, got {}", v.len())),
     }
+}
+
+/// The window attributes every pooling op shares; `kernel_shape` fixes the spatial rank and the
+/// others default to it.
+fn pool_window(op: &str, r: &mut AttrReader<'_>) -> Result<PoolWindow, String> {
+    let auto_pad = r.string("auto_pad", "NOTSET")?;
+    if auto_pad != "NOTSET" {
+        return Err(format!("{op}'s auto_pad {auto_pad:?} must be resolved to explicit 'pads' by the frontend"));
+    }
+    let kernel_shape = r.usizes_opt("kernel_shape")?.ok_or_else(|| format!("{op} needs 'kernel_shape'"))?;
+    let rank = kernel_shape.len();
+    if rank == 0 || kernel_shape.contains(&0) {
+        return Err(format!("{op}'s kernel_shape must be one or more positive sizes, got {kernel_shape:?}"));
+    }
+    let mut per_axis = |attr: &'static str, count: usize, default: usize| -> Result<Vec<usize>, String> {
+        match r.usizes_opt(attr)? {
+            None => Ok(vec![default; count]),
+            Some(v) if v.len() == count => Ok(v),
+            Some(v) => {
+                Err(format!("{op}'s '{attr}' must have {count} values for a {rank}-D kernel_shape, got {}", v.len()))
+            }
+        }
+    };
+    let strides = per_axis("strides", rank, 1)?;
+    let pads = per_axis("pads", 2 * rank, 0)?;
+    let dilations = per_axis("dilations", rank, 1)?;
+    if strides.contains(&0) || dilations.contains(&0) {
+        return Err(format!("{op}'s strides and dilations must be ≥ 1"));
+    }
+    let ceil_mode = r.bool("ceil_mode", false)?;
+    Ok(PoolWindow { kernel_shape, strides, pads, dilations, ceil_mode })
+}
+
+fn pool_window_parts(w: &mut AttrWriter, window: &PoolWindow) {
+    let PoolWindow { kernel_shape, strides, pads, dilations, ceil_mode } = window;
+    w.usizes("kernel_shape", kernel_shape);
+    if strides.iter().any(|&s| s != 1) {
+        w.usizes("strides", strides);
+    }
+    if pads.iter().any(|&p| p != 0) {
+        w.usizes("pads", pads);
+    }
+    if dilations.iter().any(|&d| d != 1) {
+        w.usizes("dilations", dilations);
+    }
+    w.int("ceil_mode", *ceil_mode as i64, 0);
 }
 
 fn positive(op: &str, attr: &str, value: usize) -> Result<usize, String> {
@@ -1023,6 +1278,12 @@ mod tests {
                 }
                 "Tile" => {
                     attrs.insert("repeats".into(), Attr::Ints(vec![1, 2]));
+                }
+                "MaxPool" | "AveragePool" | "LpPool" => {
+                    attrs.insert("kernel_shape".into(), Attr::Ints(vec![3, 3]));
+                    attrs.insert("strides".into(), Attr::Ints(vec![2, 2]));
+                    attrs.insert("pads".into(), Attr::Ints(vec![1, 1, 1, 1]));
+                    attrs.insert("ceil_mode".into(), Attr::Int(1));
                 }
                 _ => {}
             }

@@ -1,8 +1,9 @@
-//! Convolution (im2col + GEMM), Pad and Resize (table-driven copies).
+//! Convolution (im2col + GEMM), ConvTranspose (GEMM + col2im host kernel), Pad and nearest
+//! Resize (table-driven copies), interpolating Resize (host kernel).
 
 use super::*;
 
-/// Conv, Pad and Resize.
+/// Conv, ConvTranspose, Pad and Resize.
 pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     let graph = cx.graph;
     let node = graph.node(id);
@@ -20,6 +21,27 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         Op::Resize { .. } => {
             let copy = resize_copy(op, &in_ty(0), &out_ty).map_err(|e| internal(&name, e))?;
             copy_step(cx, id, vec![out_v], vec![copy], ins[0])
+        }
+        Op::ResizeInterp { .. } => {
+            let spec = crate::spatial::ResizeSpec::new(op, &in_ty(0).shape).map_err(|e| internal(&name, e))?;
+            let args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?];
+            cx.steps.push(Step { label: name, kind: StepKind::Host(std::sync::Arc::new(spec)), args, n_writes: 1 });
+            Ok(())
+        }
+        Op::ConvTranspose { .. } => {
+            let shapes: Vec<Vec<usize>> = (0..ins.len()).map(|k| in_ty(k).shape).collect();
+            let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            let spec = crate::spatial::ConvTransposeSpec::new(op, &shapes).map_err(|e| internal(&name, e))?;
+            if out_ty.shape != [spec.n, spec.m, spec.oh, spec.ow] {
+                return Err(internal(&name, "ConvTranspose output shape mismatch"));
+            }
+            let cols = cx.new_buf(&TensorType::f32([spec.cols_len()]));
+            let mut args = vec![cx.out_buf(out_v), cols];
+            for v in &ins {
+                args.push(cx.input(*v, &name)?);
+            }
+            cx.steps.push(Step { label: name, kind: StepKind::Host(std::sync::Arc::new(spec)), args, n_writes: 2 });
+            Ok(())
         }
         _ => Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
     }

@@ -55,6 +55,7 @@ mod index;
 mod linalg;
 mod movement;
 mod norm;
+mod pool;
 mod reduce;
 
 use elementwise::lower_fused;
@@ -107,6 +108,9 @@ pub enum StepKind {
     /// A gather/scatter, along-axis scan or sort in Rust (see [`IndexStep`]); args: its outputs,
     /// then its inputs.
     Index(Box<IndexStep>),
+    /// A Rust host kernel over independent work units (pooling, ConvTranspose, interpolating
+    /// Resize: `crate::spatial`); args as the kernel documents.
+    Host(std::sync::Arc<dyn crate::spatial::HostKernel>),
 }
 
 #[derive(Debug, Clone)]
@@ -514,7 +518,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     match family(op) {
         Family::Elementwise => elementwise::lower(cx, id, op),
         Family::Linalg => linalg::lower(cx, id, op),
-        Family::Conv => conv::lower(cx, id, op),
+        Family::Conv | Family::Resize => conv::lower(cx, id, op),
+        Family::Pool => pool::lower(cx, id, op),
         Family::Norm => norm::lower(cx, id, op),
         Family::Reduce => reduce::lower(cx, id, op),
         Family::Movement => movement::lower(cx, id, op),

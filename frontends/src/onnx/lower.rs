@@ -94,6 +94,17 @@ pub const ONNX_OPS: &[&str] = &[
     "Unsqueeze",
     "Upsample",
     "Where",
+    // Spatial ops, imported by spatial.rs (its SPATIAL_OPS).
+    "AveragePool",
+    "ConvTranspose",
+    "DepthToSpace",
+    "GlobalAveragePool",
+    "GlobalLpPool",
+    "GlobalMaxPool",
+    "LRN",
+    "LpPool",
+    "MaxPool",
+    "SpaceToDepth",
 ];
 
 /// The input positions of an op that kiln reads at load time (static parameters).
@@ -104,7 +115,7 @@ pub(crate) fn static_slots(op_type: &str, opset: i64) -> &'static [usize] {
         "ReduceMean" | "ReduceSum" | "ReduceMax" | "ReduceL2" | "Reshape" | "Expand" | "Split" | "Unsqueeze"
         | "Squeeze" => &[1],
         "Slice" => &[1, 2, 3, 4],
-        // roi (1) is only used by tf_crop_and_resize, which kiln refuses, but it must not be a run-time input.
+        // roi (1) is only used by tf_crop_and_resize, but it must not be a run-time input either.
         "Resize" => &[1, 2, 3],
         "GroupNormalization" if opset < 21 => &[1, 2],
         "Upsample" | "Dropout" => &[1, 2],
@@ -314,6 +325,8 @@ pub(crate) fn lower_node(
             }
             single(op_type, &attrs, data(1))
         }
+        "Conv" if rank_of(ctx, node, 0)? != 4 => super::spatial::lower(ctx, name, op_type, node, attrs),
+        op if super::spatial::SPATIAL_OPS.contains(&op) => super::spatial::lower(ctx, name, op_type, node, attrs),
         "Conv" => {
             resolve_auto_pad(ctx, node, &mut attrs)?;
             single(op_type, &attrs, ins.clone())
@@ -546,67 +559,96 @@ fn resolve_auto_pad(ctx: &Ctx, node: &NodeProto, attrs: &mut Attrs) -> Result<()
     Ok(())
 }
 
-/// Resize's scales/sizes inputs (and opset-18 `axes`) → kiln attributes over every axis. Only the
-/// attributes that do not change nearest-mode results at their defaults are dropped.
+/// Resize's roi/scales/sizes inputs (and opset-18 `axes`, `keep_aspect_ratio_policy`) → kiln
+/// attributes over every axis. Attributes that do not apply to the mode are dropped (ONNX ignores
+/// them too).
 fn resolve_resize(ctx: &Ctx, node: &NodeProto, attrs: &mut Attrs) -> Result<(), String> {
+    let mode = match attrs.get("mode") {
+        None => "nearest".to_string(),
+        Some(Attr::Str(m)) => m.clone(),
+        Some(other) => return Err(format!("Resize's 'mode' must be a string, got {other}")),
+    };
+    let crop = matches!(attrs.get("coordinate_transformation_mode"), Some(Attr::Str(c)) if c == "tf_crop_and_resize");
     let scales = static_floats(ctx, node, 2, "scales")?.filter(|s| !s.is_empty());
     let sizes = static_ints(ctx, node, 3, "sizes")?.filter(|s| !s.is_empty());
+    let roi = if crop { static_floats(ctx, node, 1, "roi")?.filter(|r| !r.is_empty()) } else { None };
     let axes = match attrs.remove("axes") {
         None => None,
         Some(Attr::Ints(a)) => Some(a),
         Some(other) => return Err(format!("Resize's 'axes' must be a list of ints, got {other}")),
     };
-    for (key, default) in [("antialias", 0i64), ("exclude_outside", 0)] {
-        match attrs.get(key) {
-            None => {}
-            Some(Attr::Int(v)) if *v == default => {
-                attrs.remove(key);
-            }
-            Some(other) => return Err(format!("Resize with {key} = {other} is not supported")),
-        }
+    if mode != "cubic" {
+        attrs.remove("cubic_coeff_a");
+        attrs.remove("exclude_outside");
     }
-    // Only used by the cubic mode and by tf_crop_and_resize, both of which from_parts refuses.
-    attrs.remove("cubic_coeff_a");
-    attrs.remove("extrapolation_value");
-    match attrs.remove("keep_aspect_ratio_policy") {
-        None => {}
-        Some(Attr::Str(p)) if p == "stretch" || sizes.is_none() => {}
-        Some(other) => return Err(format!("Resize with keep_aspect_ratio_policy {other} is not supported")),
+    if !crop {
+        attrs.remove("extrapolation_value");
     }
-    let expand = |values_len: usize| -> Result<Option<(usize, Vec<usize>)>, String> {
-        let Some(axes) = &axes else { return Ok(None) };
-        let rank = rank_of(ctx, node, 0)?;
-        if axes.len() != values_len {
-            return Err(format!("Resize has {} axes but {values_len} scales or sizes", axes.len()));
-        }
-        let axes = axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Some((rank, axes)))
+    let policy = match attrs.remove("keep_aspect_ratio_policy") {
+        None => "stretch".to_string(),
+        Some(Attr::Str(p)) => p,
+        Some(other) => return Err(format!("Resize's 'keep_aspect_ratio_policy' must be a string, got {other}")),
     };
+    let shape = shape_of(ctx, node, 0)?.to_vec();
+    let rank = shape.len();
+    // The axes the scales/sizes/roi values are for, in order.
+    let given_axes: Vec<usize> = match &axes {
+        None => (0..rank).collect(),
+        Some(axes) => axes.iter().map(|&a| norm_axis(a, rank)).collect::<Result<Vec<_>, _>>()?,
+    };
+    let check_len = |what: &str, len: usize, per_axis: usize| -> Result<(), String> {
+        if len != per_axis * given_axes.len() {
+            return Err(format!("Resize has {len} {what} for {} axes", given_axes.len()));
+        }
+        Ok(())
+    };
+    if let Some(roi) = roi {
+        check_len("roi values", roi.len(), 2)?;
+        let n = given_axes.len();
+        let mut full: Vec<f32> = [vec![0.0; rank], vec![1.0; rank]].concat();
+        for (k, &a) in given_axes.iter().enumerate() {
+            full[a] = roi[k];
+            full[rank + a] = roi[n + k];
+        }
+        attrs.insert("roi".into(), Attr::Floats(full));
+    }
     if let Some(scales) = scales {
-        let scales = match expand(scales.len())? {
-            None => scales,
-            Some((rank, axes)) => {
-                let mut full = vec![1.0; rank];
-                for (s, a) in scales.into_iter().zip(axes) {
-                    full[a] = s;
-                }
-                full
-            }
-        };
-        attrs.insert("scales".into(), Attr::Floats(scales));
+        check_len("scales", scales.len(), 1)?;
+        let mut full = vec![1.0; rank];
+        for (&s, &a) in scales.iter().zip(&given_axes) {
+            full[a] = s;
+        }
+        attrs.insert("scales".into(), Attr::Floats(full));
     }
     if let Some(sizes) = sizes {
-        let sizes = match expand(sizes.len())? {
-            None => sizes,
-            Some((_, axes)) => {
-                let mut full: Vec<i64> = shape_of(ctx, node, 0)?.iter().map(|&d| d as i64).collect();
-                for (s, a) in sizes.into_iter().zip(axes) {
-                    full[a] = s;
+        check_len("sizes", sizes.len(), 1)?;
+        let mut full: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+        for (&s, &a) in sizes.iter().zip(&given_axes) {
+            full[a] = s;
+        }
+        match policy.as_str() {
+            "stretch" => {}
+            "not_larger" | "not_smaller" if mode != "nearest" => {
+                // One scale for every given axis, the smallest (largest) sizes/in, and sizes
+                // rounded from it (ONNX: round(scale·in)); the coordinates use that scale.
+                let ratios = given_axes.iter().map(|&a| full[a] as f64 / shape[a].max(1) as f64);
+                let scale = if policy == "not_larger" {
+                    ratios.fold(f64::INFINITY, f64::min)
+                } else {
+                    ratios.fold(0.0, f64::max)
+                };
+                let mut scales = vec![1.0f32; rank];
+                for &a in &given_axes {
+                    full[a] = (scale * shape[a] as f64 + 0.5).floor() as i64;
+                    scales[a] = scale as f32;
                 }
-                full
+                attrs.insert("scales".into(), Attr::Floats(scales));
             }
-        };
-        attrs.insert("sizes".into(), Attr::Ints(sizes));
+            other => {
+                return Err(format!("Resize's keep_aspect_ratio_policy {other:?} is not supported in mode {mode:?}"));
+            }
+        }
+        attrs.insert("sizes".into(), Attr::Ints(full));
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod data_ops;
 mod fold;
 mod import;
 mod lower;
+mod spatial;
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub(crate) mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));

@@ -1,4 +1,4 @@
-//! Spatial ops: Conv (2-D NCHW), Pad (constant/reflect/edge, negative pads crop) and nearest
+//! Spatial ops: Conv and ConvTranspose (2-D NCHW), Pad (constant/reflect/edge, negative pads crop) and nearest
 //! Resize (ONNX coordinate transformations and rounding modes).
 
 use super::{expect_f32, not_in_family};
@@ -12,6 +12,11 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
             expect_f32(op, inputs)?;
             let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
             Ok(vec![TensorType::f32(conv_shape(op, &shapes)?.out)])
+        }
+        Op::ConvTranspose { .. } => {
+            expect_f32(op, inputs)?;
+            let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+            Ok(vec![TensorType::f32(conv_transpose_shape(op, &shapes)?.out)])
         }
         Op::Pad { mode, pads, .. } => {
             let axes = pad_axes(*mode, pads, &inputs[0].shape)?;
@@ -28,6 +33,7 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
 pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     match op {
         Op::Conv { .. } => Ok(vec![eval_conv(op, inputs)?]),
+        Op::ConvTranspose { .. } => Ok(vec![eval_conv_transpose(op, inputs)?]),
         Op::Pad { mode, pads, value } => {
             let x = inputs[0];
             let axes = pad_axes(*mode, pads, x.shape())?;
@@ -161,6 +167,126 @@ fn eval_conv(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
             }
         }
     }
+    Tensor::from_f32(s.out, out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// ConvTranspose
+
+/// Shapes of a ConvTranspose: input [N, C, H, W], weight [C, M/group, kH, kW], output
+/// [N, M, OH, OW].
+pub struct ConvTransposeShape {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub m: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub out: Vec<usize>,
+}
+
+/// Validates a ConvTranspose's operands and gives its shapes (shared with the JIT).
+pub fn conv_transpose_shape(op: &Op, shapes: &[&[usize]]) -> Result<ConvTransposeShape, String> {
+    let Op::ConvTranspose { strides, dilations, pads, output_padding, group } = op else {
+        return Err(not_in_family(op));
+    };
+    let (x, wt) = (shapes[0], shapes[1]);
+    if x.len() != 4 {
+        return Err(format!(
+            "ConvTranspose is 2-D here (rank-4 NCHW input; 1-D is imported through it), got an input of rank {}",
+            x.len()
+        ));
+    }
+    if wt.len() != 4 {
+        return Err(format!("ConvTranspose's weight must be rank 4 [C, M/group, kH, kW], got {}", ShapeDisplay(wt)));
+    }
+    let (n, c, h, w) = (x[0], x[1], x[2], x[3]);
+    let (wc, mg, kh, kw) = (wt[0], wt[1], wt[2], wt[3]);
+    if *group == 0 || c % group != 0 {
+        return Err(format!("ConvTranspose's input channels {c} are not divisible by group {group}"));
+    }
+    if wc != c {
+        return Err(format!("ConvTranspose's weight {} needs dimension 0 = C = {c}, got {wc}", ShapeDisplay(wt)));
+    }
+    let m = mg * group;
+    if let Some(b) = shapes.get(2)
+        && *b != [m]
+    {
+        return Err(format!("ConvTranspose's bias must be [{m}] (one per output channel), got {}", ShapeDisplay(b)));
+    }
+    // Output extent: s·(in − 1) + output_padding + d·(k − 1) + 1 − pads, in i128 so no
+    // attribute value overflows.
+    let extent = |axis: &str, size: usize, k: usize, s: usize, d: usize, op: usize, p0: usize, p1: usize| {
+        if k == 0 || size == 0 {
+            return Err(format!("ConvTranspose has an empty input or kernel along {axis}"));
+        }
+        if op >= s.max(d) {
+            return Err(format!(
+                "ConvTranspose's output_padding {op} along {axis} must be smaller than the stride {s} or the dilation {d}"
+            ));
+        }
+        let full = s as i128 * (size as i128 - 1) + op as i128 + d as i128 * (k as i128 - 1) + 1;
+        let out = full - p0 as i128 - p1 as i128;
+        if out < 1 {
+            return Err(format!("ConvTranspose's pads {p0}, {p1} along {axis} leave no output (full extent {full})"));
+        }
+        if full > 1 << 40 || out > MAX_ELEMENTS as i128 {
+            return Err(format!("ConvTranspose's output {axis} {out} is too large"));
+        }
+        Ok(out as usize)
+    };
+    let oh = extent("H", h, kh, strides[0], dilations[0], output_padding[0], pads[0], pads[2])?;
+    let ow = extent("W", w, kw, strides[1], dilations[1], output_padding[1], pads[1], pads[3])?;
+    Ok(ConvTransposeShape { n, c, h, w, m, kh, kw, out: vec![n, m, oh, ow] })
+}
+
+fn eval_conv_transpose(op: &Op, inputs: &[&Tensor]) -> Result<Tensor, String> {
+    let Op::ConvTranspose { strides, dilations, pads, group, .. } = op else {
+        return Err(not_in_family(op));
+    };
+    let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    let s = conv_transpose_shape(op, &shapes)?;
+    let data: Vec<&[f32]> =
+        inputs.iter().map(|t| t.as_f32().ok_or("ConvTranspose needs f32 inputs")).collect::<Result<_, _>>()?;
+    let (x, wt, bias) = (data[0], data[1], data.get(2));
+    let (oh, ow) = (s.out[2], s.out[3]);
+    let (cg, mg) = (s.c / group, s.m / group);
+    // The direct definition, scattered from each input element: y[b, g·mg + m, oy, ox] +=
+    // x[b, g·cg + c, iy, ix]·w[g·cg + c, m, ky, kx] where oy = iy·s + ky·d − pad_top.
+    let mut acc = vec![0.0f64; s.n * s.m * oh * ow];
+    for b in 0..s.n {
+        for ci in 0..s.c {
+            let g = ci / cg;
+            for om in 0..mg {
+                let oc = g * mg + om;
+                for iy in 0..s.h {
+                    for ix in 0..s.w {
+                        let xv = x[((b * s.c + ci) * s.h + iy) * s.w + ix] as f64;
+                        for ky in 0..s.kh {
+                            let oy = (iy * strides[0] + ky * dilations[0]) as i64 - pads[0] as i64;
+                            if oy < 0 || oy >= oh as i64 {
+                                continue;
+                            }
+                            for kx in 0..s.kw {
+                                let ox = (ix * strides[1] + kx * dilations[1]) as i64 - pads[1] as i64;
+                                if ox < 0 || ox >= ow as i64 {
+                                    continue;
+                                }
+                                let wv = wt[((ci * mg + om) * s.kh + ky) * s.kw + kx] as f64;
+                                acc[((b * s.m + oc) * oh + oy as usize) * ow + ox as usize] += xv * wv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let out = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (v + bias.map_or(0.0, |bv| bv[(i / (oh * ow)) % s.m] as f64)) as f32)
+        .collect();
     Tensor::from_f32(s.out, out)
 }
 
@@ -317,6 +443,12 @@ impl ResizeAxis {
                     CoordTransform::Asymmetric => x / self.scale,
                     CoordTransform::AlignCorners if self.out == 1 => 0.0,
                     CoordTransform::AlignCorners => x * (len_in - 1.0) / (len_out - 1.0),
+                    CoordTransform::HalfPixelSymmetric => {
+                        let adjustment = len_out / (self.scale * len_in);
+                        len_in / 2.0 * (1.0 - adjustment) + (x + 0.5) / self.scale - 0.5
+                    }
+                    // Refused for nearest by `resize_axes`.
+                    CoordTransform::TfCropAndResize => 0.0,
                 };
                 let fl = orig.floor();
                 let frac = orig - fl;
@@ -337,9 +469,12 @@ impl ResizeAxis {
 }
 
 fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
-    let Op::Resize { scales, sizes, .. } = op else {
+    let Op::Resize { scales, sizes, coordinate_transformation_mode: ctm, .. } = op else {
         return Err(not_in_family(op));
     };
+    if *ctm == CoordTransform::TfCropAndResize {
+        return Err("Resize's tf_crop_and_resize needs mode linear or cubic".into());
+    }
     let rank = shape.len();
     match (scales, sizes) {
         (Some(scales), None) => {
@@ -506,6 +641,60 @@ mod tests {
         assert!(err.contains("kernel spans 7 along H"), "{err}");
         let err = infer_err(&conv([1, 1], [1, 1], [usize::MAX; 4], 1), &[&[1, 1, 5, 5], &[1, 1, 3, 3]]);
         assert!(err.contains("too large"), "{err}");
+    }
+
+    fn conv_t(strides: [usize; 2], pads: [usize; 4], output_padding: [usize; 2], group: usize) -> Op {
+        Op::ConvTranspose { strides, dilations: [1, 1], pads, output_padding, group }
+    }
+
+    #[test]
+    fn conv_transpose_onnx_doc_example() {
+        // The ONNX operator doc's example: x = 0..9 as 3×3, W = ones [1, 2, 3, 3] → 5×5 per channel.
+        let x = t(&[1, 1, 3, 3], &(0..9).map(|i| i as f32).collect::<Vec<_>>());
+        let w = t(&[1, 2, 3, 3], &[1.0; 18]);
+        let r = run(&conv_t([1, 1], [0; 4], [0, 0], 1), &[&x, &w]);
+        assert_eq!(r.shape(), &[1, 2, 5, 5]);
+        let plane = [
+            0., 1., 3., 3., 2., 3., 8., 15., 12., 7., 9., 21., 36., 27., 15., 9., 20., 33., 24., 13., 6., 13., 21.,
+            15., 8.,
+        ];
+        assert_eq!(&r.as_f32().unwrap()[..25], &plane);
+        assert_eq!(&r.as_f32().unwrap()[25..], &plane);
+        // Stride 2 with output_padding 1 and pads 1 (the usual ×2 upsampler): 3 → 2·2 + 1 + 3 − 2 = 6,
+        // and a bias per output channel.
+        let b = t(&[2], &[10.0, 20.0]);
+        let r = run(&conv_t([2, 2], [1, 1, 1, 1], [1, 1], 1), &[&x, &w, &b]);
+        assert_eq!(r.shape(), &[1, 2, 6, 6]);
+        // Output (0, 0) ← input (0, 0)·w(1, 1) only (oy = iy·2 + ky − 1 = 0 → iy = 0, ky = 1).
+        assert_eq!(r.as_f32().unwrap()[0], 10.0);
+        // Output (1, 1) ← inputs (0..2, 0..2) with ky, kx ∈ {2, 0}: x(0,0) + x(0,1) + x(1,0) + x(1,1).
+        assert_eq!(r.as_f32().unwrap()[7], 10.0 + 0.0 + 1.0 + 3.0 + 4.0);
+    }
+
+    #[test]
+    fn conv_transpose_groups_split_channels() {
+        // Two groups of one channel each: each output channel sees only its own input channel.
+        let x = t(&[1, 2, 1, 1], &[2.0, 3.0]);
+        let w = t(&[2, 1, 1, 1], &[5.0, 7.0]);
+        let r = run(&conv_t([1, 1], [0; 4], [0, 0], 2), &[&x, &w]);
+        assert_eq!(r.as_f32().unwrap(), &[10.0, 21.0]);
+    }
+
+    #[test]
+    fn conv_transpose_errors() {
+        let c = conv_t([1, 1], [0; 4], [0, 0], 1);
+        assert!(infer_err(&c, &[&[1, 1, 5], &[1, 1, 3]]).contains("rank 3"));
+        assert!(infer_err(&c, &[&[1, 2, 3, 3], &[1, 1, 3, 3]]).contains("dimension 0 = C = 2"));
+        assert!(infer_err(&conv_t([1, 1], [0; 4], [0, 0], 2), &[&[1, 3, 3, 3], &[3, 1, 3, 3]]).contains("group 2"));
+        assert!(infer_err(&c, &[&[1, 1, 3, 3], &[1, 2, 3, 3], &[1]]).contains("bias must be [2]"));
+        assert!(
+            infer_err(&conv_t([1, 1], [0; 4], [1, 0], 1), &[&[1, 1, 3, 3], &[1, 1, 3, 3]]).contains("output_padding")
+        );
+        assert!(
+            infer_err(&conv_t([1, 1], [3, 0, 3, 0], [0, 0], 1), &[&[1, 1, 3, 3], &[1, 1, 3, 3]]).contains("no output")
+        );
+        let huge = conv_t([usize::MAX, 1], [0; 4], [0, 0], 1);
+        assert!(infer_err(&huge, &[&[1, 1, 3, 3], &[1, 1, 3, 3]]).contains("too large"));
     }
 
     fn pad(mode: PadMode, pads: &[i64]) -> Op {

@@ -12,14 +12,18 @@ use crate::tensor::Tensor;
 
 pub mod broadcast;
 mod conv;
-pub use conv::resize_nearest_sources;
+pub use conv::{ConvTransposeShape, conv_transpose_shape, resize_nearest_sources};
 mod elementwise;
 mod fused;
 mod index;
 mod linalg;
 mod movement;
 mod norm;
+mod pool;
+pub use pool::{PoolAxis, pool_axes};
 mod reduce;
+mod resize;
+pub use resize::{InterpAxis, resize_interp_axes};
 
 /// The op families, one file each here and in codegen's lowering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +31,8 @@ pub enum Family {
     Elementwise,
     Linalg,
     Conv,
+    Pool,
+    Resize,
     Norm,
     Reduce,
     Movement,
@@ -39,7 +45,9 @@ pub fn family(op: &Op) -> Family {
     match op {
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Identity => Family::Elementwise,
         Op::MatMul | Op::Gemm { .. } => Family::Linalg,
-        Op::Conv { .. } | Op::Pad { .. } | Op::Resize { .. } => Family::Conv,
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::Pad { .. } | Op::Resize { .. } => Family::Conv,
+        Op::MaxPool(_) | Op::AveragePool { .. } | Op::LpPool { .. } => Family::Pool,
+        Op::ResizeInterp { .. } => Family::Resize,
         Op::BatchNormalization { .. }
         | Op::LayerNormalization { .. }
         | Op::RmsNormalization { .. }
@@ -95,6 +103,8 @@ impl Op {
             Family::Elementwise => elementwise::infer(self, inputs),
             Family::Linalg => linalg::infer(self, inputs),
             Family::Conv => conv::infer(self, inputs),
+            Family::Pool => pool::infer(self, inputs),
+            Family::Resize => resize::infer(self, inputs),
             Family::Norm => norm::infer(self, inputs),
             Family::Reduce => reduce::infer(self, inputs),
             Family::Movement => movement::infer(self, inputs),
@@ -116,6 +126,8 @@ impl Op {
             Family::Elementwise => elementwise::eval(self, inputs),
             Family::Linalg => linalg::eval(self, inputs),
             Family::Conv => conv::eval(self, inputs),
+            Family::Pool => pool::eval(self, inputs),
+            Family::Resize => resize::eval(self, inputs),
             Family::Norm => norm::eval(self, inputs),
             Family::Reduce => reduce::eval(self, inputs),
             Family::Movement => movement::eval(self, inputs),

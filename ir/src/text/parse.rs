@@ -487,6 +487,14 @@ mod tests {
                 "Clip" => a(&[("min", Attr::Float(f32::NEG_INFINITY)), ("max", Attr::Float(6.0))]),
                 "Gemm" => a(&[("alpha", Attr::Float(0.5)), ("beta", Attr::Float(2.0)), ("transA", Attr::Int(1))]),
                 "Conv" => a(&[("dilations", Attr::Ints(vec![2, 1])), ("group", Attr::Int(2))]),
+                "ConvTranspose" => {
+                    a(&[("output_padding", Attr::Ints(vec![1, 0])), ("strides", Attr::Ints(vec![2, 2]))])
+                }
+                "MaxPool" | "AveragePool" | "LpPool" => a(&[
+                    ("kernel_shape", Attr::Ints(vec![3])),
+                    ("pads", Attr::Ints(vec![1, 0])),
+                    ("dilations", Attr::Ints(vec![2])),
+                ]),
                 "Pad" => a(&[("pads", Attr::Ints(vec![0, -1, 0, 1])), ("mode", Attr::Str("edge".into()))]),
                 "GroupNormalization" => a(&[("num_groups", Attr::Int(2)), ("epsilon", Attr::Float(1e-6))]),
                 "LayerNormalization" | "RMSNormalization" | "UnifiedNorm" => {
