@@ -65,8 +65,10 @@ impl Ctx {
 struct Importer<'a> {
     ctx: Ctx,
     builder: GraphBuilder,
-    /// Initializers and Constant outputs, declared as weights only if an emitted node reads them.
-    pending: BTreeMap<String, (String, Tensor)>,
+    /// Initializers, Constant outputs and folded results (by name, with where they were defined),
+    /// declared as weights only if an emitted node reads them. Their values live in `ctx.consts`
+    /// only: one copy of each weight while loading.
+    pending: BTreeMap<String, String>,
     used: HashSet<String>,
     unsupported: BTreeMap<String, Vec<String>>,
     node_names: HashSet<String>,
@@ -115,8 +117,10 @@ pub(crate) fn import_model(
         imp.builder.output(format!("graph output #{i} '{name}'"), name);
     }
     let mut weights = Weights::new();
-    for (name, (location, tensor)) in std::mem::take(&mut imp.pending) {
-        if imp.used.contains(&name) {
+    for (name, location) in std::mem::take(&mut imp.pending) {
+        if imp.used.contains(&name)
+            && let Some(tensor) = imp.ctx.consts.remove(&name)
+        {
             imp.builder.weight(location, name.clone(), tensor.ty());
             weights.insert(name, tensor);
         }
@@ -165,13 +169,13 @@ impl Importer<'_> {
     }
 
     fn add_const(&mut self, name: String, location: String, tensor: Tensor) {
-        self.ctx.types.insert(name.clone(), tensor.ty());
-        self.ctx.consts.insert(name.clone(), tensor.clone());
-        if let Some((first, _)) = self.pending.get(&name) {
+        if let Some(first) = self.pending.get(&name) {
             self.builder.report(location, format!("tensor '{name}' is already defined at {first}"));
             return;
         }
-        self.pending.insert(name, (location, tensor));
+        self.ctx.types.insert(name.clone(), tensor.ty());
+        self.ctx.consts.insert(name.clone(), tensor);
+        self.pending.insert(name, location);
     }
 
     /// Declares graph inputs (those that are not initializers), fixing dynamic dimensions from
