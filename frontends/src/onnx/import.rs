@@ -22,8 +22,6 @@ const FOLD_WORK_LIMIT: u64 = 1 << 28;
 enum Fold {
     /// Every input a constant: these are the outputs' values.
     Folded(Vec<Tensor>),
-    /// Evaluating it would exceed the memory cap: the error, reported at the node.
-    Refused(String),
     /// A run-time node with these output types.
     RunTime(Vec<TensorType>),
     /// Its types are not known (an upstream failure, or an error the graph builder reports).
@@ -375,10 +373,6 @@ impl Importer<'_> {
                         }
                         continue;
                     }
-                    Fold::Refused(message) => {
-                        self.builder.node(location, n.name, Err(message), n.inputs, n.outputs);
-                        continue;
-                    }
                     Fold::RunTime(types) => {
                         for (name, ty) in n.outputs.iter().zip(types) {
                             self.ctx.types.insert(name.clone(), ty);
@@ -397,8 +391,9 @@ impl Importer<'_> {
     /// Infers a node's output types and, when every input is a constant, evaluates it with the
     /// reference semantics (`Op::eval`) so that it never reaches run time: constant subgraphs of
     /// any size fold at load, bounded by the memory cap (each result's bytes are claimed before it
-    /// is computed). Compute-heavy ops over large constants are the exception: they stay run-time
-    /// nodes (see [`FOLD_WORK_LIMIT`]).
+    /// is computed; a result that would exceed it is left to run time, where the op runs as
+    /// written). Compute-heavy ops over large constants stay run-time nodes too (see
+    /// [`FOLD_WORK_LIMIT`]).
     fn fold(&mut self, op: &Op, inputs: &[String], outputs: &[String]) -> Fold {
         let types: Option<Vec<&TensorType>> = inputs.iter().map(|i| self.ctx.types.get(i)).collect();
         let Some(types) = types else { return Fold::Untyped };
@@ -419,8 +414,10 @@ impl Importer<'_> {
         }
         let bytes: u64 = out_types.iter().map(|t| (t.num_elements() * t.dtype.size_bytes()) as u64).sum();
         let what = format!("the constant result {} of {} (evaluated at load time)", outputs.join(", "), op.name());
-        if let Err(e) = self.ctx.budget.claim(bytes, &what) {
-            return Fold::Refused(e);
+        if self.ctx.budget.claim(bytes, &what).is_err() {
+            // The op has a run-time form: it runs there instead (the compiler checks its arena
+            // against the cap). Only load-time-only ops (fold.rs) are refused by the cap.
+            return Fold::RunTime(out_types);
         }
         match op.eval(&consts) {
             Ok(values) if values.len() == outputs.len() && values.iter().zip(&out_types).all(|(v, t)| v.ty() == *t) => {
