@@ -419,6 +419,11 @@ impl Importer<'_> {
             // against the cap). Only load-time-only ops (fold.rs) are refused by the cap.
             return Fold::RunTime(out_types);
         }
+        // The reference evaluation allocates infallibly: check first that the process can have the
+        // result (under an address-space limit the cap alone does not ensure it).
+        if crate::files::try_with_capacity::<u8>(bytes as usize, &what).is_err() {
+            return Fold::RunTime(out_types);
+        }
         match op.eval(&consts) {
             Ok(values) if values.len() == outputs.len() && values.iter().zip(&out_types).all(|(v, t)| v.ty() == *t) => {
                 Fold::Folded(values)
