@@ -357,7 +357,11 @@ impl Importer<'_> {
     fn fail(&mut self, location: &str, name: &str, message: String, node: &NodeProto) {
         // Absent ("") outputs are dropped: the node is untyped anyway, so ports do not matter.
         let outputs = node.output.iter().filter(|o| !o.is_empty()).cloned().collect();
-        self.builder.node(location, name, Err(message), present(&node.input), outputs);
+        // Its constant inputs are declared (as weights), so that only `message` is reported and not
+        // also "tensor … is not defined" for a constant that only this node read.
+        let inputs = present(&node.input);
+        self.used.extend(inputs.iter().cloned());
+        self.builder.node(location, name, Err(message), inputs, outputs);
     }
 
     fn commit(&mut self, location: &str, lowered: Lowered) {
