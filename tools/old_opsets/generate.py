@@ -3,14 +3,16 @@
 
 Each case is a model in the OLD opset exactly as an old exporter wrote it (attribute forms,
 Softmax's 2-D coercion, BatchNormalization's `spatial`, Upsample, Resize-10, Dropout's mask, ...),
+plus element-type cases (float16/bfloat16 weights, int32/uint8/float16 inputs and outputs),
 so tests/old_opsets.rs checks kiln's upgrade at import against ONNX Runtime on the old model
 itself, not against a converted one.
 
     /tmp/venv/bin/python tools/old_opsets/generate.py --out tests/old_opsets/data
 
 writes OUT/<case>/model.onnx + input_N.pb + output_N.pb, and OUT/manifest.txt: one line per
-case, `run CASE` (kiln must match ONNX Runtime) or `refuse CASE TEXT` (kiln must refuse the model
-with an error containing TEXT; what kiln does not do yet). Deterministic: seeded inputs, pinned
+case, `run CASE [tol=T]` (kiln must match ONNX Runtime), `refuse CASE TEXT` (kiln must refuse the
+model with an error containing TEXT) or `either CASE TEXT` (one or the other: for what another
+change is adding to kiln). Deterministic: seeded inputs, pinned
 packages (tools/old_opsets/requirements.txt).
 """
 from __future__ import annotations
@@ -27,12 +29,12 @@ from onnx import TensorProto, helper, numpy_helper
 F = TensorProto.FLOAT
 
 
-def case(name, opset, nodes, inputs, outputs, inits=(), refuse=None, mask_kept=False):
+def case(name, opset, nodes, inputs, outputs, inits=(), refuse=None, mask_kept=False, either=None, tol=None):
     """`mask_kept`: output 1 is a Dropout mask that the ONNX spec and reference fill with "kept"
     (ones/true) at inference, where ONNX Runtime's opset 7-11 Dropout (its IdentityOp) writes
     zeros; the expected mask is written as ones of ONNX Runtime's type, and kiln follows the spec."""
     return dict(name=name, opset=opset, nodes=nodes, inputs=inputs, outputs=outputs, inits=list(inits), refuse=refuse,
-                mask_kept=mask_kept)
+                mask_kept=mask_kept, either=either, tol=tol)
 
 
 def vi(name, shape, dtype=F):
@@ -108,8 +110,38 @@ def cases():
                [x4], [vi("y", None)])
     yield case("upsample_9_nearest_fractional", 9, [helper.make_node("Upsample", ["x", "sc"], ["y"], mode="nearest")],
                [x4], [vi("y", None)], [init("sc", np.array([1, 1, 1.5, 2.5], np.float32))])
+    # Linear Resize is being added to kiln's IR separately: until it lands kiln refuses this naming
+    # "linear"; after, it must match ONNX Runtime (`either`).
     yield case("upsample_9_linear", 9, [helper.make_node("Upsample", ["x", "sc"], ["y"], mode="linear")],
-               [x4], [vi("y", None)], [init("sc", np.array([1, 1, 2, 2], np.float32))], refuse="linear")
+               [x4], [vi("y", None)], [init("sc", np.array([1, 1, 2, 2], np.float32))], either="linear")
+    yield case("resize_10_linear", 10, [helper.make_node("Resize", ["x", "sc"], ["y"], mode="linear")],
+               [x4], [vi("y", None)], [init("sc", np.array([1, 1, 2, 1.5], np.float32))], either="linear")
+    # Element types (opset 17): float16/bfloat16 weights, narrow integer and float16 inputs and
+    # outputs. kiln widens them when reading (float16 -> f32, int32/uint8 -> int64) and computes in
+    # f32; ONNX Runtime computes float16 ops in float16, so those cases allow float16's rounding.
+    rng16 = np.random.default_rng(16)
+    w16 = rng16.normal(size=(4, 3)).astype(np.float16)
+    yield case("types_float16_weight_cast", 17,
+               [helper.make_node("Cast", ["w"], ["wf"], to=F), helper.make_node("MatMul", ["x", "wf"], ["y"])],
+               [vi("x", [2, 4])], [vi("y", None)], [init("w", w16)])
+    wb = helper.make_tensor("w", TensorProto.BFLOAT16, [4, 3],
+                            np.frombuffer(rng16.normal(size=(4, 3)).astype(np.float32).tobytes(), np.uint32)
+                            .__rshift__(16).astype(np.uint16).tobytes(), raw=True)
+    yield case("types_bfloat16_weight_cast", 17,
+               [helper.make_node("Cast", ["w"], ["wf"], to=F), helper.make_node("MatMul", ["x", "wf"], ["y"])],
+               [vi("x", [2, 4])], [vi("y", None)], [wb])
+    yield case("types_int32_input", 17,
+               [helper.make_node("Cast", ["x"], ["xf"], to=F), helper.make_node("Mul", ["xf", "k"], ["y"]),
+                helper.make_node("Add", ["x", "x"], ["y2"])],
+               [vi("x", [2, 3], TensorProto.INT32)], [vi("y", None), vi("y2", None, TensorProto.INT32)],
+               [init("k", np.float32(0.5))])
+    yield case("types_uint8_image_input", 17,
+               [helper.make_node("Cast", ["x"], ["xf"], to=F), helper.make_node("Div", ["xf", "k"], ["y"])],
+               [vi("x", [1, 3, 2, 2], TensorProto.UINT8)], [vi("y", None)], [init("k", np.float32(255.0))])
+    yield case("types_float16_input_output", 17,
+               [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "b"], ["y"])],
+               [vi("x", [2, 3], TensorProto.FLOAT16)], [vi("y", None, TensorProto.FLOAT16)],
+               [init("b", rng16.normal(size=3).astype(np.float16))], tol=1e-3)
     yield case("resize_10_nearest_up", 10, [helper.make_node("Resize", ["x", "sc"], ["y"], mode="nearest")],
                [x4], [vi("y", None)], [init("sc", np.array([1, 1, 2, 1.5], np.float32))])
     yield case("resize_10_nearest_down", 10, [helper.make_node("Resize", ["x", "sc"], ["y"])],
@@ -160,7 +192,11 @@ def main():
         feeds = {}
         for j, i in enumerate(c["inputs"]):
             shape = [dim.dim_value for dim in i.type.tensor_type.shape.dim]
-            feeds[i.name] = rng.normal(size=shape).astype(np.float32)
+            elem = i.type.tensor_type.elem_type
+            if elem in (TensorProto.INT32, TensorProto.UINT8):
+                feeds[i.name] = rng.integers(0, 256, size=shape).astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
+            else:
+                feeds[i.name] = rng.normal(size=shape).astype(onnx.helper.tensor_dtype_to_np_dtype(elem))
             with open(os.path.join(d, f"input_{j}.pb"), "wb") as f:
                 f.write(numpy_helper.from_array(feeds[i.name], i.name).SerializeToString())
         if c["refuse"] is None:
@@ -171,7 +207,12 @@ def main():
             for j, (o, value) in enumerate(zip(c["outputs"], outs)):
                 with open(os.path.join(d, f"output_{j}.pb"), "wb") as f:
                     f.write(numpy_helper.from_array(np.asarray(value), o.name).SerializeToString())
-            manifest.append(f"run {c['name']}")
+            if c["either"] is not None:
+                manifest.append(f"either {c['name']} {c['either']}")
+            elif c["tol"] is not None:
+                manifest.append(f"run {c['name']} tol={c['tol']}")
+            else:
+                manifest.append(f"run {c['name']}")
         else:
             manifest.append(f"refuse {c['name']} {c['refuse']}")
     with open(os.path.join(args.out, "manifest.txt"), "w") as f:

@@ -105,6 +105,14 @@ fn shape(ty: &TensorType, attrs: &Attrs) -> Result<Tensor, String> {
     Tensor::from_i64([dims.len()], dims)
 }
 
+/// `count` copies of `value` in fallibly allocated memory (an error, not an abort, when the
+/// process cannot have it).
+fn filled<T: Copy>(value: T, count: usize) -> Result<Vec<T>, String> {
+    let mut v = crate::files::try_with_capacity(count, "a constant computed at load time")?;
+    v.resize(count, value);
+    Ok(v)
+}
+
 fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs, budget: &Budget) -> Result<Tensor, String> {
     no_attrs_but(attrs, "ConstantOfShape", &["value"])?;
     let [dims] = consts else { return Err("ConstantOfShape takes 1 input".into()) };
@@ -118,11 +126,11 @@ fn constant_of_shape(consts: &[&Tensor], attrs: &Attrs, budget: &Budget) -> Resu
     };
     claim(budget, count, dtype, &format!("ConstantOfShape{shape:?}"))?;
     let data = match attrs.get("value") {
-        None => TensorData::F32(vec![0.0; count]),
+        None => TensorData::F32(filled(0.0, count)?),
         Some(Attr::Tensor(t)) if t.len() == 1 => match t.data() {
-            TensorData::F32(v) => TensorData::F32(vec![v[0]; count]),
-            TensorData::I64(v) => TensorData::I64(vec![v[0]; count]),
-            TensorData::Bool(v) => TensorData::Bool(vec![v[0]; count]),
+            TensorData::F32(v) => TensorData::F32(filled(v[0], count)?),
+            TensorData::I64(v) => TensorData::I64(filled(v[0], count)?),
+            TensorData::Bool(v) => TensorData::Bool(filled(v[0], count)?),
         },
         Some(other) => return Err(format!("ConstantOfShape's 'value' must be a one-element tensor, got {other}")),
     };
@@ -239,7 +247,7 @@ fn non_zero(consts: &[&Tensor], attrs: &Attrs, budget: &Budget) -> Result<Tensor
     }
     claim(budget, count.saturating_mul(rank.max(1)), DType::I64, "NonZero's indices")?;
     let strides = kiln_ir::tensor::strides(x.shape());
-    let mut out = vec![0i64; rank * count];
+    let mut out = filled(0i64, rank * count)?;
     for (k, flat) in nonzero.iter().enumerate().filter(|(_, b)| **b).map(|(i, _)| i).enumerate() {
         for (axis, &stride) in strides.iter().enumerate() {
             out[axis * count + k] = ((flat / stride) % x.shape()[axis]) as i64;

@@ -22,8 +22,6 @@ const FOLD_WORK_LIMIT: u64 = 1 << 28;
 enum Fold {
     /// Every input a constant: these are the outputs' values.
     Folded(Vec<Tensor>),
-    /// Evaluating it would exceed the memory cap: the error, reported at the node.
-    Refused(String),
     /// A run-time node with these output types.
     RunTime(Vec<TensorType>),
     /// Its types are not known (an upstream failure, or an error the graph builder reports).
@@ -65,8 +63,10 @@ impl Ctx {
 struct Importer<'a> {
     ctx: Ctx,
     builder: GraphBuilder,
-    /// Initializers and Constant outputs, declared as weights only if an emitted node reads them.
-    pending: BTreeMap<String, (String, Tensor)>,
+    /// Initializers, Constant outputs and folded results (by name, with where they were defined),
+    /// declared as weights only if an emitted node reads them. Their values live in `ctx.consts`
+    /// only: one copy of each weight while loading.
+    pending: BTreeMap<String, String>,
     used: HashSet<String>,
     unsupported: BTreeMap<String, Vec<String>>,
     node_names: HashSet<String>,
@@ -115,8 +115,10 @@ pub(crate) fn import_model(
         imp.builder.output(format!("graph output #{i} '{name}'"), name);
     }
     let mut weights = Weights::new();
-    for (name, (location, tensor)) in std::mem::take(&mut imp.pending) {
-        if imp.used.contains(&name) {
+    for (name, location) in std::mem::take(&mut imp.pending) {
+        if imp.used.contains(&name)
+            && let Some(tensor) = imp.ctx.consts.remove(&name)
+        {
             imp.builder.weight(location, name.clone(), tensor.ty());
             weights.insert(name, tensor);
         }
@@ -165,13 +167,13 @@ impl Importer<'_> {
     }
 
     fn add_const(&mut self, name: String, location: String, tensor: Tensor) {
-        self.ctx.types.insert(name.clone(), tensor.ty());
-        self.ctx.consts.insert(name.clone(), tensor.clone());
-        if let Some((first, _)) = self.pending.get(&name) {
+        if let Some(first) = self.pending.get(&name) {
             self.builder.report(location, format!("tensor '{name}' is already defined at {first}"));
             return;
         }
-        self.pending.insert(name, (location, tensor));
+        self.ctx.types.insert(name.clone(), tensor.ty());
+        self.ctx.consts.insert(name.clone(), tensor);
+        self.pending.insert(name, location);
     }
 
     /// Declares graph inputs (those that are not initializers), fixing dynamic dimensions from
@@ -355,7 +357,11 @@ impl Importer<'_> {
     fn fail(&mut self, location: &str, name: &str, message: String, node: &NodeProto) {
         // Absent ("") outputs are dropped: the node is untyped anyway, so ports do not matter.
         let outputs = node.output.iter().filter(|o| !o.is_empty()).cloned().collect();
-        self.builder.node(location, name, Err(message), present(&node.input), outputs);
+        // Its constant inputs are declared (as weights), so that only `message` is reported and not
+        // also "tensor … is not defined" for a constant that only this node read.
+        let inputs = present(&node.input);
+        self.used.extend(inputs.iter().cloned());
+        self.builder.node(location, name, Err(message), inputs, outputs);
     }
 
     fn commit(&mut self, location: &str, lowered: Lowered) {
@@ -369,10 +375,6 @@ impl Importer<'_> {
                         for (name, value) in n.outputs.iter().zip(values) {
                             self.add_const(name.clone(), format!("{location} (evaluated at load time)"), value);
                         }
-                        continue;
-                    }
-                    Fold::Refused(message) => {
-                        self.builder.node(location, n.name, Err(message), n.inputs, n.outputs);
                         continue;
                     }
                     Fold::RunTime(types) => {
@@ -393,8 +395,9 @@ impl Importer<'_> {
     /// Infers a node's output types and, when every input is a constant, evaluates it with the
     /// reference semantics (`Op::eval`) so that it never reaches run time: constant subgraphs of
     /// any size fold at load, bounded by the memory cap (each result's bytes are claimed before it
-    /// is computed). Compute-heavy ops over large constants are the exception: they stay run-time
-    /// nodes (see [`FOLD_WORK_LIMIT`]).
+    /// is computed; a result that would exceed it is left to run time, where the op runs as
+    /// written). Compute-heavy ops over large constants stay run-time nodes too (see
+    /// [`FOLD_WORK_LIMIT`]).
     fn fold(&mut self, op: &Op, inputs: &[String], outputs: &[String]) -> Fold {
         let types: Option<Vec<&TensorType>> = inputs.iter().map(|i| self.ctx.types.get(i)).collect();
         let Some(types) = types else { return Fold::Untyped };
@@ -415,8 +418,15 @@ impl Importer<'_> {
         }
         let bytes: u64 = out_types.iter().map(|t| (t.num_elements() * t.dtype.size_bytes()) as u64).sum();
         let what = format!("the constant result {} of {} (evaluated at load time)", outputs.join(", "), op.name());
-        if let Err(e) = self.ctx.budget.claim(bytes, &what) {
-            return Fold::Refused(e);
+        if self.ctx.budget.claim(bytes, &what).is_err() {
+            // The op has a run-time form: it runs there instead (the compiler checks its arena
+            // against the cap). Only load-time-only ops (fold.rs) are refused by the cap.
+            return Fold::RunTime(out_types);
+        }
+        // The reference evaluation allocates infallibly: check first that the process can have the
+        // result (under an address-space limit the cap alone does not ensure it).
+        if crate::files::try_with_capacity::<u8>(bytes as usize, &what).is_err() {
+            return Fold::RunTime(out_types);
         }
         match op.eval(&consts) {
             Ok(values) if values.len() == outputs.len() && values.iter().zip(&out_types).all(|(v, t)| v.ty() == *t) => {
