@@ -5,9 +5,10 @@
 //! What keeps them comparable across engines: ArgMax/ArgMin and TopK read only exact operands
 //! (a rounding difference between engines would flip a near tie and so an index); ReduceProd reads
 //! fresh values in [0.8, 1.25], whose products stay far from f32 overflow and underflow for any
-//! reduced count here (the JIT multiplies in f32, the interpreter in f64); indices are fresh and
-//! valid (negative ones included), except in a few cases that put one out of range, which every
-//! engine must refuse at run time as the interpreter does.
+//! reduced count here (the JIT multiplies in f32, the interpreter in f64); i64 CumSum and
+//! ReduceProd read fresh values in [−1, 1] (an overflow is an interpreter error, which the
+//! checker counts as a generator failure); indices are fresh and valid, negative ones included
+//! (out-of-range indices are codegen/tests/jit_data_ops.rs's).
 
 use super::{Gen, Val};
 use crate::rng::Source;
@@ -58,11 +59,7 @@ impl<C: Source> Gen<'_, C> {
         let x = if prod {
             let s = self.shape(1, 4);
             if self.c.chance(20) {
-                // Small i64 factors: |product| ≤ 2^k for few elements, overflow otherwise, which
-                // every engine must report.
-                let n: usize = s.iter().product();
-                let t = Tensor::from_i64(s.clone(), (0..n).map(|_| self.v.below(5) as i64 - 2).collect()).ok()?;
-                self.add_input(t)
+                self.small_ints(&s)?
             } else {
                 let t = self.f32_tensor_in(&s, 0.8, 1.25);
                 self.add_input(t)
@@ -113,8 +110,20 @@ impl<C: Source> Gen<'_, C> {
         outs.into_iter().next()
     }
 
+    /// A fresh i64 input with values in [−1, 1]: no product or running sum overflows.
+    fn small_ints(&mut self, s: &[usize]) -> Option<Val> {
+        let n: usize = s.iter().product();
+        let t = Tensor::from_i64(s.to_vec(), (0..n).map(|_| self.v.below(3) as i64 - 1).collect()).ok()?;
+        Some(self.add_input(t))
+    }
+
     fn cumsum(&mut self) -> Option<Val> {
-        let x = if self.c.chance(20) { self.int_operand() } else { self.pick_or_new_f32(1, 4) };
+        let x = if self.c.chance(20) {
+            let s = self.shape(1, 4);
+            self.small_ints(&s)?
+        } else {
+            self.pick_or_new_f32(1, 4)
+        };
         let r = x.ty.rank();
         if r == 0 {
             return None;
@@ -134,19 +143,15 @@ impl<C: Source> Gen<'_, C> {
         self.emit1(Op::Tile { repeats }, &[&x], exact)
     }
 
-    /// Index values for an axis of `d`: uniform over [−d, d), and in a few cases one out of range.
+    /// Index values for an axis of `d`: uniform over [−d, d).
     fn index_tensor(&mut self, shape: &[usize], dims: &dyn Fn(usize) -> usize) -> Option<Val> {
         let n: usize = shape.iter().product();
-        let mut v: Vec<i64> = (0..n)
+        let v: Vec<i64> = (0..n)
             .map(|k| {
                 let d = dims(k) as i64;
                 self.v.below(2 * d as usize) as i64 - d
             })
             .collect();
-        if n > 0 && self.c.chance(3) {
-            let k = self.c.below(n);
-            v[k] = dims(k) as i64 + self.c.below(3) as i64;
-        }
         let t = Tensor::from_i64(shape.to_vec(), v).ok()?;
         Some(if self.c.chance(50) { self.add_weight(t) } else { self.add_input(t) })
     }
