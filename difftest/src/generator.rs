@@ -13,6 +13,10 @@
 //! or huge.
 
 use crate::case::{Case, NodeSpec};
+
+// Issue 12's reductions, index and along-axis ops (a child module: it extends `Gen`).
+#[path = "gen_data.rs"]
+mod gen_data;
 use crate::rng::{Draw, Source, SplitMix};
 use kiln_ir::{
     BinaryOp, CoordTransform, DType, NearestMode, Op, PadMode, ReduceKind, Tensor, TensorData, TensorType, UnaryOp,
@@ -324,7 +328,7 @@ impl<'c, C: Source> Gen<'c, C> {
     }
 
     fn step(&mut self) {
-        let _ = match self.c.below(100) {
+        let _ = match self.c.below(106) {
             0..=13 => self.unary(),
             14..=29 => self.binary(),
             30..=33 => self.compare_where(),
@@ -341,6 +345,7 @@ impl<'c, C: Source> Gen<'c, C> {
             75..=86 => self.movement(),
             87..=89 => self.fused(),
             90..=95 => self.pattern(),
+            100..=105 => self.data_op(),
             _ => self.identity(),
         };
     }

@@ -41,6 +41,13 @@ KILN_OPS = {
     "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Unsqueeze", "Upsample", "Where",
 }
 
+# Issue 12: reductions, index and data-movement ops (frontends/src/onnx/data_ops.rs, its own OPS list).
+KILN_OPS |= {
+    "ArgMax", "ArgMin", "CumSum", "GatherElements", "GatherND", "MeanVarianceNormalization", "OneHot", "ReduceL1",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceMin", "ReduceProd", "ReduceSumSquare", "Scatter", "ScatterElements",
+    "ScatterND", "Tile", "TopK", "Trilu",
+}
+
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
 

@@ -27,7 +27,9 @@
 //!     (`AttentionSpec`);
 //!   - a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col);
 //!   - a Rust copy loop: Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through
-//!     one table-driven copy; Gather; casts to or from i64.
+//!     one table-driven copy (Tile too); Gather; casts to or from i64;
+//!   - a Rust host step ([`IndexStep`], `lower/index.rs`): GatherElements, GatherND, ScatterND,
+//!     ScatterElements, ArgMax/ArgMin, CumSum, TopK (index out of range: a run-time error).
 //! - Evaluation errors the reference raises at run time (i64 division by zero, a negative i64
 //!   Pow exponent, i64 ReduceSum overflow, a RegionNorm mask value other than 0/1, Gather index
 //!   out of range) are raised by the JIT too: checked kernels write an error cell that the

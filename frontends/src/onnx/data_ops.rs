@@ -351,3 +351,147 @@ fn mvn(c: &mut Chain, attrs: &Attrs, x: String, out: String) -> Result<(), Strin
     c.last(Op::Binary(BinaryOp::Div), vec![d, den], out);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::proto::{
+        AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
+        tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
+    };
+    use kiln_ir::Tensor;
+    use prost::Message;
+
+    fn input(name: &str, dtype: DataType, dims: &[i64]) -> ValueInfoProto {
+        let dim = dims
+            .iter()
+            .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), ..Dimension::default() })
+            .collect();
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(dtype as i32),
+                    shape: Some(TensorShapeProto { dim }),
+                })),
+                ..TypeProto::default()
+            }),
+            ..ValueInfoProto::default()
+        }
+    }
+
+    fn int_attr(name: &str, i: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(i),
+            ..Default::default()
+        }
+    }
+
+    fn i64s(name: &str, dims: &[i64], v: &[i64]) -> TensorProto {
+        TensorProto {
+            name: Some(name.into()),
+            data_type: Some(DataType::Int64 as i32),
+            dims: dims.to_vec(),
+            int64_data: v.to_vec(),
+            ..TensorProto::default()
+        }
+    }
+
+    /// One node `op` named "n" reading `ins`, writing `outs`, over inputs and initializers.
+    fn load(
+        op: &str,
+        ins: &[&str],
+        outs: &[&str],
+        attrs: Vec<AttributeProto>,
+        inputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+    ) -> Result<kiln_ir::Model, String> {
+        let node = NodeProto {
+            op_type: Some(op.into()),
+            name: Some("n".into()),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs,
+            ..NodeProto::default()
+        };
+        let graph = GraphProto {
+            name: Some("g".into()),
+            node: vec![node],
+            input: inputs,
+            output: outs
+                .iter()
+                .filter(|o| !o.is_empty())
+                .map(|o| ValueInfoProto { name: Some(o.to_string()), ..Default::default() })
+                .collect(),
+            initializer: inits,
+            ..GraphProto::default()
+        };
+        let bytes = ModelProto {
+            ir_version: Some(9),
+            opset_import: vec![OperatorSetIdProto { domain: Some(String::new()), version: Some(18) }],
+            graph: Some(graph),
+            ..ModelProto::default()
+        }
+        .encode_to_vec();
+        super::super::parse_onnx(&bytes, None, &[]).map_err(|e| e.to_string())
+    }
+
+    fn run(m: &kiln_ir::Model, inputs: &[(&str, Tensor)]) -> Vec<Tensor> {
+        let ins: Vec<(String, Tensor)> = inputs.iter().map(|(n, t)| (n.to_string(), t.clone())).collect();
+        kiln_ir::eval::run(&m.graph, &m.weights, &ins).unwrap().into_iter().map(|(_, t)| t).collect()
+    }
+
+    #[test]
+    fn static_inputs_of_data_ops_must_be_constants_and_errors_name_the_node() {
+        let x = || input("x", DataType::Float, &[2, 3]);
+        let k = || input("k", DataType::Int64, &[1]);
+        let err = load("TopK", &["x", "k"], &["v", "i"], vec![], vec![x(), k()], vec![]).unwrap_err();
+        assert!(err.contains("'n'") && err.contains("the k") && err.contains("graph input"), "{err}");
+        let err = load("Trilu", &["x"], &["y"], vec![int_attr("uper", 1)], vec![x()], vec![]).unwrap_err();
+        assert!(err.contains("'n'") && err.contains("Trilu has no attribute 'uper'"), "{err}");
+        let err = load("Tile", &["x", "r"], &["y"], vec![], vec![x()], vec![i64s("r", &[2], &[0, 1])]).unwrap_err();
+        assert!(err.contains("'n'") && err.contains("contain 0"), "{err}");
+        let inits = vec![i64s("d", &[], &[0]), i64s("v", &[2], &[0, 1])];
+        let idx = input("i", DataType::Int64, &[3]);
+        let err = load("OneHot", &["i", "d", "v"], &["y"], vec![], vec![idx], inits).unwrap_err();
+        assert!(err.contains("'n'") && err.contains("depth must be ≥ 1"), "{err}");
+        let err = load(
+            "ScatterND",
+            &["x", "i", "x"],
+            &["y"],
+            vec![],
+            vec![x(), input("i", DataType::Int64, &[1, 1])],
+            vec![],
+        )
+        .unwrap_err();
+        assert!(err.contains("'n'") && err.contains("updates have shape [2,3]"), "{err}");
+    }
+
+    #[test]
+    fn top_k_with_only_values_used_and_log_sum_exp_without_keepdims() {
+        let x = input("x", DataType::Float, &[2, 3]);
+        let m = load("TopK", &["x", "k"], &["v", ""], vec![], vec![x.clone()], vec![i64s("k", &[1], &[2])]).unwrap();
+        let t = Tensor::from_f32([2, 3], vec![1.0, 5.0, 3.0, 0.0, -1.0, 0.0]).unwrap();
+        let out = run(&m, &[("x", t.clone())]);
+        assert_eq!(out[0].as_f32().unwrap(), [5.0, 3.0, 0.0, 0.0]);
+        let m = load(
+            "ReduceLogSumExp",
+            &["x", "a"],
+            &["y"],
+            vec![int_attr("keepdims", 0)],
+            vec![x],
+            vec![i64s("a", &[1], &[-1])],
+        )
+        .unwrap();
+        let big =
+            Tensor::from_f32([2, 3], vec![1000.0, 1000.0, 1000.0, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0]).unwrap();
+        let y = run(&m, &[("x", big)]).remove(0);
+        assert_eq!(y.shape(), [2]);
+        // log(3·e^1000) = 1000 + ln 3 without overflow; the second row is log(e^0) = 0.
+        let v = y.as_f32().unwrap();
+        assert!((v[0] - (1000.0 + 3f32.ln())).abs() < 1e-3, "{v:?}");
+        assert_eq!(v[1], 0.0);
+    }
+}
