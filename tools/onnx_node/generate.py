@@ -41,6 +41,12 @@ KILN_OPS = {
     "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Sum", "Swish", "Tanh", "Transpose", "Unsqueeze", "Where",
 }
 
+# Spatial ops (frontends/src/onnx/spatial.rs).
+KILN_OPS |= {
+    "AveragePool", "ConvTranspose", "DepthToSpace", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LRN",
+    "LpPool", "MaxPool", "SpaceToDepth",
+}
+
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
 
