@@ -171,7 +171,8 @@ impl PoolSpec {
             // for stride 1); the partial ones at the edges tap by tap per output.
             let (lo, hi) = aw.full;
             y_row[lo..hi].fill(init);
-            for j in 0..aw.kernel {
+            // No full window (lo = hi): no tap loop, whose first position would be before the input.
+            for j in (0..aw.kernel).filter(|_| lo < hi) {
                 let start = lo * aw.stride + j * aw.dilation - aw.pad_begin;
                 let taps = acc[start..].iter().step_by(aw.stride);
                 if max && has_nan {

@@ -39,6 +39,24 @@ fn pools_split_over_planes() {
     }
 }
 
+/// Found by the differential tester: a row with no full window (every window reaches into the
+/// padding) made the tap loop start before the input (a usize underflow, a panic in debug).
+#[test]
+fn pools_without_a_full_window() {
+    let mut rng = XRng(5);
+    for shape in [[1, 3, 2, 2], [2, 2, 1, 3]] {
+        let x = rng.tensor(&shape, -3.0, 3.0);
+        for op in [
+            Op::MaxPool(window(3, 1, 1, false)),
+            Op::AveragePool { window: window(3, 2, 1, true), count_include_pad: true },
+        ] {
+            let mut spec = Spec::new();
+            spec.input("x", x.clone()).node("pool", op, &["x"], &["y"]).output("y");
+            check_with(&spec, SUMS, &options(1));
+        }
+    }
+}
+
 #[test]
 fn conv_transpose_splits_over_channels() {
     let mut rng = XRng(11);
