@@ -44,25 +44,45 @@ pub enum PoolKind {
 struct AxisTable {
     input: usize,
     out: usize,
+    kernel: usize,
+    stride: usize,
     dilation: usize,
+    pad_begin: usize,
     first: Vec<usize>,
     valid: Vec<usize>,
     counted: Vec<usize>,
+    /// Outputs [full.0, full.1) have every tap inside the input.
+    full: (usize, usize),
 }
 
 impl AxisTable {
     fn unit() -> AxisTable {
-        AxisTable { input: 1, out: 1, dilation: 1, first: vec![0], valid: vec![1], counted: vec![1] }
+        AxisTable {
+            input: 1,
+            out: 1,
+            kernel: 1,
+            stride: 1,
+            dilation: 1,
+            pad_begin: 0,
+            first: vec![0],
+            valid: vec![1],
+            counted: vec![1],
+            full: (0, 1),
+        }
     }
 
     fn new(a: &PoolAxis) -> AxisTable {
         let mut t = AxisTable {
             input: a.input,
             out: a.out,
+            kernel: a.kernel,
+            stride: a.stride,
             dilation: a.dilation,
+            pad_begin: a.pad_begin,
             first: Vec::with_capacity(a.out),
             valid: Vec::with_capacity(a.out),
             counted: Vec::with_capacity(a.out),
+            full: (0, 0),
         };
         for o in 0..a.out {
             let taps: Vec<i64> = (0..a.kernel).map(|j| a.position(o, j)).collect();
@@ -70,6 +90,11 @@ impl AxisTable {
             t.first.push(inside.first().map_or(0, |&p| p as usize));
             t.valid.push(inside.len());
             t.counted.push(taps.iter().filter(|&&p| p < (a.input + a.pad_end) as i64).count());
+        }
+        // Full windows form one range (window starts increase with o).
+        let full: Vec<usize> = (0..a.out).filter(|&o| t.valid[o] == a.kernel).collect();
+        if let (Some(&lo), Some(&hi)) = (full.first(), full.last()) {
+            t.full = (lo, hi + 1);
         }
         t
     }
@@ -119,49 +144,60 @@ impl PoolSpec {
         let [ad, ah, aw] = &self.axes;
         let (h_in, w_in) = (ah.input, aw.input);
         let init = if self.kind == PoolKind::Max { f32::NEG_INFINITY } else { 0.0 };
-        let mut out = y.iter_mut();
-        for od in 0..ad.out {
-            for oh in 0..ah.out {
-                acc.fill(init);
-                for vd in 0..ad.valid[od] {
-                    let d = ad.first[od] + vd * ad.dilation;
-                    for vh in 0..ah.valid[oh] {
-                        let h = ah.first[oh] + vh * ah.dilation;
-                        let row = &x[(d * h_in + h) * w_in..][..w_in];
-                        match self.kind {
-                            PoolKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = max_nan(*a, v)),
-                            PoolKind::Average { .. } | PoolKind::Lp(1) => {
-                                let abs = self.kind == PoolKind::Lp(1);
-                                acc.iter_mut().zip(row).for_each(|(a, &v)| *a += if abs { v.abs() } else { v })
-                            }
-                            PoolKind::Lp(2) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v),
-                            PoolKind::Lp(p) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.abs().powi(p as i32)),
-                        }
+        // NaN must win a max; without any in the plane a plain select does.
+        let has_nan = self.kind == PoolKind::Max && x.iter().any(|v| v.is_nan());
+        for (row_out, y_row) in y.chunks_exact_mut(aw.out).enumerate() {
+            let (od, oh) = (row_out / ah.out, row_out % ah.out);
+            acc.fill(init);
+            for vd in 0..ad.valid[od] {
+                let d = ad.first[od] + vd * ad.dilation;
+                for vh in 0..ah.valid[oh] {
+                    let h = ah.first[oh] + vh * ah.dilation;
+                    let row = &x[(d * h_in + h) * w_in..][..w_in];
+                    match self.kind {
+                        PoolKind::Max if has_nan => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = max_nan(*a, v)),
+                        PoolKind::Max => acc.iter_mut().zip(row).for_each(|(a, &v)| *a = max_plain(*a, v)),
+                        PoolKind::Average { .. } => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v),
+                        PoolKind::Lp(1) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.abs()),
+                        PoolKind::Lp(2) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v),
+                        PoolKind::Lp(p) => acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v.abs().powi(p as i32)),
                     }
                 }
-                let rows_valid = ad.valid[od] * ah.valid[oh];
-                let rows_counted = ad.counted[od] * ah.counted[oh];
-                for ow in 0..aw.out {
-                    let taps = (0..aw.valid[ow]).map(|j| acc[aw.first[ow] + j * aw.dilation]);
-                    let v = match self.kind {
-                        PoolKind::Max => taps.fold(f32::NEG_INFINITY, max_nan),
-                        PoolKind::Average { count_include_pad } => {
-                            let n = if count_include_pad {
-                                rows_counted * aw.counted[ow]
-                            } else {
-                                rows_valid * aw.valid[ow]
-                            };
-                            let sum: f32 = taps.sum();
-                            if n == 0 { 0.0 } else { sum / n as f32 }
-                        }
-                        PoolKind::Lp(1) => taps.sum(),
-                        PoolKind::Lp(2) => taps.sum::<f32>().sqrt(),
-                        PoolKind::Lp(p) => taps.sum::<f32>().powf(1.0 / p as f32),
-                    };
-                    if let Some(o) = out.next() {
-                        *o = v;
+            }
+            let rows_valid = ad.valid[od] * ah.valid[oh];
+            let rows_counted = ad.counted[od] * ah.counted[oh];
+            let max = self.kind == PoolKind::Max;
+            // Full windows: tap by tap over the outputs (a tight loop the compiler vectorises
+            // for stride 1); the partial ones at the edges tap by tap per output.
+            let (lo, hi) = aw.full;
+            y_row[lo..hi].fill(init);
+            // No full window (lo = hi): no tap loop, whose first position would be before the input.
+            for j in (0..aw.kernel).filter(|_| lo < hi) {
+                let start = lo * aw.stride + j * aw.dilation - aw.pad_begin;
+                let taps = acc[start..].iter().step_by(aw.stride);
+                if max && has_nan {
+                    y_row[lo..hi].iter_mut().zip(taps).for_each(|(y, &v)| *y = max_nan(*y, v));
+                } else if max {
+                    y_row[lo..hi].iter_mut().zip(taps).for_each(|(y, &v)| *y = max_plain(*y, v));
+                } else {
+                    y_row[lo..hi].iter_mut().zip(taps).for_each(|(y, &v)| *y += v);
+                }
+            }
+            for ow in (0..lo).chain(hi..aw.out) {
+                let taps = acc[aw.first[ow].min(w_in)..].iter().step_by(aw.dilation).take(aw.valid[ow]);
+                y_row[ow] = if max { taps.fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v)) } else { taps.sum() };
+            }
+            match self.kind {
+                PoolKind::Max | PoolKind::Lp(1) => {}
+                PoolKind::Average { count_include_pad } => {
+                    for (ow, y) in y_row.iter_mut().enumerate() {
+                        let n =
+                            if count_include_pad { rows_counted * aw.counted[ow] } else { rows_valid * aw.valid[ow] };
+                        *y = if n == 0 { 0.0 } else { *y / n as f32 };
                     }
                 }
+                PoolKind::Lp(2) => y_row.iter_mut().for_each(|y| *y = y.sqrt()),
+                PoolKind::Lp(p) => y_row.iter_mut().for_each(|y| *y = y.powf(1.0 / p as f32)),
             }
         }
     }
@@ -171,6 +207,12 @@ impl PoolSpec {
 #[inline]
 fn max_nan(a: f32, v: f32) -> f32 {
     if v > a || v.is_nan() { v } else { a }
+}
+
+/// max as one select (maxps), for planes known to hold no NaN.
+#[inline]
+fn max_plain(a: f32, v: f32) -> f32 {
+    if v > a { v } else { a }
 }
 
 impl HostKernel for PoolSpec {
@@ -358,8 +400,12 @@ impl ConvTransposeSpec {
 /// Rows are the output's rows (all axes but the last); a unit is one row. args: [out, x].
 #[derive(Debug, Clone)]
 pub struct ResizeSpec {
+    in_len: usize,
     in_strides: Vec<usize>,
     axes: Vec<InterpAxis>,
+    /// The last axis, tap-major: `last_index[t][j]` (element offsets) and `last_weight[t][j]`.
+    last_index: Vec<Vec<usize>>,
+    last_weight: Vec<Vec<f32>>,
     extrapolation_value: f32,
 }
 
@@ -369,10 +415,21 @@ impl ResizeSpec {
             return Err(format!("{} is not an interpolating Resize", op.name()));
         };
         let axes = kiln_ir::ops::resize_interp_axes(op, shape)?;
-        if axes.is_empty() {
-            return Err("Resize of a scalar".into());
-        }
-        Ok(ResizeSpec { in_strides: kiln_ir::tensor::strides(shape), axes, extrapolation_value: *extrapolation_value })
+        let Some(last) = axes.last() else { return Err("Resize of a scalar".into()) };
+        let in_strides = kiln_ir::tensor::strides(shape);
+        let inner = in_strides[axes.len() - 1];
+        let last_index =
+            (0..last.taps).map(|t| (0..last.out).map(|j| last.index[j * last.taps + t] * inner).collect()).collect();
+        let last_weight =
+            (0..last.taps).map(|t| (0..last.out).map(|j| last.weight[j * last.taps + t]).collect()).collect();
+        Ok(ResizeSpec {
+            in_len: shape.iter().product(),
+            in_strides,
+            axes,
+            last_index,
+            last_weight,
+            extrapolation_value: *extrapolation_value,
+        })
     }
 
     fn out_row(&self) -> usize {
@@ -397,54 +454,54 @@ impl HostKernel for ResizeSpec {
     unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
         let rank = self.axes.len();
         let last = &self.axes[rank - 1];
-        let inner_stride = self.in_strides[rank - 1];
         let row_len = last.out;
+        // SAFETY: x is the whole input (in_len floats), only read.
+        let x = unsafe { std::slice::from_raw_parts(args[1] as *const f32, self.in_len) };
         // (offset, weight) pairs of the outer axes for the current row.
         let mut pairs: Vec<(usize, f32)> = Vec::new();
         let mut next: Vec<(usize, f32)> = Vec::new();
+        let mut idx = vec![0usize; rank - 1];
         for row in lo..hi {
             // Row index → outer multi-index (row-major over axes 0..rank−1).
             let mut rem = row;
-            let mut outside = false;
-            pairs.clear();
-            pairs.push((0, 1.0));
-            let mut idx = vec![0usize; rank - 1];
             for k in (0..rank - 1).rev() {
                 idx[k] = rem % self.axes[k].out;
                 rem /= self.axes[k].out;
             }
+            let mut outside = false;
+            pairs.clear();
+            pairs.push((0, 1.0));
             for (k, &o) in idx.iter().enumerate() {
                 let a = &self.axes[k];
                 outside |= a.outside[o];
                 next.clear();
                 for &(off, w) in &pairs {
+                    // Zero weights are kept: 0·∞ is NaN in the reference and ONNX Runtime too.
                     for t in 0..a.taps {
                         let (i, wt) = (a.index[o * a.taps + t], a.weight[o * a.taps + t]);
-                        if wt != 0.0 {
-                            next.push((off + i * self.in_strides[k], w * wt));
-                        }
+                        next.push((off + i * self.in_strides[k], w * wt));
                     }
                 }
                 std::mem::swap(&mut pairs, &mut next);
             }
-            // SAFETY: out holds units·row_len floats and this unit owns row `row`; every offset
-            // is inside x (indices < the input extents, per resize_interp_axes).
-            unsafe {
-                let y = std::slice::from_raw_parts_mut((args[0] as *mut f32).add(row * row_len), row_len);
-                let x = args[1] as *const f32;
-                for (j, yj) in y.iter_mut().enumerate() {
-                    if outside || last.outside[j] {
-                        *yj = self.extrapolation_value;
-                        continue;
+            // SAFETY: out holds units·row_len floats and this unit owns row `row`.
+            let y = unsafe { std::slice::from_raw_parts_mut((args[0] as *mut f32).add(row * row_len), row_len) };
+            if outside {
+                y.fill(self.extrapolation_value);
+                continue;
+            }
+            y.fill(0.0);
+            for &(off, w) in &pairs {
+                let src = &x[off..];
+                for (index, weight) in self.last_index.iter().zip(&self.last_weight) {
+                    for ((yj, &i), &wt) in y.iter_mut().zip(index).zip(weight) {
+                        *yj += w * wt * src[i];
                     }
-                    let mut s = 0.0f32;
-                    for &(off, w) in &pairs {
-                        for t in 0..last.taps {
-                            let (i, wt) = (last.index[j * last.taps + t], last.weight[j * last.taps + t]);
-                            s += w * wt * *x.add(off + i * inner_stride);
-                        }
-                    }
-                    *yj = s;
+                }
+            }
+            for (yj, &out) in y.iter_mut().zip(&last.outside) {
+                if out {
+                    *yj = self.extrapolation_value;
                 }
             }
         }

@@ -22,6 +22,9 @@ use kiln_ir::{
     BinaryOp, CoordTransform, DType, NearestMode, Op, PadMode, ReduceKind, Tensor, TensorData, TensorType, UnaryOp,
 };
 
+#[path = "gen_spatial.rs"]
+mod gen_spatial;
+
 /// Knobs of the generator.
 #[derive(Debug, Clone)]
 pub struct GenConfig {
@@ -338,7 +341,7 @@ impl<'c, C: Source> Gen<'c, C> {
             48..=50 => self.gemm(),
             51..=54 => self.conv(),
             55..=57 => self.pad(),
-            58..=59 => self.resize(),
+            58..=59 => self.spatial(),
             60..=67 => self.norm(),
             68..=70 => self.softmax(),
             71..=74 => self.reduce(),

@@ -352,7 +352,8 @@ pub enum Op {
         axis: i64,
         reduction: ScatterReduction,
     },
-    /// Nearest-neighbour Resize with static `scales` or `sizes` (exactly one).
+    /// Nearest-neighbour Resize with static `scales` or `sizes`; with both (after
+    /// keep_aspect_ratio_policy) `sizes` are the output extents and `scales` the coordinates'.
     Resize {
         scales: Option<Vec<f32>>,
         sizes: Option<Vec<usize>>,
@@ -918,8 +919,8 @@ impl Op {
                             "ceil" => NearestMode::Ceil,
                             other => return Err(format!("Resize's nearest_mode {other:?} is not supported")),
                         };
-                        if scales.is_some() == sizes.is_some() {
-                            return Err("Resize needs exactly one of 'scales' and 'sizes'".into());
+                        if scales.is_none() && sizes.is_none() {
+                            return Err("Resize needs 'scales' or 'sizes'".into());
                         }
                         Op::Resize { scales, sizes, coordinate_transformation_mode, nearest_mode }
                     }

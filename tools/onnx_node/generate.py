@@ -48,6 +48,12 @@ KILN_OPS |= {
     "ScatterND", "Tile", "TopK", "Trilu",
 }
 
+# Spatial ops (frontends/src/onnx/spatial.rs).
+KILN_OPS |= {
+    "AveragePool", "ConvTranspose", "DepthToSpace", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LRN",
+    "LpPool", "MaxPool", "SpaceToDepth",
+}
+
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")
 
 

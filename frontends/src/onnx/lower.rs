@@ -628,7 +628,7 @@ fn resolve_resize(ctx: &Ctx, node: &NodeProto, attrs: &mut Attrs) -> Result<(), 
         }
         match policy.as_str() {
             "stretch" => {}
-            "not_larger" | "not_smaller" if mode != "nearest" => {
+            "not_larger" | "not_smaller" => {
                 // One scale for every given axis, the smallest (largest) sizes/in, and sizes
                 // rounded from it (ONNX: round(scale·in)); the coordinates use that scale.
                 let ratios = given_axes.iter().map(|&a| full[a] as f64 / shape[a].max(1) as f64);

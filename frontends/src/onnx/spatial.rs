@@ -407,7 +407,7 @@ fn depth_space(
     for (key, value) in attrs {
         match (key.as_str(), value) {
             ("blocksize", Attr::Int(b)) => blocksize = Some(*b),
-            ("mode", Attr::Str(m)) if op_type == "DepthToSpace" => mode = m.clone(),
+            ("mode", Attr::Str(m)) => mode = m.clone(),
             (key, other) => return Err(format!("{op_type} has no attribute '{key}' of that type ({other})")),
         }
     }
@@ -433,12 +433,15 @@ fn depth_space(
             }
         }
         ("DepthToSpace", other) => return Err(format!("DepthToSpace's mode must be DCR or CRD, got {other:?}")),
-        _ => {
+        (_, "DCR" | "CRD") => {
             if h % b != 0 || w % b != 0 {
                 return Err(format!("SpaceToDepth's spatial extents {h}×{w} are not divisible by blocksize {b}"));
             }
-            (vec![n, c, h / b, b, w / b, b], vec![0, 3, 5, 1, 2, 4], vec![n, c * b * b, h / b, w / b])
+            // DCR puts the block offsets before the channels, CRD after them (opset 25's mode).
+            let perm = if mode == "DCR" { vec![0, 3, 5, 1, 2, 4] } else { vec![0, 1, 3, 5, 2, 4] };
+            (vec![n, c, h / b, b, w / b, b], perm, vec![n, c * b * b, h / b, w / b])
         }
+        (_, other) => return Err(format!("SpaceToDepth's mode must be DCR or CRD, got {other:?}")),
     };
     let as_i64 = |v: &[usize]| v.iter().map(|&d| d as i64).collect::<Vec<_>>();
     let t = |what: &str| format!("{name}/{what}");

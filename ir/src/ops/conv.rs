@@ -513,7 +513,29 @@ fn resize_axes(op: &Op, shape: &[usize]) -> Result<Vec<ResizeAxis>, String> {
                 })
                 .collect()
         }
-        _ => Err("Resize needs exactly one of 'scales' and 'sizes'".into()),
+        // keep_aspect_ratio_policy: the sizes are the output, the common scale the coordinates'.
+        (Some(scales), Some(sizes)) => {
+            if scales.len() != rank || sizes.len() != rank {
+                return Err(format!(
+                    "Resize has {} scales and {} sizes for a rank-{rank} input",
+                    scales.len(),
+                    sizes.len()
+                ));
+            }
+            (0..rank)
+                .map(|axis| {
+                    let (d, s, o) = (shape[axis], scales[axis], sizes[axis]);
+                    if !(s.is_finite() && s > 0.0) {
+                        return Err(format!("Resize's scale {s} for axis {axis} must be finite and > 0"));
+                    }
+                    if o == 0 || o > MAX_ELEMENTS {
+                        return Err(format!("Resize's size {o} for axis {axis} must be in 1..={MAX_ELEMENTS}"));
+                    }
+                    Ok(ResizeAxis { input: d, out: o, scale: s })
+                })
+                .collect()
+        }
+        (None, None) => Err("Resize needs 'scales' or 'sizes'".into()),
     }
 }
 
