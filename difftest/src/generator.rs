@@ -12,6 +12,9 @@
 //! Values are mostly uniform in [−3, 3); in "special" cases some are NaN, ±∞, ±0, subnormal, tiny
 //! or huge.
 
+#[path = "gen_elementwise.rs"]
+mod gen_elementwise;
+
 use crate::case::{Case, NodeSpec};
 use crate::rng::{Draw, Source, SplitMix};
 use kiln_ir::{
@@ -324,7 +327,7 @@ impl<'c, C: Source> Gen<'c, C> {
     }
 
     fn step(&mut self) {
-        let _ = match self.c.below(100) {
+        let _ = match self.c.below(112) {
             0..=13 => self.unary(),
             14..=29 => self.binary(),
             30..=33 => self.compare_where(),
@@ -341,6 +344,7 @@ impl<'c, C: Source> Gen<'c, C> {
             75..=86 => self.movement(),
             87..=89 => self.fused(),
             90..=95 => self.pattern(),
+            100..=111 => self.elementwise_issue12(),
             _ => self.identity(),
         };
     }

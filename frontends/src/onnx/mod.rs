@@ -14,6 +14,7 @@
 //! - Malformed bytes are an error, never a panic (see `fuzz/`).
 
 mod attention;
+mod einsum;
 mod fold;
 mod import;
 mod lower;
