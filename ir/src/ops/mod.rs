@@ -20,7 +20,9 @@ mod movement;
 mod norm;
 mod reduce;
 
-enum Family {
+/// The op families, one file each here and in codegen's lowering.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
     Elementwise,
     Linalg,
     Conv,
@@ -30,7 +32,8 @@ enum Family {
     Fused,
 }
 
-fn family(op: &Op) -> Family {
+/// Which family handles `op`.
+pub fn family(op: &Op) -> Family {
     match op {
         Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Identity => Family::Elementwise,
         Op::MatMul | Op::Gemm { .. } => Family::Linalg,

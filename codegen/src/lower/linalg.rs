@@ -1,0 +1,171 @@
+//! MatMul and Gemm: calls into the GEMM core, split into work units for the pool.
+
+use super::*;
+
+/// MatMul and Gemm.
+pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
+    let graph = cx.graph;
+    let node = graph.node(id);
+    let name = node.name.clone();
+    match op {
+        Op::MatMul => lower_matmul(cx, id),
+        Op::Gemm { alpha, beta, trans_a, trans_b } => lower_gemm(cx, id, *alpha, *beta, *trans_a, *trans_b),
+        _ => Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
+    }
+}
+
+pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let a = graph.value_type(ins[0]).clone();
+    let b = graph.value_type(ins[1]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    if a.dtype != DType::F32 || b.dtype != DType::F32 {
+        return Err(excluded("MatMul", &name, "non-f32 operands"));
+    }
+    let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
+    if elems != out.num_elements() {
+        return Err(internal(&name, "matmul output size mismatch"));
+    }
+    let pa = cx.input(ins[0], &name)?;
+    let pb = cx.input(ins[1], &name)?;
+    let dst = cx.out_buf(out_v);
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill: None, epilogue: None },
+        args: vec![dst, pa, pb],
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// numpy matmul of `a` by `b` (1-D operands promoted and the unit axis dropped, batch axes
+/// broadcast): the GEMM, its work units and the output element count.
+pub(crate) fn matmul_parts(
+    a: &[usize],
+    b: &[usize],
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, usize), String> {
+    if a.is_empty() || b.is_empty() {
+        return Err("matmul operands must have rank ≥ 1".into());
+    }
+    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
+    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
+    let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
+    if k != k2 {
+        return Err(format!("matmul inner dimensions differ ({k} vs {k2})"));
+    }
+    let ba = &a2[..a2.len() - 2];
+    let bb = &b2[..b2.len() - 2];
+    let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb)?;
+    let nb: usize = batch.iter().product();
+    let ia = kiln_ir::ops::broadcast::broadcast_indices(ba, &batch);
+    let ib = kiln_ir::ops::broadcast::broadcast_indices(bb, &batch);
+    let units = split_units(nb, m, threads, |bi| [ia[bi] * m * k, ib[bi] * k * n, bi * m * n]);
+    let call = GemmCall {
+        m,
+        n,
+        k,
+        a_rs: k as isize,
+        a_cs: 1,
+        b_rs: n as isize,
+        b_cs: 1,
+        d_rs: n as isize,
+        alpha: 1.0,
+        beta: 0.0,
+        accumulate: false,
+    };
+    Ok((call, units, nb * m * n))
+}
+
+/// Splits `nb` batches of `m` rows into units (a_off, b_off, d_off, m_lo, m_hi): whole batches
+/// when there are enough of them, otherwise row blocks of each batch.
+pub(super) fn split_units(nb: usize, m: usize, threads: usize, offs: impl Fn(usize) -> [usize; 3]) -> Vec<[usize; 5]> {
+    let per_batch = if nb >= threads { 1 } else { threads.div_ceil(nb).min(m).max(1) };
+    let mut units = Vec::new();
+    for bi in 0..nb {
+        let [ao, bo, d] = offs(bi);
+        for c in 0..per_batch {
+            let (lo, hi) = crate::pool::chunk(m, per_batch, c);
+            if hi > lo {
+                units.push([ao, bo, d, lo, hi]);
+            }
+        }
+    }
+    units
+}
+
+pub(super) fn lower_gemm(cx: &mut Ctx, id: NodeId, alpha: f32, beta: f32, ta: bool, tb: bool) -> Result<(), Error> {
+    let graph = cx.graph;
+    let name = graph.node(id).name.clone();
+    let ins = graph.node_inputs(id);
+    let a = graph.value_type(ins[0]).clone();
+    let b = graph.value_type(ins[1]).clone();
+    let out_v = Value { node: id, port: 0 };
+    let out = graph.value_type(out_v).clone();
+    let c = if ins.len() == 3 { Some(graph.value_type(ins[2]).shape.clone()) } else { None };
+    let (call, units, c_fill) = gemm_parts(&a.shape, &b.shape, c.as_deref(), alpha, beta, ta, tb, cx.threads)
+        .map_err(|e| internal(&name, e))?;
+    if out.shape != [call.m, call.n] {
+        return Err(internal(&name, "gemm output shape mismatch"));
+    }
+    let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?, cx.input(ins[1], &name)?];
+    if c_fill.is_some() {
+        args.push(cx.input(ins[2], &name)?);
+    }
+    cx.steps.push(Step {
+        label: name,
+        kind: StepKind::MatMul { call, units, c_fill, epilogue: None },
+        args,
+        n_writes: 1,
+    });
+    Ok(())
+}
+
+/// ONNX Gemm: the GEMM call, its work units, and the copy that broadcasts C into the output.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+pub(crate) fn gemm_parts(
+    a: &[usize],
+    b: &[usize],
+    c: Option<&[usize]>,
+    alpha: f32,
+    beta: f32,
+    ta: bool,
+    tb: bool,
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, Option<AxisCopy>), String> {
+    if a.len() != 2 || b.len() != 2 {
+        return Err("Gemm operands must be 2-D".into());
+    }
+    let (m, k) = if ta { (a[1], a[0]) } else { (a[0], a[1]) };
+    let (k2, n) = if tb { (b[1], b[0]) } else { (b[0], b[1]) };
+    if k != k2 {
+        return Err(format!("gemm inner dimensions differ ({k} vs {k2})"));
+    }
+    let (a_rs, a_cs) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    let c_fill = match c {
+        Some(c) if beta != 0.0 => {
+            if c.len() > 2 || kiln_ir::ops::broadcast::broadcast_shapes(c, &[m, n]).ok().as_deref() != Some(&[m, n][..])
+            {
+                return Err("Gemm's C does not broadcast to the output".into());
+            }
+            let off = 2 - c.len();
+            let cs = strides(c);
+            let tabs = (0..2)
+                .map(|j| {
+                    let len = [m, n][j];
+                    (0..len).map(|i| if j < off || c[j - off] == 1 { 0 } else { (i * cs[j - off]) as i64 }).collect()
+                })
+                .collect();
+            Some(copy_to_contiguous(&TensorType::f32([m, n]), tabs))
+        }
+        _ => None,
+    };
+    let call =
+        GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha, beta, accumulate: c_fill.is_some() };
+    Ok((call, split_units(1, m, threads, |_| [0, 0, 0]), c_fill))
+}
