@@ -410,6 +410,374 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let y0 = self.cmp(FloatCC::Equal, y, zero);
         self.sel(y0, one, r)
     }
+
+    /// Per-lane mask operations (vector masks are I32X4 all-ones/zeros, scalar ones I8).
+    pub fn mask_and(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().band(a, b)
+    }
+    pub fn mask_or(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().bor(a, b)
+    }
+    pub fn mask_xor(&mut self, a: Value, b: Value) -> Value {
+        self.b.ins().bxor(a, b)
+    }
+
+    pub fn floor(&mut self, x: Value) -> Value {
+        self.b.ins().floor(x)
+    }
+    pub fn ceil(&mut self, x: Value) -> Value {
+        self.b.ins().ceil(x)
+    }
+    pub fn trunc(&mut self, x: Value) -> Value {
+        self.b.ins().trunc(x)
+    }
+    /// Round half to even (IEEE roundToIntegralTiesToEven).
+    pub fn round_even(&mut self, x: Value) -> Value {
+        self.b.ins().nearest(x)
+    }
+
+    /// ln(1 + u) by Goldberg's correction: with w = fl(1 + u), log(w)·u/(w − 1) cancels the
+    /// rounding of 1 + u (relative error within a few ulp of `log`'s); u itself where w = 1;
+    /// +inf for u = +inf; NaN for u < −1.
+    pub fn log1p(&mut self, u: Value) -> Value {
+        let one = self.c(1.0);
+        let w = self.add(one, u);
+        let lw = self.log(w);
+        let wm1 = self.sub(w, one);
+        let ratio = self.div(u, wm1);
+        let r = self.mul(lw, ratio);
+        let exact = self.cmp(FloatCC::Equal, w, one);
+        let r = self.sel(exact, u, r);
+        let inf = self.c(f32::INFINITY);
+        let is_inf = self.cmp(FloatCC::Equal, u, inf);
+        self.sel(is_inf, inf, r)
+    }
+
+    /// Reduction for sin/cos/tan: x = n·π/2 + r, |r| ≤ π/4 (a little more at rounding
+    /// boundaries), with π/2 split in four parts (12, 12, 12 and 24 significant bits, 69 bits in
+    /// all), so the first two products are exact without FMA for |n| < 2¹² and every step is exact
+    /// or singly rounded with FMA for |x| < 2²⁴ (see math_tests::trig_sweeps for the measured
+    /// error). Returns (r, q) with q = n mod 4 ∈ {0, 1, 2, 3} as a float (computed in floats, so
+    /// no integer conversion can overflow). ±inf and NaN give r = NaN.
+    fn trig_reduce(&mut self, x: Value) -> (Value, Value) {
+        let two_over_pi = self.c(std::f32::consts::FRAC_2_PI);
+        let t = self.mul(x, two_over_pi);
+        let n = self.round_even(t);
+        let mut r = x;
+        for part in PIO2_PARTS {
+            let c = self.c(-part);
+            r = self.mul_add(n, c, r);
+        }
+        // q = n − 4·floor(n/4): every step exact for an integer-valued float.
+        let quarter = self.c(0.25);
+        let n4 = self.mul(n, quarter);
+        let f = self.floor(n4);
+        let four = self.c(4.0);
+        let f4 = self.mul(f, four);
+        let q = self.sub(n, f4);
+        // |r| ≤ π/4 (+ rounding) wherever the reduction is accurate; beyond 2²⁴ it is not, and
+        // this clamp keeps the polynomials finite there (a value in [−1, 1], not NaN).
+        let r = self.clamp_keep_nan(r, -0.786, 0.786);
+        (r, q)
+    }
+
+    /// sin r and cos r for |r| ≤ π/4 + ε: Cephes' minimax polynomials for sinf/cosf
+    /// (≤ 1 ulp on the interval).
+    fn sincos_poly(&mut self, r: Value) -> (Value, Value) {
+        let z = self.mul(r, r);
+        let ps = self.poly(z, &[-1.951_529_6e-4, 8.332_161e-3, -1.666_665_5e-1]);
+        let rz = self.mul(r, z);
+        let s = self.mul_add(rz, ps, r);
+        let pc = self.poly(z, &[2.443_315_7e-5, -1.388_731_6e-3, 4.166_664_6e-2]);
+        let zz = self.mul(z, z);
+        let half = self.c(-0.5);
+        let one = self.c(1.0);
+        let c0 = self.mul_add(z, half, one);
+        let c = self.mul_add(zz, pc, c0);
+        (s, c)
+    }
+
+    /// sin x (`cos` = false) or cos x (= sin(x + π/2): the quadrant advanced by one).
+    pub fn sin_cos(&mut self, x: Value, cos: bool) -> Value {
+        let (r, q) = self.trig_reduce(x);
+        let (s, c) = self.sincos_poly(r);
+        let q = if cos {
+            let one = self.c(1.0);
+            self.add(q, one)
+        } else {
+            q
+        };
+        // Odd quadrant: the other function; quadrants 2 and 3 (and 4 ≡ 0 after the shift
+        // for cos, which is q = 4 here): negated.
+        let one = self.c(1.0);
+        let three = self.c(3.0);
+        let odd_a = self.cmp(FloatCC::Equal, q, one);
+        let odd_b = self.cmp(FloatCC::Equal, q, three);
+        let odd = self.mask_or(odd_a, odd_b);
+        let v = self.sel(odd, c, s);
+        let two = self.c(2.0);
+        let four = self.c(4.0);
+        let ge2 = self.cmp(FloatCC::GreaterThanOrEqual, q, two);
+        let lt4 = self.cmp(FloatCC::LessThan, q, four);
+        let neg = self.mask_and(ge2, lt4);
+        let nv = self.neg(v);
+        let v = self.sel(neg, nv, v);
+        // Beyond the accurate range the reduction is meaningless; keep the result a sine.
+        self.clamp_keep_nan(v, -1.0, 1.0)
+    }
+
+    /// tan x = sin r/cos r in even quadrants, −cos r/sin r in odd ones.
+    pub fn tan(&mut self, x: Value) -> Value {
+        let (r, q) = self.trig_reduce(x);
+        let (s, c) = self.sincos_poly(r);
+        let one = self.c(1.0);
+        let three = self.c(3.0);
+        let odd_a = self.cmp(FloatCC::Equal, q, one);
+        let odd_b = self.cmp(FloatCC::Equal, q, three);
+        let odd = self.mask_or(odd_a, odd_b);
+        let ns = self.neg(s);
+        let num = self.sel(odd, c, s);
+        let den = self.sel(odd, ns, c);
+        self.div(num, den)
+    }
+
+    /// asin on [−½, ½]: t + t·z·P(z), z = t² (Cephes asinf, ≤ 1 ulp there).
+    fn asin_core(&mut self, t: Value) -> Value {
+        let z = self.mul(t, t);
+        let p = self.poly(z, &[4.216_32e-2, 2.418_131e-2, 4.547_002_6e-2, 7.495_300_3e-2, 1.666_675_2e-1]);
+        let tz = self.mul(t, z);
+        self.mul_add(tz, p, t)
+    }
+
+    /// asin x: |x| ≤ ½ directly; above, π/2 − 2·asin(√((1 − |x|)/2)) (no cancellation near 1).
+    /// |x| > 1 gives NaN (√ of a negative).
+    pub fn asin(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let half = self.c(0.5);
+        let big = self.cmp(FloatCC::GreaterThan, a, half);
+        let one = self.c(1.0);
+        let om = self.sub(one, a);
+        let h = self.mul(om, half);
+        let sq = self.sqrt(h);
+        let t = self.sel(big, sq, a);
+        let p = self.asin_core(t);
+        let pio2 = self.c(std::f32::consts::FRAC_PI_2);
+        let m2 = self.c(-2.0);
+        let far = self.mul_add(p, m2, pio2);
+        let v = self.sel(big, far, p);
+        self.copysign_pos(v, x)
+    }
+
+    /// acos x: π/2 − asin x for |x| ≤ ½; 2·asin(√((1 − x)/2)) above ½ and
+    /// π − 2·asin(√((1 + x)/2)) below −½ (Cephes acosf).
+    pub fn acos(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let half = self.c(0.5);
+        let big = self.cmp(FloatCC::GreaterThan, a, half);
+        let one = self.c(1.0);
+        let om = self.sub(one, a);
+        let h = self.mul(om, half);
+        let sq = self.sqrt(h);
+        let t = self.sel(big, sq, x);
+        let p = self.asin_core(t);
+        let pio2 = self.c(std::f32::consts::FRAC_PI_2);
+        let mid = self.sub(pio2, p);
+        let two = self.c(2.0);
+        let pos = self.mul(p, two);
+        let pi = self.c(std::f32::consts::PI);
+        let m2 = self.c(-2.0);
+        let negv = self.mul_add(p, m2, pi);
+        let zero = self.c(0.0);
+        let is_neg = self.cmp(FloatCC::LessThan, x, zero);
+        let far = self.sel(is_neg, negv, pos);
+        self.sel(big, far, mid)
+    }
+
+    /// atan x (Cephes atanf): |x| > tan(3π/8): π/2 − atan(1/|x|); > tan(π/8): π/4 +
+    /// atan((|x| − 1)/(|x| + 1)); then t + t·z·P(z). ±inf give ±π/2.
+    pub fn atan(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let one = self.c(1.0);
+        let t3 = self.c(2.414_213_6);
+        let t1 = self.c(0.414_213_57);
+        let big = self.cmp(FloatCC::GreaterThan, a, t3);
+        let mid = self.cmp(FloatCC::GreaterThan, a, t1);
+        let m1 = self.c(-1.0);
+        let inv = self.div(m1, a);
+        let am1 = self.sub(a, one);
+        let ap1 = self.add(a, one);
+        let mq = self.div(am1, ap1);
+        let t = self.sel(mid, mq, a);
+        let t = self.sel(big, inv, t);
+        let zero = self.c(0.0);
+        let pio4 = self.c(std::f32::consts::FRAC_PI_4);
+        let pio2 = self.c(std::f32::consts::FRAC_PI_2);
+        let base = self.sel(mid, pio4, zero);
+        let base = self.sel(big, pio2, base);
+        let z = self.mul(t, t);
+        let p = self.poly(z, &[8.053_744_5e-2, -1.387_768_6e-1, 1.997_771_1e-1, -3.333_295e-1]);
+        let tz = self.mul(t, z);
+        let y = self.mul_add(tz, p, t);
+        let v = self.add(base, y);
+        self.copysign_pos(v, x)
+    }
+
+    /// sinh (`cosh` = false) or cosh of x. With h = e^{|x|/2}: (½h)·h ∓ ½/h², finite up to the
+    /// f32 limit (|x| ≈ 89.4) although e^{|x|} alone overflows at 88.7. sinh for |x| < 1 from
+    /// its Taylor series to x¹¹ (no cancellation).
+    pub fn sinh_cosh(&mut self, x: Value, cosh: bool) -> Value {
+        let a = self.abs(x);
+        let half = self.c(0.5);
+        let ah = self.mul(a, half);
+        let h = self.exp(ah);
+        let hh = self.mul(h, h);
+        let hh2 = self.mul(half, h);
+        let big = self.mul(hh2, h);
+        let inv = self.div(half, hh);
+        if cosh {
+            return self.add(big, inv);
+        }
+        let d = self.sub(big, inv);
+        let large = self.copysign_pos(d, x);
+        let z = self.mul(x, x);
+        let p = self.poly(z, &[1.0 / 39_916_800.0, 1.0 / 362_880.0, 1.0 / 5040.0, 1.0 / 120.0, 1.0 / 6.0]);
+        let xz = self.mul(x, z);
+        let small = self.mul_add(xz, p, x);
+        let one = self.c(1.0);
+        let is_small = self.cmp(FloatCC::LessThan, a, one);
+        self.sel(is_small, small, large)
+    }
+
+    /// asinh x = sign·log1p(|x| + x²/(1 + √(1 + x²))); log|x| + ln 2 once x² would lose the 1.
+    pub fn asinh(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let one = self.c(1.0);
+        let z = self.mul(a, a);
+        let zp1 = self.add(z, one);
+        let s = self.sqrt(zp1);
+        let sp1 = self.add(s, one);
+        let q = self.div(z, sp1);
+        let u = self.add(a, q);
+        let small = self.log1p(u);
+        let la = self.log(a);
+        let ln2 = self.c(std::f32::consts::LN_2);
+        let large = self.add(la, ln2);
+        let lim = self.c(4096.0);
+        let is_large = self.cmp(FloatCC::GreaterThan, a, lim);
+        let v = self.sel(is_large, large, small);
+        self.copysign_pos(v, x)
+    }
+
+    /// acosh x = log1p(t + √(2t + t²)), t = x − 1 (exact for x ≥ 1 near 1); log x + ln 2 for
+    /// large x; NaN below 1.
+    pub fn acosh(&mut self, x: Value) -> Value {
+        let one = self.c(1.0);
+        let t = self.sub(x, one);
+        let two = self.c(2.0);
+        let tt = self.mul(t, t);
+        let w = self.mul_add(t, two, tt);
+        let s = self.sqrt(w);
+        let u = self.add(t, s);
+        let small = self.log1p(u);
+        let lx = self.log(x);
+        let ln2 = self.c(std::f32::consts::LN_2);
+        let large = self.add(lx, ln2);
+        let lim = self.c(4096.0);
+        let is_large = self.cmp(FloatCC::GreaterThan, x, lim);
+        let v = self.sel(is_large, large, small);
+        let below = self.cmp(FloatCC::LessThan, x, one);
+        let nan = self.c(f32::NAN);
+        self.sel(below, nan, v)
+    }
+
+    /// atanh x = sign·½·log1p(2|x|/(1 − |x|)); ±1 → ±inf, |x| > 1 → NaN.
+    pub fn atanh(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let one = self.c(1.0);
+        let two_a = self.add(a, a);
+        let om = self.sub(one, a);
+        let u = self.div(two_a, om);
+        let l = self.log1p(u);
+        let half = self.c(0.5);
+        let v = self.mul(l, half);
+        let above = self.cmp(FloatCC::GreaterThan, a, one);
+        let nan = self.c(f32::NAN);
+        let v = self.sel(above, nan, v);
+        self.copysign_pos(v, x)
+    }
+
+    /// ln(1 + eˣ) = max(x, 0) + log1p(e^{−|x|}): no overflow, no cancellation.
+    pub fn softplus(&mut self, x: Value) -> Value {
+        let a = self.abs(x);
+        let na = self.neg(a);
+        let e = self.exp(na);
+        let l = self.log1p(e);
+        let zero = self.c(0.0);
+        let m = self.max(x, zero);
+        self.add(m, l)
+    }
+
+    /// +0 or −0 by the sign bit of `s`.
+    pub fn copysign_zero(&mut self, s: Value) -> Value {
+        let zero = self.c(0.0);
+        self.copysign_pos(zero, s)
+    }
+
+    /// C fmod(a, b), exact for every pair of floats when the host has FMA: a reduces modulo
+    /// |b|·2^(23j) for j = 12, 11, …, 0 in turn (each a multiple of |b|, so the remainder mod |b|
+    /// is kept), and every step's quotient is below 2²⁴ (the remainder before the step is below
+    /// the previous, 2²³ times larger, modulus; 2^(23·13) covers the whole exponent range), where
+    /// one FMA step is exact (see [`Self::fmod_step`]). Moduli that overflow to inf leave the
+    /// remainder as it is. b = 0, a = ±inf or NaN give NaN; b = ±inf returns a. Without FMA each
+    /// step rounds r − q·m once (not exact for large quotients).
+    pub fn fmod(&mut self, a: Value, b: Value) -> Value {
+        let ab = self.abs(b);
+        let scale = self.c(8_388_608.0); // 2^23
+        let mut moduli = vec![ab];
+        for _ in 0..12 {
+            let last = moduli[moduli.len() - 1];
+            let next = self.mul(last, scale);
+            moduli.push(next);
+        }
+        let mut r = a;
+        for &m in moduli.iter().rev() {
+            r = self.fmod_step(r, m);
+        }
+        r
+    }
+
+    /// fmod(a, m) for m ≥ 0 (or NaN) and |a/m| < 2²⁴: r = a − trunc(a/m)·m in one FMA (exact:
+    /// the true remainder, or it ± m when the rounded quotient crossed an integer, is a multiple
+    /// of ulp(m) below 2·m), then corrected by m toward a's sign. m = inf returns a (finite a).
+    fn fmod_step(&mut self, a: Value, m: Value) -> Value {
+        let q = self.div(a, m);
+        let q = self.trunc(q);
+        let nq = self.neg(q);
+        let r = self.mul_add(nq, m, a);
+        let step = self.copysign_pos(m, a);
+        // Wrong sign (r ≠ 0 and sign(r) ≠ sign(a)): the quotient was one too large.
+        let zero = self.c(0.0);
+        let a_neg = self.cmp(FloatCC::LessThan, a, zero);
+        let r_neg = self.cmp(FloatCC::LessThan, r, zero);
+        let r_pos = self.cmp(FloatCC::GreaterThan, r, zero);
+        let r_nz = self.mask_or(r_neg, r_pos);
+        let sign_differs = self.mask_xor(a_neg, r_neg);
+        let wrong = self.mask_and(r_nz, sign_differs);
+        let r_up = self.add(r, step);
+        let r = self.sel(wrong, r_up, r);
+        // |r| ≥ m: one too small.
+        let ar = self.abs(r);
+        let over = self.cmp(FloatCC::GreaterThanOrEqual, ar, m);
+        let r_down = self.sub(r, step);
+        let r = self.sel(over, r_down, r);
+        // fmod(a, inf) = a for finite a (the FMA gave −0·inf = NaN).
+        let inf = self.c(f32::INFINITY);
+        let m_inf = self.cmp(FloatCC::Equal, m, inf);
+        let aa = self.abs(a);
+        let a_fin = self.cmp(FloatCC::LessThan, aa, inf);
+        let keep = self.mask_and(m_inf, a_fin);
+        self.sel(keep, a, r)
+    }
 }
 
 /// ln 2 = LN2_HI + LN2_LO; LN2_HI (0x3f317200) has 15 significant bits, so n·LN2_HI is exact for
@@ -420,6 +788,10 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 fn lane_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
 }
+
+/// π/2 in four parts of 12, 12, 12 and 24 significant bits (sum within 2e-21 of π/2), so that
+/// n·part is exact for the first parts.
+const PIO2_PARTS: [f32; 4] = [1.570_800_8, -4.453_584_6e-6, -8.706_138e-10, 6.223_372e-14];
 
 /// erf's numerator coefficients in x², highest degree first (see [`Lanes::erf`]); the constant
 /// term came out of the fit as 2/√π to f32 precision.

@@ -12,6 +12,9 @@
 //! Values are mostly uniform in [−3, 3); in "special" cases some are NaN, ±∞, ±0, subnormal, tiny
 //! or huge.
 
+#[path = "gen_elementwise.rs"]
+mod gen_elementwise;
+
 use crate::case::{Case, NodeSpec};
 
 // Issue 12's reductions, index and along-axis ops (a child module: it extends `Gen`).
@@ -331,7 +334,7 @@ impl<'c, C: Source> Gen<'c, C> {
     }
 
     fn step(&mut self) {
-        let _ = match self.c.below(106) {
+        let _ = match self.c.below(118) {
             0..=13 => self.unary(),
             14..=29 => self.binary(),
             30..=33 => self.compare_where(),
@@ -349,6 +352,7 @@ impl<'c, C: Source> Gen<'c, C> {
             87..=89 => self.fused(),
             90..=95 => self.pattern(),
             100..=105 => self.data_op(),
+            106..=117 => self.elementwise_issue12(),
             _ => self.identity(),
         };
     }

@@ -25,6 +25,25 @@ pub enum BinaryOp {
     Equal,
     /// Produces bool.
     Less,
+    /// Produces bool.
+    Greater,
+    /// Produces bool.
+    GreaterOrEqual,
+    /// Produces bool.
+    LessOrEqual,
+    /// Bool inputs, bool result.
+    And,
+    /// Bool inputs, bool result.
+    Or,
+    /// Bool inputs, bool result.
+    Xor,
+    /// Remainder. `fmod`: C fmod (sign of the dividend; the only form ONNX allows on floats);
+    /// otherwise integer floor-mod (sign of the divisor, as Python's `%`).
+    Mod {
+        fmod: bool,
+    },
+    /// PRelu(x, slope): x < 0 ? slope·x : x; slope broadcasts to x (unidirectionally).
+    PRelu,
 }
 
 /// Elementwise ops of one f32 input. Parameters are part of the op.
@@ -59,6 +78,62 @@ pub enum UnaryOp {
         min: Option<f32>,
         max: Option<f32>,
     },
+    Sin,
+    Cos,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Floor,
+    Ceil,
+    /// Round half to even.
+    Round,
+    /// −1, 0 or 1 (NaN stays NaN).
+    Sign,
+    /// ln(1 + eˣ).
+    Softplus,
+    /// x/(1 + |x|).
+    Softsign,
+    /// x·tanh(softplus(x)).
+    Mish,
+    /// x·HardSigmoid(x) with α = 1/6, β = ½.
+    HardSwish,
+    /// max(0, min(1, α·x + β)).
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
+    /// x if x > 0 else α·(eˣ − 1).
+    Elu {
+        alpha: f32,
+    },
+    /// max(0, x) + min(0, α·(e^{x/α} − 1)).
+    Celu {
+        alpha: f32,
+    },
+    /// x if x > α else 0.
+    ThresholdedRelu {
+        alpha: f32,
+    },
+    /// x + bias if x < −λ, x − bias if x > λ, else 0.
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
+    /// f32 input, bool result.
+    IsNaN,
+    /// f32 input, bool result: +∞ counts when `positive`, −∞ when `negative`.
+    IsInf {
+        positive: bool,
+        negative: bool,
+    },
+    /// Bool input, bool result.
+    Not,
 }
 
 /// Which reduction a `Reduce*` op computes.
@@ -500,6 +575,42 @@ pub const OP_NAMES: &[&str] = &[
     "RegionNorm",
     "MaskedSoftmax",
     "Attention",
+    // Elementwise ops of issue 12 (kept together so merges are "take both").
+    "Greater",
+    "GreaterOrEqual",
+    "LessOrEqual",
+    "And",
+    "Or",
+    "Xor",
+    "Mod",
+    "PRelu",
+    "Sin",
+    "Cos",
+    "Tan",
+    "Asin",
+    "Acos",
+    "Atan",
+    "Sinh",
+    "Cosh",
+    "Asinh",
+    "Acosh",
+    "Atanh",
+    "Floor",
+    "Ceil",
+    "Round",
+    "Sign",
+    "Softplus",
+    "Softsign",
+    "Mish",
+    "HardSwish",
+    "HardSigmoid",
+    "Elu",
+    "Celu",
+    "ThresholdedRelu",
+    "Shrink",
+    "IsNaN",
+    "IsInf",
+    "Not",
 ];
 
 const SELU_ALPHA: f32 = 1.673_263_2;
@@ -525,6 +636,33 @@ impl Op {
                 UnaryOp::Selu { .. } => "Selu",
                 UnaryOp::Gelu { .. } => "Gelu",
                 UnaryOp::Clip { .. } => "Clip",
+                UnaryOp::Sin => "Sin",
+                UnaryOp::Cos => "Cos",
+                UnaryOp::Tan => "Tan",
+                UnaryOp::Asin => "Asin",
+                UnaryOp::Acos => "Acos",
+                UnaryOp::Atan => "Atan",
+                UnaryOp::Sinh => "Sinh",
+                UnaryOp::Cosh => "Cosh",
+                UnaryOp::Asinh => "Asinh",
+                UnaryOp::Acosh => "Acosh",
+                UnaryOp::Atanh => "Atanh",
+                UnaryOp::Floor => "Floor",
+                UnaryOp::Ceil => "Ceil",
+                UnaryOp::Round => "Round",
+                UnaryOp::Sign => "Sign",
+                UnaryOp::Softplus => "Softplus",
+                UnaryOp::Softsign => "Softsign",
+                UnaryOp::Mish => "Mish",
+                UnaryOp::HardSwish => "HardSwish",
+                UnaryOp::HardSigmoid { .. } => "HardSigmoid",
+                UnaryOp::Elu { .. } => "Elu",
+                UnaryOp::Celu { .. } => "Celu",
+                UnaryOp::ThresholdedRelu { .. } => "ThresholdedRelu",
+                UnaryOp::Shrink { .. } => "Shrink",
+                UnaryOp::IsNaN => "IsNaN",
+                UnaryOp::IsInf { .. } => "IsInf",
+                UnaryOp::Not => "Not",
             },
             Op::Binary(b) => match b {
                 BinaryOp::Add => "Add",
@@ -536,6 +674,14 @@ impl Op {
                 BinaryOp::Min => "Min",
                 BinaryOp::Equal => "Equal",
                 BinaryOp::Less => "Less",
+                BinaryOp::Greater => "Greater",
+                BinaryOp::GreaterOrEqual => "GreaterOrEqual",
+                BinaryOp::LessOrEqual => "LessOrEqual",
+                BinaryOp::And => "And",
+                BinaryOp::Or => "Or",
+                BinaryOp::Xor => "Xor",
+                BinaryOp::Mod { .. } => "Mod",
+                BinaryOp::PRelu => "PRelu",
             },
             Op::Where => "Where",
             Op::Cast { .. } => "Cast",
@@ -684,6 +830,53 @@ impl Op {
                 Op::Unary(UnaryOp::Gelu { tanh })
             }
             "Clip" => Op::Unary(UnaryOp::Clip { min: r.float_opt("min")?, max: r.float_opt("max")? }),
+            // Elementwise ops of issue 12.
+            "Greater" => Op::Binary(BinaryOp::Greater),
+            "GreaterOrEqual" => Op::Binary(BinaryOp::GreaterOrEqual),
+            "LessOrEqual" => Op::Binary(BinaryOp::LessOrEqual),
+            "And" => Op::Binary(BinaryOp::And),
+            "Or" => Op::Binary(BinaryOp::Or),
+            "Xor" => Op::Binary(BinaryOp::Xor),
+            "Mod" => Op::Binary(BinaryOp::Mod { fmod: r.bool("fmod", false)? }),
+            "PRelu" => Op::Binary(BinaryOp::PRelu),
+            "Sin" => Op::Unary(UnaryOp::Sin),
+            "Cos" => Op::Unary(UnaryOp::Cos),
+            "Tan" => Op::Unary(UnaryOp::Tan),
+            "Asin" => Op::Unary(UnaryOp::Asin),
+            "Acos" => Op::Unary(UnaryOp::Acos),
+            "Atan" => Op::Unary(UnaryOp::Atan),
+            "Sinh" => Op::Unary(UnaryOp::Sinh),
+            "Cosh" => Op::Unary(UnaryOp::Cosh),
+            "Asinh" => Op::Unary(UnaryOp::Asinh),
+            "Acosh" => Op::Unary(UnaryOp::Acosh),
+            "Atanh" => Op::Unary(UnaryOp::Atanh),
+            "Floor" => Op::Unary(UnaryOp::Floor),
+            "Ceil" => Op::Unary(UnaryOp::Ceil),
+            "Round" => Op::Unary(UnaryOp::Round),
+            "Sign" => Op::Unary(UnaryOp::Sign),
+            "Softplus" => Op::Unary(UnaryOp::Softplus),
+            "Softsign" => Op::Unary(UnaryOp::Softsign),
+            "Mish" => Op::Unary(UnaryOp::Mish),
+            "HardSwish" => Op::Unary(UnaryOp::HardSwish),
+            "HardSigmoid" => {
+                Op::Unary(UnaryOp::HardSigmoid { alpha: r.float("alpha", 0.2)?, beta: r.float("beta", 0.5)? })
+            }
+            "Elu" => Op::Unary(UnaryOp::Elu { alpha: r.float("alpha", 1.0)? }),
+            "Celu" => {
+                let alpha = r.float("alpha", 1.0)?;
+                if alpha == 0.0 || !alpha.is_finite() {
+                    return Err(format!("Celu's 'alpha' must be finite and non-zero, got {alpha}"));
+                }
+                Op::Unary(UnaryOp::Celu { alpha })
+            }
+            "ThresholdedRelu" => Op::Unary(UnaryOp::ThresholdedRelu { alpha: r.float("alpha", 1.0)? }),
+            "Shrink" => Op::Unary(UnaryOp::Shrink { bias: r.float("bias", 0.0)?, lambd: r.float("lambd", 0.5)? }),
+            "IsNaN" => Op::Unary(UnaryOp::IsNaN),
+            "IsInf" => Op::Unary(UnaryOp::IsInf {
+                positive: r.bool("detect_positive", true)?,
+                negative: r.bool("detect_negative", true)?,
+            }),
+            "Not" => Op::Unary(UnaryOp::Not),
             "MatMul" => Op::MatMul,
             "Gemm" => Op::Gemm {
                 alpha: r.float("alpha", 1.0)?,
@@ -984,6 +1177,23 @@ impl Op {
                 if let Some(v) = max {
                     w.float("max", *v, f32::NAN);
                 }
+            }
+            // Elementwise ops of issue 12.
+            Op::Binary(BinaryOp::Mod { fmod }) => w.int("fmod", *fmod as i64, 0),
+            Op::Unary(UnaryOp::HardSigmoid { alpha, beta }) => {
+                w.float("alpha", *alpha, 0.2);
+                w.float("beta", *beta, 0.5);
+            }
+            Op::Unary(UnaryOp::Elu { alpha } | UnaryOp::Celu { alpha } | UnaryOp::ThresholdedRelu { alpha }) => {
+                w.float("alpha", *alpha, 1.0)
+            }
+            Op::Unary(UnaryOp::Shrink { bias, lambd }) => {
+                w.float("bias", *bias, 0.0);
+                w.float("lambd", *lambd, 0.5);
+            }
+            Op::Unary(UnaryOp::IsInf { positive, negative }) => {
+                w.int("detect_positive", *positive as i64, 1);
+                w.int("detect_negative", *negative as i64, 1);
             }
             Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Identity | Op::MatMul => {}
             Op::Cast { to } => w.string("to", to.name(), ""),

@@ -30,7 +30,7 @@ from onnx.backend.test.case import node as node_cases
 
 # The default-domain op types kiln imports: keep in sync with ONNX_OPS in
 # frontends/src/onnx/lower.rs (the Rust test checks cases.txt against the allowlist). The load-time
-# ops (Shape, Range, Mod, ...) are not listed: their own tests feed them run-time inputs, which kiln
+# ops (Shape, Range, ...) are not listed: their own tests feed them run-time inputs, which kiln
 # cannot evaluate; they are exercised by the "_expanded" cases instead.
 KILN_OPS = {
     "Abs", "Add", "Attention", "BatchNormalization", "Cast", "CastLike", "Clip", "Concat", "Constant", "Conv",
@@ -52,6 +52,13 @@ KILN_OPS |= {
 KILN_OPS |= {
     "AveragePool", "ConvTranspose", "DepthToSpace", "GlobalAveragePool", "GlobalLpPool", "GlobalMaxPool", "LRN",
     "LpPool", "MaxPool", "SpaceToDepth",
+}
+# Elementwise ops of issue 12.
+KILN_OPS |= {
+    "Acos", "Acosh", "And", "Asin", "Asinh", "Atan", "Atanh", "Ceil", "Celu", "Cos", "Cosh", "Einsum", "Elu",
+    "Floor", "GreaterOrEqual", "HardSigmoid", "HardSwish", "IsInf", "IsNaN", "LessOrEqual", "Mean", "Mish",
+    "Mod", "Not", "Or", "PRelu", "Round", "Shrink", "Sign", "Sin", "Sinh", "Softplus", "Softsign", "Tan",
+    "ThresholdedRelu", "Xor",
 }
 
 EXPANDED = re.compile(r"_expanded(_ver\d+)?$")

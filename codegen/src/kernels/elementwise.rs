@@ -341,7 +341,127 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
             }
             v
         }
+        UnaryOp::Sin => l.sin_cos(x, false),
+        UnaryOp::Cos => l.sin_cos(x, true),
+        UnaryOp::Tan => l.tan(x),
+        UnaryOp::Asin => l.asin(x),
+        UnaryOp::Acos => l.acos(x),
+        UnaryOp::Atan => l.atan(x),
+        UnaryOp::Sinh => l.sinh_cosh(x, false),
+        UnaryOp::Cosh => l.sinh_cosh(x, true),
+        UnaryOp::Asinh => l.asinh(x),
+        UnaryOp::Acosh => l.acosh(x),
+        UnaryOp::Atanh => l.atanh(x),
+        UnaryOp::Floor => l.floor(x),
+        UnaryOp::Ceil => l.ceil(x),
+        UnaryOp::Round => l.round_even(x),
+        UnaryOp::Sign => {
+            // ±0 and NaN pass through.
+            let zero = l.c(0.0);
+            let one = l.c(1.0);
+            let m1 = l.c(-1.0);
+            let pos = l.cmp(FloatCC::GreaterThan, x, zero);
+            let neg = l.cmp(FloatCC::LessThan, x, zero);
+            let v = l.sel(neg, m1, x);
+            l.sel(pos, one, v)
+        }
+        UnaryOp::Softplus => l.softplus(x),
+        UnaryOp::Softsign => {
+            let one = l.c(1.0);
+            let a = l.abs(x);
+            let d = l.add(one, a);
+            l.div(x, d)
+        }
+        UnaryOp::Mish => {
+            let sp = l.softplus(x);
+            let t = l.tanh(sp);
+            l.mul(x, t)
+        }
+        UnaryOp::HardSwish => {
+            let h = hard_sigmoid(l, x, 1.0 / 6.0, 0.5);
+            l.mul(x, h)
+        }
+        UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid(l, x, alpha, beta),
+        UnaryOp::Elu { alpha } => {
+            let e = l.exp(x);
+            let one = l.c(1.0);
+            let em1 = l.sub(e, one);
+            let a = l.c(alpha);
+            let neg = l.mul(a, em1);
+            let zero = l.c(0.0);
+            let pos = l.cmp(FloatCC::GreaterThan, x, zero);
+            l.sel(pos, x, neg)
+        }
+        UnaryOp::Celu { alpha } => {
+            let inv = l.c(1.0 / alpha);
+            let xs = l.mul(x, inv);
+            let e = l.exp(xs);
+            let one = l.c(1.0);
+            let em1 = l.sub(e, one);
+            let a = l.c(alpha);
+            let neg = l.mul(a, em1);
+            let zero = l.c(0.0);
+            let pos = l.cmp(FloatCC::GreaterThan, x, zero);
+            l.sel(pos, x, neg)
+        }
+        UnaryOp::ThresholdedRelu { alpha } => {
+            // NaN compares false: 0, as ONNX defines it.
+            let a = l.c(alpha);
+            let zero = l.c(0.0);
+            let keep = l.cmp(FloatCC::GreaterThan, x, a);
+            l.sel(keep, x, zero)
+        }
+        UnaryOp::Shrink { bias, lambd } => {
+            let lo = l.c(-lambd);
+            let hi = l.c(lambd);
+            let bc = l.c(bias);
+            let plus = l.add(x, bc);
+            let minus = l.sub(x, bc);
+            let zero = l.c(0.0);
+            let below = l.cmp(FloatCC::LessThan, x, lo);
+            let above = l.cmp(FloatCC::GreaterThan, x, hi);
+            let v = l.sel(above, minus, zero);
+            l.sel(below, plus, v)
+        }
+        UnaryOp::IsNaN => {
+            let m = l.cmp(FloatCC::Unordered, x, x);
+            l.mask_to_f32(m)
+        }
+        UnaryOp::IsInf { positive, negative } => {
+            let inf = l.c(f32::INFINITY);
+            let ninf = l.c(f32::NEG_INFINITY);
+            let p = l.cmp(FloatCC::Equal, x, inf);
+            let n = l.cmp(FloatCC::Equal, x, ninf);
+            match (positive, negative) {
+                (true, true) => {
+                    let m = l.mask_or(p, n);
+                    l.mask_to_f32(m)
+                }
+                (true, false) => l.mask_to_f32(p),
+                (false, true) => l.mask_to_f32(n),
+                (false, false) => l.c(0.0),
+            }
+        }
+        UnaryOp::Not => {
+            let zero = l.c(0.0);
+            let m = l.cmp(FloatCC::Equal, x, zero);
+            l.mask_to_f32(m)
+        }
     }
+}
+
+/// max(0, min(1, α·x + β)), NaN kept.
+fn hard_sigmoid(l: &mut Lanes, x: Value, alpha: f32, beta: f32) -> Value {
+    let a = l.c(alpha);
+    let b = l.c(beta);
+    let y = l.mul_add(a, x, b);
+    l.clamp_keep_nan(y, 0.0, 1.0)
+}
+
+/// A bool operand (0.0/1.0) as a lane mask.
+fn truth(l: &mut Lanes, x: Value) -> Value {
+    let zero = l.c(0.0);
+    l.cmp(FloatCC::NotEqual, x, zero)
 }
 
 pub fn binary(l: &mut Lanes, op: BinaryOp, a: Value, b: Value) -> Value {
@@ -360,6 +480,51 @@ pub fn binary(l: &mut Lanes, op: BinaryOp, a: Value, b: Value) -> Value {
         BinaryOp::Less => {
             let m = l.cmp(FloatCC::LessThan, a, b);
             l.mask_to_f32(m)
+        }
+        BinaryOp::Greater => {
+            let m = l.cmp(FloatCC::GreaterThan, a, b);
+            l.mask_to_f32(m)
+        }
+        BinaryOp::GreaterOrEqual => {
+            let m = l.cmp(FloatCC::GreaterThanOrEqual, a, b);
+            l.mask_to_f32(m)
+        }
+        BinaryOp::LessOrEqual => {
+            let m = l.cmp(FloatCC::LessThanOrEqual, a, b);
+            l.mask_to_f32(m)
+        }
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => {
+            let (p, q) = (truth(l, a), truth(l, b));
+            let m = match op {
+                BinaryOp::And => l.mask_and(p, q),
+                BinaryOp::Or => l.mask_or(p, q),
+                _ => l.mask_xor(p, q),
+            };
+            l.mask_to_f32(m)
+        }
+        BinaryOp::Mod { fmod: true } => l.fmod(a, b),
+        BinaryOp::Mod { fmod: false } => {
+            // Floor-mod: fmod moved to the divisor's sign; a zero takes the divisor's sign.
+            let r = l.fmod(a, b);
+            let zero = l.c(0.0);
+            let r_neg = l.cmp(FloatCC::LessThan, r, zero);
+            let r_pos = l.cmp(FloatCC::GreaterThan, r, zero);
+            let b_neg = l.cmp(FloatCC::LessThan, b, zero);
+            let b_pos = l.cmp(FloatCC::GreaterThan, b, zero);
+            let differ_a = l.mask_and(r_neg, b_pos);
+            let differ_b = l.mask_and(r_pos, b_neg);
+            let differ = l.mask_or(differ_a, differ_b);
+            let rb = l.add(r, b);
+            let moved = l.sel(differ, rb, r);
+            let is_zero = l.cmp(FloatCC::Equal, r, zero);
+            let signed_zero = l.copysign_zero(b);
+            l.sel(is_zero, signed_zero, moved)
+        }
+        BinaryOp::PRelu => {
+            let zero = l.c(0.0);
+            let neg = l.cmp(FloatCC::LessThan, a, zero);
+            let ab = l.mul(a, b);
+            l.sel(neg, ab, a)
         }
     }
 }

@@ -37,6 +37,7 @@ impl IntOp {
         match self {
             IntOp::Binary(BinaryOp::Div) => Some("integer division by zero"),
             IntOp::Binary(BinaryOp::Pow) => Some("integer Pow with a negative exponent"),
+            IntOp::Binary(BinaryOp::Mod { .. }) => Some("integer Mod by zero"),
             _ => None,
         }
     }
@@ -148,10 +149,45 @@ fn emit(b: &mut FunctionBuilder, op: IntOp, v: &[Value]) -> (Value, Option<Value
             let c = b.ins().icmp(IntCC::Equal, x, y);
             (to_f32(b, c), None)
         }
-        BinaryOp::Less => {
-            let c = b.ins().icmp(IntCC::SignedLessThan, x, y);
+        BinaryOp::Less | BinaryOp::Greater | BinaryOp::GreaterOrEqual | BinaryOp::LessOrEqual => {
+            let cc = match bin {
+                BinaryOp::Less => IntCC::SignedLessThan,
+                BinaryOp::Greater => IntCC::SignedGreaterThan,
+                BinaryOp::GreaterOrEqual => IntCC::SignedGreaterThanOrEqual,
+                _ => IntCC::SignedLessThanOrEqual,
+            };
+            let c = b.ins().icmp(cc, x, y);
             (to_f32(b, c), None)
         }
+        BinaryOp::Mod { fmod } => {
+            // y = 0 is an error and y = −1 gives 0 (srem traps on both in x86's idiv).
+            let is0 = b.ins().icmp_imm_s(IntCC::Equal, y, 0);
+            let is_m1 = b.ins().icmp_imm_s(IntCC::Equal, y, -1);
+            let special = b.ins().bor(is0, is_m1);
+            let one = b.ins().iconst(types::I64, 1);
+            let safe = b.ins().select(special, one, y);
+            let r = b.ins().srem(x, safe);
+            let r = if fmod {
+                r
+            } else {
+                // Floor-mod: a non-zero remainder takes the divisor's sign (r + y, which cannot
+                // overflow as r and y then have opposite signs).
+                let zero = b.ins().iconst(types::I64, 0);
+                let r_nz = b.ins().icmp(IntCC::NotEqual, r, zero);
+                let r_neg = b.ins().icmp(IntCC::SignedLessThan, r, zero);
+                let y_neg = b.ins().icmp(IntCC::SignedLessThan, y, zero);
+                let differ = b.ins().bxor(r_neg, y_neg);
+                let fix = b.ins().band(r_nz, differ);
+                let ry = b.ins().iadd(r, y);
+                b.ins().select(fix, ry, r)
+            };
+            (r, Some(is0))
+        }
+        // Bool-only (And/Or/Xor) and f32-only (PRelu) ops never reach the i64 path (the IR's
+        // checks exclude them and lowering checks the operand types); a value of the right
+        // width anyway.
+        BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => (b.ins().f32const(0.0), None),
+        BinaryOp::PRelu => (b.ins().iconst(types::I64, 0), None),
         BinaryOp::Div => {
             // y = 0 is an error and y = −1 is negation (wrapping at MIN); neither reaches sdiv.
             let is0 = b.ins().icmp_imm_s(IntCC::Equal, y, 0);

@@ -1,20 +1,16 @@
 //! ONNX ops that kiln evaluates at load time only: shape arithmetic (Shape, Size, ConstantOfShape,
-//! Range) and integer/bool helpers (Mod, Not, And, Or, Xor, LessOrEqual, GreaterOrEqual, Greater)
-//! on constant inputs. Exporters and ONNX's own function bodies (the "expanded" node tests) compute
+//! Range) and NonZero on constant inputs (Mod, Not, And, Or, Xor and the comparisons are kiln ops
+//! now, run at run time and folded like any op when their inputs are constant). Exporters and
+//! ONNX's own function bodies (the "expanded" node tests) compute
 //! static parameters this way; since kiln's shapes are static, every such value is a constant.
 //!
-//! When the inputs are not constants the op is reported as one kiln does not implement (Greater
-//! alone has a run-time form, `Less` with its inputs swapped, in [`super::lower`]).
+//! When the inputs are not constants the op is reported as one kiln does not implement.
 
 use super::import::Ctx;
 use super::lower::{Lowered, input};
 use super::proto::NodeProto;
 use crate::files::Budget;
-use kiln_ir::ops::broadcast::{broadcast_indices, broadcast_shapes};
 use kiln_ir::{Attr, Attrs, DType, Tensor, TensorData, TensorType};
-
-/// The most elements `elementwise` folds (its ops become IR ops, folded under the memory cap).
-const MAX_FOLDED: usize = 1 << 20;
 
 /// Claims the bytes of a load-time result before it is allocated: what bounds folding is the
 /// memory cap (shared with the weights), not an element count.
@@ -26,13 +22,6 @@ fn claim(budget: &Budget, count: usize, dtype: DType, what: &str) -> Result<(), 
 /// Ops handled here.
 pub const LOAD_TIME_OPS: &[&str] = &[
     "ConstantOfShape",
-    "Mod",
-    "Not",
-    "And",
-    "Or",
-    "Xor",
-    "LessOrEqual",
-    "GreaterOrEqual",
     "Range",
     "Shape",
     "Size",
@@ -72,7 +61,7 @@ pub(crate) fn lower(ctx: &Ctx, op_type: &str, node: &NodeProto, attrs: &Attrs) -
                 "ConstantOfShape" => constant_of_shape(&consts, attrs, &ctx.budget)?,
                 "Range" => range(&consts, &ctx.budget)?,
                 "NonZero" => non_zero(&consts, attrs, &ctx.budget)?,
-                _ => elementwise(op_type, &consts, attrs)?,
+                _ => return Err(format!("internal error: {op_type} is not a load-time op")),
             }
         }
     };
@@ -170,65 +159,6 @@ fn range(consts: &[&Tensor], budget: &Budget) -> Result<Tensor, String> {
         }
         _ => Err("Range's inputs must all be int64 or all float".into()),
     }
-}
-
-/// Mod, Not, And, Or, Xor, LessOrEqual, GreaterOrEqual with numpy broadcasting.
-fn elementwise(op: &str, consts: &[&Tensor], attrs: &Attrs) -> Result<Tensor, String> {
-    if op == "Not" {
-        no_attrs_but(attrs, op, &[])?;
-        let [x] = consts else { return Err("Not takes 1 input".into()) };
-        let v = x.as_bool().ok_or("Not's input must be bool")?;
-        return Tensor::from_bool(x.shape(), v.iter().map(|b| !b).collect());
-    }
-    no_attrs_but(attrs, op, if op == "Mod" { &["fmod"] } else { &[] })?;
-    let [a, b] = consts else { return Err(format!("{op} takes 2 inputs")) };
-    if a.dtype() != b.dtype() {
-        return Err(format!("{op}'s inputs must have one element type, got {} and {}", a.dtype(), b.dtype()));
-    }
-    let out_shape = broadcast_shapes(a.shape(), b.shape())?;
-    if TensorType::f32(out_shape.clone()).num_elements() > MAX_FOLDED {
-        return Err(format!("{op} result is larger than kiln folds at load time"));
-    }
-    let (ia, ib) = (broadcast_indices(a.shape(), &out_shape), broadcast_indices(b.shape(), &out_shape));
-    let pairs = ia.iter().zip(&ib);
-    let data = match (op, a.data(), b.data()) {
-        ("And" | "Or" | "Xor", TensorData::Bool(x), TensorData::Bool(y)) => TensorData::Bool(
-            pairs
-                .map(|(&i, &j)| match op {
-                    "And" => x[i] && y[j],
-                    "Or" => x[i] || y[j],
-                    _ => x[i] != y[j],
-                })
-                .collect(),
-        ),
-        ("LessOrEqual" | "GreaterOrEqual", TensorData::I64(x), TensorData::I64(y)) => TensorData::Bool(
-            pairs.map(|(&i, &j)| if op == "LessOrEqual" { x[i] <= y[j] } else { x[i] >= y[j] }).collect(),
-        ),
-        ("LessOrEqual" | "GreaterOrEqual", TensorData::F32(x), TensorData::F32(y)) => TensorData::Bool(
-            pairs.map(|(&i, &j)| if op == "LessOrEqual" { x[i] <= y[j] } else { x[i] >= y[j] }).collect(),
-        ),
-        ("Mod", TensorData::I64(x), TensorData::I64(y)) => {
-            let fmod = int_attr(attrs, op, "fmod", 0)? != 0;
-            let mut out = Vec::with_capacity(ia.len());
-            for (&i, &j) in pairs {
-                if y[j] == 0 {
-                    return Err("Mod by zero".into());
-                }
-                // fmod: the sign of the dividend (C); otherwise that of the divisor (Python).
-                let r = x[i].wrapping_rem(y[j]);
-                out.push(if !fmod && r != 0 && ((r < 0) != (y[j] < 0)) { r + y[j] } else { r });
-            }
-            TensorData::I64(out)
-        }
-        ("Mod", TensorData::F32(x), TensorData::F32(y)) => {
-            if int_attr(attrs, op, "fmod", 0)? == 0 {
-                return Err("Mod on floats needs fmod = 1".into());
-            }
-            TensorData::F32(pairs.map(|(&i, &j)| x[i] % y[j]).collect())
-        }
-        _ => return Err(format!("{op} on {} is not supported at load time", a.dtype())),
-    };
-    Tensor::new(out_shape, data)
 }
 
 /// NonZero: the indices of the non-zero elements, [rank, count] int64, in row-major order.

@@ -105,6 +105,43 @@ pub const ONNX_OPS: &[&str] = &[
     "LpPool",
     "MaxPool",
     "SpaceToDepth",
+    // Elementwise ops of issue 12 (kept together so merges are "take both").
+    "Acos",
+    "Acosh",
+    "And",
+    "Asin",
+    "Asinh",
+    "Atan",
+    "Atanh",
+    "Ceil",
+    "Celu",
+    "Cos",
+    "Cosh",
+    "Einsum",
+    "Elu",
+    "Floor",
+    "GreaterOrEqual",
+    "HardSigmoid",
+    "HardSwish",
+    "IsInf",
+    "IsNaN",
+    "LessOrEqual",
+    "Mean",
+    "Mish",
+    "Mod",
+    "Not",
+    "Or",
+    "PRelu",
+    "Round",
+    "Shrink",
+    "Sign",
+    "Sin",
+    "Sinh",
+    "Softplus",
+    "Softsign",
+    "Tan",
+    "ThresholdedRelu",
+    "Xor",
 ];
 
 /// The input positions of an op that kiln reads at load time (static parameters).
@@ -230,8 +267,6 @@ pub(crate) fn lower_node(
         | "Identity"
         | "Sqrt"
         | "Reciprocal"
-        | "Neg"
-        | "Abs"
         | "Exp"
         | "Log"
         | "Tanh"
@@ -252,6 +287,18 @@ pub(crate) fn lower_node(
         | "Concat"
         | "Gather"
         | "Flatten" => single(op_type, &attrs, ins.clone()),
+        // Elementwise ops of issue 12: one kiln op each (Neg/Abs/Sign on int64 are decomposed in
+        // `int_unary`, Mean in `variadic`, Einsum in `einsum`).
+        "Greater" | "GreaterOrEqual" | "LessOrEqual" | "And" | "Or" | "Xor" | "Not" | "Mod" | "PRelu" | "Sin"
+        | "Cos" | "Tan" | "Asin" | "Acos" | "Atan" | "Sinh" | "Cosh" | "Asinh" | "Acosh" | "Atanh" | "Floor"
+        | "Ceil" | "Round" | "Softplus" | "Softsign" | "Mish" | "HardSwish" | "HardSigmoid" | "Elu" | "Celu"
+        | "ThresholdedRelu" | "Shrink" | "IsNaN" | "IsInf" => single(op_type, &attrs, ins.clone()),
+        "Neg" | "Abs" | "Sign" if ins.first().and_then(|x| ctx.ty(x)).is_some_and(|t| t.dtype == DType::I64) => {
+            Ok(Some(int_unary(name, op_type, &attrs, &ins, &outs)?))
+        }
+        "Neg" | "Abs" | "Sign" => single(op_type, &attrs, ins.clone()),
+        "Mean" => Ok(Some(variadic(name, "Mean", "Add", &ins, &outs, &attrs)?)),
+        "Einsum" => Ok(Some(super::einsum::lower(ctx, name, node, &attrs)?)),
         "Pow" => {
             // ONNX lets the exponent's type differ from the base's; kiln's Pow takes one type. An
             // int64 exponent of a float base is cast to float (exact for |e| < 2^24).
@@ -286,11 +333,6 @@ pub(crate) fn lower_node(
         }
         "Max" | "Min" => Ok(Some(variadic(name, op_type, op_type, &ins, &outs, &attrs)?)),
         "Sum" => Ok(Some(variadic(name, "Sum", "Add", &ins, &outs, &attrs)?)),
-        "Greater" => {
-            // a > b is b < a.
-            let swapped: Vec<String> = ins.iter().rev().cloned().collect();
-            single("Less", &attrs, swapped)
-        }
         "CastLike" => {
             let to = super::fold::cast_like_target(ctx, node)?;
             attrs.remove("saturate");
@@ -492,21 +534,71 @@ fn variadic(
     }
     let op = Op::from_parts(kiln_op, attrs)?;
     let mut l = Lowered::default();
+    // Mean = (x₀ + x₁ + …)/n: the chain of Adds ends in a Div by n (ONNX Runtime's
+    // sum-then-divide, up to the order of the additions).
+    let (mean_n, out) =
+        if op_type == "Mean" && ins.len() > 1 { (Some(ins.len()), format!("{name}/sum")) } else { (None, out) };
     match ins {
         [] => return Err(format!("{op_type} needs at least one input")),
-        [x] => l.push(name.to_string(), Op::Identity, vec![x.clone()], vec![out]),
+        [x] => l.push(name.to_string(), Op::Identity, vec![x.clone()], vec![out.clone()]),
         [first, rest @ ..] => {
             let mut acc = first.clone();
             for (i, x) in rest.iter().enumerate() {
                 let last = i + 1 == rest.len();
                 let (node_name, result) = if last {
-                    (name.to_string(), out.clone())
+                    let node_name = if mean_n.is_some() { format!("{name}/add") } else { name.to_string() };
+                    (node_name, out.clone())
                 } else {
                     (format!("{name}/{i}"), format!("{name}/{i}:out"))
                 };
                 l.push(node_name, op.clone(), vec![acc, x.clone()], vec![result.clone()]);
                 acc = result;
             }
+        }
+    }
+    if let Some(n) = mean_n {
+        let count = format!("{name}/count");
+        l.consts.push((count.clone(), Tensor::scalar_f32(n as f32)));
+        let result = outs.first().cloned().ok_or_else(|| format!("{op_type} needs an output"))?;
+        l.push(name.to_string(), Op::Binary(kiln_ir::BinaryOp::Div), vec![out, count], vec![result]);
+    }
+    Ok(l)
+}
+
+/// Neg, Abs and Sign of int64 as kiln's i64 ops: −x = 0 − x, |x| = x < 0 ? 0 − x : x (wrapping
+/// at i64::MIN, as two's complement negation), sign(x) = (0 < x) − (x < 0).
+fn int_unary(name: &str, op_type: &str, attrs: &Attrs, ins: &[String], outs: &[String]) -> Result<Lowered, String> {
+    use kiln_ir::BinaryOp;
+    if let Some(a) = attrs.keys().next() {
+        return Err(format!("{op_type} has no attribute '{a}'"));
+    }
+    let [x] = ins else { return Err(format!("{op_type} takes 1 input, got {}", ins.len())) };
+    let out = outs.first().cloned().ok_or_else(|| format!("{op_type} needs an output"))?;
+    let mut l = Lowered::default();
+    let zero = format!("{name}/zero");
+    l.consts.push((zero.clone(), Tensor::from_i64(Vec::<usize>::new(), vec![0])?));
+    let neg = format!("{name}/neg");
+    let is_neg = format!("{name}/is_negative");
+    match op_type {
+        "Neg" => l.push(name.to_string(), Op::Binary(BinaryOp::Sub), vec![zero, x.clone()], vec![out]),
+        "Abs" => {
+            l.push(format!("{name}/sub"), Op::Binary(BinaryOp::Sub), vec![zero.clone(), x.clone()], vec![neg.clone()]);
+            l.push(format!("{name}/less"), Op::Binary(BinaryOp::Less), vec![x.clone(), zero], vec![is_neg.clone()]);
+            l.push(name.to_string(), Op::Where, vec![is_neg, neg, x.clone()], vec![out]);
+        }
+        _ => {
+            let is_pos = format!("{name}/is_positive");
+            let (p, n) = (format!("{name}/positive"), format!("{name}/negative"));
+            l.push(
+                format!("{name}/less"),
+                Op::Binary(BinaryOp::Less),
+                vec![x.clone(), zero.clone()],
+                vec![is_neg.clone()],
+            );
+            l.push(format!("{name}/greater"), Op::Binary(BinaryOp::Less), vec![zero, x.clone()], vec![is_pos.clone()]);
+            l.push(format!("{name}/cast_pos"), Op::Cast { to: DType::I64 }, vec![is_pos], vec![p.clone()]);
+            l.push(format!("{name}/cast_neg"), Op::Cast { to: DType::I64 }, vec![is_neg], vec![n.clone()]);
+            l.push(name.to_string(), Op::Binary(BinaryOp::Sub), vec![p, n], vec![out]);
         }
     }
     Ok(l)

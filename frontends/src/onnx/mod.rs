@@ -16,6 +16,7 @@
 
 mod attention;
 mod data_ops;
+mod einsum;
 mod fold;
 mod import;
 mod lower;

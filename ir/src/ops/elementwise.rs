@@ -12,19 +12,32 @@ use crate::tensor::{Tensor, TensorData};
 
 pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, String> {
     match op {
-        Op::Unary(_) => {
-            super::expect_f32(op, inputs)?;
-            Ok(vec![inputs[0].clone()])
+        Op::Unary(u) => {
+            let (input, output) = u.dtypes();
+            if inputs[0].dtype != input {
+                return Err(format!("{} input 0 must be {input}, got {}", op.name(), inputs[0].dtype));
+            }
+            Ok(vec![TensorType::new(output, inputs[0].shape.clone())])
         }
         Op::Binary(b) => {
             let (x, y) = (inputs[0], inputs[1]);
             if x.dtype != y.dtype {
                 return Err(format!("{} needs inputs of one element type, got {} and {}", op.name(), x.dtype, y.dtype));
             }
-            if x.dtype == DType::Bool {
-                return Err(format!("{} takes f32 or i64 inputs, got bool", op.name()));
+            let takes: &[DType] = match b {
+                BinaryOp::And | BinaryOp::Or | BinaryOp::Xor => &[DType::Bool],
+                BinaryOp::Equal => &[DType::F32, DType::I64, DType::Bool],
+                BinaryOp::PRelu => &[DType::F32],
+                _ => &[DType::F32, DType::I64],
+            };
+            if !takes.contains(&x.dtype) {
+                let names: Vec<&str> = takes.iter().map(|d| d.name()).collect();
+                return Err(format!("{} takes {} inputs, got {}", op.name(), names.join(" or "), x.dtype));
             }
             let shape = broadcast_shapes(&x.shape, &y.shape)?;
+            if *b == BinaryOp::PRelu && shape != x.shape {
+                return Err(format!("PRelu's slope {} must broadcast to x {} (unidirectional broadcasting)", y, x));
+            }
             let dtype = if b.is_comparison() { DType::Bool } else { x.dtype };
             Ok(vec![TensorType::new(dtype, shape)])
         }
@@ -47,6 +60,14 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
 
 pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
     let out = match op {
+        Op::Unary(UnaryOp::Not) => {
+            let x = inputs[0].as_bool().ok_or("Not needs a bool input")?;
+            Tensor::from_bool(inputs[0].shape(), x.iter().map(|&v| !v).collect())?
+        }
+        Op::Unary(u) if u.dtypes().1 == DType::Bool => {
+            let x = f32_data(op, inputs[0])?;
+            Tensor::from_bool(inputs[0].shape(), x.iter().map(|&v| u.apply(v) != 0.0).collect())?
+        }
         Op::Unary(u) => {
             let x = f32_data(op, inputs[0])?;
             Tensor::from_f32(inputs[0].shape(), x.iter().map(|&v| u.apply(v)).collect())?
@@ -109,6 +130,10 @@ fn eval_binary(b: BinaryOp, x: &Tensor, y: &Tensor) -> Result<Tensor, String> {
                 TensorData::I64(pairs.map(|(&i, &j)| b.apply_i64(p[i], q[j])).collect::<Result<_, _>>()?)
             }
         }
+        // Equal, And, Or, Xor (the only ops `infer` lets take bool).
+        (TensorData::Bool(p), TensorData::Bool(q)) => {
+            TensorData::Bool(pairs.map(|(&i, &j)| b.apply_f32(p[i] as u8 as f32, q[j] as u8 as f32) != 0.0).collect())
+        }
         (p, q) => {
             return Err(format!("{b:?} takes two f32 or two i64 inputs, got {} and {}", p.dtype(), q.dtype()));
         }
@@ -134,11 +159,91 @@ fn cast(data: &TensorData, to: DType) -> TensorData {
 }
 
 impl UnaryOp {
+    /// The element types of the op's input and output: f32 → f32 except IsNaN and IsInf
+    /// (f32 → bool) and Not (bool → bool).
+    pub fn dtypes(self) -> (DType, DType) {
+        match self {
+            UnaryOp::IsNaN | UnaryOp::IsInf { .. } => (DType::F32, DType::Bool),
+            UnaryOp::Not => (DType::Bool, DType::Bool),
+            _ => (DType::F32, DType::F32),
+        }
+    }
+
     /// The reference scalar function. Computed in f64 where that is cheap, rounded to f32 once.
-    /// NaN inputs give NaN for every op (Relu, LeakyRelu and Clip included).
+    /// NaN inputs give NaN for every f32 → f32 op (Relu, LeakyRelu and Clip included) except
+    /// ThresholdedRelu and Shrink, whose ONNX definitions (and ONNX Runtime) give 0. Bool values
+    /// (IsNaN, IsInf, Not) are 1.0/0.0, as in the JIT's arena.
     pub fn apply(self, x: f32) -> f32 {
         let d = x as f64;
         match self {
+            UnaryOp::Sin => d.sin() as f32,
+            UnaryOp::Cos => d.cos() as f32,
+            UnaryOp::Tan => d.tan() as f32,
+            UnaryOp::Asin => d.asin() as f32,
+            UnaryOp::Acos => d.acos() as f32,
+            UnaryOp::Atan => d.atan() as f32,
+            UnaryOp::Sinh => d.sinh() as f32,
+            UnaryOp::Cosh => d.cosh() as f32,
+            UnaryOp::Asinh => d.asinh() as f32,
+            UnaryOp::Acosh => d.acosh() as f32,
+            UnaryOp::Atanh => d.atanh() as f32,
+            UnaryOp::Floor => x.floor(),
+            UnaryOp::Ceil => x.ceil(),
+            UnaryOp::Round => x.round_ties_even(),
+            // ±0 and NaN map to themselves.
+            UnaryOp::Sign => {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x
+                }
+            }
+            UnaryOp::Softplus => softplus(d) as f32,
+            // ONNX's definition X / (1 + |X|): NaN at ±∞, as ONNX Runtime.
+            UnaryOp::Softsign => (d / (1.0 + d.abs())) as f32,
+            // x·tanh(softplus(x)); NaN at −∞ (−∞·0) as the ONNX function body.
+            UnaryOp::Mish => (d * softplus(d).tanh()) as f32,
+            UnaryOp::HardSwish => (d * hard_sigmoid(d, 1.0 / 6.0, 0.5)) as f32,
+            UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid(d, alpha as f64, beta as f64) as f32,
+            UnaryOp::Elu { alpha } => {
+                if d > 0.0 {
+                    x
+                } else {
+                    (alpha as f64 * d.exp_m1()) as f32
+                }
+            }
+            // max(0, x) + min(0, α·(e^{x/α} − 1)) is x for x > 0 and α·expm1(x/α) otherwise, for
+            // either sign of α.
+            UnaryOp::Celu { alpha } => {
+                if d > 0.0 {
+                    x
+                } else {
+                    (alpha as f64 * (d / alpha as f64).exp_m1()) as f32
+                }
+            }
+            UnaryOp::ThresholdedRelu { alpha } => {
+                if x > alpha {
+                    x
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::Shrink { bias, lambd } => {
+                if x < -lambd {
+                    (d + bias as f64) as f32
+                } else if x > lambd {
+                    (d - bias as f64) as f32
+                } else {
+                    0.0
+                }
+            }
+            UnaryOp::IsNaN => x.is_nan() as u8 as f32,
+            UnaryOp::IsInf { positive, negative } => {
+                ((positive && x == f32::INFINITY) || (negative && x == f32::NEG_INFINITY)) as u8 as f32
+            }
+            UnaryOp::Not => (x == 0.0) as u8 as f32,
             UnaryOp::Sqrt => d.sqrt() as f32,
             UnaryOp::Reciprocal => 1.0 / x,
             UnaryOp::Neg => -x,
@@ -199,7 +304,17 @@ impl UnaryOp {
 impl BinaryOp {
     /// Whether the op produces bool.
     pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Equal | BinaryOp::Less)
+        matches!(
+            self,
+            BinaryOp::Equal
+                | BinaryOp::Less
+                | BinaryOp::Greater
+                | BinaryOp::GreaterOrEqual
+                | BinaryOp::LessOrEqual
+                | BinaryOp::And
+                | BinaryOp::Or
+                | BinaryOp::Xor
+        )
     }
 
     /// The reference scalar function on f32. Add/Sub/Mul/Div are single IEEE f32 operations; Pow is
@@ -229,6 +344,34 @@ impl BinaryOp {
             }
             BinaryOp::Equal => (a == b) as u8 as f32,
             BinaryOp::Less => (a < b) as u8 as f32,
+            BinaryOp::Greater => (a > b) as u8 as f32,
+            BinaryOp::GreaterOrEqual => (a >= b) as u8 as f32,
+            BinaryOp::LessOrEqual => (a <= b) as u8 as f32,
+            // Bool operands are 0.0/1.0.
+            BinaryOp::And => (a != 0.0 && b != 0.0) as u8 as f32,
+            BinaryOp::Or => (a != 0.0 || b != 0.0) as u8 as f32,
+            BinaryOp::Xor => ((a != 0.0) != (b != 0.0)) as u8 as f32,
+            // C fmod, exact (Rust's `%` on floats).
+            BinaryOp::Mod { fmod: true } => a % b,
+            // Floor-mod (ONNX Mod-28, Python's float `%`): fmod moved to the divisor's sign; a
+            // zero takes the divisor's sign too.
+            BinaryOp::Mod { fmod: false } => {
+                let r = a % b;
+                if r == 0.0 {
+                    0f32.copysign(b)
+                } else if (r < 0.0) != (b < 0.0) {
+                    r + b
+                } else {
+                    r
+                }
+            }
+            BinaryOp::PRelu => {
+                if a < 0.0 {
+                    a * b
+                } else {
+                    a
+                }
+            }
         }
     }
 
@@ -263,17 +406,42 @@ impl BinaryOp {
             }
             BinaryOp::Max => a.max(b),
             BinaryOp::Min => a.min(b),
-            BinaryOp::Equal => (a == b) as i64,
-            BinaryOp::Less => (a < b) as i64,
+            BinaryOp::Mod { fmod } => {
+                if b == 0 {
+                    return Err(format!("integer Mod by zero ({a} mod 0)"));
+                }
+                // fmod: the sign of the dividend (C); otherwise that of the divisor (Python).
+                let r = a.wrapping_rem(b);
+                if !fmod && r != 0 && ((r < 0) != (b < 0)) { r + b } else { r }
+            }
+            BinaryOp::PRelu => return Err("PRelu takes f32 inputs".into()),
+            _ => self.compare_i64(a, b) as i64,
         })
     }
 
     fn compare_i64(self, a: i64, b: i64) -> bool {
         match self {
             BinaryOp::Less => a < b,
+            BinaryOp::Greater => a > b,
+            BinaryOp::GreaterOrEqual => a >= b,
+            BinaryOp::LessOrEqual => a <= b,
+            BinaryOp::And => a != 0 && b != 0,
+            BinaryOp::Or => a != 0 || b != 0,
+            BinaryOp::Xor => (a != 0) != (b != 0),
             _ => a == b,
         }
     }
+}
+
+/// ln(1 + eˣ) without overflow: x + ln(1 + e⁻ˣ) for x > 0.
+fn softplus(x: f64) -> f64 {
+    if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() }
+}
+
+/// max(0, min(1, α·x + β)), NaN propagating.
+fn hard_sigmoid(x: f64, alpha: f64, beta: f64) -> f64 {
+    let y = alpha * x + beta;
+    if y.is_nan() { y } else { y.clamp(0.0, 1.0) }
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -557,8 +725,8 @@ mod tests {
         let err = infer_err(Op::Binary(BinaryOp::Add), &[TensorType::f32([2]), TensorType::new(DType::I64, [2])]);
         assert_eq!(err, "Add needs inputs of one element type, got f32 and i64");
         let b = TensorType::new(DType::Bool, [2]);
-        let err = infer_err(Op::Binary(BinaryOp::Equal), &[b.clone(), b]);
-        assert_eq!(err, "Equal takes f32 or i64 inputs, got bool");
+        let err = infer_err(Op::Binary(BinaryOp::Less), &[b.clone(), b]);
+        assert_eq!(err, "Less takes f32 or i64 inputs, got bool");
         let err = infer_err(Op::Unary(UnaryOp::Exp), &[TensorType::new(DType::I64, [2])]);
         assert_eq!(err, "Exp input 0 must be f32, got i64");
     }
@@ -599,5 +767,159 @@ mod tests {
         assert_eq!(t.as_f32().unwrap(), &[1.0, 0.0]);
         let t = run(Op::Identity, &[&b]);
         assert_eq!(t, b);
+    }
+
+    #[test]
+    fn issue12_unary_specials() {
+        let inf = f32::INFINITY;
+        let x = f32s(&[8], &[0.0, -0.0, 1.5, -2.5, 2.5, inf, -inf, f32::NAN]);
+        let apply = |op: UnaryOp| -> Vec<f32> { run(Op::Unary(op), &[&x]).as_f32().unwrap().to_vec() };
+        // Round is half to even; Floor/Ceil keep ±0 and ±inf.
+        assert_eq!(&apply(UnaryOp::Round)[..7], &[0.0, -0.0, 2.0, -2.0, 2.0, inf, -inf]);
+        assert_eq!(&apply(UnaryOp::Floor)[..7], &[0.0, -0.0, 1.0, -3.0, 2.0, inf, -inf]);
+        assert_eq!(&apply(UnaryOp::Ceil)[..7], &[0.0, -0.0, 2.0, -2.0, 3.0, inf, -inf]);
+        assert_eq!(&apply(UnaryOp::Sign)[..7], &[0.0, -0.0, 1.0, -1.0, 1.0, 1.0, -1.0]);
+        assert!(apply(UnaryOp::Sign)[1].is_sign_negative());
+        for op in [UnaryOp::Round, UnaryOp::Sign, UnaryOp::Sin, UnaryOp::Softplus, UnaryOp::Elu { alpha: 1.0 }] {
+            assert!(apply(op)[7].is_nan(), "{op:?}(NaN)");
+        }
+        // sin/cos/tan of ±inf are NaN; atan of ±inf is ±π/2.
+        assert!(apply(UnaryOp::Sin)[5].is_nan() && apply(UnaryOp::Cos)[6].is_nan() && apply(UnaryOp::Tan)[5].is_nan());
+        assert_eq!(apply(UnaryOp::Atan)[5], std::f32::consts::FRAC_PI_2);
+        // Softplus: no overflow, exact limits.
+        assert_eq!(&apply(UnaryOp::Softplus)[5..7], &[inf, 0.0]);
+        assert_eq!(UnaryOp::Softplus.apply(100.0), 100.0);
+        assert_eq!(UnaryOp::Softplus.apply(0.0), std::f32::consts::LN_2);
+        // ThresholdedRelu and Shrink give 0 for NaN (ONNX's definitions).
+        assert_eq!(UnaryOp::ThresholdedRelu { alpha: 1.0 }.apply(f32::NAN), 0.0);
+        assert_eq!(UnaryOp::ThresholdedRelu { alpha: 1.0 }.apply(1.0), 0.0);
+        assert_eq!(UnaryOp::ThresholdedRelu { alpha: 1.0 }.apply(1.5), 1.5);
+        let shrink = UnaryOp::Shrink { bias: 0.5, lambd: 1.0 };
+        assert_eq!(
+            [shrink.apply(-2.0), shrink.apply(-1.0), shrink.apply(1.0), shrink.apply(3.0)],
+            [-1.5, 0.0, 0.0, 2.5]
+        );
+        assert_eq!(shrink.apply(f32::NAN), 0.0);
+        // HardSigmoid/HardSwish clamp; HardSwish(3) = 3.
+        let hs = UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 };
+        assert_eq!([hs.apply(-10.0), hs.apply(0.0), hs.apply(10.0)], [0.0, 0.5, 1.0]);
+        assert!(hs.apply(f32::NAN).is_nan());
+        assert_eq!([UnaryOp::HardSwish.apply(3.0), UnaryOp::HardSwish.apply(-3.0)], [3.0, 0.0]);
+        // Elu/Celu: α·(e^{x/α} − 1) below 0.
+        assert_eq!(UnaryOp::Elu { alpha: 2.0 }.apply(-inf), -2.0);
+        assert_eq!(UnaryOp::Celu { alpha: 2.0 }.apply(-2.0), (2.0 * (-1f64).exp_m1()) as f32);
+        assert_eq!(UnaryOp::Celu { alpha: 2.0 }.apply(3.0), 3.0);
+        // Softsign and Mish follow ONNX's function bodies at infinities (NaN), not the limits.
+        assert!(UnaryOp::Softsign.apply(inf).is_nan());
+        assert_eq!(UnaryOp::Softsign.apply(1.0), 0.5);
+        assert!(UnaryOp::Mish.apply(-inf).is_nan());
+        assert_eq!(UnaryOp::Mish.apply(inf), inf);
+        // Inverse hyperbolics and their domains.
+        assert!(UnaryOp::Acosh.apply(0.5).is_nan() && UnaryOp::Asin.apply(1.5).is_nan());
+        assert_eq!(UnaryOp::Atanh.apply(1.0), inf);
+        assert_eq!(UnaryOp::Cosh.apply(0.0), 1.0);
+    }
+
+    #[test]
+    fn issue12_bool_results_and_inputs() {
+        let inf = f32::INFINITY;
+        let x = f32s(&[4], &[1.0, inf, -inf, f32::NAN]);
+        let t = run(Op::Unary(UnaryOp::IsNaN), &[&x]);
+        assert_eq!(t.as_bool().unwrap(), &[false, false, false, true]);
+        let t = run(Op::Unary(UnaryOp::IsInf { positive: true, negative: true }), &[&x]);
+        assert_eq!(t.as_bool().unwrap(), &[false, true, true, false]);
+        let t = run(Op::Unary(UnaryOp::IsInf { positive: false, negative: true }), &[&x]);
+        assert_eq!(t.as_bool().unwrap(), &[false, false, true, false]);
+        let b = Tensor::from_bool([4], vec![true, false, true, false]).unwrap();
+        let c = Tensor::from_bool([4], vec![true, true, false, false]).unwrap();
+        assert_eq!(run(Op::Unary(UnaryOp::Not), &[&b]).as_bool().unwrap(), &[false, true, false, true]);
+        assert_eq!(run(Op::Binary(BinaryOp::And), &[&b, &c]).as_bool().unwrap(), &[true, false, false, false]);
+        assert_eq!(run(Op::Binary(BinaryOp::Or), &[&b, &c]).as_bool().unwrap(), &[true, true, true, false]);
+        assert_eq!(run(Op::Binary(BinaryOp::Xor), &[&b, &c]).as_bool().unwrap(), &[false, true, true, false]);
+        assert_eq!(run(Op::Binary(BinaryOp::Equal), &[&b, &c]).as_bool().unwrap(), &[true, false, false, true]);
+        // Broadcast bool with a scalar.
+        let one = Tensor::from_bool(Vec::<usize>::new(), vec![true]).unwrap();
+        assert_eq!(run(Op::Binary(BinaryOp::And), &[&b, &one]).as_bool().unwrap(), &[true, false, true, false]);
+        // Type checks.
+        let err = infer_err(Op::Unary(UnaryOp::Not), &[TensorType::f32([2])]);
+        assert_eq!(err, "Not input 0 must be bool, got f32");
+        let err = infer_err(Op::Binary(BinaryOp::And), &[TensorType::f32([2]), TensorType::f32([2])]);
+        assert_eq!(err, "And takes bool inputs, got f32");
+        let err = infer_err(Op::Unary(UnaryOp::IsNaN), &[TensorType::new(DType::I64, [2])]);
+        assert_eq!(err, "IsNaN input 0 must be f32, got i64");
+    }
+
+    #[test]
+    fn issue12_comparisons_mod_prelu() {
+        let a = f32s(&[4], &[1.0, 2.0, f32::NAN, -0.0]);
+        let b = f32s(&[4], &[2.0, 2.0, 1.0, 0.0]);
+        let cmp = |op| run(Op::Binary(op), &[&a, &b]).as_bool().unwrap().to_vec();
+        assert_eq!(cmp(BinaryOp::Greater), [false, false, false, false]);
+        assert_eq!(cmp(BinaryOp::GreaterOrEqual), [false, true, false, true]);
+        assert_eq!(cmp(BinaryOp::LessOrEqual), [true, true, false, true]);
+        let p = i64s(&[3], &[-1, 5, 7]);
+        let q = i64s(&[], &[5]);
+        assert_eq!(run(Op::Binary(BinaryOp::GreaterOrEqual), &[&p, &q]).as_bool().unwrap(), &[false, true, true]);
+        assert_eq!(run(Op::Binary(BinaryOp::Greater), &[&p, &q]).as_bool().unwrap(), &[false, false, true]);
+        // Mod: floor-mod takes the divisor's sign, fmod the dividend's.
+        let x = i64s(&[4], &[7, -7, 7, -7]);
+        let y = i64s(&[4], &[3, 3, -3, -3]);
+        let t = run(Op::Binary(BinaryOp::Mod { fmod: false }), &[&x, &y]);
+        assert_eq!(t.as_i64().unwrap(), &[1, 2, -2, -1]);
+        let t = run(Op::Binary(BinaryOp::Mod { fmod: true }), &[&x, &y]);
+        assert_eq!(t.as_i64().unwrap(), &[1, -1, 1, -1]);
+        assert_eq!(BinaryOp::Mod { fmod: false }.apply_i64(i64::MIN, -1), Ok(0));
+        let err = Op::Binary(BinaryOp::Mod { fmod: false }).eval(&[&x, &i64s(&[], &[0])]).unwrap_err();
+        assert!(err.contains("Mod by zero"), "{err}");
+        let fx = f32s(&[5], &[5.5, -5.5, 1.0, f32::INFINITY, 3.0]);
+        let fy = f32s(&[5], &[2.0, 2.0, f32::INFINITY, 2.0, 0.0]);
+        let t = run(Op::Binary(BinaryOp::Mod { fmod: true }), &[&fx, &fy]);
+        let v = t.as_f32().unwrap();
+        assert_eq!(&v[..3], &[1.5, -1.5, 1.0]);
+        assert!(v[3].is_nan() && v[4].is_nan());
+        // Floor-mod on floats (ONNX Mod-28's special cases): the divisor's sign, zeros included;
+        // x mod ±inf is x with the same sign, else the divisor.
+        let t = run(Op::Binary(BinaryOp::Mod { fmod: false }), &[&fx, &fy]);
+        let v = t.as_f32().unwrap();
+        assert_eq!(&v[..3], &[1.5, 0.5, 1.0]);
+        let zx = f32s(&[4], &[0.0, -0.0, -1.0, 4.0]);
+        let zy = f32s(&[4], &[-2.0, 2.0, f32::INFINITY, -2.0]);
+        let t = run(Op::Binary(BinaryOp::Mod { fmod: false }), &[&zx, &zy]);
+        let v = t.as_f32().unwrap();
+        assert_eq!(v, &[0.0, 0.0, f32::INFINITY, 0.0]);
+        assert!(v[0].is_sign_negative() && v[1].is_sign_positive() && v[3].is_sign_negative());
+        // PRelu: slope broadcasts to x, never the other way.
+        let x = f32s(&[2, 2], &[-1.0, 2.0, -3.0, f32::NAN]);
+        let s = f32s(&[2], &[0.5, 0.25]);
+        let t = run(Op::Binary(BinaryOp::PRelu), &[&x, &s]);
+        let v = t.as_f32().unwrap();
+        assert_eq!(&v[..3], &[-0.5, 2.0, -1.5]);
+        assert!(v[3].is_nan());
+        let err = infer_err(Op::Binary(BinaryOp::PRelu), &[TensorType::f32([2]), TensorType::f32([2, 2])]);
+        assert!(err.contains("unidirectional"), "{err}");
+    }
+
+    #[test]
+    fn issue12_ops_round_trip_through_parts() {
+        use crate::attr::{Attr, Attrs};
+        let mut attrs = Attrs::new();
+        attrs.insert("detect_negative".into(), Attr::Int(0));
+        let op = Op::from_parts("IsInf", &attrs).unwrap();
+        assert_eq!(op, Op::Unary(UnaryOp::IsInf { positive: true, negative: false }));
+        assert_eq!(Op::from_parts(op.name(), &op.to_parts().1), Ok(op));
+        let mut attrs = Attrs::new();
+        attrs.insert("fmod".into(), Attr::Int(1));
+        let op = Op::from_parts("Mod", &attrs).unwrap();
+        assert_eq!(op, Op::Binary(BinaryOp::Mod { fmod: true }));
+        assert_eq!(Op::from_parts(op.name(), &op.to_parts().1), Ok(op));
+        let mut attrs = Attrs::new();
+        attrs.insert("alpha".into(), Attr::Float(0.0));
+        assert!(Op::from_parts("Celu", &attrs).unwrap_err().contains("non-zero"));
+        attrs.insert("lambd".into(), Attr::Float(2.0));
+        attrs.insert("bias".into(), Attr::Float(1.0));
+        attrs.remove("alpha");
+        let op = Op::from_parts("Shrink", &attrs).unwrap();
+        assert_eq!(op, Op::Unary(UnaryOp::Shrink { bias: 1.0, lambd: 2.0 }));
+        assert_eq!(Op::from_parts(op.name(), &op.to_parts().1), Ok(op));
     }
 }
