@@ -214,6 +214,37 @@ fn constants_over_a_neutral_element_cycle_do_not_run_away() {
     }
 }
 
+/// Difftest seed 2585: x + 1e30 − 1e30 and x·½/½ on the same Transpose, which took 12–35 s at -O2
+/// (the fold stage stopped at the node limit, `affine-scalar` having fired 10,735 times).
+#[test]
+fn scalar_multiples_of_an_affine_over_a_neutral_element_cycle_do_not_run_away() {
+    let mut b = Build::new("seed_2585");
+    b.input("x1", &[13, 1, 2])
+        .input("x4", &[2, 17, 9])
+        .weight_data("w5", &[1], vec![1e-39])
+        .weight_data("w10", &[], vec![1e30])
+        .weight_data("w11", &[], vec![-1e30])
+        .weight_data("w16", &[], vec![0.5])
+        .weight_data("w17", &[], vec![0.5])
+        .node("t3", "Flatten<axis=0>", &["x1"])
+        .node("t7", "Mul", &["w5", "x4"])
+        .node("t9", "Transpose<perm=[2,0,1]>", &["x1"])
+        .node("t13", "Add", &["t9", "w10"])
+        .node("t15", "Add", &["t13", "w11"])
+        .node("t19", "Mul", &["t9", "w16"])
+        .node("t21", "Div", &["t19", "w17"])
+        .node("t23", "Slice<starts=[7];ends=[5];axes=[1];steps=[-2]>", &["t21"])
+        .output("t3")
+        .output("t7")
+        .output("t15")
+        .output("t23");
+    let (model, _) = b.finish(0);
+    let (_, report) = optimize(&model, &OptimizeConfig::default()).unwrap_or_else(|e| panic!("optimize: {e}"));
+    assert!(report.stop_reason.matches("saturated").count() == 2, "{report:?}");
+    assert!(report.egraph_peak_nodes < 200, "{report:?}");
+    assert!(report.rules_fired.get("affine-scalar").copied().unwrap_or(0) < 20, "{report:?}");
+}
+
 /// A residual stack whose saturation needs thousands of e-nodes.
 fn deep_stack(layers: usize) -> (Model, Vec<(String, Tensor)>) {
     let d = 8;

@@ -60,12 +60,22 @@ fn scalar_out_of_matmul(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
         && !over_cycle(eg, kiln_ir::Op::MatMul, vec![x, w], id)
 }
 
+/// Not over a neutral-element cycle either: an `affine(x, a, c)` in x's own class (x = x·1 + 0,
+/// which `affine-recognise` finds once `mul-one` and `add-zero` have put x·1 and x + 0 in x's
+/// class), nor a product that lands in x's class (x·s = x over the ·1 cycle of `(x·½)/½`). Scaling
+/// such an identity affine builds a·s, a·s·t, … for every pair of the cycle's scalars, each a new
+/// constant and a new match: x + 1e30 − 1e30 beside x·½/½ filled the node limit (difftest seed 2585).
 fn scalar_out_of_affine(eg: &mut KGraph, id: Id, s: &Subst) -> bool {
     let [x, a, c] = ["?x", "?a", "?c"].map(|n| get(s, n));
     let affine = eg.lookup(crate::lang::Kiln::Node(crate::lang::KOp::Meta(crate::lang::MetaOp::Affine), vec![x, a, c]));
+    let (x_class, id) = (eg.find(x), eg.find(id));
     scalar_keeps_type("?s")(eg, id, s)
         && shallow(eg, &[a, c, get(s, "?s")])
-        && affine.is_some_and(|a| eg.find(a) != eg.find(id))
+        && x_class != id
+        && affine.is_some_and(|a| {
+            let a = eg.find(a);
+            a != id && a != x_class
+        })
 }
 
 fn scalar_on_weight(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
