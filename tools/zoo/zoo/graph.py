@@ -322,14 +322,19 @@ class _OnnxCtx:
         elif op == "Resize":
             assert "scales" in a, "only Resize with scales is used by the zoo"
             scales = self.const(np.array(a["scales"], dtype=np.float32), "scales")
+            # The zoo itself only uses nearest; the differential tester's cases (ort_check.py) also
+            # write linear/cubic Resize, whose attributes must reach ONNX Runtime too.
+            roi = self.const(np.array(a["roi"], dtype=np.float32), "roi") if "roi" in a else ""
+            extra = {k: a[k] for k in ("cubic_coeff_a", "exclude_outside", "extrapolation_value") if k in a}
             self.add(
                 "Resize",
-                [ins[0], "", scales],
+                [ins[0], roi, scales],
                 outs,
                 name,
-                mode="nearest",
+                mode=a.get("mode", "nearest"),
                 coordinate_transformation_mode=a.get("coordinate_transformation_mode", "half_pixel"),
                 nearest_mode=a.get("nearest_mode", "round_prefer_floor"),
+                **extra,
             )
         elif op == "RMSNormalization":
             assert a.get("axis", -1) == -1
