@@ -209,6 +209,36 @@ fn float_mod_is_exact() {
     }
 }
 
+/// A zero remainder keeps the sign C's fmod gives it (the dividend's; floor-mod: the divisor's):
+/// fmod(−2.1, −2.1) is −0, and its reciprocal −∞. The value sweep above compares with `==`, which
+/// cannot see the sign of a zero; this compares bits. Found by the differential tester
+/// (Mod then Reciprocal, seed 40058581).
+#[test]
+fn float_mod_zero_results_keep_their_sign() {
+    let xs = vec![-2.1f32, 2.1, -4.2, 4.2, -0.0, 0.0, -6.0, 6.0];
+    let ys = vec![-2.1f32, -2.1, 2.1, 2.1, 3.0, -3.0, -3.0, 3.0];
+    let n = xs.len();
+    let inputs = vec![
+        ("x".to_string(), Tensor::from_f32([n], xs).unwrap()),
+        ("y".to_string(), Tensor::from_f32([n], ys).unwrap()),
+    ];
+    for fmod in [1, 0] {
+        let name = format!("fmod_zero{fmod}");
+        let text = format!(
+            "kir 1\ngraph g\ninput x: f32[{n}]\ninput y: f32[{n}]\nnode n = Mod(x, y) {{fmod={fmod}}} -> z: f32[{n}]\nnode r = Reciprocal(z) -> w: f32[{n}]\noutput w\n"
+        );
+        let interp = Options { backend: Backend::Interp, opt_level: OptLevel::O0, ..Default::default() };
+        let want = kiln::compile(load(&name, &text), &interp).unwrap().run(&inputs).unwrap();
+        let want: Vec<u32> = want[0].1.as_f32().unwrap().iter().map(|v| v.to_bits()).collect();
+        for opt_level in [OptLevel::O0, OptLevel::O2] {
+            let options = Options { backend: Backend::Jit, opt_level, threads: Some(1), ..Default::default() };
+            let got = kiln::compile(load(&name, &text), &options).unwrap().run(&inputs).unwrap();
+            let got: Vec<u32> = got[0].1.as_f32().unwrap().iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{name} at {opt_level:?} (bits of 1/(x mod y))");
+        }
+    }
+}
+
 #[test]
 fn int64_comparisons_and_mod_match_the_interpreter() {
     let a: Vec<i64> = vec![7, -7, 7, -7, 0, i64::MIN, i64::MAX, 5, -1, 3];

@@ -776,7 +776,13 @@ impl<'a, 'b> Lanes<'a, 'b> {
         let aa = self.abs(a);
         let a_fin = self.cmp(FloatCC::LessThan, aa, inf);
         let keep = self.mask_and(m_inf, a_fin);
-        self.sel(keep, a, r)
+        let r = self.sel(keep, a, r);
+        // C's fmod keeps the dividend's sign on a zero result too (fmod(−2.1, −2.1) = −0); the
+        // FMA's exact zero is +0.
+        let zero = self.c(0.0);
+        let is_zero = self.cmp(FloatCC::Equal, r, zero);
+        let signed = self.copysign_zero(a);
+        self.sel(is_zero, signed, r)
     }
 }
 
