@@ -342,6 +342,14 @@ impl CompiledModel {
         &self.model.graph
     }
 
+    /// The instruction set of the JIT's hand-written kernels (`None` on the interpreter).
+    pub fn isa(&self) -> Option<kiln_codegen::Isa> {
+        match &self.engine {
+            Engine::Interp => None,
+            Engine::Jit(executable) => Some(executable.isa()),
+        }
+    }
+
     pub fn stats(&self) -> &CompileStats {
         &self.stats
     }

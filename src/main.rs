@@ -427,6 +427,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "p90_ms": p90_ms,
             "min_ms": times[0],
             "mean_ms": mean_ms,
+            "isa": compiled.isa().map(|isa| isa.name()),
         });
         if args.profile {
             json["profile"] = profile

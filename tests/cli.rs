@@ -328,6 +328,11 @@ fn bench_prints_latency_and_ends_with_one_json_object() {
         assert_eq!(json["backend"], backend, "{last}");
         assert_eq!(json["opt_level"], "O0", "{last}");
         assert_eq!(json["threads"], 1, "{last}");
+        // The JIT names the instruction set its kernels were chosen for; the interpreter has none.
+        match backend {
+            "jit" => assert!(["generic", "avx2+fma", "avx512"].contains(&json["isa"].as_str().unwrap_or("")), "{last}"),
+            _ => assert!(json["isa"].is_null(), "{last}"),
+        }
         let number = |key: &str| json[key].as_f64().unwrap_or_else(|| panic!("{key} in {last}"));
         let (median, p90, min) = (number("median_ms"), number("p90_ms"), number("min_ms"));
         assert!(number("compile_ms") > 0.0 && min > 0.0, "{last}");

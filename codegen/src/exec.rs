@@ -42,6 +42,7 @@ pub struct Executable {
     pub(crate) memory: MemoryReport,
     pub(crate) clif: Vec<(String, String)>,
     pub(crate) pool: Pool,
+    pub(crate) isa: crate::Isa,
     arenas: Mutex<Vec<Vec<u64>>>,
     // Last: the generated code must outlive every field that can call into it.
     _code: CodeMemory,
@@ -62,6 +63,7 @@ impl Executable {
         placement: Placement,
         clif: Vec<(String, String)>,
         threads: usize,
+        isa: crate::Isa,
         code: CodeMemory,
     ) -> Executable {
         let memory = MemoryReport {
@@ -80,6 +82,7 @@ impl Executable {
             memory,
             clif,
             pool: Pool::new(threads),
+            isa,
             arenas: Mutex::new(Vec::new()),
             _code: code,
         }
@@ -136,6 +139,11 @@ impl Executable {
 
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The instruction set the hand-written kernels of this model were chosen for.
+    pub fn isa(&self) -> crate::Isa {
+        self.isa
     }
 
     /// Runs the model. `inputs` are in graph-input order with the declared types (the caller has

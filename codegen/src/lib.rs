@@ -15,6 +15,7 @@
 
 pub mod exec;
 pub mod host;
+pub mod isa;
 pub mod jit;
 pub mod kernels;
 pub mod lower;
@@ -29,6 +30,7 @@ mod host_tests;
 mod math_tests;
 
 pub use exec::{Executable, MemoryReport};
+pub use isa::Isa;
 pub use kernels::rows::SoftmaxAlgo;
 
 use kiln_ir::{Error, Graph, Weights};
@@ -58,6 +60,9 @@ pub struct CodegenOptions {
     /// Keep each kernel's Cranelift IR as text for [`Executable::clif_text`]. Off by default:
     /// printing it took a quarter of the compile time of a 100k-op chain (9 of 38 s).
     pub keep_clif: bool,
+    /// Highest instruction set the hand-written kernels may use (default: what this CPU has);
+    /// lowered to what the CPU supports, never raised. Tests force lower levels with it.
+    pub isa: Isa,
 }
 
 impl Default for CodegenOptions {
@@ -68,6 +73,7 @@ impl Default for CodegenOptions {
             softmax: SoftmaxAlgo::ThreePassStored,
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
             keep_clif: false,
+            isa: Isa::detect(),
         }
     }
 }
@@ -100,7 +106,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
         return Err(Error::new("JIT", "internal error: kernel count does not match the plan"));
     }
     let kernels = funcs.into_iter().map(|c| c.func).collect();
-    Ok(Executable::new(plan, kernels, placement, clif, threads, code))
+    Ok(Executable::new(plan, kernels, placement, clif, threads, Isa::supported(options.isa), code))
 }
 
 /// Refuses `bytes` of `what` above the memory cap, naming the model and both sizes.
