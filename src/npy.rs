@@ -1,5 +1,6 @@
-//! Reading and writing `.npy` files (f32, i64 and bool arrays in C order; int8/16/32 and
-//! uint8/16/32 arrays are read widened to i64).
+//! Reading and writing `.npy` files (f32, i64 and bool arrays; int8/16/32 and uint8/16/32 arrays
+//! are read widened to i64; Fortran-order arrays, which numpy writes for a transposed array, are
+//! read into C order).
 
 use kiln_ir::{DType, MAX_ELEMENTS, Tensor, TensorData};
 use std::fs::File;
@@ -39,9 +40,7 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
     file.seek(SeekFrom::Start(0)).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let npy = npyz::NpyFile::new(BufReader::new(file))
         .map_err(|e| format!("{} is not a valid .npy file: {e}", path.display()))?;
-    if npy.order() != npyz::Order::C {
-        return Err(format!("{} is in Fortran order; kiln reads C-order arrays only", path.display()));
-    }
+    let fortran = npy.order() == npyz::Order::Fortran;
     let descr = npy.dtype().descr();
     // Narrow integers are widened to int64 (exact), as the ONNX reader widens int8..uint32 tensors:
     // kiln computes in f32, i64 and bool. `width` is the bytes per element in the file.
@@ -84,7 +83,42 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
         _ => widen(npy.into_vec::<u8>().map_err(bad)?),
     };
     debug_assert_eq!(data.dtype(), dtype);
+    let data = if fortran { fortran_to_c(&shape, data) } else { data };
     Tensor::new(shape, data).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Reorders column-major (Fortran) data of `shape` into row-major (C) order.
+fn fortran_to_c(shape: &[usize], data: TensorData) -> TensorData {
+    if shape.len() < 2 {
+        return data;
+    }
+    // Position in the file of each element in C order: the file's stride of axis k is the
+    // product of the dimensions before it.
+    let n: usize = shape.iter().product();
+    let mut fstride = vec![1usize; shape.len()];
+    for k in 1..shape.len() {
+        fstride[k] = fstride[k - 1] * shape[k - 1];
+    }
+    let mut index = vec![0usize; shape.len()];
+    let mut source = Vec::with_capacity(n);
+    for _ in 0..n {
+        source.push(index.iter().zip(&fstride).map(|(i, s)| i * s).sum::<usize>());
+        for k in (0..shape.len()).rev() {
+            index[k] += 1;
+            if index[k] < shape[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    fn gather<T: Copy>(v: Vec<T>, source: &[usize]) -> Vec<T> {
+        source.iter().map(|&i| v[i]).collect()
+    }
+    match data {
+        TensorData::F32(v) => TensorData::F32(gather(v, &source)),
+        TensorData::I64(v) => TensorData::I64(gather(v, &source)),
+        TensorData::Bool(v) => TensorData::Bool(gather(v, &source)),
+    }
 }
 
 /// Checks the fixed part of an `.npy` file (magic, version, header length) and returns the
@@ -206,6 +240,27 @@ mod tests {
         let t = Tensor::from_f32([2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         write_npy(&path, &t).unwrap();
         assert_eq!(read_npy(&path).unwrap(), t);
+    }
+
+    /// numpy writes a transposed (or `order="F"`) array in Fortran order; it reads back in C order
+    /// with the same values (file written by `np.save(f, np.arange(6, dtype="<f4").reshape(2, 3).T)`).
+    #[test]
+    fn fortran_order_arrays_are_read_in_c_order() {
+        let header = "{'descr': '<f4', 'fortran_order': True, 'shape': (3, 2), }\n";
+        // Column-major [[0, 3], [1, 4], [2, 5]]: the file holds 0 1 2 3 4 5.
+        let data: Vec<u8> = (0..6).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let bytes =
+            [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), &data].concat();
+        let t = read_npy(&file_with("fortran", &bytes)).unwrap();
+        assert_eq!(t.shape(), [3, 2]);
+        assert_eq!(t.as_f32().unwrap(), [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        let i64_header = "{'descr': '<i8', 'fortran_order': True, 'shape': (2, 2, 2), }\n";
+        let data: Vec<u8> = (0..8i64).flat_map(|v| v.to_le_bytes()).collect();
+        let bytes = [&b"\x93NUMPY\x01\x00"[..], &(i64_header.len() as u16).to_le_bytes(), i64_header.as_bytes(), &data]
+            .concat();
+        let t = read_npy(&file_with("fortran3", &bytes)).unwrap();
+        // C index (i, j, k) is file element i + 2j + 4k.
+        assert_eq!(t.as_i64().unwrap(), [0, 4, 2, 6, 1, 5, 3, 7]);
     }
 
     /// Narrow integer arrays are widened to int64 exactly (sign- or zero-extended).

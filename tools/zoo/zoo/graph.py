@@ -23,7 +23,7 @@ _DTYPES = {"f32": TensorProto.FLOAT, "i64": TensorProto.INT64, "bool": TensorPro
 # Ops whose kiln attributes are exactly ONNX-18 attributes.
 _PASSTHROUGH = {
     "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Equal", "Less", "Where", "Identity",
-    "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid", "Relu",
+    "Sqrt", "Reciprocal", "Neg", "Abs", "Exp", "Log", "Tanh", "Erf", "Sigmoid", "Relu", "Sin", "Cos",
     "LeakyRelu", "Selu", "MatMul", "Gemm", "Conv", "BatchNormalization", "LayerNormalization",
     "InstanceNormalization", "Softmax", "LogSoftmax", "Transpose", "Concat", "Gather", "Flatten",
 }  # fmt: skip

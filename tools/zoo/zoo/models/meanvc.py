@@ -1,8 +1,10 @@
 """MeanVC DiT (ASLP-lab/MeanVC; seed-models.md §3): one mean-flow step x = ε − u(ε, t=1, r=0).
 
-t, r and every token position are fixed, so the sinusoidal t/r features and the RoPE cos/sin tables
-are computed here and stored as constant weights (kiln has no Sin/Cos op). The interleaved
-rotate_half of x_transformers is a fixed signed permutation, applied as a MatMul by a constant.
+The flow times t and r are inputs ([1, 1, 1]; the goldens use the one-step t = 1, r = 0), embedded
+in the graph as MeanVC does (F5-TTS's sinusoidal embedding: Mul by constant frequencies, then Sin and
+Cos, at run time). Token positions are fixed, so the RoPE cos/sin tables are constants. The
+interleaved rotate_half of x_transformers is a fixed signed permutation, applied as a MatMul by a
+constant.
 
 `meanvc_dit`: tokens [cache chunk; noisy chunks] at positions 0.., chunk attention mask.
 `meanvc_dit_kv`: one streaming step — [cache chunk; noisy chunk] plus a KV cache of earlier chunks
@@ -47,11 +49,15 @@ class Cfg:
         self.max_back = 5  # chunks a query may look back
 
 
-def _sinusoid(value, dim=FREQ, scale=1000.0):
-    """F5-TTS SinusPositionEmbedding: [sin(s·v·f), cos(s·v·f)], f = exp(−ln(10⁴)·i/(half−1))."""
+def _sinusoid_freqs(dim=FREQ, scale=1000.0):
+    """s·f of F5-TTS's SinusPositionEmbedding, f = exp(−ln(10⁴)·i/(half−1))."""
     half = dim // 2
-    f = np.exp(np.arange(half) * -(math.log(10000.0) / (half - 1)))
-    a = scale * value * f
+    return scale * np.exp(np.arange(half) * -(math.log(10000.0) / (half - 1)))
+
+
+def _sinusoid(value, dim=FREQ, scale=1000.0):
+    """F5-TTS SinusPositionEmbedding: [sin(s·v·f), cos(s·v·f)]."""
+    a = value * _sinusoid_freqs(dim, scale)
     return np.concatenate([np.sin(a), np.cos(a)])
 
 
@@ -119,7 +125,8 @@ def _reference(W, x, c):
     def embedder(e, value):
         return lin(nn.silu(lin(_sinusoid(value), f"{e}.l1")), f"{e}.l2")
 
-    cond = embedder("t_emb", 1.0) + embedder("r_emb", 0.0)  # [d]
+    t, r = float(x["t"].reshape(-1)[0]), float(x["r"].reshape(-1)[0])
+    cond = embedder("t_emb", t) + embedder("r_emb", r)  # [d]
 
     # Timbre encoder (MRTE): queries = content, keys = [prompt; spk projection], values = prompt.
     spk = x["spk"][0]
@@ -193,14 +200,15 @@ def _emit(g, c):
     spk = g.input("spk", [1, SPK])
     prompt = g.input("prompt", [1, c.tp, MEL])
     cache = g.input("cache", [1, c.t_cache, MEL])
+    t_in = g.input("t", [1, 1, 1])
+    r_in = g.input("r", [1, 1, 1])
     if c.kv:
         kv_in = {}
         for i in range(c.depth):
             kv_in[i] = (g.input(f"k_cache.b{i}", [1, H, c.l_kv, dh]), g.input(f"v_cache.b{i}", [1, H, c.l_kv, dh]))
 
-    # Constants of the fixed t = 1, r = 0 and fixed positions.
-    P.data("t_freq", _sinusoid(1.0).reshape(1, 1, FREQ))
-    P.data("r_freq", _sinusoid(0.0).reshape(1, 1, FREQ))
+    # Constants of the sinusoidal time embedding and of the fixed positions.
+    P.data("time_freqs", _sinusoid_freqs().reshape(1, 1, FREQ // 2))
     ang = _rope_angles(c)
     P.data("rope.cos", np.cos(ang).reshape(1, 1, -1, dh))
     P.data("rope.sin", np.sin(ang).reshape(1, 1, -1, dh))
@@ -211,12 +219,14 @@ def _emit(g, c):
     P.data("rope.rotate_half", rot)
     P.data("chunk_mask", np.where(_chunk_allowed(c), 0.0, NEG).astype(np.float32))
 
-    def emb(e, freq):
+    def emb(e, time):
         with g.scope(e):
+            a = g.op("Mul", [time, "time_freqs"], name="angle")
+            freq = g.op("Concat", [g.op("Sin", [a], name="sin"), g.op("Cos", [a], name="cos")], axis=-1, name="sinusoid")
             h = g.op("Silu", [g.linear(freq, f"{e}.l1.weight", f"{e}.l1.bias", name="l1")], name="silu")
             return g.linear(h, f"{e}.l2.weight", f"{e}.l2.bias", name="l2")
 
-    cond = g.op("Add", [emb("t_emb", "t_freq"), emb("r_emb", "r_freq")], name="cond")  # [1, 1, d]
+    cond = g.op("Add", [emb("t_emb", t_in), emb("r_emb", r_in)], name="cond")  # [1, 1, d]
     cond_act = g.op("Silu", [cond], name="cond_silu")
 
     with g.scope("mrte"):
@@ -315,6 +325,9 @@ def meanvc_dit(kv=False, bench=False):
         "spk": normal(3, SPK).reshape(1, SPK),
         "prompt": np.tanh(normal(4, c.tp * MEL)).reshape(1, c.tp, MEL),  # mels live in [−1, 1]
         "cache": np.tanh(normal(5, c.t_cache * MEL)).reshape(1, c.t_cache, MEL),
+        # One mean-flow step: from t = 1 (noise) to r = 0.
+        "t": np.ones((1, 1, 1), np.float32),
+        "r": np.zeros((1, 1, 1), np.float32),
     }
     if kv:
         for i in range(c.depth):
