@@ -69,6 +69,10 @@ struct Importer<'a> {
     pending: BTreeMap<String, String>,
     used: HashSet<String>,
     unsupported: BTreeMap<String, Vec<String>>,
+    /// Outputs of unsupported nodes and of everything computed from them: never constants, so a
+    /// load-time-only op (NonZero, Range, ConstantOfShape) reading one is unsupported too, and is
+    /// listed with them rather than surfacing only once they are fixed.
+    unsupported_values: HashSet<String>,
     node_names: HashSet<String>,
     base_dir: Option<&'a Path>,
 }
@@ -94,6 +98,7 @@ pub(crate) fn import_model(
         pending: BTreeMap::new(),
         used: HashSet::new(),
         unsupported: BTreeMap::new(),
+        unsupported_values: HashSet::new(),
         node_names: HashSet::new(),
         base_dir,
     };
@@ -327,6 +332,13 @@ impl Importer<'_> {
         let location = format!("node '{name}' (#{index}, {op_type})");
         let outputs: Vec<String> = node.output.clone();
         let domain = node.domain();
+        if node.input.iter().any(|i| self.unsupported_values.contains(i)) {
+            self.unsupported_values.extend(outputs.iter().filter(|o| !o.is_empty()).cloned());
+            if matches!(domain, "" | "ai.onnx") && VALUE_NEEDED_AT_LOAD.contains(&op_type.as_str()) {
+                self.unsupported.entry(format!("{op_type} (of run-time values)")).or_default().push(name);
+                return;
+            }
+        }
         let attrs = match convert_attrs(node, self.base_dir, &self.ctx.budget) {
             Ok(a) => a,
             Err(e) => {
@@ -345,6 +357,7 @@ impl Importer<'_> {
         match lowered {
             Ok(Some(l)) => self.commit(&location, l),
             Ok(None) => {
+                self.unsupported_values.extend(outputs.iter().filter(|o| !o.is_empty()).cloned());
                 let key = if matches!(domain, "" | "ai.onnx") { op_type } else { format!("{domain}.{op_type}") };
                 self.unsupported.entry(key).or_default().push(name);
             }
@@ -462,6 +475,9 @@ impl Importer<'_> {
         )
     }
 }
+
+/// Load-time-only ops that need their inputs' values (Shape and Size need only types).
+const VALUE_NEEDED_AT_LOAD: &[&str] = &["ConstantOfShape", "NonZero", "Range"];
 
 /// Tensors that feed a static parameter of some node (and so must be known at load time).
 fn static_input_names(graph: &proto::GraphProto, opset: i64) -> HashSet<String> {

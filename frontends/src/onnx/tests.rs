@@ -553,3 +553,21 @@ fn a_fold_of_a_run_time_op_above_the_memory_cap_stays_a_run_time_node() {
     let m = parse_onnx(&bytes, None, &[]).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ops(&m), vec!["MatMul"]);
 }
+
+#[test]
+fn load_time_only_ops_after_an_unsupported_op_are_listed_with_it() {
+    // NonZero runs only at load time (over constants). Behind an unsupported op its input has no
+    // type; it must still be named in the one error, not surface only after Hardmax is fixed.
+    let x = value_info("x", DataType::Float, &[Some(2), Some(3)]);
+    let nodes = vec![
+        node("Hardmax", "hm", &["x"], &["a"], vec![]),
+        node("NonZero", "nz", &["a"], &["b"], vec![]),
+        node("Det", "det", &["b"], &["c"], vec![]),
+    ];
+    let err = parse_onnx(&model(graph(nodes, vec![x], &["c"], vec![]), 17), None, &[]).unwrap_err();
+    let text = messages(&err);
+    assert!(text.contains("Hardmax ×1 (nodes 'hm')"), "{text}");
+    assert!(text.contains("Det ×1 (nodes 'det')"), "{text}");
+    assert!(text.contains("NonZero (of run-time values) ×1 (nodes 'nz')"), "{text}");
+    assert!(text.contains("3 op type(s)"), "{text}");
+}
