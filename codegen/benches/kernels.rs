@@ -225,6 +225,70 @@ fn gemm_plan(c: &mut Criterion) {
     g.finish();
 }
 
+/// kiln's packed sgemm (B packed once, outside the timed loop) against the `gemm` crate (which
+/// packs B on every call) at 512³ and the BERT shape 128×768×3072, 1 thread, plus the whole
+/// MatMul plan step for the BERT shape at 1 and 2 threads.
+fn packed_gemm(c: &mut Criterion) {
+    use kiln_codegen::gemm::{PackedB, Product};
+    for (m, k, n) in [(512, 512, 512), (128, 768, 3072)] {
+        let a = data(m * k, 1);
+        let b = data(k * n, 2);
+        let mut out = vec![0f32; m * n];
+        let mut g = c.benchmark_group(format!("packed_gemm_{m}x{k}x{n}"));
+        g.throughput(Throughput::Elements((2 * m * n * k) as u64)); // flops
+        g.sample_size(20);
+        let packed = PackedB::pack(&b, k, n, n, 1).unwrap();
+        let prod = Product { m, a_rs: k as isize, a_cs: 1, c_rs: n as isize, alpha: 1.0, beta: 0.0, accumulate: false };
+        let isa = kiln_codegen::Isa::detect();
+        g.bench_function(format!("kiln_packed_{isa}_1t"), |bench| {
+            bench.iter(|| {
+                // SAFETY: a is m×k, out m×n, and the ranges are inside them.
+                unsafe {
+                    prod.run(isa, a.as_ptr(), &packed, out.as_mut_ptr(), 0..m, 0..packed.panels(), &mut |_, _| {})
+                }
+            })
+        });
+        let call = GemmCall {
+            m,
+            n,
+            k,
+            a_rs: k as isize,
+            a_cs: 1,
+            b_rs: n as isize,
+            b_cs: 1,
+            d_rs: n as isize,
+            alpha: 1.0,
+            beta: 0.0,
+            accumulate: false,
+        };
+        g.bench_function("gemm_crate_1t", |bench| {
+            // SAFETY: a is m×k, b k×n, out m×n.
+            bench.iter(|| unsafe { call.run(a.as_ptr(), b.as_ptr(), out.as_mut_ptr()) })
+        });
+        if m == 128 {
+            let x = Tensor::from_f32([m, k], a.clone()).unwrap();
+            let w = Tensor::from_f32([k, n], b.clone()).unwrap();
+            let mut gb = GraphBuilder::new("mm");
+            gb.input("x", "x", TensorType::f32([m, k]));
+            gb.weight("w", "w", TensorType::f32([k, n]));
+            gb.node("n", "mm", Ok(Op::MatMul), vec!["x".into(), "w".into()], vec!["y".into()]);
+            gb.output("o", "y");
+            let graph = gb.finish().unwrap();
+            let mut weights = Weights::new();
+            weights.insert("w".to_string(), w);
+            for threads in [1, 2] {
+                let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() };
+                let exe = compile(&graph, &weights, &opts).unwrap();
+                g.bench_function(format!("kiln_matmul_step_{threads}t"), |bench| {
+                    bench.iter_custom(|iters| steps_time(&exe, &x, iters))
+                });
+            }
+        }
+        g.finish();
+        black_box(&out);
+    }
+}
+
 fn fused(c: &mut Criterion) {
     let len = 1 << 20;
     let x = Tensor::from_f32([len], data(len, 4)).unwrap();
@@ -247,5 +311,5 @@ fn fused(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fp32_peak, gemm, gemm_plan, softmax, norms, fused);
+criterion_group!(benches, fp32_peak, gemm, gemm_plan, packed_gemm, softmax, norms, fused);
 criterion_main!(benches);

@@ -121,6 +121,7 @@ impl Executable {
                 StepKind::Gather(_) => "gather".to_string(),
                 StepKind::Convert(c, _) => format!("convert {c:?}"),
                 StepKind::BoolInput(_) => "bool input".to_string(),
+                StepKind::MatMul { packed: Some(_), .. } => "gemm (packed B)".to_string(),
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Index(s) => s.label().to_string(),
@@ -256,13 +257,16 @@ impl Executable {
                         d.iter_mut().zip(s).for_each(|(d, &s)| *d = s as u8 as f32);
                     }
                 }
-                StepKind::MatMul { call, units, c_fill, epilogue } => {
+                StepKind::MatMul { call, units, c_fill, epilogue, packed } => {
                     if let Some(c) = c_fill {
                         // SAFETY: C broadcasts to the output; extents checked when lowering.
                         unsafe { c.run(ptrs[3], ptrs[0]) };
                     }
                     let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
-                    self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?;
+                    match packed {
+                        Some(b) => self.packed_matmul(call, b, epi, Ptrs(ptrs)).map_err(fail)?,
+                        None => self.matmul(call, units, epi, Ptrs(ptrs)).map_err(fail)?,
+                    }
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
                 StepKind::Attention(spec) => self.attention(spec, Ptrs(ptrs)).map_err(fail)?,
@@ -349,6 +353,67 @@ impl Executable {
             }
         };
         self.split(threads, job)
+    }
+
+    /// A GEMM whose B was packed at compile time (one batch of `call.m` rows): threads take row
+    /// ranges (whole MR panels) or, for few rows, column panels; the packed B is shared. The
+    /// epilogue runs per row block as the kernel finishes it, or after all column ranges when
+    /// they are split.
+    fn packed_matmul(
+        &self,
+        call: &GemmCall,
+        b: &Arc<crate::gemm::PackedB>,
+        epilogue: Option<(KernelFn, usize)>,
+        ptrs: Ptrs,
+    ) -> Result<(), &'static str> {
+        let flops = 2 * call.m * call.n * call.k;
+        let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { self.pool.threads() };
+        let by_rows = crate::gemm::split_rows(call.m, call.n, threads);
+        let prod = crate::gemm::Product {
+            m: call.m,
+            a_rs: call.a_rs,
+            a_cs: call.a_cs,
+            c_rs: call.d_rs,
+            alpha: call.alpha,
+            beta: call.beta,
+            accumulate: call.accumulate,
+        };
+        let (isa, b, p) = (self.isa, b.clone(), Arc::new(ptrs));
+        let (m, panels) = (call.m, b.panels());
+        let p2 = p.clone();
+        let job = move |c: usize| {
+            let (rows, cols) = if by_rows {
+                // Whole MR-row panels per thread, so no micro-tile is split.
+                let mp = m.div_ceil(crate::gemm::MR);
+                let (lo, hi) = chunk(mp, threads, c);
+                ((lo * crate::gemm::MR).min(m)..(hi * crate::gemm::MR).min(m), 0..panels)
+            } else {
+                let (lo, hi) = chunk(panels, threads, c);
+                (0..m, lo..hi)
+            };
+            let mut after = |r0: usize, r1: usize| {
+                if let (Some((f, first)), true) = (epilogue, by_rows) {
+                    // SAFETY: the epilogue kernel was generated for these argument buffers with
+                    // one row per output row; rows [r0, r1) were just finished by this thread.
+                    unsafe { f(p.0[first..].as_ptr(), r0 as i64, r1 as i64) };
+                }
+            };
+            // SAFETY: the plan sized A (m×k through its strides) and the output (m rows of
+            // d_rs); threads write disjoint rows or disjoint column panels.
+            unsafe {
+                prod.run(isa, p.0[1] as *const f32, &b, p.0[0] as *mut f32, rows, cols, &mut after);
+            }
+        };
+        self.split(threads, job)?;
+        if let (Some((f, first)), false) = (epilogue, by_rows) {
+            let p = p2;
+            self.split(threads, move |c| {
+                let (lo, hi) = chunk(m, threads, c);
+                // SAFETY: as above; every row is final and chunks are disjoint.
+                unsafe { f(p.0[first..].as_ptr(), lo as i64, hi as i64) };
+            })?;
+        }
+        Ok(())
     }
 
     /// Runs a host kernel's units, split into contiguous runs across the pool when it pays.

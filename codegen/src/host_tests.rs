@@ -122,7 +122,7 @@ proptest! {
         let (shape, want) = matmul_ref(&a, &b);
         let (call, units, elems) = lower::matmul_parts(&sa, &sb, threads).unwrap();
         prop_assert_eq!(elems, want.len());
-        let got = run_step(StepKind::MatMul { call, units, c_fill: None, epilogue: None }, &[a, b], TensorType::f32(shape), None, threads);
+        let got = run_step(StepKind::MatMul { call, units, c_fill: None, epilogue: None, packed: None }, &[a, b], TensorType::f32(shape), None, threads);
         assert_close(got.as_f32().unwrap(), &want, k);
     }
 
@@ -160,7 +160,7 @@ proptest! {
         if c_fill.is_some() {
             ins.push(c.unwrap());
         }
-        let got = run_step(StepKind::MatMul { call, units, c_fill, epilogue: None }, &ins, TensorType::f32([m, n]), None, 2);
+        let got = run_step(StepKind::MatMul { call, units, c_fill, epilogue: None, packed: None }, &ins, TensorType::f32([m, n]), None, 2);
         assert_close(got.as_f32().unwrap(), &want, 2 * k + 2);
     }
 

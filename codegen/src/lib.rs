@@ -14,6 +14,7 @@
 //! oracle in tests. Only this crate knows Cranelift.
 
 pub mod exec;
+pub mod gemm;
 pub mod host;
 pub mod isa;
 pub mod jit;

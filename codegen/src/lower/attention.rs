@@ -298,7 +298,7 @@ pub(super) fn lower_attention_unblocked(cx: &mut Ctx, id: NodeId, scale: f32) ->
     let (q, kt, v) = (cx.input(ins[0], &name)?, cx.input(ins[1], &name)?, cx.input(ins[2], &name)?);
     cx.steps.push(Step {
         label: format!("{name} (scores)"),
-        kind: StepKind::MatMul { call: call1, units: units1, c_fill: None, epilogue: None },
+        kind: StepKind::MatMul { call: call1, units: units1, c_fill: None, epilogue: None, packed: None },
         args: vec![s_buf, q, kt],
         n_writes: 1,
     });
@@ -321,7 +321,7 @@ pub(super) fn lower_attention_unblocked(cx: &mut Ctx, id: NodeId, scale: f32) ->
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: format!("{name} (·V)"),
-        kind: StepKind::MatMul { call: call2, units: units2, c_fill: None, epilogue: None },
+        kind: StepKind::MatMul { call: call2, units: units2, c_fill: None, epilogue: None, packed: None },
         args: vec![dst, p_buf, v],
         n_writes: 1,
     });

@@ -31,10 +31,11 @@ pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     }
     let pa = cx.input(ins[0], &name)?;
     let pb = cx.input(ins[1], &name)?;
+    let packed = if b.rank() == 2 { pack_weight(cx, pb, &call, &name)? } else { None };
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: name,
-        kind: StepKind::MatMul { call, units, c_fill: None, epilogue: None },
+        kind: StepKind::MatMul { call, units, c_fill: None, epilogue: None, packed },
         args: vec![dst, pa, pb],
         n_writes: 1,
     });
@@ -60,6 +61,14 @@ pub(crate) fn matmul_parts(
     }
     let ba = &a2[..a2.len() - 2];
     let bb = &b2[..b2.len() - 2];
+    if bb.is_empty() && !ba.is_empty() {
+        // B is one matrix (a weight, typically) and A's batches are contiguous [.., m, k] blocks:
+        // one GEMM of batch·m rows, not one per batch (ViT's [197,1,768]×[768,2304] ran as 197
+        // one-row products, each re-reading the weight).
+        let rows: usize = ba.iter().product::<usize>() * m;
+        let (call, units, _) = matmul_parts(&[rows, k], &b2, threads)?;
+        return Ok((call, units, rows * n));
+    }
     let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb)?;
     let nb: usize = batch.iter().product();
     let ia = kiln_ir::ops::broadcast::broadcast_indices(ba, &batch);
@@ -112,13 +121,15 @@ pub(super) fn lower_gemm(cx: &mut Ctx, id: NodeId, alpha: f32, beta: f32, ta: bo
     if out.shape != [call.m, call.n] {
         return Err(internal(&name, "gemm output shape mismatch"));
     }
-    let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?, cx.input(ins[1], &name)?];
+    let pb = cx.input(ins[1], &name)?;
+    let packed = pack_weight(cx, pb, &call, &name)?;
+    let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?, pb];
     if c_fill.is_some() {
         args.push(cx.input(ins[2], &name)?);
     }
     cx.steps.push(Step {
         label: name,
-        kind: StepKind::MatMul { call, units, c_fill, epilogue: None },
+        kind: StepKind::MatMul { call, units, c_fill, epilogue: None, packed },
         args,
         n_writes: 1,
     });
@@ -168,4 +179,53 @@ pub(crate) fn gemm_parts(
     let call =
         GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha, beta, accumulate: c_fill.is_some() };
     Ok((call, split_units(1, m, threads, |_| [0, 0, 0]), c_fill))
+}
+
+/// Fewest columns for which B is packed: narrower products (matrix·vector) would spend most of
+/// a 16-wide panel on zero padding, and stay with the `gemm` crate.
+const PACK_MIN_N: usize = 8;
+
+/// B packed for `crate::gemm` when it is a weight (a constant, known now) wide enough to pay.
+fn pack_weight(
+    cx: &Ctx,
+    b: Place,
+    call: &GemmCall,
+    node: &str,
+) -> Result<Option<std::sync::Arc<crate::gemm::PackedB>>, Error> {
+    let Place::Weight(w) = b else { return Ok(None) };
+    let WeightData::F32(data) = &cx.weights[w] else { return Ok(None) };
+    if call.n < PACK_MIN_N || call.b_rs < 0 || call.b_cs < 0 {
+        return Ok(None);
+    }
+    let packed = crate::gemm::PackedB::pack(data, call.k, call.n, call.b_rs as usize, call.b_cs as usize)
+        .map_err(|e| Error::new(format!("node '{node}'"), format!("cannot pack its weight: {e}")))?;
+    Ok(Some(std::sync::Arc::new(packed)))
+}
+
+/// Frees the plain copy of every f32 weight that only packed GEMMs read (their `args[2]`), so a
+/// weight is not held twice. The place stays valid (an empty buffer) and is never dereferenced.
+pub(super) fn drop_packed_copies(weights: &mut [WeightData], steps: &[Step], outputs: &[(Place, TensorType)]) {
+    let mut read = vec![false; weights.len()];
+    for st in steps {
+        let packed = matches!(st.kind, StepKind::MatMul { packed: Some(_), .. });
+        for (i, p) in st.args.iter().enumerate() {
+            if let Place::Weight(w) = *p
+                && !(packed && i == 2)
+            {
+                read[w] = true;
+            }
+        }
+    }
+    for (p, _) in outputs {
+        if let Place::Weight(w) = *p {
+            read[w] = true;
+        }
+    }
+    for (w, data) in weights.iter_mut().enumerate() {
+        if !read[w]
+            && let WeightData::F32(v) = data
+        {
+            *v = Vec::new();
+        }
+    }
 }

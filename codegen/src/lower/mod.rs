@@ -26,7 +26,8 @@
 //!   - MaskedSoftmax as five generated kernels; Attention as one step that runs, per block of
 //!     query rows, GEMM + bias kernel + softmax row kernel + GEMM in an L2-sized scratch block
 //!     (`AttentionSpec`);
-//!   - a GEMM call into the `gemm` crate (MatMul, Gemm, Conv via a Rust im2col);
+//!   - a GEMM: kiln's packed sgemm (`crate::gemm`) when B is a weight, else the `gemm` crate
+//!     (MatMul, Gemm, Conv via a Rust im2col); leading dims of A fold into M when B is 2-D;
 //!   - a Rust copy loop: Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through
 //!     one table-driven copy (Tile too); Gather; casts to or from i64;
 //!   - a Rust host step ([`IndexStep`], `lower/index.rs`): GatherElements, GatherND, ScatterND,
@@ -102,7 +103,16 @@ pub enum StepKind {
     /// `epilogue`: a fused elementwise kernel (func, index of its first arg in `args`) applied to
     /// each unit's rows right after the GEMM wrote them, while they are in cache; its rows are
     /// the output's matrix rows (batch·M).
-    MatMul { call: GemmCall, units: Vec<[usize; 5]>, c_fill: Option<AxisCopy>, epilogue: Option<(usize, usize)> },
+    ///
+    /// `packed`: B is a weight packed at compile time (`crate::gemm`); the step has one batch,
+    /// runs kiln's own sgemm, and never reads `args[2]` (whose plain copy may be dropped).
+    MatMul {
+        call: GemmCall,
+        units: Vec<[usize; 5]>,
+        c_fill: Option<AxisCopy>,
+        epilogue: Option<(usize, usize)>,
+        packed: Option<std::sync::Arc<crate::gemm::PackedB>>,
+    },
     /// args: [out, col scratch, x, w] or [.., bias].
     Conv(ConvSpec),
     /// Blocked attention (see [`AttentionSpec`]); args: [out, score scratch, q, kt, v] or
@@ -142,12 +152,14 @@ pub enum WeightData {
 }
 
 impl Step {
-    /// Bytes of the index tables the step's copies hold.
+    /// Bytes of the index tables the step's copies hold, and of its packed weight.
     pub fn table_bytes(&self) -> usize {
         let tables = |c: &AxisCopy| c.src_tab.iter().map(|t| t.len() * 8).sum::<usize>();
         match &self.kind {
             StepKind::Copies(copies) => copies.iter().map(tables).sum(),
-            StepKind::MatMul { c_fill: Some(c), .. } => tables(c),
+            StepKind::MatMul { c_fill, packed, .. } => {
+                c_fill.as_ref().map_or(0, tables) + packed.as_ref().map_or(0, |p| p.bytes())
+            }
             _ => 0,
         }
     }
@@ -497,6 +509,7 @@ pub fn lower(
         let p = cx.input(v, graph.value_name(v))?;
         outputs.push((p, graph.value_type(v).clone()));
     }
+    linalg::drop_packed_copies(&mut cx.weights, &cx.steps, &outputs);
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,

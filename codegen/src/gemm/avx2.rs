@@ -1,0 +1,78 @@
+//! The AVX2+FMA micro-kernel: an `R×16` tile (R ≤ 6) in `2R` ymm accumulators; per k step two
+//! loads of B, R broadcasts of A and 2R FMAs (6×16: 12 accumulators + 2 B vectors + 1 broadcast
+//! of the 16 registers). Selected at run time (`Kernel::for_isa`), never by the build's target-cpu.
+
+use super::{MR, NR, Tile};
+use std::arch::x86_64::*;
+
+/// # Safety
+/// The CPU has AVX2 and FMA; `a` holds `kc·MR` floats, `b` `kc·NR`, `c` the tile's rows and
+/// columns.
+pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        match t.rows {
+            1 => kernel::<1>(t, a, b, c),
+            2 => kernel::<2>(t, a, b, c),
+            3 => kernel::<3>(t, a, b, c),
+            4 => kernel::<4>(t, a, b, c),
+            5 => kernel::<5>(t, a, b, c),
+            _ => kernel::<6>(t, a, b, c),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel<const R: usize>(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    let (mut ap, mut bp) = (a, b);
+    for _ in 0..t.kc {
+        // SAFETY: p < kc: B's row p (NR floats) and A's column p (MR floats) are in the panels.
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add(i));
+                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+            }
+            ap = ap.add(MR);
+            bp = bp.add(NR);
+        }
+    }
+    let alpha = _mm256_set1_ps(t.alpha);
+    let beta = _mm256_set1_ps(t.beta);
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < rows is inside C (caller).
+        let cr = unsafe { c.offset(i as isize * t.c_rs) };
+        if t.cols == NR {
+            for (h, &v) in row.iter().enumerate() {
+                // SAFETY: columns [0, 16) are inside C.
+                unsafe {
+                    let d = cr.add(8 * h);
+                    let v = if t.load_c {
+                        _mm256_fmadd_ps(beta, _mm256_loadu_ps(d), _mm256_mul_ps(alpha, v))
+                    } else {
+                        _mm256_mul_ps(alpha, v)
+                    };
+                    _mm256_storeu_ps(d, v);
+                }
+            }
+        } else {
+            // An edge tile: only `cols` columns exist in C.
+            let mut tmp = [0.0f32; NR];
+            // SAFETY: tmp holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(tmp.as_mut_ptr(), row[0]);
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8), row[1]);
+            }
+            for (j, &x) in tmp[..t.cols].iter().enumerate() {
+                // SAFETY: column j < cols is inside C.
+                unsafe {
+                    let d = cr.add(j);
+                    *d = if t.load_c { t.beta.mul_add(*d, t.alpha * x) } else { t.alpha * x };
+                }
+            }
+        }
+    }
+}
