@@ -124,6 +124,7 @@ impl Executable {
                 StepKind::MatMul { packed: Some(_), .. } => "gemm (packed B)".to_string(),
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
+                StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
                 StepKind::Index(s) => s.label().to_string(),
                 StepKind::Host(k) => k.describe(),
                 StepKind::Attention(a) => format!(
@@ -269,6 +270,10 @@ impl Executable {
                     }
                 }
                 StepKind::Conv(spec) => self.conv(spec, Ptrs(ptrs)).map_err(fail)?,
+                StepKind::Depthwise { spec, epilogue } => {
+                    let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
+                    self.depthwise(spec, epi, Ptrs(ptrs)).map_err(fail)?
+                }
                 StepKind::Attention(spec) => self.attention(spec, Ptrs(ptrs)).map_err(fail)?,
                 StepKind::Index(s) => {
                     // SAFETY: the plan sized every buffer from the op's types, which the IR checked
@@ -420,12 +425,41 @@ impl Executable {
     fn host(&self, k: &Arc<dyn crate::spatial::HostKernel>, ptrs: Ptrs) -> Result<(), &'static str> {
         let units = k.units();
         let threads = if k.work() < PARALLEL_MIN_ELEMS { 1 } else { self.pool.threads().min(units).max(1) };
-        let (k, p) = (k.clone(), Arc::new(ptrs));
+        let (k, p, isa) = (k.clone(), Arc::new(ptrs), self.isa);
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);
             // SAFETY: the plan sized every argument as the kernel documents; chunks are disjoint
             // unit ranges, which write disjoint parts of the output.
-            unsafe { k.run(&p.0, lo, hi) };
+            unsafe { k.run(&p.0, lo, hi, isa) };
+        })
+    }
+
+    /// Depthwise convolution: contiguous runs of (image, channel) planes across the pool, the
+    /// fused epilogue (if any) run on each plane's rows right after the plane is written.
+    fn depthwise(
+        &self,
+        spec: &Arc<crate::window::DepthwiseSpec>,
+        epilogue: Option<(KernelFn, usize)>,
+        ptrs: Ptrs,
+    ) -> Result<(), &'static str> {
+        use crate::spatial::HostKernel;
+        let units = spec.units();
+        let threads = if spec.work() < PARALLEL_MIN_ELEMS { 1 } else { self.pool.threads().min(units).max(1) };
+        let (spec, p, isa) = (Arc::clone(spec), Arc::new(ptrs), self.isa);
+        self.split(threads, move |c| {
+            let (lo, hi) = chunk(units, threads, c);
+            let oh = spec.win.oh as i64;
+            let after = |u: usize| {
+                if let Some((f, first)) = epilogue {
+                    // SAFETY: the epilogue kernel was generated for these argument buffers with
+                    // one row per output row of OW floats; plane u is rows [u·oh, (u+1)·oh),
+                    // just written by this chunk (chunks own disjoint planes).
+                    unsafe { f(p.0[first..].as_ptr(), u as i64 * oh, (u as i64 + 1) * oh) };
+                }
+            };
+            // SAFETY: the plan sized every argument as DepthwiseSpec documents; chunks are
+            // disjoint plane ranges, which write disjoint parts of the output.
+            unsafe { spec.run_planes(&p.0, lo, hi, isa, after) };
         })
     }
 
@@ -459,7 +493,9 @@ impl Executable {
             // Columns go through im2col and the GEMM one tile at a time, a tile small enough to stay
             // in this core's L2 while the GEMM reads it (im2col of a whole 128×128 image with a
             // 5×5×64 kernel would be 100 MB written and read back once).
-            let tile = (IM2COL_TILE_FLOATS / ckk.max(1)).max(16).min(c1 - c0);
+            // A 1×1 stride-1 unpadded conv reads the image as its column matrix: one GEMM over the
+            // chunk's columns (smaller tiles only made the GEMM repack the weights per tile).
+            let tile = if ic.is_identity() { c1 - c0 } else { (IM2COL_TILE_FLOATS / ckk.max(1)).max(16).min(c1 - c0) };
             for n in 0..spec.n {
                 for g in 0..spec.groups {
                     let mut t0 = c0;

@@ -24,6 +24,7 @@ pub mod memplan;
 pub mod pool;
 pub mod spatial;
 pub mod vmath;
+pub mod window;
 
 #[cfg(test)]
 mod host_tests;

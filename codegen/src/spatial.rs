@@ -19,12 +19,12 @@ pub trait HostKernel: std::fmt::Debug + Send + Sync {
     fn units(&self) -> usize;
     /// Work in elements touched, to decide whether splitting across threads pays.
     fn work(&self) -> usize;
-    /// Runs units `[lo, hi)`.
+    /// Runs units `[lo, hi)` with kernels for `isa` (at most what the CPU supports).
     ///
     /// # Safety
     /// `args` are the step's argument pointers, laid out and sized as the kernel's documentation
     /// says (the plan builder guarantees it); units ranges run concurrently only when disjoint.
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize);
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, isa: crate::Isa);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -107,6 +107,9 @@ pub struct PoolSpec {
     kind: PoolKind,
     planes: usize,
     axes: [AxisTable; 3],
+    /// 1-D and 2-D max and average pools run through the vectorised window kernel
+    /// (`crate::window`); the rest, and max-pooled planes that hold a NaN, through `plane`.
+    fast: Option<crate::window::PoolWindow>,
 }
 
 impl PoolSpec {
@@ -126,7 +129,37 @@ impl PoolSpec {
         for (k, a) in axes.iter().enumerate() {
             tables[3 - axes.len() + k] = AxisTable::new(a);
         }
-        Ok(Some(PoolSpec { kind, planes: shape[0] * shape[1], axes: tables }))
+        let [ad, ah, aw] = &tables;
+        let fast = (matches!(kind, PoolKind::Max | PoolKind::Average { .. })
+            && ad.input == 1
+            && ad.out == 1
+            && ad.kernel == 1
+            && ah.input * aw.input * ah.out * aw.out > 0)
+            .then(|| {
+                crate::window::PoolWindow::new(crate::window::Window {
+                    h: ah.input,
+                    w: aw.input,
+                    kh: ah.kernel,
+                    kw: aw.kernel,
+                    oh: ah.out,
+                    ow: aw.out,
+                    stride: [ah.stride, aw.stride],
+                    dil: [ah.dilation, aw.dilation],
+                    pad: [ah.pad_begin, aw.pad_begin],
+                })
+            });
+        Ok(Some(PoolSpec { kind, planes: shape[0] * shape[1], axes: tables, fast }))
+    }
+
+    /// Average pooling's divisors, applied to the window sums of one plane.
+    fn average(&self, y: &mut [f32], count_include_pad: bool) {
+        let [_, ah, aw] = &self.axes;
+        for (oh, y_row) in y.chunks_exact_mut(aw.out).enumerate() {
+            for (ow, y) in y_row.iter_mut().enumerate() {
+                let n = if count_include_pad { ah.counted[oh] * aw.counted[ow] } else { ah.valid[oh] * aw.valid[ow] };
+                *y = if n == 0 { 0.0 } else { *y / n as f32 };
+            }
+        }
     }
 
     fn in_plane(&self) -> usize {
@@ -234,9 +267,12 @@ impl HostKernel for PoolSpec {
     }
 
     /// args: [out [planes, out_plane], x [planes, in_plane]].
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, isa: crate::Isa) {
         let (ip, op) = (self.in_plane(), self.out_plane());
         let mut acc = vec![0.0f32; self.axes[2].input];
+        let max = self.kind == PoolKind::Max;
+        // One scratch per chunk, padded with max's or the sum's identity.
+        let mut scratch = self.fast.as_ref().map(|f| f.win.scratch(if max { f32::NEG_INFINITY } else { 0.0 }));
         for p in lo..hi {
             // SAFETY: x holds planes·ip floats and out planes·op; this unit owns output plane p.
             let (x, y) = unsafe {
@@ -245,7 +281,17 @@ impl HostKernel for PoolSpec {
                     std::slice::from_raw_parts_mut((args[0] as *mut f32).add(p * op), op),
                 )
             };
-            self.plane(x, y, &mut acc);
+            match (&self.fast, scratch.as_mut()) {
+                // maxps drops a NaN operand: a plane with one takes the NaN-aware path (the test is
+                // a fold, not `any`, so that it vectorises).
+                (Some(fast), Some(s)) if !(max && x.iter().fold(false, |a, v| a | v.is_nan())) => {
+                    fast.plane(isa, max, x, s, y);
+                    if let PoolKind::Average { count_include_pad } = self.kind {
+                        self.average(y, count_include_pad);
+                    }
+                }
+                _ => self.plane(x, y, &mut acc),
+            }
         }
     }
 }
@@ -320,7 +366,7 @@ impl HostKernel for ConvTransposeSpec {
             .fold(self.n, |w, &d| w.saturating_mul(d))
     }
 
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, _isa: crate::Isa) {
         let (cg, mg) = (self.c / self.group, self.m / self.group);
         let (kk, hw, ohw) = (self.kh * self.kw, self.h * self.w, self.oh * self.ow);
         for (b, oc) in (0..self.n).flat_map(|b| (lo..hi).map(move |oc| (b, oc))) {
@@ -451,7 +497,7 @@ impl HostKernel for ResizeSpec {
         self.axes.iter().fold(1usize, |w, a| w.saturating_mul(a.out.saturating_mul(a.taps)))
     }
 
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, _isa: crate::Isa) {
         let rank = self.axes.len();
         let last = &self.axes[rank - 1];
         let row_len = last.out;

@@ -96,3 +96,117 @@ fn interpolating_resize_splits_over_rows() {
         }
     }
 }
+
+fn isa_options(threads: usize, isa: kiln_codegen::Isa) -> kiln_codegen::CodegenOptions {
+    kiln_codegen::CodegenOptions { isa, ..options(threads) }
+}
+
+const ISAS: [kiln_codegen::Isa; 2] = [kiln_codegen::Isa::Generic, kiln_codegen::Isa::Avx2Fma];
+
+/// Depthwise convolution (one input channel per group) runs as the direct window kernel, with
+/// the portable and the AVX2 rows, at 1 and 2 threads: widths 1 to 17 (tails of every length),
+/// channels not a multiple of 8, strides, dilations, asymmetric pads, channel multipliers, with
+/// and without bias. Tolerance: kh·kw products summed in f32 (FMA or not) against f64.
+#[test]
+fn depthwise_conv_direct_kernel() {
+    let mut rng = XRng(17);
+    // (n, c, mult, h, w, k, stride, dilation, pads)
+    let cases = [
+        (2, 3, 1, 5, 1, [1, 1], [1, 1], [1, 1], [0, 0, 0, 0]),
+        (1, 5, 1, 3, 3, [3, 3], [1, 1], [1, 1], [1, 1, 1, 1]),
+        (2, 12, 1, 9, 7, [3, 3], [2, 2], [1, 1], [1, 1, 1, 1]),
+        (1, 7, 1, 17, 17, [7, 7], [1, 1], [1, 1], [3, 3, 3, 3]),
+        (2, 4, 2, 11, 17, [3, 5], [1, 2], [2, 1], [2, 0, 1, 3]),
+        (1, 9, 1, 20, 37, [3, 3], [2, 2], [1, 1], [0, 1, 1, 0]),
+        (1, 1, 3, 6, 13, [2, 2], [3, 1], [1, 3], [0, 0, 1, 1]),
+    ];
+    for (n, c, mult, h, w, k, stride, dil, pads) in cases {
+        let m = c * mult;
+        let x = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+        let wt = rng.tensor(&[m, 1, k[0], k[1]], -1.0, 1.0);
+        let b = rng.tensor(&[m], -1.0, 1.0);
+        let tol = Tol { abs: 1e-5 * (k[0] * k[1]) as f32, rel: 1e-5 };
+        for bias in [true, false] {
+            let mut spec = Spec::new();
+            spec.input("x", x.clone()).weight("w", wt.clone()).weight("b", b.clone());
+            let ins: &[&str] = if bias { &["x", "w", "b"] } else { &["x", "w"] };
+            spec.node("dw", Op::Conv { strides: stride, dilations: dil, pads, group: c }, ins, &["y"]).output("y");
+            for threads in [1, 2] {
+                for isa in ISAS {
+                    let exe = check_with(&spec, tol, &isa_options(threads, isa));
+                    assert!(exe.schedule_text().contains("depthwise conv"), "{}", exe.schedule_text());
+                }
+            }
+        }
+    }
+}
+
+/// The vectorised pool path (1-D/2-D max and average) at both ISAs and thread counts, odd widths
+/// and a plane with NaN (which max must propagate: it takes the NaN-aware path).
+#[test]
+fn pools_vectorised_path() {
+    let mut rng = XRng(19);
+    let win = |k: [usize; 2], s: [usize; 2], d: [usize; 2], p: [usize; 4], ceil_mode| PoolWindow {
+        kernel_shape: k.to_vec(),
+        strides: s.to_vec(),
+        pads: p.to_vec(),
+        dilations: d.to_vec(),
+        ceil_mode,
+    };
+    let ops = [
+        (Op::MaxPool(win([3, 3], [2, 2], [1, 1], [1, 1, 1, 1], false)), EXACT),
+        (Op::MaxPool(win([2, 2], [2, 2], [1, 1], [0, 0, 0, 0], true)), EXACT),
+        (Op::MaxPool(win([3, 3], [1, 1], [2, 1], [1, 0, 2, 1], false)), EXACT),
+        (Op::AveragePool { window: win([3, 3], [1, 1], [1, 1], [1, 1, 1, 1], false), count_include_pad: false }, SUMS),
+        (Op::AveragePool { window: win([3, 2], [2, 3], [1, 1], [1, 0, 1, 1], true), count_include_pad: true }, SUMS),
+    ];
+    for shape in [[2, 3, 5, 1], [1, 5, 3, 3], [2, 3, 7, 7], [1, 9, 17, 17], [1, 2, 12, 40]] {
+        let mut x = rng.tensor(&shape, -3.0, 3.0);
+        if let kiln_ir::TensorData::F32(v) = x.data() {
+            let mut v = v.clone();
+            v[shape[2] * shape[3] + 1] = f32::NAN;
+            x = kiln_ir::Tensor::new(shape.to_vec(), kiln_ir::TensorData::F32(v)).unwrap();
+        }
+        for (op, tol) in &ops {
+            let (Op::MaxPool(wi) | Op::AveragePool { window: wi, .. }) = op else { unreachable!() };
+            let fits =
+                (0..2).all(|a| shape[2 + a] + wi.pads[a] + wi.pads[2 + a] > wi.dilations[a] * (wi.kernel_shape[a] - 1));
+            if !fits {
+                continue;
+            }
+            let mut spec = Spec::new();
+            spec.input("x", x.clone()).node("pool", op.clone(), &["x"], &["y"]).output("y");
+            for threads in [1, 2] {
+                for isa in ISAS {
+                    check_with(&spec, *tol, &isa_options(threads, isa));
+                }
+            }
+        }
+    }
+}
+
+/// A depthwise conv followed by an elementwise group (ReLU, a residual add) runs the group as the
+/// conv's epilogue, plane by plane: one step, same numbers.
+#[test]
+fn depthwise_conv_fused_epilogue() {
+    let mut rng = XRng(23);
+    let (n, c, h, w) = (2, 13, 19, 23);
+    let x = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+    let r = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+    let mut spec = Spec::new();
+    spec.input("x", x).input("r", r).weight("w", rng.tensor(&[c, 1, 5, 5], -1.0, 1.0));
+    spec.weight("b", rng.tensor(&[c], -1.0, 1.0));
+    let op = Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [2, 2, 2, 2], group: c };
+    spec.node("dw", op, &["x", "w", "b"], &["y"])
+        .node("relu", Op::Unary(kiln_ir::UnaryOp::Relu), &["y"], &["a"])
+        .node("add", Op::Binary(kiln_ir::BinaryOp::Add), &["a", "r"], &["z"])
+        .output("z");
+    for threads in [1, 2] {
+        for isa in ISAS {
+            let exe = check_with(&spec, Tol { abs: 25e-5, rel: 1e-5 }, &isa_options(threads, isa));
+            let schedule = exe.schedule_text();
+            assert!(schedule.contains("depthwise conv") && schedule.contains("+ epilogue"), "{schedule}");
+            assert_eq!(steps(&exe), 1, "{schedule}");
+        }
+    }
+}

@@ -670,8 +670,11 @@ impl<'c, C: Source> Gen<'c, C> {
         let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
         let group = if self.c.chance(40) { self.c.pick(&divisors) } else { 1 };
         let m = group * self.c.range(1, 3);
-        let kh = self.c.range(1, 3.min(x.ty.shape[2]));
-        let kw = self.c.range(1, 3.min(x.ty.shape[3]));
+        // Depthwise convs (one input channel per group) run as a direct window kernel: larger
+        // kernels there reach its wider tap offsets and several output vectors per row.
+        let kmax = if group == c { 5 } else { 3 };
+        let kh = self.c.range(1, kmax.min(x.ty.shape[2]));
+        let kw = self.c.range(1, kmax.min(x.ty.shape[3]));
         let strides = [self.c.range(1, 2), self.c.range(1, 2)];
         let pads = if self.c.chance(50) {
             [self.c.below(2), self.c.below(2), self.c.below(2), self.c.below(2)]

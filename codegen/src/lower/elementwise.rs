@@ -158,6 +158,20 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
     if epilogue_of.is_some()
         && let Some(mut step) = cx.steps.pop()
     {
+        if let StepKind::Depthwise { spec, epilogue } = &mut step.kind {
+            // The executor calls the kernel on each plane's OH rows of OW.
+            if lay.inner() != spec.win.ow
+                || lay.rows() != crate::spatial::HostKernel::units(spec.as_ref()) * spec.win.oh
+            {
+                return Err(internal(&root_name, "depthwise epilogue rows do not match the conv's rows"));
+            }
+            cx.kernel_labels.push(kname);
+            *epilogue = Some((cx.kernel_labels.len() - 1, step.args.len()));
+            step.args.extend(args);
+            step.label = format!("{} + epilogue {label}", step.label);
+            cx.steps.push(step);
+            return Ok(());
+        }
         if let StepKind::MatMul { call, units, epilogue, .. } = &mut step.kind {
             // The executor calls the kernel on GEMM rows [row0 + m0, row0 + m1) with row0 = d/n:
             // they must be exactly the kernel's rows, or the kernel writes past the output.
@@ -197,8 +211,13 @@ pub(super) fn gemm_epilogue_target(
     members: &HashSet<NodeId>,
 ) -> Option<usize> {
     let last = cx.steps.last()?;
-    let StepKind::MatMul { call, epilogue: None, .. } = &last.kind else { return None };
-    if out_shape.last() != Some(&call.n) {
+    let n = match &last.kind {
+        StepKind::MatMul { call, epilogue: None, .. } => call.n,
+        // A depthwise conv's planes are rows of OW (crate::window).
+        StepKind::Depthwise { spec, epilogue: None } => spec.win.ow,
+        _ => return None,
+    };
+    if out_shape.last() != Some(&n) {
         return None;
     }
     leaves.iter().zip(places).position(|((v, shape), &p)| {
@@ -207,7 +226,7 @@ pub(super) fn gemm_epilogue_target(
             && cx.graph.value_type(*v).shape == out_shape
             && !cx.outputs.contains(v)
             && cx.graph.users(*v).iter().all(|(u, _)| members.contains(u))
-            && matches!(cx.graph.node(v.node).op(), Some(Op::MatMul | Op::Gemm { .. }))
+            && matches!(cx.graph.node(v.node).op(), Some(Op::MatMul | Op::Gemm { .. } | Op::Conv { .. }))
     })
 }
 

@@ -115,6 +115,10 @@ pub enum StepKind {
     },
     /// args: [out, col scratch, x, w] or [.., bias].
     Conv(ConvSpec),
+    /// Depthwise convolution (see [`crate::window::DepthwiseSpec`]); args: [out, x, w] or
+    /// [.., bias], then the epilogue's. `epilogue` as MatMul's, over the output's rows of OW,
+    /// applied to each (image, channel) plane right after it is written.
+    Depthwise { spec: std::sync::Arc<crate::window::DepthwiseSpec>, epilogue: Option<(usize, usize)> },
     /// Blocked attention (see [`AttentionSpec`]); args: [out, score scratch, q, kt, v] or
     /// [.., bias].
     Attention(std::sync::Arc<AttentionSpec>),

@@ -1,0 +1,435 @@
+//! Direct sliding-window kernels over NCHW planes: depthwise convolution ([`DepthwiseSpec`]) and
+//! the fast path of 2-D max/average pooling (used by `crate::spatial::PoolSpec`).
+//!
+//! Both copy each input plane into a per-chunk scratch in a *phase-split padded* layout, then run
+//! a loop vectorised along the output row with no bounds or padding tests inside:
+//! - the scratch row of padded input row `r` holds `stride_w` phases of `len` floats; phase `p`
+//!   column `q` is padded column `q·stride_w + p`. Output `ox` with tap `kx` reads padded column
+//!   `ox·stride_w + kx·dil_w`, i.e. phase `(kx·dil_w) mod stride_w` at `ox + ⌊kx·dil_w / stride_w⌋`:
+//!   contiguous in `ox` for any stride, so strided windows load whole vectors too.
+//! - positions that are padding (or past the input) hold the pad value (0 for sums, −∞ for max);
+//!   the scratch is filled with it once per chunk and each plane overwrites only the positions
+//!   that hold input, so the pad is never re-written. Rows are padded to whole vectors of 8, so
+//!   the last partial vector of a row reads pad values, never past the scratch.
+//!
+//! Kernels are picked by [`crate::Isa`]: AVX2+FMA intrinsics in `#[target_feature]` functions,
+//! else portable Rust over arrays of 8 (which the compiler vectorises for SSE2).
+
+use crate::Isa;
+
+/// Output floats per vector (one AVX2 register).
+const V: usize = 8;
+
+/// Geometry of a 2-D window over one plane: input [h, w], output [oh, ow] (both ≥ 1), kernel,
+/// stride, dilation and the top/left padding (bottom/right padding is implied by the output size).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Window {
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    pub pad: [usize; 2],
+}
+
+impl Window {
+    /// Padded rows the outputs read.
+    fn rows(&self) -> usize {
+        (self.oh - 1) * self.stride[0] + (self.kh - 1) * self.dil[0] + 1
+    }
+
+    /// Floats per phase of a scratch row: whole vectors of outputs plus the largest tap offset.
+    fn phase_len(&self) -> usize {
+        self.ow.div_ceil(V) * V + (self.kw - 1) * self.dil[1] / self.stride[1]
+    }
+
+    fn row_len(&self) -> usize {
+        self.stride[1] * self.phase_len()
+    }
+
+    /// Floats of scratch one chunk needs.
+    pub fn scratch_len(&self) -> usize {
+        self.rows() * self.row_len()
+    }
+
+    /// Offset of tap (ky, kx) from the start of output row 0's scratch, for each tap in
+    /// row-major kernel order.
+    fn tap_offsets(&self) -> Vec<usize> {
+        let (l, rl) = (self.phase_len(), self.row_len());
+        let mut offs = Vec::with_capacity(self.kh * self.kw);
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                let c = kx * self.dil[1];
+                offs.push(ky * self.dil[0] * rl + (c % self.stride[1]) * l + c / self.stride[1]);
+            }
+        }
+        offs
+    }
+
+    /// A scratch for one chunk, every position holding `pad`.
+    pub fn scratch(&self, pad: f32) -> Vec<f32> {
+        vec![pad; self.scratch_len()]
+    }
+
+    /// Copies plane `x` ([h, w]) into the input positions of `s` (made by [`Window::scratch`]).
+    fn fill(&self, x: &[f32], s: &mut [f32]) {
+        let (l, rl, sw) = (self.phase_len(), self.row_len(), self.stride[1]);
+        let [pt, pl] = self.pad;
+        for r in pt..self.rows().min(pt + self.h) {
+            let src = &x[(r - pt) * self.w..][..self.w];
+            let dst = &mut s[r * rl..][..rl];
+            if sw == 1 {
+                // Columns at or past `l` are never read.
+                let n = self.w.min(l.saturating_sub(pl));
+                dst[pl..pl + n].copy_from_slice(&src[..n]);
+            } else {
+                for (ix, &v) in src.iter().enumerate() {
+                    let c = ix + pl;
+                    let q = c / sw;
+                    if q < l {
+                        dst[(c % sw) * l + q] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a window computes from its taps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduce {
+    /// Σ weight·x + bias (depthwise convolution).
+    Dot,
+    /// max x (pad −∞; no NaN in the plane).
+    Max,
+    /// Σ x (pad 0).
+    Sum,
+}
+
+/// What one output reduces: the tap offsets ([`Window::tap_offsets`]), the kh·kw weights of
+/// `Dot` (empty otherwise) and the starting value (the bias for `Dot`, 0 or −∞ otherwise).
+#[derive(Clone, Copy)]
+struct Taps<'a> {
+    red: Reduce,
+    offs: &'a [usize],
+    wts: &'a [f32],
+    init: f32,
+}
+
+/// One plane: `y[oy·ow + ox]` = the reduction over the taps of the scratch `s` (filled from the
+/// plane).
+fn plane(win: &Window, isa: Isa, t: Taps, s: &[f32], y: &mut [f32]) {
+    let step = win.stride[0] * win.row_len();
+    debug_assert!(s.len() >= (win.oh - 1) * step + t.offs.iter().max().copied().unwrap_or(0) + win.ow.div_ceil(V) * V);
+    debug_assert!(y.len() == win.oh * win.ow && (t.red != Reduce::Dot || t.wts.len() == t.offs.len()));
+    for (oy, yrow) in y.chunks_exact_mut(win.ow).enumerate() {
+        let srow = &s[oy * step..];
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx2Fma {
+            // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
+            // and FMA are present; the reads stay inside `srow` (debug-asserted above: the last
+            // vector of the last tap ends at most at the end of the row's read span).
+            unsafe { avx2::row(t, srow, yrow) };
+            continue;
+        }
+        let _ = isa;
+        generic_row(t, srow, yrow);
+    }
+}
+
+/// Portable row: blocks of 8 outputs accumulated in an array (vectorised by the compiler).
+fn generic_row(taps: Taps, s: &[f32], y: &mut [f32]) {
+    let Taps { red, offs, wts, init } = taps;
+    for (b, yb) in y.chunks_mut(V).enumerate() {
+        let ox0 = b * V;
+        let mut acc = [init; V];
+        for (t, &o) in offs.iter().enumerate() {
+            let x: &[f32; V] = s[o + ox0..][..V].try_into().expect("a window row holds whole vectors");
+            match red {
+                Reduce::Dot => {
+                    let w = wts[t];
+                    acc.iter_mut().zip(x).for_each(|(a, &v)| *a += w * v);
+                }
+                Reduce::Max => acc.iter_mut().zip(x).for_each(|(a, &v)| *a = if v > *a { v } else { *a }),
+                Reduce::Sum => acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
+            }
+        }
+        yb.copy_from_slice(&acc[..yb.len()]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Reduce, Taps, V};
+    use std::arch::x86_64::*;
+
+    /// One output row, four vectors (32 outputs) at a time while they last: each tap's weight is
+    /// broadcast once per block and the accumulators stay in registers over all taps.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `s[o + ox0 ..][..8]` is in bounds for every tap offset `o` and
+    /// vector start `ox0 < y.len()`; `wts.len() ≥ offs.len()` for `Dot`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn row(t: Taps, s: &[f32], y: &mut [f32]) {
+        let ow = y.len();
+        let mut ox0 = 0;
+        // SAFETY (all blocks): as the function's contract.
+        unsafe {
+            while ox0 + 4 * V <= ow {
+                block::<4>(t, s, y, ox0);
+                ox0 += 4 * V;
+            }
+            match (ow - ox0).div_ceil(V) {
+                3 => block::<3>(t, s, y, ox0),
+                2 => block::<2>(t, s, y, ox0),
+                1 => block::<1>(t, s, y, ox0),
+                _ => {}
+            }
+        }
+    }
+
+    /// Outputs [ox0, min(ox0 + 8·B, y.len())).
+    ///
+    /// # Safety
+    /// As [`row`].
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const B: usize>(t: Taps, s: &[f32], y: &mut [f32], ox0: usize) {
+        let Taps { red, offs, wts, init } = t;
+        let mut acc = [_mm256_set1_ps(init); B];
+        let base = s.as_ptr().wrapping_add(ox0);
+        // SAFETY: every load is s[o + ox0 + 8i ..][..8] with i < B, in bounds by the contract.
+        unsafe {
+            match red {
+                Reduce::Dot => {
+                    for (&o, &w) in offs.iter().zip(wts) {
+                        let w = _mm256_set1_ps(w);
+                        let p = base.add(o);
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(i * V)), w, *a);
+                        }
+                    }
+                }
+                Reduce::Max => {
+                    for &o in offs {
+                        let p = base.add(o);
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_max_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                        }
+                    }
+                }
+                Reduce::Sum => {
+                    for &o in offs {
+                        let p = base.add(o);
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                        }
+                    }
+                }
+            }
+        }
+        let n = (y.len() - ox0).min(B * V);
+        if n == B * V {
+            for (i, a) in acc.iter().enumerate() {
+                // SAFETY: outputs ox0 + 8i .. + 8 ≤ ox0 + n ≤ y.len().
+                unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(ox0 + i * V), *a) };
+            }
+        } else {
+            let mut tmp = [0.0f32; 4 * V];
+            for (i, a) in acc.iter().enumerate() {
+                // SAFETY: tmp holds 4·8 ≥ 8·B floats.
+                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(i * V), *a) };
+            }
+            y[ox0..ox0 + n].copy_from_slice(&tmp[..n]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Depthwise convolution
+
+/// Convolution where every group has one input channel (depthwise, with any channel multiplier):
+/// output channel `m` of image `b` is a 2-D window over input channel `m / mult`. A unit is one
+/// (image, output channel) plane. args: [out [n, m, oh, ow], x [n, c, h, w], w [m, 1, kh, kw]]
+/// or [.., bias [m]].
+#[derive(Debug, Clone)]
+pub struct DepthwiseSpec {
+    pub n: usize,
+    pub c: usize,
+    /// Output channels per input channel.
+    pub mult: usize,
+    pub win: Window,
+    pub bias: bool,
+    offs: Vec<usize>,
+}
+
+impl DepthwiseSpec {
+    /// `win` must have non-empty input and output planes.
+    pub fn new(n: usize, c: usize, mult: usize, win: Window, bias: bool) -> DepthwiseSpec {
+        let offs = win.tap_offsets();
+        DepthwiseSpec { n, c, mult, win, bias, offs }
+    }
+}
+
+impl crate::spatial::HostKernel for DepthwiseSpec {
+    fn describe(&self) -> String {
+        let w = &self.win;
+        format!("depthwise conv {}×{}/{} ({} planes)", w.kh, w.kw, w.stride[1], self.units())
+    }
+
+    fn units(&self) -> usize {
+        self.n * self.c * self.mult
+    }
+
+    fn work(&self) -> usize {
+        let w = &self.win;
+        self.units() * (w.h * w.w + w.oh * w.ow * w.kh * w.kw)
+    }
+
+    /// args: [out, x, w] or [out, x, w, bias], as [`DepthwiseSpec`] documents.
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, isa: Isa) {
+        // SAFETY: the caller's contract.
+        unsafe { self.run_planes(args, lo, hi, isa, |_| {}) }
+    }
+}
+
+impl DepthwiseSpec {
+    /// Planes `[lo, hi)`, calling `after(u)` once plane `u` is written (for a fused epilogue,
+    /// while the plane is in cache).
+    ///
+    /// # Safety
+    /// `args` as [`DepthwiseSpec`] documents; concurrent calls only on disjoint plane ranges.
+    pub unsafe fn run_planes(&self, args: &[*mut u8], lo: usize, hi: usize, isa: Isa, mut after: impl FnMut(usize)) {
+        let w = &self.win;
+        let (ip, op, taps) = (w.h * w.w, w.oh * w.ow, w.kh * w.kw);
+        let m = self.c * self.mult;
+        let mut s = w.scratch(0.0);
+        // Input channel of the last plane filled: consecutive output channels of one input
+        // channel (mult > 1) reuse its scratch.
+        let mut filled = None;
+        for u in lo..hi {
+            let (b, oc) = (u / m, u % m);
+            let ic = b * self.c + oc / self.mult;
+            // SAFETY: x holds n·c planes of ip floats, w m·taps floats, bias m floats and out n·m
+            // planes of op floats (the plan sized them from the graph's types); this unit owns
+            // output plane u.
+            let (x, wts, y, bias) = unsafe {
+                (
+                    std::slice::from_raw_parts((args[1] as *const f32).add(ic * ip), ip),
+                    std::slice::from_raw_parts((args[2] as *const f32).add(oc * taps), taps),
+                    std::slice::from_raw_parts_mut((args[0] as *mut f32).add(u * op), op),
+                    if self.bias { *(args[3] as *const f32).add(oc) } else { 0.0 },
+                )
+            };
+            if filled != Some(ic) {
+                w.fill(x, &mut s);
+                filled = Some(ic);
+            }
+            plane(w, isa, Taps { red: Reduce::Dot, offs: &self.offs, wts, init: bias }, &s, y);
+            after(u);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pooling fast path
+
+/// 2-D max or average pooling of one plane through the window kernel: `scratch` comes from
+/// [`Window::scratch`] with −∞ (max) or 0 (sum) and is reused across planes of the same kind.
+/// Average divides by `divisor(oy, ox)` afterwards (0 gives 0).
+#[derive(Debug, Clone)]
+pub(crate) struct PoolWindow {
+    pub win: Window,
+    offs: Vec<usize>,
+}
+
+impl PoolWindow {
+    pub fn new(win: Window) -> PoolWindow {
+        let offs = win.tap_offsets();
+        PoolWindow { win, offs }
+    }
+
+    /// Max (`max` true; the plane must hold no NaN) or sum of each window of plane `x` into `y`.
+    pub fn plane(&self, isa: Isa, max: bool, x: &[f32], scratch: &mut [f32], y: &mut [f32]) {
+        self.win.fill(x, scratch);
+        let (red, init) = if max { (Reduce::Max, f32::NEG_INFINITY) } else { (Reduce::Sum, 0.0) };
+        plane(&self.win, isa, Taps { red, offs: &self.offs, wts: &[], init }, scratch, y);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct definition of the window reduction, for the kernels to match.
+    fn reference(win: &Window, red: Reduce, x: &[f32], wts: &[f32], init: f32) -> Vec<f32> {
+        let mut y = vec![init; win.oh * win.ow];
+        for oy in 0..win.oh {
+            for ox in 0..win.ow {
+                let a = &mut y[oy * win.ow + ox];
+                for ky in 0..win.kh {
+                    for kx in 0..win.kw {
+                        let iy = (oy * win.stride[0] + ky * win.dil[0]) as isize - win.pad[0] as isize;
+                        let ix = (ox * win.stride[1] + kx * win.dil[1]) as isize - win.pad[1] as isize;
+                        if iy < 0 || ix < 0 || iy >= win.h as isize || ix >= win.w as isize {
+                            continue;
+                        }
+                        let v = x[iy as usize * win.w + ix as usize];
+                        match red {
+                            Reduce::Dot => *a += wts[ky * win.kw + kx] * v,
+                            Reduce::Max => *a = a.max(v),
+                            Reduce::Sum => *a += v,
+                        }
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn window_kernels_match_the_definition() {
+        let mut seed = 1u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+        };
+        let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma)];
+        for (h, w) in [(1, 1), (3, 7), (17, 17), (5, 40), (9, 33)] {
+            for (k, s, d, p) in [(1, 1, 1, 0), (3, 1, 1, 1), (3, 2, 1, 1), (7, 1, 1, 3), (3, 2, 2, 2), (2, 3, 1, 0)] {
+                let span = d * (k - 1) + 1;
+                if h + 2 * p < span || w + 2 * p < span {
+                    continue;
+                }
+                let (oh, ow) = ((h + 2 * p - span) / s + 1, (w + 2 * p - span) / s + 1);
+                let win = Window { h, w, kh: k, kw: k, oh, ow, stride: [s, s], dil: [d, d], pad: [p, p] };
+                let x: Vec<f32> = (0..h * w).map(|_| rnd()).collect();
+                let wts: Vec<f32> = (0..k * k).map(|_| rnd()).collect();
+                let offs = win.tap_offsets();
+                for red in [Reduce::Dot, Reduce::Max, Reduce::Sum] {
+                    let (pad, init) =
+                        if red == Reduce::Max { (f32::NEG_INFINITY, f32::NEG_INFINITY) } else { (0.0, 0.5) };
+                    let want = reference(&win, red, &x, &wts, init);
+                    for isa in isas {
+                        let mut s = win.scratch(pad);
+                        // Twice through one scratch: the second plane must not see the first.
+                        for _ in 0..2 {
+                            win.fill(&x, &mut s);
+                            let mut y = vec![f32::NAN; oh * ow];
+                            plane(&win, isa, Taps { red, offs: &offs, wts: &wts, init }, &s, &mut y);
+                            for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                                assert!(
+                                    (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                                    "{red:?} {isa} {win:?} output {i}: {g} vs {e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

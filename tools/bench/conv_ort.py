@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Convolution and pooling kernels: kiln against ONNX Runtime on the same ONNX files.
+
+    /tmp/venv/bin/python tools/bench/conv_ort.py --kiln target/rel/release/kiln [--base OLD_KILN]
+        [--threads 1 2] [--iters 200] [--only dw3x3 maxpool]
+
+Writes each single-op model (seeded weights) to a temp folder, then for each thread count times
+ONNX Runtime in-process (median of --iters runs after warm-up; intra-op threads = T, sequential
+execution) and `kiln bench --json` (median), and prints one Markdown table row per model:
+median ms of each system and kiln ÷ ORT. --base adds a column for an older kiln binary.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+
+def conv(name, x, m, k, stride=1, pad=0, group=1, dil=1):
+    n, c, h, w = x
+    rng = np.random.default_rng(1)
+    wt = rng.uniform(-0.5, 0.5, (m, c // group, k, k)).astype(np.float32)
+    b = rng.uniform(-0.5, 0.5, (m,)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[stride, stride],
+                            pads=[pad] * 4, group=group, dilations=[dil, dil])
+    return name, node, x, [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")]
+
+
+def pool(name, op, x, k, stride, pad, **attrs):
+    node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, **attrs)
+    return name, node, x, []
+
+
+CASES = [
+    conv("dw3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1, group=64),
+    conv("dw7x7_64x56", (1, 64, 56, 56), 64, 7, pad=3, group=64),
+    conv("dw3x3s2_96x112", (1, 96, 112, 112), 96, 3, stride=2, pad=1, group=96),
+    conv("dw7x7_96x56", (1, 96, 56, 56), 96, 7, pad=3, group=96),
+    pool("maxpool3x3s2_64x112", "MaxPool", (1, 64, 112, 112), 3, 2, 1),
+    pool("maxpool2x2s2_64x56", "MaxPool", (1, 64, 56, 56), 2, 2, 0),
+    pool("avgpool3x3s1_64x56", "AveragePool", (1, 64, 56, 56), 3, 1, 1, count_include_pad=0),
+    conv("conv1x1_256to64x56", (1, 256, 56, 56), 64, 1),
+    conv("conv3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1),
+    conv("stem7x7s2_3x224", (1, 3, 224, 224), 64, 7, stride=2, pad=3),
+]
+
+
+def write(folder, case):
+    name, node, x, inits = case
+    xi = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x))
+    yi = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    g = helper.make_graph([node], name, [xi], [yi], initializer=inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = onnx.shape_inference.infer_shapes(m)
+    path = os.path.join(folder, name + ".onnx")
+    onnx.save(m, path)
+    return path, x
+
+
+def time_ort(path, x, threads, iters):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    feed = {"x": np.random.default_rng(2).uniform(-1, 1, x).astype(np.float32)}
+    for _ in range(10):
+        s.run(None, feed)
+    t = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        s.run(None, feed)
+        t.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(t)
+
+
+def time_kiln(binary, path, threads, iters):
+    out = subprocess.run([binary, "bench", path, "--iters", str(iters), "--threads", str(threads), "--json"],
+                         check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["median_ms"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kiln", required=True)
+    ap.add_argument("--base")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        head = "| model | threads | ORT ms | kiln ms | kiln ÷ ORT |"
+        if a.base:
+            head += " before ms | before ÷ ORT |"
+        print(head)
+        print("|" + "---|" * head.count(" |"))
+        for case in CASES:
+            if a.only and case[0] not in a.only:
+                continue
+            path, x = write(d, case)
+            for t in a.threads:
+                o = time_ort(path, x, t, a.iters)
+                k = time_kiln(a.kiln, path, t, a.iters)
+                row = f"| {case[0]} | {t} | {o:.4f} | {k:.4f} | {k / o:.2f} |"
+                if a.base:
+                    b = time_kiln(a.base, path, t, a.iters)
+                    row += f" {b:.4f} | {b / o:.2f} |"
+                print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
