@@ -183,6 +183,7 @@ mod avx2 {
                 ox0 += 4 * V;
             }
             match (ow - ox0).div_ceil(V) {
+                4 => block::<4>(t, s, y, ox0),
                 3 => block::<3>(t, s, y, ox0),
                 2 => block::<2>(t, s, y, ox0),
                 1 => block::<1>(t, s, y, ox0),
@@ -428,6 +429,31 @@ mod tests {
                             }
                         }
                     }
+                }
+            }
+        }
+    }
+
+    /// Every output-row length from 1 to 70, so that every remainder modulo the AVX2 row's
+    /// 32-output blocks is run: a tail of 25–31 outputs (four partial vectors) was skipped, leaving
+    /// those outputs unwritten (difftest seeds 470 and 944, a 1×5/2 conv over 64 columns).
+    #[test]
+    fn every_row_tail_is_computed() {
+        let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma)];
+        for ow in 1..=70 {
+            for (k, s) in [(1, 1), (5, 2), (3, 1)] {
+                let w = (ow - 1) * s + k;
+                let win = Window { h: 1, w, kh: 1, kw: k, oh: 1, ow, stride: [1, s], dil: [1, 1], pad: [0, 0] };
+                let x: Vec<f32> = (0..w).map(|i| (i % 13) as f32 - 6.0).collect();
+                let wts: Vec<f32> = (0..k).map(|i| 1.0 + i as f32).collect();
+                let offs = win.tap_offsets();
+                let want = reference(&win, Reduce::Dot, &x, &wts, 0.25);
+                for isa in isas {
+                    let mut scratch = win.scratch(0.0);
+                    win.fill(&x, &mut scratch);
+                    let mut y = vec![f32::NAN; ow];
+                    plane(&win, isa, Taps { red: Reduce::Dot, offs: &offs, wts: &wts, init: 0.25 }, &scratch, &mut y);
+                    assert_eq!(y, want, "{isa} ow {ow} k {k} stride {s}");
                 }
             }
         }
