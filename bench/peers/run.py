@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""kiln against ONNX Runtime and tract on the same ONNX files (see README.md next to this file).
+"""kiln against ONNX Runtime, OpenVINO and tract on the same ONNX files (see README.md here).
 
     python3 bench/peers/run.py                  # everything: build, models, runs, report, profiles
     python3 bench/peers/run.py --rounds 1 --iters 2 --only gemm_512 selu_mlp   # a quick check
+    python3 bench/peers/run.py --suite real     # the real-model suite (tools/real_models exports)
 
 Steps: make the pinned venv (bench/peers/.venv) and re-run inside it; build `peers-runner` (release);
 write the zoo's ONNX twins (tools/zoo/generate.py --all-onnx, into bench/peers/work/zoo) and the
@@ -32,9 +33,15 @@ WORK = os.path.join(HERE, "work")
 RESULTS = os.path.join(HERE, "results")
 DOC = os.path.join(REPO, "docs", "benchmarks.md")
 BEGIN, END = "<!-- peers:begin -->", "<!-- peers:end -->"
-SYSTEMS = ("kiln", "ort", "tract")
-PEERS = ("ort", "tract")
-LABEL = {"kiln": "kiln", "ort": "ONNX Runtime", "tract": "tract"}
+ALL_SYSTEMS = ("kiln", "ort", "openvino", "tract")
+# The systems of this run (--systems), kiln first; PEERS are the others.
+SYSTEMS = ALL_SYSTEMS
+PEERS = ALL_SYSTEMS[1:]
+LABEL = {"kiln": "kiln", "ort": "ONNX Runtime", "openvino": "OpenVINO", "tract": "tract"}
+SHORT = {"kiln": "kiln", "ort": "ORT", "openvino": "OV", "tract": "tract"}
+RUNNER_SCRIPT = {"ort": "ort_runner.py", "openvino": "ov_runner.py"}
+# Each suite has its own results files and its own marked section of docs/benchmarks.md.
+SUITES = ("zoo", "real", "all")
 
 # Outputs agree when max|x - ref| / max(1, |ref|) <= TOL. Ten times the zoo's golden tolerance
 # (tools/zoo: 1e-4, f64 numpy vs f32 engines on small models): here the three engines sum in f32 in
@@ -152,6 +159,30 @@ def write_micro_models(out):
     return made
 
 
+def prepare_real_models(only, real_dir):
+    """The real-model suite's cases (tools/real_models: `.ci/real-models` writes them to
+    target/real-models): [(case, onnx path, inputs dir, None)]; outputs are checked system against
+    system (each case's ort_*.npy is ONNX Runtime's own output)."""
+    if not os.path.isdir(real_dir):
+        raise SystemExit(f"{real_dir} does not exist: run .ci/real-models (or give --real-dir)")
+    models = []
+    for case in sorted(os.listdir(real_dir)):
+        meta_path = os.path.join(real_dir, case, "meta.json")
+        if not os.path.exists(meta_path) or (only and case not in only and case.split(".")[0] not in only):
+            continue
+        with open(meta_path) as f:
+            meta = json.load(f)
+        inputs = os.path.join(WORK, "inputs", case)
+        shutil.rmtree(inputs, ignore_errors=True)
+        os.makedirs(inputs)
+        for name, f in meta["inputs"].items():
+            if "/" in name or name.startswith("."):
+                raise SystemExit(f"{case}: input name {name!r} cannot be a file name")
+            shutil.copy(os.path.join(real_dir, case, f), os.path.join(inputs, f"{name}.npy"))
+        models.append((case, os.path.join(real_dir, case, "model.onnx"), inputs, None))
+    return models
+
+
 def prepare_models(only):
     """[(name, onnx path, inputs dir, golden dir or None)] in report order."""
     import numpy as np
@@ -209,8 +240,8 @@ def prepare_models(only):
 
 def run_one(system, model_path, inputs, threads, iters, warmup, out):
     """One process; returns its JSON line plus the driver's wall time."""
-    if system == "ort":
-        cmd = [sys.executable, os.path.join(HERE, "ort_runner.py")]
+    if system in RUNNER_SCRIPT:
+        cmd = [sys.executable, os.path.join(HERE, RUNNER_SCRIPT[system])]
     else:
         cmd = [runner_path(), "run", "--system", system]
     cmd += ["--threads", str(threads), "--iters", str(iters), "--warmup", str(warmup)]
@@ -337,6 +368,7 @@ def machine():
 
     import numpy
     import onnxruntime
+    import openvino
 
     flags = ""
     try:
@@ -356,6 +388,7 @@ def machine():
         "rustc": out(["rustc", "--version"]),
         "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__,
+        "openvino": openvino.__version__.split("-")[0],
         "numpy": numpy.__version__,
         "tract": "tract-onnx 0.23.9",
         "load_start": os.getloadavg(),
@@ -421,14 +454,14 @@ def write_csv(rows, path):
         head = ["model", "threads"]
         for s in SYSTEMS:
             head += [f"{s}_ms", f"{s}_compile_ms", f"{s}_rss_peak_mib", f"{s}_verified", f"{s}_max_err", f"{s}_error"]
-        head += ["kiln_over_ort", "kiln_over_tract"]
+        head += [f"kiln_over_{p}" for p in PEERS]
         w.writerow(head)
         for r in rows:
             line = [r["model"], r["threads"]]
             for s in SYSTEMS:
                 c = r[s]
                 line += [c["median_ms"], c["compile_ms"], c["rss_peak_mib"], c["verified"], c["max_err"], c["error"]]
-            line += [r["ratio_ort"], r["ratio_tract"]]
+            line += [r[f"ratio_{p}"] for p in PEERS]
             w.writerow(line)
 
 
@@ -437,7 +470,14 @@ def write_svg(rows, path):
     import math
 
     series = [(p, t) for t in sorted({r["threads"] for r in rows}) for p in PEERS]
-    colors = {("ort", 1): "#1f77b4", ("ort", 2): "#9ecae9", ("tract", 1): "#d62728", ("tract", 2): "#f4a6a6"}
+    colors = {
+        ("ort", 1): "#1f77b4",
+        ("ort", 2): "#9ecae9",
+        ("openvino", 1): "#2ca02c",
+        ("openvino", 2): "#98df8a",
+        ("tract", 1): "#d62728",
+        ("tract", 2): "#f4a6a6",
+    }
     models = list(dict.fromkeys(r["model"] for r in rows))
     by = {(r["model"], r["threads"]): r for r in rows}
     bar, gap, left, width, top = 8, 8, 190, 520, 40
@@ -471,7 +511,7 @@ def write_svg(rows, path):
                 a, b = min(x0, x1), max(x0, x1)
                 out.append(
                     f'<rect x="{a:.1f}" y="{y}" width="{max(b - a, 1):.1f}" height="{bar - 1}" '
-                    f'fill="{colors[(p, t)]}"><title>{m}, {LABEL[p]}, {t} thread(s): {ratio:.2f}×</title></rect>'
+                    f'fill="{colors.get((p, t), "#888")}"><title>{m}, {LABEL[p]}, {t} thread(s): {ratio:.2f}×</title></rect>'
                 )
                 # The value beside the bar's outer end.
                 tx, anchor = (b + 2, "start") if x1 >= x0 else (a - 2, "end")
@@ -482,7 +522,7 @@ def write_svg(rows, path):
         y += gap
     lx = left
     for p, t in series:
-        out.append(f'<rect x="{lx}" y="{top - 18}" width="10" height="8" fill="{colors[(p, t)]}"/>')
+        out.append(f'<rect x="{lx}" y="{top - 18}" width="10" height="8" fill="{colors.get((p, t), "#888")}"/>')
         out.append(f'<text x="{lx + 13}" y="{top - 10}">{LABEL[p]}, {t} thr</text>')
         lx += 120
     out.append("</svg>")
@@ -490,8 +530,28 @@ def write_svg(rows, path):
         f.write("\n".join(out) + "\n")
 
 
+def geomean(xs):
+    import math
+
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else None
+
+
+def markers(suite):
+    """The docs section of a suite: the zoo keeps the original markers."""
+    if suite == "zoo":
+        return BEGIN, END
+    return f"<!-- peers-{suite}:begin -->", f"<!-- peers-{suite}:end -->"
+
+
 def markdown(rows, info, args, profiles):
-    lines = [BEGIN, "", "## kiln against ONNX Runtime and tract", ""]
+    suite = args.get("suite", "zoo")
+    begin, end = markers(suite)
+    peers = [p for p in PEERS if any(r.get(p) for r in rows)]
+    systems = ["kiln"] + peers
+    labels = [LABEL[p] for p in peers]
+    names = labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
+    title = {"zoo": "", "real": " on the real-model suite", "all": " (zoo, micro-models and real-model suite)"}[suite]
+    lines = [begin, "", f"## kiln against {names}{title}", ""]
     lines.append(
         f"Generated by `python3 bench/peers/run.py{' ' + ' '.join(args['argv']) if args['argv'] else ''}` "
         f"on {info['date']} (took {info['elapsed_s'] / 60:.0f} min); do not edit by hand, rerun it."
@@ -501,9 +561,11 @@ def markdown(rows, info, args, profiles):
         f"Machine: {info['cpu']} ({info['cpu_flags']}), {info['cores']} cores, {info['mem_mib'] / 1024:.0f} GiB, "
         f"Linux {info['kernel']}; load average {info['load_start'][0]:.1f} at the start and "
         f"{info['load_end'][0]:.1f} at the end. kiln {info['commit']}{' (uncommitted changes)' if info['dirty'] else ''}"
-        f" (JIT backend, -O2, {info['rustc']}), {info['tract']} (`into_optimized`, "
+        f" (JIT backend, -O2, kernels for {info.get('kiln_isa', '?')}, {info['rustc']}), {info['tract']} (`into_optimized`, "
         f"`multithread-mm` executor), onnxruntime {info['onnxruntime']} (CPU provider, ORT_ENABLE_ALL, "
-        f"intra-op threads = N, inter-op 1, sequential), Python {info['python']}, numpy {info['numpy']}."
+        f"intra-op threads = N, inter-op 1, sequential), OpenVINO {info.get('openvino', '?')} (CPU plugin, "
+        f"f32 precision hint, 1 stream, N inference threads, latency hint), Python {info['python']}, "
+        f"numpy {info['numpy']}. Systems in this run: {', '.join(LABEL[s] for s in systems)}."
     )
     lines.append("")
     if info["load_start"][0] > 0.5 or info["load_end"][0] > 0.5:
@@ -514,7 +576,7 @@ def markdown(rows, info, args, profiles):
         )
         lines.append("")
     lines.append(
-        f"Method: every model is one ONNX file, read by all three systems, with the same `.npy` inputs. "
+        f"Method: every model is one ONNX file, read by every system, with the same `.npy` inputs. "
         f"Each measurement is a fresh process: load + compile, {args['warmup']} warm-up run(s), then {args['iters']} "
         f"timed runs. {args['rounds']} round(s); within a round every model runs at each thread count in "
         f"each system, one process after the other, the systems' order rotating every round. Times are "
@@ -527,24 +589,45 @@ def markdown(rows, info, args, profiles):
     lines.append(
         "Per measurement the driver runs `peers-runner run --system kiln|tract --threads N "
         f"--iters {args['iters']} --warmup {args['warmup']} --model F.onnx --inputs DIR` (release build of "
-        f"bench/peers) or `python bench/peers/ort_runner.py --threads N --iters {args['iters']} "
+        f"bench/peers) or `python bench/peers/ort_runner.py|ov_runner.py --threads N --iters {args['iters']} "
         f"--warmup {args['warmup']} --model F.onnx --inputs DIR`; the ONNX files are "
-        "`tools/zoo/generate.py --all-onnx` output (bench/peers/work/zoo/onnx, identical to models/onnx "
-        "where committed) and the micro-models written by run.py."
-    )
-    lines.append("")
-    lines.append(
-        "| model | thr | kiln ms | ORT ms | tract ms | kiln/ORT | kiln/tract | max err kiln / ORT / tract |"
-    )
-    lines.append("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        errs = " / ".join("–" if r[s]["max_err"] is None else f"{r[s]['max_err']:.0e}" for s in SYSTEMS)
-        lines.append(
-            f"| {r['model']} | {r['threads']} | {cell_text(r['kiln'])} | {cell_text(r['ort'])} | "
-            f"{cell_text(r['tract'])} | {fmt_ratio(r['ratio_ort'])} | {fmt_ratio(r['ratio_tract'])} | {errs} |"
+        + (
+            "`tools/zoo/generate.py --all-onnx` output (bench/peers/work/zoo/onnx, identical to models/onnx "
+            "where committed) and the micro-models written by run.py"
+            if suite != "real"
+            else ""
         )
+        + (" and " if suite == "all" else "")
+        + (
+            "the real-model suite's exports (tools/real_models, written by `.ci/real-models` to "
+            "target/real-models; docs/models.md lists them)"
+            if suite != "zoo"
+            else ""
+        )
+        + "."
+    )
     lines.append("")
-    lines.append("![kiln/peer time ratio per model](../bench/peers/results/ratios.svg)")
+    lines.append("Geometric mean of kiln ÷ peer over the models with a ratio:")
+    lines.append("")
+    for t in sorted({r["threads"] for r in rows}):
+        parts = []
+        for p in peers:
+            rs = [r[f"ratio_{p}"] for r in rows if r["threads"] == t and r.get(f"ratio_{p}")]
+            g = geomean(rs)
+            parts.append(f"{LABEL[p]} {fmt_ratio(g)} over {len(rs)} models" if g else f"{LABEL[p]} –")
+        lines.append(f"- {t} thread(s): " + "; ".join(parts) + ".")
+    lines.append("")
+    head = ["model", "thr"] + [f"{SHORT[s]} ms" for s in systems] + [f"kiln/{SHORT[p]}" for p in peers]
+    head.append("max err " + " / ".join(SHORT[s] for s in systems))
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    for r in rows:
+        errs = " / ".join("–" if r[s]["max_err"] is None else f"{r[s]['max_err']:.0e}" for s in systems)
+        cells = [r["model"], str(r["threads"])] + [cell_text(r[s]) for s in systems]
+        cells += [fmt_ratio(r[f"ratio_{p}"]) for p in peers] + [errs]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append(f"![kiln/peer time ratio per model](../bench/peers/results/{result_name(suite, 'ratios.svg')})")
     lines.append("")
     lines.append(
         "Compile time (kiln: ONNX load + optimise + JIT; ONNX Runtime: creating the InferenceSession "
@@ -553,23 +636,23 @@ def markdown(rows, info, args, profiles):
         "with numpy and onnxruntime imported, shown as 'base'), at 1 thread, medians over rounds:"
     )
     lines.append("")
-    lines.append("| model | compile ms kiln | ORT | tract | peak RSS MiB kiln | ORT (base) | tract |")
-    lines.append("|---|---|---|---|---|---|---|")
+    head = ["model"] + [f"compile ms {SHORT[s]}" for s in systems]
+    head += [f"peak RSS MiB {SHORT[s]}" + (" (base)" if s in RUNNER_SCRIPT else "") for s in systems]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
     t1 = min(r["threads"] for r in rows) if rows else 1
+
+    def rss(c, base=False):
+        if c["rss_peak_mib"] is None:
+            return "–"
+        return f"{c['rss_peak_mib']:.0f} ({c['rss_start_mib']:.0f})" if base else f"{c['rss_peak_mib']:.0f}"
+
     for r in rows:
         if r["threads"] != t1:
             continue
-        k, o, t = r["kiln"], r["ort"], r["tract"]
-
-        def rss(c, base=False):
-            if c["rss_peak_mib"] is None:
-                return "–"
-            return f"{c['rss_peak_mib']:.0f} ({c['rss_start_mib']:.0f})" if base else f"{c['rss_peak_mib']:.0f}"
-
-        lines.append(
-            f"| {r['model']} | {fmt_ms(k['compile_ms'])} | {fmt_ms(o['compile_ms'])} | {fmt_ms(t['compile_ms'])} | "
-            f"{rss(k)} | {rss(o, True)} | {rss(t)} |"
-        )
+        cells = [r["model"]] + [fmt_ms(r[s]["compile_ms"]) for s in systems]
+        cells += [rss(r[s], s in RUNNER_SCRIPT) for s in systems]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("### Where kiln is slower: profiles")
     lines.append("")
@@ -592,16 +675,25 @@ def markdown(rows, info, args, profiles):
     else:
         lines.append("No profile taken in this run (kiln was not slower, or `--no-profile`).")
         lines.append("")
-    lines.append(END)
+    lines.append(end)
     return "\n".join(lines)
 
 
-def update_doc(section):
+def result_name(suite, name):
+    """results/NAME for the zoo suite (as before), results/NAME with -SUITE before the extension otherwise."""
+    if suite == "zoo":
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}-{suite}{ext}"
+
+
+def update_doc(section, suite):
+    begin, end = markers(suite)
     with open(DOC) as f:
         text = f.read()
-    if BEGIN in text and END in text:
-        a = text.index(BEGIN)
-        b = text.index(END) + len(END)
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end) + len(end)
         text = text[:a] + section + text[b:]
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
@@ -687,11 +779,15 @@ def category(dso, sym):
 def render(result, no_doc):
     """Writes peers.csv, ratios.svg and (unless no_doc) the docs section from a result."""
     rows = result["rows"]
-    write_csv(rows, os.path.join(RESULTS, "peers.csv"))
-    write_svg(rows, os.path.join(RESULTS, "ratios.svg"))
+    suite = result["args"].get("suite", "zoo")
+    global SYSTEMS, PEERS
+    SYSTEMS = tuple(s for s in ALL_SYSTEMS if any(s in r for r in rows)) or ALL_SYSTEMS
+    PEERS = SYSTEMS[1:]
+    write_csv(rows, os.path.join(RESULTS, result_name(suite, "peers.csv")))
+    write_svg(rows, os.path.join(RESULTS, result_name(suite, "ratios.svg")))
     section = markdown(rows, result["machine"], result["args"], result["profiles"])
     if not no_doc:
-        update_doc(section)
+        update_doc(section, suite)
     return section
 
 
@@ -701,7 +797,10 @@ def main():
     ap.add_argument("--iters", type=int, default=10, help="timed runs per process")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--only", nargs="*", help="model names (zoo names or " + ", ".join(MICRO) + ")")
+    ap.add_argument("--only", nargs="*", help="model names (zoo names, " + ", ".join(MICRO) + " or real cases)")
+    ap.add_argument("--suite", choices=SUITES, default="zoo", help="zoo + micro-models (default), real, or all")
+    ap.add_argument("--real-dir", default=os.path.join(REPO, "target", "real-models"), help="the real-model exports")
+    ap.add_argument("--systems", nargs="+", choices=ALL_SYSTEMS[1:], default=list(ALL_SYSTEMS[1:]), help="peers to run")
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--no-doc", action="store_true", help="do not touch docs/benchmarks.md")
@@ -711,16 +810,24 @@ def main():
     )
     args = ap.parse_args()
     args.argv = sys.argv[1:]
+    global SYSTEMS, PEERS
+    SYSTEMS = ("kiln",) + tuple(s for s in ALL_SYSTEMS[1:] if s in args.systems)
+    PEERS = SYSTEMS[1:]
     if args.report_only:
         # Pure Python: no venv, no build, no runs; the numbers are the last run's.
-        with open(os.path.join(RESULTS, "peers.json")) as f:
+        with open(os.path.join(RESULTS, result_name(args.suite, "peers.json"))) as f:
             print(render(json.load(f), args.no_doc))
         return 0
     ensure_venv()
     t_start = time.time()
     if not args.no_build:
         build_runner()
-    models = prepare_models(set(args.only) if args.only else None)
+    only = set(args.only) if args.only else None
+    models = []
+    if args.suite in ("zoo", "all"):
+        models += prepare_models(only)
+    if args.suite in ("real", "all"):
+        models += prepare_real_models(only, os.path.abspath(args.real_dir))
     info = machine()
     info["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     runs = []
@@ -728,7 +835,8 @@ def main():
     n = 0
     total = args.rounds * len(models) * len(args.threads) * len(SYSTEMS)
     for rnd in range(args.rounds):
-        order = SYSTEMS[rnd % 3 :] + SYSTEMS[: rnd % 3]
+        k = rnd % len(SYSTEMS)
+        order = SYSTEMS[k:] + SYSTEMS[:k]
         for name, path, inputs, _golden in models:
             for t in args.threads:
                 for s in order:
@@ -737,6 +845,8 @@ def main():
                     r = run_one(s, path, inputs, t, args.iters, args.warmup, out)
                     r.update(model=name, system=s, threads=t, round=rnd)
                     runs.append(r)
+                    if s == "kiln" and r.get("isa"):
+                        info["kiln_isa"] = r["isa"]
                     if rnd == 0:
                         outs[(name, t, s)] = (out, r.get("outputs"))
                     status = f"error: {short_error(r['error'], 70)}" if "error" in r else f"{median(r['iter_ms']):.3f} ms"
@@ -787,7 +897,7 @@ def main():
         if "iter_ms" in r:
             r["iter_ms"] = [round(x, 4) for x in r["iter_ms"]]
     result = {"machine": info, "args": vars(args), "tolerance": TOL, "rows": rows, "runs": runs, "profiles": profiles}
-    with open(os.path.join(RESULTS, "peers.json"), "w") as f:
+    with open(os.path.join(RESULTS, result_name(args.suite, "peers.json")), "w") as f:
         json.dump(result, f, separators=(",", ":"))
     section = render(result, args.no_doc)
     print(section)

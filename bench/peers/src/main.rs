@@ -34,6 +34,8 @@ struct Measured {
     compile_ms: f64,
     iter_ms: Vec<f64>,
     output_names: Vec<String>,
+    /// kiln: the instruction set its kernels were chosen for (run-time detection).
+    isa: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -128,6 +130,7 @@ fn run(args: &RunArgs) -> Result<(), String> {
         "outputs": measured.output_names,
         "rss_start_kb": rss_start_kb,
         "rss_peak_kb": proc_status_kb("VmHWM:"),
+        "isa": measured.isa,
     });
     println!("{line}");
     Ok(())
@@ -155,7 +158,8 @@ fn run_kiln(args: &RunArgs, inputs: &[(String, Tensor)]) -> Result<(Measured, Ve
         iter_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let output_names = last.iter().map(|(n, _)| n.clone()).collect();
-    Ok((Measured { compile_ms, iter_ms, output_names }, last.into_iter().map(|(_, t)| t).collect()))
+    let isa = compiled.isa().map(|isa| isa.name().to_string());
+    Ok((Measured { compile_ms, iter_ms, output_names, isa }, last.into_iter().map(|(_, t)| t).collect()))
 }
 
 fn to_tract(tensor: &Tensor) -> Result<tp::Tensor, String> {
@@ -235,7 +239,7 @@ fn run_tract(args: &RunArgs, inputs: &[(String, Tensor)]) -> Result<(Measured, V
         iter_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let outputs = last.iter().map(|v| from_tract(v)).collect::<Result<Vec<_>, _>>()?;
-    Ok((Measured { compile_ms, iter_ms, output_names }, outputs))
+    Ok((Measured { compile_ms, iter_ms, output_names, isa: None }, outputs))
 }
 
 /// `inputs --model F --out DIR`: kiln's default inputs for the model (what `kiln run` feeds when
