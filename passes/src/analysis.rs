@@ -166,6 +166,12 @@ fn zero_mean_of(egraph: &KGraph, op: &KOp, args: &[Id]) -> bool {
                 (d(0).zero_mean && row_factor(1)) || (d(1).zero_mean && row_factor(0))
             }
             Op::Unary(kiln_ir::UnaryOp::Neg) | Op::Identity => d(0).zero_mean,
+            // A reshape that keeps the last dimension keeps every row whole.
+            Op::Reshape { .. } => {
+                let out = d(0).ty().and_then(|t| ir.op.infer(&[t]).ok());
+                let out_last = out.and_then(|t| t.first().and_then(|t| t.shape.last().copied()));
+                d(0).zero_mean && out_last.is_some() && out_last == last_dim(0)
+            }
             // x·W with every row of W summing to zero: Σⱼ (xW)ᵢⱼ = Σₖ xᵢₖ Σⱼ Wₖⱼ = 0.
             Op::MatMul => d(1).constant && d(1).zero_mean && d(1).shape().is_some_and(|s| s.len() == 2),
             // Rows of a table whose rows are zero-mean.

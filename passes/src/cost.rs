@@ -94,6 +94,8 @@ impl CostModel {
                 };
                 self.fused(per * out_elems, 0.0)
             }
+            // powf per element: measured ~30x a multiplication (issue 14).
+            Op::Binary(kiln_ir::BinaryOp::Pow) => self.fused(20.0 * out_elems, in_bytes - first_bytes),
             Op::Binary(_) | Op::Where | Op::Cast { .. } => self.fused(out_elems, in_bytes - first_bytes),
             Op::MatMul => {
                 let k = inputs.first().and_then(|t| t.shape.last().copied()).unwrap_or(1) as f64;

@@ -51,6 +51,43 @@ fn inputs(model: &Model, rng: &mut Lcg) -> Vec<(String, Tensor)> {
         .collect()
 }
 
+/// The primitives exporters spell LayerNorm, RMSNorm, GELU, SiLU, HardSwish, Mish, Pow and a
+/// transposed operand with.
+const PATTERN_PRIMITIVES: &[&str] = &[
+    "ReduceMean",
+    "ReduceSum",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Erf",
+    "Tanh",
+    "Sigmoid",
+    "Exp",
+    "Log",
+    "Clip",
+    "Transpose",
+    "Div",
+];
+
+/// `exported/`: every pattern is recognised, so none of its primitives is left after -O2 (and a
+/// Conv's per-channel Add/Mul are gone into it); a `negative_` look-alike keeps primitives and
+/// gains no LayerNorm (what the snapshot shows is checked by the numeric comparison above).
+fn check_exported_patterns(path: &std::path::Path, opt: &Model) {
+    if path.parent().and_then(|p| p.file_name()).is_none_or(|d| d != "exported") {
+        return;
+    }
+    let counts = opt.graph.op_counts();
+    let left: usize = PATTERN_PRIMITIVES.iter().map(|op| counts.get(*op).copied().unwrap_or(0)).sum();
+    let fused = counts.get("LayerNormalization").copied().unwrap_or(0);
+    let negative = path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("negative_"));
+    if negative {
+        assert!(left > 0 && fused == 0, "{}: a look-alike was fused: {counts:?}", path.display());
+    } else {
+        assert_eq!(left, 0, "{}: primitives left after -O2: {counts:?}", path.display());
+        assert!(!counts.contains_key("Add") || !counts.contains_key("Conv"), "{}: {counts:?}", path.display());
+    }
+}
+
 #[test]
 fn filetests() {
     insta::glob!("filetests/**/*.kir", |path| {
@@ -66,6 +103,16 @@ fn filetests() {
             for (i, (a, b)) in g.as_f32().unwrap().iter().zip(w.as_f32().unwrap()).enumerate() {
                 assert!((a - b).abs() <= 1e-4 + 1e-4 * b.abs(), "{}: {name}[{i}]: {a} vs {b}", path.display());
             }
+        }
+        check_exported_patterns(path, &opt);
+        // The exported Pre-LN streams (issue 14): every LayerNorm must have become an RMSNorm.
+        if path.file_name().is_some_and(|f| f == "vit_patch_embed.kir" || f == "gpt2_conv1d.kir") {
+            let counts = opt.graph.op_counts();
+            assert!(
+                !counts.contains_key("LayerNormalization") && counts.contains_key("RMSNormalization"),
+                "{}: {counts:?}",
+                path.display()
+            );
         }
         let snapshot =
             format!("# ops: {} -> {}\n{}", report.ops_before, report.ops_after, kiln_ir::text::print(&opt.graph));

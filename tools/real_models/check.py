@@ -17,7 +17,12 @@ non-zero when a case expected to pass does not pass in every configuration (or w
 so CI goes red on a regression while cases kiln cannot run yet are listed with their reason. A case
 that passes while marked xfail is reported as XPASS (update the file) but does not fail the run.
 
+With --count it runs nothing but `kiln compile MODEL --emit ir -O2` per case and prints, per case,
+the fused norms and activations in the optimised graph and the LayerNorm/RMSNorm/GELU patterns left
+in primitives (a Sqrt of `mean + ε`; an Erf; a Tanh of a scaled `x + k·x³`), which should be zero.
+
 Usage: python check.py OUT_DIR [--kiln target/release/kiln] [--expected FILE] [--bench] [--docs FILE]
+       python check.py OUT_DIR --count [--only CASES]
 """
 
 from __future__ import annotations
@@ -162,6 +167,55 @@ def check_case(kiln: str, case: str, case_dir: str, args) -> dict:
     return result
 
 
+def parse_kir_nodes(text: str) -> dict[str, tuple[str, list[str]]]:
+    """output name → (op, input names) for every `node NAME = Op(a, b) {…} -> out: type` line."""
+    nodes = {}
+    for line in text.splitlines():
+        if not line.startswith("node "):
+            continue
+        try:
+            rhs = line.split(" = ", 1)[1]
+            op, rest = rhs.split("(", 1)
+            args = [a.strip() for a in rest.split(")", 1)[0].split(",") if a.strip()]
+            outs = line.rsplit("-> ", 1)[1]
+            for out in outs.split(","):
+                nodes[out.split(":", 1)[0].strip()] = (op.strip(), args)
+        except IndexError:
+            continue
+    return nodes
+
+
+FUSED = ["LayerNormalization", "RMSNormalization", "Gelu", "Silu", "HardSwish", "Mish"]
+
+
+def count_patterns(kiln: str, case_dir: str, timeout: int) -> dict:
+    """Fused ops and primitive-spelled patterns left in the -O2 graph of one case."""
+    cmd = [kiln, "compile", os.path.join(case_dir, "model.onnx"), "--emit", "ir", "-O2"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout} s"}
+    if proc.returncode != 0:
+        return {"error": first_line(proc.stderr or proc.stdout)}
+    nodes = parse_kir_nodes(proc.stdout)
+    op_of = lambda name: nodes.get(name, ("", []))[0]
+    counts = {op: sum(1 for o, _ in nodes.values() if o == op) for op in FUSED}
+    norms = gelus = 0
+    for op, args in set((o, tuple(a)) for o, a in nodes.values()):
+        if op == "Sqrt" and args and op_of(args[0]) == "Add" and any(
+                op_of(a) == "ReduceMean" for a in nodes[args[0]][1]):
+            norms += 1
+        if op == "Erf":
+            gelus += 1
+        if op == "Tanh" and args and op_of(args[0]) == "Mul" and any(
+                op_of(a) == "Add" for a in nodes[args[0]][1]):
+            gelus += 1
+    counts["norm_left"] = norms
+    counts["gelu_left"] = gelus
+    counts["ops"] = len(nodes)
+    return counts
+
+
 def config_line(case: str, key: str, c: dict) -> str:
     if c["status"] == "PASS":
         return f"{case:32} {key}  PASS ({c['err']:.1e})"
@@ -290,6 +344,8 @@ def main() -> int:
     ap.add_argument("--docs", default="", help="write the docs/models.md table to this file")
     ap.add_argument("--json", default="", help="write every result to this file")
     ap.add_argument("--timeout", type=int, default=600, help="seconds per kiln command")
+    ap.add_argument("--count", action="store_true",
+                    help="only count fused ops and patterns left in primitives after -O2")
     args = ap.parse_args()
 
     expected = read_expected(args.expected) if os.path.exists(args.expected) else {}
@@ -312,6 +368,16 @@ def main() -> int:
             results.append({"case": case, "export_error": msg, "configs": {}})
             print(f"{case:32} --    EXPORT-ERROR: {msg}", flush=True)
             continue
+        if args.count:
+            c = count_patterns(args.kiln, case_dir, args.timeout)
+            results.append({"case": case, "counts": c})
+            if "error" in c:
+                print(f"{case:32} ERROR: {c['error'][:200]}", flush=True)
+            else:
+                fused = " ".join(f"{op}={c[op]}" for op in FUSED if c[op])
+                print(f"{case:32} ops={c['ops']:5} norm_left={c['norm_left']} gelu_left={c['gelu_left']}  {fused}",
+                      flush=True)
+            continue
         result = check_case(args.kiln, case, case_dir, args)
         results.append(result)
         for key, c in result["configs"].items():
@@ -319,6 +385,13 @@ def main() -> int:
         if result.get("ort_vs_shipped", 0.0) > TOL:
             print(f"{case:32} note: ORT differs from the shipped output by {result['ort_vs_shipped']:.1e}")
 
+    if args.count:
+        left = sum(r["counts"].get("norm_left", 0) + r["counts"].get("gelu_left", 0) for r in results)
+        print(f"\npatterns left in primitives over {len(results)} cases: {left}")
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(results, fh, indent=1)
+        return 0
     # Summary and the verdict against the expectations.
     regressions, xpass, unlisted = [], [], []
     for r in results:

@@ -39,6 +39,13 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("center-gemm", "(center (Gemm* ?x ?w ?b))", center_gemm),
         // center(E[i]) = center-last(E)[i]
         rw!("center-gather"; "(center (Gather ?a ?b))" => "(Gather (center-last ?a) ?b)" if const_matrix_a),
+        // center(reshape(y)) = reshape(center(y))   when the last dimension is kept (rows stay whole)
+        fn_rule("center-reshape", "(center (Reshape* ?a))", center_reshape),
+        // center(concat(a, b)) = concat(center(a), center(b))   along an axis other than the last
+        fn_rule("center-concat", "(center (Concat* ?a ?b))", center_concat),
+        // center(tokens(Conv(x, W, b))) = tokens(Conv(x, center_out(W), center(b)))   where
+        // tokens = Transpose[0,2,1]∘Reshape[N,C,HW] puts the conv's channels last (ViT patch embedding)
+        fn_rule("center-conv-tokens", "(center (Transpose* (Reshape* (Conv* ?x ?w ?b))))", center_conv_tokens),
         // center(W) = center-last(W)   for a constant
         rw!("center-const"; "(center ?a)" => "(center-last ?a)" if const_a),
         // center(x) = x   when x is zero-mean
@@ -125,6 +132,76 @@ fn center_gemm(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     Some(add_ir(eg, inner, vec![x, w2, b2]))
 }
 
+/// The child of the `center` node in class `id`.
+fn centred_child(eg: &KGraph, id: Id) -> Vec<Id> {
+    eg[id]
+        .nodes
+        .iter()
+        .filter_map(|n| match n {
+            crate::lang::Kiln::Node(KOp::Meta(MetaOp::Center), c) => Some(c[0]),
+            _ => None,
+        })
+        .collect()
+}
+
+fn center_reshape(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let a = get(s, "?a");
+    let inner = centred_child(eg, id).into_iter().find_map(|c| find_ir_op(eg, c, "Reshape", &[a]))?;
+    let out = shape(eg, id)?;
+    let last_in = *shape(eg, a)?.last()?;
+    if out.last() != Some(&last_in) || is_const(eg, a) {
+        return None;
+    }
+    let centred = add_meta(eg, MetaOp::Center, vec![a]);
+    Some(add_ir(eg, inner, vec![centred]))
+}
+
+fn center_concat(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let (a, b) = (get(s, "?a"), get(s, "?b"));
+    let inner = centred_child(eg, id).into_iter().find_map(|c| find_ir_op(eg, c, "Concat", &[a, b]))?;
+    let Op::Concat { axis } = inner else { return None };
+    let rank = shape(eg, id)?.len();
+    if norm_axis(axis, rank)? + 1 == rank {
+        return None;
+    }
+    let (ca, cb) = (add_meta(eg, MetaOp::Center, vec![a]), add_meta(eg, MetaOp::Center, vec![b]));
+    Some(add_ir(eg, inner, vec![ca, cb]))
+}
+
+fn center_conv_tokens(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let [x, w, b] = ["?x", "?w", "?b"].map(|n| get(s, n));
+    let (ws, bs) = (shape(eg, w)?, shape(eg, b)?);
+    if !is_const(eg, w) || !is_const(eg, b) || ws.len() != 4 || bs != [ws[0]] {
+        return None;
+    }
+    for t in centred_child(eg, id) {
+        let transposes: Vec<(Op, Id)> =
+            crate::lang::ir_nodes(eg, t, "Transpose").map(|(op, c)| (op.clone(), c[0])).collect();
+        for (tr, r) in transposes {
+            if !matches!(&tr, Op::Transpose { perm: Some(p) } if p == &[0, 2, 1]) {
+                continue;
+            }
+            let reshapes: Vec<(Op, Id)> =
+                crate::lang::ir_nodes(eg, r, "Reshape").map(|(op, c)| (op.clone(), c[0])).collect();
+            for (re, y) in reshapes {
+                // Grouped channels see different inputs: their mean is no single weight row.
+                let Some(conv @ Op::Conv { group: 1, .. }) = find_ir_op(eg, y, "Conv", &[x, w, b]) else { continue };
+                let (ys, rs) = (shape(eg, y)?, shape(eg, r)?);
+                // [N, M, H, W] → [N, M, H·W]: each channel's plane flattened, channels kept on axis 1.
+                if ys.len() != 4 || rs != [ys[0], ys[1], ys[2] * ys[3]] {
+                    continue;
+                }
+                let w2 = add_fold(eg, FoldOp::CenterRows, vec![w]);
+                let b2 = add_fold(eg, FoldOp::CenterLast, vec![b]);
+                let conv2 = add_ir(eg, conv, vec![x, w2, b2]);
+                let re2 = add_ir(eg, re, vec![conv2]);
+                return Some(add_ir(eg, tr, vec![re2]));
+            }
+        }
+    }
+    None
+}
+
 /// Neither operand broadcasts along the last axis (their last dimensions are equal).
 fn same_last_dim(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
     let last = |v: &str| shape(eg, get(s, v)).and_then(|s| s.last().copied());
@@ -186,6 +263,24 @@ mod tests {
     fn ln_of_a_constant_sum_is_centred() {
         check(L, &rules(), "(center (MatMul y w))", "(MatMul y (center-last w))");
         check(L, &rules(), "(center (center-last w))", "(center-last w)");
+    }
+
+    #[test]
+    fn centring_passes_reshapes_around_a_gemm() {
+        let l =
+            &["ids?i64[1,6]", "wte:f32[20,12]", "wpe:f32[6,12]", "g:f32[12]", "b:f32[12]", "w:f32[12,12]", "c:f32[12]"];
+        check(
+            l,
+            &rules(),
+            "(center (Add (Gather wte ids) wpe))",
+            "(Add (Gather (center-last wte) ids) (center-last wpe))",
+        );
+        check(
+            l,
+            &rules(),
+            "(center (Reshape<shape=[1,6,12]> (Gemm (Reshape<shape=[6,12]> (Gather wte ids)) w c)))",
+            "(Reshape<shape=[1,6,12]> (Gemm (Reshape<shape=[6,12]> (Gather wte ids)) (center-last w) (center-last c)))",
+        );
     }
 
     #[test]

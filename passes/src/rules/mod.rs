@@ -7,7 +7,7 @@
 //! or fresh terms are named functions ([`fn_rule`]). Every rule applies through [`KApplier`], which
 //! refuses a union of terms of different types and keeps the e-graph within its node budget.
 //!
-//! Stages: [`recognise`] (canonical attributes, algebra, softmax, attention, scalar folding), then [`fold`]
+//! Stages: [`recognise`] (canonical attributes, algebra, what exporters write, softmax, attention, scalar folding), then [`fold`]
 //! (normalization folding and Pre-LN → Pre-RMSNorm, with algebra for clean-up).
 
 /// `rw!("name"; "lhs" => "rhs")` or `rw!("name"; "lhs" => "rhs" if condition)`: egg's `rewrite!`
@@ -23,6 +23,7 @@ macro_rules! rw {
 
 pub mod algebra;
 pub mod attention;
+pub mod exported;
 pub mod ln_rms;
 pub mod norm_fold;
 pub mod scaling;
@@ -47,6 +48,7 @@ pub fn recognise(kiln_ops: bool) -> Vec<KRewrite> {
     let mut rules = algebra::rules();
     rules.extend(algebra::recognise_rules());
     rules.extend(norm_fold::recognise_rules());
+    rules.extend(exported::rules());
     rules.extend(softmax::rules());
     if kiln_ops {
         rules.extend(softmax::fused_rules());
@@ -73,6 +75,7 @@ pub fn families() -> Vec<Family> {
         Family { name: "algebra", rules: algebra::rules().into_iter().chain(algebra::recognise_rules()).collect() },
         Family { name: "softmax", rules: softmax::rules().into_iter().chain(softmax::fused_rules()).collect() },
         Family { name: "attention", rules: attention::rules() },
+        Family { name: "exported", rules: exported::rules() },
         Family { name: "scaling", rules: scaling::rules() },
         Family {
             name: "norm_fold",

@@ -59,6 +59,9 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("affine-before-conv-nobias", "(Conv* (affine ?z ?a ?c) ?w)", affine_before_conv),
         // pad_reflect|edge(affine(z, a, c)) = affine(pad(z), a, c)   when the channel axis is not padded
         fn_rule("affine-through-pad", "(Pad* (affine ?z ?a ?c))", affine_through_pad),
+        // reshape(affine(z, a, c)) = affine(reshape(z), a, c)   for an affine along the last axis that
+        // the reshape keeps (GPT-2's Conv1D views its input to 2-D before the Gemm)
+        fn_rule("affine-through-reshape", "(Reshape* (affine ?z ?a ?c))", affine_through_reshape),
         // affine(p + q, a, c) = affine(p, a, c) + q·a
         fn_rule("affine-over-residual", "(affine (Add ?p ?q) ?a ?c)", affine_over_residual),
     ]
@@ -459,6 +462,24 @@ fn affine_through_pad(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
     Some(add_meta(eg, MetaOp::Affine, vec![padded, a, c]))
 }
 
+fn affine_through_reshape(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let [z, a, c] = ["?z", "?a", "?c"].map(|n| get(s, n));
+    if !shallow(eg, &[a, c]) || !local(eg, &[a, c]) {
+        return None;
+    }
+    let affine = eg.lookup(Kiln::Node(KOp::Meta(MetaOp::Affine), vec![z, a, c]))?;
+    let reshape = find_ir_op(eg, id, "Reshape", &[affine])?;
+    let (zs, out) = (shape(eg, z)?, shape(eg, id)?);
+    let d = *zs.last()?;
+    if out.last() != Some(&d) || !affine_axis(eg, z, a, c)?.fits(zs.len() - 1) {
+        return None;
+    }
+    // As flat [d] vectors, which broadcast along the last axis of any rank.
+    let (va, vc) = (channel_vec(eg, a, d)?, channel_vec(eg, c, d)?);
+    let reshaped = add_ir(eg, reshape, vec![z]);
+    Some(add_meta(eg, MetaOp::Affine, vec![reshaped, va, vc]))
+}
+
 /// How deep an affine's constants may be for it to distribute over a residual add, absorb a bias
 /// or compose with another affine. A normalization's own affine has constants of depth <= 3
 /// (`bn-scale` -> `flat` -> `Reshape`), one composition or bias absorption later they are deeper.
@@ -539,6 +560,24 @@ mod tests {
             "(BatchNormalization x g b m v)",
             "(affine x (Reshape<shape=[3,1,1]> (flat (bn-scale<1e-5> g v))) \
              (Reshape<shape=[3,1,1]> (flat (bn-shift<1e-5> g b m v))))",
+        );
+    }
+
+    #[test]
+    fn affine_moves_through_a_reshape_that_keeps_the_last_axis() {
+        let l = &["x?f32[1,6,4]", "a:f32[4]", "c:f32[4]", "r:f32[6,1]"];
+        check(
+            l,
+            &rules(),
+            "(Reshape<shape=[6,4]> (affine x a c))",
+            "(affine (Reshape<shape=[6,4]> x) (flat a) (flat c))",
+        );
+        // The last axis split: the per-column constants would land on other elements.
+        check_not(
+            l,
+            &rules(),
+            "(Reshape<shape=[1,6,2,2]> (affine x a c))",
+            "(affine (Reshape<shape=[1,6,2,2]> x) (flat a) (flat c))",
         );
     }
 
