@@ -9,7 +9,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kiln_codegen::host::GemmCall;
 use kiln_codegen::jit::{HostFeatures, Jit};
-use kiln_codegen::{CodegenOptions, Executable, SoftmaxAlgo, compile};
+use kiln_codegen::{CodegenOptions, Executable, Isa, SoftmaxAlgo, compile};
 use kiln_ir::{GraphBuilder, Op, Tensor, TensorType, UnaryOp, Weights};
 use std::hint::black_box;
 use std::time::Duration;
@@ -120,6 +120,7 @@ fn softmax(c: &mut Criterion) {
             (SoftmaxAlgo::TwoPass, "two_pass"),
             (SoftmaxAlgo::ThreePass, "three_pass"),
             (SoftmaxAlgo::ThreePassStored, "three_pass_stored"),
+            (SoftmaxAlgo::Simd, "simd"),
         ];
         for (algo, label) in algos {
             let exe =
@@ -311,5 +312,88 @@ fn fused(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, fp32_peak, gemm, gemm_plan, packed_gemm, softmax, norms, fused);
+criterion_group!(benches, fp32_peak, gemm, gemm_plan, packed_gemm, softmax, norms, fused, rows_s5);
 criterion_main!(benches);
+
+/// Issue 13's row and elementwise kernels at the bench/peers shapes, 1 thread: the hand-written
+/// kernel at this CPU's ISA ("simd") and forced to portable code ("simd_generic"), the generated
+/// Cranelift kernel it replaces ("jit"), and a memcpy of the same bytes. Plan steps only
+/// (`steps_time`) for compiled graphs; the generated map and norm kernels are called directly.
+fn rows_s5(c: &mut Criterion) {
+    let isas = [(Isa::detect(), "simd"), (Isa::Generic, "simd_generic")];
+    for (rows, n) in [(256usize, 4096usize), (8, 1 << 20)] {
+        let mut g = c.benchmark_group(format!("s5_softmax_{rows}x{n}"));
+        g.throughput(Throughput::Bytes((8 * rows * n) as u64));
+        let x = Tensor::from_f32([rows, n], data(rows * n, 3).iter().map(|v| v * 20.0).collect()).unwrap();
+        let (graph, weights) = one_op_graph("sm", Op::Softmax { axis: -1 }, &[rows, n], &[]);
+        for (isa, label) in isas {
+            let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, isa, ..Default::default() }).unwrap();
+            g.bench_function(label, |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
+        }
+        let o = CodegenOptions { threads: 1, softmax: SoftmaxAlgo::ThreePassStored, ..Default::default() };
+        let exe = compile(&graph, &weights, &o).unwrap();
+        g.bench_function("jit", |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
+        memcpy_baseline(&mut g, 4 * rows * n);
+        g.finish();
+    }
+
+    let (rows, d) = (4096usize, 768usize);
+    let mut g = c.benchmark_group("s5_layernorm_4096x768");
+    g.throughput(Throughput::Bytes((8 * rows * d) as u64));
+    let x = Tensor::from_f32([rows, d], data(rows * d, 5)).unwrap();
+    let gamma = Tensor::from_f32([d], data(d, 6).iter().map(|v| 1.0 + v).collect()).unwrap();
+    let beta = Tensor::from_f32([d], data(d, 7)).unwrap();
+    let ln = Op::LayerNormalization { axis: -1, epsilon: 1e-5 };
+    let (graph, weights) = one_op_graph("ln", ln, &[rows, d], &[("g", gamma.clone()), ("b", beta.clone())]);
+    for (isa, label) in isas {
+        let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, isa, ..Default::default() }).unwrap();
+        g.bench_function(label, |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
+    }
+    let mut jit = Jit::new(HostFeatures::detect()).unwrap();
+    kiln_codegen::kernels::rows::norm(&mut jit, "ln", d, 1e-5, false, true).unwrap();
+    let (funcs, _code) = jit.finish().unwrap();
+    let mut out = vec![0f32; rows * d];
+    let (xv, gv, bv) =
+        (x.as_f32().unwrap().to_vec(), gamma.as_f32().unwrap().to_vec(), beta.as_f32().unwrap().to_vec());
+    g.bench_function("jit", |bench| {
+        bench.iter(|| {
+            let args =
+                [out.as_mut_ptr() as *mut u8, xv.as_ptr() as *mut u8, gv.as_ptr() as *mut u8, bv.as_ptr() as *mut u8];
+            // SAFETY: the kernel reads rows·d floats of x and d of γ, β, and writes rows·d of out.
+            unsafe { (funcs[0].func)(args.as_ptr(), 0, rows as i64) };
+            black_box(&mut out);
+        })
+    });
+    memcpy_baseline(&mut g, 4 * rows * d);
+    g.finish();
+
+    let len = 1usize << 20;
+    let x = Tensor::from_f32([len], data(len, 4).iter().map(|v| v * 8.0).collect()).unwrap();
+    for (u, label) in [(UnaryOp::Exp, "exp"), (UnaryOp::Gelu { tanh: false }, "gelu_erf")] {
+        let mut g = c.benchmark_group(format!("s5_{label}_1m"));
+        g.throughput(Throughput::Bytes((8 * len) as u64));
+        let (graph, weights) = one_op_graph(label, Op::Unary(u), &[len], &[]);
+        for (isa, label) in isas {
+            let exe = compile(&graph, &weights, &CodegenOptions { threads: 1, isa, ..Default::default() }).unwrap();
+            g.bench_function(label, |bench| bench.iter_custom(|iters| steps_time(&exe, &x, iters)));
+        }
+        use kiln_codegen::kernels::elementwise::{self, Expr, Fused};
+        let mut jit = Jit::new(HostFeatures::detect()).unwrap();
+        let f =
+            Fused { nodes: vec![Expr::Leaf(0), Expr::Unary(u, 0)], out_shape: vec![len], leaf_shapes: vec![vec![len]] };
+        let lay = elementwise::define(&mut jit, "u", &f).unwrap();
+        let (funcs, _code) = jit.finish().unwrap();
+        let xv = x.as_f32().unwrap().to_vec();
+        let mut out = vec![0f32; len];
+        g.bench_function("jit", |bench| {
+            bench.iter(|| {
+                let args = [out.as_mut_ptr() as *mut u8, xv.as_ptr() as *mut u8];
+                // SAFETY: the kernel reads len floats of x and writes len of out.
+                unsafe { (funcs[0].func)(args.as_ptr(), 0, lay.rows() as i64) };
+                black_box(&mut out);
+            })
+        });
+        memcpy_baseline(&mut g, 4 * len);
+        g.finish();
+    }
+}

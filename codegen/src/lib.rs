@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod lower;
 pub mod memplan;
 pub mod pool;
+pub mod simd;
 pub mod spatial;
 pub mod vmath;
 pub mod window;
@@ -53,7 +54,7 @@ pub struct CodegenOptions {
     /// Threads per run (the caller's thread plus `threads − 1` pool workers). Results are
     /// deterministic for a given count.
     pub threads: usize,
-    /// Softmax kernels (default: [`SoftmaxAlgo::ThreePassStored`]).
+    /// Softmax kernels (default: [`SoftmaxAlgo::Simd`], the hand-written row kernel).
     pub softmax: SoftmaxAlgo,
     /// Most bytes the model may hold: its weights (as copied for the plan) plus the arena of one
     /// run. A larger model or plan is refused at compile time, before it is allocated (default:
@@ -72,7 +73,7 @@ impl Default for CodegenOptions {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         CodegenOptions {
             threads,
-            softmax: SoftmaxAlgo::ThreePassStored,
+            softmax: SoftmaxAlgo::Simd,
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
             keep_clif: false,
             isa: Isa::detect(),
@@ -96,7 +97,8 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
     let threads = options.threads.max(1);
     let mut jit = jit::Jit::new(jit::HostFeatures::detect()).map_err(|e| Error::new("JIT", e))?;
     jit.keep_clif = options.keep_clif;
-    let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads, options.memory_cap)?;
+    let isa = Isa::supported(options.isa);
+    let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads, options.memory_cap, isa)?;
     let placement = memplan::place(&intervals(&plan));
     // The arena is allocated on the first run: refuse the plan now if it does not fit.
     let plan_bytes: u64 = plan.weights.iter().map(|w| w.bytes() as u64).sum::<u64>()
@@ -108,7 +110,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
         return Err(Error::new("JIT", "internal error: kernel count does not match the plan"));
     }
     let kernels = funcs.into_iter().map(|c| c.func).collect();
-    Ok(Executable::new(plan, kernels, placement, clif, threads, Isa::supported(options.isa), code))
+    Ok(Executable::new(plan, kernels, placement, clif, threads, isa, code))
 }
 
 /// Refuses `bytes` of `what` above the memory cap, naming the model and both sizes.

@@ -20,7 +20,7 @@ pub(crate) fn run_unary(op: UnaryOp, xs: &[f32], features: HostFeatures) -> Vec<
 
 /// Inputs: every 61st f32 bit pattern of both signs (≈ 4.4M values spanning the whole range),
 /// plus specials.
-fn sweep() -> Vec<f32> {
+pub(crate) fn sweep() -> Vec<f32> {
     let mut xs: Vec<f32> =
         (0u32..0x7f80_0000).step_by(61 * 16).flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)]).collect();
     xs.extend([
@@ -57,37 +57,44 @@ fn check(op: UnaryOp, reference: fn(f64) -> f64, bound: f64) {
         let feats = HostFeatures { fma: fma && HostFeatures::detect().fma };
         let xs = sweep();
         let ys = run_unary(op, &xs, feats);
-        let mut worst = (0f64, 0f32);
-        for (&x, &y) in xs.iter().zip(&ys) {
-            let r = reference(x as f64);
-            let rf = r as f32;
-            if rf.is_nan() {
-                assert!(y.is_nan(), "{op:?}({x:e}) = {y:e}, expected NaN");
-                continue;
-            }
-            if rf.is_infinite() || y.is_infinite() {
-                // f32 overflow boundary: allow the neighbouring f32 to overflow (or not).
-                if rf != y {
-                    assert!(
-                        (r.abs() - f32::MAX as f64).abs() / (f32::MAX as f64) < 1e-6,
-                        "{op:?}({x:e}) = {y:e}, expected {r:e}"
-                    );
-                }
-                continue;
-            }
-            if r.abs() < f32::MIN_POSITIVE as f64 {
-                // Subnormal results: absolute error within 2 subnormal ulps.
-                assert!((y as f64 - r).abs() <= 2.0 * 1.4013e-45, "{op:?}({x:e}) = {y:e}, expected {r:e}");
-                continue;
-            }
-            let rel = ((y as f64 - r) / r).abs();
-            if rel > worst.0 {
-                worst = (rel, x);
-            }
-        }
-        eprintln!("{op:?} fma={} max rel err {:.3e} at x = {:e}", feats.fma, worst.0, worst.1);
-        assert!(worst.0 <= bound, "{op:?}: max relative error {:.3e} at x = {:e} exceeds {bound:e}", worst.0, worst.1);
+        check_values(&format!("{op:?} fma={}", feats.fma), &xs, &ys, reference, bound);
     }
+}
+
+/// `ys` = f(`xs`) against `reference` in f64: NaN where it is NaN, infinities only at the f32
+/// overflow boundary, subnormal results within 2 subnormal ulps, normal ones within `bound`
+/// relative. Shared with the hand-written kernels' tests (`simd::tests`).
+pub(crate) fn check_values(what: &str, xs: &[f32], ys: &[f32], reference: fn(f64) -> f64, bound: f64) {
+    let mut worst = (0f64, 0f32);
+    for (&x, &y) in xs.iter().zip(ys) {
+        let r = reference(x as f64);
+        let rf = r as f32;
+        if rf.is_nan() {
+            assert!(y.is_nan(), "{what}({x:e}) = {y:e}, expected NaN");
+            continue;
+        }
+        if rf.is_infinite() || y.is_infinite() {
+            // f32 overflow boundary: allow the neighbouring f32 to overflow (or not).
+            if rf != y {
+                assert!(
+                    (r.abs() - f32::MAX as f64).abs() / (f32::MAX as f64) < 1e-6,
+                    "{what}({x:e}) = {y:e}, expected {r:e}"
+                );
+            }
+            continue;
+        }
+        if r.abs() < f32::MIN_POSITIVE as f64 {
+            // Subnormal results: absolute error within 2 subnormal ulps.
+            assert!((y as f64 - r).abs() <= 2.0 * 1.4013e-45, "{what}({x:e}) = {y:e}, expected {r:e}");
+            continue;
+        }
+        let rel = ((y as f64 - r) / r).abs();
+        if rel > worst.0 {
+            worst = (rel, x);
+        }
+    }
+    eprintln!("{what} max rel err {:.3e} at x = {:e}", worst.0, worst.1);
+    assert!(worst.0 <= bound, "{what}: max relative error {:.3e} at x = {:e} exceeds {bound:e}", worst.0, worst.1);
 }
 
 #[test]

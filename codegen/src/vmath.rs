@@ -788,8 +788,8 @@ impl<'a, 'b> Lanes<'a, 'b> {
 
 /// ln 2 = LN2_HI + LN2_LO; LN2_HI (0x3f317200) has 15 significant bits, so n·LN2_HI is exact for
 /// |n| < 512.
-const LN2_HI: f32 = 0.693_145_75;
-const LN2_LO: f32 = 1.428_606_8e-6;
+pub(crate) const LN2_HI: f32 = 0.693_145_75;
+pub(crate) const LN2_LO: f32 = 1.428_606_8e-6;
 
 fn lane_flags() -> MemFlagsData {
     MemFlagsData::new().with_endianness(Endianness::Little)
@@ -801,10 +801,11 @@ const PIO2_PARTS: [f32; 4] = [1.570_800_8, -4.453_584_6e-6, -8.706_138e-10, 6.22
 
 /// erf's numerator coefficients in x², highest degree first (see [`Lanes::erf`]); the constant
 /// term came out of the fit as 2/√π to f32 precision.
-const ERF_P: [f32; 6] =
+pub(crate) const ERF_P: [f32; 6] =
     [6.4430265e-6, 4.017724e-4, 4.1708783e-3, 5.546024e-2, 1.92137e-1, std::f32::consts::FRAC_2_SQRT_PI];
 /// erf's denominator coefficients in x², highest degree first.
-const ERF_Q: [f32; 7] = [2.4070732e-7, 7.007173e-5, 1.3975928e-3, 1.6152838e-2, 1.17019966e-1, 5.036104e-1, 1.0];
+pub(crate) const ERF_Q: [f32; 7] =
+    [2.4070732e-7, 7.007173e-5, 1.3975928e-3, 1.6152838e-2, 1.17019966e-1, 5.036104e-1, 1.0];
 
 #[cfg(test)]
 mod tests {

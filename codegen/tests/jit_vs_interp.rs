@@ -636,7 +636,8 @@ fn clif_text_names_every_kernel() {
     let spec = mixed_model(&mut rng);
     let exe = compile_spec(&spec, &CodegenOptions { keep_clif: true, ..options(1) });
     let clif = exe.clif_text();
-    assert_eq!(clif.len(), 5, "ln, gelu, softmax, add, mean: {:?}", clif.iter().map(|c| &c.0).collect::<Vec<_>>());
+    // LayerNorm and the lone GELU run hand-written host kernels (crate::simd), not generated code.
+    assert_eq!(clif.len(), 3, "softmax, add, mean: {:?}", clif.iter().map(|c| &c.0).collect::<Vec<_>>());
     for (name, text) in clif {
         assert!(text.starts_with("function u0:"), "{name}: {text}");
         assert!(text.contains("f32x4"), "{name} has no vector code");

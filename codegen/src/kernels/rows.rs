@@ -27,10 +27,15 @@ pub enum SoftmaxAlgo {
     /// for comparison.
     ThreePass,
     /// max; e^{x−max} written to y while Σ accumulates; y·(1/Σ): 3 reads + 2 writes, one
-    /// exponential per element. The default: with 128-bit vectors the exponential, not memory,
-    /// bounds softmax here, so computing it once wins at every row length measured (criterion, 1
-    /// thread: 4 Ki floats 8.3 µs vs two-pass 10.0 µs; 1 Mi 1.78 vs 2.99 ms; 8 Mi 16.7 vs 21.7 ms).
+    /// exponential per element. With 128-bit vectors the exponential, not memory, bounds softmax
+    /// here, so computing it once wins at every row length measured (criterion, 1 thread: 4 Ki
+    /// floats 8.3 µs vs two-pass 10.0 µs; 1 Mi 1.78 vs 2.99 ms; 8 Mi 16.7 vs 21.7 ms).
     ThreePassStored,
+    /// The default: Softmax and LogSoftmax run the hand-written row kernel of `crate::simd`
+    /// (256-bit where the CPU has AVX2; stored three-pass for rows up to 16 Ki floats, a blocked
+    /// two-pass beyond), not generated code. Attention's block softmax, which is generated, runs
+    /// as [`SoftmaxAlgo::ThreePassStored`].
+    Simd,
 }
 
 fn flags() -> MemFlagsData {
@@ -248,7 +253,7 @@ fn rstd(b: &mut FunctionBuilder, feat: HostFeatures, ss: Value, n: usize, eps: f
 pub fn softmax(jit: &mut Jit, name: &str, n: usize, algo: SoftmaxAlgo, log: bool) -> Result<(), String> {
     row_kernel(jit, name, n, n, 0, move |b, feat, r| {
         let (xr, yr) = (r.x, r.y);
-        if !log && algo == SoftmaxAlgo::ThreePassStored {
+        if !log && matches!(algo, SoftmaxAlgo::ThreePassStored | SoftmaxAlgo::Simd) {
             let m = fold_row(b, feat, xr, n, f32::NEG_INFINITY, &ident, &max);
             let sum = exp_store_sum(b, feat, (xr, yr), n, m, false);
             let inv = reciprocal(b, feat, sum);

@@ -137,6 +137,20 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         leaf_places.push(cx.input(*v, &root_name)?);
     }
     let epilogue_of = gemm_epilogue_target(cx, &leaves, &leaf_places, &out_shape, &member_set);
+    if epilogue_of.is_none()
+        && let [m] = members
+        && let Some(Op::Unary(u)) = graph.node(*m).op()
+        && let Some(op) = map_op(*u)
+        && leaves.len() == 1
+        && leaves[0].1 == out_shape
+    {
+        // A lone transcendental: the hand-written wide-vector kernel (`crate::simd`).
+        let len = out_shape.iter().product();
+        let dst = cx.out_buf(out_v);
+        let k = crate::simd::MapKernel { op, len, isa: cx.isa };
+        super::norm::host_step(cx, &root_name, k, vec![dst, leaf_places[0]]);
+        return Ok(());
+    }
     let lay = elementwise_kernels::define_with(cx.jit, &kname, &fused, epilogue_of.is_some())
         .map_err(|e| internal(&root_name, e))?;
     let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members) {
@@ -332,4 +346,20 @@ pub(super) fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result
         None => cx.kernel_step(&name, kname, lay.rows(), elems, args),
     }
     Ok(())
+}
+
+/// The unary ops with a hand-written kernel for when they run alone (not fused).
+fn map_op(u: kiln_ir::UnaryOp) -> Option<crate::simd::MapOp> {
+    use crate::simd::MapOp;
+    use kiln_ir::UnaryOp;
+    Some(match u {
+        UnaryOp::Exp => MapOp::Exp,
+        UnaryOp::Tanh => MapOp::Tanh,
+        UnaryOp::Sigmoid => MapOp::Sigmoid,
+        UnaryOp::Silu => MapOp::Silu,
+        UnaryOp::Erf => MapOp::Erf,
+        UnaryOp::Gelu { tanh: false } => MapOp::GeluErf,
+        UnaryOp::Gelu { tanh: true } => MapOp::GeluTanh,
+        _ => return None,
+    })
 }

@@ -315,6 +315,8 @@ struct Ctx<'g> {
     softmax: SoftmaxAlgo,
     /// Work splits are planned for this many threads (the executor's pool size).
     threads: usize,
+    /// The instruction set hand-written host kernels use (already what this CPU supports).
+    isa: crate::Isa,
     place: HashMap<Value, Place>,
     /// The graph's outputs, for O(1) membership tests.
     outputs: HashSet<Value>,
@@ -413,12 +415,14 @@ pub fn lower(
     softmax: SoftmaxAlgo,
     threads: usize,
     memory_cap: u64,
+    isa: crate::Isa,
 ) -> Result<Lowered, Error> {
     let mut cx = Ctx {
         graph,
         jit,
         softmax,
         threads,
+        isa,
         place: HashMap::new(),
         outputs: graph.outputs().iter().copied().collect(),
         buf_reads: Vec::new(),

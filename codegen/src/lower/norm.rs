@@ -1,6 +1,14 @@
-//! Normalizations and softmax: generated row kernels (`kernels::rows`), RegionNorm's own kernel.
+//! Normalizations and softmax: Softmax, LogSoftmax, LayerNorm and RMSNorm as hand-written row
+//! kernels (`crate::simd`, host steps); the other norms as generated row kernels (`kernels::rows`),
+//! RegionNorm's own kernel.
 
 use super::*;
+use crate::simd::{RowKernel, RowOp};
+
+/// A hand-written host kernel step writing `args[0]`.
+pub(super) fn host_step(cx: &mut Ctx, label: &str, k: impl crate::spatial::HostKernel + 'static, args: Vec<Place>) {
+    cx.steps.push(Step { label: label.to_string(), kind: StepKind::Host(std::sync::Arc::new(k)), args, n_writes: 1 });
+}
 
 /// Softmax, LogSoftmax and the normalizations.
 pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
@@ -19,13 +27,29 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let total = x.num_elements();
             let outer = total / (n * inner);
             let log = matches!(op, Op::LogSoftmax { .. });
-            let kname = cx.kname(&name, if log { "logsoftmax" } else { "softmax" });
-            rows::softmax(cx.jit, &kname, n, cx.softmax, log).map_err(|e| internal(&name, e))?;
+            if n == 0 || total == 0 {
+                // Nothing to compute; the output is empty.
+                cx.out_buf(out_v);
+                return Ok(());
+            }
+            // The default algorithm runs the hand-written row kernel (`crate::simd`); the
+            // generated ones stay, for comparison.
+            let row_step = |cx: &mut Ctx, dst: Place, src: Place| {
+                if cx.softmax == SoftmaxAlgo::Simd {
+                    let op = if log { RowOp::LogSoftmax } else { RowOp::Softmax };
+                    let k = RowKernel { op, n, rows: total / n, isa: cx.isa };
+                    host_step(cx, &name, k, vec![dst, src]);
+                    return Ok(());
+                }
+                let kname = cx.kname(&name, if log { "logsoftmax" } else { "softmax" });
+                rows::softmax(cx.jit, &kname, n, cx.softmax, log).map_err(|e| internal(&name, e))?;
+                cx.kernel_step(&name, kname, total / n, total, vec![dst, src]);
+                Ok(())
+            };
             let src = cx.input(ins[0], &name)?;
             let dst = cx.out_buf(out_v);
             if inner == 1 {
-                cx.kernel_step(&name, kname, total / n, total, vec![dst, src]);
-                return Ok(());
+                return row_step(cx, dst, src);
             }
             // A non-innermost axis: transpose [outer, n, inner] → [outer, inner, n], run the row
             // kernel, transpose back (two copy steps around the generated kernel).
@@ -51,7 +75,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
                 args: vec![t_in, src],
                 n_writes: 1,
             });
-            cx.kernel_step(&name, kname, outer * inner, total, vec![t_out, t_in]);
+            row_step(cx, t_out, t_in)?;
             cx.steps.push(Step {
                 label: format!("{name} (back)"),
                 kind: StepKind::Copies(vec![back]),
@@ -103,12 +127,14 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
                 params.push(dst);
             }
             let bias = ins.len() == 3;
-            let kname = cx.kname(&name, if rms { "rmsnorm" } else { "layernorm" });
-            rows::norm(cx.jit, &kname, n, *epsilon, rms, bias).map_err(|e| internal(&name, e))?;
             let mut args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?];
             args.extend(params);
             let total = x.num_elements();
-            cx.kernel_step(&name, kname, total / n, total, args);
+            if n == 0 || total == 0 {
+                return Ok(());
+            }
+            let op = if rms { RowOp::RmsNorm { eps: *epsilon } } else { RowOp::LayerNorm { eps: *epsilon, bias } };
+            host_step(cx, &name, RowKernel { op, n, rows: total / n, isa: cx.isa }, args);
             Ok(())
         }
         Op::GroupNormalization { num_groups, epsilon } => lower_group_norm(cx, id, *num_groups, *epsilon),

@@ -1,0 +1,141 @@
+//! exp, tanh, sigmoid, erf and the activations built on them, over [`F8`] lanes. The algorithms
+//! and coefficients are `vmath`'s (the Cranelift emitters), so the error bounds stated there and
+//! checked by `math_tests.rs` hold here too (`simd::tests` runs the same sweeps on both
+//! instantiations). Two changes of form, not of result: n = round(x·log₂e) comes from adding and
+//! subtracting 1.5·2²³ (round-to-nearest-even, as Cranelift's `nearest`), and 2ⁿ is built by
+//! shifting the bits of n + 2²³ + 127 (no float→int conversion). Constants are splatted in
+//! these inlined functions, which LLVM hoists out of the callers' loops.
+
+use super::vector::F8;
+use crate::vmath::{ERF_P, ERF_Q, LN2_HI, LN2_LO};
+
+/// 1.5·2²³: x + MAGIC − MAGIC rounds x to the nearest integer (ties to even) for |x| < 2²².
+const MAGIC: f32 = 12_582_912.0;
+
+#[inline(always)]
+fn poly<V: F8>(x: V, coeffs: &[f32]) -> V {
+    let mut acc = V::splat(coeffs[0]);
+    for &k in &coeffs[1..] {
+        acc = acc.fma(x, V::splat(k));
+    }
+    acc
+}
+
+/// Rounds integer-valued-to-be x to the nearest integer (|x| < 2²²).
+#[inline(always)]
+fn round<V: F8>(x: V) -> V {
+    x.add(V::splat(MAGIC)).sub(V::splat(MAGIC))
+}
+
+/// 2ⁿ for an integer-valued n in [−126, 127].
+#[inline(always)]
+fn pow2<V: F8>(n: V) -> V {
+    // n + 2²³ + 127 has the biased exponent n + 127 in its low mantissa bits.
+    n.add(V::splat(8_388_735.0)).shl23()
+}
+
+/// eˣ = p·2ⁿ with p ∈ [√½, √2] (Cody–Waite reduction, Taylor to r⁷): (p, n).
+#[inline(always)]
+fn exp_parts<V: F8>(x: V) -> (V, V) {
+    let n = round(x.mul(V::splat(std::f32::consts::LOG2_E)));
+    let r = n.fma(V::splat(-LN2_HI), x);
+    let r = n.fma(V::splat(-LN2_LO), r);
+    let p = poly(r, &[1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0]);
+    (p, n)
+}
+
+/// x clamped to [lo, hi], NaN kept.
+#[inline(always)]
+fn clamp_keep_nan<V: F8>(x: V, lo: f32, hi: f32) -> V {
+    // splat.max(x) is x when x is NaN (x86 max returns its second operand on NaN).
+    V::splat(hi).min(V::splat(lo).max(x))
+}
+
+#[inline(always)]
+pub(crate) fn exp<V: F8>(x: V) -> V {
+    // Outside [−104, 88.8] the result is 0 or +inf anyway.
+    let x = clamp_keep_nan(x, -104.0, 88.8);
+    let (p, n) = exp_parts(x);
+    // 2ⁿ as two factors (n ∈ [−150, 128]), each a normal float, so subnormal results and
+    // overflow to +inf round once, as in vmath.
+    let n1 = round(n.mul(V::splat(0.5)));
+    let n2 = n.sub(n1);
+    p.mul(pow2(n1)).mul(pow2(n2))
+}
+
+/// eᵈ for d ≤ 0, −∞ or NaN (a score minus its row max), flushed to 0 below 2⁻¹²⁶ (vmath's
+/// `exp_nonpos`): one 2ⁿ factor instead of two.
+#[inline(always)]
+pub(crate) fn exp_nonpos<V: F8>(d: V) -> V {
+    let d = V::splat(-104.0).max(d);
+    let (p, n) = exp_parts(d);
+    let s = pow2(V::splat(-126.0).max(n));
+    let s = V::select(n.lt(V::splat(-126.0)), V::splat(0.0), s);
+    p.mul(s)
+}
+
+#[inline(always)]
+fn abs<V: F8>(x: V) -> V {
+    x.and(V::splat(f32::from_bits(0x7fff_ffff)))
+}
+
+#[inline(always)]
+pub(crate) fn tanh<V: F8>(x: V) -> V {
+    let a = abs(x);
+    let z = x.mul(x);
+    let q = poly(
+        z,
+        &[
+            -929_569.0 / 638_512_875.0,
+            21_844.0 / 6_081_075.0,
+            -1_382.0 / 155_925.0,
+            62.0 / 2_835.0,
+            -17.0 / 315.0,
+            2.0 / 15.0,
+            -1.0 / 3.0,
+        ],
+    );
+    let small = x.mul(z).fma(q, x);
+    let one = V::splat(1.0);
+    let e = exp(a.add(a));
+    let t = one.sub(V::splat(2.0).div(e.add(one)));
+    // t ≥ 0: or-ing in x's sign bit restores the sign.
+    let large = t.or(x.and(V::splat(-0.0)));
+    V::select(a.lt(V::splat(0.5)), small, large)
+}
+
+#[inline(always)]
+pub(crate) fn sigmoid<V: F8>(x: V) -> V {
+    let a = abs(x);
+    let e = exp(V::splat(0.0).sub(a));
+    let one = V::splat(1.0);
+    let r = one.div(one.add(e));
+    V::select(V::splat(0.0).le(x), r, e.mul(r))
+}
+
+#[inline(always)]
+pub(crate) fn erf<V: F8>(x: V) -> V {
+    let xc = clamp_keep_nan(x, -3.92, 3.92);
+    let z = xc.mul(xc);
+    xc.mul(poly(z, &ERF_P)).div(poly(z, &ERF_Q))
+}
+
+#[inline(always)]
+pub(crate) fn silu<V: F8>(x: V) -> V {
+    x.mul(sigmoid(x))
+}
+
+/// x·Φ(x) = ½x·(1 + erf(x/√2)).
+#[inline(always)]
+pub(crate) fn gelu_erf<V: F8>(x: V) -> V {
+    let e = erf(x.mul(V::splat(std::f32::consts::FRAC_1_SQRT_2)));
+    V::splat(0.5).mul(x).mul(V::splat(1.0).add(e))
+}
+
+/// ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+#[inline(always)]
+pub(crate) fn gelu_tanh<V: F8>(x: V) -> V {
+    let inner = V::splat(0.044_715).fma(x.mul(x), V::splat(1.0));
+    let t = tanh(V::splat(0.797_884_6).mul(x.mul(inner)));
+    V::splat(0.5).mul(x).mul(V::splat(1.0).add(t))
+}

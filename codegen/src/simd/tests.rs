@@ -1,0 +1,236 @@
+//! The hand-written kernels against f64 references (math sweeps, with `math_tests`' bounds) and
+//! against the reference interpreter through `compile` (one-op graphs), with the ISA forced to
+//! Generic and to AVX2 + FMA, at 1 and 2 threads, on odd row lengths and tails.
+
+use super::{MapOp, portable};
+use crate::math_tests::{check_values, sweep};
+use crate::{CodegenOptions, Isa, compile};
+use kiln_ir::{GraphBuilder, Op, Tensor, UnaryOp, Weights};
+
+/// The ISAs this CPU can run: Generic always, AVX2 + FMA when present.
+fn isas() -> Vec<Isa> {
+    let mut v = vec![Isa::Generic];
+    if Isa::detect() >= Isa::Avx2Fma {
+        v.push(Isa::Avx2Fma);
+    }
+    v
+}
+
+fn run_map(isa: Isa, op: MapOp, xs: &[f32]) -> Vec<f32> {
+    let mut ys = vec![0f32; xs.len()];
+    // SAFETY: xs and ys hold xs.len() f32; the AVX2 path only where the CPU has it.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx2Fma {
+            super::avx2::map(op, xs.as_ptr(), ys.as_mut_ptr(), xs.len());
+            return ys;
+        }
+        portable::map(op, xs.as_ptr(), ys.as_mut_ptr(), xs.len());
+    }
+    ys
+}
+
+/// The same dense sweeps and bounds as the generated functions (`math_tests.rs`): the sweep's
+/// length is ≡ 3 mod 8 as well, so the tail path runs.
+#[test]
+fn transcendental_sweeps_meet_vmath_bounds() {
+    let xs = sweep();
+    type Case = (MapOp, fn(f64) -> f64, f64);
+    let cases: [Case; 4] = [
+        (MapOp::Exp, f64::exp, 1.5e-7),
+        (MapOp::Tanh, f64::tanh, 2e-7),
+        (MapOp::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 2.5e-7),
+        (MapOp::Erf, libm::erf, 4e-7),
+    ];
+    for isa in isas() {
+        for (op, reference, bound) in cases {
+            let ys = run_map(isa, op, &xs);
+            check_values(&format!("{op:?} {isa}"), &xs, &ys, reference, bound);
+        }
+    }
+}
+
+/// Deterministic values in [−1, 1).
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+/// One op on input "x" (plus weights), compiled at each ISA and thread count and compared with
+/// the interpreter by `close(got, want)`; returns nothing, panics naming the case.
+fn check_graph(op: Op, x: Tensor, weights: &[(&str, Tensor)], close: &dyn Fn(f32, f32) -> bool) {
+    let mut gb = GraphBuilder::new("t");
+    gb.input("x", "x", x.ty());
+    let mut w = Weights::new();
+    let mut inputs = vec!["x".to_string()];
+    for (name, t) in weights {
+        gb.weight(*name, *name, t.ty());
+        w.insert(name.to_string(), t.clone());
+        inputs.push(name.to_string());
+    }
+    let what = format!("{op:?} on {:?}", x.shape());
+    gb.node("n", "n", Ok(op), inputs, vec!["y".into()]);
+    gb.output("o", "y");
+    let graph = gb.finish().unwrap();
+    let want = kiln_ir::eval::run(&graph, &w, &[("x".to_string(), x.clone())]).unwrap().remove(0).1;
+    let want = want.as_f32().unwrap();
+    for isa in isas() {
+        for threads in [1, 2] {
+            let exe = compile(&graph, &w, &CodegenOptions { threads, isa, ..Default::default() }).unwrap();
+            assert_eq!(exe.isa(), isa);
+            let got = exe.run(&[&x]).unwrap().remove(0);
+            let got = got.as_f32().unwrap();
+            assert_eq!(got.len(), want.len());
+            for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+                assert!(close(g, w), "{what} {isa} {threads}t [{i}]: got {g:e}, want {w:e}");
+            }
+        }
+    }
+}
+
+/// Row lengths of the brief (odd, around the 8- and 32-wide steps, a 4097 tail) and one past the
+/// stored-softmax limit (the blocked two-pass path); enough rows that 2 threads split the work.
+const LENS: [usize; 8] = [1, 3, 7, 8, 9, 31, 4097, super::kernels::STORED_SOFTMAX_MAX + 2051];
+
+fn rows_for(n: usize) -> usize {
+    (40_000 / n).max(2) + 3
+}
+
+/// Each output within 3e-7·|y| + 1e-9 of the reference: one exp (1.5e-7), a sum in f32 blocks
+/// added in f64, and a rounded reciprocal. Each row sums to 1 within 1e-6.
+#[test]
+fn softmax_matches_interpreter() {
+    let close = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 3e-7 * (w as f64).abs() + 1e-9;
+    for n in LENS {
+        let rows = rows_for(n);
+        let mut v: Vec<f32> = data(rows * n, n as u64).iter().map(|x| x * 30.0).collect();
+        // A row with −∞ (masked) entries and one with a large common offset.
+        if n > 1 {
+            v[..n / 2].fill(f32::NEG_INFINITY);
+        }
+        v[n..2 * n].iter_mut().for_each(|x| *x += 1e4);
+        let x = Tensor::from_f32([rows, n], v).unwrap();
+        check_graph(Op::Softmax { axis: -1 }, x.clone(), &[], &close);
+        // Row sums, at the best ISA.
+        let (graph, w) = one_op(Op::Softmax { axis: -1 }, &x);
+        let exe = compile(&graph, &w, &CodegenOptions::default()).unwrap();
+        let y = exe.run(&[&x]).unwrap().remove(0);
+        for (r, row) in y.as_f32().unwrap().chunks(n).enumerate() {
+            let s: f64 = row.iter().map(|&v| v as f64).sum();
+            assert!((s - 1.0).abs() <= 1e-6, "softmax n={n} row {r} sums to {s}");
+        }
+    }
+}
+
+fn one_op(op: Op, x: &Tensor) -> (kiln_ir::Graph, Weights) {
+    let mut gb = GraphBuilder::new("t");
+    gb.input("x", "x", x.ty());
+    gb.node("n", "n", Ok(op), vec!["x".into()], vec!["y".into()]);
+    gb.output("o", "y");
+    (gb.finish().unwrap(), Weights::new())
+}
+
+/// A NaN anywhere in a row makes the whole row NaN, as in the reference; a row of all −∞ is NaN
+/// too (e^{−∞−(−∞)}), as in the reference and the generated kernels.
+#[test]
+fn softmax_special_rows() {
+    for n in [5, 9, super::kernels::STORED_SOFTMAX_MAX + 9] {
+        let mut v = data(3 * n, 7);
+        v[1] = f32::NAN;
+        v[n..2 * n].fill(f32::NEG_INFINITY);
+        let x = Tensor::from_f32([3, n], v).unwrap();
+        let same = |g: f32, w: f32| (g.is_nan() && w.is_nan()) || (g - w).abs() <= 3e-7 * w.abs() + 1e-9;
+        check_graph(Op::Softmax { axis: -1 }, x.clone(), &[], &same);
+        check_graph(Op::LogSoftmax { axis: -1 }, x, &[], &|g, w| {
+            (g.is_nan() && w.is_nan()) || (g - w).abs() <= 1e-6 * (1.0 + w.abs())
+        });
+    }
+}
+
+/// x − (max + ln Σ) with |x| ≤ 20: the f32 shift carries half an ulp of 20 (9.5e-7) and the
+/// subtraction cancels, so the error is absolute at that scale: 3e-6 + 1e-6·|y|.
+#[test]
+fn log_softmax_matches_interpreter() {
+    let close = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 3e-6 + 1e-6 * (w as f64).abs();
+    for n in LENS {
+        let rows = rows_for(n);
+        let v: Vec<f32> = data(rows * n, 3 + n as u64).iter().map(|x| x * 20.0).collect();
+        check_graph(Op::LogSoftmax { axis: -1 }, Tensor::from_f32([rows, n], v).unwrap(), &[], &close);
+    }
+}
+
+/// A non-innermost axis goes through the transposes around the row kernel.
+#[test]
+fn softmax_inner_axis() {
+    let x = Tensor::from_f32([3, 37, 5], data(3 * 37 * 5, 11)).unwrap();
+    let close = |g: f32, w: f32| (g - w).abs() <= 3e-7 * w.abs() + 1e-9;
+    check_graph(Op::Softmax { axis: 1 }, x.clone(), &[], &close);
+    check_graph(Op::LogSoftmax { axis: 0 }, x, &[], &|g, w| (g - w).abs() <= 1e-6 * (1.0 + w.abs()));
+}
+
+/// LayerNorm and RMSNorm: a few f32 roundings of terms up to |y|, so 2e-6·(1 + |y|); the rows
+/// with a common offset of 1e3 (σ ≈ 0.6) check the hi/lo centring (without it the error is at
+/// the scale of 1e3·2⁻²⁴/σ ≈ 1e-4).
+#[test]
+fn norms_match_interpreter() {
+    let close = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 2e-6 * (1.0 + (w as f64).abs());
+    for n in LENS {
+        let rows = rows_for(n);
+        let mut v = data(rows * n, 5 + n as u64);
+        v[..n].iter_mut().for_each(|x| *x += 1e3);
+        let x = Tensor::from_f32([rows, n], v).unwrap();
+        let g = Tensor::from_f32([n], data(n, 1).iter().map(|v| 1.0 + v).collect()).unwrap();
+        let b = Tensor::from_f32([n], data(n, 2)).unwrap();
+        let ln = Op::LayerNormalization { axis: -1, epsilon: 1e-5 };
+        check_graph(ln.clone(), x.clone(), &[("g", g.clone()), ("b", b)], &close);
+        check_graph(ln, x.clone(), &[("g", g.clone())], &close);
+        check_graph(Op::RmsNormalization { axis: -1, epsilon: 1e-5 }, x, &[("g", g)], &close);
+    }
+}
+
+/// The standalone transcendental ops (not fused with anything): odd lengths around the 8- and
+/// 16-wide steps and the 8192-element work units. Exp, Tanh, Sigmoid, Erf: the sweep bounds
+/// plus the reference's own rounding (3e-7 relative); Silu and Gelu multiply by x and add, and
+/// 1 + erf (1 + tanh) cancels for x ≪ 0: erf's 4e-7 near −1 is absolute there, times ½|x| ≤ 6
+/// (|x| < 12), so 1e-6 relative plus 2.5e-6 absolute (the generated kernel's algorithm, same error).
+#[test]
+fn map_ops_match_interpreter() {
+    let tight = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 3e-7 * (w as f64).abs() + 1e-30;
+    let loose = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 1e-6 * (w as f64).abs() + 2.5e-6;
+    let ops: [(UnaryOp, bool); 7] = [
+        (UnaryOp::Exp, true),
+        (UnaryOp::Tanh, true),
+        (UnaryOp::Sigmoid, true),
+        (UnaryOp::Erf, true),
+        (UnaryOp::Silu, false),
+        (UnaryOp::Gelu { tanh: false }, false),
+        (UnaryOp::Gelu { tanh: true }, false),
+    ];
+    for len in [1usize, 3, 7, 8, 9, 17, 31, 4097, 8192 * 5 + 13] {
+        let v: Vec<f32> = data(len, len as u64).iter().map(|x| x * 12.0).collect();
+        let x = Tensor::from_f32([len], v).unwrap();
+        for (u, is_tight) in ops {
+            let close: &dyn Fn(f32, f32) -> bool = if is_tight { &tight } else { &loose };
+            check_graph(Op::Unary(u), x.clone(), &[], close);
+        }
+    }
+}
+
+/// The lowering picks the host kernels: one step each, described with the ISA.
+#[test]
+fn schedule_names_the_host_kernels() {
+    let x = Tensor::from_f32([4, 9], data(36, 1)).unwrap();
+    for (op, what) in [(Op::Softmax { axis: -1 }, "Softmax rows of 9"), (Op::Unary(UnaryOp::Exp), "Exp over 36")] {
+        let (graph, w) = one_op(op, &x);
+        let exe = compile(&graph, &w, &CodegenOptions { isa: Isa::Generic, ..Default::default() }).unwrap();
+        let s = exe.schedule_text();
+        assert!(s.contains(what) && s.contains("generic"), "{s}");
+    }
+}

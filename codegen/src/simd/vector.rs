@@ -1,0 +1,231 @@
+//! Eight f32 lanes, two ways: [`Avx2`] (one 256-bit register, AVX2 + FMA intrinsics) and
+//! [`Portable`] (an array the compiler vectorises with whatever the build target has). The row
+//! and map kernels are written once over [`F8`] and instantiated for each.
+//!
+//! Every method is `#[inline(always)]`: the kernels are entered through `#[target_feature(enable =
+//! "avx2,fma")]` functions, and the intrinsics only become single instructions once inlined into
+//! them. `Avx2` values exist only inside those functions, which run only after `Isa` detection
+//! found AVX2 and FMA on this CPU.
+
+#[cfg(target_arch = "x86_64")]
+use std::arch::x86_64::*;
+
+/// Eight f32 lanes. Comparisons give masks (all-ones or all-zero lanes) for [`F8::select`];
+/// `max`/`min` have x86 semantics: `a.max(b)` is `a > b ? a : b`, so a NaN in `a` yields `b`.
+pub(crate) trait F8: Copy {
+    fn splat(v: f32) -> Self;
+    /// # Safety
+    /// `p` is valid for reading 8 f32 (no alignment required).
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` is valid for writing 8 f32 (no alignment required).
+    unsafe fn store(self, p: *mut f32);
+    fn from_array(a: [f32; 8]) -> Self;
+    fn to_array(self) -> [f32; 8];
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    /// self·b + c (fused on AVX2; two roundings on `Portable`, within the same error bounds).
+    fn fma(self, b: Self, c: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    /// Lanes where self < o (false for NaN).
+    fn lt(self, o: Self) -> Self;
+    /// Lanes where self ≤ o (false for NaN).
+    fn le(self, o: Self) -> Self;
+    /// mask ? a : b, lane by lane.
+    fn select(mask: Self, a: Self, b: Self) -> Self;
+    fn and(self, o: Self) -> Self;
+    fn or(self, o: Self) -> Self;
+    /// The bit pattern shifted left by 23 (builds an exponent field).
+    fn shl23(self) -> Self;
+}
+
+/// All-ones bits: a true mask lane.
+const ONES: u32 = !0;
+
+#[derive(Clone, Copy)]
+pub(crate) struct Portable([f32; 8]);
+
+impl Portable {
+    #[inline(always)]
+    fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        Portable(std::array::from_fn(|i| f(self.0[i], o.0[i])))
+    }
+    #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) -> Self {
+        Portable(self.0.map(f))
+    }
+    #[inline(always)]
+    fn mask(b: bool) -> f32 {
+        f32::from_bits(if b { ONES } else { 0 })
+    }
+}
+
+impl F8 for Portable {
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Portable([v; 8])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable f32 at p.
+        Portable(unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable f32 at p.
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], self.0) }
+    }
+    #[inline(always)]
+    fn from_array(a: [f32; 8]) -> Self {
+        Portable(a)
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; 8] {
+        self.0
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        self.zip(o, |a, b| a + b)
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        self.zip(o, |a, b| a - b)
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        self.zip(o, |a, b| a * b)
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        self.zip(o, |a, b| a / b)
+    }
+    #[inline(always)]
+    fn fma(self, b: Self, c: Self) -> Self {
+        // Not f32::mul_add: without FMA hardware that is a libm call per element.
+        self.mul(b).add(c)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        self.zip(o, |a, b| if a > b { a } else { b })
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        self.zip(o, |a, b| if a < b { a } else { b })
+    }
+    #[inline(always)]
+    fn lt(self, o: Self) -> Self {
+        self.zip(o, |a, b| Self::mask(a < b))
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> Self {
+        self.zip(o, |a, b| Self::mask(a <= b))
+    }
+    #[inline(always)]
+    fn select(mask: Self, a: Self, b: Self) -> Self {
+        Portable(std::array::from_fn(|i| {
+            let m = mask.0[i].to_bits();
+            f32::from_bits((m & a.0[i].to_bits()) | (!m & b.0[i].to_bits()))
+        }))
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        self.zip(o, |a, b| f32::from_bits(a.to_bits() & b.to_bits()))
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        self.zip(o, |a, b| f32::from_bits(a.to_bits() | b.to_bits()))
+    }
+    #[inline(always)]
+    fn shl23(self) -> Self {
+        self.map(|a| f32::from_bits(a.to_bits() << 23))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(__m256);
+
+// SAFETY (every `unsafe` block in this impl): the intrinsics need AVX, AVX2 or FMA, and an `Avx2`
+// value is only created inside `#[target_feature(enable = "avx2,fma")]` kernels, entered only
+// when `Isa` detection found both on this CPU (see the module header); pointer arguments are
+// the callers' contract, stated on the trait.
+#[cfg(target_arch = "x86_64")]
+impl F8 for Avx2 {
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Avx2(unsafe { _mm256_set1_ps(v) })
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Avx2(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    fn from_array(a: [f32; 8]) -> Self {
+        Avx2(unsafe { _mm256_loadu_ps(a.as_ptr()) })
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; 8] {
+        let mut a = [0f32; 8];
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), self.0) };
+        a
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_add_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_sub_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_mul_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_div_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn fma(self, b: Self, c: Self) -> Self {
+        Avx2(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_max_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_min_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn lt(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn le(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_cmp_ps::<_CMP_LE_OQ>(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn select(mask: Self, a: Self, b: Self) -> Self {
+        Avx2(unsafe { _mm256_blendv_ps(b.0, a.0, mask.0) })
+    }
+    #[inline(always)]
+    fn and(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_and_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn or(self, o: Self) -> Self {
+        Avx2(unsafe { _mm256_or_ps(self.0, o.0) })
+    }
+    #[inline(always)]
+    fn shl23(self) -> Self {
+        Avx2(unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(self.0))) })
+    }
+}
