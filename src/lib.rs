@@ -1,5 +1,5 @@
-//! kiln: a neural-network model compiler. A model graph goes in (kiln JSON today, ONNX next), a
-//! function that runs it in-process comes out.
+//! kiln: a neural-network model compiler. A model graph goes in (kiln JSON, ONNX, or the IR text
+//! form), a function that runs it in-process comes out.
 //!
 //! ```
 //! use kiln::{Options, Tensor};
@@ -14,12 +14,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The stages live in their own crates: [`kiln_ir`] (the graph, its text form and the reference
-//! interpreter), [`kiln_frontends`] (model files), `kiln_passes` (the optimizer) and `kiln_codegen`
-//! (the Cranelift JIT). This crate ties them together and is what the `kiln` command uses.
+//! The stages live in their own crates: [`ir`] (`kiln_ir`: the graph, its text form and the
+//! reference interpreter), [`frontends`] (`kiln_frontends`: model files), `kiln_passes` (the
+//! optimizer) and `kiln_codegen` (the Cranelift JIT). This crate ties them together and is what the
+//! `kiln` command uses. A model whose inputs have dynamic dimensions runs at any shape through a
+//! [`Session`]; [`save`] writes a compiled model that [`load`] reads back.
 
 pub mod dot;
 pub mod npy;
+pub mod session;
+
+pub use session::Session;
 
 pub use kiln_frontends as frontends;
 pub use kiln_ir as ir;
@@ -28,7 +33,8 @@ pub use kiln_ir::{DType, Error, Graph, Model, Tensor, TensorData, TensorType, We
 use std::path::Path;
 use std::time::Instant;
 
-/// Loads a model file; the format is chosen by the file's extension (`.json`, `.onnx`, `.kir`).
+/// Loads a model file; the format is chosen by the file's extension (`.json`, `.onnx`, `.kir`, or
+/// `.kiln`, a compiled model saved by [`save`], already optimised: compile it at [`OptLevel::O0`]).
 pub fn load(path: impl AsRef<Path>) -> Result<Model, Error> {
     load_with(path, &LoadOptions::default())
 }
@@ -57,18 +63,11 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model,
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => kiln_frontends::json::load_json_with(path, &limits),
         Some("onnx") => kiln_frontends::onnx::load_onnx_with(path, &options.fixed_dims, &options.values, &limits),
-        Some("kir") => {
-            let shown = path.display().to_string();
-            let bytes = kiln_frontends::files::open_regular(path)
-                .and_then(|mut file| file.read_all(limits.memory_cap))
-                .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))?;
-            let text =
-                String::from_utf8(bytes).map_err(|_| Error::new(&shown, "cannot read: the file is not UTF-8 text"))?;
-            kiln_ir::text::parse(&text).map_err(|e| e.within(&path.display().to_string()))
-        }
+        Some("kir") => kiln_frontends::artifact::load_kir(path, &limits),
+        Some("kiln") => kiln_frontends::artifact::load_kiln(path, &limits),
         _ => Err(Error::new(
             path.display().to_string(),
-            "unknown model format: kiln reads .json (kiln JSON), .onnx (ONNX) and .kir (kiln IR text) files",
+            "unknown model format: kiln reads .json (kiln JSON), .onnx (ONNX), .kir (kiln IR text) and .kiln (saved by kiln compile -o) files",
         )),
     }
 }
@@ -361,16 +360,38 @@ impl CompiledModel {
     }
 }
 
+/// Saves a compiled model's optimised graph and its (folded) weights: a `.kiln` path gets one file
+/// (safetensors, the graph's text form in its metadata), a `.kir` path the text form and a
+/// `.safetensors` file beside it. Either reloads with [`load`] and runs without re-optimising
+/// (compile it at [`OptLevel::O0`]).
+pub fn save(compiled: &CompiledModel, path: impl AsRef<Path>) -> Result<(), Error> {
+    let path = path.as_ref();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("kiln") => kiln_frontends::artifact::write_kiln(path, &compiled.model),
+        Some("kir") => kiln_frontends::artifact::write_kir(path, &compiled.model),
+        _ => Err(Error::new(
+            path.display().to_string(),
+            "a compiled model is saved as FILE.kiln (one file) or FILE.kir (with FILE.safetensors beside it)",
+        )),
+    }
+}
+
 /// Inputs for a model when none are given: f32 inputs get seeded standard-normal values (input i in
 /// declaration order uses seed i), i64 inputs zeros, bool inputs false. See docs/model-format.md.
 pub fn default_inputs(graph: &Graph) -> Result<Vec<(String, Tensor)>, Error> {
+    default_inputs_seeded(graph, 0)
+}
+
+/// [`default_inputs`] from another seed (`kiln run --seed S`): input i uses seed
+/// `S·2^32 + i`, so seed 0 gives [`default_inputs`]' values and different seeds never share a stream.
+pub fn default_inputs_seeded(graph: &Graph, seed: u32) -> Result<Vec<(String, Tensor)>, Error> {
     graph
         .inputs()
         .iter()
         .enumerate()
         .map(|(i, &id)| {
             let info = &graph.node(id).outputs[0];
-            let tensor = kiln_ir::init::standard_normal_input(&info.ty, i as u64)
+            let tensor = kiln_ir::init::standard_normal_input(&info.ty, ((seed as u64) << 32) + i as u64)
                 .map_err(|e| Error::new(format!("input '{}'", info.name), e))?;
             Ok((info.name.clone(), tensor))
         })

@@ -2,7 +2,7 @@
 //!
 //! Exit codes: 0 success, 1 a problem with the model or the inputs, 2 a usage error.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use kiln::{Backend, CompiledModel, Error, OptLevel, Options, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,32 +18,42 @@ struct Cli {
 enum Command {
     /// Compile and run a model, printing a summary line per output.
     Run(RunArgs),
-    /// Compile a model and print what it became.
+    /// Compile a model and print what it became, or save it (-o) to run again without re-optimising.
     Compile(CompileArgs),
     /// Compile a model, run it repeatedly and print compile time and latency.
     Bench(BenchArgs),
     /// Validate a model and print every problem found.
     Check {
-        /// The model file (.json, .onnx or .kir).
+        /// The model file (.json, .onnx, .kir or .kiln).
         model: PathBuf,
         #[command(flatten)]
         load: LoadFlags,
+    },
+    /// List a model's inputs and outputs with their element types and shapes, dynamic dimensions
+    /// by name (as in ONNX's dim_param), without compiling it.
+    Inspect {
+        /// The model file (.json, .onnx, .kir or .kiln).
+        model: PathBuf,
     },
 }
 
 #[derive(Args)]
 struct LoadFlags {
-    /// The shape of an input with dynamic dimensions (ONNX), as NAME=d0,d1,...; repeatable.
+    /// The shape of an input with dynamic dimensions (ONNX), as INPUT=d0,d1,..., or the size of a
+    /// named dynamic dimension in every input that has it, as DIM=n (e.g. N=4); repeatable, each
+    /// name once. Static inputs (kiln JSON, .kir, .kiln) keep their shapes: a different one is an
+    /// error.
     #[arg(long = "shape", value_name = "NAME=DIMS", value_parser = parse_shape_arg)]
     shapes: Vec<(String, Vec<usize>)>,
 }
 
 #[derive(Args)]
 struct CompileFlags {
-    /// Optimisation level: -O0, -O1 or -O2.
-    #[arg(short = 'O', value_name = "LEVEL", default_value = "2", value_parser = parse_opt_level)]
-    opt_level: OptLevel,
-    /// Worker threads (default: all cores).
+    /// Optimisation level: -O0, -O1 or -O2 (default -O2; -O0 for a .kiln file, which is saved
+    /// optimised).
+    #[arg(short = 'O', value_name = "LEVEL", value_parser = parse_opt_level)]
+    opt_level: Option<OptLevel>,
+    /// Worker threads of the JIT (default: all cores); refused where nothing runs on the JIT.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
     /// Most memory the model may use (weights + one run's intermediates), in bytes or with a
@@ -54,7 +64,7 @@ struct CompileFlags {
 
 #[derive(Args)]
 struct RunArgs {
-    /// The model file (.json, .onnx or .kir).
+    /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     #[command(flatten)]
     inputs: InputFlags,
@@ -72,15 +82,19 @@ struct RunArgs {
 
 #[derive(Args)]
 struct InputFlags {
-    /// An input as NAME=FILE.npy or NAME=FILE.pb; repeat for each input. Inputs not given get
-    /// seeded random values.
+    /// An input as NAME=FILE.npy or NAME=FILE.pb; repeat for each input, each name once. An input
+    /// not given takes the model's bundled example (DIR/STEM/inputs/NAME.npy beside DIR/STEM.json)
+    /// when there is one of its type, or else seeded random values.
     #[arg(long = "input", value_name = "NAME=FILE", value_parser = parse_input_arg)]
     inputs: Vec<(String, PathBuf)>,
+    /// The seed of the random inputs (input i of seed S is the stream S·2^32 + i; default 0).
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    seed: u32,
 }
 
 #[derive(Args)]
 struct BenchArgs {
-    /// The model file (.json, .onnx or .kir).
+    /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     #[command(flatten)]
     inputs: InputFlags,
@@ -106,11 +120,15 @@ struct BenchArgs {
 
 #[derive(Args)]
 struct CompileArgs {
-    /// The model file (.json, .onnx or .kir).
+    /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     /// What to print: the IR text form, a Graphviz graph, or statistics as one JSON object.
-    #[arg(long, value_enum)]
-    emit: Emit,
+    #[arg(long, value_enum, required_unless_present = "output")]
+    emit: Option<Emit>,
+    /// Save the compiled model: FILE.kiln is one file (graph and weights), FILE.kir the IR text
+    /// form with its weights in FILE.safetensors beside it. Both run again with kiln run.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: Option<PathBuf>,
     #[command(flatten)]
     flags: CompileFlags,
     #[command(flatten)]
@@ -164,18 +182,115 @@ fn parse_shape_arg(s: &str) -> Result<(String, Vec<usize>), String> {
     Ok((name.to_string(), dims))
 }
 
-fn options(flags: &CompileFlags, backend: Backend) -> Options {
+/// Ends the process as a usage error (exit code 2), as clap does for its own.
+fn usage_error(message: &str) -> ! {
+    Cli::command().error(clap::error::ErrorKind::ArgumentConflict, message).exit()
+}
+
+/// `--threads` means something only where the JIT runs the model.
+fn refuse_threads_without_jit(flags: &CompileFlags, why: &str) {
+    if flags.threads.is_some() {
+        usage_error(&format!("--threads has no effect {why}; leave it out"));
+    }
+}
+
+/// `-O` as given; by default -O2, except for a `.kiln` file, which was saved optimised.
+fn opt_level(flags: &CompileFlags, model: &Path) -> OptLevel {
+    let saved = model.extension().is_some_and(|e| e == "kiln");
+    flags.opt_level.unwrap_or(if saved { OptLevel::O0 } else { OptLevel::O2 })
+}
+
+fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Options {
     Options {
         backend,
-        opt_level: flags.opt_level,
+        opt_level: opt_level(flags, model),
         threads: flags.threads.map(|n| n as usize),
         memory_cap: flags.memory_cap.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP),
     }
 }
 
 /// The reader's options; `memory_cap` (from `--memory-cap`) bounds the weights it reads or makes.
-fn load_options(load: &LoadFlags, memory_cap: Option<u64>) -> kiln::LoadOptions {
-    kiln::LoadOptions { fixed_dims: load.shapes.clone(), memory_cap, ..Default::default() }
+/// A `--shape` naming a dynamic dimension of an ONNX file (`N=4`) becomes the full shape of every
+/// input that has it; a name given twice is an error.
+fn load_options(model: &Path, load: &LoadFlags, memory_cap: Option<u64>) -> Result<kiln::LoadOptions, Error> {
+    for (i, (name, dims)) in load.shapes.iter().enumerate() {
+        if let Some((_, first)) = load.shapes[..i].iter().find(|(n, _)| n == name) {
+            return Err(Error::new(
+                format!("--shape {name}"),
+                format!(
+                    "given twice ({name}={} and {name}={}); give each name once",
+                    dims_text(first),
+                    dims_text(dims)
+                ),
+            ));
+        }
+    }
+    let mut fixed_dims = Vec::new();
+    if model.extension().is_some_and(|e| e == "onnx") && !load.shapes.is_empty() {
+        let mut limits = kiln::frontends::ReadLimits::default();
+        if let Some(cap) = memory_cap {
+            limits.memory_cap = cap;
+        }
+        let signature = kiln::frontends::onnx::read_signature(model, &limits)?;
+        let mut named = Vec::new();
+        for (name, dims) in &load.shapes {
+            if signature.inputs.iter().any(|p| p.name == *name) {
+                fixed_dims.push((name.clone(), dims.clone()));
+            } else if let [n] = dims[..] {
+                named.push((name.clone(), n));
+            } else {
+                fixed_dims.push((name.clone(), dims.clone())); // the reader names the unknown input
+            }
+        }
+        let resolved = signature.shapes_for(&named).map_err(|e| Error::new("--shape", e))?;
+        for (input, shape) in resolved {
+            if !fixed_dims.iter().any(|(n, _)| *n == input) {
+                fixed_dims.push((input, shape));
+            }
+        }
+    }
+    Ok(kiln::LoadOptions { fixed_dims, memory_cap, ..Default::default() })
+}
+
+fn dims_text(dims: &[usize]) -> String {
+    dims.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// Loads a model for a command. A `--shape` on a model with static inputs (kiln JSON, `.kir`,
+/// `.kiln`) must name an input and agree with its shape: it cannot change it, and ignoring it
+/// would hide a mistake.
+fn load_model(path: &Path, load: &LoadFlags, options: kiln::LoadOptions) -> Result<kiln::Model, Error> {
+    let model = kiln::load_with(path, &options)?;
+    if path.extension().is_some_and(|e| e == "onnx") {
+        return Ok(model);
+    }
+    let graph = &model.graph;
+    for (name, dims) in &load.shapes {
+        let input = graph.inputs().iter().map(|&id| &graph.node(id).outputs[0]).find(|info| info.name == *name);
+        match input {
+            Some(info) if info.ty.shape == *dims => {}
+            Some(info) => {
+                return Err(Error::new(
+                    format!("--shape {name}"),
+                    format!(
+                        "input '{name}' has the fixed shape {}; --shape fixes dynamic dimensions of ONNX inputs and cannot change it",
+                        info.ty
+                    ),
+                ));
+            }
+            None => {
+                let names: Vec<&str> = graph.inputs().iter().map(|&id| graph.node(id).name.as_str()).collect();
+                return Err(Error::new(
+                    format!("--shape {name}"),
+                    format!(
+                        "the model has no input '{name}' (its inputs: {}) and no dynamic dimensions",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(model)
 }
 
 /// Writes to stdout. A closed pipe (`kiln compile … | head`) ends the process quietly instead of
@@ -263,21 +378,29 @@ fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &O
     // Inputs are read first: an ONNX model may need their shapes (dynamic dimensions) or values
     // (static parameters fed by graph inputs) to load at all.
     let mut given = Vec::new();
-    for (name, path) in &input_flags.inputs {
+    for (i, (name, path)) in input_flags.inputs.iter().enumerate() {
+        if let Some((_, first)) = input_flags.inputs[..i].iter().find(|(n, _)| n == name) {
+            return Err(Error::new(
+                format!("--input {name}"),
+                format!("given twice ({} and {}); give each input once", first.display(), path.display()),
+            ));
+        }
         let tensor = kiln::read_tensor_file(path).map_err(|e| e.within(&format!("--input {name}")))?;
         given.push((name.clone(), tensor));
     }
-    let mut load = load_options(load, Some(options.memory_cap));
+    let load_flags = load;
+    let mut load = load_options(model, load_flags, Some(options.memory_cap))?;
     for (name, tensor) in &given {
         if !load.fixed_dims.iter().any(|(n, _)| n == name) {
             load.fixed_dims.push((name.clone(), tensor.shape().to_vec()));
         }
     }
     load.values = given.clone();
-    let loaded = kiln::load_with(model, &load)?;
+    let loaded = load_model(model, load_flags, load)?;
     let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let compiled = kiln::compile(loaded, options)?;
-    let mut inputs = kiln::default_inputs(compiled.graph())?;
+    let mut inputs = kiln::default_inputs_seeded(compiled.graph(), input_flags.seed)?;
+    bundled_inputs(model, &mut inputs)?;
     let declared = compiled.input_types();
     for ((name, tensor), (_, path)) in given.into_iter().zip(&input_flags.inputs) {
         let Some((_, expected)) = declared.iter().find(|(n, _)| *n == name) else {
@@ -306,8 +429,29 @@ fn prepare(model: &Path, input_flags: &InputFlags, load: &LoadFlags, options: &O
     Ok(Prepared { compiled, inputs, load_ms })
 }
 
+/// Replaces default inputs by the model's bundled examples, `DIR/STEM/inputs/NAME.npy` beside
+/// `DIR/STEM.json` (the zoo's layout), where such a file exists with the input's type: some models
+/// (a RegionNorm mask must be 0 or 1) do not run on random values.
+fn bundled_inputs(model: &Path, inputs: &mut [(String, Tensor)]) -> Result<(), Error> {
+    let Some(dir) = model.file_stem().map(|stem| model.with_file_name(stem).join("inputs")) else { return Ok(()) };
+    for (name, tensor) in inputs.iter_mut() {
+        let path = dir.join(format!("{}.npy", file_name_for(name)));
+        if !path.is_file() {
+            continue;
+        }
+        let example = kiln::npy::read_npy(&path).map_err(|e| Error::new(format!("input '{name}'"), e))?;
+        if example.ty() == tensor.ty() {
+            *tensor = example;
+        }
+    }
+    Ok(())
+}
+
 fn run(args: &RunArgs) -> Result<(), Error> {
-    let options = options(&args.flags, args.backend.backend());
+    if args.backend == BackendArg::Interp {
+        refuse_threads_without_jit(&args.flags, "with --backend interp (the interpreter runs on one thread)");
+    }
+    let options = options(&args.flags, args.backend.backend(), &args.model);
     let Prepared { compiled, inputs, .. } = prepare(&args.model, &args.inputs, &args.load, &options)?;
     let graph = compiled.graph();
     let output_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).collect();
@@ -374,7 +518,10 @@ fn profile_steps(compiled: &CompiledModel, inputs: &[(String, Tensor)], iters: u
 }
 
 fn bench(args: &BenchArgs) -> Result<(), Error> {
-    let options = options(&args.flags, args.backend.backend());
+    if args.backend == BackendArg::Interp {
+        refuse_threads_without_jit(&args.flags, "with --backend interp (the interpreter runs on one thread)");
+    }
+    let options = options(&args.flags, args.backend.backend(), &args.model);
     let Prepared { compiled, inputs, load_ms } = prepare(&args.model, &args.inputs, &args.load, &options)?;
     // One untimed run first: page faults in the arena and the pool's first wake-up are not latency.
     compiled.run(&inputs)?;
@@ -406,8 +553,11 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
         args.iters, times[0]
     ));
     let profile = if args.profile { profile_steps(&compiled, &inputs, args.iters)? } else { Vec::new() };
-    if args.profile {
-        let total: f64 = profile.iter().map(|s| s.median_ms).sum();
+    if args.profile && args.backend == BackendArg::Interp {
+        emit("profile: none on the interpreter (it has no schedule of steps to time; use --backend jit)\n");
+    } else if args.profile {
+        // Summed from +0.0: an empty f64 sum is -0.0, which would print as "-0.0000".
+        let total: f64 = profile.iter().fold(0.0, |sum, s| sum + s.median_ms);
         emit(&format!("profile: {} steps, sum of step medians {total:.4} ms; costliest first:\n", profile.len()));
         for step in profile.iter().take(PROFILE_LINES) {
             let share = if total > 0.0 { 100.0 * step.median_ms / total } else { 0.0 };
@@ -441,20 +591,26 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
 }
 
 fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
-    let backend = if matches!(args.emit, Emit::Clif) { Backend::Jit } else { Backend::Interp };
-    let compiled = kiln::compile(
-        kiln::load_with(&args.model, &load_options(&args.load, args.flags.memory_cap))?,
-        &options(&args.flags, backend),
-    )?;
+    let backend = if matches!(args.emit, Some(Emit::Clif)) { Backend::Jit } else { Backend::Interp };
+    if backend == Backend::Interp {
+        refuse_threads_without_jit(&args.flags, "on kiln compile unless it emits clif (nothing runs)");
+    }
+    let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
+    let compiled =
+        kiln::compile(load_model(&args.model, &args.load, load)?, &options(&args.flags, backend, &args.model))?;
+    if let Some(path) = &args.output {
+        kiln::save(&compiled, path)?;
+    }
     match args.emit {
-        Emit::Ir => emit(&kiln::ir::text::print(compiled.graph())),
-        Emit::Dot => emit(&kiln::dot::to_dot(compiled.graph())),
-        Emit::Stats => emit(&format!("{}\n", stats_json(compiled.stats()))),
-        Emit::Clif => {
+        Some(Emit::Ir) => emit(&kiln::ir::text::print(compiled.graph())),
+        Some(Emit::Dot) => emit(&kiln::dot::to_dot(compiled.graph())),
+        Some(Emit::Stats) => emit(&format!("{}\n", stats_json(compiled.stats()))),
+        Some(Emit::Clif) => {
             for (kernel, clif) in compiled.clif_text() {
                 emit(&format!("; kernel {kernel}\n{clif}\n"));
             }
         }
+        None => {}
     }
     Ok(())
 }
@@ -486,8 +642,8 @@ fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
     json
 }
 
-fn check(model: &Path, load: &LoadFlags) -> Result<(), Error> {
-    let model = kiln::load_with(model, &load_options(load, None))?;
+fn check(path: &Path, load: &LoadFlags) -> Result<(), Error> {
+    let model = load_model(path, load, load_options(path, load, None)?)?;
     model.weights.check_against(&model.graph)?;
     emit(&format!(
         "{}: ok ({} ops, {} inputs, {} outputs)\n",
@@ -496,6 +652,40 @@ fn check(model: &Path, load: &LoadFlags) -> Result<(), Error> {
         model.graph.inputs().len(),
         model.graph.outputs().len()
     ));
+    Ok(())
+}
+
+/// `kiln inspect`: `input NAME TYPE[DIMS]` and `output NAME TYPE[DIMS]` lines, dynamic dimensions
+/// by name. An ONNX file is read as declared (nothing is imported, so no shape is needed); other
+/// formats have static shapes and are loaded.
+fn inspect(path: &Path) -> Result<(), Error> {
+    if path.extension().is_some_and(|e| e == "onnx") {
+        let signature = kiln::frontends::onnx::read_signature(path, &kiln::frontends::ReadLimits::default())?;
+        let mut text = String::new();
+        for port in &signature.inputs {
+            text.push_str(&format!("input {port}\n"));
+        }
+        for port in &signature.outputs {
+            text.push_str(&format!("output {port}\n"));
+        }
+        let dims = signature.dim_names();
+        if !dims.is_empty() {
+            text.push_str(&format!("dynamic {} (fix with --shape NAME=n)\n", dims.join(", ")));
+        }
+        emit(&text);
+        return Ok(());
+    }
+    let model = kiln::load(path)?;
+    let graph = &model.graph;
+    let mut text = String::new();
+    for &id in graph.inputs() {
+        let info = &graph.node(id).outputs[0];
+        text.push_str(&format!("input {} {}\n", info.name, info.ty));
+    }
+    for &v in graph.outputs() {
+        text.push_str(&format!("output {} {}\n", graph.value_name(v), graph.value_type(v)));
+    }
+    emit(&text);
     Ok(())
 }
 
@@ -513,6 +703,7 @@ fn main() -> ExitCode {
         Command::Compile(args) => compile_cmd(args),
         Command::Bench(args) => bench(args),
         Command::Check { model, load } => check(model, load),
+        Command::Inspect { model } => inspect(model),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

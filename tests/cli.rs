@@ -301,8 +301,8 @@ fn jit_backend_runs_and_emits_clif() {
     let clif = stdout(&out);
     assert!(clif.starts_with("; kernel ") && clif.contains("function ") && clif.contains("block0"), "{clif}");
     // RegionNorm, the last op the JIT lacked, runs too and prints what the interpreter prints on
-    // the model's committed inputs; on seeded random inputs its mask is not 0/1, which both
-    // backends report as an error.
+    // the model's committed inputs, which `kiln run` also takes by itself when none are given
+    // (seeded random values are no 0/1 mask).
     let inputs = [
         "--input",
         "x=models/regionnorm_block/inputs/x.npy",
@@ -319,6 +319,18 @@ fn jit_backend_runs_and_emits_clif() {
     assert_eq!(stdout(&jit), stdout(&interp));
     for backend in ["jit", "interp"] {
         let out = kiln(&["run", "models/regionnorm_block.json", "--backend", backend]);
+        assert!(out.status.success(), "{backend}: {}", stderr(&out));
+        assert_eq!(stdout(&out), stdout(&interp), "{backend}: the bundled inputs were used");
+    }
+    // A random mask is still refused by both backends, with the reason.
+    let dir = scratch("regionnorm");
+    let mask = dir.join("mask.npy");
+    let bundled = kiln::npy::read_npy(Path::new("models/regionnorm_block/inputs/mask.npy")).unwrap();
+    let random = kiln::Tensor::from_f32(bundled.shape().to_vec(), vec![0.5; bundled.len()]).unwrap();
+    kiln::npy::write_npy(&mask, &random).unwrap();
+    for backend in ["jit", "interp"] {
+        let m = format!("mask={}", mask.display());
+        let out = kiln(&["run", "models/regionnorm_block.json", "--backend", backend, "--input", &m]);
         assert_eq!(out.status.code(), Some(1), "{backend}");
         assert!(stderr(&out).contains("mask must be 0 or 1"), "{backend}: {}", stderr(&out));
     }
@@ -327,18 +339,11 @@ fn jit_backend_runs_and_emits_clif() {
 #[test]
 fn bench_prints_latency_and_ends_with_one_json_object() {
     for backend in ["jit", "interp"] {
-        let out = kiln(&[
-            "bench",
-            "models/mlp_bn.json",
-            "--backend",
-            backend,
-            "--iters",
-            "7",
-            "--threads",
-            "1",
-            "--json",
-            "-O0",
-        ]);
+        let mut args = vec!["bench", "models/mlp_bn.json", "--backend", backend, "--iters", "7", "--json", "-O0"];
+        if backend == "jit" {
+            args.extend(["--threads", "1"]); // refused on the interpreter, which has one thread
+        }
+        let out = kiln(&args);
         assert!(out.status.success(), "{backend}: {}", stderr(&out));
         let text = stdout(&out);
         let last = text.lines().last().expect("some output");
@@ -374,4 +379,152 @@ fn bench_prints_latency_and_ends_with_one_json_object() {
     let out = kiln(&["bench", "models/mlp_bn.json", "--input", "x=/nonexistent.npy"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("--input x"), "{}", stderr(&out));
+}
+
+#[test]
+fn repeated_shape_or_input_is_an_error_naming_it() {
+    let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=8,16", "--shape", "x=4,16"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--shape x: given twice (x=8,16 and x=4,16)"), "{}", stderr(&out));
+
+    let dir = scratch("twice");
+    let (a, b) = (dir.join("a.npy"), dir.join("b.npy"));
+    kiln::npy::write_npy(&a, &kiln::Tensor::from_f32([8, 16], vec![0.0; 128]).unwrap()).unwrap();
+    kiln::npy::write_npy(&b, &kiln::Tensor::from_f32([8, 16], vec![1.0; 128]).unwrap()).unwrap();
+    let (a, b) = (format!("x={}", a.display()), format!("x={}", b.display()));
+    let out = kiln(&["run", "models/mlp_bn.json", "--input", &a, "--input", &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--input x: given twice"), "{}", stderr(&out));
+}
+
+#[test]
+fn shape_on_a_static_model_is_checked_not_ignored() {
+    let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=4,16"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("--shape x") && err.contains("fixed shape f32[8,16]"), "{err}");
+    let out = kiln(&["check", "models/mlp_bn.json", "--shape", "batch=4"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no input 'batch' (its inputs: x)"), "{}", stderr(&out));
+    // The shape it has is accepted.
+    let out = kiln(&["run", "models/mlp_bn.json", "--shape", "x=8,16"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn threads_is_refused_where_nothing_runs_on_the_jit() {
+    for args in [
+        &["run", "models/mlp_bn.json", "--backend", "interp", "--threads", "2"][..],
+        &["bench", "models/mlp_bn.json", "--backend", "interp", "--threads", "2"],
+        &["compile", "models/mlp_bn.json", "--emit", "ir", "--threads", "2"],
+    ] {
+        let out = kiln(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--threads has no effect"), "{args:?}: {}", stderr(&out));
+    }
+    let out = kiln(&["compile", "models/mlp_bn.json", "--emit", "clif", "--threads", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn seed_changes_the_random_inputs_and_zero_is_the_default() {
+    let default = stdout(&kiln(&["run", "models/mlp_bn.json"]));
+    let zero = stdout(&kiln(&["run", "models/mlp_bn.json", "--seed", "0"]));
+    let seven = kiln(&["run", "models/mlp_bn.json", "--seed", "7"]);
+    assert!(seven.status.success(), "{}", stderr(&seven));
+    assert_eq!(default, zero);
+    assert_ne!(default, stdout(&seven));
+    assert_eq!(stdout(&seven), stdout(&kiln(&["run", "models/mlp_bn.json", "--seed", "7"])));
+}
+
+#[test]
+fn bench_profile_on_the_interpreter_says_there_is_none() {
+    let out = kiln(&["bench", "models/mlp_bn.json", "--backend", "interp", "--iters", "2", "--profile"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("profile: none on the interpreter"), "{text}");
+    assert!(!text.contains("-0.0"), "{text}");
+}
+
+/// A dynamic-batch ONNX model (input x: f32[N,3,4]; `tools/dynamic_batch/generate.py`).
+const DYNAMIC: &str = "models/onnx/dynamic_batch.onnx";
+
+#[test]
+fn inspect_lists_inputs_and_outputs_with_dynamic_dimensions_by_name() {
+    let out = kiln(&["inspect", DYNAMIC]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "input x f32[N,3,4]\noutput y f32[N,5]\ndynamic N (fix with --shape NAME=n)\n",
+        "{}",
+        stdout(&out)
+    );
+    let out = kiln(&["inspect", "models/mlp_bn.json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "input x f32[8,16]\noutput y f32[8,10]\n");
+    let out = kiln(&["inspect", "models/nope.onnx"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn shape_fixes_a_named_dynamic_dimension() {
+    let out = kiln(&["run", DYNAMIC, "--shape", "N=4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_summary_line(stdout(&out).trim(), "y", "f32[4,5]");
+    // The same as the input's full shape.
+    assert_eq!(stdout(&out), stdout(&kiln(&["run", DYNAMIC, "--shape", "x=4,3,4"])));
+    let out = kiln(&["run", DYNAMIC, "--shape", "M=4"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("'M' is neither an input nor a named dimension") && stderr(&out).contains(": N)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kiln(&["run", DYNAMIC]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("dynamic dimensions must be fixed"), "{}", stderr(&out));
+}
+
+#[test]
+fn compile_saves_an_artefact_that_runs_again_without_re_optimising() {
+    let dir = scratch("artefact");
+    let kiln_file = dir.join("mlp.kiln");
+    let kir_file = dir.join("mlp.kir");
+    for file in [&kiln_file, &kir_file] {
+        let out = kiln(&["compile", "models/mlp_bn.json", "-o", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "-o alone prints nothing");
+    }
+    assert!(dir.join("mlp.safetensors").is_file(), "the .kir file's weights are beside it");
+    // The saved graph is the optimised one (BatchNormalization folded), and --emit ir prints it.
+    let text = std::fs::read_to_string(&kir_file).unwrap();
+    assert!(!text.contains("BatchNormalization"), "{text}");
+    assert_eq!(text, stdout(&kiln(&["compile", "models/mlp_bn.json", "--emit", "ir"])));
+
+    let original = stdout(&kiln(&["run", "models/mlp_bn.json"]));
+    for file in [&kiln_file, &kir_file] {
+        let out = kiln(&["run", file.to_str().unwrap()]);
+        assert!(out.status.success(), "{}: {}", file.display(), stderr(&out));
+        assert_eq!(stdout(&out), original, "{}", file.display());
+    }
+    // A .kiln file is not optimised again (it defaults to -O0): nothing is left to rewrite.
+    let out = kiln(&["compile", kiln_file.to_str().unwrap(), "--emit", "stats"]);
+    let stats: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("stats JSON");
+    assert!(stats.get("optimizer").is_none(), "{stats}");
+    // The library reads it back too.
+    let model = kiln::load(&kiln_file).unwrap();
+    assert!(model.weights.check_against(&model.graph).is_ok());
+
+    // Without its weights file a .kir names the missing weights; a corrupt .kiln file is an error.
+    std::fs::remove_file(dir.join("mlp.safetensors")).unwrap();
+    let out = kiln(&["run", kir_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("has no data"), "{}", stderr(&out));
+    std::fs::write(&kiln_file, b"not a kiln file").unwrap();
+    let out = kiln(&["run", kiln_file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("not a .kiln file"), "{}", stderr(&out));
+    let out = kiln(&["compile", "models/mlp_bn.json", "-o", dir.join("m.bin").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("FILE.kiln"), "{}", stderr(&out));
 }

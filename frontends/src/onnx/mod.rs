@@ -25,6 +25,7 @@ mod spatial;
 pub(crate) mod proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
 }
+mod signature;
 mod tensor;
 #[cfg(test)]
 mod tests;
@@ -32,6 +33,7 @@ mod upgrade;
 
 pub use fold::LOAD_TIME_OPS;
 pub use lower::ONNX_OPS;
+pub use signature::{Dim, Port, Signature, read_signature};
 
 use crate::files::{Budget, ReadLimits, open_regular};
 use kiln_ir::{Error, Model, Tensor};
