@@ -71,7 +71,8 @@ impl HostKernel for RowKernel {
     fn work(&self) -> usize {
         self.rows * self.n
     }
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
+    // The executor passes the model's ISA; these kernels carry the same value from lowering.
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, _isa: Isa) {
         let a = |k: usize| args[k] as *const f32;
         let (y, x, n) = (args[0] as *mut f32, a(1), self.n);
         let params = match self.op {
@@ -104,7 +105,8 @@ impl HostKernel for MapKernel {
         // A transcendental costs several simple ops: weigh it so mid-sized maps split.
         self.len * 4
     }
-    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize) {
+    // The executor passes the model's ISA; these kernels carry the same value from lowering.
+    unsafe fn run(&self, args: &[*mut u8], lo: usize, hi: usize, _isa: Isa) {
         let start = lo * MAP_UNIT;
         let end = (hi * MAP_UNIT).min(self.len);
         if start >= end {
