@@ -28,7 +28,7 @@ pub use session::Session;
 
 pub use kiln_frontends as frontends;
 pub use kiln_ir as ir;
-pub use kiln_ir::{DType, Error, Graph, Model, Tensor, TensorData, TensorType, Weights};
+pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, TensorType, Weights};
 
 use std::path::Path;
 use std::time::Instant;
@@ -68,17 +68,19 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Model,
         _ => Err(Error::new(
             path.display().to_string(),
             "unknown model format: kiln reads .json (kiln JSON), .onnx (ONNX), .kir (kiln IR text) and .kiln (saved by kiln compile -o) files",
-        )),
+        )
+        .with_kind(ErrorKind::Io)),
     }
 }
 
 /// Reads a tensor file for `--input`: `.npy`, or `.pb` (one ONNX TensorProto, as in the ONNX
-/// test data).
+/// test data). Its errors are [`ErrorKind::Input`] errors: the file is an input of a run.
 pub fn read_tensor_file(path: &Path) -> Result<Tensor, Error> {
-    match path.extension().and_then(|e| e.to_str()) {
+    let read = match path.extension().and_then(|e| e.to_str()) {
         Some("pb") => kiln_frontends::onnx::read_tensor_pb(path).map(|(_, tensor)| tensor),
-        _ => npy::read_npy(path).map_err(|e| Error::new("", e)),
-    }
+        _ => npy::read_npy(path),
+    };
+    read.map_err(|e| e.with_kind(ErrorKind::Input))
 }
 
 /// Which engine runs a compiled model.
@@ -132,8 +134,11 @@ impl Default for Options {
 /// Parses a memory size for `--memory-cap`: bytes, or a number with a unit — `KiB`, `MiB`,
 /// `GiB`, `TiB` (powers of 1024), `KB`, `MB`, `GB`, `TB` (powers of 1000) or `B`; the unit is
 /// case-insensitive and may follow a space (`16GiB`, `512 mib`, `1.5GiB`).
-pub fn parse_memory_size(s: &str) -> Result<u64, String> {
-    let bad = || format!("expected a size in bytes such as 4294967296, 512MiB or 16GiB, got {s:?}");
+pub fn parse_memory_size(s: &str) -> Result<u64, Error> {
+    let bad = || {
+        Error::new("", format!("expected a size in bytes such as 4294967296, 512MiB or 16GiB, got {s:?}"))
+            .with_kind(ErrorKind::Input)
+    };
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = (&t[..split], t[split..].trim());
@@ -207,6 +212,36 @@ pub struct CompileStats {
     pub compile_ms: f64,
 }
 
+/// `kiln compile --emit stats`: one JSON object. `ops_before`, `ops_after` and `compile_ms` are
+/// always there; the optimizer's fields are there unless -O0.
+impl CompileStats {
+    pub fn to_json(&self) -> serde_json::Value {
+        let stats = self;
+        let mut json = serde_json::json!({
+            "ops_before": stats.ops_before,
+            "ops_after": stats.ops_after,
+            "compile_ms": stats.compile_ms,
+        });
+        if let Some(report) = &stats.optimizer {
+            let phases: serde_json::Map<String, serde_json::Value> =
+                report.phase_ms.iter().map(|(phase, ms)| (phase.clone(), serde_json::json!(ms))).collect();
+            json["optimizer"] = serde_json::json!({
+                "rules_fired": report.rules_fired,
+                "egraph_nodes": report.egraph_nodes,
+                "egraph_peak_nodes": report.egraph_peak_nodes,
+                "rules_refused": report.rules_refused,
+                "egraph_classes": report.egraph_classes,
+                "iterations": report.iterations,
+                "stop_reason": report.stop_reason,
+                "phase_ms": phases,
+                "estimated_ms_before": report.cost_before * 1e3,
+                "estimated_ms_after": report.cost_after * 1e3,
+            });
+        }
+        json
+    }
+}
+
 /// Tensors by name, in the model's declaration order (inputs or outputs).
 pub type NamedTensors = Vec<(String, Tensor)>;
 
@@ -262,7 +297,8 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
                         peak as f64 / (1u64 << 30) as f64,
                         options.memory_cap
                     ),
-                ));
+                )
+                .with_kind(ErrorKind::ResourceLimit));
             }
             Engine::Interp
         }
@@ -374,6 +410,21 @@ pub fn save(compiled: &CompiledModel, path: impl AsRef<Path>) -> Result<(), Erro
             "a compiled model is saved as FILE.kiln (one file) or FILE.kir (with FILE.safetensors beside it)",
         )),
     }
+}
+
+/// `kiln run`'s line for one output: `NAME f32[d0,d1] mean=… std=… min=… max=…`.
+pub fn summary_line(name: &str, tensor: &Tensor) -> String {
+    let values: Vec<f64> = match tensor.data() {
+        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
+        TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+    };
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let std = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{name} {} mean={mean:.6} std={std:.6} min={min:.6} max={max:.6}", tensor.ty())
 }
 
 /// Inputs for a model when none are given: f32 inputs get seeded standard-normal values (input i in

@@ -303,21 +303,6 @@ fn emit(text: &str) {
     }
 }
 
-/// `NAME f32[d0,d1] mean=… std=… min=… max=…`
-fn summary_line(name: &str, tensor: &Tensor) -> String {
-    let values: Vec<f64> = match tensor.data() {
-        TensorData::F32(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::I64(v) => v.iter().map(|&x| x as f64).collect(),
-        TensorData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
-    };
-    let n = values.len().max(1) as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let std = (values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{name} {} mean={mean:.6} std={std:.6} min={min:.6} max={max:.6}", tensor.ty())
-}
-
 /// Output file names keep `[A-Za-z0-9._-]` and replace everything else with `_`.
 fn file_name_for(tensor_name: &str) -> String {
     tensor_name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect()
@@ -462,10 +447,10 @@ fn run(args: &RunArgs) -> Result<(), Error> {
             .map_err(|e| Error::new(format!("--output-dir {}", dir.display()), format!("cannot create: {e}")))?;
     }
     for (i, (name, tensor)) in outputs.iter().enumerate() {
-        emit(&format!("{}\n", summary_line(name, tensor)));
+        emit(&format!("{}\n", kiln::summary_line(name, tensor)));
         if let (Some(dir), Some(file)) = (&args.output_dir, files.get(i)) {
             let path = dir.join(file);
-            kiln::npy::write_npy(&path, tensor).map_err(|e| Error::new(format!("output '{name}'"), e))?;
+            kiln::npy::write_npy(&path, tensor).map_err(|e| e.within(&format!("output '{name}'")))?;
         }
     }
     Ok(())
@@ -604,7 +589,7 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     match args.emit {
         Some(Emit::Ir) => emit(&kiln::ir::text::print(compiled.graph())),
         Some(Emit::Dot) => emit(&kiln::dot::to_dot(compiled.graph())),
-        Some(Emit::Stats) => emit(&format!("{}\n", stats_json(compiled.stats()))),
+        Some(Emit::Stats) => emit(&format!("{}\n", compiled.stats().to_json())),
         Some(Emit::Clif) => {
             for (kernel, clif) in compiled.clif_text() {
                 emit(&format!("; kernel {kernel}\n{clif}\n"));
@@ -613,33 +598,6 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
         None => {}
     }
     Ok(())
-}
-
-/// `kiln compile --emit stats`: one JSON object. `ops_before`, `ops_after` and `compile_ms` are
-/// always there; the optimizer's fields are there unless -O0.
-fn stats_json(stats: &kiln::CompileStats) -> serde_json::Value {
-    let mut json = serde_json::json!({
-        "ops_before": stats.ops_before,
-        "ops_after": stats.ops_after,
-        "compile_ms": stats.compile_ms,
-    });
-    if let Some(report) = &stats.optimizer {
-        let phases: serde_json::Map<String, serde_json::Value> =
-            report.phase_ms.iter().map(|(phase, ms)| (phase.clone(), serde_json::json!(ms))).collect();
-        json["optimizer"] = serde_json::json!({
-            "rules_fired": report.rules_fired,
-            "egraph_nodes": report.egraph_nodes,
-            "egraph_peak_nodes": report.egraph_peak_nodes,
-            "rules_refused": report.rules_refused,
-            "egraph_classes": report.egraph_classes,
-            "iterations": report.iterations,
-            "stop_reason": report.stop_reason,
-            "phase_ms": phases,
-            "estimated_ms_before": report.cost_before * 1e3,
-            "estimated_ms_after": report.cost_after * 1e3,
-        });
-    }
-    json
 }
 
 fn check(path: &Path, load: &LoadFlags) -> Result<(), Error> {

@@ -14,7 +14,12 @@ const MAX_HEADER_LEN: u64 = 1 << 20;
 /// Reads an `.npy` file into a tensor. Only a regular file is read. The header's declared length
 /// and then its shape are checked against the file's size before anything is allocated, so that a
 /// corrupt header can ask for neither a huge header nor terabytes of data.
-pub fn read_npy(path: &Path) -> Result<Tensor, String> {
+/// Its errors are [`crate::ErrorKind::Input`] errors.
+pub fn read_npy(path: &Path) -> Result<Tensor, crate::Error> {
+    read_npy_or_say_why(path).map_err(|e| crate::Error::new("", e).with_kind(crate::ErrorKind::Input))
+}
+
+fn read_npy_or_say_why(path: &Path) -> Result<Tensor, String> {
     let opened = kiln_frontends::files::open_regular(path)?;
     let file_len = opened.len;
     let mut file = opened.file;
@@ -161,7 +166,12 @@ fn declared_shape(header: &str) -> Option<Vec<u64>> {
 /// Writes a tensor as an `.npy` file. Refuses to write through anything but a new or regular
 /// file: a FIFO in the output folder would block `create` until someone reads it, and a link would
 /// write wherever it points.
-pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), String> {
+/// Its errors are [`crate::ErrorKind::Io`] errors.
+pub fn write_npy(path: &Path, tensor: &Tensor) -> Result<(), crate::Error> {
+    write_npy_or_say_why(path, tensor).map_err(|e| crate::Error::new("", e).with_kind(crate::ErrorKind::Io))
+}
+
+fn write_npy_or_say_why(path: &Path, tensor: &Tensor) -> Result<(), String> {
     let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && !meta.is_file()
@@ -217,7 +227,7 @@ mod tests {
     #[test]
     fn header_length_is_checked_against_the_file() {
         let path = file_with("hdr", &[&b"\x93NUMPY\x02\x00"[..], &u32::MAX.to_le_bytes(), b"{'descr'"].concat());
-        let err = read_npy(&path).unwrap_err();
+        let err = read_npy(&path).unwrap_err().to_string();
         assert!(err.contains("header declares 4294967295 bytes, but the file has 20"), "{err}");
     }
 
@@ -230,7 +240,7 @@ mod tests {
         let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296), }\n";
         let bytes =
             [&b"\x93NUMPY\x01\x00"[..], &(header.len() as u16).to_le_bytes(), header.as_bytes(), &[0; 8]].concat();
-        let err = read_npy(&file_with("shape", &bytes)).unwrap_err();
+        let err = read_npy(&file_with("shape", &bytes)).unwrap_err().to_string();
         assert!(err.contains("more data than the file's 8 bytes"), "{err}");
     }
 
@@ -283,7 +293,7 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{descr}: {e}"));
             assert_eq!(t, Tensor::from_i64([2], want.to_vec()).unwrap(), "{descr}");
         }
-        let err = read_npy(&file_with("f8", &npy("<f8", &[0; 16]))).unwrap_err();
+        let err = read_npy(&file_with("f8", &npy("<f8", &[0; 16]))).unwrap_err().to_string();
         assert!(err.contains("'<f8'"), "{err}");
     }
 }

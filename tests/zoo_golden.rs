@@ -18,7 +18,7 @@ fn models_dir() -> PathBuf {
 }
 
 fn read_npy(path: &Path) -> Result<Tensor, String> {
-    kiln::npy::read_npy(path)
+    Ok(kiln::npy::read_npy(path)?)
 }
 
 /// The largest error of `got` against `want`, relative to max(1, |want|), and where it is.

@@ -126,7 +126,8 @@ fn check_cap(graph: &Graph, what: &str, bytes: u64, cap: u64) -> Result<(), Erro
             bytes as f64 / (1u64 << 30) as f64,
             cap as f64 / (1u64 << 30) as f64
         ),
-    ))
+    )
+    .with_kind(kiln_ir::ErrorKind::ResourceLimit))
 }
 
 /// Lifetime of every arena buffer over the steps: first write to last access; graph outputs live

@@ -15,6 +15,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 
 /// Limits a reader enforces on an untrusted model file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,9 @@ impl Default for ReadLimits {
 pub(crate) struct Budget {
     cap: u64,
     used: Cell<u64>,
+    /// Set once a claim is refused, so that the reader can give its error the
+    /// [`kiln_ir::ErrorKind::ResourceLimit`] kind whichever path reported it.
+    refused: Rc<Cell<bool>>,
 }
 
 impl Default for Budget {
@@ -46,7 +50,12 @@ impl Default for Budget {
 
 impl Budget {
     pub(crate) fn new(limits: &ReadLimits) -> Budget {
-        Budget { cap: limits.memory_cap, used: Cell::new(0) }
+        Budget { cap: limits.memory_cap, used: Cell::new(0), refused: Rc::default() }
+    }
+
+    /// A flag that becomes true when a claim on this budget is refused; it outlives the budget.
+    pub(crate) fn refused_flag(&self) -> Rc<Cell<bool>> {
+        Rc::clone(&self.refused)
     }
 
     /// Claims `bytes` for `what` (e.g. "weight 'w' (f32[1024,1024])"), or says why not.
@@ -57,13 +66,16 @@ impl Budget {
                 self.used.set(total);
                 Ok(())
             }
-            None => Err(format!(
-                "{what} needs {}, which with the {} of weights before it exceeds the memory cap of {} \
+            None => {
+                self.refused.set(true);
+                Err(format!(
+                    "{what} needs {}, which with the {} of weights before it exceeds the memory cap of {} \
                  (raise it with --memory-cap or LoadOptions::memory_cap if this is intended)",
-                human_bytes(bytes),
-                human_bytes(used),
-                human_bytes(self.cap)
-            )),
+                    human_bytes(bytes),
+                    human_bytes(used),
+                    human_bytes(self.cap)
+                ))
+            }
         }
     }
 }
@@ -132,6 +144,11 @@ impl OpenFile {
         let len = usize::try_from(self.len).map_err(|_| format!("{} is too large", self.shown))?;
         self.read_range(0, len)
     }
+}
+
+/// [`kiln_ir::ErrorKind::ResourceLimit`] for `error` if `refused` (a [`Budget::refused_flag`]) is set.
+pub(crate) fn limit_kind(error: kiln_ir::Error, refused: &Cell<bool>) -> kiln_ir::Error {
+    if refused.get() { error.with_kind(kiln_ir::ErrorKind::ResourceLimit) } else { error }
 }
 
 /// Opens `path` for reading if it is a regular file (links followed). Anything else — a FIFO, a

@@ -35,9 +35,9 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 pub fn load_json_with(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
     let shown = path.display().to_string();
     // The text of a model holds at least its inline weights, so the cap bounds it too.
-    let bytes = open_regular(path)
-        .and_then(|mut file| file.read_all(limits.memory_cap))
-        .map_err(|e| Error::new(&shown, format!("cannot read the model file: {e}")))?;
+    let bytes = open_regular(path).and_then(|mut file| file.read_all(limits.memory_cap)).map_err(|e| {
+        Error::new(&shown, format!("cannot read the model file: {e}")).with_kind(kiln_ir::ErrorKind::Io)
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(
             &shown,
@@ -66,9 +66,12 @@ pub fn parse_json_with(
     // A byte-order mark, as some editors write, is not JSON but means nothing; skip it.
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let value: Value = serde_json::from_str(text).map_err(|e| syntax_error(text, &e))?;
-    Reader { diags: duplicate_keys(text), base_dir, hints_left: 20, budget: Budget::new(limits) }
+    let budget = Budget::new(limits);
+    let refused = budget.refused_flag();
+    Reader { diags: duplicate_keys(text), base_dir, hints_left: 20, budget }
         .model(&value, default_name)
         .map_err(in_document_order)
+        .map_err(|e| crate::files::limit_kind(e, &refused))
 }
 
 /// Sorts problems into the order of the file (graph-level problems come from the builder after the

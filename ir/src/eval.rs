@@ -1,7 +1,7 @@
 //! The reference interpreter: runs any graph node by node with each op's reference `eval`. It is the
 //! oracle that every optimisation and every generated kernel is checked against.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{Graph, NodeKind, Value};
 use crate::tensor::Tensor;
 use crate::weights::Weights;
@@ -11,6 +11,10 @@ use std::sync::Arc;
 /// Checks run-time inputs against the graph's declared inputs: every input given once, by name,
 /// with the declared element type and shape. Returns them in the graph's input order.
 pub fn check_inputs<'a>(graph: &Graph, inputs: &'a [(String, Tensor)]) -> Result<Vec<&'a Tensor>> {
+    check_inputs_in_order(graph, inputs).map_err(|e| e.with_kind(ErrorKind::Input))
+}
+
+fn check_inputs_in_order<'a>(graph: &Graph, inputs: &'a [(String, Tensor)]) -> Result<Vec<&'a Tensor>> {
     let mut by_name: HashMap<&str, &Tensor> = HashMap::new();
     for (name, tensor) in inputs {
         if by_name.insert(name.as_str(), tensor).is_some() {

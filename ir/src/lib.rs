@@ -25,7 +25,7 @@ pub mod weights;
 pub use attr::{Attr, Attrs};
 pub use builder::GraphBuilder;
 pub use dtype::{DEFAULT_MEMORY_CAP, DType, MAX_ELEMENTS, TensorType};
-pub use error::{Diagnostic, Error};
+pub use error::{Diagnostic, Error, ErrorKind};
 pub use graph::{Edge, Graph, Node, NodeId, NodeKind, Value, ValueInfo};
 pub use op::{
     BinaryOp, CoordTransform, InterpMode, NearestMode, OP_NAMES, Op, PadMode, PoolWindow, ReduceKind, ScatterReduction,

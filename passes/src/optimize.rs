@@ -190,7 +190,8 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
                      so no graph is returned (raise KILN_EGRAPH_TIME_LIMIT_MS or lower KILN_EGRAPH_NODE_LIMIT)",
                     config.time_limit, budget, config.iter_limit
                 ),
-            ));
+            )
+            .with_kind(kiln_ir::ErrorKind::ResourceLimit));
         }
         for it in &runner.iterations {
             for (rule, n) in &it.applied {

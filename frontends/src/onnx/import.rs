@@ -7,8 +7,8 @@ use super::lower::{Lowered, lower_node};
 use super::proto::{self, ModelProto, NodeProto, attribute_proto::AttributeType, tensor_shape_proto::dimension};
 use super::tensor::{dtype_from_onnx, tensor_from_proto};
 use super::{MAX_OPSET, MIN_OPSET};
-use crate::files::{Budget, ReadLimits};
-use kiln_ir::{Attr, Attrs, Error, GraphBuilder, Model, Op, Tensor, TensorType, Weights};
+use crate::files::{Budget, ReadLimits, limit_kind};
+use kiln_ir::{Attr, Attrs, Error, ErrorKind, GraphBuilder, Model, Op, Tensor, TensorType, Weights};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
@@ -84,16 +84,22 @@ pub(crate) fn import_model(
     values: &[(String, Tensor)],
     limits: &ReadLimits,
 ) -> Result<Model, Error> {
+    let budget = Budget::new(limits);
+    let refused = budget.refused_flag();
+    import_with_budget(model, base_dir, fixed_dims, values, budget).map_err(|e| limit_kind(e, &refused))
+}
+
+fn import_with_budget(
+    model: &ModelProto,
+    base_dir: Option<&Path>,
+    fixed_dims: &[(String, Vec<usize>)],
+    values: &[(String, Tensor)],
+    budget: Budget,
+) -> Result<Model, Error> {
     let opset = default_opset(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
     let mut imp = Importer {
-        ctx: Ctx {
-            opset,
-            types: HashMap::new(),
-            consts: HashMap::new(),
-            graph_inputs: HashSet::new(),
-            budget: Budget::new(limits),
-        },
+        ctx: Ctx { opset, types: HashMap::new(), consts: HashMap::new(), graph_inputs: HashSet::new(), budget },
         builder: GraphBuilder::new(graph.name()),
         pending: BTreeMap::new(),
         used: HashSet::new(),
@@ -473,6 +479,7 @@ impl Importer<'_> {
                 list.join("; ")
             ),
         )
+        .with_kind(ErrorKind::UnsupportedOp)
     }
 }
 

@@ -78,7 +78,7 @@ pub fn load_onnx_with(
     // Protobuf messages are below 2 GiB; inline weights count against the cap as well.
     let bytes = open_regular(path)
         .and_then(|mut file| file.read_all(limits.memory_cap.min(MAX_PROTO_BYTES)))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))?;
+        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
@@ -126,7 +126,7 @@ pub fn read_tensor_pb(path: &Path) -> Result<(String, Tensor), Error> {
     let limits = ReadLimits::default();
     let bytes = open_regular(path)
         .and_then(|mut file| file.read_all(limits.memory_cap.min(MAX_PROTO_BYTES)))
-        .map_err(|e| Error::new(&at, format!("cannot read: {e}")))?;
+        .map_err(|e| Error::new(&at, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))?;
     let t = proto::TensorProto::decode(bytes.as_slice())
         .map_err(|e| Error::new(&at, format!("not a TensorProto (protobuf decoding failed: {})", short(&e))))?;
     let base_dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
