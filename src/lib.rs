@@ -29,6 +29,11 @@ pub use session::Session;
 pub use kiln_frontends as frontends;
 pub use kiln_ir as ir;
 pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, TensorType, Weights};
+// Borrowed inputs and caller-owned outputs for `CompiledModel::run_into`; a worker pool that
+// several compiled models may share (`Options::pool`); the optimizer's limits (`Options::optimizer`).
+pub use kiln_codegen::pool::Pool as ThreadPool;
+pub use kiln_codegen::{DataMut, DataRef, Isa, TensorRef};
+pub use kiln_passes::OptimizeConfig;
 
 use std::path::Path;
 use std::time::Instant;
@@ -106,7 +111,8 @@ pub enum OptLevel {
     O2,
 }
 
-/// Compilation options.
+/// Compilation options. The library reads no environment variables: everything is here (the
+/// `kiln` command maps its `KILN_*` variables to these fields).
 #[derive(Debug, Clone)]
 pub struct Options {
     pub backend: Backend,
@@ -118,6 +124,17 @@ pub struct Options {
     /// refused by [`compile`] with an error naming it and the size, before anything of that size
     /// is allocated. Default [`kiln_ir::DEFAULT_MEMORY_CAP`] (4 GiB).
     pub memory_cap: u64,
+    /// Highest instruction set the JIT's hand-written kernels may use; `None` means what this
+    /// CPU has. Lowered to what the CPU supports, never raised.
+    pub isa: Option<Isa>,
+    /// A worker pool shared with other compiled models (`Arc::new(ThreadPool::new(n))`); when set
+    /// it decides the thread count and `threads` is ignored. `None`: the model gets its own pool.
+    pub pool: Option<std::sync::Arc<ThreadPool>>,
+    /// The optimizer's limits and switches at -O2 (-O1 also turns off `ln_to_rms` and `kiln_ops`).
+    pub optimizer: OptimizeConfig,
+    /// Print each generated kernel's machine code to stderr while compiling (the CLI's
+    /// `KILN_DISASM`).
+    pub disasm: bool,
 }
 
 impl Default for Options {
@@ -127,6 +144,10 @@ impl Default for Options {
             opt_level: OptLevel::default(),
             threads: None,
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
+            isa: None,
+            pool: None,
+            optimizer: OptimizeConfig::default(),
+            disasm: false,
         }
     }
 }
@@ -275,7 +296,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     let (model, optimizer) = match options.opt_level {
         OptLevel::O0 => (model, None),
         level => {
-            let mut config = kiln_passes::OptimizeConfig::from_env()?;
+            let mut config = options.optimizer.clone();
             if level == OptLevel::O1 {
                 config.ln_to_rms = false;
                 config.kiln_ops = false;
@@ -303,9 +324,17 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
             Engine::Interp
         }
         Backend::Jit => {
-            let mut codegen = kiln_codegen::CodegenOptions { memory_cap: options.memory_cap, ..Default::default() };
+            let mut codegen = kiln_codegen::CodegenOptions {
+                memory_cap: options.memory_cap,
+                pool: options.pool.clone(),
+                disasm: options.disasm,
+                ..Default::default()
+            };
             if let Some(threads) = options.threads {
                 codegen.threads = threads;
+            }
+            if let Some(isa) = options.isa {
+                codegen.isa = isa;
             }
             Engine::Jit(Box::new(kiln_codegen::compile(&model.graph, &model.weights, &codegen)?))
         }
@@ -328,6 +357,111 @@ impl CompiledModel {
                 Ok(graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).zip(outputs).collect())
             }
         }
+    }
+
+    /// Runs the model on borrowed inputs, by name, and writes the outputs into the caller's
+    /// buffers, in [`CompiledModel::output_types`] order (each exactly its output's element type
+    /// and count). Nothing is allocated per call on the JIT beyond small tables; outputs that the
+    /// plan computes in a buffer of their own are written there directly. Every problem (an input
+    /// missing, given twice, unknown, of the wrong type or shape; an output buffer of the wrong
+    /// type or size) is an error naming the tensor, before anything runs.
+    pub fn run_into(&self, inputs: &[(&str, TensorRef<'_>)], outputs: &mut [DataMut<'_>]) -> Result<(), Error> {
+        let graph = &self.model.graph;
+        let mut ordered: Vec<TensorRef<'_>> = Vec::with_capacity(graph.inputs().len());
+        for &id in graph.inputs() {
+            let info = &graph.node(id).outputs[0];
+            let mut found = inputs.iter().filter(|(n, _)| *n == info.name);
+            let Some(&(_, t)) = found.next() else {
+                return Err(Error::new(format!("input '{}'", info.name), format!("is missing (expected {})", info.ty)));
+            };
+            if found.next().is_some() {
+                return Err(Error::new(format!("input '{}'", info.name), "is given twice"));
+            }
+            if t.data.dtype() != info.ty.dtype
+                || t.shape != info.ty.shape.as_slice()
+                || t.data.len() != info.ty.num_elements()
+            {
+                return Err(Error::new(
+                    format!("input '{}'", info.name),
+                    format!(
+                        "expected {} but was given {:?} data of {} elements with shape {:?}",
+                        info.ty,
+                        t.data.dtype(),
+                        t.data.len(),
+                        t.shape
+                    ),
+                ));
+            }
+            ordered.push(t);
+        }
+        if let Some((name, _)) =
+            inputs.iter().find(|(n, _)| !graph.inputs().iter().any(|&id| graph.node(id).name == *n))
+        {
+            let known: Vec<&str> = graph.inputs().iter().map(|&id| graph.node(id).name.as_str()).collect();
+            return Err(Error::new(
+                format!("input '{name}'"),
+                format!("is not an input of the model (inputs: {})", known.join(", ")),
+            ));
+        }
+        let out_values = graph.outputs();
+        if outputs.len() != out_values.len() {
+            return Err(Error::new(
+                "outputs",
+                format!("the model has {} outputs but {} buffers were given", out_values.len(), outputs.len()),
+            ));
+        }
+        for (buf, &v) in outputs.iter().zip(out_values) {
+            let ty = graph.value_type(v);
+            if buf.dtype() != ty.dtype || buf.len() != ty.num_elements() {
+                return Err(Error::new(
+                    format!("output '{}'", graph.value_name(v)),
+                    format!(
+                        "is {ty}: needs a buffer of {} {:?} elements, was given {} {:?} elements",
+                        ty.num_elements(),
+                        ty.dtype,
+                        buf.len(),
+                        buf.dtype()
+                    ),
+                ));
+            }
+        }
+        match &self.engine {
+            Engine::Jit(executable) => executable.run_into(&ordered, outputs),
+            Engine::Interp => {
+                // The interpreter owns its values: copy in, run, copy out.
+                let owned: Vec<(String, Tensor)> = ordered
+                    .iter()
+                    .zip(graph.inputs())
+                    .map(|(t, &id)| {
+                        let data = match t.data {
+                            DataRef::F32(v) => TensorData::F32(v.to_vec()),
+                            DataRef::I64(v) => TensorData::I64(v.to_vec()),
+                            DataRef::Bool(v) => TensorData::Bool(v.to_vec()),
+                        };
+                        let name = graph.node(id).name.clone();
+                        let tensor = Tensor::new(t.shape.to_vec(), data)
+                            .map_err(|e| Error::new(format!("input '{name}'"), e))?;
+                        Ok((name, tensor))
+                    })
+                    .collect::<Result<_, Error>>()?;
+                let results = kiln_ir::eval::run(graph, &self.model.weights, &owned)?;
+                for (buf, (_, t)) in outputs.iter_mut().zip(&results) {
+                    match (buf, t.data()) {
+                        (DataMut::F32(d), TensorData::F32(s)) => d.copy_from_slice(s),
+                        (DataMut::I64(d), TensorData::I64(s)) => d.copy_from_slice(s),
+                        (DataMut::Bool(d), TensorData::Bool(s)) => d.copy_from_slice(s),
+                        _ => return Err(Error::new("outputs", "internal error: an output's type changed")),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The outputs, by name and type, in order: the buffers [`CompiledModel::run_into`] takes.
+    pub fn output_types(&self) -> Vec<(String, TensorType)> {
+        let graph = &self.model.graph;
+        graph.outputs().iter().map(|&v| (graph.value_name(v).to_string(), graph.value_type(v).clone())).collect()
     }
 
     /// Runs the model like [`CompiledModel::run`] and times each step of the JIT's schedule (kernel,

@@ -8,7 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "kiln", version, about = "A neural-network model compiler: model graph in, native function out.")]
+#[command(
+    name = "kiln",
+    version,
+    about = "A neural-network model compiler: model graph in, native function out.",
+    after_help = "Environment (read by the command only, mapped to kiln::Options):\n  \
+        KILN_EGRAPH_NODE_LIMIT, KILN_EGRAPH_ITER_LIMIT, KILN_EGRAPH_TIME_LIMIT_MS  optimizer limits\n  \
+        KILN_LN_TO_RMS=0   no Pre-LN → Pre-RMSNorm rewrite\n  \
+        KILN_FUSED_OPS=0   no fused MaskedSoftmax/Attention ops\n  \
+        KILN_DISASM        print each generated kernel's machine code to stderr"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,6 +69,10 @@ struct CompileFlags {
     /// unit such as 16GiB; a larger model is refused before it is allocated (default 4GiB).
     #[arg(long, value_name = "SIZE", value_parser = kiln::parse_memory_size)]
     memory_cap: Option<u64>,
+    /// Highest instruction set for the hand-written kernels: generic, avx2+fma or avx512
+    /// (default: what this CPU has; never above it).
+    #[arg(long, value_name = "NAME", value_parser = parse_isa)]
+    isa: Option<kiln::Isa>,
 }
 
 #[derive(Args)]
@@ -200,13 +213,24 @@ fn opt_level(flags: &CompileFlags, model: &Path) -> OptLevel {
     flags.opt_level.unwrap_or(if saved { OptLevel::O0 } else { OptLevel::O2 })
 }
 
-fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Options {
-    Options {
+fn parse_isa(s: &str) -> Result<kiln::Isa, String> {
+    kiln::Isa::from_name(s).ok_or_else(|| format!("expected generic, avx2+fma or avx512, got {s:?}"))
+}
+
+/// The options of the command line, with the `KILN_*` environment variables the command (not
+/// the library) reads mapped onto them.
+fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Result<Options, Error> {
+    let optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    Ok(Options {
         backend,
         opt_level: opt_level(flags, model),
         threads: flags.threads.map(|n| n as usize),
         memory_cap: flags.memory_cap.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP),
-    }
+        isa: flags.isa,
+        optimizer,
+        disasm: std::env::var_os("KILN_DISASM").is_some(),
+        ..Options::default()
+    })
 }
 
 /// The reader's options; `memory_cap` (from `--memory-cap`) bounds the weights it reads or makes.
@@ -436,7 +460,7 @@ fn run(args: &RunArgs) -> Result<(), Error> {
     if args.backend == BackendArg::Interp {
         refuse_threads_without_jit(&args.flags, "with --backend interp (the interpreter runs on one thread)");
     }
-    let options = options(&args.flags, args.backend.backend(), &args.model);
+    let options = options(&args.flags, args.backend.backend(), &args.model)?;
     let Prepared { compiled, inputs, .. } = prepare(&args.model, &args.inputs, &args.load, &options)?;
     let graph = compiled.graph();
     let output_names: Vec<String> = graph.outputs().iter().map(|&v| graph.value_name(v).to_string()).collect();
@@ -506,17 +530,32 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
     if args.backend == BackendArg::Interp {
         refuse_threads_without_jit(&args.flags, "with --backend interp (the interpreter runs on one thread)");
     }
-    let options = options(&args.flags, args.backend.backend(), &args.model);
+    let options = options(&args.flags, args.backend.backend(), &args.model)?;
     let Prepared { compiled, inputs, load_ms } = prepare(&args.model, &args.inputs, &args.load, &options)?;
+    // Timed through run_into with borrowed inputs and outputs allocated once, as a server would
+    // run it: the time is the model's, not the allocator's.
+    let mut outputs: Vec<TensorData> = compiled
+        .output_types()
+        .iter()
+        .map(|(_, ty)| match ty.dtype {
+            kiln::DType::F32 => TensorData::F32(vec![0.0; ty.num_elements()]),
+            kiln::DType::I64 => TensorData::I64(vec![0; ty.num_elements()]),
+            kiln::DType::Bool => TensorData::Bool(vec![false; ty.num_elements()]),
+        })
+        .collect();
+    let views: Vec<(&str, kiln::TensorRef<'_>)> =
+        inputs.iter().map(|(n, t)| (n.as_str(), kiln::TensorRef::from(t))).collect();
+    let mut bufs: Vec<kiln::DataMut<'_>> = outputs.iter_mut().map(kiln::DataMut::from).collect();
     // One untimed run first: page faults in the arena and the pool's first wake-up are not latency.
-    compiled.run(&inputs)?;
+    compiled.run_into(&views, &mut bufs)?;
     let mut times = Vec::with_capacity(args.iters as usize);
     for _ in 0..args.iters {
         let start = std::time::Instant::now();
-        let outputs = compiled.run(&inputs)?;
+        compiled.run_into(&views, &mut bufs)?;
         times.push(start.elapsed().as_secs_f64() * 1e3);
-        drop(std::hint::black_box(outputs));
+        std::hint::black_box(&mut bufs);
     }
+    drop(bufs);
     times.sort_by(f64::total_cmp);
     let (median_ms, p90_ms) = (median(&times), quantile(&times, 0.9));
     let mean_ms = times.iter().sum::<f64>() / times.len() as f64;
@@ -582,7 +621,7 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     }
     let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
     let compiled =
-        kiln::compile(load_model(&args.model, &args.load, load)?, &options(&args.flags, backend, &args.model))?;
+        kiln::compile(load_model(&args.model, &args.load, load)?, &options(&args.flags, backend, &args.model)?)?;
     if let Some(path) = &args.output {
         kiln::save(&compiled, path)?;
     }

@@ -11,15 +11,26 @@ use crate::jit::{CodeMemory, KernelFn};
 use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind, WeightData};
 use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
-use kiln_ir::{DType, Error, Tensor, TensorType};
+use kiln_ir::{DType, Error, Tensor, TensorData, TensorType};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Below this many elements a kernel runs on the calling thread: waking workers costs more.
-const PARALLEL_MIN_ELEMS: usize = 1 << 15;
-/// A GEMM step below this many flops (≈ 10 µs on one core) runs on the calling thread: waking a
-/// worker costs more than it saves (graph_transformer at 2 threads ran 3× slower than at 1).
-const PARALLEL_MIN_FLOPS: usize = 1 << 20;
+/// How a step is split: by its estimated one-core time (flops and bytes at the rates below),
+/// into chunks of at least [`MIN_CHUNK_NS`]. The rates are this machine's single-core figures
+/// measured from `kiln bench --profile` at 1 thread (docs/benchmarks.md, "Threads and
+/// run_into"); they only need to be right within a factor of two.
+///
+/// Generated kernels: bytes of their arguments streamed per ns, and ns per element computed.
+const KERNEL_BYTES_PER_NS: f64 = 8.0;
+const KERNEL_NS_PER_ELEM: f64 = 0.25;
+/// GEMM (the `gemm` crate, AVX2+FMA, small and medium shapes).
+const GEMM_FLOPS_PER_NS: f64 = 40.0;
+/// Host kernels (pooling, resize, …): ns per element of their `work()`.
+const HOST_NS_PER_ELEM: f64 = 0.5;
+/// A chunk handed to another thread must take at least this long on one core: below it, the
+/// hand-off (cache lines moving between cores, waiting for the slowest chunk) costs more than it
+/// saves (graph_transformer_edge ran 2× slower at 2 threads than at 1 when tiny steps split).
+const MIN_CHUNK_NS: f64 = 20_000.0;
 /// im2col tile size in floats (256 KiB): half of this machine's per-core L2.
 const IM2COL_TILE_FLOATS: usize = 1 << 16;
 
@@ -41,9 +52,13 @@ pub struct Executable {
     pub(crate) offsets: Vec<usize>,
     pub(crate) memory: MemoryReport,
     pub(crate) clif: Vec<(String, String)>,
-    pub(crate) pool: Pool,
+    pub(crate) pool: Arc<Pool>,
     pub(crate) isa: crate::Isa,
     arenas: Mutex<Vec<Vec<u64>>>,
+    /// Outputs written straight into the caller's buffer: (output index, arena buffer).
+    direct: Vec<(usize, usize)>,
+    /// Bytes of each step's arguments (its memory traffic, for the split).
+    step_bytes: Vec<usize>,
     // Last: the generated code must outlive every field that can call into it.
     _code: CodeMemory,
 }
@@ -62,7 +77,7 @@ impl Executable {
         kernels: Vec<KernelFn>,
         placement: Placement,
         clif: Vec<(String, String)>,
-        threads: usize,
+        pool: Arc<Pool>,
         isa: crate::Isa,
         code: CodeMemory,
     ) -> Executable {
@@ -75,13 +90,17 @@ impl Executable {
                 .map(|b| b.div_ceil(crate::memplan::ALIGN) * crate::memplan::ALIGN)
                 .sum(),
         };
+        let direct = direct_outputs(&plan);
+        let step_bytes = plan.steps.iter().map(|st| step_bytes(&plan, st)).collect();
         Executable {
+            step_bytes,
+            direct,
             plan,
             kernels,
             offsets: placement.offsets,
             memory,
             clif,
-            pool: Pool::new(threads),
+            pool,
             isa,
             arenas: Mutex::new(Vec::new()),
             _code: code,
@@ -148,22 +167,88 @@ impl Executable {
         self.isa
     }
 
+    /// The declared inputs' types, in graph-input order.
+    pub fn input_types(&self) -> &[TensorType] {
+        &self.plan.input_types
+    }
+
+    /// The outputs' types, in graph-output order: what [`Executable::run_into`] expects.
+    pub fn output_types(&self) -> Vec<&TensorType> {
+        self.plan.outputs.iter().map(|(_, ty)| ty).collect()
+    }
+
     /// Runs the model. `inputs` are in graph-input order with the declared types (the caller has
     /// validated them with `kiln_ir::eval::check_inputs`; they are checked again here because
-    /// generated code trusts the sizes).
+    /// generated code trusts the sizes). A thin wrapper over [`Executable::run_into`].
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
-        self.run_timed(inputs, None)
+        let views: Vec<TensorRef<'_>> = inputs.iter().map(|t| TensorRef::from(*t)).collect();
+        let mut outs = self.alloc_outputs()?;
+        let mut bufs: Vec<DataMut<'_>> = outs.iter_mut().map(DataMut::from).collect();
+        self.run_timed(&views, &mut bufs, None)?;
+        self.wrap_outputs(outs)
     }
 
     /// Runs the model like [`Executable::run`] and also returns the wall time of each step, in the
     /// order of [`Executable::step_descriptions`] (for `kiln bench --profile`).
     pub fn run_profiled(&self, inputs: &[&Tensor]) -> Result<(Vec<Tensor>, Vec<Duration>), Error> {
+        let views: Vec<TensorRef<'_>> = inputs.iter().map(|t| TensorRef::from(*t)).collect();
+        let mut outs = self.alloc_outputs()?;
+        let mut bufs: Vec<DataMut<'_>> = outs.iter_mut().map(DataMut::from).collect();
         let mut times = Vec::with_capacity(self.plan.steps.len());
-        let outputs = self.run_timed(inputs, Some(&mut times))?;
-        Ok((outputs, times))
+        self.run_timed(&views, &mut bufs, Some(&mut times))?;
+        Ok((self.wrap_outputs(outs)?, times))
     }
 
-    fn run_timed(&self, inputs: &[&Tensor], times: Option<&mut Vec<Duration>>) -> Result<Vec<Tensor>, Error> {
+    /// Runs the model on borrowed inputs (graph-input order) and writes each output into the
+    /// caller's buffer (graph-output order, exactly [`Executable::output_types`]' element type
+    /// and count). Nothing is allocated per call but the step pointer tables; where the plan
+    /// allows, the step that computes an output writes it straight into the caller's buffer.
+    /// Wrong counts, types, shapes or buffer sizes are errors naming the input or output index.
+    pub fn run_into(&self, inputs: &[TensorRef<'_>], outputs: &mut [DataMut<'_>]) -> Result<(), Error> {
+        self.run_timed(inputs, outputs, None)
+    }
+
+    /// Zeroed output data of the declared types, allocated fallibly.
+    fn alloc_outputs(&self) -> Result<Vec<TensorData>, Error> {
+        fn zeros<T: Clone>(n: usize, zero: T) -> Option<Vec<T>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).ok()?;
+            v.resize(n, zero);
+            Some(v)
+        }
+        let mut outs = Vec::with_capacity(self.plan.outputs.len());
+        for (_, ty) in &self.plan.outputs {
+            let n = ty.num_elements();
+            let data = match ty.dtype {
+                DType::F32 => zeros(n, 0.0f32).map(TensorData::F32),
+                DType::I64 => zeros(n, 0i64).map(TensorData::I64),
+                DType::Bool => zeros(n, false).map(TensorData::Bool),
+            };
+            outs.push(data.ok_or_else(|| {
+                Error::new(
+                    format!("model '{}'", self.plan.model_name),
+                    format!(
+                        "cannot allocate {} bytes for an output of type {ty}",
+                        n * crate::lower::elem_bytes(ty.dtype)
+                    ),
+                )
+            })?);
+        }
+        Ok(outs)
+    }
+
+    fn wrap_outputs(&self, outs: Vec<TensorData>) -> Result<Vec<Tensor>, Error> {
+        outs.into_iter()
+            .zip(&self.plan.outputs)
+            .map(|(data, (_, ty))| {
+                Tensor::new(ty.shape.clone(), data)
+                    .map_err(|e| Error::new(format!("model '{}'", self.plan.model_name), e))
+            })
+            .collect()
+    }
+
+    /// Checks inputs and output buffers against the plan: generated code trusts every size.
+    fn check_io(&self, inputs: &[TensorRef<'_>], outputs: &[DataMut<'_>]) -> Result<(), Error> {
         if inputs.len() != self.plan.input_types.len() {
             return Err(Error::new(
                 "inputs",
@@ -171,10 +256,48 @@ impl Executable {
             ));
         }
         for (i, (t, ty)) in inputs.iter().zip(&self.plan.input_types).enumerate() {
-            if t.ty() != *ty {
-                return Err(Error::new(format!("input {i}"), format!("expected {ty}, got {}", t.ty())));
+            if t.data.dtype() != ty.dtype || t.shape != ty.shape.as_slice() || t.data.len() != ty.num_elements() {
+                return Err(Error::new(
+                    format!("input {i}"),
+                    format!(
+                        "expected {ty}, got {:?} data of {} elements with shape {:?}",
+                        t.data.dtype(),
+                        t.data.len(),
+                        t.shape
+                    ),
+                ));
             }
         }
+        if outputs.len() != self.plan.outputs.len() {
+            return Err(Error::new(
+                "outputs",
+                format!("expected {} output buffers, got {}", self.plan.outputs.len(), outputs.len()),
+            ));
+        }
+        for (i, (o, (_, ty))) in outputs.iter().zip(&self.plan.outputs).enumerate() {
+            if o.dtype() != ty.dtype || o.len() != ty.num_elements() {
+                return Err(Error::new(
+                    format!("output {i}"),
+                    format!(
+                        "expected a buffer of {} {:?} elements (type {ty}), got {} {:?} elements",
+                        ty.num_elements(),
+                        ty.dtype,
+                        o.len(),
+                        o.dtype()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn run_timed(
+        &self,
+        inputs: &[TensorRef<'_>],
+        outputs: &mut [DataMut<'_>],
+        times: Option<&mut Vec<Duration>>,
+    ) -> Result<(), Error> {
+        self.check_io(inputs, outputs)?;
         let words = self.memory.arena_bytes.div_ceil(8);
         let mut arena = self.arenas.lock().unwrap_or_else(|p| p.into_inner()).pop().unwrap_or_default();
         if arena.len() < words {
@@ -187,44 +310,48 @@ impl Executable {
             })?;
             arena.resize(words, 0);
         }
-        let result = self.run_in(inputs, &mut arena, times);
+        let result = self.run_in(inputs, outputs, &mut arena, times);
         self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
         result
     }
 
     fn run_in(
         &self,
-        inputs: &[&Tensor],
+        inputs: &[TensorRef<'_>],
+        outputs: &mut [DataMut<'_>],
         arena: &mut [u64],
         mut times: Option<&mut Vec<Duration>>,
-    ) -> Result<Vec<Tensor>, Error> {
+    ) -> Result<(), Error> {
         let base = arena.as_mut_ptr() as *mut u8;
+        // Arena buffers redirected to the caller's output buffers (see `direct_outputs`).
+        let direct: Vec<(usize, *mut u8)> = self.direct.iter().map(|&(j, b)| (b, outputs[j].as_mut_ptr())).collect();
         let ptr = |p: Place| -> *mut u8 {
             match p {
-                // SAFETY (offset): offsets[b] + size ≤ arena_bytes ≤ arena length in bytes.
-                Place::Buf(b) => unsafe { base.add(self.offsets[b]) },
+                Place::Buf(b) => match direct.iter().find(|d| d.0 == b) {
+                    Some(&(_, p)) => p,
+                    // SAFETY (offset): offsets[b] + size ≤ arena_bytes ≤ arena length in bytes.
+                    None => unsafe { base.add(self.offsets[b]) },
+                },
                 Place::Weight(w) => match &self.plan.weights[w] {
                     WeightData::F32(v) => v.as_ptr() as *mut u8,
                     WeightData::I64(v) => v.as_ptr() as *mut u8,
                 },
-                Place::Input(i) => match inputs[i].data() {
-                    kiln_ir::TensorData::F32(v) => v.as_ptr() as *mut u8,
-                    kiln_ir::TensorData::I64(v) => v.as_ptr() as *mut u8,
-                    kiln_ir::TensorData::Bool(v) => v.as_ptr() as *mut u8,
-                },
+                Place::Input(i) => inputs[i].data.as_ptr() as *mut u8,
             }
         };
-        for step in &self.plan.steps {
+        for (s, step) in self.plan.steps.iter().enumerate() {
             let start = times.is_some().then(Instant::now);
             let ptrs: Vec<*mut u8> = step.args.iter().map(|&p| ptr(p)).collect();
             let fail = |what: &str| Error::new(format!("step '{}'", step.label), what.to_string());
             match &step.kind {
-                StepKind::Kernel { func, rows, elems } => self.kernel(*func, *rows, *elems, ptrs).map_err(fail)?,
+                StepKind::Kernel { func, rows, elems } => {
+                    self.kernel(*func, *rows, *elems, self.step_bytes[s], ptrs).map_err(fail)?
+                }
                 StepKind::Checked { func, rows, elems, error } => {
                     let cell = ptrs[ptrs.len() - 1] as *mut i64;
                     // SAFETY: the last argument of a checked kernel is its own 8-byte arena buffer.
                     unsafe { cell.write(0) };
-                    self.kernel(*func, *rows, *elems, ptrs).map_err(fail)?;
+                    self.kernel(*func, *rows, *elems, self.step_bytes[s], ptrs).map_err(fail)?;
                     // SAFETY: as above; the kernel (and every chunk of it) has returned.
                     if unsafe { cell.read() } != 0 {
                         return Err(fail(error));
@@ -286,27 +413,42 @@ impl Executable {
                 times.push(start.elapsed());
             }
         }
-        let mut outs = Vec::with_capacity(self.plan.outputs.len());
-        for (p, ty) in &self.plan.outputs {
-            let out = read_tensor(ptr(*p), ty).ok_or_else(|| {
-                Error::new(
-                    format!("model '{}'", self.plan.model_name),
-                    format!(
-                        "cannot allocate {} bytes for an output of type {ty}",
-                        ty.num_elements() * crate::lower::elem_bytes(ty.dtype)
-                    ),
-                )
-            })?;
-            outs.push(out);
+        for (j, (p, ty)) in self.plan.outputs.iter().enumerate() {
+            if self.direct.iter().any(|d| d.0 == j) {
+                continue;
+            }
+            let src = ptr(*p);
+            let n = ty.num_elements();
+            // SAFETY: `src` addresses a buffer holding the value of type `ty` in arena
+            // representation (bool as f32 0/1); the caller's buffer was checked to hold n elements
+            // of its type and does not overlap the arena, inputs or weights (it is a `&mut`).
+            unsafe {
+                match &mut outputs[j] {
+                    DataMut::F32(d) => std::ptr::copy_nonoverlapping(src as *const f32, d.as_mut_ptr(), n),
+                    DataMut::I64(d) => std::ptr::copy_nonoverlapping(src as *const i64, d.as_mut_ptr(), n),
+                    DataMut::Bool(d) => {
+                        let s = std::slice::from_raw_parts(src as *const f32, n);
+                        d.iter_mut().zip(s).for_each(|(d, &s)| *d = s != 0.0);
+                    }
+                }
+            }
         }
-        Ok(outs)
+        Ok(())
     }
 
     /// Runs generated kernel `func` over `rows` rows, split across the pool when it pays.
-    fn kernel(&self, func: usize, rows: usize, elems: usize, ptrs: Vec<*mut u8>) -> Result<(), &'static str> {
+    fn kernel(
+        &self,
+        func: usize,
+        rows: usize,
+        elems: usize,
+        bytes: usize,
+        ptrs: Vec<*mut u8>,
+    ) -> Result<(), &'static str> {
         let f = self.kernels[func];
-        let threads = self.pool.threads().min(rows);
-        if threads <= 1 || elems < PARALLEL_MIN_ELEMS {
+        let cost = bytes as f64 / KERNEL_BYTES_PER_NS + elems as f64 * KERNEL_NS_PER_ELEM;
+        let threads = self.par(cost, rows);
+        if threads <= 1 {
             // SAFETY: the kernel was generated for exactly these argument buffers and sizes (plan
             // invariant); rows [0, rows) are all in range.
             unsafe { f(ptrs.as_ptr(), 0, rows as i64) };
@@ -329,7 +471,7 @@ impl Executable {
     ) -> Result<(), &'static str> {
         let rows: usize = units.iter().map(|u| u[4] - u[3]).sum();
         let flops = 2 * rows * call.n * call.k;
-        let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { self.pool.threads().min(units.len()) };
+        let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, units.len());
         let units: Arc<Vec<[usize; 5]>> = Arc::new(units.to_vec());
         let call = *call;
         let p = Arc::new(ptrs);
@@ -424,7 +566,7 @@ impl Executable {
     /// Runs a host kernel's units, split into contiguous runs across the pool when it pays.
     fn host(&self, k: &Arc<dyn crate::spatial::HostKernel>, ptrs: Ptrs) -> Result<(), &'static str> {
         let units = k.units();
-        let threads = if k.work() < PARALLEL_MIN_ELEMS { 1 } else { self.pool.threads().min(units).max(1) };
+        let threads = self.par(k.work() as f64 * HOST_NS_PER_ELEM, units);
         let (k, p, isa) = (k.clone(), Arc::new(ptrs), self.isa);
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);
@@ -463,6 +605,12 @@ impl Executable {
         })
     }
 
+    /// How many chunks a step of `cost_ns` (one-core estimate) over `units` units splits into.
+    fn par(&self, cost_ns: f64, units: usize) -> usize {
+        let by_cost = (cost_ns / MIN_CHUNK_NS) as usize;
+        self.pool.threads().min(units).min(by_cost).max(1)
+    }
+
     /// Runs `job(0..threads)`: inline when there is one chunk, else on the pool.
     fn split(&self, threads: usize, job: impl Fn(usize) + Send + Sync + 'static) -> Result<(), &'static str> {
         if threads <= 1 {
@@ -478,8 +626,9 @@ impl Executable {
     fn conv(&self, spec: &ConvSpec, ptrs: Ptrs) -> Result<(), &'static str> {
         let ic = spec.im2col.clone();
         let ncol = ic.oh * ic.ow;
-        let threads = self.pool.threads().min(ncol).max(1);
-        let threads = if ncol * spec.m_per_group * spec.groups < PARALLEL_MIN_ELEMS { 1 } else { threads };
+        let ckk = ic.c * ic.kh * ic.kw;
+        let flops = 2 * spec.n * spec.groups * spec.m_per_group * ckk * ncol;
+        let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, ncol);
         let spec = spec.clone();
         let p = Arc::new(ptrs);
         let job = move |c: usize| {
@@ -554,8 +703,8 @@ impl Executable {
     fn attention(&self, spec: &Arc<AttentionSpec>, ptrs: Ptrs) -> Result<(), &'static str> {
         let blocks = spec.lq.div_ceil(spec.block);
         let units = spec.batches.len() * blocks;
-        let small = spec.batches.len() * spec.lq * spec.lk * (spec.d + spec.dv) < PARALLEL_MIN_ELEMS;
-        let threads = if small { 1 } else { self.pool.threads().min(units).min(spec.slots).max(1) };
+        let flops = 2 * spec.batches.len() * spec.lq * spec.lk * (spec.d + spec.dv);
+        let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, units.min(spec.slots));
         let softmax = self.kernels[spec.softmax_kernel];
         let bias = spec.bias_kernel.map(|f| self.kernels[f]);
         let spec = Arc::clone(spec);
@@ -631,25 +780,144 @@ impl Executable {
     }
 }
 
-/// Copies an output out of the arena; `None` when the copy cannot be allocated (an error for the
-/// caller, not an abort).
-fn read_tensor(p: *const u8, ty: &TensorType) -> Option<Tensor> {
-    fn copy<T: Copy, U>(src: &[T], f: impl Fn(T) -> U) -> Option<Vec<U>> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(src.len()).ok()?;
-        v.extend(src.iter().map(|&x| f(x)));
-        Some(v)
-    }
-    let n = ty.num_elements();
-    // SAFETY: `p` addresses a buffer holding the value of type `ty` in arena representation.
-    let data = unsafe {
-        match ty.dtype {
-            DType::F32 => kiln_ir::TensorData::F32(copy(std::slice::from_raw_parts(p as *const f32, n), |x| x)?),
-            DType::I64 => kiln_ir::TensorData::I64(copy(std::slice::from_raw_parts(p as *const i64, n), |x| x)?),
-            DType::Bool => {
-                kiln_ir::TensorData::Bool(copy(std::slice::from_raw_parts(p as *const f32, n), |x| x != 0.0)?)
-            }
+/// Borrowed element data of one tensor (bool as Rust `bool` bytes).
+#[derive(Debug, Clone, Copy)]
+pub enum DataRef<'a> {
+    F32(&'a [f32]),
+    I64(&'a [i64]),
+    Bool(&'a [bool]),
+}
+
+/// A borrowed input tensor: its row-major data and its shape.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    pub shape: &'a [usize],
+    pub data: DataRef<'a>,
+}
+
+/// A caller-owned output buffer of one element type.
+#[derive(Debug)]
+pub enum DataMut<'a> {
+    F32(&'a mut [f32]),
+    I64(&'a mut [i64]),
+    Bool(&'a mut [bool]),
+}
+
+impl DataRef<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            DataRef::F32(_) => DType::F32,
+            DataRef::I64(_) => DType::I64,
+            DataRef::Bool(_) => DType::Bool,
         }
-    };
-    Some(Tensor::new(ty.shape.clone(), data).expect("output buffer matches its type"))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            DataRef::F32(v) => v.len(),
+            DataRef::I64(v) => v.len(),
+            DataRef::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn as_ptr(&self) -> *const u8 {
+        match self {
+            DataRef::F32(v) => v.as_ptr() as *const u8,
+            DataRef::I64(v) => v.as_ptr() as *const u8,
+            DataRef::Bool(v) => v.as_ptr() as *const u8,
+        }
+    }
+}
+
+impl<'a> From<&'a TensorData> for DataRef<'a> {
+    fn from(d: &'a TensorData) -> Self {
+        match d {
+            TensorData::F32(v) => DataRef::F32(v),
+            TensorData::I64(v) => DataRef::I64(v),
+            TensorData::Bool(v) => DataRef::Bool(v),
+        }
+    }
+}
+
+impl<'a> From<&'a Tensor> for TensorRef<'a> {
+    fn from(t: &'a Tensor) -> Self {
+        TensorRef { shape: t.shape(), data: DataRef::from(t.data()) }
+    }
+}
+
+impl DataMut<'_> {
+    pub fn dtype(&self) -> DType {
+        match self {
+            DataMut::F32(_) => DType::F32,
+            DataMut::I64(_) => DType::I64,
+            DataMut::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            DataMut::F32(v) => v.len(),
+            DataMut::I64(v) => v.len(),
+            DataMut::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut u8 {
+        match self {
+            DataMut::F32(v) => v.as_mut_ptr() as *mut u8,
+            DataMut::I64(v) => v.as_mut_ptr() as *mut u8,
+            DataMut::Bool(v) => v.as_mut_ptr() as *mut u8,
+        }
+    }
+}
+
+impl<'a> From<&'a mut TensorData> for DataMut<'a> {
+    fn from(d: &'a mut TensorData) -> Self {
+        match d {
+            TensorData::F32(v) => DataMut::F32(v),
+            TensorData::I64(v) => DataMut::I64(v),
+            TensorData::Bool(v) => DataMut::Bool(v),
+        }
+    }
+}
+
+/// Bytes of a step's arguments.
+fn step_bytes(plan: &Lowered, step: &crate::lower::Step) -> usize {
+    step.args
+        .iter()
+        .map(|p| match *p {
+            Place::Buf(b) => plan.buffers[b],
+            Place::Weight(w) => plan.weights[w].bytes(),
+            Place::Input(i) => {
+                let ty = &plan.input_types[i];
+                ty.num_elements() * crate::lower::elem_bytes(ty.dtype)
+            }
+        })
+        .sum()
+}
+
+/// Outputs whose arena buffer can be the caller's buffer for a whole run, as (output index,
+/// buffer): f32/i64 outputs (bool ones are f32 in the arena) held in an arena buffer of exactly
+/// the output's size that no other output shares. Every step reaches a buffer through its
+/// `Place`, so redirecting the buffer redirects every write and read of it; the arena plan only
+/// ever overlaps it with buffers dead before its first write, which stay in the arena.
+fn direct_outputs(plan: &Lowered) -> Vec<(usize, usize)> {
+    let mut direct = Vec::new();
+    for (j, (p, ty)) in plan.outputs.iter().enumerate() {
+        let Place::Buf(b) = *p else { continue };
+        let shared = plan.outputs.iter().filter(|(q, _)| *q == Place::Buf(b)).count() > 1;
+        let exact = plan.buffers[b] == ty.num_elements() * crate::lower::elem_bytes(ty.dtype);
+        if ty.dtype != DType::Bool && exact && !shared && ty.num_elements() > 0 {
+            direct.push((j, b));
+        }
+    }
+    direct
 }

@@ -38,7 +38,8 @@ fn run_step(
     };
     let placement = crate::memplan::place(&crate::intervals(&plan));
     let (_, code) = Jit::new(HostFeatures::detect()).unwrap().finish().unwrap();
-    let exe = Executable::new(plan, vec![], placement, vec![], threads, crate::Isa::detect(), code);
+    let pool = std::sync::Arc::new(crate::pool::Pool::new(threads));
+    let exe = Executable::new(plan, vec![], placement, vec![], pool, crate::Isa::detect(), code);
     let refs: Vec<&Tensor> = inputs.iter().collect();
     exe.run(&refs).unwrap().remove(0)
 }

@@ -46,6 +46,8 @@ pub struct Jit {
     /// the text is empty unless `keep_clif`.
     pub clif: Vec<(String, String)>,
     pub keep_clif: bool,
+    /// Print each kernel's machine code to stderr (`CodegenOptions::disasm`).
+    pub disasm: bool,
 }
 
 /// A kernel name and its entry point, valid while the module lives.
@@ -81,6 +83,7 @@ impl Jit {
             pending: Vec::new(),
             clif: Vec::new(),
             keep_clif: false,
+            disasm: false,
         })
     }
 
@@ -118,7 +121,7 @@ impl Jit {
             b.finalize(config);
         }
         let text = if self.keep_clif { self.ctx.func.display().to_string() } else { String::new() };
-        self.ctx.set_disasm(std::env::var_os("KILN_DISASM").is_some());
+        self.ctx.set_disasm(self.disasm);
         self.module
             .define_function(id, &mut self.ctx)
             .map_err(|e| format!("cranelift failed on kernel {name}: {e:?}"))?;

@@ -32,7 +32,7 @@ mod host_tests;
 #[cfg(test)]
 mod math_tests;
 
-pub use exec::{Executable, MemoryReport};
+pub use exec::{DataMut, DataRef, Executable, MemoryReport, TensorRef};
 pub use isa::Isa;
 pub use kernels::rows::SoftmaxAlgo;
 
@@ -66,6 +66,10 @@ pub struct CodegenOptions {
     /// Highest instruction set the hand-written kernels may use (default: what this CPU has);
     /// lowered to what the CPU supports, never raised. Tests force lower levels with it.
     pub isa: Isa,
+    /// A worker pool shared with other models; when set, its thread count replaces `threads`.
+    pub pool: Option<std::sync::Arc<pool::Pool>>,
+    /// Print each kernel's machine code (Cranelift's VCode) to stderr while compiling.
+    pub disasm: bool,
 }
 
 impl Default for CodegenOptions {
@@ -77,6 +81,8 @@ impl Default for CodegenOptions {
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
             keep_clif: false,
             isa: Isa::detect(),
+            pool: None,
+            disasm: false,
         }
     }
 }
@@ -94,9 +100,14 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
         })
         .sum();
     check_cap(graph, "weights", weight_bytes, options.memory_cap)?;
-    let threads = options.threads.max(1);
+    let pool = match &options.pool {
+        Some(pool) => std::sync::Arc::clone(pool),
+        None => std::sync::Arc::new(pool::Pool::new(options.threads)),
+    };
+    let threads = pool.threads();
     let mut jit = jit::Jit::new(jit::HostFeatures::detect()).map_err(|e| Error::new("JIT", e))?;
     jit.keep_clif = options.keep_clif;
+    jit.disasm = options.disasm;
     let isa = Isa::supported(options.isa);
     let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads, options.memory_cap, isa)?;
     let placement = memplan::place(&intervals(&plan));
@@ -110,7 +121,7 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
         return Err(Error::new("JIT", "internal error: kernel count does not match the plan"));
     }
     let kernels = funcs.into_iter().map(|c| c.func).collect();
-    Ok(Executable::new(plan, kernels, placement, clif, threads, isa, code))
+    Ok(Executable::new(plan, kernels, placement, clif, pool, isa, code))
 }
 
 /// Refuses `bytes` of `what` above the memory cap, naming the model and both sizes.

@@ -11,8 +11,9 @@ use kiln_ir::{Error, Model};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Limits and switches. Every limit can be overridden by an environment variable (read by
-/// [`OptimizeConfig::from_env`]): `KILN_EGRAPH_NODE_LIMIT`, `KILN_EGRAPH_ITER_LIMIT`,
+/// Limits and switches, set by the caller (`kiln::Options::optimizer`); the library reads no
+/// environment variables. The `kiln` command maps its variables onto them through
+/// [`OptimizeConfig::from_lookup`]: `KILN_EGRAPH_NODE_LIMIT`, `KILN_EGRAPH_ITER_LIMIT`,
 /// `KILN_EGRAPH_TIME_LIMIT_MS` (the whole optimizer), `KILN_LN_TO_RMS` (0 disables Pre-LN →
 /// Pre-RMSNorm), `KILN_FUSED_OPS` (0: no MaskedSoftmax/Attention in the output).
 ///
@@ -63,13 +64,9 @@ impl Default for OptimizeConfig {
 }
 
 impl OptimizeConfig {
-    /// The defaults with any environment overrides applied; a malformed value is an error naming
+    /// The defaults with overrides from `lookup`, which maps the variable names above to their
+    /// values (the `kiln` command passes the environment); a malformed value is an error naming
     /// the variable.
-    pub fn from_env() -> Result<OptimizeConfig, Error> {
-        OptimizeConfig::from_lookup(|name| std::env::var(name).ok())
-    }
-
-    /// The defaults with overrides from `lookup` (the environment in [`Self::from_env`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<OptimizeConfig, Error> {
         let mut config = OptimizeConfig::default();
         let read =
@@ -187,7 +184,8 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
                 format!(
                     "ran past the wall-clock safety limit ({secs:.1} s of {:?}) before its node budget \
                      ({}) or iteration budget ({}) stopped it; the result would depend on machine load, \
-                     so no graph is returned (raise KILN_EGRAPH_TIME_LIMIT_MS or lower KILN_EGRAPH_NODE_LIMIT)",
+                     so no graph is returned (raise OptimizeConfig::time_limit — KILN_EGRAPH_TIME_LIMIT_MS for the \
+                     kiln command — or lower node_limit, KILN_EGRAPH_NODE_LIMIT)",
                     config.time_limit, budget, config.iter_limit
                 ),
             )
