@@ -3,7 +3,7 @@
 //! Exit codes: 0 success, 1 a problem with the model or the inputs, 2 a usage error.
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
-use kiln::{Backend, CompiledModel, Error, OptLevel, Options, Tensor};
+use kiln::{Backend, CompiledModel, Error, OptLevel, Options, Tensor, TensorData};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

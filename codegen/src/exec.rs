@@ -514,7 +514,8 @@ impl Executable {
         ptrs: Ptrs,
     ) -> Result<(), &'static str> {
         let flops = 2 * call.m * call.n * call.k;
-        let threads = if flops < PARALLEL_MIN_FLOPS { 1 } else { self.pool.threads() };
+        // Units: row panels or column panels, whichever the split takes (gemm::split_rows).
+        let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, call.m.max(b.panels()));
         let by_rows = crate::gemm::split_rows(call.m, call.n, threads);
         let prod = crate::gemm::Product {
             m: call.m,
@@ -586,7 +587,7 @@ impl Executable {
     ) -> Result<(), &'static str> {
         use crate::spatial::HostKernel;
         let units = spec.units();
-        let threads = if spec.work() < PARALLEL_MIN_ELEMS { 1 } else { self.pool.threads().min(units).max(1) };
+        let threads = self.par(spec.work() as f64 * HOST_NS_PER_ELEM, units);
         let (spec, p, isa) = (Arc::clone(spec), Arc::new(ptrs), self.isa);
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);
