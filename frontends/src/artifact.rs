@@ -68,7 +68,8 @@ pub fn load_kiln(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
 pub fn load_kir(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
     let shown = path.display().to_string();
     let bytes = read(path, limits)?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::new(&shown, "cannot read: the file is not UTF-8 text"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::new(&shown, "cannot read: the file is not UTF-8 text").with_source(e))?;
     let mut model = kiln_ir::text::parse(&text).map_err(|e| e.within(&shown))?;
     let missing = model.graph.weights().iter().any(|&id| model.weights.get(&model.graph.node(id).name).is_none());
     let weights = weights_path(path);
@@ -86,7 +87,7 @@ fn read(path: &Path, limits: &ReadLimits) -> Result<Vec<u8>, Error> {
     let shown = path.display().to_string();
     open_regular(path)
         .and_then(|mut file| file.read_all(limits.memory_cap))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))
+        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))
 }
 
 /// Gives every weight the graph declares without data its tensor from `tensors`, checked against
