@@ -25,7 +25,8 @@ def status_kb(field):
     return 0
 
 
-def main():
+def parse_args():
+    """The runner's command line (shared with ov_runner.py)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--iters", type=int, default=10)
@@ -33,7 +34,18 @@ def main():
     ap.add_argument("--model", required=True)
     ap.add_argument("--inputs", required=True)
     ap.add_argument("--out")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def read_inputs(folder):
+    """{input name: array} from the folder's NAME.npy files."""
+    import numpy as np
+
+    return {f[: -len(".npy")]: np.load(os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith(".npy")}
+
+
+def main():
+    args = parse_args()
 
     import numpy as np
     import onnxruntime as ort
@@ -41,11 +53,7 @@ def main():
     # After the imports: the interpreter, numpy and onnxruntime's own libraries are the baseline
     # that every ORT process pays before it reads a model.
     rss_start_kb = status_kb("VmRSS:")
-    inputs = {
-        f[: -len(".npy")]: np.load(os.path.join(args.inputs, f))
-        for f in sorted(os.listdir(args.inputs))
-        if f.endswith(".npy")
-    }
+    inputs = read_inputs(args.inputs)
     start = time.perf_counter()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

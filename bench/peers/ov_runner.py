@@ -10,34 +10,22 @@ latency hint, one infer request reused.
     ov_runner.py --threads N --iters K --warmup W --model F.onnx --inputs DIR [--out DIR]
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
-from ort_runner import status_kb
+from ort_runner import parse_args, read_inputs, status_kb
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--iters", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--inputs", required=True)
-    ap.add_argument("--out")
-    args = ap.parse_args()
+    args = parse_args()
 
     import numpy as np
     import openvino as ov
 
     rss_start_kb = status_kb("VmRSS:")
-    inputs = {
-        f[: -len(".npy")]: np.load(os.path.join(args.inputs, f))
-        for f in sorted(os.listdir(args.inputs))
-        if f.endswith(".npy")
-    }
+    inputs = read_inputs(args.inputs)
     start = time.perf_counter()
     core = ov.Core()
     model = core.read_model(args.model)

@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How a step is split: by its estimated one-core time (flops and bytes at the rates below),
-/// into chunks of at least [`MIN_CHUNK_NS`]. The rates are this machine's single-core figures
-/// measured from `kiln bench --profile` at 1 thread (docs/benchmarks.md, "Threads and
-/// run_into"); they only need to be right within a factor of two.
+/// into chunks of at least [`MIN_CHUNK_NS`]. The rates are estimates of one AVX2 EPYC core, not
+/// yet measured (issue 13's cost-model calibration is to replace them); they only need to be
+/// right within a factor of two, since they decide chunk counts, never results.
 ///
 /// Generated kernels: bytes of their arguments streamed per ns, and ns per element computed.
 const KERNEL_BYTES_PER_NS: f64 = 8.0;
