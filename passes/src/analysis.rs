@@ -23,6 +23,8 @@ pub struct LeafInfo {
     pub is_weight: bool,
     /// Every element equals this value (a weight of ones, a zero bias).
     pub uniform: Option<f32>,
+    /// A weight holding an infinity or a NaN.
+    pub nonfinite: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -39,6 +41,9 @@ pub struct KilnAnalysis {
     /// Per rule, how many unions were refused because the new term's types differed from the
     /// matched e-class's (a rule whose condition is too weak). Empty when every rule is sound.
     pub refused: BTreeMap<String, usize>,
+    /// The first e-class seen of each uniform constant (type and value), which every later one
+    /// joins (see [`KilnAnalysis::modify`]).
+    pub uniform_constants: HashMap<(TensorType, F32Bits), Id>,
 }
 
 impl Default for KilnAnalysis {
@@ -49,6 +54,7 @@ impl Default for KilnAnalysis {
             node_budget: usize::MAX,
             peak_size: 0,
             refused: BTreeMap::new(),
+            uniform_constants: HashMap::new(),
         }
     }
 }
@@ -59,7 +65,10 @@ impl KilnAnalysis {
         let mut leaves = HashMap::new();
         for (list, is_weight) in [(weights, true), (inputs, false)] {
             for (name, ty) in list {
-                leaves.insert(Symbol::from(*name), LeafInfo { ty: ty.clone(), is_weight, uniform: None });
+                leaves.insert(
+                    Symbol::from(*name),
+                    LeafInfo { ty: ty.clone(), is_weight, uniform: None, nonfinite: false },
+                );
             }
         }
         KilnAnalysis { leaves, ..KilnAnalysis::default() }
@@ -77,6 +86,9 @@ pub struct Data {
     /// For a constant: how deeply compile-time terms nest in its shallowest form (0 for a weight).
     /// Rules bound it, so that chains of folds cannot grow the e-graph without end.
     pub depth: u32,
+    /// A constant that may hold an infinity or a NaN (a weight that does, or a term over one):
+    /// most rules refuse to match it (see [`crate::rules::KApplier`]).
+    pub nonfinite: bool,
     /// Provenance, for naming the nodes the optimizer creates: the e-class whose rewrite created
     /// this one (`None` for what the input graph already had). No rule reads it.
     pub origin: Option<Id>,
@@ -229,6 +241,7 @@ impl Analysis<Kiln> for KilnAnalysis {
                     constant: info.is_weight,
                     zero_mean: info.uniform == Some(0.0),
                     uniform: info.uniform.map(F32Bits::new),
+                    nonfinite: info.nonfinite,
                     depth: 0,
                     origin: egraph.analysis.applying_at,
                 },
@@ -260,7 +273,10 @@ impl Analysis<Kiln> for KilnAnalysis {
                 };
                 let depth =
                     if constant { 1 + args.iter().map(|&a| egraph[a].data.depth).max().unwrap_or(0) } else { 0 };
-                Data { types, constant, zero_mean, uniform, depth, origin: egraph.analysis.applying_at }
+                let nonfinite = constant
+                    && (args.iter().any(|&a| egraph[a].data.nonfinite)
+                        || uniform.is_some_and(|u| !u.get().is_finite()));
+                Data { types, constant, zero_mean, uniform, nonfinite, depth, origin: egraph.analysis.applying_at }
             }
         }
     }
@@ -286,6 +302,12 @@ impl Analysis<Kiln> for KilnAnalysis {
                 changed_from = true;
             }
         }
+        if from.nonfinite && !to.nonfinite {
+            to.nonfinite = true;
+            changed_to = true;
+        } else if to.nonfinite && !from.nonfinite {
+            changed_from = true;
+        }
         if from.depth < to.depth {
             to.depth = from.depth;
             changed_to = true;
@@ -305,5 +327,24 @@ impl Analysis<Kiln> for KilnAnalysis {
             _ => {}
         }
         DidMerge(changed_to, changed_from)
+    }
+
+    /// Constants of one type whose every element is the same value are one tensor, whichever way
+    /// they were computed: their e-classes are joined. Without this, products of scalars over a
+    /// cycle such as x = (x·a)·b with a·b = 1 build a·b, b·a, (a·b)·a, … — each a new class of an
+    /// old value, and each a new match for `scalar-scalar`, until the node limit (difftest seed
+    /// 80035041: 57 s at -O2).
+    fn modify(egraph: &mut KGraph, id: Id) {
+        let data = &egraph[id].data;
+        let (Some(value), true, Some(ty)) = (data.uniform, data.constant, data.ty()) else { return };
+        let key = (ty.clone(), value);
+        match egraph.analysis.uniform_constants.get(&key) {
+            Some(&first) => {
+                egraph.union(first, id);
+            }
+            None => {
+                egraph.analysis.uniform_constants.insert(key, id);
+            }
+        }
     }
 }

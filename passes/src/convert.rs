@@ -39,10 +39,11 @@ pub fn lift(model: &Model) -> Result<Lifted, Error> {
     for (ids, is_weight) in [(graph.inputs(), false), (graph.weights(), true)] {
         for &id in ids {
             let node = graph.node(id);
-            let uniform = if is_weight { model.weights.get(&node.name).and_then(|t| uniform_value(t)) } else { None };
-            analysis
-                .leaves
-                .insert(Symbol::from(&node.name), LeafInfo { ty: node.outputs[0].ty.clone(), is_weight, uniform });
+            let data = if is_weight { model.weights.get(&node.name) } else { None };
+            let uniform = data.and_then(|t| uniform_value(t));
+            let nonfinite = data.is_some_and(|t| !all_finite(t));
+            let ty = node.outputs[0].ty.clone();
+            analysis.leaves.insert(Symbol::from(&node.name), LeafInfo { ty, is_weight, uniform, nonfinite });
         }
     }
     let mut egraph = KGraph::new(analysis);
@@ -123,7 +124,8 @@ pub enum LowerError {
     Error(Error),
     /// A constant the optimizer created (`node`, chosen for e-class `class`) evaluated to a
     /// non-finite value although all its inputs are finite: a fold that overflowed (1/1e-39, a
-    /// scale of 1e30 folded into a weight of 1e10). Extraction must avoid that node.
+    /// scale of 1e30 folded into a weight of 1e10); or to a NaN although none of its inputs is
+    /// one (a zero scale folded into an infinite weight). Extraction must avoid that node.
     NonFinite {
         class: Id,
         node: Kiln,
@@ -138,6 +140,10 @@ impl From<Error> for LowerError {
 
 fn all_finite(t: &Tensor) -> bool {
     t.as_f32().is_none_or(|v| v.iter().all(|x| x.is_finite()))
+}
+
+fn no_nan(t: &Tensor) -> bool {
+    t.as_f32().is_none_or(|v| v.iter().all(|x| !x.is_nan()))
 }
 
 /// Builds the optimised model from an extraction; a non-finite fold is an error.
@@ -517,7 +523,7 @@ impl<'a> Lowering<'a> {
 
     /// Evaluates a constant e-class (and every constant it needs, children first, with an
     /// explicit stack). A value the optimizer created (not a node of the input graph) that is
-    /// non-finite where all its inputs are finite is refused ([`LowerError::NonFinite`]): the fold
+    /// non-finite where all its inputs are finite, or NaN where none of them is, is refused ([`LowerError::NonFinite`]): the fold
     /// overflowed, and the caller extracts again without that node.
     fn eval_constant(&mut self, root: Id) -> Result<Arc<Tensor>, LowerError> {
         let root = self.eg.find(root);
@@ -587,7 +593,12 @@ impl<'a> Lowering<'a> {
             _ => return Err(fail(format!("cannot evaluate {op} at compile time")).into()),
         };
         let created = !self.survivors.contains_key(&node.clone().map_children(|c| self.eg.find(c)));
-        if created && refs.iter().all(|t| all_finite(t)) && !outs.iter().all(all_finite) {
+        // Overflow from finite values, or a NaN from none: 0·inf in a folded weight (a zero scale
+        // moved into a weight holding −inf) is NaN where the input program computed 1·(−inf) + 0
+        // (difftest seed 80098812).
+        let overflowed = refs.iter().all(|t| all_finite(t)) && !outs.iter().all(all_finite);
+        let made_nan = refs.iter().all(|t| no_nan(t)) && !outs.iter().all(no_nan);
+        if created && (overflowed || made_nan) {
             return Err(LowerError::NonFinite { class, node: node.clone() });
         }
         if let KOp::Ir(ir) = op

@@ -106,8 +106,28 @@ enum Rhs {
 ///   ([`crate::analysis::Data::origin`]), so that new nodes can be named after the ones they replace;
 /// - refuses the union when the new term's types differ from the matched e-class's (a rule whose
 ///   condition missed a broadcast or a shape): such a union would merge different tensors. The
-///   refusal is counted in [`KilnAnalysis::refused`] so that tests can insist on none.
-pub struct KApplier(Rhs);
+///   refusal is counted in [`KilnAnalysis::refused`] so that tests can insist on none;
+/// - refuses a match that binds a constant holding an infinity or a NaN
+///   ([`crate::analysis::Data::nonfinite`]), except in the rules of [`NONFINITE_SAFE`]. The rules'
+///   algebra holds over the reals, not over IEEE infinities: (x·0 + c)·W = x·(0·W) + c·W is NaN
+///   where W holds −inf and the left side is −inf (difftest seed 80098812).
+pub struct KApplier {
+    rhs: Rhs,
+    /// The left-hand side's variables, whose classes are checked for non-finite constants.
+    lhs_vars: Vec<Var>,
+    nonfinite_safe: bool,
+}
+
+/// Rules that are exact for any constant, infinite or NaN: masks of −inf are what attention and
+/// masked softmax are written with.
+const NONFINITE_SAFE: &[&str] =
+    &["masked-softmax", "attention-scaled-bias", "attention-scaled", "attention-bias", "attention", "identity"];
+
+impl KApplier {
+    fn new(name: &str, searcher: &Pattern<Kiln>, rhs: Rhs) -> KApplier {
+        KApplier { rhs, lhs_vars: searcher.vars(), nonfinite_safe: NONFINITE_SAFE.contains(&name) }
+    }
+}
 
 /// The most e-nodes one application of any rule may add: every right-hand side is a handful of
 /// terms (at most 12 measured over the passes test suite, by `affine-affine`: constants, their
@@ -117,7 +137,12 @@ pub const MAX_NODES_PER_APPLICATION: usize = 64;
 
 impl KApplier {
     fn build(&self, egraph: &mut KGraph, eclass: Id, subst: &Subst) -> Option<Id> {
-        match &self.0 {
+        if !self.nonfinite_safe
+            && self.lhs_vars.iter().any(|&v| subst.get(v).is_some_and(|&c| egraph[c].data.nonfinite))
+        {
+            return None;
+        }
+        match &self.rhs {
             Rhs::Pattern(pattern, cond) => {
                 if cond.as_ref().is_some_and(|c| !c.check(egraph, eclass, subst)) {
                     return None;
@@ -168,7 +193,7 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
     }
 
     fn vars(&self) -> Vec<Var> {
-        match &self.0 {
+        match &self.rhs {
             Rhs::Pattern(p, cond) => {
                 let mut vars = p.vars();
                 vars.extend(cond.iter().flat_map(|c| c.vars()));
@@ -183,13 +208,15 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
 pub fn pattern_rule(name: &str, lhs: &str, rhs: &str, cond: Option<KCondition>) -> KRewrite {
     let searcher: Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
     let applier: Pattern<Kiln> = rhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
-    Rewrite::new(name, searcher, KApplier(Rhs::Pattern(applier, cond))).unwrap_or_else(|e| panic!("rule {name}: {e}"))
+    let applier = KApplier::new(name, &searcher, Rhs::Pattern(applier, cond));
+    Rewrite::new(name, searcher, applier).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
 /// A rule from a pattern and a named right-hand-side function.
 pub fn fn_rule(name: &str, lhs: &str, rhs: fn(&mut KGraph, Id, &Subst) -> Option<Id>) -> KRewrite {
     let searcher: Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
-    Rewrite::new(name, searcher, KApplier(Rhs::Fn(rhs))).unwrap_or_else(|e| panic!("rule {name}: {e}"))
+    let applier = KApplier::new(name, &searcher, Rhs::Fn(rhs));
+    Rewrite::new(name, searcher, applier).unwrap_or_else(|e| panic!("rule {name}: {e}"))
 }
 
 // ---- small helpers for right-hand sides and conditions ----
