@@ -772,7 +772,11 @@ impl Executable {
                     let out = std::slice::from_raw_parts_mut(out, r * dv);
                     let inv = std::slice::from_raw_parts(inv, r);
                     for (row, &k) in out.chunks_exact_mut(dv).zip(inv) {
-                        row.iter_mut().for_each(|x| *x *= k);
+                        if spec.nan_to_zero && k.is_nan() {
+                            row.fill(0.0);
+                        } else {
+                            row.iter_mut().for_each(|x| *x *= k);
+                        }
                     }
                 }
             }

@@ -91,7 +91,7 @@ fn attention_spec(
         spec.input("bias", bias_tensor(&bs, bias_form == 2, rng));
         ins.push("bias");
     }
-    spec.node("att", Op::Attention { scale }, &ins, &["y"]).output("y");
+    spec.node("att", Op::Attention { scale, nan_to_zero: false }, &ins, &["y"]).output("y");
     spec
 }
 
@@ -158,7 +158,7 @@ fn chunk_causal_mask() {
         .input("kt", rng.tensor(&[2, 16, lk], -1.0, 1.0))
         .input("v", rng.tensor(&[2, lk, 8], -1.0, 1.0))
         .weight("mask", Tensor::from_f32(vec![lq, lk], mask).unwrap())
-        .node("att", Op::Attention { scale: 0.25 }, &["q", "kt", "v", "mask"], &["y"])
+        .node("att", Op::Attention { scale: 0.25, nan_to_zero: false }, &["q", "kt", "v", "mask"], &["y"])
         .output("y");
     for threads in [1, 2] {
         let exe = check_with(&spec, tol(lk), &opts(threads, SoftmaxAlgo::TwoPass));
@@ -178,7 +178,7 @@ fn vector_q_or_kt_keeps_the_unblocked_plan() {
         .input("kt", rng.tensor(&[3, 6, 5], -1.0, 1.0))
         .input("v", rng.tensor(&[5, 4], -1.0, 1.0))
         .input("bias", rng.tensor(&[5], -1.0, 1.0))
-        .node("att", Op::Attention { scale: 0.5 }, &["q", "kt", "v", "bias"], &["y"])
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: false }, &["q", "kt", "v", "bias"], &["y"])
         .output("y");
     let exe = check_with(&spec, tol(5), &opts(2, SoftmaxAlgo::TwoPass));
     assert_eq!(steps(&exe), 4, "{}", exe.schedule_text());
@@ -186,7 +186,7 @@ fn vector_q_or_kt_keeps_the_unblocked_plan() {
     spec.input("q", rng.tensor(&[2, 7, 6], -1.0, 1.0))
         .input("kt", rng.tensor(&[6], -1.0, 1.0))
         .input("v", rng.tensor(&[7, 3], -1.0, 1.0))
-        .node("att", Op::Attention { scale: 0.5 }, &["q", "kt", "v"], &["y"])
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: false }, &["q", "kt", "v"], &["y"])
         .output("y");
     let exe = check_with(&spec, tol(7), &opts(1, SoftmaxAlgo::TwoPass));
     assert_eq!(steps(&exe), 4, "{}", exe.schedule_text());
@@ -210,7 +210,7 @@ fn fully_masked_rows_follow_the_softmax_algorithm() {
         .input("kt", kt.clone())
         .input("v", v.clone())
         .input("bias", bias.clone())
-        .node("att", Op::Attention { scale: 0.5 }, &["q", "kt", "v", "bias"], &["y"])
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: false }, &["q", "kt", "v", "bias"], &["y"])
         .output("y");
     let mut plain = Spec::new();
     plain
@@ -261,10 +261,61 @@ fn nan_scores_poison_their_row_only() {
         .input("kt", rng.tensor(&[2, 6, lk], -1.0, 1.0))
         .weight("v", rng.tensor(&[lk, 5], -1.0, 1.0))
         .input("bias", Tensor::from_f32(vec![lq, lk], b).unwrap())
-        .node("att", Op::Attention { scale: 0.3 }, &["q", "kt", "v", "bias"], &["y"])
+        .node("att", Op::Attention { scale: 0.3, nan_to_zero: false }, &["q", "kt", "v", "bias"], &["y"])
         .output("y");
     for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
         // check_with requires NaN exactly where the reference has NaN.
         check_with(&spec, tol(lk), &opts(2, algo));
+    }
+}
+
+/// `nan_to_zero` (torch's exported attention, Where(IsNaN(P), 0, P)·V): a fully masked row and a
+/// row with a NaN score give zeros, as the reference does; other rows of the block are ordinary.
+/// Blocked (3-D Q) and unblocked (1-D Q) plans, at 1 and 2 threads. Not under TwoPass, whose
+/// fully masked rows are uniform weights rather than NaN (see the test above), so that the guard
+/// never fires there, fused or not.
+#[test]
+fn nan_to_zero_gives_zero_rows_where_the_probabilities_are_nan() {
+    let (lq, lk) = (9, 37);
+    let mut rng = XRng(21);
+    let mut b = rng.tensor(&[lq, lk], -1.0, 1.0).as_f32().unwrap().to_vec();
+    b[2 * lk..3 * lk].fill(f32::NEG_INFINITY);
+    b[6 * lk + 11] = f32::NAN;
+    let bias = Tensor::from_f32(vec![lq, lk], b).unwrap();
+    let mut spec = Spec::new();
+    spec.input("q", rng.tensor(&[2, lq, 6], -1.0, 1.0))
+        .input("kt", rng.tensor(&[2, 6, lk], -1.0, 1.0))
+        .input("v", rng.tensor(&[2, lk, 5], -1.0, 1.0))
+        .input("bias", bias)
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: true }, &["q", "kt", "v", "bias"], &["y"])
+        .output("y");
+    let mut vector = Spec::new();
+    let mut b1 = rng.tensor(&[lk], -1.0, 1.0).as_f32().unwrap().to_vec();
+    b1.fill(f32::NEG_INFINITY);
+    vector
+        .input("q", rng.tensor(&[6], -1.0, 1.0))
+        .input("kt", rng.tensor(&[3, 6, lk], -1.0, 1.0))
+        .input("v", rng.tensor(&[lk, 4], -1.0, 1.0))
+        .input("bias", Tensor::from_f32(vec![lk], b1).unwrap())
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: true }, &["q", "kt", "v", "bias"], &["y"])
+        .output("y");
+    for algo in [SoftmaxAlgo::ThreePass, SoftmaxAlgo::ThreePassStored, SoftmaxAlgo::Simd] {
+        for threads in [1, 2] {
+            let exe = check_with(&spec, tol(lk), &opts(threads, algo));
+            let (g, _) = spec.build();
+            let ins = kiln_ir::eval::check_inputs(&g, &spec.inputs).unwrap();
+            let y = exe.run(&ins).unwrap().remove(0);
+            let y = y.as_f32().unwrap();
+            for batch in 0..2 {
+                for row in [2, 6] {
+                    let r = &y[(batch * lq + row) * 5..(batch * lq + row + 1) * 5];
+                    assert!(r.iter().all(|&x| x == 0.0), "{algo:?} t{threads} row {row}: {r:?}");
+                }
+                let ordinary = &y[(batch * lq) * 5..(batch * lq + 1) * 5];
+                assert!(ordinary.iter().all(|x| x.is_finite() && *x != 0.0), "{ordinary:?}");
+            }
+            let exe = check_with(&vector, tol(lk), &opts(threads, algo));
+            assert_eq!(steps(&exe), 5, "{}", exe.schedule_text());
+        }
     }
 }

@@ -1089,12 +1089,14 @@ impl<'c, C: Source> Gen<'c, C> {
             let kt = self.new_operand(mk(&kb, d, lk));
             let v = self.new_operand(mk(&kb, lk, dv));
             let scale = self.c.pick(&[1.0, 0.125, 0.5]);
+            // torch's exported attention zeroes NaN probabilities (fully masked rows).
+            let nan_to_zero = self.c.chance(40);
             if self.c.chance(50) {
                 let bs = self.broadcast_within(&mk(&batch, lq, lk));
                 let bias = self.new_operand(bs);
-                self.emit1(Op::Attention { scale }, &[&q, &kt, &v, &bias], false)
+                self.emit1(Op::Attention { scale, nan_to_zero }, &[&q, &kt, &v, &bias], false)
             } else {
-                self.emit1(Op::Attention { scale }, &[&q, &kt, &v], false)
+                self.emit1(Op::Attention { scale, nan_to_zero }, &[&q, &kt, &v], false)
             }
         }
     }

@@ -493,8 +493,12 @@ pub enum Op {
     /// kiln: fused attention softmax(scale·Q·Kt + bias)·V (inputs Q [.., Lq, d], Kt [.., d, Lk],
     /// V [.., Lk, dv], optional bias broadcastable to the scores [.., Lq, Lk]; batch axes broadcast
     /// as in MatMul). Kt is K already transposed, as the graphs that compute it hold it.
+    /// `nan_to_zero`: probabilities that are NaN count as 0 (a row whose scores are all −inf
+    /// gives a row of zeros), which is what torch's exported scaled_dot_product_attention writes
+    /// as Where(IsNaN(p), 0, p).
     Attention {
         scale: f32,
+        nan_to_zero: bool,
     },
 }
 
@@ -1147,7 +1151,7 @@ impl Op {
             "EvoNormB0" => Op::EvoNormB0 { epsilon: r.float("epsilon", 1e-3)? },
             "RegionNorm" => Op::RegionNorm { epsilon: r.float("epsilon", 1e-5)? },
             "MaskedSoftmax" => Op::MaskedSoftmax,
-            "Attention" => Op::Attention { scale: r.float("scale", 1.0)? },
+            "Attention" => Op::Attention { scale: r.float("scale", 1.0)?, nan_to_zero: r.bool("nan_to_zero", false)? },
             _ => {
                 let hint = crate::suggest::nearest(name, OP_NAMES.iter().copied())
                     .map(|s| format!(" (did you mean '{s}'?)"))
@@ -1378,7 +1382,10 @@ impl Op {
             Op::EvoNormB0 { epsilon } => w.float("epsilon", *epsilon, 1e-3),
             Op::RegionNorm { epsilon } => w.float("epsilon", *epsilon, 1e-5),
             Op::MaskedSoftmax => {}
-            Op::Attention { scale } => w.float("scale", *scale, 1.0),
+            Op::Attention { scale, nan_to_zero } => {
+                w.float("scale", *scale, 1.0);
+                w.int("nan_to_zero", *nan_to_zero as i64, 0);
+            }
         }
         (self.name(), w.attrs)
     }

@@ -185,7 +185,7 @@ def parse_kir_nodes(text: str) -> dict[str, tuple[str, list[str]]]:
     return nodes
 
 
-FUSED = ["LayerNormalization", "RMSNormalization", "Gelu", "Silu", "HardSwish", "Mish"]
+FUSED = ["LayerNormalization", "RMSNormalization", "Gelu", "Silu", "HardSwish", "Mish", "Attention"]
 
 
 def count_patterns(kiln: str, case_dir: str, timeout: int) -> dict:
@@ -210,8 +210,27 @@ def count_patterns(kiln: str, case_dir: str, timeout: int) -> dict:
         if op == "Tanh" and args and op_of(args[0]) == "Mul" and any(
                 op_of(a) == "Add" for a in nodes[args[0]][1]):
             gelus += 1
+    # Attention left in primitives: a Softmax over scores that come from a MatMul (through
+    # scaling, bias adds and reshapes) whose probabilities (through a NaN guard) feed a MatMul.
+    consumers = {}
+    for out, (op, args) in nodes.items():
+        for a in args:
+            consumers.setdefault(a, []).append((out, op))
+    attention = 0
+    for out, (op, args) in nodes.items():
+        if op != "Softmax" or not args:
+            continue
+        src, hops = args[0], 0
+        while op_of(src) in ("Add", "Mul", "Div", "Reshape") and hops < 6:
+            src, hops = nodes[src][1][0], hops + 1
+        if op_of(src) != "MatMul":
+            continue
+        uses = [out] + [o for o, op in consumers.get(out, []) if op == "Where"]
+        if any(op == "MatMul" for u in uses for _, op in consumers.get(u, [])):
+            attention += 1
     counts["norm_left"] = norms
     counts["gelu_left"] = gelus
+    counts["attention_left"] = attention
     counts["ops"] = len(nodes)
     return counts
 
@@ -386,7 +405,7 @@ def main() -> int:
             print(f"{case:32} note: ORT differs from the shipped output by {result['ort_vs_shipped']:.1e}")
 
     if args.count:
-        left = sum(r["counts"].get("norm_left", 0) + r["counts"].get("gelu_left", 0) for r in results)
+        left = sum(r["counts"].get(k, 0) for r in results for k in ("norm_left", "gelu_left", "attention_left"))
         print(f"\npatterns left in primitives over {len(results)} cases: {left}")
         if args.json:
             with open(args.json, "w") as fh:

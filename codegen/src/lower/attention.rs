@@ -11,7 +11,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     let name = node.name.clone();
     match op {
         Op::MaskedSoftmax => lower_masked_softmax(cx, id),
-        Op::Attention { scale } => lower_attention(cx, id, *scale),
+        Op::Attention { scale, nan_to_zero } => lower_attention(cx, id, *scale, *nan_to_zero),
         _ => Err(internal(&name, format!("{} is not lowered by this family", op.name()))),
     }
 }
@@ -32,6 +32,9 @@ pub struct AttentionSpec {
     /// so results do not depend on how blocks are spread over threads.
     pub block: usize,
     pub scale: f32,
+    /// A row whose probabilities are NaN (1/ΣE is NaN: all scores −inf, or a NaN score, which
+    /// makes every probability of the row NaN) is written as zeros (`Op::Attention::nan_to_zero`).
+    pub nan_to_zero: bool,
     /// Per output batch: element offsets of its Q, Kt, V and bias matrices (batch broadcast
     /// resolved); the output matrix of batch i is at i·lq·dv.
     pub batches: Vec<[usize; 4]>,
@@ -147,7 +150,7 @@ pub(crate) fn attention_block(lq: usize, lk: usize) -> usize {
 /// Attention as one blocked step ([`AttentionSpec`]) whenever Q and Kt are at least matrices, so
 /// each batch has its own [Lq, Lk] scores. A 1-D Q or Kt makes numpy matmul drop an axis and the
 /// scores' rows are no longer (batch, query) pairs; those rare forms keep the unblocked plan.
-pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
+pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32, nan_to_zero: bool) -> Result<(), Error> {
     let graph = cx.graph;
     let name = graph.node(id).name.clone();
     let ins = graph.node_inputs(id);
@@ -159,7 +162,7 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<()
         return Err(excluded("Attention", &name, "fewer than 3 inputs"));
     }
     if tys[0].rank() < 2 || tys[1].rank() < 2 || tys[2].rank() == 0 {
-        return lower_attention_unblocked(cx, id, scale);
+        return lower_attention_unblocked(cx, id, scale, nan_to_zero);
     }
     let bad = |why: String| internal(&name, format!("attention shapes: {why}"));
     let (q, kt, v) = (&tys[0].shape, &tys[1].shape, &tys[2].shape);
@@ -245,6 +248,7 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<()
         dv,
         block,
         scale,
+        nan_to_zero,
         batches,
         bias_row_stride: if brows == 1 { 0 } else { bcols },
         v_rs: if v.len() == 1 { 1 } else { dv },
@@ -265,7 +269,7 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<()
 /// Attention as GEMM (Q·Kt), a generated ·scale + bias kernel (in place), the softmax row kernel,
 /// and GEMM (·V): four steps over the full score matrix, for the forms [`lower_attention`] does
 /// not block.
-pub(super) fn lower_attention_unblocked(cx: &mut Ctx, id: NodeId, scale: f32) -> Result<(), Error> {
+pub(super) fn lower_attention_unblocked(cx: &mut Ctx, id: NodeId, scale: f32, nan_to_zero: bool) -> Result<(), Error> {
     let graph = cx.graph;
     let name = graph.node(id).name.clone();
     let ins = graph.node_inputs(id);
@@ -318,6 +322,15 @@ pub(super) fn lower_attention_unblocked(cx: &mut Ctx, id: NodeId, scale: f32) ->
     let p_buf = cx.new_buf(&scores);
     let total = scores.num_elements();
     cx.kernel_step(&format!("{name} (softmax)"), sname, total / lk, total, vec![p_buf, s_buf]);
+    if nan_to_zero {
+        // p = p == p ? p : 0, in place.
+        let nodes =
+            vec![Expr::Leaf(0), Expr::Binary(kiln_ir::BinaryOp::Equal, 0, 0), Expr::Const(0.0), Expr::Where(1, 0, 2)];
+        let fused = Fused { nodes, out_shape: scores.shape.clone(), leaf_shapes: vec![scores.shape.clone()] };
+        let zname = cx.kname(&name, "attn_nan_to_zero");
+        let lay = elementwise_kernels::define(cx.jit, &zname, &fused).map_err(|e| internal(&name, e))?;
+        cx.kernel_step(&format!("{name} (NaN → 0)"), zname, lay.rows(), total, vec![p_buf, p_buf]);
+    }
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: format!("{name} (·V)"),

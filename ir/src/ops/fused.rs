@@ -74,14 +74,19 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
             }
             Ok(vec![Tensor::from_f32(x.shape().to_vec(), out)?])
         }
-        Op::Attention { scale } => {
+        Op::Attention { scale, nan_to_zero } => {
             let scores = Op::MatMul.eval(&[inputs[0], inputs[1]])?.remove(0);
             let scale = Tensor::scalar_f32(*scale);
             let mut scores = Op::Binary(BinaryOp::Mul).eval(&[&scores, &scale])?.remove(0);
             if let Some(bias) = inputs.get(3) {
                 scores = Op::Binary(BinaryOp::Add).eval(&[&scores, bias])?.remove(0);
             }
-            let probs = Op::Softmax { axis: -1 }.eval(&[&scores])?.remove(0);
+            let mut probs = Op::Softmax { axis: -1 }.eval(&[&scores])?.remove(0);
+            if *nan_to_zero {
+                let shape = probs.shape().to_vec();
+                let p = probs.as_f32().map(|p| p.iter().map(|&x| if x.is_nan() { 0.0 } else { x }).collect());
+                probs = Tensor::from_f32(shape, p.unwrap_or_default())?;
+            }
             Op::MatMul.eval(&[&probs, inputs[2]])
         }
         _ => Err(not_in_family(op)),
@@ -128,9 +133,9 @@ mod tests {
         let q = TensorType::f32([2, 4, 8]);
         let kt = TensorType::f32([2, 8, 6]);
         let v = TensorType::f32([2, 6, 5]);
-        let out = Op::Attention { scale: 0.5 }.infer(&[&q, &kt, &v]).unwrap();
+        let out = Op::Attention { scale: 0.5, nan_to_zero: false }.infer(&[&q, &kt, &v]).unwrap();
         assert_eq!(out, vec![TensorType::f32([2, 4, 5])]);
         let too_big_bias = TensorType::f32([3, 4, 6]);
-        assert!(Op::Attention { scale: 0.5 }.infer(&[&q, &kt, &v, &too_big_bias]).is_err());
+        assert!(Op::Attention { scale: 0.5, nan_to_zero: false }.infer(&[&q, &kt, &v, &too_big_bias]).is_err());
     }
 }

@@ -120,8 +120,18 @@ pub struct KApplier {
 
 /// Rules that are exact for any constant, infinite or NaN: masks of −inf are what attention and
 /// masked softmax are written with.
-const NONFINITE_SAFE: &[&str] =
-    &["masked-softmax", "attention-scaled-bias", "attention-scaled", "attention-bias", "attention", "identity"];
+const NONFINITE_SAFE: &[&str] = &[
+    "masked-softmax",
+    "attention-scaled-bias",
+    "attention-scaled",
+    "attention-bias",
+    "attention",
+    "attention-nan-scaled-bias",
+    "attention-nan-scaled",
+    "attention-nan-bias",
+    "attention-nan",
+    "identity",
+];
 
 impl KApplier {
     fn new(name: &str, searcher: &Pattern<Kiln>, rhs: Rhs) -> KApplier {
