@@ -4,8 +4,9 @@
 
 Three ONNX models, each run through `kiln.InferenceSession` and `onnxruntime.InferenceSession` with
 the same inputs: `add_1` (one Add on one float: the call itself, i.e. the per-call overhead),
-`graph_transformer` (the zoo's tiny model, models/onnx/) and `mlp_4x2048` (a large model: four
-2048x2048 MatMul+Relu layers, 64 MiB of weights, batch 1). Each: 20 warm-up calls, then timed
+`graph_transformer` (the zoo's tiny model, models/onnx/), `mlp_4x2048` (a large model: four
+2048x2048 MatMul+Relu layers, 64 MiB of weights, batch 1) and `relu_4m` (one Relu on 16 MiB in and
+16 MiB out: what per-call copies of inputs or outputs would cost). Each: 20 warm-up calls, then timed
 calls in rounds; prints the median and p10 per call in microseconds and the kiln/onnxruntime ratio.
 """
 
@@ -44,7 +45,9 @@ def make_models(out):
         nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}" if i < 3 else "y"]))
         prev = f"r{i}"
     mlp = save("mlp_4x2048", nodes, [vi("x", [1, 2048])], [vi("y", [1, 2048])], inits)
-    return [("add_1", add), ("graph_transformer", None), ("mlp_4x2048", mlp)]
+    # Large inputs and outputs, little compute: what a copy of either per call would cost.
+    relu = save("relu_4m", [helper.make_node("Relu", ["x"], ["y"])], [vi("x", [1024, 4096])], [vi("y", [1024, 4096])], [])
+    return [("add_1", add), ("graph_transformer", None), ("mlp_4x2048", mlp), ("relu_4m", relu)]
 
 
 def feeds_for(session, repo, name):
@@ -87,7 +90,7 @@ def main():
     print(f"{'model':20} {'kiln median':>12} {'ort median':>12} {'kiln p10':>10} {'ort p10':>10} {'kiln/ort':>9}")
     for name, path in models:
         path = path or os.path.join(repo, "models", "onnx", name + ".onnx")
-        calls = 300 if name == "mlp_4x2048" else 3000
+        calls = 300 if name in ("mlp_4x2048", "relu_4m") else 3000
         ks = kiln.InferenceSession(path, threads=args.threads)
         os_ = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         feed = feeds_for(os_, repo, name)

@@ -371,26 +371,26 @@ impl CompiledModel {
         for &id in graph.inputs() {
             let info = &graph.node(id).outputs[0];
             let mut found = inputs.iter().filter(|(n, _)| *n == info.name);
+            // Input errors are ErrorKind::Input with `CompiledModel::run`'s messages.
+            let input_error =
+                |message: String| Error::new(format!("input '{}'", info.name), message).with_kind(ErrorKind::Input);
             let Some(&(_, t)) = found.next() else {
-                return Err(Error::new(format!("input '{}'", info.name), format!("is missing (expected {})", info.ty)));
+                return Err(input_error(format!("is missing (expected {})", info.ty)));
             };
             if found.next().is_some() {
-                return Err(Error::new(format!("input '{}'", info.name), "is given twice"));
+                return Err(input_error("is given twice".to_string()));
             }
-            if t.data.dtype() != info.ty.dtype
-                || t.shape != info.ty.shape.as_slice()
-                || t.data.len() != info.ty.num_elements()
-            {
-                return Err(Error::new(
-                    format!("input '{}'", info.name),
-                    format!(
-                        "expected {} but was given {:?} data of {} elements with shape {:?}",
-                        info.ty,
-                        t.data.dtype(),
-                        t.data.len(),
-                        t.shape
-                    ),
-                ));
+            let given = TensorType { dtype: t.data.dtype(), shape: t.shape.to_vec() };
+            if t.data.len() != given.num_elements() {
+                return Err(input_error(format!(
+                    "expected {} but was given {} elements of data with shape {:?}",
+                    info.ty,
+                    t.data.len(),
+                    t.shape
+                )));
+            }
+            if given != info.ty {
+                return Err(input_error(format!("expected {} but was given {given}", info.ty)));
             }
             ordered.push(t);
         }
@@ -401,7 +401,8 @@ impl CompiledModel {
             return Err(Error::new(
                 format!("input '{name}'"),
                 format!("is not an input of the model (inputs: {})", known.join(", ")),
-            ));
+            )
+            .with_kind(ErrorKind::Input));
         }
         let out_values = graph.outputs();
         if outputs.len() != out_values.len() {

@@ -85,15 +85,23 @@ impl Session {
 
     /// The compiled model for these inputs' shapes (compiled now if not cached).
     pub fn compiled_for(&self, inputs: &[(String, Tensor)]) -> Result<Arc<CompiledModel>, Error> {
+        let shapes: Vec<(&str, &[usize])> = inputs.iter().map(|(n, t)| (n.as_str(), t.shape())).collect();
+        self.compiled_for_shapes(&shapes)
+    }
+
+    /// [`Session::compiled_for`] from the inputs' shapes alone, by name (for callers that hold
+    /// borrowed data, such as [`CompiledModel::run_into`]'s).
+    pub fn compiled_for_shapes(&self, shapes: &[(&str, &[usize])]) -> Result<Arc<CompiledModel>, Error> {
         let mut key = ShapeKey::new();
         for name in &self.dynamic {
-            let tensor = inputs.iter().find(|(n, _)| n == name).map(|(_, t)| t).ok_or_else(|| {
+            let shape = shapes.iter().find(|(n, _)| n == name).map(|(_, s)| *s).ok_or_else(|| {
                 Error::new(
                     format!("input '{name}'"),
                     "is not given (it has dynamic dimensions, so its shape picks the compiled model)",
                 )
+                .with_kind(crate::ErrorKind::Input)
             })?;
-            key.push((name.clone(), tensor.shape().to_vec()));
+            key.push((name.clone(), shape.to_vec()));
         }
         if let Some(hit) = self.lookup(&key) {
             return Ok(hit);
@@ -120,6 +128,12 @@ impl Session {
         let hit = Arc::clone(&entry.1);
         cache.push(entry);
         Some(hit)
+    }
+
+    /// The inputs with a dynamic dimension, whose shapes pick the compiled model (empty: one
+    /// compiled model serves every run).
+    pub fn dynamic_inputs(&self) -> &[String] {
+        &self.dynamic
     }
 
     /// The most compiled shape sets kept.

@@ -21,13 +21,14 @@ class KilnIOError(KilnError, OSError): ...
 class ResourceLimitError(KilnError, MemoryError): ...
 
 class NodeArg:
-    """An input or output: ``name``, ``shape`` (static), ``type`` ("tensor(float)", "tensor(int64)",
+    """An input or output: ``name``, ``shape`` (ints; a dynamic ONNX dimension is its name, or None),
+    ``type`` ("tensor(float)", "tensor(int64)",
     "tensor(bool)") and ``dtype`` (the numpy dtype name)."""
 
     @property
     def name(self) -> str: ...
     @property
-    def shape(self) -> List[int]: ...
+    def shape(self) -> List[Union[int, str, None]]: ...
     @property
     def type(self) -> str: ...
     @property
@@ -52,7 +53,8 @@ class Model:
     def ir(self) -> str: ...
 
 class InferenceSession:
-    """A drop-in for ``onnxruntime.InferenceSession``."""
+    """A drop-in for ``onnxruntime.InferenceSession``. A model with dynamic dimensions compiles on
+    the first run with each distinct set of input shapes (up to 8 kept, least recently used dropped)."""
 
     def __init__(
         self,

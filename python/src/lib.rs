@@ -4,9 +4,16 @@
 //! Every call that compiles or runs releases the GIL; the wrapped `kiln::CompiledModel` is
 //! `Send + Sync`, so one session serves many Python threads at once.
 
-use kiln::{Backend, CompiledModel, DType, ErrorKind, OptLevel, Options, Tensor, TensorData, TensorType};
+use kiln::frontends::onnx::{Dim, Port};
+use kiln::{
+    Backend, CompiledModel, DType, DataMut, DataRef, ErrorKind, OptLevel, Options, Session, Tensor, TensorData,
+    TensorRef, TensorType,
+};
 use numpy::ndarray::{ArrayD, IxDyn};
-use numpy::{IntoPyArray, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
+use numpy::{
+    IntoPyArray, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray,
+    PyUntypedArrayMethods,
+};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyType};
@@ -66,39 +73,131 @@ fn numpy_dtype(dtype: DType) -> &'static str {
     }
 }
 
-/// A model input or output as onnxruntime's `NodeArg`: `.name`, `.shape` (a list of ints: kiln's
-/// shapes are static), `.type` (`"tensor(float)"`, `"tensor(int64)"` or `"tensor(bool)"`).
+/// One dimension of a declared shape: a number, or (ONNX dynamic dimensions) a name or unknown.
+#[derive(Clone)]
+enum ShapeDim {
+    Fixed(usize),
+    Named(String),
+    Unknown,
+}
+
+/// A model input or output as onnxruntime's `NodeArg`: `.name`, `.shape` (a list: ints, and for a
+/// dynamic ONNX dimension its name as a str, or None if it has none), `.type` (`"tensor(float)"`,
+/// `"tensor(int64)"` or `"tensor(bool)"`).
 #[pyclass(frozen, module = "kiln", name = "NodeArg")]
 struct NodeArg {
     #[pyo3(get)]
     name: String,
-    #[pyo3(get)]
-    shape: Vec<usize>,
+    dims: Vec<ShapeDim>,
     #[pyo3(get, name = "type")]
-    type_: &'static str,
+    type_: String,
     /// The numpy dtype name (`"float32"`, `"int64"` or `"bool"`).
     #[pyo3(get)]
-    dtype: &'static str,
+    dtype: String,
 }
 
 #[pymethods]
 impl NodeArg {
+    /// The shape: a list of ints, with a str (the dimension's name) or None for a dynamic one.
+    #[getter]
+    fn shape<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for d in &self.dims {
+            match d {
+                ShapeDim::Fixed(n) => list.append(n)?,
+                ShapeDim::Named(s) => list.append(s)?,
+                ShapeDim::Unknown => list.append(py.None())?,
+            }
+        }
+        Ok(list)
+    }
+
     fn __repr__(&self) -> String {
-        format!("NodeArg(name={:?}, type={:?}, shape={:?})", self.name, self.type_, self.shape)
+        let dims: Vec<String> = self
+            .dims
+            .iter()
+            .map(|d| match d {
+                ShapeDim::Fixed(n) => n.to_string(),
+                ShapeDim::Named(s) => format!("{s:?}"),
+                ShapeDim::Unknown => "None".to_string(),
+            })
+            .collect();
+        format!("NodeArg(name={:?}, type={:?}, shape=[{}])", self.name, self.type_, dims.join(", "))
     }
 }
 
 fn node_arg(name: &str, ty: &TensorType) -> NodeArg {
-    NodeArg { name: name.to_string(), shape: ty.shape.clone(), type_: ort_type(ty.dtype), dtype: numpy_dtype(ty.dtype) }
+    NodeArg {
+        name: name.to_string(),
+        dims: ty.shape.iter().map(|&n| ShapeDim::Fixed(n)).collect(),
+        type_: ort_type(ty.dtype).to_string(),
+        dtype: numpy_dtype(ty.dtype).to_string(),
+    }
 }
 
-/// Converts one input value to a tensor of the expected element type. A C-contiguous array of that
-/// type is read directly; another array (or a list, a scalar) is converted by numpy when the cast is
-/// "same_kind" (float64 → float32, int32 → int64), and refused with a TypeError otherwise. The shape
-/// is checked by kiln itself when the model runs (an InputError with the CLI's message).
-fn input_tensor(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>, expected: Option<DType>) -> PyResult<Tensor> {
-    if let Some(tensor) = read_array(value, expected)? {
-        return Ok(tensor);
+/// A declared ONNX input or output, with its dynamic dimensions as names (`kiln inspect`'s view).
+fn port_arg(port: &Port) -> NodeArg {
+    let (type_, dtype) = match &port.dtype {
+        Ok(dtype) => (ort_type(*dtype).to_string(), numpy_dtype(*dtype).to_string()),
+        Err(other) => (format!("tensor({other})"), other.clone()),
+    };
+    let dims = port
+        .dims
+        .iter()
+        .flatten()
+        .map(|d| match d {
+            Dim::Fixed(n) => ShapeDim::Fixed(*n),
+            Dim::Named(s) => ShapeDim::Named(s.clone()),
+            Dim::Unknown => ShapeDim::Unknown,
+        })
+        .collect();
+    NodeArg { name: port.name.clone(), dims, type_, dtype }
+}
+
+/// An input array held for one run: C-contiguous, of one of kiln's element types, borrowed
+/// read-only (rust-numpy's borrow flag) for as long as kiln reads it with the GIL released.
+enum Held<'py> {
+    F32(PyReadonlyArrayDyn<'py, f32>),
+    I64(PyReadonlyArrayDyn<'py, i64>),
+    Bool(PyReadonlyArrayDyn<'py, bool>),
+}
+
+impl Held<'_> {
+    /// The borrowed tensor: numpy's own buffer, not a copy.
+    fn view(&self) -> PyResult<TensorRef<'_>> {
+        let not_contiguous = |e: numpy::NotContiguousError| PyValueError::new_err(e.to_string());
+        Ok(match self {
+            Held::F32(a) => TensorRef { shape: a.shape(), data: DataRef::F32(a.as_slice().map_err(not_contiguous)?) },
+            Held::I64(a) => TensorRef { shape: a.shape(), data: DataRef::I64(a.as_slice().map_err(not_contiguous)?) },
+            Held::Bool(a) => TensorRef { shape: a.shape(), data: DataRef::Bool(a.as_slice().map_err(not_contiguous)?) },
+        })
+    }
+
+    fn dtype(&self) -> DType {
+        match self {
+            Held::F32(_) => DType::F32,
+            Held::I64(_) => DType::I64,
+            Held::Bool(_) => DType::Bool,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Held::F32(a) => a.shape(),
+            Held::I64(a) => a.shape(),
+            Held::Bool(a) => a.shape(),
+        }
+    }
+}
+
+/// Takes one input value for a run. A C-contiguous numpy array of the expected element type is
+/// borrowed as it is (no copy); another array (or a list, a scalar) is converted by numpy when the
+/// cast is "same_kind" (float64 → float32, int32 → int64), and refused with a TypeError naming the
+/// input, the expected and the given dtype and shape otherwise. The shape is checked by kiln when
+/// the model runs (an InputError with the CLI's message).
+fn hold<'py>(py: Python<'py>, name: &str, value: &Bound<'py, PyAny>, expected: Option<DType>) -> PyResult<Held<'py>> {
+    if let Some(held) = borrow_array(value, expected)? {
+        return Ok(held);
     }
     let np = py.import("numpy")?;
     let array = np.call_method1("asarray", (value,))?;
@@ -117,14 +216,13 @@ fn input_tensor(py: Python<'_>, name: &str, value: &Bound<'_, PyAny>, expected: 
         )));
     }
     let converted = np.call_method1("ascontiguousarray", (&array, target))?;
-    read_array(&converted, expected)?.ok_or_else(|| {
-        PyTypeError::new_err(format!("input '{name}': cannot convert dtype {given_dtype} to {target}"))
-    })
+    borrow_array(&converted, Some(expected.unwrap_or(DType::F32)))?
+        .ok_or_else(|| PyTypeError::new_err(format!("input '{name}': cannot convert dtype {given_dtype} to {target}")))
 }
 
-/// The tensor of a C-contiguous numpy array of the expected element type (any of kiln's when
-/// `expected` is `None`); `None` if the value is not such an array.
-fn read_array(value: &Bound<'_, PyAny>, expected: Option<DType>) -> PyResult<Option<Tensor>> {
+/// The read-only borrow of a C-contiguous numpy array of the expected element type (any of kiln's
+/// when `expected` is `None`); `None` if the value is not such an array.
+fn borrow_array<'py>(value: &Bound<'py, PyAny>, expected: Option<DType>) -> PyResult<Option<Held<'py>>> {
     let Ok(array) = value.cast::<PyUntypedArray>() else {
         return Ok(None);
     };
@@ -132,24 +230,36 @@ fn read_array(value: &Bound<'_, PyAny>, expected: Option<DType>) -> PyResult<Opt
         return Ok(None);
     }
     let want = |dtype: DType| expected.is_none_or(|e| e == dtype);
-    let shape = array.shape().to_vec();
-    // One copy into kiln's own tensor, made while the GIL still guards the array.
-    let data = if want(DType::F32)
-        && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'_, f32>>()
-    {
-        TensorData::F32(a.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?.to_vec())
-    } else if want(DType::I64)
-        && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'_, i64>>()
-    {
-        TensorData::I64(a.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?.to_vec())
-    } else if want(DType::Bool)
-        && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'_, bool>>()
-    {
-        TensorData::Bool(a.as_slice().map_err(|e| PyValueError::new_err(e.to_string()))?.to_vec())
-    } else {
-        return Ok(None);
+    // `extract` checks the dtype and takes the shared borrow; a failure means another dtype (or an
+    // array a Rust caller holds mutably), which the caller converts.
+    Ok(
+        if want(DType::F32)
+            && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'py, f32>>()
+        {
+            Some(Held::F32(a))
+        } else if want(DType::I64)
+            && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'py, i64>>()
+        {
+            Some(Held::I64(a))
+        } else if want(DType::Bool)
+            && let Ok(a) = value.extract::<PyReadonlyArrayDyn<'py, bool>>()
+        {
+            Some(Held::Bool(a))
+        } else {
+            None
+        },
+    )
+}
+
+/// An owned copy of a held array (for `summary_line`, which is not on the run path).
+fn owned_tensor(held: &Held<'_>) -> PyResult<Tensor> {
+    let view = held.view()?;
+    let data = match view.data {
+        DataRef::F32(v) => TensorData::F32(v.to_vec()),
+        DataRef::I64(v) => TensorData::I64(v.to_vec()),
+        DataRef::Bool(v) => TensorData::Bool(v.to_vec()),
     };
-    Tensor::new(shape, data).map(Some).map_err(PyValueError::new_err)
+    Tensor::new(view.shape.to_vec(), data).map_err(PyValueError::new_err)
 }
 
 /// A numpy array that owns the tensor's buffer (moved, not copied).
@@ -163,8 +273,95 @@ fn to_numpy<'py>(py: Python<'py>, tensor: Tensor) -> PyResult<Bound<'py, PyAny>>
     })
 }
 
+/// An output array allocated by numpy (so it owns its buffer) and borrowed mutably while kiln
+/// writes into it.
+enum OutBuf<'py> {
+    F32(PyReadwriteArrayDyn<'py, f32>),
+    I64(PyReadwriteArrayDyn<'py, i64>),
+    Bool(PyReadwriteArrayDyn<'py, bool>),
+}
+
+impl<'py> OutBuf<'py> {
+    fn new(py: Python<'py>, ty: &TensorType) -> PyResult<(Bound<'py, PyAny>, OutBuf<'py>)> {
+        let shape = IxDyn(&ty.shape);
+        let busy = |e: numpy::BorrowError| PyValueError::new_err(e.to_string());
+        Ok(match ty.dtype {
+            DType::F32 => {
+                let a = PyArrayDyn::<f32>::zeros(py, shape, false);
+                (a.clone().into_any(), OutBuf::F32(a.try_readwrite().map_err(busy)?))
+            }
+            DType::I64 => {
+                let a = PyArrayDyn::<i64>::zeros(py, shape, false);
+                (a.clone().into_any(), OutBuf::I64(a.try_readwrite().map_err(busy)?))
+            }
+            DType::Bool => {
+                let a = PyArrayDyn::<bool>::zeros(py, shape, false);
+                (a.clone().into_any(), OutBuf::Bool(a.try_readwrite().map_err(busy)?))
+            }
+        })
+    }
+
+    fn data(&mut self) -> PyResult<DataMut<'_>> {
+        let not_contiguous = |e: numpy::NotContiguousError| PyValueError::new_err(e.to_string());
+        Ok(match self {
+            OutBuf::F32(a) => DataMut::F32(a.as_slice_mut().map_err(not_contiguous)?),
+            OutBuf::I64(a) => DataMut::I64(a.as_slice_mut().map_err(not_contiguous)?),
+            OutBuf::Bool(a) => DataMut::Bool(a.as_slice_mut().map_err(not_contiguous)?),
+        })
+    }
+}
+
+/// The held inputs of one run, by name, with their expected element types from `declared`.
+fn hold_feed<'py>(
+    py: Python<'py>,
+    feed: &Bound<'py, PyDict>,
+    declared: &[(String, DType)],
+) -> PyResult<Vec<(String, Held<'py>)>> {
+    let mut held = Vec::with_capacity(feed.len());
+    for (name, value) in feed.iter() {
+        let name: String =
+            name.extract().map_err(|_| PyTypeError::new_err("inputs: keys must be input names (str)"))?;
+        let expected = declared.iter().find(|(n, _)| *n == name).map(|(_, dtype)| *dtype);
+        let array = hold(py, &name, &value, expected)?;
+        held.push((name, array));
+    }
+    Ok(held)
+}
+
+/// Runs `compiled` on held inputs with the GIL released, writing into numpy arrays it allocates
+/// first; returns them in the model's output order.
+fn run_held<'py>(
+    py: Python<'py>,
+    compiled: &CompiledModel,
+    held: &[(String, Held<'py>)],
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let mut views = Vec::with_capacity(held.len());
+    for (name, array) in held {
+        views.push((name.as_str(), array.view()?));
+    }
+    let types = compiled.output_types();
+    let mut arrays = Vec::with_capacity(types.len());
+    let mut bufs = Vec::with_capacity(types.len());
+    for (_, ty) in &types {
+        let (array, buf) = OutBuf::new(py, ty)?;
+        arrays.push(array);
+        bufs.push(buf);
+    }
+    let mut data = Vec::with_capacity(bufs.len());
+    for buf in &mut bufs {
+        data.push(buf.data()?);
+    }
+    py.detach(|| compiled.run_into(&views, &mut data)).or_raise(py)?;
+    Ok(arrays)
+}
+
 /// Compile options from the Python keywords, checked.
-fn options(threads: Option<usize>, opt_level: u8, backend: &str, memory_cap: Option<&Bound<'_, PyAny>>) -> PyResult<Options> {
+fn options(
+    threads: Option<usize>,
+    opt_level: u8,
+    backend: &str,
+    memory_cap: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Options> {
     let opt_level = match opt_level {
         0 => OptLevel::O0,
         1 => OptLevel::O1,
@@ -179,7 +376,13 @@ fn options(threads: Option<usize>, opt_level: u8, backend: &str, memory_cap: Opt
     if threads == Some(0) {
         return Err(PyValueError::new_err("threads must be at least 1 (or None for all cores)"));
     }
-    Ok(Options { backend, opt_level, threads, memory_cap: memory_cap_bytes(memory_cap)?.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP) })
+    Ok(Options {
+        backend,
+        opt_level,
+        threads,
+        memory_cap: memory_cap_bytes(memory_cap)?.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP),
+        ..Options::default()
+    })
 }
 
 /// `memory_cap` as bytes: an int, or a string such as "16GiB" (as `kiln --memory-cap`).
@@ -190,8 +393,9 @@ fn memory_cap_bytes(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<u64>> {
     if let Ok(bytes) = value.extract::<u64>() {
         return Ok(Some(bytes));
     }
-    let text: String =
-        value.extract().map_err(|_| PyTypeError::new_err("memory_cap must be an int (bytes) or a str such as \"16GiB\""))?;
+    let text: String = value
+        .extract()
+        .map_err(|_| PyTypeError::new_err("memory_cap must be an int (bytes) or a str such as \"16GiB\""))?;
     kiln::parse_memory_size(&text).map(Some).map_err(|e| PyValueError::new_err(format!("memory_cap: {e}")))
 }
 
@@ -200,7 +404,8 @@ fn fixed_dims(shapes: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Vec<u
     let mut dims = Vec::new();
     if let Some(shapes) = shapes {
         for (name, shape) in shapes.iter() {
-            let name: String = name.extract().map_err(|_| PyTypeError::new_err("shapes: keys must be input names (str)"))?;
+            let name: String =
+                name.extract().map_err(|_| PyTypeError::new_err("shapes: keys must be input names (str)"))?;
             let shape: Vec<usize> = shape.extract().map_err(|_| {
                 PyTypeError::new_err(format!("shapes['{name}']: expected a sequence of non-negative ints"))
             })?;
@@ -210,7 +415,12 @@ fn fixed_dims(shapes: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, Vec<u
     Ok(dims)
 }
 
-fn load_model(py: Python<'_>, path: PathBuf, shapes: Option<&Bound<'_, PyDict>>, memory_cap: Option<u64>) -> PyResult<kiln::Model> {
+fn load_model(
+    py: Python<'_>,
+    path: PathBuf,
+    shapes: Option<&Bound<'_, PyDict>>,
+    memory_cap: Option<u64>,
+) -> PyResult<kiln::Model> {
     let load = kiln::LoadOptions { fixed_dims: fixed_dims(shapes)?, memory_cap, ..Default::default() };
     py.detach(|| kiln::load_with(&path, &load)).or_raise(py)
 }
@@ -253,23 +463,9 @@ struct PyCompiledModel {
     compiled: Arc<CompiledModel>,
 }
 
-/// Runs `compiled` on a dict of inputs with the GIL released; the outputs in model order.
-fn run_dict(py: Python<'_>, compiled: &CompiledModel, inputs: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Tensor)>> {
-    let declared = compiled.input_types();
-    let mut tensors = Vec::with_capacity(inputs.len());
-    for (name, value) in inputs.iter() {
-        let name: String =
-            name.extract().map_err(|_| PyTypeError::new_err("inputs: keys must be input names (str)"))?;
-        let expected = declared.iter().find(|(n, _)| *n == name).map(|(_, ty)| ty.dtype);
-        let tensor = input_tensor(py, &name, &value, expected)?;
-        tensors.push((name, tensor));
-    }
-    py.detach(|| compiled.run(&tensors)).or_raise(py)
-}
-
-fn output_types(compiled: &CompiledModel) -> Vec<(String, TensorType)> {
-    let graph = compiled.graph();
-    graph.outputs().iter().map(|&v| (graph.value_name(v).to_string(), graph.value_type(v).clone())).collect()
+/// The declared inputs' element types, by name.
+fn declared_dtypes(compiled: &CompiledModel) -> Vec<(String, DType)> {
+    compiled.input_types().into_iter().map(|(n, ty)| (n, ty.dtype)).collect()
 }
 
 #[pymethods]
@@ -277,10 +473,11 @@ impl PyCompiledModel {
     /// Runs the model: `inputs` maps each input name to a numpy array; returns {output name: array}
     /// in the model's output order.
     fn run<'py>(&self, py: Python<'py>, inputs: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyDict>> {
-        let outputs = run_dict(py, &self.compiled, inputs)?;
+        let held = hold_feed(py, inputs, &declared_dtypes(&self.compiled))?;
+        let arrays = run_held(py, &self.compiled, &held)?;
         let dict = PyDict::new(py);
-        for (name, tensor) in outputs {
-            dict.set_item(name, to_numpy(py, tensor)?)?;
+        for ((name, _), array) in self.compiled.output_types().into_iter().zip(arrays) {
+            dict.set_item(name, array)?;
         }
         Ok(dict)
     }
@@ -292,7 +489,7 @@ impl PyCompiledModel {
 
     /// The outputs, as `InferenceSession.get_outputs()`.
     fn get_outputs(&self) -> Vec<NodeArg> {
-        output_types(&self.compiled).iter().map(|(n, ty)| node_arg(n, ty)).collect()
+        self.compiled.output_types().iter().map(|(n, ty)| node_arg(n, ty)).collect()
     }
 
     /// The optimised graph in kiln's IR text form (`kiln compile --emit ir`).
@@ -330,7 +527,12 @@ impl PyCompiledModel {
 /// ONNX model ({name: [d0, ...]}); `memory_cap` (bytes or "16GiB") bounds the weights read.
 #[pyfunction]
 #[pyo3(signature = (path, *, shapes = None, memory_cap = None))]
-fn load(py: Python<'_>, path: PathBuf, shapes: Option<&Bound<'_, PyDict>>, memory_cap: Option<&Bound<'_, PyAny>>) -> PyResult<PyModel> {
+fn load(
+    py: Python<'_>,
+    path: PathBuf,
+    shapes: Option<&Bound<'_, PyDict>>,
+    memory_cap: Option<&Bound<'_, PyAny>>,
+) -> PyResult<PyModel> {
     let model = load_model(py, path, shapes, memory_cap_bytes(memory_cap)?)?;
     let name = model.graph.name().to_string();
     Ok(PyModel { model: Mutex::new(Some(model)), name })
@@ -364,20 +566,30 @@ fn compile(
     Ok(PyCompiledModel { compiled: Arc::new(compiled) })
 }
 
-/// A drop-in for `onnxruntime.InferenceSession`: loads and compiles the model once, then
+/// A drop-in for `onnxruntime.InferenceSession`: loads and compiles the model, then
 /// `run(output_names, input_feed)` returns a list of numpy arrays.
+///
+/// A model with dynamic dimensions (an ONNX input of shape ["N", 3, 224, 224]) is compiled on the
+/// first run with each distinct set of input shapes, and up to 8 compiled shape sets are kept (the
+/// least recently used is dropped); other models compile here, once.
 ///
 /// `sess_options` and `providers` are accepted for compatibility and ignored (kiln runs on the
 /// CPU). Keywords: `threads` (None: all cores), `opt_level` (0, 1, 2), `backend` ("jit" or
-/// "interp"), `shapes` ({input: [dims]} for dynamic ONNX dimensions), `memory_cap` (bytes or
-/// "16GiB"). Errors raise `kiln.ModelError`, `kiln.UnsupportedOpError`, `kiln.InputError`
-/// (ValueError subclasses), `kiln.KilnIOError` (an OSError) or `kiln.ResourceLimitError`, with the
-/// messages of the `kiln` command. One session may be used from many threads at once.
+/// "interp"), `shapes` ({input: [dims]} fixes an ONNX input's dynamic dimensions once for all),
+/// `memory_cap` (bytes or "16GiB"). Errors raise `kiln.ModelError`, `kiln.UnsupportedOpError`,
+/// `kiln.InputError` (ValueError subclasses), `kiln.KilnIOError` (an OSError) or
+/// `kiln.ResourceLimitError`, with the messages of the `kiln` command. Inputs that are C-contiguous
+/// arrays of the model's dtype are read in place, without a copy; outputs are fresh arrays. One
+/// session may be used from many threads at once; the GIL is released while it compiles and runs.
 #[pyclass(frozen, module = "kiln", name = "InferenceSession")]
 struct InferenceSession {
-    compiled: Arc<CompiledModel>,
-    inputs: Vec<(String, TensorType)>,
-    outputs: Vec<(String, TensorType)>,
+    session: Session,
+    /// The one compiled model of a model without dynamic dimensions (no cache lookup per run).
+    fixed: Option<Arc<CompiledModel>>,
+    inputs: Vec<NodeArg>,
+    outputs: Vec<NodeArg>,
+    /// Declared input element types, by name.
+    dtypes: Vec<(String, DType)>,
 }
 
 #[pymethods]
@@ -398,11 +610,31 @@ impl InferenceSession {
     ) -> PyResult<InferenceSession> {
         let _ = (sess_options, providers);
         let options = options(threads, opt_level, backend, memory_cap)?;
-        let model = load_model(py, path, shapes, Some(options.memory_cap))?;
-        let compiled = py.detach(|| kiln::compile(model, &options)).or_raise(py)?;
-        let inputs = compiled.input_types();
-        let outputs = output_types(&compiled);
-        Ok(InferenceSession { compiled: Arc::new(compiled), inputs, outputs })
+        let load = kiln::LoadOptions {
+            fixed_dims: fixed_dims(shapes)?,
+            memory_cap: Some(options.memory_cap),
+            ..Default::default()
+        };
+        let session = py.detach(|| Session::new(&path, &load, &options)).or_raise(py)?;
+        if session.dynamic_inputs().is_empty() {
+            let compiled = py.detach(|| session.compiled_for_shapes(&[])).or_raise(py)?;
+            let inputs: Vec<NodeArg> = compiled.input_types().iter().map(|(n, ty)| node_arg(n, ty)).collect();
+            let outputs = compiled.output_types().iter().map(|(n, ty)| node_arg(n, ty)).collect();
+            let dtypes = declared_dtypes(&compiled);
+            return Ok(InferenceSession { session, fixed: Some(compiled), inputs, outputs, dtypes });
+        }
+        // Dynamic: the file's declared signature, with the dimensions `shapes` fixed filled in.
+        let limits = kiln::frontends::ReadLimits { memory_cap: options.memory_cap, ..Default::default() };
+        let signature = py.detach(|| kiln::frontends::onnx::read_signature(&path, &limits)).or_raise(py)?;
+        let mut inputs: Vec<NodeArg> = signature.inputs.iter().map(port_arg).collect();
+        for arg in &mut inputs {
+            if let Some((_, shape)) = load.fixed_dims.iter().find(|(n, _)| *n == arg.name) {
+                arg.dims = shape.iter().map(|&n| ShapeDim::Fixed(n)).collect();
+            }
+        }
+        let outputs = signature.outputs.iter().map(port_arg).collect();
+        let dtypes = signature.inputs.iter().filter_map(|p| Some((p.name.clone(), *p.dtype.as_ref().ok()?))).collect();
+        Ok(InferenceSession { session, fixed: None, inputs, outputs, dtypes })
     }
 
     /// Runs the model. `output_names`: the outputs to return, in that order (None: all, in model
@@ -423,8 +655,8 @@ impl InferenceSession {
                 names
                     .iter()
                     .map(|name| {
-                        self.outputs.iter().position(|(n, _)| n == name).ok_or_else(|| {
-                            let known: Vec<&str> = self.outputs.iter().map(|(n, _)| n.as_str()).collect();
+                        self.outputs.iter().position(|a| a.name == *name).ok_or_else(|| {
+                            let known: Vec<&str> = self.outputs.iter().map(|a| a.name.as_str()).collect();
                             to_py_err(
                                 py,
                                 kiln::Error::new(
@@ -438,29 +670,26 @@ impl InferenceSession {
                     .collect::<PyResult<_>>()?,
             ),
         };
-        let outputs = run_dict(py, &self.compiled, input_feed)?;
-        let list = PyList::empty(py);
-        match picks {
+        let held = hold_feed(py, input_feed, &self.dtypes)?;
+        let compiled = match &self.fixed {
+            Some(compiled) => Arc::clone(compiled),
             None => {
-                for (_, tensor) in outputs {
-                    list.append(to_numpy(py, tensor)?)?;
-                }
+                self.check_dynamic(py, &held)?;
+                let shapes: Vec<(&str, &[usize])> = held.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
+                py.detach(|| self.session.compiled_for_shapes(&shapes)).or_raise(py)?
             }
-            Some(picks) => {
-                let mut slots: Vec<Option<Tensor>> = outputs.into_iter().map(|(_, t)| Some(t)).collect();
-                for &i in &picks {
-                    // The same output asked twice: the second is a copy.
-                    let tensor = match slots[i].take() {
-                        Some(t) => {
-                            if picks.iter().filter(|&&j| j == i).count() > 1 {
-                                slots[i] = Some(t.clone());
-                            }
-                            t
-                        }
-                        None => return Err(PyValueError::new_err("internal error: output taken twice")),
-                    };
-                    list.append(to_numpy(py, tensor)?)?;
-                }
+        };
+        let arrays = run_held(py, &compiled, &held)?;
+        let Some(picks) = picks else {
+            return PyList::new(py, arrays);
+        };
+        let list = PyList::empty(py);
+        for (k, &i) in picks.iter().enumerate() {
+            // The same output asked twice: the later ones are copies, as separate arrays.
+            if picks[..k].contains(&i) {
+                list.append(arrays[i].call_method0("copy")?)?;
+            } else {
+                list.append(&arrays[i])?;
             }
         }
         Ok(list)
@@ -468,12 +697,12 @@ impl InferenceSession {
 
     /// The model's inputs: objects with `.name`, `.shape`, `.type` (as onnxruntime's NodeArg).
     fn get_inputs(&self) -> Vec<NodeArg> {
-        self.inputs.iter().map(|(n, ty)| node_arg(n, ty)).collect()
+        self.inputs.iter().map(NodeArg::clone_arg).collect()
     }
 
     /// The model's outputs: objects with `.name`, `.shape`, `.type` (as onnxruntime's NodeArg).
     fn get_outputs(&self) -> Vec<NodeArg> {
-        self.outputs.iter().map(|(n, ty)| node_arg(n, ty)).collect()
+        self.outputs.iter().map(NodeArg::clone_arg).collect()
     }
 
     /// Always `["CPUExecutionProvider"]`, for scripts that ask.
@@ -481,14 +710,91 @@ impl InferenceSession {
         vec!["CPUExecutionProvider"]
     }
 
-    /// The compiled model behind the session (for `ir()`, `dot()`, `stats()`).
+    /// The compiled model behind the session (for `ir()`, `dot()`, `stats()`). For a model with
+    /// dynamic dimensions: the one compiled for the shapes run most recently (an InputError
+    /// before the first run).
     #[getter]
-    fn compiled(&self) -> PyCompiledModel {
-        PyCompiledModel { compiled: Arc::clone(&self.compiled) }
+    fn compiled(&self, py: Python<'_>) -> PyResult<PyCompiledModel> {
+        if let Some(compiled) = &self.fixed {
+            return Ok(PyCompiledModel { compiled: Arc::clone(compiled) });
+        }
+        let Some(shapes) = self.session.cached_shapes().pop() else {
+            let names = self.session.dynamic_inputs().join(", ");
+            return Err(to_py_err(
+                py,
+                kiln::Error::new(
+                    "session",
+                    format!("has dynamic input dimensions ({names}): it is compiled on the first run, run it first"),
+                )
+                .with_kind(ErrorKind::Input),
+            ));
+        };
+        let shapes: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+        let compiled = py.detach(|| self.session.compiled_for_shapes(&shapes)).or_raise(py)?;
+        Ok(PyCompiledModel { compiled })
     }
 
     fn __repr__(&self) -> String {
-        format!("<kiln.InferenceSession '{}'>", self.compiled.graph().name())
+        format!("<kiln.InferenceSession inputs={:?}>", self.inputs.iter().map(|a| a.name.as_str()).collect::<Vec<_>>())
+    }
+}
+
+impl InferenceSession {
+    /// For a dynamic model, the inputs' element types and ranks and fixed dimensions against the
+    /// declared signature, before a compile for their shapes is attempted: an InputError in the
+    /// CLI's form (`input 'x': expected f32[N,3,4] but was given f32[2,4,3]`).
+    fn check_dynamic(&self, py: Python<'_>, held: &[(String, Held<'_>)]) -> PyResult<()> {
+        for (name, array) in held {
+            let Some(arg) = self.inputs.iter().find(|a| a.name == *name) else {
+                continue; // unknown names are reported by the run, with the list of inputs
+            };
+            let fits = arg.dtype == numpy_dtype(array.dtype())
+                && arg.dims.len() == array.shape().len()
+                && arg.dims.iter().zip(array.shape()).all(|(d, &n)| !matches!(d, ShapeDim::Fixed(m) if *m != n));
+            if !fits {
+                let declared: Vec<String> = arg
+                    .dims
+                    .iter()
+                    .map(|d| match d {
+                        ShapeDim::Fixed(n) => n.to_string(),
+                        ShapeDim::Named(s) => s.clone(),
+                        ShapeDim::Unknown => "?".to_string(),
+                    })
+                    .collect();
+                let given = TensorType { dtype: array.dtype(), shape: array.shape().to_vec() };
+                let expected_dtype = kiln_dtype_name(&arg.dtype);
+                return Err(to_py_err(
+                    py,
+                    kiln::Error::new(
+                        format!("input '{name}'"),
+                        format!("expected {expected_dtype}[{}] but was given {given}", declared.join(",")),
+                    )
+                    .with_kind(ErrorKind::Input),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// kiln's short name of a numpy dtype name (`float32` → `f32`), as in its type strings.
+fn kiln_dtype_name(numpy: &str) -> &str {
+    match numpy {
+        "float32" => "f32",
+        "int64" => "i64",
+        "bool" => "bool",
+        other => other,
+    }
+}
+
+impl NodeArg {
+    fn clone_arg(&self) -> NodeArg {
+        NodeArg {
+            name: self.name.clone(),
+            dims: self.dims.clone(),
+            type_: self.type_.clone(),
+            dtype: self.dtype.clone(),
+        }
     }
 }
 
@@ -502,7 +808,7 @@ fn read_tensor_file<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, 
 /// `kiln run`'s line for one output: `NAME f32[d0,d1] mean=… std=… min=… max=…`.
 #[pyfunction]
 fn summary_line(py: Python<'_>, name: &str, array: &Bound<'_, PyAny>) -> PyResult<String> {
-    let tensor = input_tensor(py, name, array, None)?;
+    let tensor = owned_tensor(&hold(py, name, array, None)?)?;
     Ok(kiln::summary_line(name, &tensor))
 }
 

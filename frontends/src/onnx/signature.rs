@@ -120,7 +120,7 @@ pub fn read_signature(path: &Path, limits: &ReadLimits) -> Result<Signature, Err
     let shown = path.display().to_string();
     let bytes = open_regular(path)
         .and_then(|mut file| file.read_all(limits.memory_cap.min(super::MAX_PROTO_BYTES)))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")))?;
+        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))?;
     let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
         Error::new(&shown, format!("not a valid ONNX model (protobuf decoding failed: {})", super::short(&e)))
     })?;
