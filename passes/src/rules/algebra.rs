@@ -58,7 +58,76 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("canonical-reduce-sum-axis", "(ReduceSum* ?x)", canonical_last_axis),
         fn_rule("canonical-reduce-mean-axis", "(ReduceMean* ?x)", canonical_last_axis),
         fn_rule("canonical-softmax-axis", "(Softmax* ?x)", canonical_last_axis),
+        // reshape(reduce(x, keepdims=0)) = reduce(x, keepdims=1) when the reshape restores the
+        // reduced axes as 1s (torch's dynamo exporter writes var(keepdim=True) this way)
+        fn_rule("reduce-keepdims", "(Reshape* ?m)", reduce_keepdims),
+        // reshape(reshape(x) + c) = x + reshape(expand(c)) when the inner reshape splits x's
+        // leading axis in two and the outer merges them back, c constant (Swin's shifted-window
+        // mask, added per window in a [B, nW, heads, N, N] view of [B·nW, heads, N, N] scores)
+        fn_rule("reshape-add-reshape", "(Reshape* (Add (Reshape* ?x) ?c))", reshape_add_reshape),
     ]
+}
+
+/// See `reshape-add-reshape`.
+fn reshape_add_reshape(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let (x, c) = (get(s, "?x"), get(s, "?c"));
+    if !is_const(eg, c) || is_const(eg, x) {
+        return None;
+    }
+    let xs = shape(eg, x)?;
+    if xs.is_empty() || shape(eg, id)? != xs {
+        return None;
+    }
+    // The split view [a, b, x₁, …] of x and the sum in it, which c must not grow.
+    let (cx, cc) = (eg.find(x), eg.find(c));
+    let view = ir_nodes(eg, id, "Reshape").find_map(|(_, args)| {
+        let sum = *args.first()?;
+        ir_nodes(eg, sum, "Add").find_map(|(_, a)| {
+            let r = *a.first()?;
+            let splits_x = ir_nodes(eg, r, "Reshape").any(|(_, ra)| ra.first().is_some_and(|&y| eg.find(y) == cx));
+            (a.len() == 2 && eg.find(a[1]) == cc && splits_x && shape(eg, sum) == shape(eg, r)).then_some(r)
+        })
+    })?;
+    let vs = shape(eg, view)?;
+    if vs.len() != xs.len() + 1 || vs[0] * vs[1] != xs[0] || vs[2..] != xs[1..] {
+        return None;
+    }
+    let cs = shape(eg, c)?;
+    if cs.len() > vs.len() {
+        return None;
+    }
+    // c right-aligned to the view's rank; its first two axes expanded to [a, b], then merged.
+    let c_full: Vec<usize> = std::iter::repeat_n(1, vs.len() - cs.len()).chain(cs).collect();
+    let expanded: Vec<i64> = [vs[0], vs[1]].into_iter().chain(c_full[2..].iter().copied()).map(|d| d as i64).collect();
+    let merged: Vec<i64> =
+        std::iter::once((vs[0] * vs[1]) as i64).chain(c_full[2..].iter().map(|&d| d as i64)).collect();
+    let e = add_ir(eg, Op::Expand { shape: expanded }, vec![c]);
+    let m = add_ir(eg, Op::Reshape { shape: merged, allowzero: false }, vec![e]);
+    Some(add_ir(eg, Op::Binary(kiln_ir::BinaryOp::Add), vec![x, m]))
+}
+
+/// See `reduce-keepdims`: ?m is a reduction with explicit axes and keepdims=0 whose reshape is the
+/// keepdims=1 shape of the same reduction.
+fn reduce_keepdims(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let m = get(s, "?m");
+    let out = shape(eg, id)?;
+    let found = eg[m].nodes.iter().find_map(|n| match n {
+        Kiln::Node(crate::lang::KOp::Ir(op), c) if c.len() == 1 => match &op.op {
+            Op::Reduce { kind, axes: Some(axes), keepdims: false, noop_with_empty_axes } if !axes.is_empty() => {
+                Some((*kind, axes.clone(), *noop_with_empty_axes, c[0]))
+            }
+            _ => None,
+        },
+        _ => None,
+    });
+    let (kind, axes, noop_with_empty_axes, x) = found?;
+    let mut kept = shape(eg, x)?;
+    let rank = kept.len();
+    for &a in &axes {
+        kept[norm_axis(a, rank)?] = 1;
+    }
+    (kept == out)
+        .then(|| add_ir(eg, Op::Reduce { kind, axes: Some(axes), keepdims: true, noop_with_empty_axes }, vec![x]))
 }
 
 /// ?c is uniformly `v` and broadcasting it against the other operand keeps that operand's type.
@@ -220,6 +289,43 @@ mod tests {
         check(L, &rules(), "(Pad<mode=reflect;pads=[0,0,0,0]> x)", "x");
         check(L, &rules(), "(ReduceMax<axes=[1]> x)", "(ReduceMax<axes=[-1]> x)");
         check(L, &rules(), "(Softmax<axis=1> x)", "(Softmax x)");
+    }
+
+    #[test]
+    fn an_add_in_a_split_view_is_an_add_of_the_merged_addend() {
+        // Swin's shifted-window mask: [B·nW, heads, N, N] scores viewed as [B, nW, heads, N, N],
+        // the mask [nW, 1, N, N] added per window, merged back.
+        let l = &["s?f32[6,2,3,3]", "m:f32[3,1,3,3]", "k?f32[3,1,3,3]"];
+        check(
+            l,
+            &rules(),
+            "(Reshape<shape=[6,2,3,3]> (Add (Reshape<shape=[2,3,2,3,3]> s) m))",
+            "(Add s (Reshape<shape=[6,1,3,3]> (Expand<shape=[2,3,1,3,3]> m)))",
+        );
+        // A run-time addend is left alone: its merged copy would cost a pass per run.
+        check_not(
+            l,
+            &rules(),
+            "(Reshape<shape=[6,2,3,3]> (Add (Reshape<shape=[2,3,2,3,3]> s) k))",
+            "(Add s (Reshape<shape=[6,1,3,3]> (Expand<shape=[2,3,1,3,3]> k)))",
+        );
+    }
+
+    #[test]
+    fn keepdims_restored_by_a_reshape_is_keepdims() {
+        let l = &["x?f32[2,3,4]"];
+        check(
+            l,
+            &rules(),
+            "(Reshape<shape=[2,1,1]> (ReduceMean<axes=[1,2];keepdims=0> x))",
+            "(ReduceMean<axes=[1,2]> x)",
+        );
+        check(
+            l,
+            &rules(),
+            "(Reshape<shape=[1,3,1]> (ReduceSum<axes=[0,2];keepdims=0> x))",
+            "(ReduceSum<axes=[0,2]> x)",
+        );
     }
 
     #[test]

@@ -25,6 +25,19 @@ use kiln_ir::{BinaryOp, DType, Op, ReduceKind, UnaryOp};
 /// The mean of `?x` over the last axis, keepdims.
 const MEAN: &str = "(ReduceMean<axes=[-1]> ?x)";
 
+/// √(Var_group(x) + ε) expanded and reshaped back to x's shape, ?r being x reshaped to
+/// [N, G, C/G, H, W] (checked by [`evonorm_s0`]).
+macro_rules! group_std {
+    () => {
+        "(Reshape* (Expand* (Sqrt (Add (ReduceMean<axes=[2,3,4]> (Mul (Sub ?r (ReduceMean<axes=[2,3,4]> ?r)) \
+         (Sub ?r (ReduceMean<axes=[2,3,4]> ?r)))) ?eps))))"
+    };
+}
+/// x·σ(v·x) / group std(x).
+const EVO_S0: &str = concat!("(Div (Mul ?x (Sigmoid (Mul ?x ?v))) ", group_std!(), ")");
+/// x / group std(x): timm's EvoNorm2dS0 with `apply_act=False`.
+const EVO_S0_NO_ACT: &str = concat!("(Div ?x ", group_std!(), ")");
+
 pub fn rules() -> Vec<KRewrite> {
     let centred = format!("(Sub ?x {MEAN})");
     let mut rules = vec![
@@ -52,6 +65,17 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("norm-scale", "(Mul ?n ?g)", norm_scale),
         // LN(x, γ) + β = LN(x, γ, β)
         fn_rule("norm-bias", "(Add ?n ?b)", norm_bias),
+        // x·σ(v·x) / √(Var_group(x) + ε) · γ + β = EvoNormS0(x, v, γ, β), as timm's EvoNorm2dS0
+        // exports it: the group statistics over a [N, G, C/G, H, W] reshape of x, the population
+        // variance as mean((r − mean r)²), its root expanded and reshaped back to x's shape.
+        fn_rule("evonorm-s0-recognise", &format!("(Add (Mul {EVO_S0} ?g) ?b)"), evonorm_s0),
+        fn_rule("evonorm-s0-recognise-scale", &format!("(Mul {EVO_S0} ?g)"), evonorm_s0),
+        fn_rule("evonorm-s0-recognise-bare", EVO_S0, evonorm_s0),
+        // x / √(Var_group(x) + ε) · γ + β = EvoNormS0(x, 0, 2γ, β): σ(0) = ½ exactly, and the
+        // factor 2 on γ is exact in binary floating point.
+        fn_rule("evonorm-s0-no-act-recognise", &format!("(Add (Mul {EVO_S0_NO_ACT} ?g) ?b)"), evonorm_s0_no_act),
+        fn_rule("evonorm-s0-no-act-recognise-scale", &format!("(Mul {EVO_S0_NO_ACT} ?g)"), evonorm_s0_no_act),
+        fn_rule("evonorm-s0-no-act-recognise-bare", EVO_S0_NO_ACT, evonorm_s0_no_act),
         // x·σ(x) = SiLU(x)
         rw!("silu-recognise"; "(Mul ?x (Sigmoid ?x))" => "(Silu ?x)"),
         rw!("silu-recognise-swapped"; "(Mul (Sigmoid ?x) ?x)" => "(Silu ?x)"),
@@ -228,6 +252,119 @@ fn last_axis_vector(eg: &KGraph, v: Id, rank: usize, d: usize) -> bool {
 fn flat_vector(eg: &mut KGraph, v: Id, d: usize) -> Id {
     let flat = add_fold(eg, FoldOp::Flat, vec![v]);
     if numel(eg, v) == Some(d) { flat } else { add_ir(eg, Op::Expand { shape: vec![d as i64] }, vec![flat]) }
+}
+
+/// EvoNormS0 from its written-out form (see `evonorm-s0-recognise`): x is NCHW, ?r a reshape of
+/// x into G groups of consecutive channels, v, γ and β constant per channel (or single values),
+/// ε a non-negative constant inside the root.
+fn evonorm_s0(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    evonorm_s0_from(eg, id, s, true)
+}
+
+/// The same without the gate (`evonorm-s0-no-act-recognise`): v = 0, γ doubled.
+fn evonorm_s0_no_act(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    evonorm_s0_from(eg, id, s, false)
+}
+
+fn evonorm_s0_from(eg: &mut KGraph, id: Id, s: &Subst, gated: bool) -> Option<Id> {
+    let [x, r, eps] = ["?x", "?r", "?eps"].map(|n| get(s, n));
+    if !keeps_type(eg, id, x) || is_const(eg, x) || numel(eg, eps)? != 1 {
+        return None;
+    }
+    let xs = shape(eg, x)?;
+    let rs = shape(eg, r)?;
+    let [n, c, h, w] = <[usize; 4]>::try_from(xs).ok()?;
+    let groups = rs.get(1).copied().filter(|&g| g > 0 && c % g == 0)?;
+    if rs != [n, groups, c / groups, h, w] {
+        return None;
+    }
+    let x_class = eg.find(x);
+    let reshapes_x = eg[r].nodes.iter().any(|node| {
+        matches!(node, Kiln::Node(KOp::Ir(ir), a) if matches!(ir.op, Op::Reshape { .. }) && a.len() == 1 && eg.find(a[0]) == x_class)
+    });
+    if !reshapes_x {
+        return None;
+    }
+    // The matched Div: the root, or under the +β and ·γ the longer rules wrap it in.
+    let (g, b) = (s.get(super::var("?g")).copied(), s.get(super::var("?b")).copied());
+    let mut divs = vec![eg.find(id)];
+    for (op, arg) in [(BinaryOp::Add, b), (BinaryOp::Mul, g)] {
+        let Some(arg) = arg.map(|a| eg.find(a)) else { continue };
+        divs = divs
+            .iter()
+            .flat_map(|&class| eg[class].nodes.iter())
+            .filter_map(|node| match node {
+                Kiln::Node(KOp::Ir(ir), a) if ir.op == Op::Binary(op) && a.len() == 2 && eg.find(a[1]) == arg => {
+                    Some(eg.find(a[0]))
+                }
+                _ => None,
+            })
+            .collect();
+    }
+    // The group std [N, G, 1, 1, 1] is expanded to [N, G, C/G, H, W] and reshaped to x's shape:
+    // each channel gets its own group's value (no other expansion reshapes back that way).
+    let ty = eg[x].data.ty().cloned();
+    let stats = [n, groups, 1, 1, 1];
+    let groups_back = divs.iter().flat_map(|&class| eg[class].nodes.iter()).any(|div| {
+        let Kiln::Node(KOp::Ir(ir), a) = div else { return false };
+        matches!(ir.op, Op::Binary(BinaryOp::Div))
+            && a.len() == 2
+            && eg[a[1]].data.ty().cloned() == ty
+            && eg[a[1]].nodes.iter().any(|reshape| {
+                let Kiln::Node(KOp::Ir(ir), e) = reshape else { return false };
+                matches!(ir.op, Op::Reshape { .. })
+                    && e.len() == 1
+                    && shape(eg, e[0]).is_some_and(|es| es == rs)
+                    && eg[e[0]].nodes.iter().any(|expand| {
+                        let Kiln::Node(KOp::Ir(ir), q) = expand else { return false };
+                        matches!(ir.op, Op::Expand { .. })
+                            && q.len() == 1
+                            && shape(eg, q[0]).is_some_and(|qs| qs == stats)
+                    })
+            })
+    });
+    if !groups_back {
+        return None;
+    }
+    let epsilon = value(eg, eps).filter(|e| e.is_finite() && *e >= 0.0)?;
+    let per_channel = |eg: &KGraph, p: Id| {
+        is_const(eg, p)
+            && shape(eg, p).is_some_and(|ps| {
+                (numel(eg, p) == Some(c) || numel(eg, p) == Some(1))
+                    && channel_axis(&ps, 4).flatten().is_none_or(|k| k == 1)
+            })
+    };
+    let v = if gated { Some(get(s, "?v")) } else { None };
+    if v.is_some_and(|v| !per_channel(eg, v))
+        || g.is_some_and(|g| !per_channel(eg, g))
+        || b.is_some_and(|b| !per_channel(eg, b))
+    {
+        return None;
+    }
+    let filled = |eg: &mut KGraph, value: f32| {
+        let fill = add_fold(eg, FoldOp::Fill(F32Bits::new(value)), vec![eps]);
+        let flat = add_fold(eg, FoldOp::Flat, vec![fill]);
+        add_ir(eg, Op::Expand { shape: vec![c as i64] }, vec![flat])
+    };
+    let v = match v {
+        Some(v) => flat_vector(eg, v, c),
+        None => filled(eg, 0.0),
+    };
+    let g = match (g, gated) {
+        (Some(g), true) => flat_vector(eg, g, c),
+        (None, true) => ones(eg, eps, c),
+        (Some(g), false) => {
+            let g = flat_vector(eg, g, c);
+            let two = filled(eg, 2.0);
+            add_ir(eg, Op::Binary(BinaryOp::Mul), vec![g, two])
+        }
+        (None, false) => filled(eg, 2.0),
+    };
+    let b = match b {
+        Some(b) => flat_vector(eg, b, c),
+        None => filled(eg, 0.0),
+    };
+    Some(add_ir(eg, Op::EvoNormS0 { groups, epsilon }, vec![x, v, g, b]))
 }
 
 fn norm_scale(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
