@@ -59,7 +59,7 @@ def main():
         idir = os.path.join(work, case)
         os.makedirs(idir)
         for n, f in meta["inputs"].items():
-            os.symlink(os.path.join(d, f), os.path.join(idir, f"{n}.npy"))
+            os.symlink(os.path.abspath(os.path.join(d, f)), os.path.join(idir, f"{n}.npy"))
         model = os.path.join(d, "model.onnx")
         for t in [int(x) for x in args.threads.split(",")]:
             best = {"base": float("inf"), "new": float("inf"), "ort": float("inf")}
