@@ -20,6 +20,7 @@
 //! `kiln` command uses. A model whose inputs have dynamic dimensions runs at any shape through a
 //! [`Session`]; [`save`] writes a compiled model that [`load`] reads back.
 
+pub mod calibrate;
 pub mod dot;
 pub mod npy;
 pub mod session;

@@ -44,6 +44,16 @@ enum Command {
         /// The model file (.json, .onnx, .kir or .kiln).
         model: PathBuf,
     },
+    /// Measure the optimizer's cost model (flop/s, bandwidth, kernel and fused-op overheads) on
+    /// this machine at 1 thread and at all cores, and print it as JSON for --calibration.
+    Calibrate {
+        /// Measure at 1..=N threads instead of at 1 and at all cores.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
+        threads: Option<u32>,
+        /// Write the JSON here instead of printing it.
+        #[arg(short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -73,6 +83,10 @@ struct CompileFlags {
     /// (default: what this CPU has; never above it).
     #[arg(long, value_name = "NAME", value_parser = parse_isa)]
     isa: Option<kiln::Isa>,
+    /// The optimizer's cost model as measured by `kiln calibrate -o FILE` (the entry for the
+    /// thread count in use); default: built-in estimates for one core.
+    #[arg(long, value_name = "FILE")]
+    calibration: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -220,7 +234,10 @@ fn parse_isa(s: &str) -> Result<kiln::Isa, String> {
 /// The options of the command line, with the `KILN_*` environment variables the command (not
 /// the library) reads mapped onto them.
 fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Result<Options, Error> {
-    let optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let mut optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    if let Some(path) = &flags.calibration {
+        optimizer.cost_model = kiln::calibrate::read_cost_model(path, flags.threads.map(|n| n as usize))?;
+    }
     Ok(Options {
         backend,
         opt_level: opt_level(flags, model),
@@ -686,6 +703,33 @@ fn inspect(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// `kiln calibrate`: one entry per thread count, printed or written as a JSON list.
+fn calibrate(threads: Option<u32>, output: Option<&Path>) -> Result<(), Error> {
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let counts: Vec<usize> = match threads {
+        Some(n) => (1..=n as usize).collect(),
+        None if all > 1 => vec![1, all],
+        None => vec![1],
+    };
+    let mut entries = Vec::new();
+    for t in counts {
+        let calibration = kiln::calibrate::calibrate(Some(t))?;
+        eprintln!("calibrated at {t} thread(s)");
+        entries.push(calibration.to_json());
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Array(entries)).unwrap_or_default();
+    match output {
+        Some(path) => std::fs::write(path, text + "\n").map_err(|e| {
+            Error::new(path.display().to_string(), format!("cannot write the calibration: {e}"))
+                .with_kind(kiln::ErrorKind::Io)
+        }),
+        None => {
+            println!("{text}");
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -701,6 +745,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench(args),
         Command::Check { model, load } => check(model, load),
         Command::Inspect { model } => inspect(model),
+        Command::Calibrate { threads, output } => calibrate(*threads, output.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
