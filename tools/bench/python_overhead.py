@@ -1,8 +1,8 @@
 """Per-call cost of `session.run` from Python, kiln vs onnxruntime (issue 15).
 
-    python python/bench_overhead.py [--threads 1] [--out DIR]
+    python tools/bench/python_overhead.py [--threads 1] [--out DIR]
 
-Three ONNX models, each run through `kiln.InferenceSession` and `onnxruntime.InferenceSession` with
+Four ONNX models, each run through `kiln.InferenceSession` and `onnxruntime.InferenceSession` with
 the same inputs: `add_1` (one Add on one float: the call itself, i.e. the per-call overhead),
 `graph_transformer` (the zoo's tiny model, models/onnx/), `mlp_4x2048` (a large model: four
 2048x2048 MatMul+Relu layers, 64 MiB of weights, batch 1) and `relu_4m` (one Relu on 16 MiB in and
@@ -81,7 +81,7 @@ def main():
     import kiln
     import onnxruntime as ort
 
-    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
     models = make_models(args.out)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = args.threads
