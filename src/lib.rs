@@ -34,6 +34,7 @@ pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, Ten
 pub use kiln_codegen::pool::Pool as ThreadPool;
 pub use kiln_codegen::{DataMut, DataRef, Isa, TensorRef};
 pub use kiln_passes::OptimizeConfig;
+pub use kiln_passes::explain::{Change, Derivation, Explanation, Fate, Step};
 
 use std::path::Path;
 use std::time::Instant;
@@ -261,6 +262,34 @@ impl CompileStats {
         }
         json
     }
+}
+
+/// `kiln compile --explain --json`: schema `kiln-explain/1`, documented in docs/explain.md.
+pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
+    let derivation = |d: &Derivation| {
+        let rules: Vec<serde_json::Value> =
+            d.rules.iter().map(|s| serde_json::json!({ "rule": s.rule, "at": s.at })).collect();
+        serde_json::json!({ "node": d.node, "op": d.op, "rules": rules })
+    };
+    let changed: Vec<serde_json::Value> = explanation
+        .changed
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "node": c.node,
+                "op": c.op,
+                "fate": c.fate.name(),
+                "by": c.by.iter().map(derivation).collect::<Vec<_>>(),
+                "into": c.into,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema": "kiln-explain/1",
+        "graph": explanation.graph,
+        "input_nodes": explanation.input_nodes,
+        "changed": changed,
+    })
 }
 
 /// Tensors by name, in the model's declaration order (inputs or outputs).
@@ -521,6 +550,13 @@ impl CompiledModel {
 
     pub fn stats(&self) -> &CompileStats {
         &self.stats
+    }
+
+    /// Why each changed node of the input graph changed: set when compiled at -O1/-O2 with
+    /// `options.optimizer.explain` (the CLI's `--explain`). Its `Display` is the `--explain`
+    /// text; [`explanation_json`] its JSON.
+    pub fn explanation(&self) -> Option<&Explanation> {
+        self.stats.optimizer.as_ref().and_then(|r| r.explanation.as_ref())
     }
 
     /// The declared inputs, by name and type, in order.

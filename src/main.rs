@@ -136,8 +136,15 @@ struct CompileArgs {
     /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     /// What to print: the IR text form, a Graphviz graph, or statistics as one JSON object.
-    #[arg(long, value_enum, required_unless_present = "output")]
+    #[arg(long, value_enum, required_unless_present_any = ["output", "explain"], conflicts_with = "explain")]
     emit: Option<Emit>,
+    /// Print why each changed node of the input graph changed: the rules applied, from the input
+    /// node to the nodes of the optimised graph (docs/explain.md).
+    #[arg(long)]
+    explain: bool,
+    /// With --explain: print it as one JSON object (schema kiln-explain/1).
+    #[arg(long, requires = "explain")]
+    json: bool,
     /// Save the compiled model: FILE.kiln is one file (graph and weights), FILE.kir the IR text
     /// form with its weights in FILE.safetensors beside it. Both run again with kiln run.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -620,8 +627,14 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
         refuse_threads_without_jit(&args.flags, "on kiln compile unless it emits clif (nothing runs)");
     }
     let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
-    let compiled =
-        kiln::compile(load_model(&args.model, &args.load, load)?, &options(&args.flags, backend, &args.model)?)?;
+    let mut options = options(&args.flags, backend, &args.model)?;
+    if args.explain && options.opt_level == OptLevel::O0 {
+        usage_error(
+            "--explain explains the optimizer, which -O0 does not run (a .kiln file defaults to -O0): give -O1 or -O2",
+        );
+    }
+    options.optimizer.explain = args.explain;
+    let compiled = kiln::compile(load_model(&args.model, &args.load, load)?, &options)?;
     if let Some(path) = &args.output {
         kiln::save(&compiled, path)?;
     }
@@ -635,6 +648,13 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
             }
         }
         None => {}
+    }
+    if let Some(explanation) = compiled.explanation() {
+        if args.json {
+            emit(&format!("{}\n", kiln::explanation_json(explanation)));
+        } else {
+            emit(&explanation.to_string());
+        }
     }
     Ok(())
 }
