@@ -281,6 +281,8 @@ pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
                 "fate": c.fate.name(),
                 "by": c.by.iter().map(derivation).collect::<Vec<_>>(),
                 "into": c.into,
+                "absorbs": c.absorbs,
+                "recentred": c.recentred,
             })
         })
         .collect();
@@ -288,6 +290,7 @@ pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
         "schema": "kiln-explain/1",
         "graph": explanation.graph,
         "input_nodes": explanation.input_nodes,
+        "note": explanation.note,
         "changed": changed,
     })
 }
@@ -310,6 +313,8 @@ pub struct CompiledModel {
     model: Model,
     engine: Engine,
     stats: CompileStats,
+    /// At -O0 with `options.optimizer.explain`: the explanation that nothing changed.
+    unoptimised: Option<Explanation>,
 }
 
 enum Engine {
@@ -322,6 +327,10 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     let start = Instant::now();
     let ops_before = model.graph.op_counts();
     model.weights.check_against(&model.graph)?;
+    let unoptimised = (options.opt_level == OptLevel::O0 && options.optimizer.explain).then(|| {
+        let note = "-O0: the optimizer did not run";
+        Explanation::unchanged(model.graph.name(), model.graph.num_op_nodes(), note)
+    });
     let (model, optimizer) = match options.opt_level {
         OptLevel::O0 => (model, None),
         level => {
@@ -370,7 +379,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     };
     let ops_after = model.graph.op_counts();
     let stats = CompileStats { ops_before, ops_after, optimizer, compile_ms: start.elapsed().as_secs_f64() * 1e3 };
-    Ok(CompiledModel { model, engine, stats })
+    Ok(CompiledModel { model, engine, stats, unoptimised })
 }
 
 impl CompiledModel {
@@ -552,11 +561,11 @@ impl CompiledModel {
         &self.stats
     }
 
-    /// Why each changed node of the input graph changed: set when compiled at -O1/-O2 with
-    /// `options.optimizer.explain` (the CLI's `--explain`). Its `Display` is the `--explain`
-    /// text; [`explanation_json`] its JSON.
+    /// Why each changed node of the input graph changed: set when compiled with
+    /// `options.optimizer.explain` (the CLI's `--explain`); at -O0 it says that nothing changed.
+    /// Its `Display` is the `--explain` text; [`explanation_json`] its JSON.
     pub fn explanation(&self) -> Option<&Explanation> {
-        self.stats.optimizer.as_ref().and_then(|r| r.explanation.as_ref())
+        self.stats.optimizer.as_ref().and_then(|r| r.explanation.as_ref()).or(self.unoptimised.as_ref())
     }
 
     /// The declared inputs, by name and type, in order.

@@ -136,10 +136,12 @@ struct CompileArgs {
     /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     /// What to print: the IR text form, a Graphviz graph, or statistics as one JSON object.
-    #[arg(long, value_enum, required_unless_present_any = ["output", "explain"], conflicts_with = "explain")]
+    #[arg(long, value_enum, required_unless_present_any = ["output", "explain"])]
     emit: Option<Emit>,
-    /// Print why each changed node of the input graph changed: the rules applied, from the input
-    /// node to the nodes of the optimised graph (docs/explain.md).
+    /// Print why each node of the input graph that the optimizer changed changed: what it became
+    /// and the rules applied, from the input node to the nodes of the optimised graph
+    /// (docs/explain.md). At -O0 it says that nothing changed. With --emit, the emitted output
+    /// stays alone on stdout and the explanation goes to stderr.
     #[arg(long)]
     explain: bool,
     /// With --explain: print it as one JSON object (schema kiln-explain/1).
@@ -628,11 +630,6 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
     }
     let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
     let mut options = options(&args.flags, backend, &args.model)?;
-    if args.explain && options.opt_level == OptLevel::O0 {
-        usage_error(
-            "--explain explains the optimizer, which -O0 does not run (a .kiln file defaults to -O0): give -O1 or -O2",
-        );
-    }
     options.optimizer.explain = args.explain;
     let compiled = kiln::compile(load_model(&args.model, &args.load, load)?, &options)?;
     if let Some(path) = &args.output {
@@ -650,10 +647,15 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
         None => {}
     }
     if let Some(explanation) = compiled.explanation() {
-        if args.json {
-            emit(&format!("{}\n", kiln::explanation_json(explanation)));
+        let text =
+            if args.json { format!("{}\n", kiln::explanation_json(explanation)) } else { explanation.to_string() };
+        // --emit's output is a contract of its own (one JSON object for stats, IR text that parses
+        // back): the explanation never mixes into it.
+        if args.emit.is_some() {
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
         } else {
-            emit(&explanation.to_string());
+            emit(&text)
         }
     }
     Ok(())

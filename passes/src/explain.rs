@@ -18,12 +18,13 @@
 //! Everything here is derived from creation order, never from hash-map iteration or e-class ids,
 //! so the same model and options give the same text (snapshot-tested on every zoo model).
 
+use crate::analysis::KGraph;
 use crate::convert::Lifted;
 use crate::extract::IdMap;
-use crate::lang::{KOp, Kiln};
-use egg::{Id, Language, Symbol};
+use crate::lang::{KOp, Kiln, MetaOp};
+use egg::{ENodeOrVar, Id, Language, PatternAst, Subst, Symbol};
 use kiln_ir::Model;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 
@@ -38,6 +39,38 @@ pub struct Application {
     pub joined: Option<Id>,
     /// The ids of the e-nodes the application created (empty when it built nothing new).
     pub created: Range<usize>,
+    /// The e-nodes the match used, the left-hand side's root first (canonical when matched).
+    pub matched: Vec<Kiln>,
+}
+
+/// The e-nodes of `class` and below that the pattern `lhs` matched with `subst`, root first
+/// (the first way it matches; empty if it no longer does). Only run when explaining.
+pub fn matched_nodes(eg: &KGraph, lhs: &PatternAst<Kiln>, class: Id, subst: &Subst) -> Vec<Kiln> {
+    fn walk(eg: &KGraph, lhs: &PatternAst<Kiln>, at: Id, class: Id, subst: &Subst, out: &mut Vec<Kiln>) -> bool {
+        match &lhs[at] {
+            ENodeOrVar::Var(v) => subst.get(*v).is_some_and(|&c| eg.find(c) == eg.find(class)),
+            ENodeOrVar::ENode(p) => {
+                for n in &eg[class].nodes {
+                    if !p.matches(n) {
+                        continue;
+                    }
+                    let mark = out.len();
+                    out.push(n.clone());
+                    if p.children().iter().zip(n.children()).all(|(&pc, &nc)| walk(eg, lhs, pc, nc, subst, out)) {
+                        return true;
+                    }
+                    out.truncate(mark);
+                }
+                false
+            }
+        }
+    }
+    let mut out = Vec::new();
+    let root = Id::from(lhs.as_ref().len().saturating_sub(1));
+    if !lhs.as_ref().is_empty() {
+        walk(eg, lhs, root, class, subst, &mut out);
+    }
+    out
 }
 
 /// What became of a node of the input graph.
@@ -54,6 +87,9 @@ pub enum Fate {
     /// Its value is no longer computed: it was folded into the input nodes listed in `into`
     /// (a Conv whose following BatchNorm is now a Conv with new weights).
     Absorbed,
+    /// Its value is the value of an earlier input node (`by`, with the rule that proved it, if
+    /// any: the same op of the same inputs needs none), which is computed in its place.
+    Merged,
 }
 
 impl Fate {
@@ -63,6 +99,7 @@ impl Fate {
             Fate::Folded => "folded",
             Fate::Rewritten => "rewritten",
             Fate::Absorbed => "absorbed",
+            Fate::Merged => "merged",
         }
     }
 }
@@ -99,6 +136,13 @@ pub struct Change {
     /// For [`Fate::Absorbed`]: the nearest input nodes downstream that are still computed (or
     /// were rewritten) and took it in.
     pub into: Vec<String>,
+    /// The absorbed input nodes that it took in (the inverse of `into`): the MatMul and Softmax
+    /// nodes an Attention replaced, the Conv a BatchNorm was folded into.
+    pub absorbs: Vec<String>,
+    /// The input nodes re-centred (their writes now compute their value minus its mean over the
+    /// last axis) so that this one could change: the residual writes that prove a LayerNorm's
+    /// input zero-mean, which made it an RMSNorm.
+    pub recentred: Vec<String>,
 }
 
 /// Why each changed node of the input graph changed, in the input graph's topological order.
@@ -108,6 +152,15 @@ pub struct Explanation {
     /// Op nodes of the input graph.
     pub input_nodes: usize,
     pub changed: Vec<Change>,
+    /// Why nothing could change, when the optimizer did not run (`-O0`).
+    pub note: Option<String>,
+}
+
+impl Explanation {
+    /// The explanation of a graph the optimizer did not run on: nothing changed, and `note` says why.
+    pub fn unchanged(graph: &str, input_nodes: usize, note: &str) -> Explanation {
+        Explanation { graph: graph.to_string(), input_nodes, changed: Vec::new(), note: Some(note.to_string()) }
+    }
 }
 
 /// Most steps followed back from one extracted node (each an application whose match was itself
@@ -122,6 +175,8 @@ struct Builder<'a> {
     class_original: HashMap<Id, usize>,
     /// The first id of each canonical e-node.
     first: HashMap<Kiln, usize>,
+    /// The input node of each canonical e-node that is one (the first, for duplicates).
+    original_node: HashMap<Kiln, usize>,
 }
 
 impl Builder<'_> {
@@ -129,18 +184,40 @@ impl Builder<'_> {
         n.clone().map_children(|c| self.lifted.egraph.find(c))
     }
 
-    /// The application that created e-node `id`.
-    fn creator(&self, id: usize) -> Option<&Application> {
-        let i = self.apps.partition_point(|a| a.created.end <= id);
-        self.apps.get(i).filter(|a| a.created.contains(&id))
+    fn id_of(&self, n: &Kiln) -> Option<usize> {
+        self.first.get(&self.canon(n)).copied()
     }
 
+    /// The application (index into `apps`) that created e-node `id`.
+    fn creator(&self, id: usize) -> Option<usize> {
+        let i = self.apps.partition_point(|a| a.created.end <= id);
+        self.apps.get(i).filter(|a| a.created.contains(&id)).map(|_| i)
+    }
+
+    /// An e-class: the input node that computes it, a uniform constant's value, a leaf's name, or
+    /// its first e-node with its arguments to `depth` levels (deeper ones `…`).
     fn describe(&self, id: Id, depth: usize) -> String {
         let eg = &self.lifted.egraph;
-        if let Some(&i) = self.class_original.get(&eg.find(id)) {
+        let class = eg.find(id);
+        if let Some(&i) = self.class_original.get(&class) {
             return self.lifted.originals[i].1.clone();
         }
-        match &eg.nodes()[usize::from(id)] {
+        if eg[class].data.constant {
+            // A uniform constant by its value; another created constant is noise here.
+            match (eg[class].data.uniform, &eg.nodes()[usize::from(id)]) {
+                (Some(v), _) => return format!("{}", v.get()),
+                (None, Kiln::Node(_, _)) => return "…".to_string(),
+                _ => {}
+            }
+        }
+        self.describe_node(&eg.nodes()[usize::from(id)], depth)
+    }
+
+    fn describe_node(&self, n: &Kiln, depth: usize) -> String {
+        if let Some(&i) = self.original_node.get(&self.canon(n)) {
+            return self.lifted.originals[i].1.clone();
+        }
+        match n {
             Kiln::Leaf(s) => s.as_str().to_string(),
             Kiln::Node(_, _) if depth == 0 => "…".to_string(),
             Kiln::Node(op, args) => {
@@ -150,32 +227,79 @@ impl Builder<'_> {
         }
     }
 
-    /// The rules from an input node to `node`, the extracted node of e-class `class`, and the
-    /// final e-classes the walk passed through.
-    fn chain(&self, node: &Kiln, class: Id) -> (Vec<Step>, Vec<Id>) {
+    fn step(&self, a: &Application) -> Step {
+        let at = match a.matched.first() {
+            Some(n) => self.describe_node(n, 2),
+            None => self.describe(a.at, 2),
+        };
+        Step { rule: a.rule.as_str().to_string(), at }
+    }
+
+    /// The rules that produced `node`, the extracted node of e-class `class`, in the order they
+    /// applied, and the e-classes its creation passed through (the matched classes, and x of the
+    /// nearest `center(x)` matched: this node computes x re-centred).
+    ///
+    /// The creation path: the application that created `node`, the one that created the e-node
+    /// that application matched at its root, … back to a match on an input node. Then, in the
+    /// order they applied, every application that created another e-node those matches used (the
+    /// Softmax an Attention matched was recognised first), transitively, at most [`MAX_STEPS`].
+    fn chain(&self, node: &Kiln, class: Id) -> (Vec<Step>, Vec<Id>, Option<Id>) {
         let eg = &self.lifted.egraph;
-        let mut steps = Vec::new();
         let mut visited = Vec::new();
-        let Some(&e) = self.first.get(&self.canon(node)) else { return (steps, visited) };
+        let Some(e) = self.id_of(node) else { return (Vec::new(), visited, None) };
         let mut app = self.creator(e);
         if e < self.lift_end {
             // A node that predates the rewrites (a graph input, another input node): the rule that
             // joined it to this e-class, preferring the application that joined exactly it.
-            let joins = || self.apps.iter().filter(|a| a.joined.is_some_and(|j| eg.find(j) == class));
-            app = joins().find(|a| a.joined.map(usize::from) == Some(e)).or_else(|| joins().next());
+            let joins = || self.apps.iter().enumerate().filter(|(_, a)| a.joined.is_some_and(|j| eg.find(j) == class));
+            app =
+                joins().find(|(_, a)| a.joined.map(usize::from) == Some(e)).or_else(|| joins().next()).map(|(i, _)| i);
         }
-        for _ in 0..MAX_STEPS {
-            let Some(a) = app else { break };
-            steps.push(Step { rule: a.rule.as_str().to_string(), at: self.describe(a.at, 2) });
-            let at = eg.find(a.at);
-            visited.push(at);
-            if self.class_original.contains_key(&at) || usize::from(a.at) < self.lift_end {
+        let mut used: BTreeSet<usize> = BTreeSet::new();
+        let mut centred: Option<Id> = None;
+        while let Some(i) = app {
+            if used.len() >= MAX_STEPS || !used.insert(i) {
                 break;
             }
-            app = self.creator(usize::from(a.at));
+            let a = &self.apps[i];
+            visited.push(eg.find(a.at));
+            // The nearest `center(x)` on the way: this node computes x re-centred (the farther
+            // ones are the sums x is a term of, re-centred by their own nodes).
+            if let Some(Kiln::Node(KOp::Meta(MetaOp::Center), args)) = a.matched.first()
+                && centred.is_none()
+            {
+                centred = args.first().map(|&c| eg.find(c));
+                visited.extend(centred);
+            }
+            app = match a.matched.first().and_then(|m| self.id_of(m)) {
+                Some(m) if m < self.lift_end => None,
+                Some(m) => self.creator(m),
+                None if self.class_original.contains_key(&eg.find(a.at)) || usize::from(a.at) < self.lift_end => None,
+                None => self.creator(usize::from(a.at)),
+            };
         }
-        steps.reverse();
-        (steps, visited)
+        let mut stack: Vec<usize> = used.iter().copied().collect();
+        while let Some(i) = stack.pop() {
+            for m in &self.apps[i].matched {
+                let Some(j) = self.id_of(m).filter(|&id| id >= self.lift_end).and_then(|id| self.creator(id)) else {
+                    continue;
+                };
+                if used.len() < MAX_STEPS && used.insert(j) {
+                    stack.push(j);
+                }
+            }
+        }
+        (used.into_iter().map(|i| self.step(&self.apps[i])).collect(), visited, centred)
+    }
+
+    /// The application that made input node `i` equal to the e-class it shares with another input
+    /// node (`identity` at an Identity), when there is one.
+    fn merged_by(&self, i: usize) -> Option<Step> {
+        let own = self.canon(&self.lifted.originals[i].0);
+        self.apps
+            .iter()
+            .find(|a| a.joined.is_some() && a.matched.first().is_some_and(|m| self.canon(m) == own))
+            .map(|a| self.step(a))
     }
 }
 
@@ -192,10 +316,21 @@ pub fn explain(
 ) -> Explanation {
     let eg = &lifted.egraph;
     let apps = eg.analysis.applications.as_deref().unwrap_or(&[]);
-    let mut b = Builder { lifted, apps, lift_end, class_original: HashMap::new(), first: HashMap::new() };
+    let mut b = Builder {
+        lifted,
+        apps,
+        lift_end,
+        class_original: HashMap::new(),
+        first: HashMap::new(),
+        original_node: HashMap::new(),
+    };
     for (i, n) in eg.nodes().iter().enumerate() {
         let c = b.canon(n);
         b.first.entry(c).or_insert(i);
+    }
+    for (i, (n, _, _)) in lifted.originals.iter().enumerate() {
+        let c = b.canon(n);
+        b.original_node.entry(c).or_insert(i);
     }
     let original_class: Vec<Option<Id>> =
         lifted.originals.iter().map(|(n, _, _)| eg.lookup(b.canon(n)).map(|c| eg.find(c))).collect();
@@ -228,6 +363,8 @@ pub fn explain(
     let mut derivations: Vec<Derivation> = Vec::new();
     let mut derivation_of: HashMap<Id, usize> = HashMap::new();
     let mut through: HashMap<Id, Vec<usize>> = HashMap::new();
+    // The input-graph e-class each derivation computes re-centred, if it does.
+    let mut centred_of: Vec<Option<Id>> = Vec::new();
     let mut tensors: Vec<&str> = Vec::new();
     for id in graph.topo_order() {
         let node = graph.node(id);
@@ -251,9 +388,10 @@ pub fn explain(
             },
             _ => continue,
         };
-        let (rules, visited) = b.chain(chosen, class);
+        let (rules, visited, centred) = b.chain(chosen, class);
         let index = derivations.len();
         derivations.push(Derivation { node, op, rules });
+        centred_of.push(centred);
         derivation_of.insert(class, index);
         let mut seen = HashSet::new();
         for v in visited.into_iter().filter(|&v| v != class) {
@@ -270,25 +408,44 @@ pub fn explain(
         lifted.originals.iter().rev().map(|(n, name, _)| (b.canon(n), name.as_str())).collect();
     for (i, (enode, name, _)) in lifted.originals.iter().enumerate() {
         let op = enode.ir_op().map_or("?", |op| op.name()).to_string();
-        let change = |fate, by, into| Some(Change { node: name.clone(), op: op.clone(), fate, by, into });
+        let change = |fate, by, into| {
+            let c = Change { node: name.clone(), op: op.clone(), fate, by, into, absorbs: vec![], recentred: vec![] };
+            Some(c)
+        };
         let Some(class) = original_class[i] else {
             changes.push(None);
             continue;
         };
+        if let Some(&j) = b.class_original.get(&class).filter(|&&j| j != i) {
+            // The same value as an earlier input node: a duplicate, or proved equal (an Identity).
+            if names.contains_key(&class) {
+                computed.insert(i);
+            }
+            let (other, other_name, _) = &lifted.originals[j];
+            let rules = b.merged_by(i).into_iter().collect();
+            let other_op = other.ir_op().map_or("?", |op| op.name()).to_string();
+            changes.push(change(
+                Fate::Merged,
+                vec![Derivation { node: other_name.clone(), op: other_op, rules }],
+                vec![],
+            ));
+            continue;
+        }
         let change = match (names.contains_key(&class), choice.get(&class)) {
             (true, Some(chosen)) => {
                 computed.insert(i);
                 let c = b.canon(chosen);
-                if c == b.canon(enode) {
+                let folded = eg[class].data.constant && !matches!(chosen, Kiln::Leaf(_));
+                if c == b.canon(enode) && !folded {
                     None
                 } else if let Some(&n) = surviving_name.get(&c).filter(|_| !eg[class].data.constant) {
                     // Computed by another input node (the same op of the same inputs, or one the
                     // rules proved equal).
                     let op = chosen.ir_op().map_or("?", |op| op.name()).to_string();
-                    let (rules, _) = b.chain(chosen, class);
+                    let (rules, _, _) = b.chain(chosen, class);
                     change(Fate::Replaced, vec![Derivation { node: n.to_string(), op, rules }], vec![])
                 } else if let Kiln::Leaf(s) = chosen {
-                    let (rules, _) = b.chain(chosen, class);
+                    let (rules, _, _) = b.chain(chosen, class);
                     let op = if eg[class].data.constant { "weight" } else { "input" };
                     change(Fate::Replaced, vec![Derivation { node: s.to_string(), op: op.into(), rules }], vec![])
                 } else {
@@ -313,6 +470,30 @@ pub fn explain(
                 None => change(Fate::Absorbed, vec![], vec![]),
             },
         };
+        // A replaced node's other new nodes: those whose creation passed through its e-class (the
+        // MaskedSoftmax made of the division that moved inside a MatMul).
+        let change = change.map(|mut c| {
+            if c.fate != Fate::Rewritten {
+                for &d in through.get(&class).map(Vec::as_slice).unwrap_or_default() {
+                    if !c.by.iter().any(|x| x.node == derivations[d].node) {
+                        c.by.push(derivations[d].clone());
+                    }
+                }
+            }
+            // The input nodes re-centred on the way (the residual writes a LayerNorm's input is the
+            // sum of, which made it provably zero-mean).
+            let mut recentred: Vec<usize> = through
+                .get(&class)
+                .into_iter()
+                .flatten()
+                .filter_map(|&d| centred_of[d].filter(|&x| x != class))
+                .filter_map(|x| b.class_original.get(&x).copied())
+                .collect();
+            recentred.sort_unstable();
+            recentred.dedup();
+            c.recentred = recentred.into_iter().map(|j| lifted.originals[j].1.clone()).collect();
+            c
+        });
         changes.push(change);
     }
 
@@ -349,6 +530,11 @@ pub fn explain(
                 stack.extend(consumers[j].iter().rev());
             }
         }
+        for target in &into {
+            if let Some(t) = changes.iter_mut().flatten().find(|c| c.node == *target) {
+                t.absorbs.push(lifted.originals[i].1.clone());
+            }
+        }
         if let Some(c) = changes[i].as_mut() {
             c.into = into;
         }
@@ -357,12 +543,16 @@ pub fn explain(
         graph: input.graph.name().to_string(),
         input_nodes: lifted.originals.len(),
         changed: changes.into_iter().flatten().collect(),
+        note: None,
     }
 }
 
 impl fmt::Display for Derivation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} '{}'", self.op, self.node)?;
+        if self.op == "weight" && self.rules.is_empty() {
+            write!(f, " (evaluated at compile time)")?;
+        }
         if !self.rules.is_empty() {
             let steps: Vec<String> = self.rules.iter().map(|s| format!("{} @ {}", s.rule, s.at)).collect();
             write!(f, " by {}", steps.join(" -> "))?;
@@ -372,18 +562,42 @@ impl fmt::Display for Derivation {
 }
 
 /// The `kiln compile --explain` text: a header line, then per changed input node a line
-/// `NODE (OP): FATE` and one indented line per node of the optimised graph it became.
+/// `NODE (OP): FATE [into NODES] [with NODE by RULES] [, absorbing NODES] [, re-centring NODES]`
+/// and one indented line
+/// `-> OP 'NODE' by RULE @ WHERE -> …` per node of the optimised graph it became.
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "explain {}: {} of {} input nodes changed", self.graph, self.changed.len(), self.input_nodes)?;
+        write!(f, "explain {}: {} of {} input nodes changed", self.graph, self.changed.len(), self.input_nodes)?;
+        match &self.note {
+            Some(note) => writeln!(f, " ({note})")?,
+            None => writeln!(f)?,
+        }
         for c in &self.changed {
             write!(f, "{} ({}): {}", c.node, c.op, c.fate.name())?;
             if !c.into.is_empty() {
                 write!(f, " into {}", c.into.join(", "))?;
             }
+            if c.fate == Fate::Merged {
+                for d in &c.by {
+                    write!(f, " with {}", d.node)?;
+                    let steps: Vec<String> = d.rules.iter().map(|s| format!("{} @ {}", s.rule, s.at)).collect();
+                    match steps.is_empty() {
+                        true => write!(f, " (the same op of the same inputs)")?,
+                        false => write!(f, " by {}", steps.join(" -> "))?,
+                    }
+                }
+            }
+            if !c.absorbs.is_empty() {
+                write!(f, ", absorbing {}", c.absorbs.join(", "))?;
+            }
+            if !c.recentred.is_empty() {
+                write!(f, ", re-centring {}", c.recentred.join(", "))?;
+            }
             writeln!(f)?;
-            for d in &c.by {
-                writeln!(f, "  -> {d}")?;
+            if c.fate != Fate::Merged {
+                for d in &c.by {
+                    writeln!(f, "  -> {d}")?;
+                }
             }
         }
         Ok(())

@@ -116,6 +116,8 @@ pub struct KApplier {
     /// The left-hand side's variables, whose classes are checked for non-finite constants.
     lhs_vars: Vec<Var>,
     nonfinite_safe: bool,
+    /// The left-hand side, for explanations: which e-nodes a match used ([`crate::explain`]).
+    lhs: PatternAst<Kiln>,
 }
 
 /// Rules that are exact for any constant, infinite or NaN: masks of −inf are what attention and
@@ -125,7 +127,12 @@ const NONFINITE_SAFE: &[&str] =
 
 impl KApplier {
     fn new(name: &str, searcher: &Pattern<Kiln>, rhs: Rhs) -> KApplier {
-        KApplier { rhs, lhs_vars: searcher.vars(), nonfinite_safe: NONFINITE_SAFE.contains(&name) }
+        KApplier {
+            rhs,
+            lhs_vars: searcher.vars(),
+            nonfinite_safe: NONFINITE_SAFE.contains(&name),
+            lhs: searcher.ast.clone(),
+        }
     }
 }
 
@@ -156,14 +163,24 @@ impl KApplier {
 
 impl KApplier {
     /// Explanations: records an application that created e-nodes (from `first_id` on) or joined
-    /// two e-classes, when [`KilnAnalysis::applications`] is on.
-    fn log(&self, egraph: &mut KGraph, rule: Symbol, at: Id, joined: Option<Id>, first_id: usize, created: bool) {
+    /// two e-classes, with the e-nodes its match used, when [`KilnAnalysis::applications`] is on.
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        egraph: &mut KGraph,
+        rule: Symbol,
+        at: Id,
+        joined: Option<Id>,
+        first_id: usize,
+        created: bool,
+        matched: Vec<Kiln>,
+    ) {
         let end = if created { egraph.nodes().len() } else { first_id };
         if let Some(log) = egraph.analysis.applications.as_mut()
             && (created || joined.is_some())
         {
             let created = first_id..end;
-            log.push(crate::explain::Application { rule, at, joined, created });
+            log.push(crate::explain::Application { rule, at, joined, created, matched });
         }
     }
 }
@@ -192,6 +209,11 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
     ) -> Vec<Id> {
         let before = egraph.total_size();
         let first_id = egraph.nodes().len();
+        let matched = if egraph.analysis.applications.is_some() {
+            crate::explain::matched_nodes(egraph, &self.lhs, eclass, subst)
+        } else {
+            Vec::new()
+        };
         egraph.analysis.applying_at = Some(eclass);
         let built = self.build(egraph, eclass, subst);
         egraph.analysis.applying_at = None;
@@ -200,17 +222,17 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
         debug_assert!(added <= MAX_NODES_PER_APPLICATION, "rule {rule_name} added {added} e-nodes in one application");
         egraph.analysis.peak_size = egraph.analysis.peak_size.max(egraph.total_size());
         let Some(id) = built else {
-            self.log(egraph, rule_name, eclass, None, first_id, created);
+            self.log(egraph, rule_name, eclass, None, first_id, created, matched);
             return vec![];
         };
         let (new, old) = (&egraph[id].data.types, &egraph[eclass].data.types);
         if new.is_empty() || new != old {
             *egraph.analysis.refused.entry(rule_name.to_string()).or_insert(0) += 1;
-            self.log(egraph, rule_name, eclass, None, first_id, created);
+            self.log(egraph, rule_name, eclass, None, first_id, created, matched);
             return vec![];
         }
         let joined = egraph.union(eclass, id);
-        self.log(egraph, rule_name, eclass, joined.then_some(id), first_id, created);
+        self.log(egraph, rule_name, eclass, joined.then_some(id), first_id, created, matched);
         if joined { vec![eclass] } else { vec![] }
     }
 
