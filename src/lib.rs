@@ -283,6 +283,7 @@ pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
                 "into": c.into,
                 "absorbs": c.absorbs,
                 "recentred": c.recentred,
+                "recentred_for": c.recentred_for,
             })
         })
         .collect();

@@ -138,7 +138,7 @@ fn assert_json_matches_text(name: &str, explanation: &Explanation) {
         let (node, op, fate) = (c["node"].as_str(), c["op"].as_str(), c["fate"].as_str());
         let (node, op, fate) = (node.expect("node"), op.expect("op"), fate.expect("fate"));
         assert!(head.starts_with(&format!("{node} ({op}): {fate}")), "{name}: {head} vs {c}");
-        for key in ["into", "absorbs", "recentred"] {
+        for key in ["into", "absorbs", "recentred", "recentred_for"] {
             for n in c[key].as_array().expect("array") {
                 assert!(head.contains(n.as_str().expect("a name")), "{name}: {head} lacks {key} {n}");
             }

@@ -143,6 +143,8 @@ pub struct Change {
     /// last axis) so that this one could change: the residual writes that prove a LayerNorm's
     /// input zero-mean, which made it an RMSNorm.
     pub recentred: Vec<String>,
+    /// The other input nodes (LayerNorms) whose re-centred writes this one's input also sums.
+    pub recentred_for: Vec<String>,
 }
 
 /// Why each changed node of the input graph changed, in the input graph's topological order.
@@ -177,6 +179,10 @@ struct Builder<'a> {
     first: HashMap<Kiln, usize>,
     /// The input node of each canonical e-node that is one (the first, for duplicates).
     original_node: HashMap<Kiln, usize>,
+    /// The applications that joined a term into each final e-class, in order.
+    joins: HashMap<Id, Vec<usize>>,
+    /// The first joining application that matched each canonical e-node at its root.
+    joined_at: HashMap<Kiln, usize>,
 }
 
 impl Builder<'_> {
@@ -251,9 +257,9 @@ impl Builder<'_> {
         if e < self.lift_end {
             // A node that predates the rewrites (a graph input, another input node): the rule that
             // joined it to this e-class, preferring the application that joined exactly it.
-            let joins = || self.apps.iter().enumerate().filter(|(_, a)| a.joined.is_some_and(|j| eg.find(j) == class));
-            app =
-                joins().find(|(_, a)| a.joined.map(usize::from) == Some(e)).or_else(|| joins().next()).map(|(i, _)| i);
+            let joins = self.joins.get(&class).map(Vec::as_slice).unwrap_or_default();
+            let exactly = joins.iter().find(|&&i| self.apps[i].joined.map(usize::from) == Some(e));
+            app = exactly.or(joins.first()).copied();
         }
         let mut used: BTreeSet<usize> = BTreeSet::new();
         let mut centred: Option<Id> = None;
@@ -296,10 +302,7 @@ impl Builder<'_> {
     /// node (`identity` at an Identity), when there is one.
     fn merged_by(&self, i: usize) -> Option<Step> {
         let own = self.canon(&self.lifted.originals[i].0);
-        self.apps
-            .iter()
-            .find(|a| a.joined.is_some() && a.matched.first().is_some_and(|m| self.canon(m) == own))
-            .map(|a| self.step(a))
+        self.joined_at.get(&own).map(|&a| self.step(&self.apps[a]))
     }
 }
 
@@ -323,7 +326,18 @@ pub fn explain(
         class_original: HashMap::new(),
         first: HashMap::new(),
         original_node: HashMap::new(),
+        joins: HashMap::new(),
+        joined_at: HashMap::new(),
     };
+    for (i, a) in apps.iter().enumerate() {
+        if let Some(j) = a.joined {
+            b.joins.entry(eg.find(j)).or_default().push(i);
+            if let Some(m) = a.matched.first() {
+                let m = b.canon(m);
+                b.joined_at.entry(m).or_insert(i);
+            }
+        }
+    }
     for (i, n) in eg.nodes().iter().enumerate() {
         let c = b.canon(n);
         b.first.entry(c).or_insert(i);
@@ -409,7 +423,16 @@ pub fn explain(
     for (i, (enode, name, _)) in lifted.originals.iter().enumerate() {
         let op = enode.ir_op().map_or("?", |op| op.name()).to_string();
         let change = |fate, by, into| {
-            let c = Change { node: name.clone(), op: op.clone(), fate, by, into, absorbs: vec![], recentred: vec![] };
+            let c = Change {
+                node: name.clone(),
+                op: op.clone(),
+                fate,
+                by,
+                into,
+                absorbs: vec![],
+                recentred: vec![],
+                recentred_for: vec![],
+            };
             Some(c)
         };
         let Some(class) = original_class[i] else {
@@ -501,6 +524,7 @@ pub fn explain(
     let index_of: HashMap<&str, usize> =
         lifted.originals.iter().enumerate().map(|(i, (_, name, _))| (name.as_str(), i)).collect();
     let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); lifted.originals.len()];
+    let mut producers: Vec<Vec<usize>> = vec![Vec::new(); lifted.originals.len()];
     let ig = &input.graph;
     for id in ig.topo_order() {
         let node = ig.node(id);
@@ -510,6 +534,7 @@ pub fn explain(
                 && !consumers[p].contains(&i)
             {
                 consumers[p].push(i);
+                producers[i].push(p);
             }
         }
     }
@@ -539,6 +564,42 @@ pub fn explain(
             c.into = into;
         }
     }
+
+    // A LayerNorm's input stream is also the sum of writes re-centred earlier, for another
+    // LayerNorm: name that one (l1.ln1's input l0.res2 = l0.res1 + l0.ff2, l0.res1 re-centred
+    // for l0.ln2).
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        for n in c.iter().flat_map(|c| &c.recentred) {
+            owner.entry(n.clone()).or_insert(i);
+        }
+    }
+    for i in 0..changes.len() {
+        if changes[i].as_ref().is_none_or(|c| c.recentred.is_empty()) {
+            continue;
+        }
+        let mut also: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut stack: Vec<usize> = producers[i].clone();
+        while let Some(j) = stack.pop() {
+            if !seen.insert(j) {
+                continue;
+            }
+            match owner.get(&lifted.originals[j].1) {
+                Some(&o) if o == i => stack.extend(producers[j].iter().rev()),
+                Some(&o) => {
+                    let name = &lifted.originals[o].1;
+                    if !also.contains(name) {
+                        also.push(name.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+        if let Some(c) = changes[i].as_mut() {
+            c.recentred_for = also;
+        }
+    }
     Explanation {
         graph: input.graph.name().to_string(),
         input_nodes: lifted.originals.len(),
@@ -562,7 +623,8 @@ impl fmt::Display for Derivation {
 }
 
 /// The `kiln compile --explain` text: a header line, then per changed input node a line
-/// `NODE (OP): FATE [into NODES] [with NODE by RULES] [, absorbing NODES] [, re-centring NODES]`
+/// `NODE (OP): FATE [into NODES] [with NODE by RULES] [, absorbing NODES] [, re-centring NODES
+/// [and what was re-centred for NODES]]`
 /// and one indented line
 /// `-> OP 'NODE' by RULE @ WHERE -> …` per node of the optimised graph it became.
 impl fmt::Display for Explanation {
@@ -592,6 +654,9 @@ impl fmt::Display for Explanation {
             }
             if !c.recentred.is_empty() {
                 write!(f, ", re-centring {}", c.recentred.join(", "))?;
+            }
+            if !c.recentred_for.is_empty() {
+                write!(f, " and what was re-centred for {}", c.recentred_for.join(", "))?;
             }
             writeln!(f)?;
             if c.fate != Fate::Merged {
