@@ -138,8 +138,8 @@ struct CompileArgs {
     /// What to print: the IR text form, a Graphviz graph, or statistics as one JSON object.
     #[arg(long, value_enum, required_unless_present_any = ["output", "explain"])]
     emit: Option<Emit>,
-    /// Print why each node of the input graph that the optimizer changed changed: what it became
-    /// and the rules applied, from the input node to the nodes of the optimised graph
+    /// For each node of the input graph that the optimizer changed, print what it became and why:
+    /// the rules applied, from the input node to the nodes of the optimised graph
     /// (docs/explain.md). At -O0 it says that nothing changed. With --emit, the emitted output
     /// stays alone on stdout and the explanation goes to stderr.
     #[arg(long)]
