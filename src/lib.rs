@@ -35,6 +35,7 @@ pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, Ten
 pub use kiln_codegen::pool::Pool as ThreadPool;
 pub use kiln_codegen::{DataMut, DataRef, Isa, TensorRef};
 pub use kiln_passes::OptimizeConfig;
+pub use kiln_passes::explain::{Change, Derivation, Explanation, Fate, Step};
 
 use std::path::Path;
 use std::time::Instant;
@@ -264,6 +265,38 @@ impl CompileStats {
     }
 }
 
+/// `kiln compile --explain --json`: schema `kiln-explain/1`, documented in docs/explain.md.
+pub fn explanation_json(explanation: &Explanation) -> serde_json::Value {
+    let derivation = |d: &Derivation| {
+        let rules: Vec<serde_json::Value> =
+            d.rules.iter().map(|s| serde_json::json!({ "rule": s.rule, "at": s.at })).collect();
+        serde_json::json!({ "node": d.node, "op": d.op, "rules": rules })
+    };
+    let changed: Vec<serde_json::Value> = explanation
+        .changed
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "node": c.node,
+                "op": c.op,
+                "fate": c.fate.name(),
+                "by": c.by.iter().map(derivation).collect::<Vec<_>>(),
+                "into": c.into,
+                "absorbs": c.absorbs,
+                "recentred": c.recentred,
+                "recentred_for": c.recentred_for,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "schema": "kiln-explain/1",
+        "graph": explanation.graph,
+        "input_nodes": explanation.input_nodes,
+        "note": explanation.note,
+        "changed": changed,
+    })
+}
+
 /// Tensors by name, in the model's declaration order (inputs or outputs).
 pub type NamedTensors = Vec<(String, Tensor)>;
 
@@ -282,6 +315,8 @@ pub struct CompiledModel {
     model: Model,
     engine: Engine,
     stats: CompileStats,
+    /// At -O0 with `options.optimizer.explain`: the explanation that nothing changed.
+    unoptimised: Option<Explanation>,
 }
 
 enum Engine {
@@ -294,6 +329,10 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     let start = Instant::now();
     let ops_before = model.graph.op_counts();
     model.weights.check_against(&model.graph)?;
+    let unoptimised = (options.opt_level == OptLevel::O0 && options.optimizer.explain).then(|| {
+        let note = "-O0: the optimizer did not run";
+        Explanation::unchanged(model.graph.name(), model.graph.num_op_nodes(), note)
+    });
     let (model, optimizer) = match options.opt_level {
         OptLevel::O0 => (model, None),
         level => {
@@ -342,7 +381,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
     };
     let ops_after = model.graph.op_counts();
     let stats = CompileStats { ops_before, ops_after, optimizer, compile_ms: start.elapsed().as_secs_f64() * 1e3 };
-    Ok(CompiledModel { model, engine, stats })
+    Ok(CompiledModel { model, engine, stats, unoptimised })
 }
 
 impl CompiledModel {
@@ -523,6 +562,13 @@ impl CompiledModel {
 
     pub fn stats(&self) -> &CompileStats {
         &self.stats
+    }
+
+    /// Why each changed node of the input graph changed: set when compiled with
+    /// `options.optimizer.explain` (the CLI's `--explain`); at -O0 it says that nothing changed.
+    /// Its `Display` is the `--explain` text; [`explanation_json`] its JSON.
+    pub fn explanation(&self) -> Option<&Explanation> {
+        self.stats.optimizer.as_ref().and_then(|r| r.explanation.as_ref()).or(self.unoptimised.as_ref())
     }
 
     /// The declared inputs, by name and type, in order.

@@ -150,8 +150,17 @@ struct CompileArgs {
     /// The model file (.json, .onnx, .kir or .kiln).
     model: PathBuf,
     /// What to print: the IR text form, a Graphviz graph, or statistics as one JSON object.
-    #[arg(long, value_enum, required_unless_present = "output")]
+    #[arg(long, value_enum, required_unless_present_any = ["output", "explain"])]
     emit: Option<Emit>,
+    /// For each node of the input graph that the optimizer changed, print what it became and why:
+    /// the rules applied, from the input node to the nodes of the optimised graph
+    /// (docs/explain.md). At -O0 it says that nothing changed. With --emit, the emitted output
+    /// stays alone on stdout and the explanation goes to stderr.
+    #[arg(long)]
+    explain: bool,
+    /// With --explain: print it as one JSON object (schema kiln-explain/1).
+    #[arg(long, requires = "explain")]
+    json: bool,
     /// Save the compiled model: FILE.kiln is one file (graph and weights), FILE.kir the IR text
     /// form with its weights in FILE.safetensors beside it. Both run again with kiln run.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -637,8 +646,9 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
         refuse_threads_without_jit(&args.flags, "on kiln compile unless it emits clif (nothing runs)");
     }
     let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
-    let compiled =
-        kiln::compile(load_model(&args.model, &args.load, load)?, &options(&args.flags, backend, &args.model)?)?;
+    let mut options = options(&args.flags, backend, &args.model)?;
+    options.optimizer.explain = args.explain;
+    let compiled = kiln::compile(load_model(&args.model, &args.load, load)?, &options)?;
     if let Some(path) = &args.output {
         kiln::save(&compiled, path)?;
     }
@@ -652,6 +662,18 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
             }
         }
         None => {}
+    }
+    if let Some(explanation) = compiled.explanation() {
+        let text =
+            if args.json { format!("{}\n", kiln::explanation_json(explanation)) } else { explanation.to_string() };
+        // --emit's output is a contract of its own (one JSON object for stats, IR text that parses
+        // back): the explanation never mixes into it.
+        if args.emit.is_some() {
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(text.as_bytes());
+        } else {
+            emit(&text)
+        }
     }
     Ok(())
 }

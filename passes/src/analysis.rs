@@ -44,6 +44,9 @@ pub struct KilnAnalysis {
     /// The first e-class seen of each uniform constant (type and value), which every later one
     /// joins (see [`KilnAnalysis::modify`]).
     pub uniform_constants: HashMap<(TensorType, F32Bits), Id>,
+    /// Every rule application that created e-nodes, in order, when explanations are asked for
+    /// (`None` otherwise): read by [`crate::explain`]. No rule reads it.
+    pub applications: Option<Vec<crate::explain::Application>>,
 }
 
 impl Default for KilnAnalysis {
@@ -55,6 +58,7 @@ impl Default for KilnAnalysis {
             peak_size: 0,
             refused: BTreeMap::new(),
             uniform_constants: HashMap::new(),
+            applications: None,
         }
     }
 }

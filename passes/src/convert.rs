@@ -158,6 +158,16 @@ pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<
 
 /// Builds the optimised model from an extraction, or says which created constant overflowed.
 pub fn lower_checked(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, LowerError> {
+    lower_named(model, lifted, extraction).map(|(model, _)| model)
+}
+
+/// [`lower_checked`], also returning the tensor name that holds each emitted e-class's value
+/// (for [`crate::explain`]).
+pub fn lower_named(
+    model: &Model,
+    lifted: &Lifted,
+    extraction: &Extraction,
+) -> Result<(Model, HashMap<Id, String>), LowerError> {
     let eg = &lifted.egraph;
     let graph = &model.graph;
     let canon = |n: &Kiln| n.clone().map_children(|c| eg.find(c));
@@ -223,10 +233,10 @@ pub fn lower_checked(model: &Model, lifted: &Lifted, extraction: &Extraction) ->
             lowering.builder.output(format!("output '{name}'"), name.clone());
         }
     }
-    let Lowering { builder, weights, .. } = lowering;
+    let Lowering { builder, weights, names, .. } = lowering;
     let graph = builder.finish()?;
     weights.check_against(&graph)?;
-    Ok(Model { graph, weights })
+    Ok((Model { graph, weights }, names))
 }
 
 /// An op node of the input graph, as far as naming goes.

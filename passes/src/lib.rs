@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+pub mod explain;
 pub mod extract;
 pub mod fold;
 pub mod lang;
@@ -18,5 +19,6 @@ pub mod rules;
 
 pub use analysis::{Data, KilnAnalysis, LeafInfo};
 pub use cost::CostModel;
+pub use explain::Explanation;
 pub use lang::{F32Bits, FoldOp, IrOp, KOp, Kiln, MetaOp};
 pub use optimize::{OptimizeConfig, OptimizeReport, optimize};

@@ -1,7 +1,7 @@
 //! The optimizer's entry point: lift the graph into an e-graph, saturate in stages under explicit
 //! limits, extract by the cost model, lower back into a new graph with new weights.
 
-use crate::convert::{LowerError, lift, lower_checked};
+use crate::convert::{LowerError, lift, lower_named};
 use crate::cost::CostModel;
 use crate::extract::{Extraction, IdMap, extract_no_worse, extract_no_worse_without};
 use crate::lang::Kiln;
@@ -48,6 +48,9 @@ pub struct OptimizeConfig {
     /// that does not implement them).
     pub kiln_ops: bool,
     pub cost_model: CostModel,
+    /// Explain every change ([`OptimizeReport::explanation`], [`crate::explain`]): logs each rule
+    /// application. Changes nothing that is optimised.
+    pub explain: bool,
 }
 
 impl Default for OptimizeConfig {
@@ -59,6 +62,7 @@ impl Default for OptimizeConfig {
             ln_to_rms: true,
             kiln_ops: true,
             cost_model: CostModel::default(),
+            explain: false,
         }
     }
 }
@@ -122,6 +126,8 @@ pub struct OptimizeReport {
     /// is never estimated slower than the input.
     pub cost_before: f64,
     pub cost_after: f64,
+    /// Why each changed input node changed, when [`OptimizeConfig::explain`] is set.
+    pub explanation: Option<crate::explain::Explanation>,
 }
 
 /// Extractions tried after a fold overflowed, before the input program is kept.
@@ -159,6 +165,10 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     };
     let ops_before = model.graph.num_op_nodes();
     let mut lifted = lift(model)?;
+    let lift_end = lifted.egraph.nodes().len();
+    if config.explain {
+        lifted.egraph.analysis.applications = Some(Vec::new());
+    }
     lap("lift", &mut phase_ms);
 
     let mut rules_fired: BTreeMap<String, usize> = BTreeMap::new();
@@ -210,7 +220,7 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     let mut banned: IdMap<Vec<Kiln>> = IdMap::default();
     let mut refolds = 0;
     let (mut extract_ms, mut lower_ms) = (0.0, 0.0);
-    let (optimised, extraction) = loop {
+    let ((optimised, names), extraction) = loop {
         let t = Instant::now();
         let extraction = if refolds < MAX_REFOLDS {
             extract_no_worse_without(&lifted.egraph, &lifted.outputs, &config.cost_model, &baseline, &banned)
@@ -223,7 +233,7 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         };
         extract_ms += t.elapsed().as_secs_f64() * 1e3;
         let t = Instant::now();
-        let lowered = lower_checked(model, &lifted, &extraction);
+        let lowered = lower_named(model, &lifted, &extraction);
         lower_ms += t.elapsed().as_secs_f64() * 1e3;
         match lowered {
             Ok(m) => break (m, extraction),
@@ -239,6 +249,12 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
     };
     phase_ms.push(("extract".to_string(), extract_ms));
     phase_ms.push(("lower".to_string(), lower_ms));
+    let explanation = config.explain.then(|| {
+        let t = Instant::now();
+        let e = crate::explain::explain(model, &lifted, lift_end, &extraction.choice, &names, &optimised);
+        phase_ms.push(("explain".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        e
+    });
     let report = OptimizeReport {
         ops_before,
         ops_after: optimised.graph.num_op_nodes(),
@@ -252,6 +268,7 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         phase_ms,
         cost_before: extraction.baseline_cost,
         cost_after: extraction.cost,
+        explanation,
     };
     Ok((optimised, report))
 }

@@ -116,6 +116,8 @@ pub struct KApplier {
     /// The left-hand side's variables, whose classes are checked for non-finite constants.
     lhs_vars: Vec<Var>,
     nonfinite_safe: bool,
+    /// The left-hand side, for explanations: which e-nodes a match used ([`crate::explain`]).
+    lhs: PatternAst<Kiln>,
 }
 
 /// Rules that are exact for any constant, infinite or NaN: masks of −inf are what attention and
@@ -135,7 +137,12 @@ const NONFINITE_SAFE: &[&str] = &[
 
 impl KApplier {
     fn new(name: &str, searcher: &Pattern<Kiln>, rhs: Rhs) -> KApplier {
-        KApplier { rhs, lhs_vars: searcher.vars(), nonfinite_safe: NONFINITE_SAFE.contains(&name) }
+        KApplier {
+            rhs,
+            lhs_vars: searcher.vars(),
+            nonfinite_safe: NONFINITE_SAFE.contains(&name),
+            lhs: searcher.ast.clone(),
+        }
     }
 }
 
@@ -164,6 +171,30 @@ impl KApplier {
     }
 }
 
+impl KApplier {
+    /// Explanations: records an application that created e-nodes (from `first_id` on) or joined
+    /// two e-classes, with the e-nodes its match used, when [`KilnAnalysis::applications`] is on.
+    #[allow(clippy::too_many_arguments)]
+    fn log(
+        &self,
+        egraph: &mut KGraph,
+        rule: Symbol,
+        at: Id,
+        joined: Option<Id>,
+        first_id: usize,
+        created: bool,
+        matched: Vec<Kiln>,
+    ) {
+        let end = if created { egraph.nodes().len() } else { first_id };
+        if let Some(log) = egraph.analysis.applications.as_mut()
+            && (created || joined.is_some())
+        {
+            let created = first_id..end;
+            log.push(crate::explain::Application { rule, at, joined, created, matched });
+        }
+    }
+}
+
 impl Applier<Kiln, KilnAnalysis> for KApplier {
     fn apply_matches(&self, egraph: &mut KGraph, matches: &[SearchMatches<Kiln>], rule_name: Symbol) -> Vec<Id> {
         let mut changed = Vec::new();
@@ -187,19 +218,32 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
         rule_name: Symbol,
     ) -> Vec<Id> {
         let before = egraph.total_size();
+        let first_id = egraph.nodes().len();
+        let matched = if egraph.analysis.applications.is_some() {
+            crate::explain::matched_nodes(egraph, &self.lhs, eclass, subst)
+        } else {
+            Vec::new()
+        };
         egraph.analysis.applying_at = Some(eclass);
         let built = self.build(egraph, eclass, subst);
         egraph.analysis.applying_at = None;
+        let created = egraph.nodes().len() > first_id;
         let added = egraph.total_size().saturating_sub(before);
         debug_assert!(added <= MAX_NODES_PER_APPLICATION, "rule {rule_name} added {added} e-nodes in one application");
         egraph.analysis.peak_size = egraph.analysis.peak_size.max(egraph.total_size());
-        let Some(id) = built else { return vec![] };
+        let Some(id) = built else {
+            self.log(egraph, rule_name, eclass, None, first_id, created, matched);
+            return vec![];
+        };
         let (new, old) = (&egraph[id].data.types, &egraph[eclass].data.types);
         if new.is_empty() || new != old {
             *egraph.analysis.refused.entry(rule_name.to_string()).or_insert(0) += 1;
+            self.log(egraph, rule_name, eclass, None, first_id, created, matched);
             return vec![];
         }
-        if egraph.union(eclass, id) { vec![eclass] } else { vec![] }
+        let joined = egraph.union(eclass, id);
+        self.log(egraph, rule_name, eclass, joined.then_some(id), first_id, created, matched);
+        if joined { vec![eclass] } else { vec![] }
     }
 
     fn vars(&self) -> Vec<Var> {
