@@ -23,6 +23,7 @@ use crate::Isa;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod conv;
 #[cfg(test)]
 mod tests;
 
