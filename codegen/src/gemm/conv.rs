@@ -431,6 +431,7 @@ mod tests {
         assert!(seen.iter().all(|&s| s == 1), "{isa:?} {cs:?} parts {parts}: rows reported {seen:?}");
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn case(c: usize, m: usize, h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Case {
         Case { n: 1, groups: 1, c, m, h, w, k: [k, k], s: [s, s], d: [d, d], p: [p; 4], bias: true }
     }
