@@ -2,15 +2,18 @@
 //! the output `[M, OH·OW]` is `W[M × C·kh·kw] · col[C·kh·kw × OH·OW]`, with the weights as the
 //! left operand, packed once into the micro-kernel's MR-row panels ([`PackedConv::new`]), and the
 //! im2col matrix never materialised: each KC×(block of output rows) piece of it is gathered
-//! straight from the NCHW input into NR-pixel panels (an L2-sized scratch) just before the
-//! micro-kernels read it. C rows are output channels and C columns output pixels, so tiles are
+//! into NR-pixel panels (an L2-sized scratch) just before the micro-kernels read it, from a
+//! zero-padded, stride-phase-split copy of the input rows the block reads (the *window*,
+//! [`WindowGeo`]), where every run of a panel's pixels in one output row is 16 contiguous floats
+//! for any stride, dilation or padding: the gather is whole-vector copies with no tests. C rows are output channels and C columns output pixels, so tiles are
 //! stored straight into NCHW (16 contiguous pixels per row), and the same micro-kernels as the
 //! packed GEMM run (AVX2+FMA or portable, by `Isa`).
 //!
 //! ```text
 //! unit = (image, group, block of whole output rows, part of the channel panels)
 //!   bias → C block (or C is overwritten by the first K block)
-//!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 192 KiB, L2)
+//!   the block's input rows → window (padding as zeros, phases of the column stride)
+//!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
 //!     MR-channel panels of the part (A micro-panel MR×KC, 6 KiB, stays in L1)
 //!       NR-pixel panels of the block → micro-kernel
 //!   after(unit) — the fused epilogue on the block's rows, while they are in cache
@@ -23,24 +26,67 @@ use super::{Kernel, MR, NR, Tile};
 use crate::Isa;
 use crate::host::Im2Col;
 
-/// Target pixels per block (rounded to whole output rows): a KC-deep gathered block of 192
-/// pixels is 192 KiB, inside the 512 KiB L2 with the weights' KC slice beside it.
-const BLOCK_PIXELS: usize = 192;
+/// Most pixels per block (whole output rows, at least one): a KC-deep gathered block of 256
+/// pixels is 256 KiB, inside a 512 KiB L2 with the weights' KC slice beside it.
+const BLOCK_PIXELS: usize = 256;
 /// Deepest K block (as the packed GEMM's).
 const KC: usize = 256;
 
-/// One tap of the kernel window: where row `k` of the im2col matrix reads the input.
-#[derive(Debug, Clone, Copy)]
-struct Tap {
-    /// Offset of the tap's input channel plane.
-    plane: usize,
-    /// Input row = output row · stride + dy.
-    dy: isize,
-    /// Input column = output column · stride + dx.
-    dx: isize,
-    /// Output columns `[first, end)` read inside the input row (the rest read padding).
-    first: usize,
-    end: usize,
+/// Where the im2col rows read a unit's *window*: the input rows one block of output rows reads,
+/// for every channel of the group, copied into a per-thread scratch with the padding written as
+/// zeros and each row split into `stride_w` phases (as `crate::window` does): phase `p` column
+/// `j` is padded column `j·stride_w + p`. Output column `ox` of tap `kx` then reads phase
+/// `(kx·dil_w) mod stride_w` at column `ox + ⌊kx·dil_w / stride_w⌋`, so for any stride, dilation
+/// or padding the 16 pixels of a panel that lie in one output row are 16 contiguous floats of the
+/// window, copied as whole vectors with no bounds or padding tests.
+#[derive(Debug, Clone)]
+struct WindowGeo {
+    /// Floats per phase of a window row.
+    phase: usize,
+    /// Floats per window row (`stride_w` phases).
+    row: usize,
+    /// Window rows per channel (the padded input rows one block reads).
+    rows: usize,
+    /// Per im2col row k = (channel, ky, kx): its offset in the window from output pixel (0, 0).
+    taps: Vec<usize>,
+}
+
+impl WindowGeo {
+    fn new(geo: &Im2Col, rows_per_block: usize) -> WindowGeo {
+        let (s1, d1) = (geo.stride[1], geo.dil[1]);
+        let phase = geo.ow + (geo.kw.saturating_sub(1) * d1) / s1;
+        let row = s1 * phase;
+        let rows = (rows_per_block.saturating_sub(1)) * geo.stride[0] + geo.kh.saturating_sub(1) * geo.dil[0] + 1;
+        let mut taps = Vec::with_capacity(geo.c * geo.kh * geo.kw);
+        for ci in 0..geo.c {
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    let cpos = kx * d1;
+                    taps.push(ci * rows * row + ky * geo.dil[0] * row + (cpos % s1) * phase + cpos / s1);
+                }
+            }
+        }
+        WindowGeo { phase, row, rows, taps }
+    }
+
+    /// Floats of one window, with the slack a whole-vector read past the last pixel needs.
+    fn len(&self, c: usize) -> usize {
+        c * self.rows * self.row + NR
+    }
+}
+
+/// Output rows per block: whole rows, at most [`BLOCK_PIXELS`] pixels (at least one row). The
+/// count computes the fewest idle columns in the blocks' last NR-pixel panels over the whole
+/// plane (2 or 4 rows of 56 = 7 or 14 panels exactly, where 3 rows leave half a panel idle per
+/// block), then divides the plane evenly (a short last block unbalances a split of few blocks),
+/// then is the largest.
+fn rows_per_block(oh: usize, ow: usize) -> usize {
+    let most = (BLOCK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+    let computed = |r: usize| {
+        let full = (oh / r) * (r * ow).div_ceil(NR);
+        (full + (oh % r * ow).div_ceil(NR)) * NR
+    };
+    (1..=most).min_by_key(|&r| (computed(r), !oh.is_multiple_of(r), usize::MAX - r)).unwrap_or(1)
 }
 
 /// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
@@ -58,7 +104,7 @@ pub struct PackedConv {
     kc: usize,
     /// Output rows per block.
     pub rows_per_block: usize,
-    taps: Vec<Tap>,
+    win: WindowGeo,
     /// Per group, `ceil(m/MR)` panels of `k` columns of MR floats (rows past m zero).
     wts: Vec<f32>,
 }
@@ -88,28 +134,10 @@ impl PackedConv {
                 }
             }
         }
-        let (s1, wd) = (geo.stride[1], geo.w as isize);
-        let mut taps = Vec::with_capacity(k);
-        for ci in 0..geo.c {
-            for ky in 0..geo.kh {
-                for kx in 0..geo.kw {
-                    let dx = (kx * geo.dil[1]) as isize - geo.pad[1] as isize;
-                    // ix = ox·s1 + dx; the ox with 0 ≤ ix < w form one range [first, end).
-                    let first = if dx >= 0 { 0 } else { ((-dx) as usize).div_ceil(s1) };
-                    let end = if wd - dx <= 0 { 0 } else { ((wd - dx) as usize).div_ceil(s1) };
-                    taps.push(Tap {
-                        plane: ci * geo.h * geo.w,
-                        dy: (ky * geo.dil[0]) as isize - geo.pad[0] as isize,
-                        dx,
-                        first: first.min(geo.ow),
-                        end: end.min(geo.ow),
-                    });
-                }
-            }
-        }
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
-        let rows_per_block = ((BLOCK_PIXELS + geo.ow / 2) / geo.ow.max(1)).clamp(1, geo.oh.max(1));
-        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, taps, wts })
+        let rows_per_block = rows_per_block(geo.oh, geo.ow);
+        let win = WindowGeo::new(&geo, rows_per_block);
+        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, wts })
     }
 
     pub fn bytes(&self) -> usize {
@@ -155,10 +183,14 @@ impl PackedConv {
         let geo = &self.geo;
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
-        BPACK.with(|cell| {
-            let mut bpack = cell.take();
+        let identity = geo.is_identity();
+        SCRATCH.with(|cell| {
+            let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
             bpack.resize(self.kc * max_pix.div_ceil(NR) * NR, 0.0);
+            if !identity {
+                win.resize(self.win.len(geo.c), 0.0);
+            }
             for u in lo..hi {
                 let part = u % parts;
                 let blk = u / parts % blocks;
@@ -177,7 +209,10 @@ impl PackedConv {
                 // (caller: the args are sized for these shapes).
                 let (x, out) = unsafe {
                     (
-                        (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w),
+                        std::slice::from_raw_parts(
+                            (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w),
+                            geo.c * geo.h * geo.w,
+                        ),
                         (args[0] as *mut f32).add((img * self.groups * self.m + g * self.m) * plane + q0),
                     )
                 };
@@ -190,13 +225,20 @@ impl PackedConv {
                         }
                     }
                 }
+                if !identity && self.k > 0 {
+                    self.fill_window(isa, &mut win, x, oh0, oh1);
+                }
                 // k = 0 still runs one (empty) block, which writes C = bias or 0.
                 let mut k0 = 0;
                 loop {
                     let kc = self.kc.min(self.k - k0);
                     if kc > 0 {
-                        // SAFETY: x holds this group's C planes of h·w floats.
-                        unsafe { self.gather(&mut bpack[..kc * npan * NR], x, k0, kc, q0, npix) };
+                        let dst = &mut bpack[..kc * npan * NR];
+                        if identity {
+                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix);
+                        } else {
+                            self.gather(isa, dst, &win, k0, npix);
+                        }
                     }
                     for i in i0..i1 {
                         let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
@@ -225,69 +267,118 @@ impl PackedConv {
                 }
                 after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
             }
-            cell.set(bpack);
+            cell.set((bpack, win));
         });
     }
 
-    /// Gathers rows `[k0, k0+kc)`, pixels `[q0, q0+npix)` of the group's im2col matrix into
-    /// NR-pixel panels: panel `p` holds `kc` rows of NR floats (columns past npix zero).
-    ///
-    /// # Safety
-    /// `x` is readable for the group's `C·h·w` floats.
-    unsafe fn gather(&self, dst: &mut [f32], x: *const f32, k0: usize, kc: usize, q0: usize, npix: usize) {
-        let geo = &self.geo;
-        let (s0, s1, ow, h) = (geo.stride[0], geo.stride[1], geo.ow, geo.h as isize);
-        // SAFETY: caller.
-        let x = unsafe { std::slice::from_raw_parts(x, geo.c * geo.h * geo.w) };
-        let identity = geo.is_identity();
+    /// Copies the input rows that output rows `[oh0, oh1)` read, of every channel of the group
+    /// (`x`, `C·h·w` floats), into the window (see [`WindowGeo`]), padding as zeros.
+    fn fill_window(&self, isa: Isa, win: &mut [f32], x: &[f32], oh0: usize, oh1: usize) {
+        let (geo, wg) = (&self.geo, &self.win);
+        let (s1, pl) = (geo.stride[1], geo.pad[1]);
+        // Rows of a shorter last block past its span are never read: leave them.
+        let rows = (oh1 - oh0 - 1) * geo.stride[0] + (geo.kh - 1) * geo.dil[0] + 1;
+        for (ci, chan) in win.chunks_exact_mut(wg.rows * wg.row).take(geo.c).enumerate() {
+            for (r, dst) in chan.chunks_exact_mut(wg.row).take(rows).enumerate() {
+                let iy = (oh0 * geo.stride[0] + r).wrapping_sub(geo.pad[0]);
+                if iy >= geo.h {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &x[(ci * geo.h + iy) * geo.w..][..geo.w];
+                if s1 == 1 {
+                    // Padded columns [pl, pl + w) hold the row; columns past the phase are never
+                    // read.
+                    let n = geo.w.min(wg.phase.saturating_sub(pl));
+                    dst[..pl.min(wg.phase)].fill(0.0);
+                    dst[pl.min(wg.phase)..pl.min(wg.phase) + n].copy_from_slice(&src[..n]);
+                    dst[pl.min(wg.phase) + n..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                    crate::window::split_phases(isa, src, dst, pl, s1, wg.phase);
+                }
+            }
+        }
+    }
+
+    /// Gathers rows `[k0, k0 + dst.len() / (panels·NR))` of the block's im2col matrix (`npix`
+    /// pixels from the block's first) from the window into NR-pixel panels: panel `p` holds `kc`
+    /// rows of NR floats (columns past npix zero).
+    fn gather(&self, isa: Isa, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx2Fma {
+            #[target_feature(enable = "avx2")]
+            fn wide(pc: &PackedConv, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
+                pc.gather_rows(dst, win, k0, npix);
+            }
+            // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
+            // is present: the same copies, as 32-byte moves.
+            unsafe { wide(self, dst, win, k0, npix) };
+            return;
+        }
+        let _ = isa;
+        self.gather_rows(dst, win, k0, npix);
+    }
+
+    #[inline(always)]
+    fn gather_rows(&self, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
+        let (ow, step) = (self.geo.ow, self.geo.stride[0] * self.win.row);
+        let kc = dst.len() / npix.div_ceil(NR) / NR;
+        let taps = &self.win.taps[k0..k0 + kc];
         for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
-            let pq = q0 + p * NR;
             let cols = NR.min(npix - p * NR);
-            // The panel's pixels as runs within one output row: (first column j, len, oy, ox0).
-            let mut segs = [(0usize, 0usize, 0usize, 0usize); NR];
+            // The panel's pixels as runs within one output row: (first column j, window offset).
+            let mut segs = [(0usize, 0usize); NR];
             let mut nseg = 0;
             let mut j = 0;
             while j < cols {
-                let (oy, ox0) = ((pq + j) / ow, (pq + j) % ow);
-                let len = (ow - ox0).min(cols - j);
-                segs[nseg] = (j, len, oy, ox0);
+                let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
+                segs[nseg] = (j, oy * step + ox0);
                 nseg += 1;
-                j += len;
+                j += (ow - ox0).min(cols - j);
             }
-            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                let tap = self.taps[k0 + kk];
-                if cols < NR {
+            let rows = panel.as_chunks_mut::<NR>().0;
+            if nseg == 1 && cols == NR {
+                // The common case: 16 pixels of one output row, one whole-vector copy per tap.
+                let base = segs[0].1;
+                for (row, &t) in rows.iter_mut().zip(taps) {
+                    *row = *first16(&win[base + t..]);
+                }
+                continue;
+            }
+            // Runs of several rows: each run is copied as 16 floats into a 32-float line at its
+            // column, the next run overwriting what the previous read past its end.
+            for (row, &t) in rows.iter_mut().zip(taps) {
+                let mut line = [0.0f32; 2 * NR];
+                for &(j, off) in &segs[..nseg] {
+                    line[j..j + NR].copy_from_slice(first16(&win[off + t..]));
+                }
+                line[cols..NR].fill(0.0);
+                row.copy_from_slice(&line[..NR]);
+            }
+        }
+    }
+}
+
+/// The first 16 floats of `s` (the window's slack guarantees them).
+#[inline(always)]
+fn first16(s: &[f32]) -> &[f32; NR] {
+    s.first_chunk::<NR>().expect("a window holds 16 floats past every pixel it gathers")
+}
+
+/// The 1×1, stride 1, unpadded case: rows `k0..` of the im2col matrix are the channel planes of
+/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each.
+fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize) {
+    let kc = dst.len() / npix.div_ceil(NR) / NR;
+    for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+        let (pq, cols) = (q0 + p * NR, NR.min(npix - p * NR));
+        for (kk, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
+            let src = &x[(k0 + kk) * plane + pq..];
+            match src.first_chunk::<NR>() {
+                Some(s) if cols == NR => *row = *s,
+                _ => {
+                    row[..cols].copy_from_slice(&src[..cols]);
                     row[cols..].fill(0.0);
-                }
-                if identity {
-                    // 1×1, stride 1, no padding: the pixels are contiguous in the channel plane.
-                    row[..cols].copy_from_slice(&x[tap.plane + pq..][..cols]);
-                    continue;
-                }
-                for &(j, len, oy, ox0) in &segs[..nseg] {
-                    let out = &mut row[j..j + len];
-                    let iy = (oy * s0) as isize + tap.dy;
-                    if iy < 0 || iy >= h {
-                        out.fill(0.0);
-                        continue;
-                    }
-                    let lo = tap.first.clamp(ox0, ox0 + len);
-                    let hi = tap.end.clamp(lo, ox0 + len);
-                    out[..lo - ox0].fill(0.0);
-                    out[hi - ox0..].fill(0.0);
-                    if hi > lo {
-                        // Columns [lo, hi) read ix = ox·s1 + dx inside [0, w).
-                        let base = tap.plane + iy as usize * geo.w;
-                        let ix0 = ((lo * s1) as isize + tap.dx) as usize;
-                        let dst = &mut out[lo - ox0..hi - ox0];
-                        if s1 == 1 {
-                            dst.copy_from_slice(&x[base + ix0..base + ix0 + (hi - lo)]);
-                        } else {
-                            for (i, d) in dst.iter_mut().enumerate() {
-                                *d = x[base + ix0 + i * s1];
-                            }
-                        }
-                    }
                 }
             }
         }
@@ -295,8 +386,10 @@ impl PackedConv {
 }
 
 thread_local! {
-    /// Each thread's gathered block of the im2col matrix, reused across calls (≤ 192 KiB).
-    static BPACK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's gathered block of the im2col matrix (≤ 256 KiB) and window of input rows,
+    /// reused across calls.
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
 }
 
 #[cfg(test)]
@@ -447,7 +540,7 @@ mod tests {
             case(9, 11, 7, 7, 1, 1, 1, 0),   // 1×1 identity
             case(9, 11, 9, 8, 1, 2, 1, 0),   // 1×1 stride 2
             case(2, 3, 3, 40, 5, 1, 1, 2),   // 5×5: the whole image is one block
-            case(2, 3, 2, 300, 3, 1, 1, 1),  // one row is a block: OW ≥ 192
+            case(2, 3, 2, 300, 3, 1, 1, 1),  // one row is a block: OW ≥ 256
             case(1, 1, 1, 1, 1, 1, 1, 0),    // a single output
             case(0, 4, 5, 5, 3, 1, 1, 1),    // no input channels: bias only
         ];
