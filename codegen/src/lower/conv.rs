@@ -96,9 +96,11 @@ pub(super) fn lower_conv(
         return Ok(());
     }
     // A constant weight: an implicit GEMM on the weight packed now (crate::gemm::conv), no
-    // im2col matrix, bias and epilogue fused.
+    // im2col matrix, bias and epilogue fused — unless the output plane is so small that most of
+    // its 16-pixel panels would be idle columns (see panel_fill).
     if let Place::Weight(wi) = cx.input(ins[1], &name)?
         && let WeightData::F32(data) = &cx.weights[wi]
+        && crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9
     {
         let packed =
             crate::gemm::conv::PackedConv::new(spec.n, spec.groups, spec.m_per_group, ic.clone(), spec.bias, data)
