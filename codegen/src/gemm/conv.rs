@@ -198,6 +198,7 @@ impl PackedConv {
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
+        let indirect = !identity && kernel.has_indirect();
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
@@ -251,10 +252,45 @@ impl PackedConv {
                         if identity {
                             gather_identity(dst, x, geo.h * geo.w, k0, q0, npix);
                         } else {
-                            self.gather(isa, dst, &win, k0, npix);
+                            self.gather(isa, dst, &win, k0, npix, indirect);
                         }
                     }
-                    for i in i0..i1 {
+                    if indirect {
+                        // Panels of 16 pixels in one output row are read straight from the window
+                        // (B row k at the panel's offset + the tap's), the others from the gathered
+                        // panels; each pixel panel stays in L1 across the channel panels.
+                        let taps = &self.win.taps[k0..k0 + kc];
+                        let step = geo.stride[0] * self.win.row;
+                        for p in 0..npan {
+                            let (q, cols) = (p * NR, NR.min(npix - p * NR));
+                            let full = cols == NR && q % geo.ow + NR <= geo.ow;
+                            for i in i0..i1 {
+                                let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
+                                let tile = Tile {
+                                    kc,
+                                    rows: MR.min(self.m - i * MR),
+                                    cols,
+                                    alpha: 1.0,
+                                    beta: 1.0,
+                                    load_c: self.bias || k0 > 0,
+                                    c_rs: plane as isize,
+                                };
+                                // SAFETY: as below; a full panel's B rows are 16 floats of the
+                                // window at (q / ow)·step + q mod ow + tap, inside its slack
+                                // (WindowGeo::len), as the gather reads them.
+                                unsafe {
+                                    let c = out.add(i * MR * plane + q);
+                                    if full {
+                                        let b = win.as_ptr().add(q / geo.ow * step + q % geo.ow);
+                                        kernel.run_indirect(&tile, ap.as_ptr(), b, taps.as_ptr(), c);
+                                    } else {
+                                        kernel.run(&tile, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for i in (i0..i1).filter(|_| !indirect) {
                         let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
                         for p in 0..npan {
                             let tile = Tile {
@@ -318,24 +354,26 @@ impl PackedConv {
     /// Gathers rows `[k0, k0 + dst.len() / (panels·NR))` of the block's im2col matrix (`npix`
     /// pixels from the block's first) from the window into NR-pixel panels: panel `p` holds `kc`
     /// rows of NR floats (columns past npix zero).
-    fn gather(&self, isa: Isa, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
+    /// `skip_full`: leave the panels whose 16 pixels lie in one output row unwritten (the
+    /// indirect kernel reads those from the window).
+    fn gather(&self, isa: Isa, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
         #[cfg(target_arch = "x86_64")]
         if isa >= Isa::Avx2Fma {
             #[target_feature(enable = "avx2")]
-            fn wide(pc: &PackedConv, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
-                pc.gather_rows(dst, win, k0, npix);
+            fn wide(pc: &PackedConv, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip: bool) {
+                pc.gather_rows(dst, win, k0, npix, skip);
             }
             // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
             // is present: the same copies, as 32-byte moves.
-            unsafe { wide(self, dst, win, k0, npix) };
+            unsafe { wide(self, dst, win, k0, npix, skip_full) };
             return;
         }
         let _ = isa;
-        self.gather_rows(dst, win, k0, npix);
+        self.gather_rows(dst, win, k0, npix, skip_full);
     }
 
     #[inline(always)]
-    fn gather_rows(&self, dst: &mut [f32], win: &[f32], k0: usize, npix: usize) {
+    fn gather_rows(&self, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
         let (ow, step) = (self.geo.ow, self.geo.stride[0] * self.win.row);
         let kc = dst.len() / npix.div_ceil(NR) / NR;
         let taps = &self.win.taps[k0..k0 + kc];
@@ -353,6 +391,9 @@ impl PackedConv {
             }
             let rows = panel.as_chunks_mut::<NR>().0;
             if nseg == 1 && cols == NR {
+                if skip_full {
+                    continue;
+                }
                 // The common case: 16 pixels of one output row, one whole-vector copy per tap.
                 let base = segs[0].1;
                 for (row, &t) in rows.iter_mut().zip(taps) {
