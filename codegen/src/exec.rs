@@ -144,6 +144,7 @@ impl Executable {
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
+                StepKind::PackedConv { .. } => "conv (implicit gemm, packed weights)".to_string(),
                 StepKind::Index(s) => s.label().to_string(),
                 StepKind::Host(k) => k.describe(),
                 StepKind::Attention(a) => format!(
@@ -401,6 +402,10 @@ impl Executable {
                     let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
                     self.depthwise(spec, epi, Ptrs(ptrs)).map_err(fail)?
                 }
+                StepKind::PackedConv { spec, epilogue } => {
+                    let epi = epilogue.map(|(f, first)| (self.kernels[f], first));
+                    self.packed_conv(spec, epi, Ptrs(ptrs)).map_err(fail)?
+                }
                 StepKind::Attention(spec) => self.attention(spec, Ptrs(ptrs)).map_err(fail)?,
                 StepKind::Index(s) => {
                     // SAFETY: the plan sized every buffer from the op's types, which the IR checked
@@ -603,6 +608,40 @@ impl Executable {
             // SAFETY: the plan sized every argument as DepthwiseSpec documents; chunks are
             // disjoint plane ranges, which write disjoint parts of the output.
             unsafe { spec.run_planes(&p.0, lo, hi, isa, after) };
+        })
+    }
+
+    /// Dense convolution on packed weights: units are (image, group, block of output rows), each
+    /// block's channel panels also split in parts when there are too few blocks for the pool;
+    /// the fused epilogue (if any) runs on each unit's channels × rows as soon as they are final.
+    fn packed_conv(
+        &self,
+        spec: &Arc<crate::gemm::conv::PackedConv>,
+        epilogue: Option<(KernelFn, usize)>,
+        ptrs: Ptrs,
+    ) -> Result<(), &'static str> {
+        let blocks = spec.units(1);
+        let threads = self.par(spec.flops() as f64 / GEMM_FLOPS_PER_NS, blocks * spec.m_panels());
+        let parts = if blocks >= 4 * threads { 1 } else { threads.min(spec.m_panels()).max(1) };
+        let units = spec.units(parts);
+        let (spec, p, isa) = (Arc::clone(spec), Arc::new(ptrs), self.isa);
+        self.split(threads, move |c| {
+            let (lo, hi) = chunk(units, threads, c);
+            let (m, oh) = (spec.m * spec.groups, spec.geo.oh);
+            let mut after = |img: usize, c0: usize, c1: usize, oh0: usize, oh1: usize| {
+                if let Some((f, first)) = epilogue {
+                    for ch in c0..c1 {
+                        let row = (img * m + ch) * oh;
+                        // SAFETY: the epilogue kernel was generated for these argument buffers
+                        // with one row per output row of OW floats; rows [oh0, oh1) of channel
+                        // ch were just finished by this chunk (units write disjoint blocks).
+                        unsafe { f(p.0[first..].as_ptr(), (row + oh0) as i64, (row + oh1) as i64) };
+                    }
+                }
+            };
+            // SAFETY: the plan sized every argument as PackedConv documents; chunks are disjoint
+            // unit ranges, which write disjoint parts of the output.
+            unsafe { spec.run(&p.0, lo, hi, parts, isa, &mut after) };
         })
     }
 

@@ -233,11 +233,16 @@ fn check_conv(
             }
         }
     }
+    // The implicit GEMM on packed weights (crate::gemm::conv), through the executor's split.
+    let packed = crate::gemm::conv::PackedConv::new(n, group, mg, spec.im2col.clone(), bias, wv).unwrap();
     let col = cg * kh * kw * oh * ow * 4;
     let mut ins = vec![x, wt];
     if bias {
         ins.push(bt);
     }
+    let kind = StepKind::PackedConv { spec: std::sync::Arc::new(packed), epilogue: None };
+    let got = run_step(kind, &ins, TensorType::f32(out_shape.clone()), None, threads);
+    assert_close(got.as_f32().unwrap(), &want, cg * kh * kw + 1);
     let got = run_step(StepKind::Conv(spec), &ins, TensorType::f32(out_shape), Some(col), threads);
     assert_close(got.as_f32().unwrap(), &want, cg * kh * kw + 1);
 }

@@ -75,7 +75,7 @@ impl Window {
     }
 
     /// Copies plane `x` ([h, w]) into the input positions of `s` (made by [`Window::scratch`]).
-    fn fill(&self, x: &[f32], s: &mut [f32]) {
+    fn fill(&self, isa: Isa, x: &[f32], s: &mut [f32]) {
         let (l, rl, sw) = (self.phase_len(), self.row_len(), self.stride[1]);
         let [pt, pl] = self.pad;
         for r in pt..self.rows().min(pt + self.h) {
@@ -86,14 +86,40 @@ impl Window {
                 let n = self.w.min(l.saturating_sub(pl));
                 dst[pl..pl + n].copy_from_slice(&src[..n]);
             } else {
-                for (ix, &v) in src.iter().enumerate() {
-                    let c = ix + pl;
-                    let q = c / sw;
-                    if q < l {
-                        dst[(c % sw) * l + q] = v;
-                    }
-                }
+                split_phases(isa, src, dst, pl, sw, l);
             }
+        }
+    }
+}
+
+/// Writes input row `src` into the `sw` phases of `l` floats of a scratch row `dst`: padded column
+/// `c = ix + pl` goes to phase `c mod sw`, column `⌊c / sw⌋` (when that is below `l`); other
+/// positions are left as they are. One strided pass per phase: no division per element.
+pub(crate) fn split_phases(isa: Isa, src: &[f32], dst: &mut [f32], pl: usize, sw: usize, l: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if sw == 2 && isa >= Isa::Avx2Fma && dst.len() >= 2 * l {
+        // Even input columns go to phase pl mod 2 from column ⌊pl/2⌋, odd ones to the other
+        // phase from column ⌈pl/2⌉.
+        let (p0, p1) = dst[..2 * l].split_at_mut(l);
+        let (ev, od) = if pl.is_multiple_of(2) {
+            (p0.get_mut(pl / 2..), p1.get_mut(pl / 2..))
+        } else {
+            (p1.get_mut(pl / 2..), p0.get_mut(pl.div_ceil(2)..))
+        };
+        // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported).
+        unsafe { avx2::deinterleave(src, ev.unwrap_or_default(), od.unwrap_or_default()) };
+        return;
+    }
+    let _ = isa;
+    for (ph, out) in dst.chunks_exact_mut(l).take(sw).enumerate() {
+        // The first phase column whose padded column q·sw + ph is at or past the left padding.
+        let q0 = pl.saturating_sub(ph).div_ceil(sw);
+        let ix0 = q0 * sw + ph - pl;
+        if q0 >= l || ix0 >= src.len() {
+            continue;
+        }
+        for (d, &v) in out[q0..].iter_mut().zip(src[ix0..].iter().step_by(sw)) {
+            *d = v;
         }
     }
 }
@@ -125,18 +151,31 @@ fn plane(win: &Window, isa: Isa, t: Taps, s: &[f32], y: &mut [f32]) {
     let step = win.stride[0] * win.row_len();
     debug_assert!(s.len() >= (win.oh - 1) * step + t.offs.iter().max().copied().unwrap_or(0) + win.ow.div_ceil(V) * V);
     debug_assert!(y.len() == win.oh * win.ow && (t.red != Reduce::Dot || t.wts.len() == t.offs.len()));
-    for (oy, yrow) in y.chunks_exact_mut(win.ow).enumerate() {
-        let srow = &s[oy * step..];
-        #[cfg(target_arch = "x86_64")]
-        if isa >= Isa::Avx2Fma {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        // Two output rows at a time: twice the independent accumulators, so the FMA latency
+        // chain of a long window (49 taps of 7×7) no longer limits the rate. When the row
+        // stride equals the row dilation, kernel row ky of the second output row is kernel row
+        // ky + 1 of the first: each scratch row is then loaded once for both.
+        let reuse = (win.stride[0] == win.dil[0] && win.kh >= 2).then_some(win.kw);
+        let mut pairs = y.chunks_exact_mut(2 * win.ow);
+        for (i, pair) in pairs.by_ref().enumerate() {
+            let (y0, y1) = pair.split_at_mut(win.ow);
             // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
-            // and FMA are present; the reads stay inside `srow` (debug-asserted above: the last
-            // vector of the last tap ends at most at the end of the row's read span).
-            unsafe { avx2::row(t, srow, yrow) };
-            continue;
+            // and FMA are present; rows 2i and 2i + 1 are output rows, whose reads stay inside
+            // `s` (debug-asserted above).
+            unsafe { avx2::rows(t, &s[2 * i * step..], step, reuse, y0, Some(y1)) };
         }
-        let _ = isa;
-        generic_row(t, srow, yrow);
+        let last = pairs.into_remainder();
+        if !last.is_empty() {
+            // SAFETY: as above, for the last output row.
+            unsafe { avx2::rows(t, &s[(win.oh - 1) * step..], step, None, last, None) };
+        }
+        return;
+    }
+    let _ = isa;
+    for (oy, yrow) in y.chunks_exact_mut(win.ow).enumerate() {
+        generic_row(t, &s[oy * step..], yrow);
     }
 }
 
@@ -166,85 +205,187 @@ mod avx2 {
     use super::{Reduce, Taps, V};
     use std::arch::x86_64::*;
 
-    /// One output row, four vectors (32 outputs) at a time while they last: each tap's weight is
-    /// broadcast once per block and the accumulators stay in registers over all taps.
+    /// `ev[i] = src[2i]` and `od[i] = src[2i + 1]` while both exist.
     ///
     /// # Safety
-    /// AVX2 and FMA are available; `s[o + ox0 ..][..8]` is in bounds for every tap offset `o` and
-    /// vector start `ox0 < y.len()`; `wts.len() ≥ offs.len()` for `Dot`.
+    /// AVX2 is available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn row(t: Taps, s: &[f32], y: &mut [f32]) {
-        let ow = y.len();
+    pub(super) unsafe fn deinterleave(src: &[f32], ev: &mut [f32], od: &mut [f32]) {
+        let mut i = 0;
+        while 2 * i + 2 * V <= src.len() && i + V <= ev.len() && i + V <= od.len() {
+            // SAFETY: src[2i .. 2i + 16], ev[i .. i + 8] and od[i .. i + 8] are in bounds (the
+            // loop condition).
+            unsafe {
+                let a = _mm256_loadu_ps(src.as_ptr().add(2 * i));
+                let b = _mm256_loadu_ps(src.as_ptr().add(2 * i + V));
+                // [a0 a2 b0 b2 | a4 a6 b4 b6] → 64-bit lanes 0, 2, 1, 3: a0 a2 a4 a6 b0 b2 b4 b6.
+                let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+                let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+                _mm256_storeu_ps(ev.as_mut_ptr().add(i), e);
+                _mm256_storeu_ps(od.as_mut_ptr().add(i), o);
+            }
+            i += V;
+        }
+        for (d, &v) in ev.iter_mut().skip(i).zip(src.iter().skip(2 * i).step_by(2)) {
+            *d = v;
+        }
+        for (d, &v) in od.iter_mut().skip(i).zip(src.iter().skip(2 * i + 1).step_by(2)) {
+            *d = v;
+        }
+    }
+
+    /// One output row (`y1` None) or two (`y0` reading `s`, `y1` reading `s[step..]`), four
+    /// vectors (32 outputs) of each at a time while they last: each tap's weight is broadcast
+    /// once per block and the accumulators stay in registers over all taps.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `s[r·step + o + ox0 ..][..8]` is in bounds for every row r
+    /// written, tap offset `o` and vector start `ox0 < y0.len()`; `wts.len() ≥ offs.len()` for
+    /// `Dot`; `y1` (if any) as long as `y0`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn rows(
+        t: Taps,
+        s: &[f32],
+        step: usize,
+        reuse: Option<usize>,
+        y0: &mut [f32],
+        mut y1: Option<&mut [f32]>,
+    ) {
+        let ow = y0.len();
         let mut ox0 = 0;
         // SAFETY (all blocks): as the function's contract.
         unsafe {
+            macro_rules! blk {
+                ($b:literal) => {
+                    match y1.as_deref_mut() {
+                        Some(y1) => block::<$b, 2>(t, s, step, reuse, [y0.as_mut_ptr(), y1.as_mut_ptr()], ow, ox0),
+                        None => block::<$b, 1>(t, s, step, None, [y0.as_mut_ptr(), y0.as_mut_ptr()], ow, ox0),
+                    }
+                };
+            }
             while ox0 + 4 * V <= ow {
-                block::<4>(t, s, y, ox0);
+                blk!(4);
                 ox0 += 4 * V;
             }
             match (ow - ox0).div_ceil(V) {
-                4 => block::<4>(t, s, y, ox0),
-                3 => block::<3>(t, s, y, ox0),
-                2 => block::<2>(t, s, y, ox0),
-                1 => block::<1>(t, s, y, ox0),
+                4 => blk!(4),
+                3 => blk!(3),
+                2 => blk!(2),
+                1 => blk!(1),
                 _ => {}
             }
         }
     }
 
-    /// Outputs [ox0, min(ox0 + 8·B, y.len())).
+    /// Outputs [ox0, min(ox0 + 8·B, ow)) of R rows (`y[r]`, `ow` floats each, reading
+    /// `s[r·step..]`). `reuse` (two rows, `Dot`): the kernel width, when tap (ky + 1, kx) of the
+    /// first row is tap (ky, kx) of the second (offset + step).
     ///
     /// # Safety
-    /// As [`row`].
+    /// As [`rows`]; `y[r]` for r < R writable for `ow` floats.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn block<const B: usize>(t: Taps, s: &[f32], y: &mut [f32], ox0: usize) {
+    unsafe fn block<const B: usize, const R: usize>(
+        t: Taps,
+        s: &[f32],
+        step: usize,
+        reuse: Option<usize>,
+        y: [*mut f32; 2],
+        ow: usize,
+        ox0: usize,
+    ) {
         let Taps { red, offs, wts, init } = t;
-        let mut acc = [_mm256_set1_ps(init); B];
+        let mut acc = [[_mm256_set1_ps(init); B]; R];
         let base = s.as_ptr().wrapping_add(ox0);
-        // SAFETY: every load is s[o + ox0 + 8i ..][..8] with i < B, in bounds by the contract.
+        // SAFETY: every load is s[r·step + o + ox0 + 8i ..][..8] with r < R, i < B, in bounds by
+        // the contract.
         unsafe {
-            match red {
-                Reduce::Dot => {
+            match (red, reuse, &mut acc[..]) {
+                (Reduce::Dot, Some(kw), [a0, a1]) if kw > 0 && offs.len() % kw == 0 => {
+                    // Scratch row vr (of kh + 1) once: kernel row vr for the first output row,
+                    // vr − 1 for the second; each output sums its taps in the same order as
+                    // the one-row path.
+                    let kh = offs.len() / kw;
+                    let fma = |acc: &mut [__m256; B], v: &[__m256; B], w: f32| {
+                        let w = _mm256_set1_ps(w);
+                        for (a, &x) in acc.iter_mut().zip(v) {
+                            *a = _mm256_fmadd_ps(x, w, *a);
+                        }
+                    };
+                    let load = |o: usize| {
+                        let p = base.add(o);
+                        let mut v = [_mm256_setzero_ps(); B];
+                        for (i, x) in v.iter_mut().enumerate() {
+                            *x = _mm256_loadu_ps(p.add(i * V));
+                        }
+                        v
+                    };
+                    for (&o, &w) in offs[..kw].iter().zip(wts) {
+                        fma(a0, &load(o), w);
+                    }
+                    for vr in 1..kh {
+                        let (o_row, w0) = (&offs[vr * kw..][..kw], &wts[vr * kw..][..kw]);
+                        for ((&o, &w0), &w1) in o_row.iter().zip(w0).zip(&wts[(vr - 1) * kw..][..kw]) {
+                            let v = load(o);
+                            fma(a0, &v, w0);
+                            fma(a1, &v, w1);
+                        }
+                    }
+                    for (&o, &w) in offs[(kh - 1) * kw..].iter().zip(&wts[(kh - 1) * kw..]) {
+                        fma(a1, &load(o + step), w);
+                    }
+                }
+                (Reduce::Dot, ..) => {
                     for (&o, &w) in offs.iter().zip(wts) {
                         let w = _mm256_set1_ps(w);
-                        let p = base.add(o);
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(i * V)), w, *a);
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let p = base.add(r * step + o);
+                            for (i, a) in row.iter_mut().enumerate() {
+                                *a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(i * V)), w, *a);
+                            }
                         }
                     }
                 }
-                Reduce::Max => {
+                (Reduce::Max, ..) => {
                     for &o in offs {
-                        let p = base.add(o);
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_max_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let p = base.add(r * step + o);
+                            for (i, a) in row.iter_mut().enumerate() {
+                                *a = _mm256_max_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                            }
                         }
                     }
                 }
-                Reduce::Sum => {
+                (Reduce::Sum, ..) => {
                     for &o in offs {
-                        let p = base.add(o);
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                        for (r, row) in acc.iter_mut().enumerate() {
+                            let p = base.add(r * step + o);
+                            for (i, a) in row.iter_mut().enumerate() {
+                                *a = _mm256_add_ps(*a, _mm256_loadu_ps(p.add(i * V)));
+                            }
                         }
                     }
                 }
             }
         }
-        let n = (y.len() - ox0).min(B * V);
-        if n == B * V {
-            for (i, a) in acc.iter().enumerate() {
-                // SAFETY: outputs ox0 + 8i .. + 8 ≤ ox0 + n ≤ y.len().
-                unsafe { _mm256_storeu_ps(y.as_mut_ptr().add(ox0 + i * V), *a) };
+        let n = (ow - ox0).min(B * V);
+        for (row, &yp) in acc.iter().zip(&y) {
+            if n == B * V {
+                for (i, a) in row.iter().enumerate() {
+                    // SAFETY: outputs ox0 + 8i .. + 8 ≤ ox0 + n ≤ ow.
+                    unsafe { _mm256_storeu_ps(yp.add(ox0 + i * V), *a) };
+                }
+            } else {
+                let mut tmp = [0.0f32; 4 * V];
+                for (i, a) in row.iter().enumerate() {
+                    // SAFETY: tmp holds 4·8 ≥ 8·B floats.
+                    unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(i * V), *a) };
+                }
+                // SAFETY: outputs [ox0, ox0 + n) are inside the row.
+                unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), yp.add(ox0), n) };
             }
-        } else {
-            let mut tmp = [0.0f32; 4 * V];
-            for (i, a) in acc.iter().enumerate() {
-                // SAFETY: tmp holds 4·8 ≥ 8·B floats.
-                unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(i * V), *a) };
-            }
-            y[ox0..ox0 + n].copy_from_slice(&tmp[..n]);
         }
     }
 }
@@ -326,7 +467,7 @@ impl DepthwiseSpec {
                 )
             };
             if filled != Some(ic) {
-                w.fill(x, &mut s);
+                w.fill(isa, x, &mut s);
                 filled = Some(ic);
             }
             plane(w, isa, Taps { red: Reduce::Dot, offs: &self.offs, wts, init: bias }, &s, y);
@@ -355,7 +496,7 @@ impl PoolWindow {
 
     /// Max (`max` true; the plane must hold no NaN) or sum of each window of plane `x` into `y`.
     pub fn plane(&self, isa: Isa, max: bool, x: &[f32], scratch: &mut [f32], y: &mut [f32]) {
-        self.win.fill(x, scratch);
+        self.win.fill(isa, x, scratch);
         let (red, init) = if max { (Reduce::Max, f32::NEG_INFINITY) } else { (Reduce::Sum, 0.0) };
         plane(&self.win, isa, Taps { red, offs: &self.offs, wts: &[], init }, scratch, y);
     }
@@ -418,7 +559,7 @@ mod tests {
                         let mut s = win.scratch(pad);
                         // Twice through one scratch: the second plane must not see the first.
                         for _ in 0..2 {
-                            win.fill(&x, &mut s);
+                            win.fill(isa, &x, &mut s);
                             let mut y = vec![f32::NAN; oh * ow];
                             plane(&win, isa, Taps { red, offs: &offs, wts: &wts, init }, &s, &mut y);
                             for (i, (g, e)) in y.iter().zip(&want).enumerate() {
@@ -450,7 +591,7 @@ mod tests {
                 let want = reference(&win, Reduce::Dot, &x, &wts, 0.25);
                 for isa in isas {
                     let mut scratch = win.scratch(0.0);
-                    win.fill(&x, &mut scratch);
+                    win.fill(isa, &x, &mut scratch);
                     let mut y = vec![f32::NAN; ow];
                     plane(&win, isa, Taps { red: Reduce::Dot, offs: &offs, wts: &wts, init: 0.25 }, &scratch, &mut y);
                     assert_eq!(y, want, "{isa} ow {ow} k {k} stride {s}");

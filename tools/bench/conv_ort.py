@@ -7,7 +7,9 @@
 Writes each single-op model (seeded weights) to a temp folder, then for each thread count times
 ONNX Runtime in-process (median of --iters runs after warm-up; intra-op threads = T, sequential
 execution) and `kiln bench --json` (median), and prints one Markdown table row per model:
-median ms of each system and kiln ÷ ORT. --base adds a column for an older kiln binary.
+median ms of each system and kiln ÷ ORT. --base adds a column for an older kiln binary. --min adds
+each system's fastest run and the ratio of those (on a loaded machine the minimum is the least
+disturbed estimate; the medians stay the table's figures).
 """
 
 import argparse
@@ -79,13 +81,14 @@ def time_ort(path, x, threads, iters):
         t0 = time.perf_counter()
         s.run(None, feed)
         t.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(t)
+    return statistics.median(t), min(t)
 
 
 def time_kiln(binary, path, threads, iters):
     out = subprocess.run([binary, "bench", path, "--iters", str(iters), "--threads", str(threads), "--json"],
                          check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["median_ms"]
+    r = json.loads(out.strip().splitlines()[-1])
+    return r["median_ms"], r["min_ms"]
 
 
 def main():
@@ -95,11 +98,14 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--min", action="store_true", help="add min-of-runs columns")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         head = "| model | threads | ORT ms | kiln ms | kiln ÷ ORT |"
         if a.base:
             head += " before ms | before ÷ ORT |"
+        if a.min:
+            head += " ORT min | kiln min | min ÷ ORT |" + (" before min | before min ÷ ORT |" if a.base else "")
         print(head)
         print("|" + "---|" * head.count(" |"))
         for case in CASES:
@@ -107,12 +113,16 @@ def main():
                 continue
             path, x = write(d, case)
             for t in a.threads:
-                o = time_ort(path, x, t, a.iters)
-                k = time_kiln(a.kiln, path, t, a.iters)
+                o, omin = time_ort(path, x, t, a.iters)
+                k, kmin = time_kiln(a.kiln, path, t, a.iters)
                 row = f"| {case[0]} | {t} | {o:.4f} | {k:.4f} | {k / o:.2f} |"
                 if a.base:
-                    b = time_kiln(a.base, path, t, a.iters)
+                    b, bmin = time_kiln(a.base, path, t, a.iters)
                     row += f" {b:.4f} | {b / o:.2f} |"
+                if a.min:
+                    row += f" {omin:.4f} | {kmin:.4f} | {kmin / omin:.2f} |"
+                    if a.base:
+                        row += f" {bmin:.4f} | {bmin / omin:.2f} |"
                 print(row, flush=True)
 
 

@@ -12,32 +12,63 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
     // SAFETY: per this function's contract.
     unsafe {
         match t.rows {
-            1 => kernel::<1>(t, a, b, c),
-            2 => kernel::<2>(t, a, b, c),
-            3 => kernel::<3>(t, a, b, c),
-            4 => kernel::<4>(t, a, b, c),
-            5 => kernel::<5>(t, a, b, c),
-            _ => kernel::<6>(t, a, b, c),
+            1 => kernel::<1, false>(t, a, b, std::ptr::null(), c),
+            2 => kernel::<2, false>(t, a, b, std::ptr::null(), c),
+            3 => kernel::<3, false>(t, a, b, std::ptr::null(), c),
+            4 => kernel::<4, false>(t, a, b, std::ptr::null(), c),
+            5 => kernel::<5, false>(t, a, b, std::ptr::null(), c),
+            _ => kernel::<6, false>(t, a, b, std::ptr::null(), c),
+        }
+    }
+}
+
+/// As [`dispatch`], with B row p read at `b + offs[p]` (16 floats) instead of a packed panel.
+///
+/// # Safety
+/// As [`dispatch`]; `offs` holds `kc` offsets, each with 16 readable floats at `b + offset`.
+pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        match t.rows {
+            1 => kernel::<1, true>(t, a, b, offs, c),
+            2 => kernel::<2, true>(t, a, b, offs, c),
+            3 => kernel::<3, true>(t, a, b, offs, c),
+            4 => kernel::<4, true>(t, a, b, offs, c),
+            5 => kernel::<5, true>(t, a, b, offs, c),
+            _ => kernel::<6, true>(t, a, b, offs, c),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize>(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
+unsafe fn kernel<const R: usize, const IND: bool>(
+    t: &Tile,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+) {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
-    for _ in 0..t.kc {
-        // SAFETY: p < kc: B's row p (NR floats) and A's column p (MR floats) are in the panels.
+    for p in 0..t.kc {
+        // SAFETY: p < kc: B's row p (NR floats, packed or at b + offs[p]) and A's column p (MR
+        // floats) are readable.
         unsafe {
-            let b0 = _mm256_loadu_ps(bp);
-            let b1 = _mm256_loadu_ps(bp.add(8));
+            let row = if IND {
+                b.add(*offs.add(p))
+            } else {
+                let row = bp;
+                bp = bp.add(NR);
+                row
+            };
+            let b0 = _mm256_loadu_ps(row);
+            let b1 = _mm256_loadu_ps(row.add(8));
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*ap.add(i));
                 row[0] = _mm256_fmadd_ps(av, b0, row[0]);
                 row[1] = _mm256_fmadd_ps(av, b1, row[1]);
             }
             ap = ap.add(MR);
-            bp = bp.add(NR);
         }
     }
     let alpha = _mm256_set1_ps(t.alpha);

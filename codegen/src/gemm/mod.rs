@@ -23,6 +23,7 @@ use crate::Isa;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+pub mod conv;
 #[cfg(test)]
 mod tests;
 
@@ -250,6 +251,27 @@ impl Kernel {
             // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { avx2::dispatch(t, a, b, c) },
+        }
+    }
+}
+
+impl Kernel {
+    /// Whether [`Kernel::run_indirect`] exists for this kernel (the AVX2 one).
+    fn has_indirect(self) -> bool {
+        !matches!(self, Kernel::Generic)
+    }
+
+    /// The tile with B row p read at `b + offs[p]` (16 floats) rather than from a packed panel.
+    ///
+    /// # Safety
+    /// As [`Kernel::run`]; `offs` holds `kc` offsets, each with 16 readable floats at
+    /// `b + offset`; only when [`Kernel::has_indirect`].
+    unsafe fn run_indirect(self, t: &Tile, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32) {
+        match self {
+            Kernel::Generic => unreachable!("the portable kernel has no indirect form (has_indirect)"),
+            // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::dispatch_indirect(t, a, b, offs, c) },
         }
     }
 }

@@ -95,6 +95,24 @@ pub(super) fn lower_conv(
         cx.steps.push(Step { label: name, kind, args, n_writes: 1 });
         return Ok(());
     }
+    // A constant weight: an implicit GEMM on the weight packed now (crate::gemm::conv), no
+    // im2col matrix, bias and epilogue fused — unless the output plane is so small that most of
+    // its 16-pixel panels would be idle columns (see panel_fill).
+    if let Place::Weight(wi) = cx.input(ins[1], &name)?
+        && let WeightData::F32(data) = &cx.weights[wi]
+        && crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9
+    {
+        let packed =
+            crate::gemm::conv::PackedConv::new(spec.n, spec.groups, spec.m_per_group, ic.clone(), spec.bias, data)
+                .map_err(|e| Error::new(format!("node '{name}'"), format!("cannot pack its weight: {e}")))?;
+        let mut args = vec![cx.out_buf(out_v)];
+        for v in &ins {
+            args.push(cx.input(*v, &name)?);
+        }
+        let kind = StepKind::PackedConv { spec: std::sync::Arc::new(packed), epilogue: None };
+        cx.steps.push(Step { label: name, kind, args, n_writes: 1 });
+        return Ok(());
+    }
     // The identity case never writes the column scratch: a one-float placeholder keeps the args.
     let col_len = if ic.is_identity() { 1 } else { ic.c * ic.kh * ic.kw * ic.oh * ic.ow };
     let col = cx.new_buf(&TensorType::f32([col_len]));

@@ -186,6 +186,18 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
             cx.steps.push(step);
             return Ok(());
         }
+        if let StepKind::PackedConv { spec, epilogue } = &mut step.kind {
+            // The executor calls the kernel on each channel's block of rows of OW.
+            if lay.inner() != spec.geo.ow || lay.rows() != spec.n * spec.groups * spec.m * spec.geo.oh {
+                return Err(internal(&root_name, "conv epilogue rows do not match the conv's rows"));
+            }
+            cx.kernel_labels.push(kname);
+            *epilogue = Some((cx.kernel_labels.len() - 1, step.args.len()));
+            step.args.extend(args);
+            step.label = format!("{} + epilogue {label}", step.label);
+            cx.steps.push(step);
+            return Ok(());
+        }
         if let StepKind::MatMul { call, units, epilogue, .. } = &mut step.kind {
             // The executor calls the kernel on GEMM rows [row0 + m0, row0 + m1) with row0 = d/n:
             // they must be exactly the kernel's rows, or the kernel writes past the output.
@@ -229,6 +241,7 @@ pub(super) fn gemm_epilogue_target(
         StepKind::MatMul { call, epilogue: None, .. } => call.n,
         // A depthwise conv's planes are rows of OW (crate::window).
         StepKind::Depthwise { spec, epilogue: None } => spec.win.ow,
+        StepKind::PackedConv { spec, epilogue: None } => spec.geo.ow,
         _ => return None,
     };
     if out_shape.last() != Some(&n) {

@@ -207,7 +207,7 @@ fn pack_weight(
 pub(super) fn drop_packed_copies(weights: &mut [WeightData], steps: &[Step], outputs: &[(Place, TensorType)]) {
     let mut read = vec![false; weights.len()];
     for st in steps {
-        let packed = matches!(st.kind, StepKind::MatMul { packed: Some(_), .. });
+        let packed = matches!(st.kind, StepKind::MatMul { packed: Some(_), .. } | StepKind::PackedConv { .. });
         for (i, p) in st.args.iter().enumerate() {
             if let Place::Weight(w) = *p
                 && !(packed && i == 2)

@@ -119,6 +119,10 @@ pub enum StepKind {
     /// [.., bias], then the epilogue's. `epilogue` as MatMul's, over the output's rows of OW,
     /// applied to each (image, channel) plane right after it is written.
     Depthwise { spec: std::sync::Arc<crate::window::DepthwiseSpec>, epilogue: Option<(usize, usize)> },
+    /// Dense convolution on weights packed at compile time (see [`crate::gemm::conv`]); args:
+    /// [out, x, w] or [.., bias] (`w` never read), then the epilogue's. `epilogue` as
+    /// Depthwise's, applied to each block's channels × output rows right after they are final.
+    PackedConv { spec: std::sync::Arc<crate::gemm::conv::PackedConv>, epilogue: Option<(usize, usize)> },
     /// Blocked attention (see [`AttentionSpec`]); args: [out, score scratch, q, kt, v] or
     /// [.., bias].
     Attention(std::sync::Arc<AttentionSpec>),
@@ -164,6 +168,7 @@ impl Step {
             StepKind::MatMul { c_fill, packed, .. } => {
                 c_fill.as_ref().map_or(0, tables) + packed.as_ref().map_or(0, |p| p.bytes())
             }
+            StepKind::PackedConv { spec, .. } => spec.bytes(),
             _ => 0,
         }
     }

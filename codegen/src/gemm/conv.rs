@@ -1,0 +1,634 @@
+//! Dense convolution as an implicit GEMM on weights packed at compile time: per (image, group)
+//! the output `[M, OH·OW]` is `W[M × C·kh·kw] · col[C·kh·kw × OH·OW]`, with the weights as the
+//! left operand, packed once into the micro-kernel's MR-row panels ([`PackedConv::new`]), and the
+//! im2col matrix never materialised: each KC×(block of output rows) piece of it is gathered
+//! into NR-pixel panels (an L2-sized scratch) just before the micro-kernels read it, from a
+//! zero-padded, stride-phase-split copy of the input rows the block reads (the *window*,
+//! [`WindowGeo`]), where every run of a panel's pixels in one output row is 16 contiguous floats
+//! for any stride, dilation or padding: the gather is whole-vector copies with no tests. C rows are output channels and C columns output pixels, so tiles are
+//! stored straight into NCHW (16 contiguous pixels per row), and the same micro-kernels as the
+//! packed GEMM run (AVX2+FMA or portable, by `Isa`).
+//!
+//! ```text
+//! unit = (image, group, block of whole output rows, part of the channel panels)
+//!   bias → C block (or C is overwritten by the first K block)
+//!   the block's input rows → window (padding as zeros, phases of the column stride)
+//!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
+//!     MR-channel panels of the part (A micro-panel MR×KC, 6 KiB, stays in L1)
+//!       NR-pixel panels of the block → micro-kernel
+//!   after(unit) — the fused epilogue on the block's rows, while they are in cache
+//! ```
+//!
+//! Each output is reduced in the same order (k ascending) whatever the split, so results do not
+//! depend on the thread count.
+
+use super::{Kernel, MR, NR, Tile};
+use crate::Isa;
+use crate::host::Im2Col;
+
+/// Most pixels per block (whole output rows, at least one): a KC-deep gathered block of 256
+/// pixels is 256 KiB, inside a 512 KiB L2 with the weights' KC slice beside it.
+const BLOCK_PIXELS: usize = 256;
+/// Deepest K block (as the packed GEMM's).
+const KC: usize = 256;
+
+/// Where the im2col rows read a unit's *window*: the input rows one block of output rows reads,
+/// for every channel of the group, copied into a per-thread scratch with the padding written as
+/// zeros and each row split into `stride_w` phases (as `crate::window` does): phase `p` column
+/// `j` is padded column `j·stride_w + p`. Output column `ox` of tap `kx` then reads phase
+/// `(kx·dil_w) mod stride_w` at column `ox + ⌊kx·dil_w / stride_w⌋`, so for any stride, dilation
+/// or padding the 16 pixels of a panel that lie in one output row are 16 contiguous floats of the
+/// window, copied as whole vectors with no bounds or padding tests.
+#[derive(Debug, Clone)]
+struct WindowGeo {
+    /// Floats per phase of a window row.
+    phase: usize,
+    /// Floats per window row (`stride_w` phases).
+    row: usize,
+    /// Window rows per channel (the padded input rows one block reads).
+    rows: usize,
+    /// Per im2col row k = (channel, ky, kx): its offset in the window from output pixel (0, 0).
+    taps: Vec<usize>,
+}
+
+impl WindowGeo {
+    fn new(geo: &Im2Col, rows_per_block: usize) -> WindowGeo {
+        let (s1, d1) = (geo.stride[1], geo.dil[1]);
+        let phase = geo.ow + (geo.kw.saturating_sub(1) * d1) / s1;
+        let row = s1 * phase;
+        let rows = (rows_per_block.saturating_sub(1)) * geo.stride[0] + geo.kh.saturating_sub(1) * geo.dil[0] + 1;
+        let mut taps = Vec::with_capacity(geo.c * geo.kh * geo.kw);
+        for ci in 0..geo.c {
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    let cpos = kx * d1;
+                    taps.push(ci * rows * row + ky * geo.dil[0] * row + (cpos % s1) * phase + cpos / s1);
+                }
+            }
+        }
+        WindowGeo { phase, row, rows, taps }
+    }
+
+    /// Floats of one window, with the slack a whole-vector read past the last pixel needs.
+    fn len(&self, c: usize) -> usize {
+        c * self.rows * self.row + NR
+    }
+}
+
+/// Output rows per block: whole rows, at most [`BLOCK_PIXELS`] pixels (at least one row). The
+/// count computes the fewest idle columns in the blocks' last NR-pixel panels over the whole
+/// plane (2 or 4 rows of 56 = 7 or 14 panels exactly, where 3 rows leave half a panel idle per
+/// block), then divides the plane evenly (a short last block unbalances a split of few blocks),
+/// then is the largest.
+fn rows_per_block(oh: usize, ow: usize) -> usize {
+    let most = (BLOCK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
+    let computed = |r: usize| {
+        let full = (oh / r) * (r * ow).div_ceil(NR);
+        (full + (oh % r * ow).div_ceil(NR)) * NR
+    };
+    (1..=most).min_by_key(|&r| (computed(r), !oh.is_multiple_of(r), usize::MAX - r)).unwrap_or(1)
+}
+
+/// The share of the micro-kernels' pixel columns that are real output pixels, with the blocks
+/// [`rows_per_block`] chooses: 1.0 when every block fills whole 16-pixel panels (56², 28², 12²),
+/// 0.56 for a 3×3 plane (9 pixels in one 16-column panel). Below about 0.9 the implicit GEMM
+/// computes too many idle columns: the caller keeps im2col + GEMM there (resnet18's 6² and 3²
+/// layers at a 96² input ran 10% and 70% slower as implicit GEMM).
+pub fn panel_fill(oh: usize, ow: usize) -> f64 {
+    if oh == 0 || ow == 0 {
+        return 1.0;
+    }
+    let r = rows_per_block(oh, ow);
+    let computed = ((oh / r) * (r * ow).div_ceil(NR) + (oh % r * ow).div_ceil(NR)) * NR;
+    (oh * ow) as f64 / computed as f64
+}
+
+/// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
+/// or `[out, x, w, bias]` (`w` is never read: the packed copy is), then the epilogue's.
+#[derive(Debug)]
+pub struct PackedConv {
+    pub n: usize,
+    pub groups: usize,
+    /// Output channels per group.
+    pub m: usize,
+    pub geo: Im2Col,
+    pub bias: bool,
+    /// C·kh·kw.
+    k: usize,
+    kc: usize,
+    /// Output rows per block.
+    pub rows_per_block: usize,
+    win: WindowGeo,
+    /// Per group, `ceil(m/MR)` panels of `k` columns of MR floats (rows past m zero).
+    wts: Vec<f32>,
+}
+
+impl PackedConv {
+    /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`). `Err` names what was wrong: a weight of
+    /// the wrong length or a packed copy that cannot be allocated.
+    pub fn new(n: usize, groups: usize, m: usize, geo: Im2Col, bias: bool, w: &[f32]) -> Result<PackedConv, String> {
+        let k = geo.c * geo.kh * geo.kw;
+        if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
+            return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
+        }
+        let panels = m.div_ceil(MR);
+        let len =
+            groups.checked_mul(panels).and_then(|x| x.checked_mul(MR * k)).ok_or("packed weight size overflows")?;
+        let mut wts = Vec::new();
+        wts.try_reserve_exact(len).map_err(|_| format!("cannot allocate {} bytes for a packed weight", len * 4))?;
+        wts.resize(len, 0.0);
+        for g in 0..groups {
+            for i in 0..panels {
+                let panel = &mut wts[(g * panels + i) * MR * k..(g * panels + i + 1) * MR * k];
+                for r in 0..MR.min(m - i * MR) {
+                    let row = &w[(g * m + i * MR + r) * k..][..k];
+                    for (kk, &v) in row.iter().enumerate() {
+                        panel[kk * MR + r] = v;
+                    }
+                }
+            }
+        }
+        let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
+        let rows_per_block = rows_per_block(geo.oh, geo.ow);
+        let win = WindowGeo::new(&geo, rows_per_block);
+        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, wts })
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.wts.len() * 4
+    }
+
+    /// Blocks of output rows per (image, group).
+    pub fn blocks(&self) -> usize {
+        if self.geo.ow == 0 { 0 } else { self.geo.oh.div_ceil(self.rows_per_block) }
+    }
+
+    /// Channel panels per group (the finest split of one block).
+    pub fn m_panels(&self) -> usize {
+        self.m.div_ceil(MR)
+    }
+
+    pub fn flops(&self) -> usize {
+        2 * self.n * self.groups * self.m * self.k * self.geo.oh * self.geo.ow
+    }
+
+    /// Work units when each block's channel panels are split in `parts`.
+    pub fn units(&self, parts: usize) -> usize {
+        self.n * self.groups * self.blocks() * parts
+    }
+
+    /// Runs units `[lo, hi)` of [`PackedConv::units`]`(parts)`; calls `after(image, group
+    /// channels [c0, c1) of the whole output, output rows [oh0, oh1))` when a unit is final.
+    ///
+    /// # Safety
+    /// `args` as [`PackedConv`] documents, sized for `[n, groups·C, h, w]` input and
+    /// `[n, groups·m, oh, ow]` output; concurrent calls only on disjoint unit ranges (of the same
+    /// `parts`).
+    pub unsafe fn run(
+        &self,
+        args: &[*mut u8],
+        lo: usize,
+        hi: usize,
+        parts: usize,
+        isa: Isa,
+        after: &mut dyn FnMut(usize, usize, usize, usize, usize),
+    ) {
+        let kernel = Kernel::for_isa(isa);
+        let geo = &self.geo;
+        let plane = geo.oh * geo.ow;
+        let (blocks, panels) = (self.blocks(), self.m_panels());
+        let identity = geo.is_identity();
+        let indirect = !identity && kernel.has_indirect();
+        SCRATCH.with(|cell| {
+            let (mut bpack, mut win) = cell.take();
+            let max_pix = self.rows_per_block * geo.ow;
+            bpack.resize(self.kc * max_pix.div_ceil(NR) * NR, 0.0);
+            if !identity {
+                win.resize(self.win.len(geo.c), 0.0);
+            }
+            for u in lo..hi {
+                let part = u % parts;
+                let blk = u / parts % blocks;
+                let g = u / parts / blocks % self.groups;
+                let img = u / parts / blocks / self.groups;
+                let (i0, i1) = crate::pool::chunk(panels, parts, part);
+                let (r0, r1) = (i0 * MR, (i1 * MR).min(self.m));
+                if r0 >= r1 {
+                    continue;
+                }
+                let oh0 = blk * self.rows_per_block;
+                let oh1 = (oh0 + self.rows_per_block).min(geo.oh);
+                let (q0, npix) = (oh0 * geo.ow, (oh1 - oh0) * geo.ow);
+                let npan = npix.div_ceil(NR);
+                // SAFETY: the image's group planes and the output block are inside x and out
+                // (caller: the args are sized for these shapes).
+                let (x, out) = unsafe {
+                    (
+                        std::slice::from_raw_parts(
+                            (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w),
+                            geo.c * geo.h * geo.w,
+                        ),
+                        (args[0] as *mut f32).add((img * self.groups * self.m + g * self.m) * plane + q0),
+                    )
+                };
+                if self.bias {
+                    for r in r0..r1 {
+                        // SAFETY: bias has groups·m floats; row r of the block is npix floats.
+                        unsafe {
+                            let b = *(args[3] as *const f32).add(g * self.m + r);
+                            std::slice::from_raw_parts_mut(out.add(r * plane), npix).fill(b);
+                        }
+                    }
+                }
+                if !identity && self.k > 0 {
+                    self.fill_window(isa, &mut win, x, oh0, oh1);
+                }
+                // k = 0 still runs one (empty) block, which writes C = bias or 0.
+                let mut k0 = 0;
+                loop {
+                    let kc = self.kc.min(self.k - k0);
+                    if kc > 0 {
+                        let dst = &mut bpack[..kc * npan * NR];
+                        if identity {
+                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix);
+                        } else {
+                            self.gather(isa, dst, &win, k0, npix, indirect);
+                        }
+                    }
+                    if indirect {
+                        // Panels of 16 pixels in one output row are read straight from the window
+                        // (B row k at the panel's offset + the tap's), the others from the gathered
+                        // panels; each pixel panel stays in L1 across the channel panels.
+                        let taps = &self.win.taps[k0..k0 + kc];
+                        let step = geo.stride[0] * self.win.row;
+                        for p in 0..npan {
+                            let (q, cols) = (p * NR, NR.min(npix - p * NR));
+                            let full = cols == NR && q % geo.ow + NR <= geo.ow;
+                            for i in i0..i1 {
+                                let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
+                                let tile = Tile {
+                                    kc,
+                                    rows: MR.min(self.m - i * MR),
+                                    cols,
+                                    alpha: 1.0,
+                                    beta: 1.0,
+                                    load_c: self.bias || k0 > 0,
+                                    c_rs: plane as isize,
+                                };
+                                // SAFETY: as below; a full panel's B rows are 16 floats of the
+                                // window at (q / ow)·step + q mod ow + tap, inside its slack
+                                // (WindowGeo::len), as the gather reads them.
+                                unsafe {
+                                    let c = out.add(i * MR * plane + q);
+                                    if full {
+                                        let b = win.as_ptr().add(q / geo.ow * step + q % geo.ow);
+                                        kernel.run_indirect(&tile, ap.as_ptr(), b, taps.as_ptr(), c);
+                                    } else {
+                                        kernel.run(&tile, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for i in (i0..i1).filter(|_| !indirect) {
+                        let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
+                        for p in 0..npan {
+                            let tile = Tile {
+                                kc,
+                                rows: MR.min(self.m - i * MR),
+                                cols: NR.min(npix - p * NR),
+                                alpha: 1.0,
+                                beta: 1.0,
+                                load_c: self.bias || k0 > 0,
+                                c_rs: plane as isize,
+                            };
+                            // SAFETY: the tile's rows (channels < m) and columns (pixels of the
+                            // block) are inside the output; ap and the panel hold kc·MR and kc·NR.
+                            unsafe {
+                                let bp = bpack.as_ptr().add(p * kc * NR);
+                                kernel.run(&tile, ap.as_ptr(), bp, out.add(i * MR * plane + p * NR));
+                            }
+                        }
+                    }
+                    k0 += kc;
+                    if k0 >= self.k {
+                        break;
+                    }
+                }
+                after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
+            }
+            cell.set((bpack, win));
+        });
+    }
+
+    /// Copies the input rows that output rows `[oh0, oh1)` read, of every channel of the group
+    /// (`x`, `C·h·w` floats), into the window (see [`WindowGeo`]), padding as zeros.
+    fn fill_window(&self, isa: Isa, win: &mut [f32], x: &[f32], oh0: usize, oh1: usize) {
+        let (geo, wg) = (&self.geo, &self.win);
+        let (s1, pl) = (geo.stride[1], geo.pad[1]);
+        // Rows of a shorter last block past its span are never read: leave them.
+        let rows = (oh1 - oh0 - 1) * geo.stride[0] + (geo.kh - 1) * geo.dil[0] + 1;
+        for (ci, chan) in win.chunks_exact_mut(wg.rows * wg.row).take(geo.c).enumerate() {
+            for (r, dst) in chan.chunks_exact_mut(wg.row).take(rows).enumerate() {
+                let iy = (oh0 * geo.stride[0] + r).wrapping_sub(geo.pad[0]);
+                if iy >= geo.h {
+                    dst.fill(0.0);
+                    continue;
+                }
+                let src = &x[(ci * geo.h + iy) * geo.w..][..geo.w];
+                if s1 == 1 {
+                    // Padded columns [pl, pl + w) hold the row; columns past the phase are never
+                    // read.
+                    let n = geo.w.min(wg.phase.saturating_sub(pl));
+                    dst[..pl.min(wg.phase)].fill(0.0);
+                    dst[pl.min(wg.phase)..pl.min(wg.phase) + n].copy_from_slice(&src[..n]);
+                    dst[pl.min(wg.phase) + n..].fill(0.0);
+                } else {
+                    dst.fill(0.0);
+                    crate::window::split_phases(isa, src, dst, pl, s1, wg.phase);
+                }
+            }
+        }
+    }
+
+    /// Gathers rows `[k0, k0 + dst.len() / (panels·NR))` of the block's im2col matrix (`npix`
+    /// pixels from the block's first) from the window into NR-pixel panels: panel `p` holds `kc`
+    /// rows of NR floats (columns past npix zero).
+    /// `skip_full`: leave the panels whose 16 pixels lie in one output row unwritten (the
+    /// indirect kernel reads those from the window).
+    fn gather(&self, isa: Isa, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx2Fma {
+            #[target_feature(enable = "avx2")]
+            fn wide(pc: &PackedConv, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip: bool) {
+                pc.gather_rows(dst, win, k0, npix, skip);
+            }
+            // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
+            // is present: the same copies, as 32-byte moves.
+            unsafe { wide(self, dst, win, k0, npix, skip_full) };
+            return;
+        }
+        let _ = isa;
+        self.gather_rows(dst, win, k0, npix, skip_full);
+    }
+
+    #[inline(always)]
+    fn gather_rows(&self, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
+        let (ow, step) = (self.geo.ow, self.geo.stride[0] * self.win.row);
+        let kc = dst.len() / npix.div_ceil(NR) / NR;
+        let taps = &self.win.taps[k0..k0 + kc];
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let cols = NR.min(npix - p * NR);
+            // The panel's pixels as runs within one output row: (first column j, window offset).
+            let mut segs = [(0usize, 0usize); NR];
+            let mut nseg = 0;
+            let mut j = 0;
+            while j < cols {
+                let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
+                segs[nseg] = (j, oy * step + ox0);
+                nseg += 1;
+                j += (ow - ox0).min(cols - j);
+            }
+            let rows = panel.as_chunks_mut::<NR>().0;
+            if nseg == 1 && cols == NR {
+                if skip_full {
+                    continue;
+                }
+                // The common case: 16 pixels of one output row, one whole-vector copy per tap.
+                let base = segs[0].1;
+                for (row, &t) in rows.iter_mut().zip(taps) {
+                    *row = *first16(&win[base + t..]);
+                }
+                continue;
+            }
+            // Runs of several rows: each run is copied as 16 floats into a 32-float line at its
+            // column, the next run overwriting what the previous read past its end.
+            for (row, &t) in rows.iter_mut().zip(taps) {
+                let mut line = [0.0f32; 2 * NR];
+                for &(j, off) in &segs[..nseg] {
+                    line[j..j + NR].copy_from_slice(first16(&win[off + t..]));
+                }
+                line[cols..NR].fill(0.0);
+                row.copy_from_slice(&line[..NR]);
+            }
+        }
+    }
+}
+
+/// The first 16 floats of `s` (the window's slack guarantees them).
+#[inline(always)]
+fn first16(s: &[f32]) -> &[f32; NR] {
+    s.first_chunk::<NR>().expect("a window holds 16 floats past every pixel it gathers")
+}
+
+/// The 1×1, stride 1, unpadded case: rows `k0..` of the im2col matrix are the channel planes of
+/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each.
+fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize) {
+    let kc = dst.len() / npix.div_ceil(NR) / NR;
+    for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+        let (pq, cols) = (q0 + p * NR, NR.min(npix - p * NR));
+        for (kk, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
+            let src = &x[(k0 + kk) * plane + pq..];
+            match src.first_chunk::<NR>() {
+                Some(s) if cols == NR => *row = *s,
+                _ => {
+                    row[..cols].copy_from_slice(&src[..cols]);
+                    row[cols..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's gathered block of the im2col matrix (≤ 256 KiB) and window of input rows,
+    /// reused across calls.
+    static SCRATCH: std::cell::Cell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against a naive f64 convolution, on every kernel this CPU can run. Tolerance as the packed
+    //! GEMM's (gemm/tests.rs): `(k + 2)·ε·(Σ|w·x| + |bias|)` per output, ε = 2⁻²⁴ — the bound of
+    //! a length-k f32 dot product plus the bias add; a wrong tap, pixel or channel misses it by
+    //! orders of magnitude.
+    use super::*;
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Generic];
+        if Isa::supported(Isa::Avx2Fma) >= Isa::Avx2Fma {
+            v.push(Isa::Avx2Fma);
+        }
+        v
+    }
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    struct Case {
+        n: usize,
+        groups: usize,
+        c: usize,
+        m: usize,
+        h: usize,
+        w: usize,
+        k: [usize; 2],
+        s: [usize; 2],
+        d: [usize; 2],
+        /// top, left, bottom, right
+        p: [usize; 4],
+        bias: bool,
+    }
+
+    fn geo(cs: &Case) -> Option<Im2Col> {
+        let out = |i: usize, pa: usize, pb: usize, k: usize, d: usize, s: usize| {
+            (i + pa + pb).checked_sub(d * (k - 1) + 1).map(|r| r / s + 1)
+        };
+        Some(Im2Col {
+            c: cs.c,
+            h: cs.h,
+            w: cs.w,
+            kh: cs.k[0],
+            kw: cs.k[1],
+            oh: out(cs.h, cs.p[0], cs.p[2], cs.k[0], cs.d[0], cs.s[0])?,
+            ow: out(cs.w, cs.p[1], cs.p[3], cs.k[1], cs.d[1], cs.s[1])?,
+            stride: cs.s,
+            dil: cs.d,
+            pad: [cs.p[0], cs.p[1]],
+        })
+    }
+
+    /// Exact outputs and the per-output error bound.
+    fn reference(cs: &Case, g: &Im2Col, x: &[f32], w: &[f32], b: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let (mt, ct) = (cs.m * cs.groups, cs.c * cs.groups);
+        let k = cs.c * cs.k[0] * cs.k[1];
+        let len = cs.n * mt * g.oh * g.ow;
+        let (mut want, mut tol) = (vec![0.0; len], vec![0.0; len]);
+        for ni in 0..cs.n {
+            for mi in 0..mt {
+                let gi = mi / cs.m;
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let (mut acc, mut mag) = if cs.bias { (b[mi] as f64, b[mi].abs() as f64) } else { (0.0, 0.0) };
+                        for ci in 0..cs.c {
+                            for ky in 0..cs.k[0] {
+                                for kx in 0..cs.k[1] {
+                                    let iy = (oy * cs.s[0] + ky * cs.d[0]) as isize - cs.p[0] as isize;
+                                    let ix = (ox * cs.s[1] + kx * cs.d[1]) as isize - cs.p[1] as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < cs.h && (ix as usize) < cs.w {
+                                        let xv =
+                                            x[((ni * ct + gi * cs.c + ci) * cs.h + iy as usize) * cs.w + ix as usize];
+                                        let wv = w[((mi * cs.c + ci) * cs.k[0] + ky) * cs.k[1] + kx];
+                                        acc += xv as f64 * wv as f64;
+                                        mag += (xv as f64 * wv as f64).abs();
+                                    }
+                                }
+                            }
+                        }
+                        let o = ((ni * mt + mi) * g.oh + oy) * g.ow + ox;
+                        want[o] = acc;
+                        tol[o] = (k + 2) as f64 * f32::EPSILON as f64 / 2.0 * mag + 1e-30;
+                    }
+                }
+            }
+        }
+        (want, tol)
+    }
+
+    /// Runs the case in `chunks` contiguous unit ranges with channel panels split in `parts`,
+    /// and checks every output and that `after` reported every (channel, row) exactly once.
+    fn check(isa: Isa, cs: &Case, parts: usize, chunks: usize) {
+        let Some(g) = geo(cs) else { return };
+        let (mt, ct) = (cs.m * cs.groups, cs.c * cs.groups);
+        let x = data(cs.n * ct * cs.h * cs.w, 1 + cs.h as u64);
+        let w = data(mt * cs.c * cs.k[0] * cs.k[1], 2 + cs.m as u64);
+        let b = data(mt, 3);
+        let (want, tol) = reference(cs, &g, &x, &w, &b);
+        let pc = PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, &w).unwrap();
+        // NaN-filled output: any element the kernel skips fails the check.
+        let mut out = vec![f32::NAN; want.len()];
+        let args = [out.as_mut_ptr() as *mut u8, x.as_ptr() as *mut u8, w.as_ptr() as *mut u8, b.as_ptr() as *mut u8];
+        let mut seen = vec![0u32; cs.n * mt * g.oh];
+        let units = pc.units(parts);
+        for c in 0..chunks {
+            let (lo, hi) = crate::pool::chunk(units, chunks, c);
+            let mut after = |img: usize, c0: usize, c1: usize, oh0: usize, oh1: usize| {
+                for ch in c0..c1 {
+                    for r in oh0..oh1 {
+                        seen[(img * mt + ch) * g.oh + r] += 1;
+                    }
+                }
+            };
+            // SAFETY: the buffers are sized for the case's shapes.
+            unsafe { pc.run(&args, lo, hi, parts, isa, &mut after) };
+        }
+        for (i, (&got, (&want, &tol))) in out.iter().zip(want.iter().zip(&tol)).enumerate() {
+            assert!((got as f64 - want).abs() <= tol, "{isa:?} {cs:?} parts {parts} [{i}]: got {got}, want {want}");
+        }
+        assert!(seen.iter().all(|&s| s == 1), "{isa:?} {cs:?} parts {parts}: rows reported {seen:?}");
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn case(c: usize, m: usize, h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Case {
+        Case { n: 1, groups: 1, c, m, h, w, k: [k, k], s: [s, s], d: [d, d], p: [p; 4], bias: true }
+    }
+
+    #[test]
+    fn matches_the_definition() {
+        let mut cases = vec![
+            case(3, 16, 23, 23, 7, 2, 1, 3), // a stem
+            case(8, 13, 11, 9, 3, 1, 1, 1),  // odd everything
+            case(30, 7, 9, 13, 3, 1, 1, 1),  // k = 270: two K blocks
+            case(5, 6, 10, 10, 3, 3, 1, 0),  // stride 3
+            case(4, 5, 12, 11, 3, 1, 2, 2),  // dilation 2
+            case(9, 11, 7, 7, 1, 1, 1, 0),   // 1×1 identity
+            case(9, 11, 9, 8, 1, 2, 1, 0),   // 1×1 stride 2
+            case(2, 3, 3, 40, 5, 1, 1, 2),   // 5×5: the whole image is one block
+            case(2, 3, 2, 300, 3, 1, 1, 1),  // one row is a block: OW ≥ 256
+            case(1, 1, 1, 1, 1, 1, 1, 0),    // a single output
+            case(0, 4, 5, 5, 3, 1, 1, 1),    // no input channels: bias only
+        ];
+        cases.push(Case { n: 2, groups: 3, bias: false, ..case(4, 5, 9, 10, 3, 2, 1, 1) });
+        cases.push(Case {
+            groups: 2,
+            k: [1, 3],
+            s: [1, 2],
+            d: [2, 1],
+            p: [0, 2, 1, 0],
+            ..case(3, 7, 8, 9, 3, 1, 1, 0)
+        });
+        cases.push(Case { k: [5, 2], s: [2, 1], p: [2, 0, 0, 1], ..case(6, 17, 13, 6, 1, 1, 1, 0) });
+        for isa in isas() {
+            for cs in &cases {
+                for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
+                    check(isa, cs, parts, chunks);
+                }
+            }
+        }
+    }
+
+    /// Every remainder of the 6×16 tile: channels 1..=13 (rows 1–6 and two panels), pixels per
+    /// block 1..=35 (columns 1–16 of a panel, one to three panels).
+    #[test]
+    fn every_tile_tail_is_computed() {
+        for isa in isas() {
+            for m in 1..=13 {
+                for ow in 1..=35 {
+                    check(isa, &Case { h: 3, ..case(3, m, 3, ow, 3, 1, 1, 1) }, 1, 1);
+                    check(isa, &case(2, m, 1, ow, 1, 1, 1, 0), 2, 2);
+                }
+            }
+        }
+    }
+}
