@@ -15,6 +15,7 @@ use std::process::ExitCode;
     after_help = "Environment (read by the command only, mapped to kiln::Options):\n  \
         KILN_EGRAPH_NODE_LIMIT, KILN_EGRAPH_ITER_LIMIT, KILN_EGRAPH_TIME_LIMIT_MS  optimizer limits\n  \
         KILN_LN_TO_RMS=0   no Pre-LN → Pre-RMSNorm rewrite\n  \
+        KILN_CRMS=0        no Pre-RMSNorm → Pre-CRMSNorm conversion (as --no-crms); 2: wherever sound\n  \
         KILN_FUSED_OPS=0   no fused MaskedSoftmax/Attention ops\n  \
         KILN_DISASM        print each generated kernel's machine code to stderr"
 )]
@@ -73,6 +74,10 @@ struct CompileFlags {
     /// (default: what this CPU has; never above it).
     #[arg(long, value_name = "NAME", value_parser = parse_isa)]
     isa: Option<kiln::Isa>,
+    /// Keep zero-mean residual streams d wide: no Pre-RMSNorm → Pre-CRMSNorm conversion (on at
+    /// -O2 where the cost model finds it pays).
+    #[arg(long)]
+    no_crms: bool,
 }
 
 #[derive(Args)]
@@ -220,7 +225,10 @@ fn parse_isa(s: &str) -> Result<kiln::Isa, String> {
 /// The options of the command line, with the `KILN_*` environment variables the command (not
 /// the library) reads mapped onto them.
 fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Result<Options, Error> {
-    let optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    let mut optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
+    if flags.no_crms {
+        optimizer.crms = false;
+    }
     Ok(Options {
         backend,
         opt_level: opt_level(flags, model),
