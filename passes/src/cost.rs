@@ -69,10 +69,11 @@ impl CostModel {
     /// whose widths differ, such as [`crate::crms`]). The kernels work in whole vectors and
     /// panels, so a row of n floats costs as much as one of n rounded up to the 8-lane vector (a
     /// GEMM's N to its 16-column panels), and when n is not a whole number of vectors every row
-    /// after the first also starts misaligned, priced as one vector more. Narrowing a width from
-    /// 256 to 255 then costs more, as measured: prelm_transformer_bench's K = 255 GEMMs ran
-    /// 13–18 % slower than K = 256 and its CRMSNorms slower than the RMSNorms
-    /// (docs/benchmarks.md, "Session 7: CRMSNorm").
+    /// after the first also starts misaligned and ends in a masked tail, priced as one vector
+    /// more. Narrowing a width from 256 to 255 then saves nothing and costs a little, as measured
+    /// on prelm_transformer_bench: its GEMMs with K or N = 255 took the same time as with 256
+    /// (per-step medians), its 255-wide CRMSNorm steps 18 µs against 13 µs for the 256-wide
+    /// RMSNorms (docs/benchmarks.md, "Session 7: CRMSNorm").
     pub fn graph_cost(&self, graph: &kiln_ir::Graph) -> f64 {
         let pad = |t: &TensorType, to: usize| {
             let mut t = t.clone();

@@ -27,8 +27,9 @@
 //! every consumer of a norm, against the restore nodes at graph outputs). That cost prices widths
 //! padded to the kernels' vectors and panels, so the conversion pays where d − 1 saves a whole
 //! vector or panel (d = 17 → 16) and is refused where d is already a multiple of 8, as in every
-//! transformer of the zoo: measured on prelm_transformer_bench (d = 256), CRMSNorm made the run
-//! slower, not faster (docs/benchmarks.md, "Session 7: CRMSNorm"). `KILN_CRMS=2` takes it anyway.
+//! transformer of the zoo: measured on prelm_transformer_bench (d = 256), CRMSNorm left the GEMMs
+//! as fast as before and made the norm steps slower, with no end-to-end gain out of the noise
+//! (docs/benchmarks.md, "Session 7: CRMSNorm"). `KILN_CRMS=2` takes it anyway.
 
 use crate::cost::CostModel;
 use kiln_ir::{BinaryOp, Error, Graph, GraphBuilder, Model, NodeId, NodeKind, Op, Tensor, Value, Weights};
