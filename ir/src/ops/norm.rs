@@ -52,7 +52,7 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
         }
         Op::CrmsNormalization { d, .. } => {
             let last = x.shape.last().copied().unwrap_or(0);
-            if x.rank() == 0 || last + 1 != *d {
+            if x.rank() == 0 || *d < 2 || last + 1 != *d {
                 return Err(format!(
                     "CRMSNormalization stores d − 1 = {} components of each row (d = {d}), but x has shape {}",
                     d.saturating_sub(1),
