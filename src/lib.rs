@@ -132,7 +132,8 @@ pub struct Options {
     /// A worker pool shared with other compiled models (`Arc::new(ThreadPool::new(n))`); when set
     /// it decides the thread count and `threads` is ignored. `None`: the model gets its own pool.
     pub pool: Option<std::sync::Arc<ThreadPool>>,
-    /// The optimizer's limits and switches at -O2 (-O1 also turns off `ln_to_rms` and `kiln_ops`).
+    /// The optimizer's limits and switches at -O2 (-O1 also turns off `ln_to_rms`, `kiln_ops` and
+    /// `crms`).
     pub optimizer: OptimizeConfig,
     /// Print each generated kernel's machine code to stderr while compiling (the CLI's
     /// `KILN_DISASM`).
@@ -260,6 +261,14 @@ impl CompileStats {
                 "estimated_ms_before": report.cost_before * 1e3,
                 "estimated_ms_after": report.cost_after * 1e3,
             });
+            if let Some(crms) = &report.crms {
+                json["optimizer"]["crms"] = serde_json::json!({
+                    "converted": crms.converted,
+                    "refused": crms.refused,
+                    "estimated_ms_before": crms.cost_before * 1e3,
+                    "estimated_ms_after": crms.cost_after * 1e3,
+                });
+            }
         }
         json
     }
@@ -340,6 +349,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
             if level == OptLevel::O1 {
                 config.ln_to_rms = false;
                 config.kiln_ops = false;
+                config.crms = false;
             }
             let (optimized, report) = kiln_passes::optimize(&model, &config)?;
             (optimized, Some(report))

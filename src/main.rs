@@ -15,6 +15,7 @@ use std::process::ExitCode;
     after_help = "Environment (read by the command only, mapped to kiln::Options):\n  \
         KILN_EGRAPH_NODE_LIMIT, KILN_EGRAPH_ITER_LIMIT, KILN_EGRAPH_TIME_LIMIT_MS  optimizer limits\n  \
         KILN_LN_TO_RMS=0   no Pre-LN → Pre-RMSNorm rewrite\n  \
+        KILN_CRMS=0        no Pre-RMSNorm → Pre-CRMSNorm conversion (as --no-crms); 2: wherever sound\n  \
         KILN_FUSED_OPS=0   no fused MaskedSoftmax/Attention ops\n  \
         KILN_DISASM        print each generated kernel's machine code to stderr"
 )]
@@ -87,6 +88,10 @@ struct CompileFlags {
     /// thread count in use); default: built-in estimates for one core.
     #[arg(long, value_name = "FILE")]
     calibration: Option<PathBuf>,
+    /// Keep zero-mean residual streams d wide: no Pre-RMSNorm → Pre-CRMSNorm conversion (on at
+    /// -O2 where the cost model finds it pays).
+    #[arg(long)]
+    no_crms: bool,
 }
 
 #[derive(Args)]
@@ -246,6 +251,9 @@ fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Result<Optio
     let mut optimizer = kiln::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
     if let Some(path) = &flags.calibration {
         optimizer.cost_model = kiln::calibrate::read_cost_model(path, flags.threads.map(|n| n as usize))?;
+    }
+    if flags.no_crms {
+        optimizer.crms = false;
     }
     Ok(Options {
         backend,

@@ -528,3 +528,41 @@ fn compile_saves_an_artefact_that_runs_again_without_re_optimising() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("FILE.kiln"), "{}", stderr(&out));
 }
+
+/// The CRMSNorm switches: on prelm_transformer (d = 256) the cost model refuses the conversion
+/// and says why; `KILN_CRMS=2` takes it (9 norms, `crms-norm` in the rules fired, CRMSNormalization
+/// in the IR), and `--no-crms` or `KILN_CRMS=0` turn the pass off (no `crms` report at all).
+#[test]
+fn crms_switches_show_in_stats() {
+    let stats = |extra: &[&str], crms: Option<&str>| -> serde_json::Value {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["compile", "models/prelm_transformer.json", "--emit", "stats"])
+            .args(extra)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("KILN_CRMS");
+        if let Some(v) = crms {
+            cmd.env("KILN_CRMS", v);
+        }
+        let out = cmd.output().expect("the kiln binary runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_str(stdout(&out).trim()).expect("stats is one JSON object")
+    };
+    let default = stats(&[], None);
+    let refused = default["optimizer"]["crms"]["refused"].to_string();
+    assert!(refused.contains("the cost model estimates"), "{default}");
+    assert!(default["ops_after"].get("CRMSNormalization").is_none(), "{default}");
+    assert!(default["optimizer"]["rules_fired"].get("crms-norm").is_none(), "{default}");
+
+    let taken = stats(&[], Some("2"));
+    assert_eq!(taken["ops_after"]["CRMSNormalization"], 9, "{taken}");
+    assert!(taken["ops_after"].get("RMSNormalization").is_none(), "{taken}");
+    assert_eq!(taken["optimizer"]["rules_fired"]["crms-norm"], 9, "{taken}");
+    assert_eq!(taken["optimizer"]["crms"]["converted"].as_array().map(Vec::len), Some(9), "{taken}");
+
+    for (extra, env) in [(&["--no-crms"][..], Some("2")), (&[][..], Some("0"))] {
+        let off = stats(extra, env);
+        assert!(off["optimizer"].get("crms").is_none(), "{extra:?} KILN_CRMS={env:?}: {off}");
+        assert!(off["ops_after"].get("CRMSNormalization").is_none(), "{off}");
+        assert_eq!(off["ops_after"]["RMSNormalization"], 9, "{off}");
+    }
+}

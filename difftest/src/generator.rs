@@ -802,7 +802,13 @@ impl<'c, C: Source> Gen<'c, C> {
                 let ss = self.broadcast_within(&normalized);
                 let scale = self.new_operand(ss);
                 if self.c.chance(25) {
-                    self.emit1(Op::RmsNormalization { axis, epsilon: eps }, &[&x, &scale], false)?
+                    if self.c.chance(30) {
+                        // CRMSNorm over the last axis of x (its d − 1 stored components).
+                        let d = x.ty.shape.last().copied().unwrap_or(0) + 1;
+                        self.emit1(Op::CrmsNormalization { epsilon: eps, d }, &[&x], false)?
+                    } else {
+                        self.emit1(Op::RmsNormalization { axis, epsilon: eps }, &[&x, &scale], false)?
+                    }
                 } else if self.c.chance(70) {
                     let bs = self.broadcast_within(&normalized);
                     let bias = self.new_operand(bs);

@@ -500,6 +500,14 @@ pub enum Op {
         scale: f32,
         nan_to_zero: bool,
     },
+    /// kiln: CRMSNorm (Jiang et al. 2023) over the last axis of x′, the first d−1 components of a
+    /// zero-mean vector x ∈ ℝᵈ whose last component is implied (x_d = −Σx′):
+    /// y′ = x′ / √((Σx′² + (Σx′)²)/d + ε), which is the first d−1 components of RMSNorm(x). x′'s
+    /// last dimension must be d − 1. No scale: the optimizer folds γ into the consumers.
+    CrmsNormalization {
+        epsilon: f32,
+        d: usize,
+    },
 }
 
 /// Every op name the IR accepts, for error messages and suggestions.
@@ -579,6 +587,7 @@ pub const OP_NAMES: &[&str] = &[
     "RegionNorm",
     "MaskedSoftmax",
     "Attention",
+    "CRMSNormalization",
     // Elementwise ops of issue 12 (kept together so merges are "take both").
     "Greater",
     "GreaterOrEqual",
@@ -740,6 +749,7 @@ impl Op {
             Op::RegionNorm { .. } => "RegionNorm",
             Op::MaskedSoftmax => "MaskedSoftmax",
             Op::Attention { .. } => "Attention",
+            Op::CrmsNormalization { .. } => "CRMSNormalization",
         }
     }
 
@@ -773,6 +783,7 @@ impl Op {
             Op::RegionNorm { .. } => (6, 6),
             Op::MaskedSoftmax => (2, 2),
             Op::Attention { .. } => (3, 4),
+            Op::CrmsNormalization { .. } => (1, 1),
         }
     }
 
@@ -1152,6 +1163,16 @@ impl Op {
             "RegionNorm" => Op::RegionNorm { epsilon: r.float("epsilon", 1e-5)? },
             "MaskedSoftmax" => Op::MaskedSoftmax,
             "Attention" => Op::Attention { scale: r.float("scale", 1.0)?, nan_to_zero: r.bool("nan_to_zero", false)? },
+            "CRMSNormalization" => Op::CrmsNormalization {
+                epsilon: r.float("epsilon", 1e-5)?,
+                d: {
+                    let d = r.int_required("d")?;
+                    usize::try_from(d)
+                        .ok()
+                        .filter(|&d| d >= 2)
+                        .ok_or_else(|| format!("CRMSNormalization's 'd' (the full width) must be ≥ 2, got {d}"))?
+                },
+            },
             _ => {
                 let hint = crate::suggest::nearest(name, OP_NAMES.iter().copied())
                     .map(|s| format!(" (did you mean '{s}'?)"))
@@ -1386,6 +1407,10 @@ impl Op {
                 w.float("scale", *scale, 1.0);
                 w.int("nan_to_zero", *nan_to_zero as i64, 0);
             }
+            Op::CrmsNormalization { epsilon, d } => {
+                w.float("epsilon", *epsilon, 1e-5);
+                w.int_always("d", *d as i64);
+            }
         }
         (self.name(), w.attrs)
     }
@@ -1496,6 +1521,9 @@ mod tests {
                 }
                 "Tile" => {
                     attrs.insert("repeats".into(), Attr::Ints(vec![1, 2]));
+                }
+                "CRMSNormalization" => {
+                    attrs.insert("d".into(), Attr::Int(8));
                 }
                 "MaxPool" | "AveragePool" | "LpPool" => {
                     attrs.insert("kernel_shape".into(), Attr::Ints(vec![3, 3]));

@@ -22,6 +22,11 @@ impl Weights {
         self.tensors.insert(name.into(), Arc::new(tensor));
     }
 
+    /// Inserts a tensor another store already holds, sharing its data.
+    pub fn insert_shared(&mut self, name: impl Into<String>, tensor: Arc<Tensor>) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Tensor>> {
         self.tensors.get(name)
     }

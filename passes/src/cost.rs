@@ -64,6 +64,38 @@ impl CostModel {
         }
     }
 
+    /// Estimated run time of a whole graph: the sum of its op nodes' costs, every value a run-time
+    /// one, each tensor priced at its padded width (for graph passes that compare two graphs
+    /// whose widths differ, such as [`crate::crms`]). The kernels work in whole vectors and
+    /// panels, so a row of n floats costs as much as one of n rounded up to the 8-lane vector (a
+    /// GEMM's N to its 16-column panels), and when n is not a whole number of vectors every row
+    /// after the first also starts misaligned and ends in a masked tail, priced as one vector
+    /// more. Narrowing a width from 256 to 255 then saves nothing and costs a little, as measured
+    /// on prelm_transformer_bench: its GEMMs with K or N = 255 took the same time as with 256
+    /// (per-step medians), its 255-wide CRMSNorm steps 18 µs against 13 µs for the 256-wide
+    /// RMSNorms (docs/benchmarks.md, "Session 7: CRMSNorm").
+    pub fn graph_cost(&self, graph: &kiln_ir::Graph) -> f64 {
+        let pad = |t: &TensorType, to: usize| {
+            let mut t = t.clone();
+            if let Some(last) = t.shape.last_mut() {
+                *last = last.div_ceil(to) * to + if *last % 8 == 0 { 0 } else { 8 };
+            }
+            t
+        };
+        let mut total = 0.0;
+        for id in graph.op_nodes() {
+            let node = graph.node(id);
+            let Some(op) = node.op() else { continue };
+            let gemm = matches!(op, Op::MatMul | Op::Gemm { .. });
+            let inputs: Vec<TensorType> =
+                graph.node_inputs(id).into_iter().map(|v| pad(graph.value_type(v), 8)).collect();
+            let outputs: Vec<TensorType> = node.outputs.iter().map(|o| pad(&o.ty, if gemm { 16 } else { 8 })).collect();
+            let inputs: Vec<&TensorType> = inputs.iter().collect();
+            total += self.ir_cost(op, &inputs, &outputs);
+        }
+        total
+    }
+
     /// An elementwise op fused into its producer's epilogue: its flops, plus reading the operands
     /// other than the fused one (a bias, a residual), plus a small overhead.
     fn fused(&self, flops: f64, other_bytes: f64) -> f64 {
@@ -117,6 +149,8 @@ impl CostModel {
             Op::RmsNormalization { .. } | Op::PowerNorm { .. } | Op::UnifiedNorm { .. } => {
                 kernel(5.0 * first_in, 2.0 * first_bytes + (in_bytes - first_bytes) + out_bytes, self.kernel_overhead)
             }
+            // One reading pass (Σx and Σx² together) and one writing pass, as RMSNorm, but no γ.
+            Op::CrmsNormalization { .. } => kernel(5.0 * first_in, 2.0 * first_bytes + out_bytes, self.kernel_overhead),
             Op::BatchNormalization { .. } => self.fused(2.0 * first_in, in_bytes - first_bytes),
             Op::Softmax { .. } | Op::LogSoftmax { .. } => {
                 kernel(12.0 * first_in, 3.0 * first_bytes + out_bytes, self.kernel_overhead)

@@ -10,6 +10,7 @@
 pub mod analysis;
 pub mod convert;
 pub mod cost;
+pub mod crms;
 pub mod explain;
 pub mod extract;
 pub mod fold;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 /// environment variables. The `kiln` command maps its variables onto them through
 /// [`OptimizeConfig::from_lookup`]: `KILN_EGRAPH_NODE_LIMIT`, `KILN_EGRAPH_ITER_LIMIT`,
 /// `KILN_EGRAPH_TIME_LIMIT_MS` (the whole optimizer), `KILN_LN_TO_RMS` (0 disables Pre-LN →
-/// Pre-RMSNorm), `KILN_FUSED_OPS` (0: no MaskedSoftmax/Attention in the output).
+/// Pre-RMSNorm), `KILN_FUSED_OPS` (0: no MaskedSoftmax/Attention in the output), `KILN_CRMS` (0
+/// disables Pre-RMSNorm → Pre-CRMSNorm; 2 applies it wherever it is sound, whatever the cost model
+/// estimates).
 ///
 /// **Determinism.** Saturation is bounded by deterministic budgets only: e-nodes, iterations, and
 /// matches per rule per iteration. The same model and configuration give the same graph on every
@@ -47,6 +49,12 @@ pub struct OptimizeConfig {
     /// Introduce the kiln-domain fused ops MaskedSoftmax and Attention (turn off for a backend
     /// that does not implement them).
     pub kiln_ops: bool,
+    /// Store zero-mean residual streams in d − 1 dimensions with CRMSNorm ([`crate::crms`]) where
+    /// the cost model finds it pays.
+    pub crms: bool,
+    /// Convert every stream that qualifies even where the cost model estimates no gain
+    /// (`KILN_CRMS=2`; for measuring the estimate against the machine).
+    pub crms_always: bool,
     pub cost_model: CostModel,
     /// Explain every change ([`OptimizeReport::explanation`], [`crate::explain`]): logs each rule
     /// application. Changes nothing that is optimised.
@@ -61,6 +69,8 @@ impl Default for OptimizeConfig {
             time_limit: Duration::from_secs(120),
             ln_to_rms: true,
             kiln_ops: true,
+            crms: true,
+            crms_always: false,
             cost_model: CostModel::default(),
             explain: false,
         }
@@ -97,6 +107,10 @@ impl OptimizeConfig {
         if let Some(v) = read("KILN_FUSED_OPS")? {
             config.kiln_ops = v != 0;
         }
+        if let Some(v) = read("KILN_CRMS")? {
+            config.crms = v != 0;
+            config.crms_always = v == 2;
+        }
         Ok(config)
     }
 }
@@ -128,6 +142,8 @@ pub struct OptimizeReport {
     pub cost_after: f64,
     /// Why each changed input node changed, when [`OptimizeConfig::explain`] is set.
     pub explanation: Option<crate::explain::Explanation>,
+    /// What the Pre-CRMSNorm pass converted and refused (`None` when it is switched off).
+    pub crms: Option<crate::crms::CrmsReport>,
 }
 
 /// Extractions tried after a fold overflowed, before the input program is kept.
@@ -255,6 +271,20 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         phase_ms.push(("explain".to_string(), t.elapsed().as_secs_f64() * 1e3));
         e
     });
+    let mut optimised = optimised;
+    let mut crms = None;
+    let mut cost_after = extraction.cost;
+    if config.crms {
+        let t = Instant::now();
+        let (compressed, report) = crate::crms::compress(&optimised, &config.cost_model, config.crms_always)?;
+        if !report.converted.is_empty() {
+            rules_fired.insert("crms-norm".to_string(), report.converted.len());
+            cost_after -= report.cost_before - report.cost_after;
+            optimised = compressed;
+        }
+        phase_ms.push(("crms".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        crms = Some(report);
+    }
     let report = OptimizeReport {
         ops_before,
         ops_after: optimised.graph.num_op_nodes(),
@@ -267,8 +297,9 @@ pub fn optimize(model: &Model, config: &OptimizeConfig) -> Result<(Model, Optimi
         stop_reason: reasons.join("; "),
         phase_ms,
         cost_before: extraction.baseline_cost,
-        cost_after: extraction.cost,
+        cost_after,
         explanation,
+        crms,
     };
     Ok((optimised, report))
 }

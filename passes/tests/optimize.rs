@@ -257,7 +257,7 @@ fn limits_are_reported_as_stop_reasons() {
     assert_eq!(report.iterations, 2);
     assert!(report.egraph_nodes > 0 && report.egraph_classes > 0);
     let phases: Vec<&str> = report.phase_ms.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(phases, ["lift", "recognise", "fold", "extract", "lower"]);
+    assert_eq!(phases, ["lift", "recognise", "fold", "extract", "lower", "crms"]);
 }
 
 #[test]

@@ -137,6 +137,21 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             host_step(cx, &name, RowKernel { op, n, rows: total / n, isa: cx.isa }, args);
             Ok(())
         }
+        Op::CrmsNormalization { epsilon, d } => {
+            let x = in_ty(0);
+            let n = x.shape.last().copied().unwrap_or(0);
+            if n + 1 != *d {
+                return Err(internal(&name, "CRMSNormalization's x is not d − 1 wide (the IR checks it)"));
+            }
+            let args = vec![cx.out_buf(out_v), cx.input(ins[0], &name)?];
+            let total = x.num_elements();
+            if total == 0 {
+                return Ok(());
+            }
+            let op = RowOp::CrmsNorm { eps: *epsilon, d: *d };
+            host_step(cx, &name, RowKernel { op, n, rows: total / n, isa: cx.isa }, args);
+            Ok(())
+        }
         Op::GroupNormalization { num_groups, epsilon } => lower_group_norm(cx, id, *num_groups, *epsilon),
         Op::InstanceNormalization { epsilon } => {
             let c = in_ty(0).shape.get(1).copied().unwrap_or(1);

@@ -325,6 +325,66 @@ pub(crate) unsafe fn norm_row<V: F8>(
     }
 }
 
+/// Σx and Σx² over `n` elements at `x` in one reading pass, each in f32 blocks added in f64 as
+/// [`sum_map`] (two accumulators per sum, so the two dependency chains interleave).
+///
+/// # Safety
+/// `x` is valid for reading `n` f32.
+#[inline(always)]
+unsafe fn sum_and_squares<V: F8>(x: *const f32, n: usize) -> (f64, f64) {
+    let (mut sum, mut squares) = (0f64, 0f64);
+    let mut start = 0;
+    while start < n {
+        let end = (start + BLOCK).min(n);
+        let z = V::splat(0.0);
+        let (mut s0, mut s1, mut q0, mut q1) = (z, z, z, z);
+        let mut i = start;
+        // SAFETY (loads): every index read is < end ≤ n.
+        unsafe {
+            while i + 16 <= end {
+                let (a, b) = (V::load(x.add(i)), V::load(x.add(i + 8)));
+                s0 = s0.add(a);
+                s1 = s1.add(b);
+                q0 = a.fma(a, q0);
+                q1 = b.fma(b, q1);
+                i += 16;
+            }
+            while i + 8 <= end {
+                let a = V::load(x.add(i));
+                s0 = s0.add(a);
+                q0 = a.fma(a, q0);
+                i += 8;
+            }
+            if i < end {
+                // The tail's other lanes load as 0 and add nothing to either sum.
+                let a = load_tail::<V>(x.add(i), end - i, 0.0);
+                s1 = s1.add(a);
+                q1 = a.fma(a, q1);
+            }
+        }
+        sum += hsum_f64(s0.add(s1));
+        squares += hsum_f64(q0.add(q1));
+        start = end;
+    }
+    (sum, squares)
+}
+
+/// CRMSNorm of one row of `n` = d − 1 stored components of a zero-mean x ∈ ℝᵈ (n ≥ 1): the
+/// implied x_d = −Σx′ enters the mean square as (Σx′)², so y′ = x′/√((Σx′² + (Σx′)²)/d + ε). One
+/// reading pass (Σx′ and Σx′² together) and one writing pass, as RMSNorm, and no γ (the optimizer
+/// folds it into the consumers).
+///
+/// # Safety
+/// `x` readable and `y` writable for `n` f32 (y may equal x).
+#[inline(always)]
+pub(crate) unsafe fn crms_norm_row<V: F8>(x: *const f32, y: *mut f32, n: usize, d: usize, eps: f32) {
+    // SAFETY: the caller's contract.
+    let (sum, ss) = unsafe { sum_and_squares::<V>(x, n) };
+    let scale = V::splat((1.0 / ((ss + sum * sum) / d as f64 + eps as f64).sqrt()) as f32);
+    // SAFETY: as above.
+    unsafe { map_row::<V>(x, y, n, |v| v.mul(scale)) };
+}
+
 /// The elementwise ops with a kernel of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MapOp {

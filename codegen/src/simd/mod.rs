@@ -1,5 +1,5 @@
 //! Hand-written wide-vector kernels for the fixed row ops (Softmax, LogSoftmax, LayerNorm,
-//! RMSNorm) and the standalone transcendental ops (Exp, Tanh, Sigmoid, Silu, Erf, Gelu), run as
+//! RMSNorm, CRMSNorm) and the standalone transcendental ops (Exp, Tanh, Sigmoid, Silu, Erf, Gelu), run as
 //! host steps ([`HostKernel`]) with run-time dispatch on the model's [`Isa`]: 256-bit AVX2 + FMA
 //! code where the CPU has it (AVX-512 machines use it too for now), portable Rust otherwise.
 //!
@@ -37,6 +37,11 @@ pub enum RowOp {
     /// Arguments `[out, x, γ]`.
     RmsNorm {
         eps: f32,
+    },
+    /// CRMSNorm: rows of n = d − 1 stored components of a zero-mean x ∈ ℝᵈ; arguments `[out, x]`.
+    CrmsNorm {
+        eps: f32,
+        d: usize,
     },
 }
 
@@ -78,7 +83,7 @@ impl HostKernel for RowKernel {
         let params = match self.op {
             RowOp::LayerNorm { bias: true, .. } => (a(2), Some(a(3))),
             RowOp::LayerNorm { bias: false, .. } | RowOp::RmsNorm { .. } => (a(2), None),
-            RowOp::Softmax | RowOp::LogSoftmax => (std::ptr::null(), None),
+            RowOp::Softmax | RowOp::LogSoftmax | RowOp::CrmsNorm { .. } => (std::ptr::null(), None),
         };
         // SAFETY: the plan sized out and x as rows·n f32 and γ, β as n (see the fields); rows
         // [lo, hi) are in range and disjoint from other chunks'; the AVX2 path runs only when the
@@ -144,6 +149,7 @@ macro_rules! instantiate {
                         RowOp::LogSoftmax => kernels::log_softmax_row::<$V>(x, y, n),
                         RowOp::LayerNorm { eps, .. } => kernels::norm_row::<$V>(x, y, n, p.0, p.1, eps, false),
                         RowOp::RmsNorm { eps } => kernels::norm_row::<$V>(x, y, n, p.0, None, eps, true),
+                        RowOp::CrmsNorm { eps, d } => kernels::crms_norm_row::<$V>(x, y, n, d, eps),
                     }
                 }
             }

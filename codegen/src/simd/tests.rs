@@ -195,6 +195,22 @@ fn norms_match_interpreter() {
     }
 }
 
+/// CRMSNorm: the same error sources as RMSNorm (f32 terms summed in f64, one scale, one product),
+/// so the same 2e-6·(1 + |y|). The rows are the stored d − 1 components of random vectors (their
+/// sum is then the negated missing one, as large as any); the first row's offset of 1e2 makes
+/// (Σx′)² dominate Σx′².
+#[test]
+fn crms_norm_matches_interpreter() {
+    let close = |g: f32, w: f32| (g as f64 - w as f64).abs() <= 2e-6 * (1.0 + (w as f64).abs());
+    for n in LENS {
+        let rows = rows_for(n);
+        let mut v = data(rows * n, 7 + n as u64);
+        v[..n].iter_mut().for_each(|x| *x += 1e2);
+        let x = Tensor::from_f32([rows, n], v).unwrap();
+        check_graph(Op::CrmsNormalization { epsilon: 1e-5, d: n + 1 }, x, &[], &close);
+    }
+}
+
 /// The standalone transcendental ops (not fused with anything): odd lengths around the 8- and
 /// 16-wide steps and the 8192-element work units. Exp, Tanh, Sigmoid, Erf: the sweep bounds
 /// plus the reference's own rounding (3e-7 relative); Silu and Gelu multiply by x and add, and

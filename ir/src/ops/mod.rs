@@ -59,7 +59,8 @@ pub fn family(op: &Op) -> Family {
         | Op::PowerNorm { .. }
         | Op::EvoNormS0 { .. }
         | Op::EvoNormB0 { .. }
-        | Op::RegionNorm { .. } => Family::Norm,
+        | Op::RegionNorm { .. }
+        | Op::CrmsNormalization { .. } => Family::Norm,
         Op::Reduce { .. } | Op::ArgReduce { .. } | Op::CumSum { .. } | Op::TopK { .. } => Family::Reduce,
         Op::Reshape { .. }
         | Op::Transpose { .. }

@@ -50,6 +50,16 @@ pub(crate) fn infer(op: &Op, inputs: &[&TensorType]) -> Result<Vec<TensorType>, 
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
             normalize_axis(*axis, x.rank())?;
         }
+        Op::CrmsNormalization { d, .. } => {
+            let last = x.shape.last().copied().unwrap_or(0);
+            if x.rank() == 0 || *d < 2 || last + 1 != *d {
+                return Err(format!(
+                    "CRMSNormalization stores d − 1 = {} components of each row (d = {d}), but x has shape {}",
+                    d.saturating_sub(1),
+                    ShapeDisplay(&x.shape)
+                ));
+            }
+        }
         Op::UnifiedNorm { axis, .. } => {
             let a = normalize_axis(*axis, x.rank())?;
             let c = x.shape[a];
@@ -136,9 +146,24 @@ pub(crate) fn eval(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, String> {
         Op::EvoNormS0 { groups, epsilon } => evo_norm_s0(shape, &data, *groups, f64::from(*epsilon)),
         Op::EvoNormB0 { epsilon } => evo_norm_b0(shape, &data, f64::from(*epsilon)),
         Op::RegionNorm { epsilon } => region_norm(shape, &data, f64::from(*epsilon))?,
+        Op::CrmsNormalization { epsilon, d } => crms_norm(data[0], *d, f64::from(*epsilon)),
         _ => return Err(not_in_family(op)),
     };
     Ok(vec![Tensor::from_f32(out_ty.shape, y)?])
+}
+
+/// CRMSNorm, computed the obvious way in f64: the implied last component x_d = −Σx′ joins the sum
+/// of squares, ‖x‖² = Σx′² + (Σx′)², and each stored component is divided by √(‖x‖²/d + ε).
+fn crms_norm(x: &[f32], d: usize, epsilon: f64) -> Vec<f32> {
+    let n = d - 1;
+    let mut y = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(n) {
+        let sum: f64 = row.iter().map(|&v| f64::from(v)).sum();
+        let squares: f64 = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum();
+        let inv = 1.0 / ((squares + sum * sum) / d as f64 + epsilon).sqrt();
+        y.extend(row.iter().map(|&v| (f64::from(v) * inv) as f32));
+    }
+    y
 }
 
 // ---- validation helpers ----
@@ -474,6 +499,36 @@ mod tests {
         assert!(err.contains("multiple of num_groups 3"), "{err}");
         let err = infer_err(&Op::InstanceNormalization { epsilon: 0.0 }, &[&[1, 4], &[4], &[4]]);
         assert!(err.contains("rank ≥ 3"), "{err}");
+    }
+
+    #[test]
+    fn crms_norm_is_the_first_components_of_rms_norm() {
+        // Rows of x ∈ ℝ⁴ with zero mean, stored without their last component: CRMSNorm of the
+        // first three equals the first three of RMSNorm of all four.
+        let full = [1.0, -2.0, 4.0, -3.0, 0.5, 0.25, -1.0, 0.25];
+        let stored: Vec<f32> = full.chunks(4).flat_map(|r| r[..3].to_vec()).collect();
+        for eps in [0.0, 0.5] {
+            let rms = run(&Op::RmsNormalization { axis: -1, epsilon: eps }, &[&t(&[2, 4], &full), &t(&[1], &[1.0])]);
+            let want: Vec<f64> = rms.chunks(4).flat_map(|r| r[..3].iter().map(|&v| f64::from(v))).collect();
+            let y = run(&Op::CrmsNormalization { epsilon: eps, d: 4 }, &[&t(&[2, 3], &stored)]);
+            close(&y, &want);
+        }
+        // The formula itself, in f64, on rows of d − 1 = 11 stored values (not a multiple of 8)
+        // whose implied last component −Σx′ is as large as any stored one.
+        let x = values(3 * 11, 41);
+        let want: Vec<f64> = x
+            .chunks(11)
+            .flat_map(|r| {
+                let r: Vec<f64> = r.iter().map(|&v| f64::from(v)).collect();
+                let last = -r.iter().sum::<f64>();
+                let ms = (r.iter().map(|v| v * v).sum::<f64>() + last * last) / 12.0;
+                r.into_iter().map(move |v| v / (ms + 1e-5).sqrt())
+            })
+            .collect();
+        close(&run(&Op::CrmsNormalization { epsilon: 1e-5, d: 12 }, &[&t(&[3, 11], &x)]), &want);
+        let err = infer_err(&Op::CrmsNormalization { epsilon: 0.0, d: 4 }, &[&[2, 4]]);
+        assert!(err.contains("d − 1 = 3") && err.contains("[2,4]"), "{err}");
+        assert!(Op::from_parts("CRMSNormalization", &Default::default()).unwrap_err().contains("'d'"));
     }
 
     #[test]

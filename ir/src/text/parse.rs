@@ -522,6 +522,7 @@ mod tests {
                 }
                 "Softmax" | "LogSoftmax" | "Gather" | "Flatten" => a(&[("axis", Attr::Int(-3))]),
                 "Attention" => a(&[("scale", Attr::Float(0.125)), ("nan_to_zero", Attr::Int(1))]),
+                "CRMSNormalization" => a(&[("d", Attr::Int(256)), ("epsilon", Attr::Float(1e-6))]),
                 "ArgMax" | "ArgMin" => a(&[("axis", Attr::Int(-1)), ("select_last_index", Attr::Int(1))]),
                 "CumSum" => a(&[("axis", Attr::Int(1)), ("exclusive", Attr::Int(1)), ("reverse", Attr::Int(1))]),
                 "TopK" => a(&[("k", Attr::Int(3)), ("largest", Attr::Int(0)), ("sorted", Attr::Int(0))]),
