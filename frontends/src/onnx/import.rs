@@ -172,7 +172,18 @@ impl Importer<'_> {
             let location = format!("initializer #{i} '{name}'");
             match tensor_from_proto(init, self.base_dir, &self.ctx.budget) {
                 Ok(tensor) => self.add_const(name, location, tensor),
-                Err(e) => self.builder.report(location, e),
+                Err(e) => {
+                    // Declared as a failed (untyped) node, so that its message is the only one: a
+                    // reader of the name must not add "tensor … is not defined … did you mean".
+                    if self.pending.contains_key(&name) {
+                        self.builder.report(location, e);
+                        continue;
+                    }
+                    self.pending.insert(name.clone(), location.clone());
+                    let node_name = format!("{name}#initializer{i}");
+                    self.node_names.insert(node_name.clone());
+                    self.builder.node(location, node_name, Err(e), Vec::new(), vec![name]);
+                }
             }
         }
     }

@@ -571,3 +571,27 @@ fn load_time_only_ops_after_an_unsupported_op_are_listed_with_it() {
     assert!(text.contains("NonZero (of run-time values) ×1 (nodes 'nz')"), "{text}");
     assert!(text.contains("3 op type(s)"), "{text}");
 }
+
+#[test]
+fn a_broken_initializer_is_reported_once_not_also_as_undefined() {
+    // Issue 15: a float16 initializer whose data is short also gave "tensor 'w' is not defined
+    // … did you mean" at the node reading it.
+    let w = TensorProto {
+        name: Some("w".into()),
+        data_type: Some(DataType::Float16 as i32),
+        dims: vec![4],
+        raw_data: Some(vec![0, 0x3c, 0, 0x3c].into()), // 2 halves, 4 declared
+        ..TensorProto::default()
+    };
+    let g = graph(
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+        vec![value_info("x", DataType::Float, &[Some(4)])],
+        &["y"],
+        vec![w],
+    );
+    let err = parse_onnx(&model(g, 17), None, &[]).unwrap_err();
+    let text = messages(&err);
+    assert!(text.contains("initializer #0 'w'"), "{text}");
+    assert!(!text.contains("not defined") && !text.contains("did you mean"), "{text}");
+    assert_eq!(err.diagnostics().len(), 1, "{text}");
+}
