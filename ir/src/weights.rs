@@ -22,6 +22,12 @@ impl Weights {
         self.tensors.insert(name.into(), Arc::new(tensor));
     }
 
+    /// Adds a tensor without copying it: a weight shared with another store (a pass keeping an
+    /// original weight shares it; weights are never modified in place).
+    pub fn insert_shared(&mut self, name: impl Into<String>, tensor: Arc<Tensor>) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Tensor>> {
         self.tensors.get(name)
     }

@@ -494,7 +494,8 @@ impl<'a> Lowering<'a> {
         let tensor =
             self.model.weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
         self.builder.weight(format!("weight '{name}'"), name.to_string(), tensor.ty());
-        self.weights.insert(name.to_string(), tensor.as_ref().clone());
+        // Shared, not copied: a kept weight is the original's bytes (issue 15).
+        self.weights.insert_shared(name.to_string(), std::sync::Arc::clone(tensor));
         self.declared.insert(name.to_string());
         Ok(())
     }
@@ -510,7 +511,7 @@ impl<'a> Lowering<'a> {
         let base = self.consumer_hint(class).or_else(|| self.hint(class)).unwrap_or_else(|| "const".into());
         let name = self.fresh(&base);
         self.builder.weight(format!("weight '{name}'"), name.clone(), tensor.ty());
-        self.weights.insert(name.clone(), tensor.as_ref().clone());
+        self.weights.insert_shared(name.clone(), tensor);
         self.declared.insert(name.clone());
         Ok(name)
     }
