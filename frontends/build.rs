@@ -7,7 +7,9 @@ fn main() {
         Ok(fds) => fds,
         Err(e) => panic!("proto/onnx.proto does not compile: {e}"),
     };
-    if let Err(e) = prost_build::Config::new().compile_fds(descriptors) {
+    // Weight bytes as `Bytes` slices of the file's buffer, not copies: a model is not held twice
+    // while it is imported (issue 15).
+    if let Err(e) = prost_build::Config::new().bytes([".onnx.TensorProto.raw_data"]).compile_fds(descriptors) {
         panic!("prost-build failed on proto/onnx.proto: {e}");
     }
 }

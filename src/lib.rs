@@ -138,6 +138,10 @@ pub struct Options {
     /// Print each generated kernel's machine code to stderr while compiling (the CLI's
     /// `KILN_DISASM`).
     pub disasm: bool,
+    /// Keep the model's weights beside the JIT's own (packed) copy, for [`save`] and
+    /// [`CompiledModel::clif_text`]. Off by default: a JIT-compiled model holds each weight once
+    /// (the interpreter always keeps them: they are what it runs on).
+    pub keep_weights: bool,
 }
 
 impl Default for Options {
@@ -151,6 +155,7 @@ impl Default for Options {
             pool: None,
             optimizer: OptimizeConfig::default(),
             disasm: false,
+            keep_weights: false,
         }
     }
 }
@@ -342,7 +347,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
         let note = "-O0: the optimizer did not run";
         Explanation::unchanged(model.graph.name(), model.graph.num_op_nodes(), note)
     });
-    let (model, optimizer) = match options.opt_level {
+    let (mut model, optimizer) = match options.opt_level {
         OptLevel::O0 => (model, None),
         level => {
             let mut config = options.optimizer.clone();
@@ -352,6 +357,8 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
                 config.crms = false;
             }
             let (optimized, report) = kiln_passes::optimize(&model, &config)?;
+            // Weights the optimizer replaced (folded) are freed now, not after code generation.
+            drop(model);
             (optimized, Some(report))
         }
     };
@@ -386,7 +393,15 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
             if let Some(isa) = options.isa {
                 codegen.isa = isa;
             }
-            Engine::Jit(Box::new(kiln_codegen::compile(&model.graph, &model.weights, &codegen)?))
+            let executable = if options.keep_weights {
+                kiln_codegen::compile(&model.graph, &model.weights, &codegen)?
+            } else {
+                // The executable takes the weights: it shares those it reads as they are, and a
+                // GEMM weight becomes its packed form in place. Each is then held once.
+                let weights = std::mem::take(&mut model.weights);
+                kiln_codegen::compile_owned(&model.graph, weights, &codegen)?
+            };
+            Engine::Jit(Box::new(executable))
         }
     };
     let ops_after = model.graph.op_counts();
@@ -542,6 +557,11 @@ impl CompiledModel {
             Engine::Interp => Vec::new(),
             // Printing CLIF costs a quarter of a compile, so the model is compiled again with
             // the text kept, only when it is asked for.
+            Engine::Jit(_) if !self.has_weights() => vec![(
+                "error".to_string(),
+                "; the model was compiled without Options::keep_weights: recompiling to print CLIF needs them"
+                    .to_string(),
+            )],
             Engine::Jit(executable) => {
                 let options = kiln_codegen::CodegenOptions {
                     threads: executable.threads(),
@@ -555,6 +575,47 @@ impl CompiledModel {
                 }
             }
         }
+    }
+
+    /// Bytes of weight data the compiled model holds: the model's weights while it keeps them (the
+    /// interpreter, or [`Options::keep_weights`]) and the JIT's, plain or packed, each buffer
+    /// counted once however many hold it. A JIT-compiled model without `keep_weights` holds each
+    /// weight once (issue 15): about the bytes of the optimised graph's weights (more only where a
+    /// packed GEMM operand is padded to whole 16-column panels).
+    pub fn weight_bytes(&self) -> u64 {
+        let mut buffers: Vec<(usize, usize)> = self
+            .model
+            .weights
+            .iter()
+            .map(|(_, t)| {
+                let (at, bytes) = match t.data() {
+                    TensorData::F32(v) => (v.as_ptr() as usize, v.len() * 4),
+                    TensorData::I64(v) => (v.as_ptr() as usize, v.len() * 8),
+                    TensorData::Bool(v) => (v.as_ptr() as usize, v.len()),
+                };
+                (at, bytes)
+            })
+            .collect();
+        if let Engine::Jit(executable) = &self.engine {
+            buffers.extend(executable.weight_buffers());
+        }
+        buffers.sort_unstable();
+        buffers.dedup();
+        buffers.iter().map(|&(_, bytes)| bytes as u64).sum()
+    }
+
+    /// The JIT's static memory plan (its arena is what one run allocates for intermediates);
+    /// `None` on the interpreter.
+    pub fn memory(&self) -> Option<kiln_codegen::MemoryReport> {
+        match &self.engine {
+            Engine::Interp => None,
+            Engine::Jit(executable) => Some(executable.memory()),
+        }
+    }
+
+    /// Whether the model's weights are still held (the interpreter, or `Options::keep_weights`).
+    fn has_weights(&self) -> bool {
+        self.model.graph.weights().len() == self.model.weights.len()
     }
 
     /// The graph that runs (after optimisation).
@@ -594,6 +655,13 @@ impl CompiledModel {
 /// (compile it at [`OptLevel::O0`]).
 pub fn save(compiled: &CompiledModel, path: impl AsRef<Path>) -> Result<(), Error> {
     let path = path.as_ref();
+    if !compiled.has_weights() {
+        return Err(Error::new(
+            path.display().to_string(),
+            "cannot save: the model was compiled for the JIT without Options::keep_weights, so its weights \
+             live only in the JIT's packed form; compile it with keep_weights (or the interpreter) to save it",
+        ));
+    }
     match path.extension().and_then(|e| e.to_str()) {
         Some("kiln") => kiln_frontends::artifact::write_kiln(path, &compiled.model),
         Some("kir") => kiln_frontends::artifact::write_kir(path, &compiled.model),

@@ -636,6 +636,10 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "min_ms": times[0],
             "mean_ms": mean_ms,
             "isa": compiled.isa().map(|isa| isa.name()),
+            // Memory the compiled model holds: its weights (each buffer once, plain or packed)
+            // and the JIT's arena for intermediates (null on the interpreter).
+            "weight_bytes": compiled.weight_bytes(),
+            "arena_bytes": compiled.memory().map(|m| m.arena_bytes),
         });
         if args.profile {
             json["profile"] = profile
@@ -654,7 +658,8 @@ fn compile_cmd(args: &CompileArgs) -> Result<(), Error> {
         refuse_threads_without_jit(&args.flags, "on kiln compile unless it emits clif (nothing runs)");
     }
     let load = load_options(&args.model, &args.load, args.flags.memory_cap)?;
-    let mut options = options(&args.flags, backend, &args.model)?;
+    // The weights are kept for `-o` and for `--emit clif`, which compiles again to print.
+    let mut options = Options { keep_weights: true, ..options(&args.flags, backend, &args.model)? };
     options.optimizer.explain = args.explain;
     let compiled = kiln::compile(load_model(&args.model, &args.load, load)?, &options)?;
     if let Some(path) = &args.output {

@@ -358,6 +358,19 @@ fn bench_prints_latency_and_ends_with_one_json_object() {
             _ => assert!(json["isa"].is_null(), "{last}"),
         }
         let number = |key: &str| json[key].as_f64().unwrap_or_else(|| panic!("{key} in {last}"));
+        // mlp_bn at -O0: 16×32 + 32×32 + 32×10 weights and 4·32 + 4·32 + 32 + 32 + 10 vectors, f32;
+        // the JIT packs the head's 10 columns into one 16-column panel (6×32 floats of padding).
+        let weights = (16 * 32 + 32 * 32 + 32 * 10 + 8 * 32 + 2 * 32 + 10) * 4;
+        match backend {
+            "jit" => {
+                assert_eq!(json["weight_bytes"], weights + 6 * 32 * 4, "{last}");
+                assert!(json["arena_bytes"].as_u64().is_some_and(|b| b > 0), "{last}");
+            }
+            _ => {
+                assert_eq!(json["weight_bytes"], weights, "{last}");
+                assert!(json["arena_bytes"].is_null(), "{last}");
+            }
+        }
         let (median, p90, min) = (number("median_ms"), number("p90_ms"), number("min_ms"));
         assert!(number("compile_ms") > 0.0 && min > 0.0, "{last}");
         assert!(min <= median && median <= p90, "{last}");

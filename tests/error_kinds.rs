@@ -1,6 +1,7 @@
 //! Every `ErrorKind` from a real trigger through the facade: a missing file and an unknown format
 //! (I/O), a bad model (model), an op kiln does not implement (unsupported op), a wrong input
-//! (input), the memory cap at load and at compile (resource limit); and `source()`.
+//! (input), the memory cap at load (weights, or the file itself) and at compile (resource limit);
+//! and `source()`.
 
 use kiln::{ErrorKind, Options, Tensor};
 use std::error::Error as _;
@@ -107,6 +108,15 @@ fn the_memory_cap_is_a_resource_limit_at_load_and_at_compile() {
     let err = kiln::load_with(models().join("graph_transformer.json"), &load).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ResourceLimit, "{err}");
     assert!(err.to_string().contains("memory cap"), "{err}");
+    // Load: a model file larger than the cap, in every format (issue 15: it was an I/O error).
+    for name in ["graph_transformer.json", "mlp_bn.onnx", "graph_transformer.kir", "graph_transformer.kiln"] {
+        let path = scratch(name);
+        std::fs::write(&path, vec![b' '; 4096]).unwrap();
+        let load = kiln::LoadOptions { memory_cap: Some(1000), ..Default::default() };
+        let err = kiln::load_with(&path, &load).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceLimit, "{name}: {err}");
+        assert!(err.to_string().contains("more than the 1000 B kiln reads"), "{name}: {err}");
+    }
     // Compile: the JIT's arena and the interpreter's peak.
     for backend in [kiln::Backend::Interp, kiln::Backend::Jit] {
         let options = Options { backend, memory_cap: 1024, ..Options::default() };

@@ -8,7 +8,7 @@
 
 use crate::host::GemmCall;
 use crate::jit::{CodeMemory, KernelFn};
-use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind, WeightData};
+use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind};
 use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
 use kiln_ir::{DType, Error, Tensor, TensorData, TensorType};
@@ -109,6 +109,12 @@ impl Executable {
 
     pub fn memory(&self) -> MemoryReport {
         self.memory
+    }
+
+    /// The weight data this executable holds, as (address, bytes) of each buffer
+    /// ([`crate::lower::Lowered::weight_buffers`]).
+    pub fn weight_buffers(&self) -> Vec<(usize, usize)> {
+        self.plan.weight_buffers()
     }
 
     /// Each kernel's name and its Cranelift IR (as generated, before Cranelift's optimiser); the
@@ -333,10 +339,8 @@ impl Executable {
                     // SAFETY (offset): offsets[b] + size ≤ arena_bytes ≤ arena length in bytes.
                     None => unsafe { base.add(self.offsets[b]) },
                 },
-                Place::Weight(w) => match &self.plan.weights[w] {
-                    WeightData::F32(v) => v.as_ptr() as *mut u8,
-                    WeightData::I64(v) => v.as_ptr() as *mut u8,
-                },
+                // Weights are only read: the cast is for the kernels' uniform argument type.
+                Place::Weight(w) => self.plan.weights[w].as_ptr() as *mut u8,
                 Place::Input(i) => inputs[i].data.as_ptr() as *mut u8,
             }
         };

@@ -89,8 +89,24 @@ impl Default for CodegenOptions {
 
 /// Compiles a validated graph with its weights into native code.
 pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Result<Executable, Error> {
+    check_weights(graph, weights, options)?;
+    compile_plan(graph, lower::weight_data(graph, weights)?, options)
+}
+
+/// [`compile`], taking the weights: the executable then holds the only reference to each, and a
+/// weight that only a packed GEMM reads becomes its packed form in place, so that it is never
+/// held twice, not even while it is packed (issue 15). [`compile`] leaves the caller's weights as
+/// they are and packs copies.
+pub fn compile_owned(graph: &Graph, weights: Weights, options: &CodegenOptions) -> Result<Executable, Error> {
+    check_weights(graph, &weights, options)?;
+    let data = lower::weight_data(graph, &weights)?;
+    drop(weights);
+    compile_plan(graph, data, options)
+}
+
+fn check_weights(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Result<(), Error> {
     weights.check_against(graph)?;
-    // The weights are copied by the plan: refuse before copying them.
+    // The plan holds the weights (shared; bool ones widened into copies): refuse them first.
     let weight_bytes: u64 = graph
         .weights()
         .iter()
@@ -99,7 +115,10 @@ pub fn compile(graph: &Graph, weights: &Weights, options: &CodegenOptions) -> Re
             (ty.num_elements() * lower::elem_bytes(ty.dtype)) as u64
         })
         .sum();
-    check_cap(graph, "weights", weight_bytes, options.memory_cap)?;
+    check_cap(graph, "weights", weight_bytes, options.memory_cap)
+}
+
+fn compile_plan(graph: &Graph, weights: Vec<lower::WeightData>, options: &CodegenOptions) -> Result<Executable, Error> {
     let pool = match &options.pool {
         Some(pool) => std::sync::Arc::clone(pool),
         None => std::sync::Arc::new(pool::Pool::new(options.threads)),

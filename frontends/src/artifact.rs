@@ -4,7 +4,7 @@
 //! weights are declared without data takes them from the safetensors file beside it with the same
 //! stem (`model.kir` → `model.safetensors`), which is what `kiln compile -o model.kir` writes.
 
-use crate::files::{ReadLimits, decode_le, open_regular};
+use crate::files::{ReadLimits, decode_le};
 use kiln_ir::{DType, Error, Model, Tensor, TensorData};
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use std::borrow::Cow;
@@ -84,10 +84,7 @@ pub fn load_kir(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
 }
 
 fn read(path: &Path, limits: &ReadLimits) -> Result<Vec<u8>, Error> {
-    let shown = path.display().to_string();
-    open_regular(path)
-        .and_then(|mut file| file.read_all(limits.memory_cap))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))
+    crate::files::read_whole(path, limits.memory_cap, "cannot read")
 }
 
 /// Gives every weight the graph declares without data its tensor from `tensors`, checked against

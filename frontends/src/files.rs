@@ -146,6 +146,180 @@ impl OpenFile {
     }
 }
 
+/// Reads the whole regular file at `path`, which may hold at most `limit` bytes (the memory cap, or
+/// a format's own limit below it). Errors name the file and start with `prefix`: one too large to
+/// read is a [`kiln_ir::ErrorKind::ResourceLimit`] (raising the cap is the remedy), the others
+/// [`kiln_ir::ErrorKind::Io`].
+pub fn read_whole(path: &Path, limit: u64, prefix: &str) -> Result<Vec<u8>, kiln_ir::Error> {
+    let shown = path.display().to_string();
+    let error = |e: String, kind| kiln_ir::Error::new(&shown, format!("{prefix}: {e}")).with_kind(kind);
+    let mut file = open_regular(path).map_err(|e| error(e, kiln_ir::ErrorKind::Io))?;
+    let kind = if file.len > limit { kiln_ir::ErrorKind::ResourceLimit } else { kiln_ir::ErrorKind::Io };
+    file.read_all(limit).map_err(|e| error(e, kind))
+}
+
+/// A regular file read front to back through a small window, as a [`prost::bytes::Buf`]: protobuf
+/// decoding copies each field out of it once, and the file itself is never held in memory whole
+/// (issue 15: an ONNX model's weights were held as the file's bytes and again as decoded tensors).
+///
+/// `Buf` cannot fail, so a read error is kept in [`FileBuf::error`] and the rest of the file reads
+/// as zeros (the same length, so the decoder's bounds checks stay true and it ends with an error
+/// soon after); the caller reports the kept error instead of the decoder's.
+pub(crate) struct FileBuf {
+    file: OpenFile,
+    window: Vec<u8>,
+    /// Where the unread part of `window` starts.
+    pos: usize,
+    /// Bytes of the file after `window`.
+    unread: u64,
+    error: Option<String>,
+    /// `Some` in the recording pass: every bytes field is skipped, its (offset, length) recorded,
+    /// and it decodes as its record's index (8 bytes, little-endian).
+    recorded: Option<Vec<(u64, usize)>>,
+    /// Bytes fields left in the file (sorted (offset, length)): each decodes as empty and its
+    /// `hit` is set, for the caller to read it from the file where it is needed.
+    deferred: Vec<(u64, usize)>,
+    hit: Vec<bool>,
+}
+
+/// (offset, length) of byte ranges of a file.
+pub(crate) type ByteRanges = Vec<(u64, usize)>;
+
+/// Bytes read per system call.
+const WINDOW: usize = 1 << 16;
+
+impl FileBuf {
+    /// The whole of `file`, which must hold at most `limit` bytes (the check [`OpenFile::read_all`]
+    /// makes, with its message).
+    pub(crate) fn new(mut file: OpenFile, limit: u64) -> Result<FileBuf, String> {
+        if file.len > limit {
+            return Err(format!(
+                "{} has {}, more than the {} kiln reads (the memory cap, set by --memory-cap, or the format's own limit)",
+                file.shown,
+                human_bytes(file.len),
+                human_bytes(limit)
+            ));
+        }
+        if usize::try_from(file.len).is_err() {
+            return Err(format!("{} is too large", file.shown));
+        }
+        file.file.seek(SeekFrom::Start(0)).map_err(|e| format!("cannot seek in {}: {e}", file.shown))?;
+        let unread = file.len;
+        let mut buf = FileBuf {
+            file,
+            window: Vec::with_capacity(WINDOW),
+            pos: 0,
+            unread,
+            error: None,
+            recorded: None,
+            deferred: Vec::new(),
+            hit: Vec::new(),
+        };
+        buf.refill();
+        Ok(buf)
+    }
+
+    /// Records every bytes field instead of reading it (see `recorded`).
+    pub(crate) fn recording(mut self) -> FileBuf {
+        self.recorded = Some(Vec::new());
+        self
+    }
+
+    /// Leaves the bytes fields at these (offset, length) in the file (see `deferred`).
+    pub(crate) fn deferring(mut self, mut ranges: Vec<(u64, usize)>) -> FileBuf {
+        ranges.sort_unstable();
+        ranges.dedup();
+        self.hit = vec![false; ranges.len()];
+        self.deferred = ranges;
+        self
+    }
+
+    /// The file back, with the recorded fields and the deferred ones that were met.
+    pub(crate) fn finish(self) -> (OpenFile, ByteRanges, ByteRanges) {
+        let met = self.deferred.iter().zip(&self.hit).filter(|(_, hit)| **hit).map(|(range, _)| *range).collect();
+        (self.file, self.recorded.unwrap_or_default(), met)
+    }
+
+    /// Offset in the file of the next byte `chunk` gives.
+    fn offset(&self) -> u64 {
+        self.file.len - self.unread - (self.window.len() - self.pos) as u64
+    }
+
+    /// The first read error, if there was one: then what was decoded is not the file.
+    pub(crate) fn error(&self) -> Option<&str> {
+        self.error.as_deref()
+    }
+
+    /// The next window, once the current one is used up.
+    fn refill(&mut self) {
+        let want = WINDOW.min(usize::try_from(self.unread).unwrap_or(WINDOW));
+        self.window.clear();
+        self.window.resize(want, 0);
+        self.pos = 0;
+        if self.error.is_none()
+            && let Err(e) = self.file.file.read_exact(&mut self.window)
+        {
+            self.error = Some(format!("cannot read {}: {e}", self.file.shown));
+            self.window.fill(0);
+        }
+        self.unread -= want as u64;
+    }
+}
+
+impl prost::bytes::Buf for FileBuf {
+    fn remaining(&self) -> usize {
+        // At most the file's length, which fits a usize (checked in `new`).
+        (self.window.len() - self.pos) + self.unread as usize
+    }
+
+    fn chunk(&self) -> &[u8] {
+        &self.window[self.pos..]
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> prost::bytes::Bytes {
+        let at = self.offset();
+        if let Some(recorded) = &mut self.recorded {
+            recorded.push((at, len));
+            let index = (recorded.len() - 1) as u64;
+            prost::bytes::Buf::advance(self, len);
+            return prost::bytes::Bytes::from(index.to_le_bytes().to_vec());
+        }
+        if let Ok(i) = self.deferred.binary_search(&(at, len)) {
+            self.hit[i] = true;
+            prost::bytes::Buf::advance(self, len);
+            return prost::bytes::Bytes::new();
+        }
+        // As `Buf`'s own: one buffer of `len` (the decoder checked `len ≤ remaining` first).
+        let mut bytes = prost::bytes::BytesMut::with_capacity(len);
+        prost::bytes::BufMut::put(&mut bytes, prost::bytes::Buf::take(&mut *self, len));
+        bytes.freeze()
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        loop {
+            let here = self.window.len() - self.pos;
+            if cnt < here || self.unread == 0 {
+                // Past the end only if the decoder asked for more than `remaining` (never).
+                self.pos += cnt.min(here);
+                return;
+            }
+            cnt -= here;
+            // Whole windows of a skipped field are not read.
+            let skip = ((cnt - cnt % WINDOW) as u64).min(self.unread);
+            if skip > 0 {
+                if self.error.is_none()
+                    && let Err(e) = self.file.file.seek(SeekFrom::Current(skip as i64))
+                {
+                    self.error = Some(format!("cannot seek in {}: {e}", self.file.shown));
+                }
+                self.unread -= skip;
+                cnt -= skip as usize;
+            }
+            self.refill();
+        }
+    }
+}
+
 /// [`kiln_ir::ErrorKind::ResourceLimit`] for `error` if `refused` (a [`Budget::refused_flag`]) is set.
 pub(crate) fn limit_kind(error: kiln_ir::Error, refused: &Cell<bool>) -> kiln_ir::Error {
     if refused.get() { error.with_kind(kiln_ir::ErrorKind::ResourceLimit) } else { error }

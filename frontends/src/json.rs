@@ -9,7 +9,7 @@
 //! Model files are untrusted: no panics on any input, and a declared shape is checked against
 //! [`kiln_ir::MAX_ELEMENTS`] before a byte of weight data is allocated for it.
 
-use crate::files::{Budget, OpenFile, ReadLimits, decode_le, open_contained, open_regular};
+use crate::files::{Budget, OpenFile, ReadLimits, decode_le, open_contained};
 use kiln_ir::init::{INIT_KINDS, Init, generate};
 use kiln_ir::{Attr, Attrs, DType, Error, GraphBuilder, Model, Op, Tensor, TensorData, TensorType, Weights};
 use serde_json::{Map, Value};
@@ -35,9 +35,7 @@ pub fn load_json(path: &Path) -> Result<Model, Error> {
 pub fn load_json_with(path: &Path, limits: &ReadLimits) -> Result<Model, Error> {
     let shown = path.display().to_string();
     // The text of a model holds at least its inline weights, so the cap bounds it too.
-    let bytes = open_regular(path).and_then(|mut file| file.read_all(limits.memory_cap)).map_err(|e| {
-        Error::new(&shown, format!("cannot read the model file: {e}")).with_kind(kiln_ir::ErrorKind::Io)
-    })?;
+    let bytes = crate::files::read_whole(path, limits.memory_cap, "cannot read the model file")?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Error::new(
             &shown,

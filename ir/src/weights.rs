@@ -22,7 +22,8 @@ impl Weights {
         self.tensors.insert(name.into(), Arc::new(tensor));
     }
 
-    /// Inserts a tensor another store already holds, sharing its data.
+    /// Adds a tensor without copying it: a weight shared with another store (a pass keeping an
+    /// original weight shares it; weights are never modified in place).
     pub fn insert_shared(&mut self, name: impl Into<String>, tensor: Arc<Tensor>) {
         self.tensors.insert(name.into(), tensor);
     }

@@ -206,6 +206,7 @@ pub fn lower_named(
         constants: HashMap::new(),
         tuples: HashMap::new(),
         counter: 0,
+        consumers: HashMap::new(),
     };
     for (&class, name) in lifted.outputs.iter().zip(&output_names) {
         lowering.preferred.entry(eg.find(class)).or_insert_with(|| name.clone());
@@ -283,6 +284,10 @@ struct Lowering<'a> {
     /// Evaluated constant multi-output nodes (a Split of a constant), by e-class.
     tuples: HashMap<Id, Vec<Arc<Tensor>>>,
     counter: usize,
+    /// The first node (e-class, argument position) found reading each constant e-class: a folded
+    /// weight is named after the node it feeds (`fc0.bias.k2`), not after whichever original
+    /// weight it happens to derive from first (`bn0.scale.k2` for a Gemm bias).
+    consumers: HashMap<Id, (Id, usize)>,
 }
 
 impl<'a> Lowering<'a> {
@@ -420,6 +425,11 @@ impl<'a> Lowering<'a> {
                     let msg = format!("internal error: e-class {class} depends on itself");
                     return Err(Error::new("optimizer", msg).into());
                 }
+                if let Kiln::Node(_, args) = &node {
+                    for (i, &a) in args.iter().enumerate() {
+                        self.consumers.entry(self.eg.find(a)).or_insert((class, i));
+                    }
+                }
                 stack.push((class, true));
                 stack.extend(pending.into_iter().rev().map(|d| (d, false)));
                 continue;
@@ -494,7 +504,8 @@ impl<'a> Lowering<'a> {
         let tensor =
             self.model.weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
         self.builder.weight(format!("weight '{name}'"), name.to_string(), tensor.ty());
-        self.weights.insert(name.to_string(), tensor.as_ref().clone());
+        // Shared, not copied: a kept weight is the original's bytes (issue 15).
+        self.weights.insert_shared(name.to_string(), std::sync::Arc::clone(tensor));
         self.declared.insert(name.to_string());
         Ok(())
     }
@@ -507,12 +518,52 @@ impl<'a> Lowering<'a> {
             return Ok(name);
         }
         let tensor = self.eval_constant(class)?;
-        let base = self.hint(class).unwrap_or_else(|| "const".into());
+        let base = self.consumer_hint(class).or_else(|| self.hint(class)).unwrap_or_else(|| "const".into());
         let name = self.fresh(&base);
         self.builder.weight(format!("weight '{name}'"), name.clone(), tensor.ty());
-        self.weights.insert(name.clone(), tensor.as_ref().clone());
+        self.weights.insert_shared(name.clone(), tensor);
         self.declared.insert(name.clone());
         Ok(name)
+    }
+
+    /// A name hint for a folded weight from the node it feeds: that node's name (as
+    /// [`Self::new_node_names`] would choose it first: a surviving node's own, else an original of
+    /// the same op family, else its e-class's original) and the role of the argument
+    /// (`fc0.bias`, `conv.weight`, `ln.scale`, else `node.inN`).
+    fn consumer_hint(&self, class: Id) -> Option<String> {
+        let &(parent, i) = self.consumers.get(&class)?;
+        let node = self.choice.get(&parent)?;
+        let Kiln::Node(KOp::Ir(ir), _) = node else { return None };
+        let canon = node.clone().map_children(|c| self.eg.find(c));
+        let owner = match self.survivors.get(&canon) {
+            Some(&(name, _)) => name,
+            None => {
+                self.same_op_original(parent, ir.op.name())
+                    .map(|(_, o)| o)
+                    .or(self.originals.get(&parent).copied())?
+                    .name
+            }
+        };
+        let role = match (ir.op.name(), i) {
+            ("Gemm" | "MatMul" | "Conv" | "ConvTranspose", 1) => "weight".to_string(),
+            ("Gemm" | "Conv" | "ConvTranspose", 2) => "bias".to_string(),
+            (
+                "LayerNormalization"
+                | "RMSNormalization"
+                | "BatchNormalization"
+                | "InstanceNormalization"
+                | "GroupNormalization",
+                1,
+            ) => "scale".to_string(),
+            ("LayerNormalization" | "BatchNormalization" | "InstanceNormalization" | "GroupNormalization", 2) => {
+                "bias".to_string()
+            }
+            ("Add", 1) => "bias".to_string(),
+            ("Mul", 1) => "scale".to_string(),
+            ("Gather", 0) => "table".to_string(),
+            (_, i) => format!("in{i}"),
+        };
+        Some(format!("{owner}.{role}"))
     }
 
     /// A name hint for a folded weight: the first original weight it derives from.

@@ -74,6 +74,62 @@ impl PackedB {
         Ok(PackedB { k, n, data })
     }
 
+    /// [`PackedB::pack`] of an operand the caller gives up: when `b` is exactly a row-major `k×n`
+    /// matrix or its transpose and `n` is a whole number of panels, it is rearranged in its own
+    /// buffer, so that a weight never exists in both forms at once (issue 15: a model's largest
+    /// weight was held twice while it was packed). Other layouts are packed into a new buffer.
+    pub fn pack_owned(mut b: Vec<f32>, k: usize, n: usize, rs: usize, cs: usize) -> Result<PackedB, String> {
+        if k == 0 || !n.is_multiple_of(NR) || k.checked_mul(n) != Some(b.len()) {
+            return PackedB::pack(&b, k, n, rs, cs);
+        }
+        let panels = n / NR;
+        if rs == 1 && cs == k {
+            // B is Wᵀ for a row-major W[n][k]: panel p is the transpose of W's rows p·NR..(p+1)·NR,
+            // which lie where the panel goes. Each is transposed through a copy of one panel.
+            let mut scratch = Vec::new();
+            scratch
+                .try_reserve_exact(NR * k)
+                .map_err(|_| format!("cannot allocate {} bytes to pack an operand", NR * k * 4))?;
+            scratch.resize(NR * k, 0.0);
+            for panel in b.chunks_exact_mut(NR * k) {
+                scratch.copy_from_slice(panel);
+                for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        *x = scratch[j * k + kk];
+                    }
+                }
+            }
+        } else if rs == n && cs == 1 {
+            // Row-major B: the NR-wide block (kk, p) at kk·panels + p goes to p·k + kk, a transpose
+            // of a k×panels matrix of blocks, done by following each cycle of the permutation (one
+            // bit per block marks those in place).
+            let blocks = k * panels;
+            let mut placed = vec![0u64; blocks.div_ceil(64)];
+            for start in 0..blocks {
+                if (placed[start / 64] >> (start % 64)) & 1 == 1 {
+                    continue;
+                }
+                let mut first = [0.0f32; NR];
+                first.copy_from_slice(&b[start * NR..(start + 1) * NR]);
+                let mut to = start;
+                loop {
+                    placed[to / 64] |= 1 << (to % 64);
+                    // The block that goes to `to` = p·k + kk comes from kk·panels + p.
+                    let from = (to % k) * panels + to / k;
+                    if from == start {
+                        b[to * NR..(to + 1) * NR].copy_from_slice(&first);
+                        break;
+                    }
+                    b.copy_within(from * NR..(from + 1) * NR, to * NR);
+                    to = from;
+                }
+            }
+        } else {
+            return PackedB::pack(&b, k, n, rs, cs);
+        }
+        Ok(PackedB { k, n, data: b })
+    }
+
     /// Number of column panels.
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)

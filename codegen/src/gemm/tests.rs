@@ -183,3 +183,31 @@ fn pack_refuses_a_short_operand() {
     assert!(e.contains("does not fit"), "{e}");
     assert!(PackedB::pack(&[0.0; 12], 3, 4, 4, 1).is_ok());
 }
+
+#[test]
+fn packing_in_place_gives_the_copying_packs_layout() {
+    // Row-major B and Bᵀ (the two in-place layouts, n a multiple of NR, k not a multiple of 64 so
+    // that the cycle bitmap's last word is partial), and layouts packed by copy: n not a multiple
+    // of NR, padded strides. Bitwise equal: packing only moves floats.
+    for (k, n) in [(1, 16), (5, 32), (67, 48), (130, 64)] {
+        let b = data(k * n, (k * n) as u64);
+        for (rs, cs) in [(n, 1), (1, k)] {
+            let want = PackedB::pack(&b, k, n, rs, cs).unwrap();
+            let got = PackedB::pack_owned(b.clone(), k, n, rs, cs).unwrap();
+            assert_eq!((got.k, got.n), (k, n));
+            assert!(got.data.iter().zip(&want.data).all(|(x, y)| x.to_bits() == y.to_bits()), "{k}×{n} ({rs}, {cs})");
+            assert_eq!(got.data.len(), want.data.len());
+        }
+    }
+    let (k, n) = (7, 20);
+    let b = data(k * (n + 3), 3);
+    for (rs, cs) in [(n + 3, 1), (1, k)] {
+        let want = PackedB::pack(&b, k, n, rs, cs).unwrap();
+        let got = PackedB::pack_owned(b.clone(), k, n, rs, cs).unwrap();
+        assert!(got.data.iter().zip(&want.data).all(|(x, y)| x.to_bits() == y.to_bits()), "({rs}, {cs})");
+    }
+    // In place means in the same buffer.
+    let b = data(64 * 32, 9);
+    let at = b.as_ptr();
+    assert_eq!(PackedB::pack_owned(b, 64, 32, 32, 1).unwrap().data.as_ptr(), at);
+}

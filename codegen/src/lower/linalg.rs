@@ -185,26 +185,37 @@ pub(crate) fn gemm_parts(
 /// a 16-wide panel on zero padding, and stay with the `gemm` crate.
 const PACK_MIN_N: usize = 8;
 
-/// B packed for `crate::gemm` when it is a weight (a constant, known now) wide enough to pay.
+/// B packed for `crate::gemm` when it is a weight (a constant, known now) wide enough to pay. A
+/// weight this GEMM alone reads and the plan alone holds is packed in place
+/// ([`Ctx::take_sole_weight`]); others are packed into a copy, their plain data dropped at the end
+/// if nothing else reads it ([`drop_packed_copies`]).
 fn pack_weight(
-    cx: &Ctx,
+    cx: &mut Ctx,
     b: Place,
     call: &GemmCall,
     node: &str,
 ) -> Result<Option<std::sync::Arc<crate::gemm::PackedB>>, Error> {
     let Place::Weight(w) = b else { return Ok(None) };
-    let WeightData::F32(data) = &cx.weights[w] else { return Ok(None) };
-    if call.n < PACK_MIN_N || call.b_rs < 0 || call.b_cs < 0 {
+    if cx.weights[w].f32().is_none() || call.n < PACK_MIN_N || call.b_rs < 0 || call.b_cs < 0 {
         return Ok(None);
     }
-    let packed = crate::gemm::PackedB::pack(data, call.k, call.n, call.b_rs as usize, call.b_cs as usize)
-        .map_err(|e| Error::new(format!("node '{node}'"), format!("cannot pack its weight: {e}")))?;
+    let (k, n, rs, cs) = (call.k, call.n, call.b_rs as usize, call.b_cs as usize);
+    let packed = match cx.take_sole_weight(w) {
+        Some(data) => crate::gemm::PackedB::pack_owned(data, k, n, rs, cs),
+        None => crate::gemm::PackedB::pack(cx.weights[w].f32().unwrap_or(&[]), k, n, rs, cs),
+    }
+    .map_err(|e| Error::new(format!("node '{node}'"), format!("cannot pack its weight: {e}")))?;
     Ok(Some(std::sync::Arc::new(packed)))
 }
 
 /// Frees the plain copy of every f32 weight that only packed GEMMs read (their `args[2]`), so a
-/// weight is not held twice. The place stays valid (an empty buffer) and is never dereferenced.
-pub(super) fn drop_packed_copies(weights: &mut [WeightData], steps: &[Step], outputs: &[(Place, TensorType)]) {
+/// weight is not held twice. The place stays valid (no data) and is never dereferenced: a weight
+/// packed in place that another step reads is an internal error, not a read of freed memory.
+pub(super) fn drop_packed_copies(
+    weights: &mut [WeightData],
+    steps: &[Step],
+    outputs: &[(Place, TensorType)],
+) -> Result<(), Error> {
     let mut read = vec![false; weights.len()];
     for st in steps {
         let packed = matches!(st.kind, StepKind::MatMul { packed: Some(_), .. } | StepKind::PackedConv { .. });
@@ -222,10 +233,13 @@ pub(super) fn drop_packed_copies(weights: &mut [WeightData], steps: &[Step], out
         }
     }
     for (w, data) in weights.iter_mut().enumerate() {
-        if !read[w]
-            && let WeightData::F32(v) = data
-        {
-            *v = Vec::new();
+        if read[w] && matches!(data, WeightData::Packed) {
+            return Err(internal(&format!("weight #{w}"), "a weight packed in place is read by another step"));
+        }
+        // Dropping a shared tensor only drops this reference; the model may still hold it.
+        if !read[w] && data.f32().is_some() {
+            *data = WeightData::Packed;
         }
     }
+    Ok(())
 }

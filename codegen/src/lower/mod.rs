@@ -157,6 +157,12 @@ pub struct Step {
 pub enum WeightData {
     F32(Vec<f32>),
     I64(Vec<i64>),
+    /// The model's own f32 or i64 tensor, shared rather than copied, so that a compiled model
+    /// does not hold its weights twice (issue 15).
+    Shared(std::sync::Arc<kiln_ir::Tensor>),
+    /// None left: the weight became the packed operand of the one GEMM that reads it (issue 15:
+    /// it is packed in place rather than held twice). A step may name it but never reads it.
+    Packed,
 }
 
 impl Step {
@@ -179,7 +185,57 @@ impl WeightData {
         match self {
             WeightData::F32(v) => v.len() * 4,
             WeightData::I64(v) => v.len() * 8,
+            WeightData::Shared(t) => match t.data() {
+                kiln_ir::TensorData::F32(v) => v.len() * 4,
+                kiln_ir::TensorData::I64(v) => v.len() * 8,
+                kiln_ir::TensorData::Bool(v) => v.len(),
+            },
+            WeightData::Packed => 0,
         }
+    }
+
+    /// The data if it is f32.
+    pub fn f32(&self) -> Option<&[f32]> {
+        match self {
+            WeightData::F32(v) => Some(v),
+            WeightData::Shared(t) => match t.data() {
+                kiln_ir::TensorData::F32(v) => Some(v),
+                _ => None,
+            },
+            WeightData::I64(_) | WeightData::Packed => None,
+        }
+    }
+
+    /// Where the data starts, for the executor.
+    pub fn as_ptr(&self) -> *const u8 {
+        match self {
+            WeightData::F32(v) => v.as_ptr() as *const u8,
+            WeightData::I64(v) => v.as_ptr() as *const u8,
+            WeightData::Shared(t) => match t.data() {
+                kiln_ir::TensorData::F32(v) => v.as_ptr() as *const u8,
+                kiln_ir::TensorData::I64(v) => v.as_ptr() as *const u8,
+                kiln_ir::TensorData::Bool(v) => v.as_ptr() as *const u8,
+            },
+            // Never dereferenced (see `Packed`): aligned and non-null like an empty vector's.
+            WeightData::Packed => std::ptr::NonNull::<f32>::dangling().as_ptr() as *const u8,
+        }
+    }
+}
+
+impl Lowered {
+    /// The weight data the plan holds, as (address, bytes) of each buffer: plain weights (one
+    /// shared with the model has the model's address) and packed GEMM operands, each once.
+    pub fn weight_buffers(&self) -> Vec<(usize, usize)> {
+        let mut buffers: Vec<(usize, usize)> =
+            self.weights.iter().filter(|w| w.bytes() > 0).map(|w| (w.as_ptr() as usize, w.bytes())).collect();
+        for step in &self.steps {
+            if let StepKind::MatMul { packed: Some(p), .. } = &step.kind {
+                buffers.push((std::sync::Arc::as_ptr(p) as usize, p.bytes()));
+            }
+        }
+        buffers.sort_unstable();
+        buffers.dedup();
+        buffers
     }
 }
 
@@ -203,18 +259,18 @@ pub fn elem_bytes(d: DType) -> usize {
     }
 }
 
-/// A copy of a weight's data in arena representation; `Err(bytes)` when the copy cannot be
-/// allocated (an error for the caller to name, not an abort).
-fn copy_weight(data: &kiln_ir::TensorData) -> Result<WeightData, usize> {
+/// A weight's data in arena representation: f32 and i64 tensors shared with the model, bool ones
+/// widened into a copy (`Err(bytes)` when it cannot be allocated: an error for the caller to name,
+/// not an abort).
+fn copy_weight(tensor: &std::sync::Arc<kiln_ir::Tensor>) -> Result<WeightData, usize> {
     fn copy<T: Copy, U>(src: &[T], f: impl Fn(T) -> U) -> Result<Vec<U>, usize> {
         let mut v = Vec::new();
         v.try_reserve_exact(src.len()).map_err(|_| src.len() * std::mem::size_of::<U>())?;
         v.extend(src.iter().map(|&x| f(x)));
         Ok(v)
     }
-    Ok(match data {
-        kiln_ir::TensorData::F32(v) => WeightData::F32(copy(v, |x| x)?),
-        kiln_ir::TensorData::I64(v) => WeightData::I64(copy(v, |x| x)?),
+    Ok(match tensor.data() {
+        kiln_ir::TensorData::F32(_) | kiln_ir::TensorData::I64(_) => WeightData::Shared(std::sync::Arc::clone(tensor)),
         kiln_ir::TensorData::Bool(v) => WeightData::F32(copy(v, |b| b as u8 as f32)?),
     })
 }
@@ -402,20 +458,67 @@ impl Ctx<'_> {
         Place::Weight(self.weights.len() - 1)
     }
 
+    /// The f32 data of graph weight `w`, taken out of the plan (leaving [`WeightData::Packed`]) for
+    /// its one reader to consume: only when exactly one op input reads it, it is no graph output,
+    /// and the plan holds the only reference to it (the caller gave the weights up, see
+    /// `kiln_codegen::compile_owned`). Otherwise `None`, and the weight stays as it is.
+    fn take_sole_weight(&mut self, w: usize) -> Option<Vec<f32>> {
+        let &id = self.graph.weights().get(w)?;
+        let v = Value { node: id, port: 0 };
+        if self.graph.users(v).len() != 1 || self.outputs.contains(&v) {
+            return None;
+        }
+        let WeightData::Shared(t) = &self.weights[w] else { return None };
+        if std::sync::Arc::strong_count(t) != 1 || t.as_f32().is_none() {
+            return None;
+        }
+        let WeightData::Shared(t) = std::mem::replace(&mut self.weights[w], WeightData::Packed) else { return None };
+        match std::sync::Arc::try_unwrap(t) {
+            Ok(tensor) => match tensor.into_data() {
+                kiln_ir::TensorData::F32(data) => Some(data),
+                // f32 (checked above).
+                _ => None,
+            },
+            Err(t) => {
+                self.weights[w] = WeightData::Shared(t);
+                None
+            }
+        }
+    }
+
     fn kname(&self, node: &str, what: &str) -> String {
         let clean: String = node.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         format!("{what}_{clean}")
     }
 }
 
-/// Lowers the graph. `weights` must match the graph (checked by the caller).
+/// The plan's data of each weight the graph declares, in declaration order (the `weights` of
+/// [`lower`]). `weights` must match the graph (checked by the caller).
+pub fn weight_data(graph: &Graph, weights: &kiln_ir::Weights) -> Result<Vec<WeightData>, Error> {
+    graph
+        .weights()
+        .iter()
+        .map(|&id| {
+            let name = &graph.node(id).name;
+            let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
+            copy_weight(t).map_err(|bytes| {
+                Error::new(
+                    format!("model '{}', weight '{name}'", graph.name()),
+                    format!("cannot allocate {bytes} bytes for its copy"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// Lowers the graph; `weights` is [`weight_data`]'s.
 ///
-/// `memory_cap` bounds what lowering itself allocates: before each op is lowered, the copies of
-/// the weights, the plan's tables so far and the op's own output and tables must fit in it (an
-/// Expand to 2³¹ floats built a 16 GiB copy table before the plan's total could be checked).
+/// `memory_cap` bounds what lowering itself allocates: before each op is lowered, the weights,
+/// the plan's tables so far and the op's own output and tables must fit in it (an Expand to 2³¹
+/// floats built a 16 GiB copy table before the plan's total could be checked).
 pub fn lower(
     graph: &Graph,
-    weights: &kiln_ir::Weights,
+    weights: Vec<WeightData>,
     jit: &mut Jit,
     softmax: SoftmaxAlgo,
     threads: usize,
@@ -436,16 +539,11 @@ pub fn lower(
         kernel_labels: Vec::new(),
         weights: Vec::new(),
     };
+    if weights.len() != graph.weights().len() {
+        return Err(internal(graph.name(), "the weights do not match the graph"));
+    }
+    cx.weights = weights;
     for (i, &id) in graph.weights().iter().enumerate() {
-        let name = &graph.node(id).name;
-        let t = weights.get(name).ok_or_else(|| Error::new(format!("weight '{name}'"), "has no data"))?;
-        let data = copy_weight(t.data()).map_err(|bytes| {
-            Error::new(
-                format!("model '{}', weight '{name}'", graph.name()),
-                format!("cannot allocate {bytes} bytes for its copy"),
-            )
-        })?;
-        cx.weights.push(data);
         cx.bind(Value { node: id, port: 0 }, Place::Weight(i));
     }
     let mut input_types = Vec::new();
@@ -522,7 +620,7 @@ pub fn lower(
         let p = cx.input(v, graph.value_name(v))?;
         outputs.push((p, graph.value_type(v).clone()));
     }
-    linalg::drop_packed_copies(&mut cx.weights, &cx.steps, &outputs);
+    linalg::drop_packed_copies(&mut cx.weights, &cx.steps, &outputs)?;
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,

@@ -105,7 +105,7 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
                     continue;
                 }
                 if let Place::Weight(w) = src
-                    && let WeightData::F32(data) = &cx.weights[w]
+                    && let Some(data) = cx.weights[w].f32()
                 {
                     let idx = kiln_ir::ops::broadcast::broadcast_indices(&p.shape, trailing);
                     let expanded: Option<Vec<f32>> = idx.iter().map(|&i| data.get(i).copied()).collect();

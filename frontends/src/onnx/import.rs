@@ -5,7 +5,7 @@
 
 use super::lower::{Lowered, lower_node};
 use super::proto::{self, ModelProto, NodeProto, attribute_proto::AttributeType, tensor_shape_proto::dimension};
-use super::tensor::{dtype_from_onnx, tensor_from_proto};
+use super::tensor::{RawInFile, dtype_from_onnx, tensor_from_proto, tensor_from_proto_in};
 use super::{MAX_OPSET, MIN_OPSET};
 use crate::files::{Budget, ReadLimits, limit_kind};
 use kiln_ir::{Attr, Attrs, Error, ErrorKind, GraphBuilder, Model, Op, Tensor, TensorType, Weights};
@@ -75,6 +75,8 @@ struct Importer<'a> {
     unsupported_values: HashSet<String>,
     node_names: HashSet<String>,
     base_dir: Option<&'a Path>,
+    /// Initializer data left in the model file, read from there into each tensor.
+    deferred: Option<super::Deferred>,
 }
 
 pub(crate) fn import_model(
@@ -83,10 +85,11 @@ pub(crate) fn import_model(
     fixed_dims: &[(String, Vec<usize>)],
     values: &[(String, Tensor)],
     limits: &ReadLimits,
+    deferred: Option<super::Deferred>,
 ) -> Result<Model, Error> {
     let budget = Budget::new(limits);
     let refused = budget.refused_flag();
-    import_with_budget(model, base_dir, fixed_dims, values, budget).map_err(|e| limit_kind(e, &refused))
+    import_with_budget(model, base_dir, fixed_dims, values, budget, deferred).map_err(|e| limit_kind(e, &refused))
 }
 
 fn import_with_budget(
@@ -95,6 +98,7 @@ fn import_with_budget(
     fixed_dims: &[(String, Vec<usize>)],
     values: &[(String, Tensor)],
     budget: Budget,
+    deferred: Option<super::Deferred>,
 ) -> Result<Model, Error> {
     let opset = default_opset(model)?;
     let graph = model.graph.as_ref().ok_or_else(|| Error::new("", "the model has no graph"))?;
@@ -107,6 +111,7 @@ fn import_with_budget(
         unsupported_values: HashSet::new(),
         node_names: HashSet::new(),
         base_dir,
+        deferred,
     };
     if !graph.sparse_initializer.is_empty() {
         imp.builder.report("", "sparse initializers are not supported");
@@ -170,9 +175,24 @@ impl Importer<'_> {
         for (i, init) in graph.initializer.iter().enumerate() {
             let name = init.name().to_string();
             let location = format!("initializer #{i} '{name}'");
-            match tensor_from_proto(init, self.base_dir, &self.ctx.budget) {
+            let raw = self.deferred.as_mut().and_then(|d| {
+                let (offset, len) = d.ranges.get(i).copied().flatten()?;
+                Some(RawInFile { file: &mut d.file, offset, len })
+            });
+            match tensor_from_proto_in(init, self.base_dir, raw, &self.ctx.budget) {
                 Ok(tensor) => self.add_const(name, location, tensor),
-                Err(e) => self.builder.report(location, e),
+                Err(e) => {
+                    // Declared as a failed (untyped) node, so that its message is the only one: a
+                    // reader of the name must not add "tensor … is not defined … did you mean".
+                    if self.pending.contains_key(&name) {
+                        self.builder.report(location, e);
+                        continue;
+                    }
+                    self.pending.insert(name.clone(), location.clone());
+                    let node_name = format!("{name}#initializer{i}");
+                    self.node_names.insert(node_name.clone());
+                    self.builder.node(location, node_name, Err(e), Vec::new(), vec![name]);
+                }
             }
         }
     }

@@ -75,15 +75,106 @@ pub fn load_onnx_with(
     limits: &ReadLimits,
 ) -> Result<Model, Error> {
     let shown = path.display().to_string();
-    // Protobuf messages are below 2 GiB; inline weights count against the cap as well.
-    let bytes = open_regular(path)
-        .and_then(|mut file| file.read_all(limits.memory_cap.min(MAX_PROTO_BYTES)))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))?;
     let base_dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
-    parse_onnx_with(&bytes, Some(&base_dir), fixed_dims, values, limits).map_err(|e| e.within(&shown))
+    // Protobuf messages are below 2 GiB; inline weights count against the cap as well.
+    let (model, deferred) = decode_file(path, limits.memory_cap.min(MAX_PROTO_BYTES))?;
+    import::import_model(&model, Some(&base_dir), fixed_dims, values, limits, deferred).map_err(|e| e.within(&shown))
+}
+
+/// Initializer data at least this large is read from the model file straight into its tensor,
+/// rather than into a buffer first ([`decode_file`]).
+const DEFER_MIN_BYTES: usize = 4096;
+
+/// Where the initializers' `raw_data` were left in the model file ([`decode_file`]): by index in
+/// the graph's `initializer` list.
+pub(crate) struct Deferred {
+    pub file: crate::files::OpenFile,
+    pub ranges: Vec<Option<(u64, usize)>>,
+}
+
+/// Decodes the ONNX file at `path` (at most `limit` bytes) without holding the file in memory,
+/// and without a second copy of the weights (issue 15: a model's weights were held as the file's
+/// bytes, then as decoded `raw_data`, then as tensors). A first pass over the file records where
+/// each graph initializer's `raw_data` lies (prost over a skeleton of the three messages on the
+/// way to it, reading little but headers); the second decodes the model with those fields left in
+/// the file, for the importer to read each straight into its tensor ([`Deferred`]).
+fn decode_file(path: &Path, limit: u64) -> Result<(proto::ModelProto, Option<Deferred>), Error> {
+    use crate::files::FileBuf;
+    let shown = path.display().to_string();
+    let io = |e: String| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io);
+    let file = open_regular(path).map_err(io)?;
+    let too_large = file.len > limit;
+    let buf = FileBuf::new(file, limit).map_err(|e| {
+        let kind = if too_large { kiln_ir::ErrorKind::ResourceLimit } else { kiln_ir::ErrorKind::Io };
+        Error::new(&shown, format!("cannot read: {e}")).with_kind(kind)
+    })?;
+
+    // Pass 1: the initializers' raw_data ranges. A file the skeleton cannot decode defers nothing
+    // (the full decode below then reports what is wrong).
+    let mut buf = buf.recording();
+    let skeleton = skeleton::Model::decode(&mut buf).ok().filter(|_| buf.error().is_none());
+    let (file, recorded, _) = buf.finish();
+    let ranges: Vec<Option<(u64, usize)>> = skeleton
+        .and_then(|m| m.graph)
+        .map(|g| {
+            g.initializer
+                .iter()
+                .map(|t| {
+                    let token = t.raw_data.as_deref()?;
+                    let index = u64::from_le_bytes(token.try_into().ok()?);
+                    let &(offset, len) = recorded.get(usize::try_from(index).ok()?)?;
+                    (len >= DEFER_MIN_BYTES).then_some((offset, len))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+
+    // Pass 2: the model, those ranges left in the file.
+    let mut buf = FileBuf::new(file, limit).map_err(io)?.deferring(ranges.iter().flatten().copied().collect());
+    let model = decode_model(&mut buf).map_err(|e| e.within(&shown));
+    if let Some(e) = buf.error() {
+        return Err(io(e.to_string()));
+    }
+    let model = model?;
+    let (file, _, met) = buf.finish();
+    // A range is the initializer's data only if the decode met it there and left it empty.
+    let initializers = model.graph.as_ref().map_or(&[][..], |g| &g.initializer[..]);
+    let ranges: Vec<Option<(u64, usize)>> = initializers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let range = ranges.get(i).copied().flatten()?;
+            (met.binary_search(&range).is_ok() && t.raw_data.as_ref().is_some_and(|d| d.is_empty())).then_some(range)
+        })
+        .collect();
+    let deferred = ranges.iter().any(Option::is_some).then_some(Deferred { file, ranges });
+    Ok((model, deferred))
+}
+
+/// The messages on the way from a `ModelProto` to its graph's initializers' `raw_data`, with the
+/// same field numbers as `onnx.proto` (every other field is skipped): what [`decode_file`]'s
+/// first pass decodes.
+mod skeleton {
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Model {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<Graph>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Graph {
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<Tensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Tensor {
+        #[prost(bytes = "bytes", optional, tag = "9")]
+        pub raw_data: Option<prost::bytes::Bytes>,
+    }
 }
 
 /// Reads an ONNX model from bytes. `base_dir` is where external data files live; `None` refuses
@@ -110,9 +201,13 @@ pub fn parse_onnx_with(
     values: &[(String, Tensor)],
     limits: &ReadLimits,
 ) -> Result<Model, Error> {
-    let model = proto::ModelProto::decode(bytes)
-        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))?;
-    import::import_model(&model, base_dir, fixed_dims, values, limits)
+    let model = decode_model(bytes)?;
+    import::import_model(&model, base_dir, fixed_dims, values, limits, None)
+}
+
+fn decode_model(bytes: impl prost::bytes::Buf) -> Result<proto::ModelProto, Error> {
+    proto::ModelProto::decode(bytes)
+        .map_err(|e| Error::new("", format!("not a valid ONNX model (protobuf decoding failed: {})", short(&e))))
 }
 
 /// The largest protobuf message: 2 GiB (protobuf's own limit).

@@ -4,7 +4,7 @@
 
 use super::proto::{self, tensor_shape_proto::dimension};
 use super::tensor::dtype_from_onnx;
-use crate::files::{ReadLimits, open_regular};
+use crate::files::ReadLimits;
 use kiln_ir::{DType, Error};
 use prost::Message;
 use std::collections::HashSet;
@@ -118,9 +118,7 @@ impl Signature {
 /// Reads the declared inputs and outputs of an ONNX file.
 pub fn read_signature(path: &Path, limits: &ReadLimits) -> Result<Signature, Error> {
     let shown = path.display().to_string();
-    let bytes = open_regular(path)
-        .and_then(|mut file| file.read_all(limits.memory_cap.min(super::MAX_PROTO_BYTES)))
-        .map_err(|e| Error::new(&shown, format!("cannot read: {e}")).with_kind(kiln_ir::ErrorKind::Io))?;
+    let bytes = crate::files::read_whole(path, limits.memory_cap.min(super::MAX_PROTO_BYTES), "cannot read")?;
     let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
         Error::new(&shown, format!("not a valid ONNX model (protobuf decoding failed: {})", super::short(&e)))
     })?;

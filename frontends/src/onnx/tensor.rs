@@ -11,7 +11,7 @@
 //! [`MAX_ELEMENTS`], and data lengths must match the shape exactly.
 
 use super::proto::{TensorProto, tensor_proto};
-use crate::files::{Budget, decode_le, open_contained, try_with_capacity};
+use crate::files::{Budget, OpenFile, decode_le, open_contained, try_with_capacity};
 use kiln_ir::dtype::ShapeDisplay;
 use kiln_ir::{DType, MAX_ELEMENTS, Tensor, TensorData};
 use std::path::Path;
@@ -158,6 +158,24 @@ pub(crate) fn checked_shape(dims: &[i64]) -> Result<(Vec<usize>, usize), String>
 /// external data (e.g. a model given as bytes). The tensor's bytes are claimed from `budget` before
 /// anything is read or converted.
 pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>, budget: &Budget) -> Result<Tensor, String> {
+    tensor_from_proto_in(t, base_dir, None, budget)
+}
+
+/// A tensor's `raw_data` as left in the model file (`super::decode_file`).
+pub(crate) struct RawInFile<'a> {
+    pub file: &'a mut OpenFile,
+    pub offset: u64,
+    pub len: usize,
+}
+
+/// [`tensor_from_proto`], with the tensor's `raw_data` read from `raw` when given: f32 data
+/// straight into the tensor, a window at a time, so that it is never held twice.
+pub(crate) fn tensor_from_proto_in(
+    t: &TensorProto,
+    base_dir: Option<&Path>,
+    raw: Option<RawInFile<'_>>,
+    budget: &Budget,
+) -> Result<Tensor, String> {
     let elem = Elem::of(t.data_type()).map_err(|e| format!("tensor '{}': {e}", t.name()))?;
     let dtype = elem.dtype();
     if t.segment.is_some() {
@@ -173,6 +191,19 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>, budget
     let stored = count * elem.width();
     let data = if external {
         decode_widened(elem, &read_external(t, base_dir, stored)?, &what)?
+    } else if let Some(raw) = raw {
+        if raw.len != stored {
+            return Err(format!(
+                "raw_data has {} bytes but the shape needs {stored} ({count} × {})",
+                raw.len,
+                onnx_dtype_name(t.data_type())
+            ));
+        }
+        if elem == Elem::F32 {
+            TensorData::F32(read_f32_le(raw.file, raw.offset, count, &what)?)
+        } else {
+            decode_widened(elem, &raw.file.read_range(raw.offset, raw.len)?, &what)?
+        }
     } else if let Some(bytes) = &t.raw_data {
         if bytes.len() != stored {
             return Err(format!(
@@ -186,6 +217,24 @@ pub(crate) fn tensor_from_proto(t: &TensorProto, base_dir: Option<&Path>, budget
         from_typed_fields(t, elem, count)?
     };
     Tensor::new(shape, data)
+}
+
+/// `count` little-endian f32 at `offset` in `file`, read a window at a time into the result.
+fn read_f32_le(file: &mut OpenFile, offset: u64, count: usize, what: &str) -> Result<Vec<f32>, String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bytes = count as u64 * 4;
+    if offset.checked_add(bytes).is_none_or(|end| end > file.len) {
+        return Err(format!("{} has {} bytes, too few for {bytes} bytes at offset {offset}", file.shown, file.len));
+    }
+    let mut values = try_with_capacity(count, what)?;
+    file.file.seek(SeekFrom::Start(offset)).map_err(|e| format!("cannot seek in {}: {e}", file.shown))?;
+    let mut window = vec![0u8; 1 << 16];
+    while values.len() < count {
+        let n = (count - values.len()).min(window.len() / 4) * 4;
+        file.file.read_exact(&mut window[..n]).map_err(|e| format!("cannot read {}: {e}", file.shown))?;
+        values.extend(window[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
+    }
+    Ok(values)
 }
 
 fn from_typed_fields(t: &TensorProto, elem: Elem, count: usize) -> Result<TensorData, String> {
@@ -282,12 +331,12 @@ mod tests {
             Tensor::from_f32([2], vec![1.0, 2.5]).unwrap()
         );
         t.float_data.clear();
-        t.raw_data = Some([1.0f32.to_le_bytes(), (-3.0f32).to_le_bytes()].concat());
+        t.raw_data = Some([1.0f32.to_le_bytes(), (-3.0f32).to_le_bytes()].concat().into());
         assert_eq!(
             tensor_from_proto(&t, None, &Budget::default()).unwrap(),
             Tensor::from_f32([2], vec![1.0, -3.0]).unwrap()
         );
-        t.raw_data = Some(vec![0; 7]);
+        t.raw_data = Some(vec![0; 7].into());
         assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("raw_data has 7 bytes"));
 
         let mut t = proto(tensor_proto::DataType::Int64, &[]);
@@ -309,7 +358,7 @@ mod tests {
         use tensor_proto::DataType as D;
         let raw = |dtype, dims: &[i64], bytes: Vec<u8>| {
             let mut t = proto(dtype, dims);
-            t.raw_data = Some(bytes);
+            t.raw_data = Some(bytes.into());
             tensor_from_proto(&t, None, &Budget::default()).unwrap()
         };
         // float16: 1, -2, 65504 (largest), 2^-24 (smallest subnormal), inf, NaN.
@@ -336,7 +385,7 @@ mod tests {
         assert_eq!(tensor_from_proto(&t, None, &Budget::default()).unwrap().as_i64().unwrap(), &[200]);
         // The byte count is that of the stored type.
         let mut t = proto(D::Float16, &[2]);
-        t.raw_data = Some(vec![0; 8]);
+        t.raw_data = Some(vec![0; 8].into());
         assert!(tensor_from_proto(&t, None, &Budget::default()).unwrap_err().contains("needs 4"));
         // What is left is refused, naming the tensor.
         let mut t = proto(D::Complex64, &[1]);

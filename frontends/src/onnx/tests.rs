@@ -571,3 +571,99 @@ fn load_time_only_ops_after_an_unsupported_op_are_listed_with_it() {
     assert!(text.contains("NonZero (of run-time values) ×1 (nodes 'nz')"), "{text}");
     assert!(text.contains("3 op type(s)"), "{text}");
 }
+
+#[test]
+fn a_broken_initializer_is_reported_once_not_also_as_undefined() {
+    // Issue 15: a float16 initializer whose data is short also gave "tensor 'w' is not defined
+    // … did you mean" at the node reading it.
+    let w = TensorProto {
+        name: Some("w".into()),
+        data_type: Some(DataType::Float16 as i32),
+        dims: vec![4],
+        raw_data: Some(vec![0, 0x3c, 0, 0x3c].into()), // 2 halves, 4 declared
+        ..TensorProto::default()
+    };
+    let g = graph(
+        vec![node("Add", "add", &["x", "w"], &["y"], vec![])],
+        vec![value_info("x", DataType::Float, &[Some(4)])],
+        &["y"],
+        vec![w],
+    );
+    let err = parse_onnx(&model(g, 17), None, &[]).unwrap_err();
+    let text = messages(&err);
+    assert!(text.contains("initializer #0 'w'"), "{text}");
+    assert!(!text.contains("not defined") && !text.contains("did you mean"), "{text}");
+    assert_eq!(err.diagnostics().len(), 1, "{text}");
+}
+
+fn raw_f32(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        data_type: Some(DataType::Float as i32),
+        dims: dims.to_vec(),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>().into()),
+        ..TensorProto::default()
+    }
+}
+
+/// A model whose weights straddle `FileBuf`'s 64 KiB windows: a large raw_data initializer read
+/// from the file into its tensor (deferred), a small one decoded as usual, a float16 one read
+/// through a buffer, and a 100 KiB Constant attribute that the first pass skips unread.
+fn file_model() -> (Vec<u8>, Vec<f32>) {
+    let big: Vec<f32> = (0..40_000).map(|i| (i as f32 * 0.37).sin()).collect();
+    let konst: Vec<f32> = (0..25_000).map(|i| i as f32 * 1e-3).collect();
+    let half = TensorProto {
+        name: Some("h".into()),
+        data_type: Some(DataType::Float16 as i32),
+        dims: vec![40_000],
+        raw_data: Some([0x00u8, 0x3c].repeat(40_000).into()), // 1.0 in binary16
+        ..TensorProto::default()
+    };
+    let nodes = vec![
+        node("Constant", "c", &[], &["k"], vec![tensor_attr("value", raw_f32("k", &[25_000], &konst))]),
+        node("ReduceSum", "sk", &["k"], &["ks"], vec![int_attr("keepdims", 0)]),
+        node("Mul", "mul", &["x", "w"], &["m"], vec![]),
+        node("Add", "add", &["m", "b"], &["a"], vec![]),
+        node("Add", "add2", &["a", "ks"], &["a2"], vec![]),
+        node("Mul", "mul2", &["a2", "h"], &["y"], vec![]),
+    ];
+    let inits = vec![raw_f32("w", &[40_000], &big), raw_f32("b", &[1], &[0.5]), half];
+    let x = value_info("x", DataType::Float, &[Some(40_000)]);
+    (model(graph(nodes, vec![x], &["y"], inits), 11), big)
+}
+
+#[test]
+fn a_model_file_is_decoded_with_its_large_initializers_read_straight_into_their_tensors() {
+    let dir = std::env::temp_dir().join(format!("kiln-onnx-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("m.onnx");
+    let (bytes, big) = file_model();
+    assert!(bytes.len() > 2 * (1 << 16), "spans several windows");
+    std::fs::write(&path, &bytes).unwrap();
+
+    // Only the large f32 initializer (#0) is left in the file, where it is.
+    let (decoded, deferred) = decode_file(&path, u64::MAX).unwrap();
+    assert_eq!(decoded.graph.as_ref().unwrap().initializer.len(), 3);
+    let deferred = deferred.expect("something deferred");
+    let (offset, len) = deferred.ranges[0].expect("the large initializer is deferred");
+    assert_eq!(len, 160_000);
+    let raw: Vec<u8> = big.iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(&bytes[offset as usize..offset as usize + len], &raw[..]);
+    assert_eq!(deferred.ranges[1], None, "4 bytes: decoded as usual");
+    assert_eq!(deferred.ranges[2], Some((deferred.ranges[2].unwrap().0, 80_000)), "float16: deferred, widened on read");
+
+    // The same model as from bytes.
+    let from_file = load_onnx(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let from_bytes = parse_onnx(&bytes, None, &[]).unwrap();
+    assert_eq!(from_file.weights, from_bytes.weights);
+    assert_eq!(from_file.weights.get("w").unwrap().as_f32().unwrap(), &big[..]);
+    assert_eq!(from_file.weights.get("h").unwrap().as_f32().unwrap(), &[1.0; 40_000][..]);
+
+    // A truncated file is an error (no panic, no hang), the same as its bytes'.
+    for cut in [bytes.len() - 1, offset as usize + 10, 70_000, 100] {
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let err = load_onnx(&path, &[]).unwrap_err().to_string();
+        assert!(err.contains("not a valid ONNX model"), "cut at {cut}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

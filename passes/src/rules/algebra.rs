@@ -41,6 +41,8 @@ pub fn rules() -> Vec<KRewrite> {
         rw!("div-const"; "(Div ?x ?c)" => "(Mul ?x (Reciprocal ?c))" if exact_enough_reciprocal),
         // Identity(x) = x
         rw!("identity"; "(Identity ?x)" => "?x"),
+        // relu(relu(x)) = relu(x)   (max(max(x, 0), 0) = max(x, 0); also for NaN, which passes through)
+        rw!("relu-relu"; "(Relu (Relu ?x))" => "(Relu ?x)"),
         // reshape(x) = x when the shape does not change
         rw!("reshape-noop"; "(Reshape* ?x)" => "?x" if same_shape_as_input("?x")),
         // reshape(reshape(x)) = reshape(x)
@@ -289,6 +291,9 @@ mod tests {
         check(L, &rules(), "(Pad<mode=reflect;pads=[0,0,0,0]> x)", "x");
         check(L, &rules(), "(ReduceMax<axes=[1]> x)", "(ReduceMax<axes=[-1]> x)");
         check(L, &rules(), "(Softmax<axis=1> x)", "(Softmax x)");
+        check(L, &rules(), "(Relu (Relu (Relu x)))", "(Relu x)");
+        // One relu is no identity.
+        check_not(L, &rules(), "(Relu x)", "x");
     }
 
     #[test]
