@@ -561,6 +561,9 @@ impl<'a> Lowering<'a> {
             ("Add", 1) => "bias".to_string(),
             ("Mul", 1) => "scale".to_string(),
             ("Gather", 0) => "table".to_string(),
+            ("EvoNormS0" | "EvoNormB0", 1) => "v".to_string(),
+            ("EvoNormS0" | "EvoNormB0", 2) => "scale".to_string(),
+            ("EvoNormS0" | "EvoNormB0", 3) => "bias".to_string(),
             (_, i) => format!("in{i}"),
         };
         Some(format!("{owner}.{role}"))
