@@ -22,12 +22,13 @@
 
 pub mod calibrate;
 pub mod dot;
-pub mod npy;
 pub mod session;
 
 pub use session::Session;
 
 pub use kiln_frontends as frontends;
+/// `.npy` files: [`kiln_frontends::npy`].
+pub use kiln_frontends::npy;
 pub use kiln_ir as ir;
 pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, TensorType, Weights};
 // Borrowed inputs and caller-owned outputs for `CompiledModel::run_into`; a worker pool that

@@ -27,13 +27,18 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
+/// An `.npy` file of float64 values (which kiln refuses), written byte by byte as numpy does.
 fn write_npy_f64(path: &Path, shape: &[u64], data: &[f64]) {
-    use npyz::WriterBuilder;
-    let mut file = std::fs::File::create(path).expect("create npy");
-    let mut w =
-        npyz::WriteOptions::<f64>::new().default_dtype().shape(shape).writer(&mut file).begin_nd().expect("npy");
-    w.extend(data.iter().copied()).expect("npy data");
-    w.finish().expect("npy finish");
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    header.push_str(&" ".repeat((64 - (header.len() + 11) % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).expect("write npy");
 }
 
 /// Checks one summary line: `NAME dtype[dims] mean=… std=… min=… max=…` with finite numbers.

@@ -4,6 +4,7 @@
 pub mod artifact;
 pub mod files;
 pub mod json;
+pub mod npy;
 pub mod onnx;
 
 pub use files::ReadLimits;

@@ -16,18 +16,7 @@ fn models_dir() -> PathBuf {
 }
 
 fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let npy = npyz::NpyFile::new(&bytes[..]).unwrap();
-    let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-    match npy.dtype() {
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Float => {
-            Tensor::from_f32(shape, npy.into_vec::<f32>().unwrap()).unwrap()
-        }
-        npyz::DType::Plain(t) if t.type_char() == npyz::TypeChar::Bool => {
-            Tensor::from_bool(shape, npy.into_vec::<bool>().unwrap()).unwrap()
-        }
-        _ => Tensor::from_i64(shape, npy.into_vec::<i64>().unwrap()).unwrap(),
-    }
+    kiln_frontends::npy::read_npy(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn feeds(model: &Model, name: &str) -> Vec<(String, Tensor)> {
