@@ -3,11 +3,9 @@
 //! and the optimizer's estimates follow the file.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn kiln(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("the kiln binary runs")
-}
+mod common;
+use common::kiln;
 
 fn temp(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-calibrate-{}", std::process::id()));

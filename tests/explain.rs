@@ -4,7 +4,6 @@
 use kiln::{Backend, Explanation, Model, OptLevel, Options};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 /// models/*.json, the *_bench variants included or not.
 fn zoo(bench: bool) -> Vec<PathBuf> {
@@ -202,21 +201,8 @@ fn explain_json_snapshots() {
     }
 }
 
-fn kiln_cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("the kiln binary runs")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+mod common;
+use common::{kiln as kiln_cli, stderr, stdout};
 
 #[test]
 fn cli_explain_text_and_json() {

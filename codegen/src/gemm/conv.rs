@@ -455,25 +455,8 @@ mod tests {
     //! orders of magnitude.
     use super::*;
 
-    fn isas() -> Vec<Isa> {
-        let mut v = vec![Isa::Generic];
-        if Isa::supported(Isa::Avx2Fma) >= Isa::Avx2Fma {
-            v.push(Isa::Avx2Fma);
-        }
-        v
-    }
-
-    fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::gemm::tests::isas;
+    use crate::simd::tests::data;
 
     #[derive(Debug, Clone, Copy)]
     struct Case {

@@ -25,7 +25,7 @@ use crate::Isa;
 mod avx2;
 pub mod conv;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Rows of the micro-kernel's register tile.
 pub const MR: usize = 6;

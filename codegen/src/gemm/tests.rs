@@ -7,7 +7,7 @@
 
 use super::*;
 
-fn isas() -> Vec<Isa> {
+pub(crate) fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Generic];
     if Isa::supported(Isa::Avx2Fma) >= Isa::Avx2Fma {
         v.push(Isa::Avx2Fma);

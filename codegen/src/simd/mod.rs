@@ -17,7 +17,7 @@ mod math;
 mod vector;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use kernels::MapOp;
 

@@ -51,7 +51,7 @@ fn transcendental_sweeps_meet_vmath_bounds() {
 }
 
 /// Deterministic values in [−1, 1).
-fn data(n: usize, seed: u64) -> Vec<f32> {
+pub(crate) fn data(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     (0..n)
         .map(|_| {
