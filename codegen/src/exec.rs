@@ -796,8 +796,9 @@ impl Executable {
                 // [rows, cols] at its offset (rows of bias_row_stride elements), the output of
                 // batches·lq·dv floats. Rows [row0, row0 + r) ⊂ [0, lq); the kernels were generated
                 // for rows of lk (bias kernel: block rows) and run over r ≤ block rows of the
-                // slot (softmax: r ≤ block factors after the scores). Units write disjoint output
-                // rows; the slot is this chunk's own.
+                // slot (softmax: r ≤ block factors after the scores); a NaN row's fix-up reads
+                // V[j, c] for j < lk, c < dv. Units write disjoint output rows; the slot is this
+                // chunk's own.
                 unsafe {
                     let q = (p.0[2] as *const f32).add(qo + row0 * d);
                     let kt = (p.0[3] as *const f32).add(ko);
@@ -816,7 +817,12 @@ impl Executable {
                     let inv = std::slice::from_raw_parts(inv, r);
                     for (row, &k) in out.chunks_exact_mut(dv).zip(inv) {
                         if spec.nan_to_zero && k.is_nan() {
-                            row.fill(0.0);
+                            // Probabilities zeroed, then ·V as the exported graph does it:
+                            // Σⱼ 0·V[j, c] is NaN where column c of V holds an inf or a NaN.
+                            for (c, x) in row.iter_mut().enumerate() {
+                                let column = (0..lk).map(|j| *v.offset(j as isize * spec.v_rs as isize + c as isize));
+                                *x = column.fold(0.0, |acc, vj| acc + 0.0 * vj);
+                            }
                         } else {
                             row.iter_mut().for_each(|x| *x *= k);
                         }

@@ -319,3 +319,33 @@ fn nan_to_zero_gives_zero_rows_where_the_probabilities_are_nan() {
         }
     }
 }
+
+/// Soak seed 84001289: a row whose probabilities are NaN becomes zeros, and then ·V as the exported
+/// graph computes it, so a column of V holding an inf or a NaN gives NaN there (0·inf = NaN), not 0.
+#[test]
+fn a_zeroed_row_times_a_non_finite_column_of_v_is_nan() {
+    let (lq, lk, dv) = (4, 5, 3);
+    let mut rng = XRng(84001289);
+    let mut b = rng.tensor(&[lq, lk], -1.0, 1.0).as_f32().unwrap().to_vec();
+    b[lk..2 * lk].fill(f32::NEG_INFINITY);
+    let mut v = rng.tensor(&[lk, dv], -1.0, 1.0).as_f32().unwrap().to_vec();
+    v[dv] = f32::NAN; // V[1, 0]
+    v[3 * dv + 2] = f32::INFINITY; // V[3, 2]
+    let mut spec = Spec::new();
+    spec.input("q", rng.tensor(&[lq, 6], -1.0, 1.0))
+        .input("kt", rng.tensor(&[6, lk], -1.0, 1.0))
+        .input("v", Tensor::from_f32(vec![lk, dv], v).unwrap())
+        .input("bias", Tensor::from_f32(vec![lq, lk], b).unwrap())
+        .node("att", Op::Attention { scale: 0.5, nan_to_zero: true }, &["q", "kt", "v", "bias"], &["y"])
+        .output("y");
+    for algo in [SoftmaxAlgo::ThreePass, SoftmaxAlgo::ThreePassStored, SoftmaxAlgo::Simd] {
+        for threads in [1, 2] {
+            let exe = check_with(&spec, tol(lk), &opts(threads, algo));
+            let (g, _) = spec.build();
+            let ins = kiln_ir::eval::check_inputs(&g, &spec.inputs).unwrap();
+            let y = exe.run(&ins).unwrap().remove(0);
+            let row = &y.as_f32().unwrap()[dv..2 * dv];
+            assert!(row[0].is_nan() && row[1] == 0.0 && row[2].is_nan(), "{algo:?} t{threads}: {row:?}");
+        }
+    }
+}
