@@ -502,6 +502,21 @@ impl PyCompiledModel {
         kiln::dot::to_dot(self.compiled.graph())
     }
 
+    /// Why each node of the input graph that the optimizer changed changed (`kiln compile
+    /// --explain`): the text, or with `json=True` the `kiln-explain/1` dict (`--explain --json`).
+    /// Needs `kiln.compile(..., explain=True)`; raises ValueError otherwise.
+    #[pyo3(signature = (json = false))]
+    fn explain<'py>(&self, py: Python<'py>, json: bool) -> PyResult<Bound<'py, PyAny>> {
+        let explanation = self.compiled.explanation().ok_or_else(|| {
+            PyValueError::new_err("the model was compiled without explain=True: kiln.compile(model, explain=True)")
+        })?;
+        if json {
+            py.import("json")?.call_method1("loads", (kiln::explanation_json(explanation).to_string(),))
+        } else {
+            Ok(pyo3::types::PyString::new(py, &explanation.to_string()).into_any())
+        }
+    }
+
     /// What compilation did, as a dict (`kiln compile --emit stats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         py.import("json")?.call_method1("loads", (self.compiled.stats().to_json().to_string(),))
@@ -540,9 +555,11 @@ fn load(
 
 /// Compiles a model (a `kiln.Model` from `kiln.load`, or a path) with the GIL released.
 /// `opt_level` 0, 1 or 2 (as -O); `backend` "jit" (native code) or "interp" (the reference
-/// interpreter); `threads` None for all cores; `memory_cap` bytes or "16GiB" (default 4 GiB).
+/// interpreter); `threads` None for all cores; `memory_cap` bytes or "16GiB" (default 4 GiB);
+/// `explain` keeps why each node changed, for `CompiledModel.explain()`.
 #[pyfunction]
-#[pyo3(signature = (model, *, threads = None, opt_level = 2, backend = "jit", shapes = None, memory_cap = None))]
+#[pyo3(signature = (model, *, threads = None, opt_level = 2, backend = "jit", shapes = None, memory_cap = None, explain = false))]
+#[allow(clippy::too_many_arguments)]
 fn compile(
     py: Python<'_>,
     model: &Bound<'_, PyAny>,
@@ -551,8 +568,10 @@ fn compile(
     backend: &str,
     shapes: Option<&Bound<'_, PyDict>>,
     memory_cap: Option<&Bound<'_, PyAny>>,
+    explain: bool,
 ) -> PyResult<PyCompiledModel> {
-    let options = options(threads, opt_level, backend, memory_cap)?;
+    let mut options = options(threads, opt_level, backend, memory_cap)?;
+    options.optimizer.explain = explain;
     let model = if let Ok(model) = model.cast::<PyModel>() {
         let taken = model.get().model.lock().map_err(|_| PyValueError::new_err("the model's lock is poisoned"))?.take();
         taken.ok_or_else(compiled_already)?

@@ -186,6 +186,17 @@ def test_compiled_model_inspection():
     assert repr(kiln.InferenceSession(os.path.join(MODELS, "mlp_bn.json")).get_inputs()[0]).startswith("NodeArg(")
 
 
+def test_explain_as_text_and_json():
+    compiled = kiln.compile(kiln.load(os.path.join(MODELS, "mlp_bn.json")), explain=True)
+    text = compiled.explain()
+    assert "bn0" in text and "batchnorm" in text, text
+    data = compiled.explain(json=True)
+    assert data["schema"] == "kiln-explain/1"
+    assert any(c["node"] == "bn0" for c in data["changed"]), data
+    with pytest.raises(ValueError, match="explain=True"):
+        kiln.compile(kiln.load(os.path.join(MODELS, "mlp_bn.json"))).explain()
+
+
 def test_help_is_useful():
     assert "onnxruntime" in kiln.InferenceSession.__doc__
     assert "output_names" in kiln.InferenceSession.run.__doc__
