@@ -131,8 +131,8 @@ impl OpenFile {
         Ok(bytes)
     }
 
-    /// Reads the whole file, which may hold at most `limit` bytes.
-    pub fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, String> {
+    /// The file holds at most `limit` bytes, or the error that says it does not.
+    fn check_len(&self, limit: u64) -> Result<(), String> {
         if self.len > limit {
             return Err(format!(
                 "{} has {}, more than the {} kiln reads (the memory cap, set by --memory-cap, or the format's own limit)",
@@ -141,6 +141,12 @@ impl OpenFile {
                 human_bytes(limit)
             ));
         }
+        Ok(())
+    }
+
+    /// Reads the whole file, which may hold at most `limit` bytes.
+    pub fn read_all(&mut self, limit: u64) -> Result<Vec<u8>, String> {
+        self.check_len(limit)?;
         let len = usize::try_from(self.len).map_err(|_| format!("{} is too large", self.shown))?;
         self.read_range(0, len)
     }
@@ -192,14 +198,7 @@ impl FileBuf {
     /// The whole of `file`, which must hold at most `limit` bytes (the check [`OpenFile::read_all`]
     /// makes, with its message).
     pub(crate) fn new(mut file: OpenFile, limit: u64) -> Result<FileBuf, String> {
-        if file.len > limit {
-            return Err(format!(
-                "{} has {}, more than the {} kiln reads (the memory cap, set by --memory-cap, or the format's own limit)",
-                file.shown,
-                human_bytes(file.len),
-                human_bytes(limit)
-            ));
-        }
+        file.check_len(limit)?;
         if usize::try_from(file.len).is_err() {
             return Err(format!("{} is too large", file.shown));
         }

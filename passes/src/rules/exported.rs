@@ -204,7 +204,12 @@ fn reduce(kind: ReduceKind) -> Op {
 
 /// A constant [d] vector of ones, built from the constant `like` (any uniform constant at hand).
 fn ones(eg: &mut KGraph, like: Id, d: usize) -> Id {
-    let fill = add_fold(eg, FoldOp::Fill(F32Bits::new(1.0)), vec![like]);
+    filled(eg, like, d, 1.0)
+}
+
+/// A [d] vector of `value`, made at compile time from the scalar constant `like`.
+fn filled(eg: &mut KGraph, like: Id, d: usize, value: f32) -> Id {
+    let fill = add_fold(eg, FoldOp::Fill(F32Bits::new(value)), vec![like]);
     let flat = add_fold(eg, FoldOp::Flat, vec![fill]);
     add_ir(eg, Op::Expand { shape: vec![d as i64] }, vec![flat])
 }
@@ -341,28 +346,23 @@ fn evonorm_s0_from(eg: &mut KGraph, id: Id, s: &Subst, gated: bool) -> Option<Id
     {
         return None;
     }
-    let filled = |eg: &mut KGraph, value: f32| {
-        let fill = add_fold(eg, FoldOp::Fill(F32Bits::new(value)), vec![eps]);
-        let flat = add_fold(eg, FoldOp::Flat, vec![fill]);
-        add_ir(eg, Op::Expand { shape: vec![c as i64] }, vec![flat])
-    };
     let v = match v {
         Some(v) => flat_vector(eg, v, c),
-        None => filled(eg, 0.0),
+        None => filled(eg, eps, c, 0.0),
     };
     let g = match (g, gated) {
         (Some(g), true) => flat_vector(eg, g, c),
         (None, true) => ones(eg, eps, c),
         (Some(g), false) => {
             let g = flat_vector(eg, g, c);
-            let two = filled(eg, 2.0);
+            let two = filled(eg, eps, c, 2.0);
             add_ir(eg, Op::Binary(BinaryOp::Mul), vec![g, two])
         }
-        (None, false) => filled(eg, 2.0),
+        (None, false) => filled(eg, eps, c, 2.0),
     };
     let b = match b {
         Some(b) => flat_vector(eg, b, c),
-        None => filled(eg, 0.0),
+        None => filled(eg, eps, c, 0.0),
     };
     Some(add_ir(eg, Op::EvoNormS0 { groups, epsilon }, vec![x, v, g, b]))
 }
