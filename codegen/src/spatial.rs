@@ -134,6 +134,9 @@ impl PoolSpec {
             && ad.input == 1
             && ad.out == 1
             && ad.kernel == 1
+            // A depth pad can put the one depth tap outside the input (pads need not be below
+            // the kernel in ONNX): then every window is padding, which only `plane` handles.
+            && ad.valid[0] == 1
             && ah.input * aw.input * ah.out * aw.out > 0)
             .then(|| {
                 crate::window::PoolWindow::new(crate::window::Window {

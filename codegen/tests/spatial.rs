@@ -57,6 +57,38 @@ fn pools_without_a_full_window() {
     }
 }
 
+/// Found by the differential tester (seed 86014486): a 3-D pool over a depth-1 input whose
+/// depth pad puts the one depth tap outside the input took the 2-D window kernel, which ignored
+/// the depth axis: AveragePool gave sum/9 of the plane where every window is padding (0).
+#[test]
+fn pools_whose_depth_tap_is_padding() {
+    let mut rng = XRng(11);
+    let x = rng.tensor(&[1, 2, 1, 3, 4], 0.5, 3.0);
+    for (pads, strides) in
+        [([1, 0, 0, 0, 1, 0], [3, 2, 2]), ([0, 0, 0, 1, 0, 0], [1, 1, 1]), ([2, 1, 0, 0, 0, 1], [1, 2, 1])]
+    {
+        let window = |k: [usize; 3]| PoolWindow {
+            kernel_shape: k.to_vec(),
+            strides: strides.to_vec(),
+            pads: pads.to_vec(),
+            dilations: vec![2, 1, 1],
+            ceil_mode: false,
+        };
+        for op in [
+            Op::AveragePool { window: window([1, 3, 3]), count_include_pad: true },
+            Op::AveragePool { window: window([1, 2, 3]), count_include_pad: false },
+            Op::MaxPool(window([1, 2, 2])),
+            Op::LpPool { window: window([1, 2, 2]), p: 2 },
+        ] {
+            for threads in [1, 2] {
+                let mut spec = Spec::new();
+                spec.input("x", x.clone()).node("pool", op.clone(), &["x"], &["y"]).output("y");
+                check_with(&spec, SUMS, &options(threads));
+            }
+        }
+    }
+}
+
 #[test]
 fn conv_transpose_splits_over_channels() {
     let mut rng = XRng(11);

@@ -27,8 +27,17 @@ impl<C: Source> Gen<'_, C> {
         }
         let spatial = self.c.range(1, 3);
         let mut shape = vec![self.c.range(1, 2), self.c.pick(&[1, 2, 3, 4])];
-        for _ in 0..spatial {
-            shape.push(if self.big { self.c.pick(&[40, 67]) } else { self.c.range(1, 9) });
+        for a in 0..spatial {
+            // A unit leading axis, as 2-D data pooled by a 3-D op is shaped, often enough to
+            // reach the kernels' special cases for it.
+            let unit = a + 1 < spatial && self.c.chance(30);
+            shape.push(if unit {
+                1
+            } else if self.big {
+                self.c.pick(&[40, 67])
+            } else {
+                self.c.range(1, 9)
+            });
         }
         let t = self.f32_tensor(&shape);
         self.add_input(t)
@@ -54,6 +63,11 @@ impl<C: Source> Gen<'_, C> {
                 // Pads below the kernel, as exporters write them.
                 window.pads[a] = self.c.below(k);
                 window.pads[sp + a] = self.c.below(k);
+            } else if self.c.chance(if d == 1 { 50 } else { 20 }) {
+                // Pads as large as the kernel or larger (legal ONNX): windows wholly in the
+                // padding, also on a leading axis of extent 1 (seed 86014486).
+                window.pads[a] = self.c.below(3);
+                window.pads[sp + a] = self.c.below(3);
             }
             // Shrink the window to the padded input so that most picks are valid.
             let padded = d + window.pads[a] + window.pads[sp + a];
