@@ -125,7 +125,8 @@ pub enum LowerError {
     /// A constant the optimizer created (`node`, chosen for e-class `class`) evaluated to a
     /// non-finite value although all its inputs are finite: a fold that overflowed (1/1e-39, a
     /// scale of 1e30 folded into a weight of 1e10); or to a NaN although none of its inputs is
-    /// one (a zero scale folded into an infinite weight). Extraction must avoid that node.
+    /// one (a zero scale folded into an infinite weight); or to a zero from nonzero factors (a
+    /// product that underflowed). Extraction must avoid that node.
     NonFinite {
         class: Id,
         node: Kiln,
@@ -146,13 +147,51 @@ fn no_nan(t: &Tensor) -> bool {
     t.as_f32().is_none_or(|v| v.iter().all(|x| !x.is_nan()))
 }
 
+/// Whether a product the optimizer folded lost a nonzero to underflow: an element of a created
+/// W·s (a scale folded into a weight, `scale-rows`/`scale-cols`, or a Mul/Div of constants) that
+/// is zero although none of its factors is (a divisor counts as a factor unless infinite). The
+/// written program multiplies the run-time value by each factor in turn, so an infinite input
+/// times the folded zero is NaN where the program gives ±∞ (weight −1e-30 scaled by 1e-39,
+/// difftest seed 85032354). Which elements should be nonzero is found by running the same op on
+/// 0/1 indicators of the factors, so the broadcasting is the op's own.
+fn underflowed(op: &KOp, refs: &[&Tensor], outs: &[Tensor]) -> bool {
+    use crate::lang::FoldOp;
+    use kiln_ir::BinaryOp;
+    let indicator = |t: &Tensor, keep: fn(f32) -> bool| {
+        t.as_f32().and_then(|v| {
+            Tensor::from_f32(t.shape().to_vec(), v.iter().map(|&x| f32::from(u8::from(keep(x)))).collect()).ok()
+        })
+    };
+    let nonzero = |t: &Tensor| indicator(t, |x| x != 0.0);
+    let finite = |t: &Tensor| indicator(t, f32::is_finite);
+    let (Some(out), [a, b]) = (outs.first().and_then(|o| o.as_f32()), refs) else { return false };
+    let expected = match op {
+        KOp::Fold(f @ (FoldOp::ScaleRows | FoldOp::ScaleCols)) => match (nonzero(a), nonzero(b)) {
+            (Some(ia), Some(ib)) => eval_fold(*f, &[&ia, &ib], &outs[0].ty()).ok(),
+            _ => None,
+        },
+        KOp::Ir(ir) if matches!(ir.op, Op::Binary(BinaryOp::Mul | BinaryOp::Div)) => {
+            let ib = if matches!(ir.op, Op::Binary(BinaryOp::Div)) { finite(b) } else { nonzero(b) };
+            match (nonzero(a), ib) {
+                (Some(ia), Some(ib)) => Op::Binary(BinaryOp::Mul).eval(&[&ia, &ib]).ok().and_then(|mut o| o.pop()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(expected) = expected else { return false };
+    let Some(mask) = expected.as_f32() else { return false };
+    mask.len() == out.len() && mask.iter().zip(out).any(|(&m, &y)| m != 0.0 && y == 0.0)
+}
+
 /// Builds the optimised model from an extraction; a non-finite fold is an error.
 pub fn lower(model: &Model, lifted: &Lifted, extraction: &Extraction) -> Result<Model, Error> {
     lower_checked(model, lifted, extraction).map_err(|e| match e {
         LowerError::Error(e) => e,
-        LowerError::NonFinite { class, node } => {
-            Error::new("constant folding", format!("{node} (e-class {class}) overflowed to a non-finite value"))
-        }
+        LowerError::NonFinite { class, node } => Error::new(
+            "constant folding",
+            format!("{node} (e-class {class}) overflowed to a non-finite value or underflowed to zero"),
+        ),
     })
 }
 
@@ -662,7 +701,7 @@ impl<'a> Lowering<'a> {
         // (difftest seed 80098812).
         let overflowed = refs.iter().all(|t| all_finite(t)) && !outs.iter().all(all_finite);
         let made_nan = refs.iter().all(|t| no_nan(t)) && !outs.iter().all(no_nan);
-        if created && (overflowed || made_nan) {
+        if created && (overflowed || made_nan || underflowed(op, &refs, &outs)) {
             return Err(LowerError::NonFinite { class, node: node.clone() });
         }
         if let KOp::Ir(ir) = op

@@ -120,6 +120,28 @@ fn a_zero_scale_is_not_folded_into_an_infinite_weight() {
     assert_eq!(got, want, "{}", kiln_ir::text::print_model(&opt));
 }
 
+/// Difftest seed 85032354: Conv(x, W)·1e-39 with W = [0, −1e-30, 0]. Folding the scale into W
+/// made −1e-69, which underflows to −0: an infinite input then gives ∞·(−0) = NaN where the
+/// program computes (∞·−1e-30)·1e-39 = −∞. A folded product that loses a nonzero is refused.
+#[test]
+fn a_scale_that_underflows_a_folded_weight_to_zero_is_not_folded() {
+    let mut b = Build::new("conv_scale_underflow");
+    b.input("x", &[1, 1, 1, 4])
+        .weight_data("w", &[3, 1, 1, 1], vec![0.0, -1e-30, 0.0])
+        .weight_data("s", &[], vec![1e-39])
+        .node("c", "Conv", &["x", "w"])
+        .node("y", "Mul", &["c", "s"])
+        .output("y");
+    let (model, _) = b.finish(0);
+    let feeds = feeds_of("x", &[1, 1, 1, 4], vec![f32::INFINITY, f32::NEG_INFINITY, 1.0, 0.0]);
+    let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap_or_else(|e| panic!("optimize: {e}"));
+    let bits =
+        |m: &Model| -> Vec<String> { run(m, &feeds)[0].1.as_f32().unwrap().iter().map(|v| format!("{v:?}")).collect() };
+    let want = bits(&model);
+    assert_eq!(want[4..6], ["-inf".to_string(), "inf".to_string()], "as written: (∞·−1e-30)·1e-39");
+    assert_eq!(bits(&opt), want, "{}", kiln_ir::text::print_model(&opt));
+}
+
 #[test]
 fn scalar_factors_whose_product_overflows_are_not_composed() {
     // (x·1e38)·1e38 on subnormal x is finite; x·(1e38·1e38) = x·inf is not.
