@@ -3,6 +3,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::graph::{Graph, NodeKind, Value};
+use crate::op::Op;
 use crate::tensor::Tensor;
 use crate::weights::Weights;
 use std::collections::HashMap;
@@ -47,11 +48,41 @@ fn check_inputs_in_order<'a>(graph: &Graph, inputs: &'a [(String, Tensor)]) -> R
 
 /// Runs the graph on the reference interpreter. Returns the outputs in declaration order, by name.
 pub fn run(graph: &Graph, weights: &Weights, inputs: &[(String, Tensor)]) -> Result<Vec<(String, Tensor)>> {
+    run_impl(graph, weights, inputs, None)
+}
+
+/// A hook [`run_perturbed`] passes each value through, with the op that made it.
+pub type Perturb<'a> = dyn FnMut(Option<&Op>, Tensor) -> Tensor + 'a;
+
+/// Runs the graph with every value — each input, each weight, each op's outputs — passed through
+/// `perturb` (with the op that made it, `None` for inputs and weights) before anything reads it. The differential tester perturbs f32 values by a few ulps
+/// to find the outputs that rounding alone can change beyond its tolerance (ill-conditioned:
+/// a normalization of a near-constant row, a cancelling sum divided by zero), which it then does
+/// not compare.
+pub fn run_perturbed(
+    graph: &Graph,
+    weights: &Weights,
+    inputs: &[(String, Tensor)],
+    perturb: &mut Perturb<'_>,
+) -> Result<Vec<(String, Tensor)>> {
+    run_impl(graph, weights, inputs, Some(perturb))
+}
+
+fn run_impl(
+    graph: &Graph,
+    weights: &Weights,
+    inputs: &[(String, Tensor)],
+    mut perturb: Option<&mut Perturb<'_>>,
+) -> Result<Vec<(String, Tensor)>> {
     let given = check_inputs(graph, inputs)?;
     weights.check_against(graph)?;
     let mut values: HashMap<Value, Arc<Tensor>> = HashMap::new();
     for (&id, tensor) in graph.inputs().iter().zip(given) {
-        values.insert(Value { node: id, port: 0 }, Arc::new(tensor.clone()));
+        let tensor = match perturb.as_mut() {
+            Some(p) => p(None, tensor.clone()),
+            None => tensor.clone(),
+        };
+        values.insert(Value { node: id, port: 0 }, Arc::new(tensor));
     }
     // How many more reads each value has, so that dead intermediates are freed early.
     let mut remaining_reads: HashMap<Value, usize> = HashMap::new();
@@ -72,6 +103,10 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[(String, Tensor)]) -> Res
                     .get(&node.name)
                     .cloned()
                     .ok_or_else(|| Error::new(format!("weight '{}'", node.name), "has no data"))?;
+                let tensor = match perturb.as_mut() {
+                    Some(p) => Arc::new(p(None, tensor.as_ref().clone())),
+                    None => tensor,
+                };
                 values.insert(Value { node: id, port: 0 }, tensor);
             }
             NodeKind::Op(op) => {
@@ -105,6 +140,10 @@ pub fn run(graph: &Graph, weights: &Weights, inputs: &[(String, Tensor)]) -> Res
                             ),
                         ));
                     }
+                    let tensor = match perturb.as_mut() {
+                        Some(p) => p(Some(op), tensor),
+                        None => tensor,
+                    };
                     values.insert(Value { node: id, port }, Arc::new(tensor));
                 }
                 for v in input_values {
