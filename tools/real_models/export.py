@@ -14,6 +14,9 @@ file names of each input and output, op counts by type, opset, export time). An 
 recorded in `<out>/export_status.json` with the first line of its error, and the suite goes on.
 
 Usage: python export.py OUT_DIR [--only NAME,NAME...] [--exporters ts,dynamo,shipped]
+
+The full-size models of issue 13 (FLAGSHIP: resnet50_224, mobilenet_v2_224, vit_base_224,
+bert_base, gpt2_small) are exported only when named with --only.
 """
 
 from __future__ import annotations
@@ -287,6 +290,32 @@ MODELS = {
     "vae_decoder": vae_decoder,
 }
 
+def bert_base():
+    from transformers import BertConfig, BertModel
+
+    m = BertModel(BertConfig())  # bert-base-uncased's shape: 12 layers, 768 wide, 30522 tokens
+    return _wrap(m, lambda m, ids, mask: m(input_ids=ids, attention_mask=mask).last_hidden_state), tokens(
+        "bert_base", 30522, 128, True, pad=16)
+
+
+def gpt2_small():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    m = GPT2LMHeadModel(GPT2Config(use_cache=False))  # gpt2 (124M): 12 layers, 768 wide, 50257 tokens
+    return _wrap(m, lambda m, ids, mask: m(input_ids=ids, attention_mask=mask, use_cache=False).logits), tokens(
+        "gpt2_small", 50257, 64, True)
+
+
+# Issue 13's full-size models (the "done when" list), exported only when named with --only: they
+# are 100-500 MB each and take minutes to export, so CI's suite keeps the small configurations.
+FLAGSHIP = {
+    "resnet50_224": tv("resnet50", 224),
+    "mobilenet_v2_224": tv("mobilenet_v2", 224),
+    "vit_base_224": timm_model("vit_base_patch16_224", 224),
+    "bert_base": bert_base,
+    "gpt2_small": gpt2_small,
+}
+
 LIGHT = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
          "squeezenet", "vgg19", "zfnet512"]
 
@@ -439,8 +468,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
-    for name, build in MODELS.items():
-        if only and name not in only:
+    for name, build in [*MODELS.items(), *FLAGSHIP.items()]:
+        if (only and name not in only) or (name in FLAGSHIP and name not in only):
             continue
         for exporter in [e for e in exporters if e in ("ts", "dynamo")]:
             start = time.time()
