@@ -25,6 +25,9 @@ pub struct LeafInfo {
     pub uniform: Option<f32>,
     /// A weight holding an infinity or a NaN.
     pub nonfinite: bool,
+    /// A weight whose every element is finite and ≥ 0 (a square root folded at load, which a rule
+    /// may square back: EvoNorm-B0's √(running_var + ε)).
+    pub nonnegative: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,7 +74,7 @@ impl KilnAnalysis {
             for (name, ty) in list {
                 leaves.insert(
                     Symbol::from(*name),
-                    LeafInfo { ty: ty.clone(), is_weight, uniform: None, nonfinite: false },
+                    LeafInfo { ty: ty.clone(), is_weight, uniform: None, nonfinite: false, nonnegative: false },
                 );
             }
         }

@@ -42,8 +42,11 @@ pub fn lift(model: &Model) -> Result<Lifted, Error> {
             let data = if is_weight { model.weights.get(&node.name) } else { None };
             let uniform = data.and_then(|t| uniform_value(t));
             let nonfinite = data.is_some_and(|t| !all_finite(t));
+            let nonnegative =
+                data.and_then(|t| t.as_f32()).is_some_and(|v| v.iter().all(|x| x.is_finite() && *x >= 0.0));
             let ty = node.outputs[0].ty.clone();
-            analysis.leaves.insert(Symbol::from(&node.name), LeafInfo { ty, is_weight, uniform, nonfinite });
+            let info = LeafInfo { ty, is_weight, uniform, nonfinite, nonnegative };
+            analysis.leaves.insert(Symbol::from(&node.name), info);
         }
     }
     let mut egraph = KGraph::new(analysis);

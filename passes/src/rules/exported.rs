@@ -38,6 +38,15 @@ const EVO_S0: &str = concat!("(Div (Mul ?x (Sigmoid (Mul ?x ?v))) ", group_std!(
 /// x / group std(x): timm's EvoNorm2dS0 with `apply_act=False`.
 const EVO_S0_NO_ACT: &str = concat!("(Div ?x ", group_std!(), ")");
 
+/// √(Var(?r) + ε) over the last axis of ?r, keepdims: the group std of the flattened-group
+/// spelling, ?r being x reshaped to [N, G, C/G·H·W] (checked by [`evonorm_s0_flat`]).
+const FLAT_STD: &str = "(Sqrt (Add (ReduceMean<axes=[-1]> (Mul (Sub ?r (ReduceMean<axes=[-1]> ?r)) \
+                        (Sub ?r (ReduceMean<axes=[-1]> ?r)))) ?eps))";
+
+/// √(Var_HW(x) + ε), x NCHW: EvoNorm-B0's instance std (checked by [`evonorm_b0`]).
+const HW_STD: &str = "(Sqrt (Add (ReduceMean<axes=[2,3]> (Mul (Sub ?x (ReduceMean<axes=[2,3]> ?x)) \
+                      (Sub ?x (ReduceMean<axes=[2,3]> ?x)))) ?eps))";
+
 pub fn rules() -> Vec<KRewrite> {
     let centred = format!("(Sub ?x {MEAN})");
     let mut rules = vec![
@@ -76,6 +85,28 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("evonorm-s0-no-act-recognise", &format!("(Add (Mul {EVO_S0_NO_ACT} ?g) ?b)"), evonorm_s0_no_act),
         fn_rule("evonorm-s0-no-act-recognise-scale", &format!("(Mul {EVO_S0_NO_ACT} ?g)"), evonorm_s0_no_act),
         fn_rule("evonorm-s0-no-act-recognise-bare", EVO_S0_NO_ACT, evonorm_s0_no_act),
+        // The same in the flattened-group spelling: the statistics over x reshaped to
+        // [N, G, C/G·H·W] (no Expand: the [N, G, 1] std broadcasts), the numerator — the gate
+        // x·σ(v·x), or x itself without it — reshaped the same way, the quotient reshaped back.
+        // Both reshapes are row-major, so element (n, g, k) of the view is channel g·C/G + k / (H·W)
+        // of sample n: the same groups of consecutive channels as EvoNormS0's.
+    ];
+    for (suffix, wrap) in [("", "(Add (Mul F ?g) ?b)"), ("-scale", "(Mul F ?g)"), ("-bare", "F")] {
+        let flat = format!("(Reshape* (Div ?q {FLAT_STD}))");
+        let lhs = wrap.replace('F', &flat);
+        rules.push(fn_rule(&format!("evonorm-s0-flat-recognise{suffix}"), &lhs, evonorm_s0_flat));
+        // EvoNorm-B0 (timm's EvoNorm2dB0 at inference, the running variance's root folded to a
+        // constant m at load): x / max(m, v·x + √(Var_HW(x) + ε))·γ + β
+        //   = EvoNormB0_ε(x, v, γ, β, m² − ε)   for m ≥ 0, since √((m² − ε) + ε) = |m| = m.
+        // Var_HW the population variance over H and W per sample and channel, ε inside the root
+        // (the op uses one ε for both roots); v, γ, β, m per channel.
+        for (order, den) in [("", "(Max ?m (Add (Mul ?x ?v) S))"), ("-swapped", "(Max (Add (Mul ?x ?v) S) ?m)")] {
+            let b0 = format!("(Div ?x {})", den.replace('S', HW_STD));
+            let lhs = wrap.replace('F', &b0);
+            rules.push(fn_rule(&format!("evonorm-b0-recognise{suffix}{order}"), &lhs, evonorm_b0));
+        }
+    }
+    rules.extend([
         // x·σ(x) = SiLU(x)
         rw!("silu-recognise"; "(Mul ?x (Sigmoid ?x))" => "(Silu ?x)"),
         rw!("silu-recognise-swapped"; "(Mul (Sigmoid ?x) ?x)" => "(Silu ?x)"),
@@ -95,7 +126,7 @@ pub fn rules() -> Vec<KRewrite> {
         // Conv(x)·a = affine(Conv(x), a, 0);  Conv(x) + c = affine(Conv(x), 1, c)   per channel
         fn_rule("conv-mul-affine", "(Mul ?y ?a)", |eg, id, s| conv_affine(eg, id, s, true)),
         fn_rule("conv-add-affine", "(Add ?y ?a)", |eg, id, s| conv_affine(eg, id, s, false)),
-    ];
+    ]);
     rules.extend(gelu_rules());
     rules
 }
@@ -365,6 +396,178 @@ fn evonorm_s0_from(eg: &mut KGraph, id: Id, s: &Subst, gated: bool) -> Option<Id
         None => filled(eg, eps, c, 0.0),
     };
     Some(add_ir(eg, Op::EvoNormS0 { groups, epsilon }, vec![x, v, g, b]))
+}
+
+/// Whether `p` is a constant per channel of an NCHW tensor with `c` channels (or one value).
+fn per_channel(eg: &KGraph, p: Id, c: usize) -> bool {
+    is_const(eg, p)
+        && shape(eg, p).is_some_and(|ps| {
+            (numel(eg, p) == Some(c) || numel(eg, p) == Some(1))
+                && channel_axis(&ps, 4).flatten().is_none_or(|k| k == 1)
+        })
+}
+
+/// The classes under the ·γ and +β a recognise rule's longer forms wrap the matched term in: the
+/// root, or the first operand of `Add(·, β)` / `Mul(·, γ)` there.
+fn unwrap_affine(eg: &KGraph, id: Id, g: Option<Id>, b: Option<Id>) -> Vec<Id> {
+    let mut inner = vec![eg.find(id)];
+    for (op, arg) in [(BinaryOp::Add, b), (BinaryOp::Mul, g)] {
+        let Some(arg) = arg.map(|a| eg.find(a)) else { continue };
+        inner = inner
+            .iter()
+            .flat_map(|&class| eg[class].nodes.iter())
+            .filter_map(|node| match node {
+                Kiln::Node(KOp::Ir(ir), a) if ir.op == Op::Binary(op) && a.len() == 2 && eg.find(a[1]) == arg => {
+                    Some(eg.find(a[0]))
+                }
+                _ => None,
+            })
+            .collect();
+    }
+    inner
+}
+
+/// γ and β as [c] vectors (1 and 0 when the rule matched without them).
+fn gamma_beta(eg: &mut KGraph, g: Option<Id>, b: Option<Id>, like: Id, c: usize) -> (Id, Id) {
+    let g = match g {
+        Some(g) => flat_vector(eg, g, c),
+        None => ones(eg, like, c),
+    };
+    let b = match b {
+        Some(b) => flat_vector(eg, b, c),
+        None => filled(eg, like, c, 0.0),
+    };
+    (g, b)
+}
+
+/// EvoNormS0 from the flattened-group spelling (`evonorm-s0-flat-recognise`): ?r is x reshaped
+/// to [N, G, C/G·H·W] for an NCHW x (found among ?r's reshapes), ?q is the numerator reshaped to
+/// that same shape — a reshape of the gate x·σ(v·x) (v per channel), or of x itself (the
+/// ungated form: v = 0, γ doubled, as `evonorm-s0-no-act-recognise`) — and the matched root, of
+/// x's type, is the quotient reshaped back. γ, β per channel; ε a non-negative constant.
+fn evonorm_s0_flat(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let [q, r, eps] = ["?q", "?r", "?eps"].map(|n| get(s, n));
+    if numel(eg, eps)? != 1 {
+        return None;
+    }
+    let epsilon = value(eg, eps).filter(|e| e.is_finite() && *e >= 0.0)?;
+    let rs = shape(eg, r)?;
+    if shape(eg, q)? != rs || rs.len() != 3 {
+        return None;
+    }
+    let reshape_args = |eg: &KGraph, class: Id| -> Vec<Id> {
+        eg[class]
+            .nodes
+            .iter()
+            .filter_map(|node| match node {
+                Kiln::Node(KOp::Ir(ir), a) if matches!(ir.op, Op::Reshape { .. }) && a.len() == 1 => {
+                    Some(eg.find(a[0]))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // x: a non-constant NCHW tensor of the root's type that ?r reshapes into [N, G, C/G·H·W].
+    let x = reshape_args(eg, r).into_iter().find(|&x| {
+        keeps_type(eg, id, x)
+            && !is_const(eg, x)
+            && shape(eg, x).is_some_and(|xs| {
+                xs.len() == 4
+                    && rs[0] == xs[0]
+                    && rs[1] > 0
+                    && xs[1] % rs[1] == 0
+                    && rs[2] == xs[1] / rs[1] * xs[2] * xs[3]
+            })
+    })?;
+    let xs = shape(eg, x)?;
+    let (c, groups) = (xs[1], rs[1]);
+    // The numerator: x itself (ungated), or x·σ(x·v) with v per channel.
+    let sources = reshape_args(eg, q);
+    let gate_v = sources.iter().find_map(|&src| {
+        eg[src].nodes.iter().find_map(|node| {
+            let Kiln::Node(KOp::Ir(ir), a) = node else { return None };
+            if ir.op != Op::Binary(BinaryOp::Mul) || a.len() != 2 || eg.find(a[0]) != x {
+                return None;
+            }
+            eg[a[1]].nodes.iter().find_map(|sig| {
+                let Kiln::Node(KOp::Ir(ir), t) = sig else { return None };
+                if ir.op != Op::Unary(UnaryOp::Sigmoid) || t.len() != 1 {
+                    return None;
+                }
+                eg[t[0]].nodes.iter().find_map(|xv| match xv {
+                    Kiln::Node(KOp::Ir(ir), m)
+                        if ir.op == Op::Binary(BinaryOp::Mul)
+                            && m.len() == 2
+                            && eg.find(m[0]) == x
+                            && per_channel(eg, m[1], c) =>
+                    {
+                        Some(m[1])
+                    }
+                    _ => None,
+                })
+            })
+        })
+    });
+    let gated = match gate_v {
+        Some(_) => true,
+        None if sources.contains(&x) => false,
+        None => return None,
+    };
+    let (g, b) = (s.get(super::var("?g")).copied(), s.get(super::var("?b")).copied());
+    if g.is_some_and(|g| !per_channel(eg, g, c)) || b.is_some_and(|b| !per_channel(eg, b, c)) {
+        return None;
+    }
+    // The quotient [N, G, C/G·H·W] is reshaped straight back to x's shape.
+    let back = unwrap_affine(eg, id, g, b).iter().any(|&class| {
+        eg[class].nodes.iter().any(|node| {
+            matches!(node, Kiln::Node(KOp::Ir(ir), a) if matches!(ir.op, Op::Reshape { .. }) && a.len() == 1
+                && shape(eg, a[0]).is_some_and(|d| d == rs))
+        })
+    });
+    if !back {
+        return None;
+    }
+    let v = match gate_v {
+        Some(v) => flat_vector(eg, v, c),
+        None => filled(eg, eps, c, 0.0),
+    };
+    let (mut g, b) = gamma_beta(eg, g, b, eps, c);
+    if !gated {
+        let two = filled(eg, eps, c, 2.0);
+        g = add_ir(eg, Op::Binary(BinaryOp::Mul), vec![g, two]);
+    }
+    Some(add_ir(eg, Op::EvoNormS0 { groups, epsilon }, vec![x, v, g, b]))
+}
+
+/// EvoNormB0 from its written-out form (`evonorm-b0-recognise`): x NCHW and not constant, the
+/// matched root of x's type; v, γ, β and m constant per channel, m ≥ 0 in every element (a
+/// weight known to be — the folded √(running_var + ε) — or a uniform value); ε a non-negative
+/// constant. The running variance becomes m·m − ε, evaluated at compile time.
+fn evonorm_b0(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
+    let [x, v, m, eps] = ["?x", "?v", "?m", "?eps"].map(|n| get(s, n));
+    if !keeps_type(eg, id, x) || is_const(eg, x) || numel(eg, eps)? != 1 {
+        return None;
+    }
+    let epsilon = value(eg, eps).filter(|e| e.is_finite() && *e >= 0.0)?;
+    let xs = shape(eg, x)?;
+    let [_, c, _, _] = <[usize; 4]>::try_from(xs).ok()?;
+    let (g, b) = (s.get(super::var("?g")).copied(), s.get(super::var("?b")).copied());
+    if [Some(v), Some(m), g, b].into_iter().flatten().any(|p| !per_channel(eg, p, c)) {
+        return None;
+    }
+    let m_nonnegative = eg[m].data.uniform.is_some_and(|u| u.get().is_finite() && u.get() >= 0.0)
+        || eg[m].nodes.iter().any(|node| {
+            matches!(node, Kiln::Leaf(name) if eg.analysis.leaves.get(name).is_some_and(|l| l.is_weight && l.nonnegative))
+        });
+    if !m_nonnegative || eg[m].data.nonfinite {
+        return None;
+    }
+    let square = add_ir(eg, Op::Binary(BinaryOp::Mul), vec![m, m]);
+    let running_var = add_ir(eg, Op::Binary(BinaryOp::Sub), vec![square, eps]);
+    let running_var = flat_vector(eg, running_var, c);
+    let v = flat_vector(eg, v, c);
+    let (g, b) = gamma_beta(eg, g, b, eps, c);
+    Some(add_ir(eg, Op::EvoNormB0 { epsilon }, vec![x, v, g, b, running_var]))
 }
 
 fn norm_scale(eg: &mut KGraph, id: Id, s: &Subst) -> Option<Id> {
