@@ -362,6 +362,118 @@ mod avx2 {
         nan || _mm256_movemask_ps(m) != 0
     }
 
+    /// 3×3 windows at stride 2, padding 1 at the top and left: `y[oy·ow + ox]` = max or sum (then
+    /// times `scale[oy·ow + ox]`) of x rows 2oy − 1 ..= 2oy + 1 and columns 2ox − 1 ..= 2ox + 1
+    /// that are inside the plane (a padding tap is max's and the sum's identity, so it is skipped).
+    /// Per 8 outputs: the rows' 16 columns from 2ox are combined vertically, deinterleaved into
+    /// the even (2ox) and odd (2ox + 1) columns, and the odd ones shifted by one lane (the previous
+    /// block's last odd column coming in) give 2ox − 1. Returns false, with `y` partly written,
+    /// if a max window held a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with 2·oh ≤ h + 1 and 2·ow ≤ w where oh = y.len() / ow;
+    /// `scale` (if any) holds y.len() + 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool3x3s2p1(
+        max: bool,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let ident = if max { f32::NEG_INFINITY } else { 0.0 };
+        let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
+        let rot = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        // The 16 columns from p of `n` rows (w apart) combined vertically, noting NaN.
+        let vert = |p: *const f32, n: usize, nan: &mut __m256| {
+            // SAFETY: the callers pass p at a row and column whose n rows and 16 columns are
+            // inside the plane.
+            unsafe {
+                let (mut u, mut v) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(V)));
+                if max {
+                    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(u, v));
+                }
+                for r in 1..n {
+                    let (a, b) = (_mm256_loadu_ps(p.add(r * w)), _mm256_loadu_ps(p.add(r * w + V)));
+                    if max {
+                        *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+                    }
+                    u = op(u, a);
+                    v = op(v, b);
+                }
+                (u, v)
+            }
+        };
+        // [u0 u2 v0 v2 | u4 u6 v4 v6] → 64-bit lanes 0, 2, 1, 3: the even and the odd columns.
+        let split = |u, v| {
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+            )
+        };
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
+            let sr = scale.map(|s| &s[oy * ow..]);
+            let row0 = x[rows.start * w..].as_ptr();
+            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+                // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
+                unsafe {
+                    if let Some(sr) = sr {
+                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
+                    }
+                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
+                }
+            };
+            let mut prev = _mm256_set1_ps(ident);
+            let mut ox = 0;
+            while ox + V <= ow {
+                // Rows inside the plane; columns 2ox .. 2ox + 16 ≤ 2·ow ≤ w.
+                let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
+                let (e, o) = split(u, v);
+                // Column 2ox − 1 of output ox: the odd column of output ox − 1.
+                let left = _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(o, rot), _mm256_permutevar8x32_ps(prev, rot));
+                prev = o;
+                store(yr, ox, op(op(left, e), o));
+                ox += V;
+            }
+            if ox < ow && ow > V {
+                // The last 8 outputs again (the same values where they overlap), their left
+                // columns 2ox − 1 ≥ 1 read directly: the even columns of the 16 from there.
+                let ox = ow - V;
+                let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
+                let (e, o) = split(u, v);
+                let (ul, vl) = vert(row0.wrapping_add(2 * ox - 1), rows.len(), &mut nan);
+                let (left, _) = split(ul, vl);
+                store(yr, ox, op(op(left, e), o));
+                continue;
+            }
+            for ox in ox..ow {
+                let mut t = ident;
+                for r in rows.clone() {
+                    for c in (2 * ox).saturating_sub(1)..2 * ox + 2 {
+                        let v = x[r * w + c];
+                        nan_tail |= v.is_nan();
+                        t = if !max {
+                            t + v
+                        } else if v > t {
+                            v
+                        } else {
+                            t
+                        };
+                    }
+                }
+                yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
+            }
+        }
+        !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
+    }
+
     /// `ev[i] = src[2i]` and `od[i] = src[2i + 1]` while both exist; returns whether a value
     /// copied is NaN.
     ///
@@ -684,6 +796,9 @@ pub(crate) struct PoolWindow {
     pub win: Window,
     offs: Vec<usize>,
     direct2x2: bool,
+    /// 3×3 windows at stride 2 with padding 1 at the top and left (ResNet's stem MaxPool), every
+    /// window's centre inside the plane: a direct kernel that skips the padding taps.
+    direct3x3: bool,
 }
 
 impl PoolWindow {
@@ -696,7 +811,14 @@ impl PoolWindow {
             && win.pad == [0, 0]
             && 2 * win.oh <= win.h
             && 2 * win.ow <= win.w;
-        PoolWindow { win, offs, direct2x2 }
+        let direct3x3 = win.kh == 3
+            && win.kw == 3
+            && win.stride == [2, 2]
+            && win.dil == [1, 1]
+            && win.pad == [1, 1]
+            && 2 * win.oh <= win.h + 1
+            && 2 * win.ow <= win.w;
+        PoolWindow { win, offs, direct2x2, direct3x3 }
     }
 
     /// A scratch for [`PoolWindow::plane`], every position holding `pad`.
@@ -724,6 +846,12 @@ impl PoolWindow {
             // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported); `new`
             // checked that every window is inside the [h, w] plane x.
             return unsafe { avx2::pool2x2s2(max, x, self.win.w, self.win.ow, scale, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.direct3x3 && isa >= Isa::Avx2Fma {
+            // SAFETY: as above; `new` checked that every window's centre row and column
+            // (2·oy, 2·ox) and its last column 2·ox + 1 are inside the plane.
+            return unsafe { avx2::pool3x3s2p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
         }
         if !self.win.fill(isa, x, scratch, max) {
             return false;
@@ -826,6 +954,7 @@ mod tests {
                 let win = Window { h, w, kh: k, kw: k, oh, ow, stride: [s, s], dil: [1, 1], pad: [p, p] };
                 let pw = PoolWindow::new(win.clone());
                 assert_eq!(pw.direct2x2, k == 2, "{win:?}");
+                assert_eq!(pw.direct3x3, k == 3 && s == 2 && 2 * oh <= h + 1 && 2 * ow <= w, "{win:?}");
                 let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 3.0).collect();
                 let mut scale: Vec<f32> = (0..oh * ow).map(|i| 1.0 / (1 + i % 9) as f32).collect();
                 scale.resize(oh * ow + SCALE_PAD, 0.0);

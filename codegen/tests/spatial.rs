@@ -243,7 +243,8 @@ fn depthwise_conv_fused_epilogue() {
     }
 }
 
-/// The 2×2/2 pools without padding (a direct kernel, no scratch) and AveragePool's divisor table
+/// The 2×2/2 pools without padding and the 3×3/2 ones with padding 1 (direct kernels, no
+/// scratch) and AveragePool's divisor table
 /// (multiplied in as the window sums are stored), at both ISAs and thread counts: planes of width
 /// 1, odd sizes (floor mode drops the last row/column, whose NaN must then not show), rows of
 /// whole vectors plus tails, NaN in a vector block and in a tail of MaxPool (the plane then takes
@@ -270,8 +271,23 @@ fn pools_direct_2x2_and_divisor_table() {
         (avg(win(2, 1, 2, false), true), SUMS),
         (avg(win(3, 2, 1, true), true), SUMS),
         (avg(win(3, 1, 3, false), false), SUMS),
+        // 3×3/2 with padding 1 (ResNet's stem pool): a direct kernel where 2·oh ≤ h + 1 and
+        // 2·ow ≤ w (here 16×40, 6×66, 9×48, 7×18, 2×2), whole vectors, and a last overlapping one.
+        (Op::MaxPool(win(3, 2, 1, false)), EXACT),
+        (avg(win(3, 2, 1, false), true), SUMS),
+        (avg(win(3, 2, 1, false), false), SUMS),
     ];
-    for shape in [[1, 2, 3, 1], [1, 3, 2, 2], [2, 3, 5, 9], [1, 2, 4, 17], [1, 4, 16, 40], [1, 2, 6, 66]] {
+    let shapes = [
+        [1, 2, 3, 1],
+        [1, 3, 2, 2],
+        [2, 3, 5, 9],
+        [1, 2, 4, 17],
+        [1, 4, 16, 40],
+        [1, 2, 6, 66],
+        [1, 3, 9, 48],
+        [1, 3, 7, 18],
+    ];
+    for shape in shapes {
         let plane = shape[2] * shape[3];
         let mut x = rng.tensor(&shape, -3.0, 3.0);
         if let kiln_ir::TensorData::F32(v) = x.data() {
