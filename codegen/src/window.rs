@@ -474,6 +474,121 @@ mod avx2 {
         !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
     }
 
+    /// 3×3 windows at stride 1, padding 1 at the top and left: `y[oy·ow + ox]` = max or sum (then
+    /// times `scale[oy·ow + ox]`) of x rows oy − 1 ..= oy + 1 and columns ox − 1 ..= ox + 1 inside
+    /// the plane (padding taps skipped, as in [`pool3x3s2p1`]). Per 8 outputs the rows' 8 columns
+    /// from ox are combined vertically, and that vector rotated by a lane each way, with the
+    /// neighbouring columns coming in (the previous block's last lane, and column ox + 8
+    /// combined vertically as a scalar), gives the left and right taps. Returns false, with `y`
+    /// partly written, if a max window held a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with oh ≤ h and ow ≤ w where oh = y.len() / ow;
+    /// `scale` (if any) holds y.len() + 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool3x3s1p1(
+        max: bool,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let ident = if max { f32::NEG_INFINITY } else { 0.0 };
+        let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
+        let op1 = |a: f32, b: f32| {
+            if !max {
+                a + b
+            } else if b > a {
+                b
+            } else {
+                a
+            }
+        };
+        let (rotr, rotl) = (_mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6), _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let rows = oy.saturating_sub(1)..(oy + 2).min(h);
+            let sr = scale.map(|s| &s[oy * ow..]);
+            let row0 = &x[rows.start * w..];
+            // Column c (inside the plane) combined over the rows, in the vector order.
+            let mut col = |c: usize| {
+                let mut t = row0[c];
+                nan_tail |= t.is_nan();
+                for r in 1..rows.len() {
+                    let v = row0[r * w + c];
+                    nan_tail |= v.is_nan();
+                    t = op1(t, v);
+                }
+                t
+            };
+            let mut vert = |ox: usize| {
+                // SAFETY: the rows are inside the plane and columns ox .. ox + 8 ≤ ow ≤ w.
+                unsafe {
+                    let p = row0.as_ptr().add(ox);
+                    let mut u = _mm256_loadu_ps(p);
+                    if max {
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(u, u));
+                    }
+                    for r in 1..rows.len() {
+                        let a = _mm256_loadu_ps(p.add(r * w));
+                        if max {
+                            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a));
+                        }
+                        u = op(u, a);
+                    }
+                    u
+                }
+            };
+            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+                // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
+                unsafe {
+                    if let Some(sr) = sr {
+                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
+                    }
+                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
+                }
+            };
+            let mut prev = _mm256_set1_ps(ident);
+            let mut cur = (ow >= V).then(|| vert(0));
+            let mut ox = 0;
+            while let Some(c) = cur {
+                // The next block's vertical combination, when there is one, gives the right
+                // column of this block's last output; else that column is combined as a scalar.
+                let next = (ox + 2 * V <= ow).then(|| vert(ox + V));
+                let right_in = match next {
+                    Some(n) => _mm256_permutevar8x32_ps(n, rotl),
+                    None => _mm256_set1_ps(if ox + V < w { col(ox + V) } else { ident }),
+                };
+                let left =
+                    _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(c, rotr), _mm256_permutevar8x32_ps(prev, rotr));
+                let right = _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(c, rotl), right_in);
+                store(yr, ox, op(op(left, c), right));
+                (prev, cur) = (c, next);
+                ox += V;
+            }
+            if ox < ow && ow > V {
+                // The last 8 outputs again (the same values where they overlap).
+                let ox = ow - V;
+                let cur = vert(ox);
+                let (lc, next) = (col(ox - 1), if ox + V < w { col(ox + V) } else { ident });
+                let left = _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(cur, rotr), _mm256_set1_ps(lc));
+                let right = _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(cur, rotl), _mm256_set1_ps(next));
+                store(yr, ox, op(op(left, cur), right));
+                continue;
+            }
+            for ox in ox..ow {
+                let l = if ox > 0 { col(ox - 1) } else { ident };
+                let r = if ox + 1 < w { col(ox + 1) } else { ident };
+                let t = op1(op1(l, col(ox)), r);
+                yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
+            }
+        }
+        !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
+    }
+
     /// `ev[i] = src[2i]` and `od[i] = src[2i + 1]` while both exist; returns whether a value
     /// copied is NaN.
     ///
@@ -799,6 +914,9 @@ pub(crate) struct PoolWindow {
     /// 3×3 windows at stride 2 with padding 1 at the top and left (ResNet's stem MaxPool), every
     /// window's centre inside the plane: a direct kernel that skips the padding taps.
     direct3x3: bool,
+    /// 3×3 windows at stride 1 with padding 1 at the top and left, centres inside the plane
+    /// (Inception's and DenseNet's 3×3/1 pools): likewise.
+    direct3x3s1: bool,
 }
 
 impl PoolWindow {
@@ -818,7 +936,14 @@ impl PoolWindow {
             && win.pad == [1, 1]
             && 2 * win.oh <= win.h + 1
             && 2 * win.ow <= win.w;
-        PoolWindow { win, offs, direct2x2, direct3x3 }
+        let direct3x3s1 = win.kh == 3
+            && win.kw == 3
+            && win.stride == [1, 1]
+            && win.dil == [1, 1]
+            && win.pad == [1, 1]
+            && win.oh <= win.h
+            && win.ow <= win.w;
+        PoolWindow { win, offs, direct2x2, direct3x3, direct3x3s1 }
     }
 
     /// A scratch for [`PoolWindow::plane`], every position holding `pad`.
@@ -852,6 +977,12 @@ impl PoolWindow {
             // SAFETY: as above; `new` checked that every window's centre row and column
             // (2·oy, 2·ox) and its last column 2·ox + 1 are inside the plane.
             return unsafe { avx2::pool3x3s2p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.direct3x3s1 && isa >= Isa::Avx2Fma {
+            // SAFETY: as above; `new` checked that every window's centre (oy, ox) is inside the
+            // plane.
+            return unsafe { avx2::pool3x3s1p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
         }
         if !self.win.fill(isa, x, scratch, max) {
             return false;
@@ -955,6 +1086,7 @@ mod tests {
                 let pw = PoolWindow::new(win.clone());
                 assert_eq!(pw.direct2x2, k == 2, "{win:?}");
                 assert_eq!(pw.direct3x3, k == 3 && s == 2 && 2 * oh <= h + 1 && 2 * ow <= w, "{win:?}");
+                assert_eq!(pw.direct3x3s1, k == 3 && s == 1, "{win:?}");
                 let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 3.0).collect();
                 let mut scale: Vec<f32> = (0..oh * ow).map(|i| 1.0 / (1 + i % 9) as f32).collect();
                 scale.resize(oh * ow + SCALE_PAD, 0.0);

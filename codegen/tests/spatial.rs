@@ -243,8 +243,8 @@ fn depthwise_conv_fused_epilogue() {
     }
 }
 
-/// The 2×2/2 pools without padding and the 3×3/2 ones with padding 1 (direct kernels, no
-/// scratch) and AveragePool's divisor table
+/// The 2×2/2 pools without padding and the 3×3/2 and 3×3/1 ones with padding 1 (direct kernels,
+/// no scratch) and AveragePool's divisor table
 /// (multiplied in as the window sums are stored), at both ISAs and thread counts: planes of width
 /// 1, odd sizes (floor mode drops the last row/column, whose NaN must then not show), rows of
 /// whole vectors plus tails, NaN in a vector block and in a tail of MaxPool (the plane then takes
@@ -276,6 +276,10 @@ fn pools_direct_2x2_and_divisor_table() {
         (Op::MaxPool(win(3, 2, 1, false)), EXACT),
         (avg(win(3, 2, 1, false), true), SUMS),
         (avg(win(3, 2, 1, false), false), SUMS),
+        // 3×3/1 with padding 1: a direct kernel (oh ≤ h, ow ≤ w), rows of 1 to 66 outputs.
+        (Op::MaxPool(win(3, 1, 1, false)), EXACT),
+        (avg(win(3, 1, 1, false), true), SUMS),
+        (avg(win(3, 1, 1, false), false), SUMS),
     ];
     let shapes = [
         [1, 2, 3, 1],
