@@ -946,6 +946,11 @@ impl PoolWindow {
         PoolWindow { win, offs, direct2x2, direct3x3, direct3x3s1 }
     }
 
+    /// Whether a plane runs a direct kernel (no scratch) when the CPU has AVX2.
+    pub fn direct(&self) -> bool {
+        self.direct2x2 || self.direct3x3 || self.direct3x3s1
+    }
+
     /// A scratch for [`PoolWindow::plane`], every position holding `pad`.
     pub fn scratch(&self, pad: f32) -> Vec<f32> {
         self.win.scratch(pad)
