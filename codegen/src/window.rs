@@ -289,6 +289,25 @@ mod avx2 {
         scale: Option<&[f32]>,
         y: &mut [f32],
     ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max { pool2x2s2_of::<true>(x, w, ow, scale, y) } else { pool2x2s2_of::<false>(x, w, ow, scale, y) }
+        }
+    }
+
+    /// [`pool2x2s2`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool2x2s2`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool2x2s2_of<const MAX: bool>(
+        x: &[f32],
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
         let mut nan = _mm256_setzero_ps();
         let mut nan_tail = false;
         for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
@@ -383,6 +402,30 @@ mod avx2 {
         scale: Option<&[f32]>,
         y: &mut [f32],
     ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max {
+                pool3x3s2p1_of::<true>(x, h, w, ow, scale, y)
+            } else {
+                pool3x3s2p1_of::<false>(x, h, w, ow, scale, y)
+            }
+        }
+    }
+
+    /// [`pool3x3s2p1`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool3x3s2p1`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool3x3s2p1_of<const MAX: bool>(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
         let ident = if max { f32::NEG_INFINITY } else { 0.0 };
         let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
         let rot = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
@@ -495,6 +538,30 @@ mod avx2 {
         scale: Option<&[f32]>,
         y: &mut [f32],
     ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max {
+                pool3x3s1p1_of::<true>(x, h, w, ow, scale, y)
+            } else {
+                pool3x3s1p1_of::<false>(x, h, w, ow, scale, y)
+            }
+        }
+    }
+
+    /// [`pool3x3s1p1`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool3x3s1p1`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool3x3s1p1_of<const MAX: bool>(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
         let ident = if max { f32::NEG_INFINITY } else { 0.0 };
         let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
         let op1 = |a: f32, b: f32| {
