@@ -75,27 +75,63 @@ impl Window {
     }
 
     /// Copies plane `x` ([h, w]) into the input positions of `s` (made by [`Window::scratch`]).
-    fn fill(&self, isa: Isa, x: &[f32], s: &mut [f32]) {
+    /// With `check_nan`, stops at the first row that holds a NaN and returns false (the copy is
+    /// then incomplete); returns true otherwise.
+    fn fill(&self, isa: Isa, x: &[f32], s: &mut [f32], check_nan: bool) -> bool {
         let (l, rl, sw) = (self.phase_len(), self.row_len(), self.stride[1]);
         let [pt, pl] = self.pad;
         for r in pt..self.rows().min(pt + self.h) {
             let src = &x[(r - pt) * self.w..][..self.w];
             let dst = &mut s[r * rl..][..rl];
-            if sw == 1 {
+            let nan = if sw == 1 {
                 // Columns at or past `l` are never read.
                 let n = self.w.min(l.saturating_sub(pl));
-                dst[pl..pl + n].copy_from_slice(&src[..n]);
+                copy_row(isa, &src[..n], &mut dst[pl..pl + n], check_nan)
             } else {
-                split_phases(isa, src, dst, pl, sw, l);
+                split_phases_nan(isa, src, dst, pl, sw, l)
+            };
+            if check_nan && nan {
+                return false;
             }
         }
+        true
     }
+}
+
+/// Whether `x` holds a NaN.
+pub(crate) fn has_nan(isa: Isa, x: &[f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported).
+        return unsafe { avx2::has_nan(x) };
+    }
+    let _ = isa;
+    // A fold, not `any`, so that it vectorises.
+    x.iter().fold(false, |a, v| a | v.is_nan())
+}
+
+/// `dst = src`; with `check`, returns whether `src` holds a NaN (checked as it is copied), else
+/// false.
+fn copy_row(isa: Isa, src: &[f32], dst: &mut [f32], check: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if check && isa >= Isa::Avx2Fma {
+        // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported).
+        return unsafe { avx2::copy_check(src, dst) };
+    }
+    dst.copy_from_slice(src);
+    check && has_nan(isa, src)
 }
 
 /// Writes input row `src` into the `sw` phases of `l` floats of a scratch row `dst`: padded column
 /// `c = ix + pl` goes to phase `c mod sw`, column `⌊c / sw⌋` (when that is below `l`); other
 /// positions are left as they are. One strided pass per phase: no division per element.
 pub(crate) fn split_phases(isa: Isa, src: &[f32], dst: &mut [f32], pl: usize, sw: usize, l: usize) {
+    split_phases_nan(isa, src, dst, pl, sw, l);
+}
+
+/// [`split_phases`], returning whether a value it copied is NaN (or, on the portable path,
+/// whether `src` holds one).
+fn split_phases_nan(isa: Isa, src: &[f32], dst: &mut [f32], pl: usize, sw: usize, l: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     if sw == 2 && isa >= Isa::Avx2Fma && dst.len() >= 2 * l {
         // Even input columns go to phase pl mod 2 from column ⌊pl/2⌋, odd ones to the other
@@ -107,10 +143,9 @@ pub(crate) fn split_phases(isa: Isa, src: &[f32], dst: &mut [f32], pl: usize, sw
             (p1.get_mut(pl / 2..), p0.get_mut(pl.div_ceil(2)..))
         };
         // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported).
-        unsafe { avx2::deinterleave(src, ev.unwrap_or_default(), od.unwrap_or_default()) };
-        return;
+        return unsafe { avx2::deinterleave(src, ev.unwrap_or_default(), od.unwrap_or_default()) };
     }
-    let _ = isa;
+    let nan = has_nan(isa, src);
     for (ph, out) in dst.chunks_exact_mut(l).take(sw).enumerate() {
         // The first phase column whose padded column q·sw + ph is at or past the left padding.
         let q0 = pl.saturating_sub(ph).div_ceil(sw);
@@ -122,6 +157,7 @@ pub(crate) fn split_phases(isa: Isa, src: &[f32], dst: &mut [f32], pl: usize, sw
             *d = v;
         }
     }
+    nan
 }
 
 /// What a window computes from its taps.
@@ -136,13 +172,16 @@ pub enum Reduce {
 }
 
 /// What one output reduces: the tap offsets ([`Window::tap_offsets`]), the kh·kw weights of
-/// `Dot` (empty otherwise) and the starting value (the bias for `Dot`, 0 or −∞ otherwise).
+/// `Dot` (empty otherwise), the starting value (the bias for `Dot`, 0 or −∞ otherwise) and an
+/// optional per-output multiplier applied before the store (AveragePool's 1/count: one table of
+/// oh·ow floats plus `V` readable floats past the end, so that a row's last vector stays inside).
 #[derive(Clone, Copy)]
 struct Taps<'a> {
     red: Reduce,
     offs: &'a [usize],
     wts: &'a [f32],
     init: f32,
+    scale: Option<&'a [f32]>,
 }
 
 /// One plane: `y[oy·ow + ox]` = the reduction over the taps of the scratch `s` (filled from the
@@ -151,6 +190,7 @@ fn plane(win: &Window, isa: Isa, t: Taps, s: &[f32], y: &mut [f32]) {
     let step = win.stride[0] * win.row_len();
     debug_assert!(s.len() >= (win.oh - 1) * step + t.offs.iter().max().copied().unwrap_or(0) + win.ow.div_ceil(V) * V);
     debug_assert!(y.len() == win.oh * win.ow && (t.red != Reduce::Dot || t.wts.len() == t.offs.len()));
+    debug_assert!(t.scale.is_none_or(|sc| sc.len() >= win.oh * win.ow + V));
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2Fma {
         // Two output rows at a time: twice the independent accumulators, so the FMA latency
@@ -161,27 +201,29 @@ fn plane(win: &Window, isa: Isa, t: Taps, s: &[f32], y: &mut [f32]) {
         let mut pairs = y.chunks_exact_mut(2 * win.ow);
         for (i, pair) in pairs.by_ref().enumerate() {
             let (y0, y1) = pair.split_at_mut(win.ow);
+            let sc = t.scale.map(|sc| &sc[2 * i * win.ow..]);
             // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2
             // and FMA are present; rows 2i and 2i + 1 are output rows, whose reads stay inside
-            // `s` (debug-asserted above).
-            unsafe { avx2::rows(t, &s[2 * i * step..], step, reuse, y0, Some(y1)) };
+            // `s` (debug-asserted above), and so are their scale rows (V floats past the table).
+            unsafe { avx2::rows(t, &s[2 * i * step..], step, reuse, sc, y0, Some(y1)) };
         }
         let last = pairs.into_remainder();
         if !last.is_empty() {
+            let sc = t.scale.map(|sc| &sc[(win.oh - 1) * win.ow..]);
             // SAFETY: as above, for the last output row.
-            unsafe { avx2::rows(t, &s[(win.oh - 1) * step..], step, None, last, None) };
+            unsafe { avx2::rows(t, &s[(win.oh - 1) * step..], step, None, sc, last, None) };
         }
         return;
     }
     let _ = isa;
     for (oy, yrow) in y.chunks_exact_mut(win.ow).enumerate() {
-        generic_row(t, &s[oy * step..], yrow);
+        generic_row(t, &s[oy * step..], t.scale.map(|sc| &sc[oy * win.ow..][..win.ow]), yrow);
     }
 }
 
 /// Portable row: blocks of 8 outputs accumulated in an array (vectorised by the compiler).
-fn generic_row(taps: Taps, s: &[f32], y: &mut [f32]) {
-    let Taps { red, offs, wts, init } = taps;
+fn generic_row(taps: Taps, s: &[f32], scale: Option<&[f32]>, y: &mut [f32]) {
+    let Taps { red, offs, wts, init, .. } = taps;
     for (b, yb) in y.chunks_mut(V).enumerate() {
         let ox0 = b * V;
         let mut acc = [init; V];
@@ -196,6 +238,9 @@ fn generic_row(taps: Taps, s: &[f32], y: &mut [f32]) {
                 Reduce::Sum => acc.iter_mut().zip(x).for_each(|(a, &v)| *a += v),
             }
         }
+        if let Some(sc) = scale {
+            acc.iter_mut().zip(&sc[ox0..]).for_each(|(a, &m)| *a *= m);
+        }
         yb.copy_from_slice(&acc[..yb.len()]);
     }
 }
@@ -205,35 +250,453 @@ mod avx2 {
     use super::{Reduce, Taps, V};
     use std::arch::x86_64::*;
 
-    /// `ev[i] = src[2i]` and `od[i] = src[2i + 1]` while both exist.
+    /// Whether `x` holds a NaN: 32 floats a step, compared unordered with themselves.
     ///
     /// # Safety
     /// AVX2 is available.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn deinterleave(src: &[f32], ev: &mut [f32], od: &mut [f32]) {
-        let mut i = 0;
-        while 2 * i + 2 * V <= src.len() && i + V <= ev.len() && i + V <= od.len() {
-            // SAFETY: src[2i .. 2i + 16], ev[i .. i + 8] and od[i .. i + 8] are in bounds (the
-            // loop condition).
+    pub(super) unsafe fn has_nan(x: &[f32]) -> bool {
+        let mut chunks = x.chunks_exact(4 * V);
+        let mut m = _mm256_setzero_ps();
+        for c in chunks.by_ref() {
+            // SAFETY: c holds 32 floats.
             unsafe {
-                let a = _mm256_loadu_ps(src.as_ptr().add(2 * i));
-                let b = _mm256_loadu_ps(src.as_ptr().add(2 * i + V));
+                let p = c.as_ptr();
+                let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(V)));
+                let (d, e) = (_mm256_loadu_ps(p.add(2 * V)), _mm256_loadu_ps(p.add(3 * V)));
+                // unord(a, b) is true where either is NaN.
+                m = _mm256_or_ps(m, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+                m = _mm256_or_ps(m, _mm256_cmp_ps::<_CMP_UNORD_Q>(d, e));
+            }
+        }
+        _mm256_movemask_ps(m) != 0 || chunks.remainder().iter().any(|v| v.is_nan())
+    }
+
+    /// 2×2 windows at stride 2 with no padding, all inside the plane: `y[oy·ow + ox]` = max or
+    /// sum (then times `scale[oy·ow + ox]`) of x rows 2oy, 2oy + 1, columns 2ox, 2ox + 1. The
+    /// vertical pair is combined first (contiguous), then the horizontal pairs by a deinterleave.
+    /// Returns false, with `y` partly written, if a max window held a NaN (max drops it).
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with 2·oh ≤ h and 2·ow ≤ w; `y` holds oh·ow floats;
+    /// `scale` (if any) holds oh·ow.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool2x2s2(
+        max: bool,
+        x: &[f32],
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max { pool2x2s2_of::<true>(x, w, ow, scale, y) } else { pool2x2s2_of::<false>(x, w, ow, scale, y) }
+        }
+    }
+
+    /// [`pool2x2s2`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool2x2s2`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool2x2s2_of<const MAX: bool>(
+        x: &[f32],
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let (r0, r1) = (&x[2 * oy * w..][..2 * ow], &x[(2 * oy + 1) * w..][..2 * ow]);
+            let sr = scale.map(|s| &s[oy * ow..][..ow]);
+            let mut ox = 0;
+            while ox + V <= ow {
+                // SAFETY: columns 2ox .. 2ox + 16 ≤ 2·ow of both rows, outputs ox .. ox + 8 ≤ ow.
+                unsafe {
+                    let (p0, p1) = (r0.as_ptr().add(2 * ox), r1.as_ptr().add(2 * ox));
+                    let (a, b) = (_mm256_loadu_ps(p0), _mm256_loadu_ps(p0.add(V)));
+                    let (c, d) = (_mm256_loadu_ps(p1), _mm256_loadu_ps(p1.add(V)));
+                    let (u, v) = if max {
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, c));
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(b, d));
+                        (_mm256_max_ps(a, c), _mm256_max_ps(b, d))
+                    } else {
+                        (_mm256_add_ps(a, c), _mm256_add_ps(b, d))
+                    };
+                    // [u0 u2 v0 v2 | u4 u6 v4 v6] → 64-bit lanes 0, 2, 1, 3: columns in order.
+                    let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+                    let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
+                    let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+                    let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+                    let mut r = if max { _mm256_max_ps(e, o) } else { _mm256_add_ps(e, o) };
+                    if let Some(sr) = sr {
+                        r = _mm256_mul_ps(r, _mm256_loadu_ps(sr.as_ptr().add(ox)));
+                    }
+                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r);
+                }
+                ox += V;
+            }
+            for ox in ox..ow {
+                let t = [r0[2 * ox], r0[2 * ox + 1], r1[2 * ox], r1[2 * ox + 1]];
+                yr[ox] = if max {
+                    nan_tail |= t.iter().any(|v| v.is_nan());
+                    t.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+                } else {
+                    ((t[0] + t[2]) + (t[1] + t[3])) * sr.map_or(1.0, |s| s[ox])
+                };
+            }
+        }
+        !(nan_tail || _mm256_movemask_ps(nan) != 0)
+    }
+
+    /// `dst = src`, returning whether `src` holds a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn copy_check(src: &[f32], dst: &mut [f32]) -> bool {
+        let n = src.len().min(dst.len());
+        let mut m = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 2 * V <= n {
+            // SAFETY: src and dst hold [i, i + 16).
+            unsafe {
+                let a = _mm256_loadu_ps(src.as_ptr().add(i));
+                let b = _mm256_loadu_ps(src.as_ptr().add(i + V));
+                m = _mm256_or_ps(m, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i), a);
+                _mm256_storeu_ps(dst.as_mut_ptr().add(i + V), b);
+            }
+            i += 2 * V;
+        }
+        let mut nan = false;
+        for (d, &v) in dst[i..n].iter_mut().zip(&src[i..n]) {
+            nan |= v.is_nan();
+            *d = v;
+        }
+        nan || _mm256_movemask_ps(m) != 0
+    }
+
+    /// 3×3 windows at stride 2, padding 1 at the top and left: `y[oy·ow + ox]` = max or sum (then
+    /// times `scale[oy·ow + ox]`) of x rows 2oy − 1 ..= 2oy + 1 and columns 2ox − 1 ..= 2ox + 1
+    /// that are inside the plane (a padding tap is max's and the sum's identity, so it is skipped).
+    /// Per 8 outputs: the rows' 16 columns from 2ox are combined vertically, deinterleaved into
+    /// the even (2ox) and odd (2ox + 1) columns, and the odd ones shifted by one lane (the previous
+    /// block's last odd column coming in) give 2ox − 1. Returns false, with `y` partly written,
+    /// if a max window held a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with 2·oh ≤ h + 1 and 2·ow ≤ w where oh = y.len() / ow;
+    /// `scale` (if any) holds y.len() + 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool3x3s2p1(
+        max: bool,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max {
+                pool3x3s2p1_of::<true>(x, h, w, ow, scale, y)
+            } else {
+                pool3x3s2p1_of::<false>(x, h, w, ow, scale, y)
+            }
+        }
+    }
+
+    /// [`pool3x3s2p1`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool3x3s2p1`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool3x3s2p1_of<const MAX: bool>(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
+        let ident = if max { f32::NEG_INFINITY } else { 0.0 };
+        let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
+        let rot = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        // The 16 columns from p of `n` rows (w apart) combined vertically, noting NaN.
+        let vert = |p: *const f32, n: usize, nan: &mut __m256| {
+            // SAFETY: the callers pass p at a row and column whose n rows and 16 columns are
+            // inside the plane.
+            unsafe {
+                let (mut u, mut v) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(V)));
+                if max {
+                    *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(u, v));
+                }
+                for r in 1..n {
+                    let (a, b) = (_mm256_loadu_ps(p.add(r * w)), _mm256_loadu_ps(p.add(r * w + V)));
+                    if max {
+                        *nan = _mm256_or_ps(*nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+                    }
+                    u = op(u, a);
+                    v = op(v, b);
+                }
+                (u, v)
+            }
+        };
+        // [u0 u2 v0 v2 | u4 u6 v4 v6] → 64-bit lanes 0, 2, 1, 3: the even and the odd columns.
+        let split = |u, v| {
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+            )
+        };
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
+            let sr = scale.map(|s| &s[oy * ow..]);
+            let row0 = x[rows.start * w..].as_ptr();
+            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+                // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
+                unsafe {
+                    if let Some(sr) = sr {
+                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
+                    }
+                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
+                }
+            };
+            let mut prev = _mm256_set1_ps(ident);
+            let mut ox = 0;
+            while ox + V <= ow {
+                // Rows inside the plane; columns 2ox .. 2ox + 16 ≤ 2·ow ≤ w.
+                let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
+                let (e, o) = split(u, v);
+                // Column 2ox − 1 of output ox: the odd column of output ox − 1.
+                let left = _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(o, rot), _mm256_permutevar8x32_ps(prev, rot));
+                prev = o;
+                store(yr, ox, op(op(left, e), o));
+                ox += V;
+            }
+            if ox < ow && ow > V {
+                // The last 8 outputs again (the same values where they overlap), their left
+                // columns 2ox − 1 ≥ 1 read directly: the even columns of the 16 from there.
+                let ox = ow - V;
+                let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
+                let (e, o) = split(u, v);
+                let (ul, vl) = vert(row0.wrapping_add(2 * ox - 1), rows.len(), &mut nan);
+                let (left, _) = split(ul, vl);
+                store(yr, ox, op(op(left, e), o));
+                continue;
+            }
+            for ox in ox..ow {
+                let mut t = ident;
+                for r in rows.clone() {
+                    for c in (2 * ox).saturating_sub(1)..2 * ox + 2 {
+                        let v = x[r * w + c];
+                        nan_tail |= v.is_nan();
+                        t = if !max {
+                            t + v
+                        } else if v > t {
+                            v
+                        } else {
+                            t
+                        };
+                    }
+                }
+                yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
+            }
+        }
+        !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
+    }
+
+    /// 3×3 windows at stride 1, padding 1 at the top and left: `y[oy·ow + ox]` = max or sum (then
+    /// times `scale[oy·ow + ox]`) of x rows oy − 1 ..= oy + 1 and columns ox − 1 ..= ox + 1 inside
+    /// the plane (padding taps skipped, as in [`pool3x3s2p1`]). Per 8 outputs the rows' 8 columns
+    /// from ox are combined vertically, and that vector rotated by a lane each way, with the
+    /// neighbouring columns coming in (the previous block's last lane, and column ox + 8
+    /// combined vertically as a scalar), gives the left and right taps. Returns false, with `y`
+    /// partly written, if a max window held a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with oh ≤ h and ow ≤ w where oh = y.len() / ow;
+    /// `scale` (if any) holds y.len() + 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool3x3s1p1(
+        max: bool,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max {
+                pool3x3s1p1_of::<true>(x, h, w, ow, scale, y)
+            } else {
+                pool3x3s1p1_of::<false>(x, h, w, ow, scale, y)
+            }
+        }
+    }
+
+    /// [`pool3x3s1p1`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool3x3s1p1`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool3x3s1p1_of<const MAX: bool>(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
+        let ident = if max { f32::NEG_INFINITY } else { 0.0 };
+        let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
+        let op1 = |a: f32, b: f32| {
+            if !max {
+                a + b
+            } else if b > a {
+                b
+            } else {
+                a
+            }
+        };
+        let (rotr, rotl) = (_mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6), _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let rows = oy.saturating_sub(1)..(oy + 2).min(h);
+            let sr = scale.map(|s| &s[oy * ow..]);
+            let row0 = &x[rows.start * w..];
+            // Column c (inside the plane) combined over the rows, in the vector order.
+            let mut col = |c: usize| {
+                let mut t = row0[c];
+                nan_tail |= t.is_nan();
+                for r in 1..rows.len() {
+                    let v = row0[r * w + c];
+                    nan_tail |= v.is_nan();
+                    t = op1(t, v);
+                }
+                t
+            };
+            let mut vert = |ox: usize| {
+                // SAFETY: the rows are inside the plane and columns ox .. ox + 8 ≤ ow ≤ w.
+                unsafe {
+                    let p = row0.as_ptr().add(ox);
+                    let mut u = _mm256_loadu_ps(p);
+                    if max {
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(u, u));
+                    }
+                    for r in 1..rows.len() {
+                        let a = _mm256_loadu_ps(p.add(r * w));
+                        if max {
+                            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, a));
+                        }
+                        u = op(u, a);
+                    }
+                    u
+                }
+            };
+            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+                // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
+                unsafe {
+                    if let Some(sr) = sr {
+                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
+                    }
+                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
+                }
+            };
+            let mut prev = _mm256_set1_ps(ident);
+            let mut cur = (ow >= V).then(|| vert(0));
+            let mut ox = 0;
+            while let Some(c) = cur {
+                // The next block's vertical combination, when there is one, gives the right
+                // column of this block's last output; else that column is combined as a scalar.
+                let next = (ox + 2 * V <= ow).then(|| vert(ox + V));
+                let right_in = match next {
+                    Some(n) => _mm256_permutevar8x32_ps(n, rotl),
+                    None => _mm256_set1_ps(if ox + V < w { col(ox + V) } else { ident }),
+                };
+                let left =
+                    _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(c, rotr), _mm256_permutevar8x32_ps(prev, rotr));
+                let right = _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(c, rotl), right_in);
+                store(yr, ox, op(op(left, c), right));
+                (prev, cur) = (c, next);
+                ox += V;
+            }
+            if ox < ow && ow > V {
+                // The last 8 outputs again (the same values where they overlap).
+                let ox = ow - V;
+                let cur = vert(ox);
+                let (lc, next) = (col(ox - 1), if ox + V < w { col(ox + V) } else { ident });
+                let left = _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(cur, rotr), _mm256_set1_ps(lc));
+                let right = _mm256_blend_ps::<0x80>(_mm256_permutevar8x32_ps(cur, rotl), _mm256_set1_ps(next));
+                store(yr, ox, op(op(left, cur), right));
+                continue;
+            }
+            for ox in ox..ow {
+                let l = if ox > 0 { col(ox - 1) } else { ident };
+                let r = if ox + 1 < w { col(ox + 1) } else { ident };
+                let t = op1(op1(l, col(ox)), r);
+                yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
+            }
+        }
+        !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
+    }
+
+    /// `ev[i] = src[2i]` and `od[i] = src[2i + 1]` while both exist; returns whether a value
+    /// copied is NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn deinterleave(src: &[f32], ev: &mut [f32], od: &mut [f32]) -> bool {
+        // Pairs (src[2i], src[2i + 1]) both copied, 8 at a time; a last partial 8 is redone as
+        // the 8 pairs ending at `pairs` (rewriting equal values), when there are 8.
+        let pairs = (src.len() / 2).min(ev.len()).min(od.len());
+        let mut m = _mm256_setzero_ps();
+        let mut i = 0;
+        while i < pairs && pairs >= V {
+            let j = i.min(pairs - V);
+            // SAFETY: j + 8 ≤ pairs, so src[2j .. 2j + 16], ev[j .. j + 8] and od[j .. j + 8] are
+            // in bounds.
+            unsafe {
+                let a = _mm256_loadu_ps(src.as_ptr().add(2 * j));
+                let b = _mm256_loadu_ps(src.as_ptr().add(2 * j + V));
+                m = _mm256_or_ps(m, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
                 // [a0 a2 b0 b2 | a4 a6 b4 b6] → 64-bit lanes 0, 2, 1, 3: a0 a2 a4 a6 b0 b2 b4 b6.
                 let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
                 let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
                 let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
                 let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
-                _mm256_storeu_ps(ev.as_mut_ptr().add(i), e);
-                _mm256_storeu_ps(od.as_mut_ptr().add(i), o);
+                _mm256_storeu_ps(ev.as_mut_ptr().add(j), e);
+                _mm256_storeu_ps(od.as_mut_ptr().add(j), o);
             }
-            i += V;
+            i = j + V;
         }
+        let i = if pairs >= V { pairs } else { 0 };
+        let mut nan = false;
         for (d, &v) in ev.iter_mut().skip(i).zip(src.iter().skip(2 * i).step_by(2)) {
+            nan |= v.is_nan();
             *d = v;
         }
         for (d, &v) in od.iter_mut().skip(i).zip(src.iter().skip(2 * i + 1).step_by(2)) {
+            nan |= v.is_nan();
             *d = v;
         }
+        nan || _mm256_movemask_ps(m) != 0
     }
 
     /// One output row (`y1` None) or two (`y0` reading `s`, `y1` reading `s[step..]`), four
@@ -243,25 +706,31 @@ mod avx2 {
     /// # Safety
     /// AVX2 and FMA are available; `s[r·step + o + ox0 ..][..8]` is in bounds for every row r
     /// written, tap offset `o` and vector start `ox0 < y0.len()`; `wts.len() ≥ offs.len()` for
-    /// `Dot`; `y1` (if any) as long as `y0`.
+    /// `Dot`; `y1` (if any) as long as `y0`; `scale` (the scale of row 0, row 1's following it)
+    /// readable at `r·ow + ox0 ..][..8]` likewise.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn rows(
         t: Taps,
         s: &[f32],
         step: usize,
         reuse: Option<usize>,
+        scale: Option<&[f32]>,
         y0: &mut [f32],
         mut y1: Option<&mut [f32]>,
     ) {
         let ow = y0.len();
+        let sc = scale.map(|sc| {
+            debug_assert!(sc.len() >= ow.div_ceil(V) * V + if y1.is_some() { ow } else { 0 });
+            [sc.as_ptr(), sc.as_ptr().wrapping_add(ow)]
+        });
         let mut ox0 = 0;
         // SAFETY (all blocks): as the function's contract.
         unsafe {
             macro_rules! blk {
                 ($b:literal) => {
                     match y1.as_deref_mut() {
-                        Some(y1) => block::<$b, 2>(t, s, step, reuse, [y0.as_mut_ptr(), y1.as_mut_ptr()], ow, ox0),
-                        None => block::<$b, 1>(t, s, step, None, [y0.as_mut_ptr(), y0.as_mut_ptr()], ow, ox0),
+                        Some(y1) => block::<$b, 2>(t, s, step, reuse, sc, [y0.as_mut_ptr(), y1.as_mut_ptr()], ow, ox0),
+                        None => block::<$b, 1>(t, s, step, None, sc, [y0.as_mut_ptr(), y0.as_mut_ptr()], ow, ox0),
                     }
                 };
             }
@@ -281,22 +750,26 @@ mod avx2 {
 
     /// Outputs [ox0, min(ox0 + 8·B, ow)) of R rows (`y[r]`, `ow` floats each, reading
     /// `s[r·step..]`). `reuse` (two rows, `Dot`): the kernel width, when tap (ky + 1, kx) of the
-    /// first row is tap (ky, kx) of the second (offset + step).
+    /// first row is tap (ky, kx) of the second (offset + step). `sc`: row r's outputs are
+    /// multiplied by `sc[r][ox ..]` before they are stored.
     ///
     /// # Safety
-    /// As [`rows`]; `y[r]` for r < R writable for `ow` floats.
+    /// As [`rows`]; `y[r]` for r < R writable for `ow` floats; `sc[r][ox0 + 8i ..][..8]` readable
+    /// for i < B.
     #[target_feature(enable = "avx2,fma")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn block<const B: usize, const R: usize>(
         t: Taps,
         s: &[f32],
         step: usize,
         reuse: Option<usize>,
+        sc: Option<[*const f32; 2]>,
         y: [*mut f32; 2],
         ow: usize,
         ox0: usize,
     ) {
-        let Taps { red, offs, wts, init } = t;
+        let Taps { red, offs, wts, init, .. } = t;
         let mut acc = [[_mm256_set1_ps(init); B]; R];
         let base = s.as_ptr().wrapping_add(ox0);
         // SAFETY: every load is s[r·step + o + ox0 + 8i ..][..8] with r < R, i < B, in bounds by
@@ -370,6 +843,14 @@ mod avx2 {
                 }
             }
         }
+        if let Some(sc) = sc {
+            for (row, &sp) in acc.iter_mut().zip(&sc) {
+                for (i, a) in row.iter_mut().enumerate() {
+                    // SAFETY: sc[r][ox0 + 8i ..][..8] is readable (the contract).
+                    *a = _mm256_mul_ps(*a, unsafe { _mm256_loadu_ps(sp.add(ox0 + i * V)) });
+                }
+            }
+        }
         let n = (ow - ox0).min(B * V);
         for (row, &yp) in acc.iter().zip(&y) {
             if n == B * V {
@@ -378,13 +859,22 @@ mod avx2 {
                     unsafe { _mm256_storeu_ps(yp.add(ox0 + i * V), *a) };
                 }
             } else {
-                let mut tmp = [0.0f32; 4 * V];
+                // Whole vectors stored, the last partial one masked (a memcpy call per row
+                // was 9% of a 28-wide pool).
                 for (i, a) in row.iter().enumerate() {
-                    // SAFETY: tmp holds 4·8 ≥ 8·B floats.
-                    unsafe { _mm256_storeu_ps(tmp.as_mut_ptr().add(i * V), *a) };
+                    let lo = i * V;
+                    if lo + V <= n {
+                        // SAFETY: outputs ox0 + lo .. + 8 ≤ ox0 + n ≤ ow.
+                        unsafe { _mm256_storeu_ps(yp.add(ox0 + lo), *a) };
+                    } else if lo < n {
+                        let keep = _mm256_cmpgt_epi32(
+                            _mm256_set1_epi32((n - lo) as i32),
+                            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                        );
+                        // SAFETY: the mask writes only outputs ox0 + lo .. ox0 + n ≤ ow.
+                        unsafe { _mm256_maskstore_ps(yp.add(ox0 + lo), keep, *a) };
+                    }
                 }
-                // SAFETY: outputs [ox0, ox0 + n) are inside the row.
-                unsafe { std::ptr::copy_nonoverlapping(tmp.as_ptr(), yp.add(ox0), n) };
             }
         }
     }
@@ -467,10 +957,10 @@ impl DepthwiseSpec {
                 )
             };
             if filled != Some(ic) {
-                w.fill(isa, x, &mut s);
+                w.fill(isa, x, &mut s, false);
                 filled = Some(ic);
             }
-            plane(w, isa, Taps { red: Reduce::Dot, offs: &self.offs, wts, init: bias }, &s, y);
+            plane(w, isa, Taps { red: Reduce::Dot, offs: &self.offs, wts, init: bias, scale: None }, &s, y);
             after(u);
         }
     }
@@ -481,26 +971,102 @@ impl DepthwiseSpec {
 
 /// 2-D max or average pooling of one plane through the window kernel: `scratch` comes from
 /// [`Window::scratch`] with −∞ (max) or 0 (sum) and is reused across planes of the same kind.
-/// Average divides by `divisor(oy, ox)` afterwards (0 gives 0).
+/// 2×2 windows at stride 2 with no padding (VGG's and UNet's max pools, DenseNet's average pool)
+/// skip the scratch: a direct kernel reads the plane.
 #[derive(Debug, Clone)]
 pub(crate) struct PoolWindow {
     pub win: Window,
     offs: Vec<usize>,
+    direct2x2: bool,
+    /// 3×3 windows at stride 2 with padding 1 at the top and left (ResNet's stem MaxPool), every
+    /// window's centre inside the plane: a direct kernel that skips the padding taps.
+    direct3x3: bool,
+    /// 3×3 windows at stride 1 with padding 1 at the top and left, centres inside the plane
+    /// (Inception's and DenseNet's 3×3/1 pools): likewise.
+    direct3x3s1: bool,
 }
 
 impl PoolWindow {
     pub fn new(win: Window) -> PoolWindow {
         let offs = win.tap_offsets();
-        PoolWindow { win, offs }
+        let direct2x2 = win.kh == 2
+            && win.kw == 2
+            && win.stride == [2, 2]
+            && win.dil == [1, 1]
+            && win.pad == [0, 0]
+            && 2 * win.oh <= win.h
+            && 2 * win.ow <= win.w;
+        let direct3x3 = win.kh == 3
+            && win.kw == 3
+            && win.stride == [2, 2]
+            && win.dil == [1, 1]
+            && win.pad == [1, 1]
+            && 2 * win.oh <= win.h + 1
+            && 2 * win.ow <= win.w;
+        let direct3x3s1 = win.kh == 3
+            && win.kw == 3
+            && win.stride == [1, 1]
+            && win.dil == [1, 1]
+            && win.pad == [1, 1]
+            && win.oh <= win.h
+            && win.ow <= win.w;
+        PoolWindow { win, offs, direct2x2, direct3x3, direct3x3s1 }
     }
 
-    /// Max (`max` true; the plane must hold no NaN) or sum of each window of plane `x` into `y`.
-    pub fn plane(&self, isa: Isa, max: bool, x: &[f32], scratch: &mut [f32], y: &mut [f32]) {
-        self.win.fill(isa, x, scratch);
+    /// Whether a plane runs a direct kernel (no scratch) when the CPU has AVX2.
+    pub fn direct(&self) -> bool {
+        self.direct2x2 || self.direct3x3 || self.direct3x3s1
+    }
+
+    /// A scratch for [`PoolWindow::plane`], every position holding `pad`.
+    pub fn scratch(&self, pad: f32) -> Vec<f32> {
+        self.win.scratch(pad)
+    }
+
+    /// Max (`max` true) or sum of each window of plane `x` into `y`, the sums multiplied by
+    /// `scale` (per output, oh·ow floats plus [`SCALE_PAD`] readable past them). Returns false,
+    /// with `y` partly written, when a max plane holds a NaN (the kernels' max drops NaN): the
+    /// caller then runs its NaN-aware path.
+    pub fn plane(
+        &self,
+        isa: Isa,
+        max: bool,
+        x: &[f32],
+        scratch: &mut [f32],
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let scale = scale.filter(|_| !max);
+        debug_assert!(scale.is_none_or(|sc| sc.len() >= y.len() + SCALE_PAD));
+        #[cfg(target_arch = "x86_64")]
+        if self.direct2x2 && isa >= Isa::Avx2Fma {
+            // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported); `new`
+            // checked that every window is inside the [h, w] plane x.
+            return unsafe { avx2::pool2x2s2(max, x, self.win.w, self.win.ow, scale, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.direct3x3 && isa >= Isa::Avx2Fma {
+            // SAFETY: as above; `new` checked that every window's centre row and column
+            // (2·oy, 2·ox) and its last column 2·ox + 1 are inside the plane.
+            return unsafe { avx2::pool3x3s2p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.direct3x3s1 && isa >= Isa::Avx2Fma {
+            // SAFETY: as above; `new` checked that every window's centre (oy, ox) is inside the
+            // plane.
+            return unsafe { avx2::pool3x3s1p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
+        }
+        if !self.win.fill(isa, x, scratch, max) {
+            return false;
+        }
         let (red, init) = if max { (Reduce::Max, f32::NEG_INFINITY) } else { (Reduce::Sum, 0.0) };
-        plane(&self.win, isa, Taps { red, offs: &self.offs, wts: &[], init }, scratch, y);
+        plane(&self.win, isa, Taps { red, offs: &self.offs, wts: &[], init, scale }, scratch, y);
+        true
     }
 }
+
+/// Readable floats a [`PoolWindow::plane`] scale table needs past its oh·ow entries.
+pub(crate) const SCALE_PAD: usize = V;
 
 #[cfg(test)]
 mod tests {
@@ -559,15 +1125,66 @@ mod tests {
                         let mut s = win.scratch(pad);
                         // Twice through one scratch: the second plane must not see the first.
                         for _ in 0..2 {
-                            win.fill(isa, &x, &mut s);
+                            win.fill(isa, &x, &mut s, false);
                             let mut y = vec![f32::NAN; oh * ow];
-                            plane(&win, isa, Taps { red, offs: &offs, wts: &wts, init }, &s, &mut y);
+                            plane(&win, isa, Taps { red, offs: &offs, wts: &wts, init, scale: None }, &s, &mut y);
                             for (i, (g, e)) in y.iter().zip(&want).enumerate() {
                                 assert!(
                                     (g - e).abs() <= 1e-5 * (1.0 + e.abs()),
                                     "{red:?} {isa} {win:?} output {i}: {g} vs {e}"
                                 );
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The pooling entry: the direct 2×2/2 kernel and the scratch path, with and without the
+    /// per-output scale, at row lengths around the vector width (floor-mode planes of odd size
+    /// included); a NaN anywhere in a window makes a max plane refuse (false), and a NaN-free one
+    /// never does.
+    #[test]
+    fn pool_windows_match_the_definition() {
+        let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma)];
+        for (h, w) in [(2, 2), (3, 5), (4, 17), (9, 33), (16, 40), (5, 2), (7, 64)] {
+            for (k, s, p) in [(2, 2, 0), (3, 1, 1), (3, 2, 1)] {
+                if h + 2 * p < k || w + 2 * p < k {
+                    continue;
+                }
+                let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+                let win = Window { h, w, kh: k, kw: k, oh, ow, stride: [s, s], dil: [1, 1], pad: [p, p] };
+                let pw = PoolWindow::new(win.clone());
+                assert_eq!(pw.direct2x2, k == 2, "{win:?}");
+                assert_eq!(pw.direct3x3, k == 3 && s == 2 && 2 * oh <= h + 1 && 2 * ow <= w, "{win:?}");
+                assert_eq!(pw.direct3x3s1, k == 3 && s == 1, "{win:?}");
+                let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 3.0).collect();
+                let mut scale: Vec<f32> = (0..oh * ow).map(|i| 1.0 / (1 + i % 9) as f32).collect();
+                scale.resize(oh * ow + SCALE_PAD, 0.0);
+                for max in [true, false] {
+                    let red = if max { Reduce::Max } else { Reduce::Sum };
+                    let init = if max { f32::NEG_INFINITY } else { 0.0 };
+                    let mut want = reference(&win, red, &x, &[], init);
+                    if !max {
+                        want.iter_mut().zip(&scale).for_each(|(y, m)| *y *= m);
+                    }
+                    for isa in isas {
+                        let mut sc = pw.scratch(init);
+                        let mut y = vec![f32::NAN; oh * ow];
+                        assert!(pw.plane(isa, max, &x, &mut sc, Some(&scale), &mut y), "{isa} {win:?}");
+                        for (i, (g, e)) in y.iter().zip(&want).enumerate() {
+                            // Sums of ≤ 9 values of size ≤ 5 in another order: 1e-5 relative.
+                            assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "{red:?} {isa} {win:?} {i}: {g} vs {e}");
+                        }
+                        // A NaN in the last window's last tap (inside the plane).
+                        let mut xn = x.clone();
+                        let (iy, ix) = ((oh - 1) * s + k - 1 - p, (ow - 1) * s + k - 1 - p);
+                        xn[iy.min(h - 1) * w + ix.min(w - 1)] = f32::NAN;
+                        let ok = pw.plane(isa, max, &xn, &mut sc, Some(&scale), &mut y);
+                        assert_eq!(ok, !max, "{isa} {win:?} max {max}");
+                        if !max {
+                            assert!(y[oh * ow - 1].is_nan(), "{isa} {win:?}");
                         }
                     }
                 }
@@ -591,9 +1208,10 @@ mod tests {
                 let want = reference(&win, Reduce::Dot, &x, &wts, 0.25);
                 for isa in isas {
                     let mut scratch = win.scratch(0.0);
-                    win.fill(isa, &x, &mut scratch);
+                    win.fill(isa, &x, &mut scratch, false);
                     let mut y = vec![f32::NAN; ow];
-                    plane(&win, isa, Taps { red: Reduce::Dot, offs: &offs, wts: &wts, init: 0.25 }, &scratch, &mut y);
+                    let t = Taps { red: Reduce::Dot, offs: &offs, wts: &wts, init: 0.25, scale: None };
+                    plane(&win, isa, t, &scratch, &mut y);
                     assert_eq!(y, want, "{isa} ow {ow} k {k} stride {s}");
                 }
             }

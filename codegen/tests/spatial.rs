@@ -242,3 +242,79 @@ fn depthwise_conv_fused_epilogue() {
         }
     }
 }
+
+/// The 2×2/2 pools without padding and the 3×3/2 and 3×3/1 ones with padding 1 (direct kernels,
+/// no scratch) and AveragePool's divisor table
+/// (multiplied in as the window sums are stored), at both ISAs and thread counts: planes of width
+/// 1, odd sizes (floor mode drops the last row/column, whose NaN must then not show), rows of
+/// whole vectors plus tails, NaN in a vector block and in a tail of MaxPool (the plane then takes
+/// the NaN-aware path), ceil_mode (partial windows: not the direct kernel), and pads as large as
+/// the kernel, so that some windows are wholly padding (count 0 gives 0, or count the pads).
+#[test]
+fn pools_direct_2x2_and_divisor_table() {
+    let mut rng = XRng(23);
+    let win = |k: usize, s: usize, p: usize, ceil_mode| PoolWindow {
+        kernel_shape: vec![k, k],
+        strides: vec![s, s],
+        pads: vec![p; 4],
+        dilations: vec![1, 1],
+        ceil_mode,
+    };
+    let avg = |w, count_include_pad| Op::AveragePool { window: w, count_include_pad };
+    let ops = [
+        (Op::MaxPool(win(2, 2, 0, false)), EXACT),
+        (Op::MaxPool(win(2, 2, 0, true)), EXACT),
+        (avg(win(2, 2, 0, false), false), SUMS),
+        (avg(win(2, 2, 0, false), true), SUMS),
+        (avg(win(2, 2, 0, true), false), SUMS),
+        (avg(win(2, 2, 2, false), false), SUMS),
+        (avg(win(2, 1, 2, false), true), SUMS),
+        (avg(win(3, 2, 1, true), true), SUMS),
+        (avg(win(3, 1, 3, false), false), SUMS),
+        // 3×3/2 with padding 1 (ResNet's stem pool): a direct kernel where 2·oh ≤ h + 1 and
+        // 2·ow ≤ w (here 16×40, 6×66, 9×48, 7×18, 2×2), whole vectors, and a last overlapping one.
+        (Op::MaxPool(win(3, 2, 1, false)), EXACT),
+        (avg(win(3, 2, 1, false), true), SUMS),
+        (avg(win(3, 2, 1, false), false), SUMS),
+        // 3×3/1 with padding 1: a direct kernel (oh ≤ h, ow ≤ w), rows of 1 to 66 outputs.
+        (Op::MaxPool(win(3, 1, 1, false)), EXACT),
+        (avg(win(3, 1, 1, false), true), SUMS),
+        (avg(win(3, 1, 1, false), false), SUMS),
+    ];
+    let shapes = [
+        [1, 2, 3, 1],
+        [1, 3, 2, 2],
+        [2, 3, 5, 9],
+        [1, 2, 4, 17],
+        [1, 4, 16, 40],
+        [1, 2, 6, 66],
+        [1, 3, 9, 48],
+        [1, 3, 7, 18],
+    ];
+    for shape in shapes {
+        let plane = shape[2] * shape[3];
+        let mut x = rng.tensor(&shape, -3.0, 3.0);
+        if let kiln_ir::TensorData::F32(v) = x.data() {
+            let mut v = v.clone();
+            // Plane 1: NaN in the first window; plane 2 (if any): NaN at the last element.
+            v[plane + 1.min(plane - 1)] = f32::NAN;
+            if shape[1] > 2 {
+                v[3 * plane - 1] = f32::NAN;
+            }
+            x = kiln_ir::Tensor::new(shape.to_vec(), kiln_ir::TensorData::F32(v)).unwrap();
+        }
+        for (op, tol) in &ops {
+            let (Op::MaxPool(wi) | Op::AveragePool { window: wi, .. }) = op else { unreachable!() };
+            if (0..2).any(|a| shape[2 + a] + 2 * wi.pads[a] < wi.kernel_shape[a]) {
+                continue;
+            }
+            let mut spec = Spec::new();
+            spec.input("x", x.clone()).node("pool", op.clone(), &["x"], &["y"]).output("y");
+            for threads in [1, 2] {
+                for isa in ISAS {
+                    check_with(&spec, *tol, &isa_options(threads, isa));
+                }
+            }
+        }
+    }
+}

@@ -41,6 +41,10 @@ def pool(name, op, x, k, stride, pad, **attrs):
     return name, node, x, []
 
 
+def global_pool(name, op, x):
+    return name, helper.make_node(op, ["x"], ["y"]), x, []
+
+
 CASES = [
     conv("dw3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1, group=64),
     conv("dw7x7_64x56", (1, 64, 56, 56), 64, 7, pad=3, group=64),
@@ -49,6 +53,11 @@ CASES = [
     pool("maxpool3x3s2_64x112", "MaxPool", (1, 64, 112, 112), 3, 2, 1),
     pool("maxpool2x2s2_64x56", "MaxPool", (1, 64, 56, 56), 2, 2, 0),
     pool("avgpool3x3s1_64x56", "AveragePool", (1, 64, 56, 56), 3, 1, 1, count_include_pad=0),
+    pool("avgpool2x2s2_64x56", "AveragePool", (1, 64, 56, 56), 2, 2, 0, count_include_pad=0),
+    pool("avgpool2x2s2cip_64x56", "AveragePool", (1, 64, 56, 56), 2, 2, 0, count_include_pad=1),
+    pool("avgpool3x3s2cip_64x56", "AveragePool", (1, 64, 56, 56), 3, 2, 1, count_include_pad=1),
+    global_pool("gap_512x7", "GlobalAveragePool", (1, 512, 7, 7)),
+    global_pool("gap_1280x7", "GlobalAveragePool", (1, 1280, 7, 7)),
     conv("conv1x1_256to64x56", (1, 256, 56, 56), 64, 1),
     conv("conv3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1),
     conv("stem7x7s2_3x224", (1, 3, 224, 224), 64, 7, stride=2, pad=3),
