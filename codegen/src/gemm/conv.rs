@@ -1,28 +1,30 @@
 //! Dense convolution as an implicit GEMM on weights packed at compile time: per (image, group)
 //! the output `[M, OH·OW]` is `W[M × C·kh·kw] · col[C·kh·kw × OH·OW]`, with the weights as the
-//! left operand, packed once into the micro-kernel's MR-row panels ([`PackedConv::new`]), and the
+//! left operand, packed once into the micro-kernel's `mr`-row panels ([`PackedConv::new`]: 6 rows
+//! for the AVX2 and portable kernels, 12 or 8 for the AVX-512 one, chosen by the plan's `Isa`), and the
 //! im2col matrix never materialised: each KC×(block of output rows) piece of it is gathered
 //! into NR-pixel panels (an L2-sized scratch) just before the micro-kernels read it, from a
 //! zero-padded, stride-phase-split copy of the input rows the block reads (the *window*,
 //! [`WindowGeo`]), where every run of a panel's pixels in one output row is 16 contiguous floats
 //! for any stride, dilation or padding: the gather is whole-vector copies with no tests. C rows are output channels and C columns output pixels, so tiles are
 //! stored straight into NCHW (16 contiguous pixels per row), and the same micro-kernels as the
-//! packed GEMM run (AVX2+FMA or portable, by `Isa`).
+//! packed GEMM run (AVX-512, AVX2+FMA or portable, by `Isa`; the AVX-512 one covers two pixel
+//! panels, 32 pixels, per call).
 //!
 //! ```text
 //! unit = (image, group, block of whole output rows, part of the channel panels)
 //!   bias → C block (or C is overwritten by the first K block)
 //!   the block's input rows → window (padding as zeros, phases of the column stride)
 //!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
-//!     MR-channel panels of the part (A micro-panel MR×KC, 6 KiB, stays in L1)
-//!       NR-pixel panels of the block → micro-kernel
+//!     mr-channel panels of the part (A micro-panel mr×KC, 6 or 12 KiB, stays in L1)
+//!       NR-pixel panels of the block (1 or 2 per call) → micro-kernel
 //!   after(unit) — the fused epilogue on the block's rows, while they are in cache
 //! ```
 //!
 //! Each output is reduced in the same order (k ascending) whatever the split, so results do not
 //! depend on the thread count.
 
-use super::{Kernel, MR, NR, Tile};
+use super::{Kernel, NR, Tile};
 use crate::Isa;
 use crate::host::Im2Col;
 
@@ -119,31 +121,48 @@ pub struct PackedConv {
     /// Output rows per block.
     pub rows_per_block: usize,
     win: WindowGeo,
-    /// Per group, `ceil(m/MR)` panels of `k` columns of MR floats (rows past m zero).
+    /// Rows of the weight panels: the tile height of the kernel they were packed for.
+    mr: usize,
+    /// The 1×1 identity case: per input channel, its plane's offset in the input (B row k of a
+    /// block is channel k's plane from the block's first pixel: the indirect kernel reads whole
+    /// 16-pixel panels there, with no gather). Empty otherwise.
+    plane_taps: Vec<usize>,
+    /// Per group, `ceil(m/mr)` panels of `k` columns of `mr` floats (rows past m zero).
     wts: Vec<f32>,
 }
 
 impl PackedConv {
-    /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`). `Err` names what was wrong: a weight of
-    /// the wrong length or a packed copy that cannot be allocated.
-    pub fn new(n: usize, groups: usize, m: usize, geo: Im2Col, bias: bool, w: &[f32]) -> Result<PackedConv, String> {
+    /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`) for the kernel `isa` selects on this CPU
+    /// (the one [`PackedConv::run`] with the same `isa` runs). `Err` names what was wrong: a
+    /// weight of the wrong length or a packed copy that cannot be allocated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        n: usize,
+        groups: usize,
+        m: usize,
+        geo: Im2Col,
+        bias: bool,
+        isa: Isa,
+        w: &[f32],
+    ) -> Result<PackedConv, String> {
         let k = geo.c * geo.kh * geo.kw;
         if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
             return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
         }
-        let panels = m.div_ceil(MR);
+        let mr = Kernel::for_isa(isa).conv_mr(m);
+        let panels = m.div_ceil(mr);
         let len =
-            groups.checked_mul(panels).and_then(|x| x.checked_mul(MR * k)).ok_or("packed weight size overflows")?;
+            groups.checked_mul(panels).and_then(|x| x.checked_mul(mr * k)).ok_or("packed weight size overflows")?;
         let mut wts = Vec::new();
         wts.try_reserve_exact(len).map_err(|_| format!("cannot allocate {} bytes for a packed weight", len * 4))?;
         wts.resize(len, 0.0);
         for g in 0..groups {
             for i in 0..panels {
-                let panel = &mut wts[(g * panels + i) * MR * k..(g * panels + i + 1) * MR * k];
-                for r in 0..MR.min(m - i * MR) {
-                    let row = &w[(g * m + i * MR + r) * k..][..k];
+                let panel = &mut wts[(g * panels + i) * mr * k..(g * panels + i + 1) * mr * k];
+                for r in 0..mr.min(m - i * mr) {
+                    let row = &w[(g * m + i * mr + r) * k..][..k];
                     for (kk, &v) in row.iter().enumerate() {
-                        panel[kk * MR + r] = v;
+                        panel[kk * mr + r] = v;
                     }
                 }
             }
@@ -151,7 +170,8 @@ impl PackedConv {
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
         let rows_per_block = rows_per_block(geo.oh, geo.ow);
         let win = WindowGeo::new(&geo, rows_per_block);
-        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, wts })
+        let plane_taps = if geo.is_identity() { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
+        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, mr, plane_taps, wts })
     }
 
     pub fn bytes(&self) -> usize {
@@ -165,7 +185,7 @@ impl PackedConv {
 
     /// Channel panels per group (the finest split of one block).
     pub fn m_panels(&self) -> usize {
-        self.m.div_ceil(MR)
+        self.m.div_ceil(self.mr)
     }
 
     pub fn flops(&self) -> usize {
@@ -193,12 +213,15 @@ impl PackedConv {
         isa: Isa,
         after: &mut dyn FnMut(usize, usize, usize, usize, usize),
     ) {
-        let kernel = Kernel::for_isa(isa);
+        // The kernel the weights were packed for; another `isa` than `new`'s (not done by the
+        // plan) falls back to the portable kernel, which reads panels of any height.
+        let kernel = Some(Kernel::for_isa(isa)).filter(|k| k.conv_mr(self.m) == self.mr).unwrap_or(Kernel::Generic);
+        let (mr, wide) = (self.mr, kernel.panels_per_call());
         let geo = &self.geo;
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
-        let indirect = !identity && kernel.has_indirect();
+        let indirect = kernel.has_indirect();
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
@@ -212,7 +235,7 @@ impl PackedConv {
                 let g = u / parts / blocks % self.groups;
                 let img = u / parts / blocks / self.groups;
                 let (i0, i1) = crate::pool::chunk(panels, parts, part);
-                let (r0, r1) = (i0 * MR, (i1 * MR).min(self.m));
+                let (r0, r1) = (i0 * mr, (i1 * mr).min(self.m));
                 if r0 >= r1 {
                     continue;
                 }
@@ -250,64 +273,86 @@ impl PackedConv {
                     if kc > 0 {
                         let dst = &mut bpack[..kc * npan * NR];
                         if identity {
-                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix);
+                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix, indirect);
                         } else {
                             self.gather(isa, dst, &win, k0, npix, indirect);
                         }
                     }
+                    // A tile of pixel panels [p, p + np) (np ≤ wide) and channel panel i, its
+                    // B rows at `b` (+ `b_next` for the second panel) through `offs` or packed.
+                    let tile = |i: usize, p: usize, np: usize, b_next: usize| Tile {
+                        kc,
+                        rows: mr.min(self.m - i * mr),
+                        cols: (np * NR).min(npix - p * NR),
+                        alpha: 1.0,
+                        beta: 1.0,
+                        load_c: self.bias || k0 > 0,
+                        c_rs: plane as isize,
+                        b_next: b_next as isize,
+                        mr,
+                    };
+                    let weights = |i: usize| &self.wts[(g * panels + i) * mr * self.k + k0 * mr..][..kc * mr];
                     if indirect {
                         // Panels of 16 pixels in one output row are read straight from the window
                         // (B row k at the panel's offset + the tap's), the others from the gathered
-                        // panels; each pixel panel stays in L1 across the channel panels.
-                        let taps = &self.win.taps[k0..k0 + kc];
+                        // panels; each pixel panel stays in L1 across the channel panels. A wide
+                        // kernel takes two adjacent panels read the same way in one call. In the
+                        // 1×1 identity case every whole panel is read from the input planes.
+                        let (src, taps) = if identity {
+                            (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
+                        } else {
+                            (win.as_ptr(), &self.win.taps[k0..k0 + kc])
+                        };
                         let step = geo.stride[0] * self.win.row;
-                        for p in 0..npan {
-                            let (q, cols) = (p * NR, NR.min(npix - p * NR));
-                            let full = cols == NR && q % geo.ow + NR <= geo.ow;
+                        let full = |p: usize| {
+                            let q = p * NR;
+                            NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
+                        };
+                        let base = |p: usize| {
+                            if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow }
+                        };
+                        let mut p = 0;
+                        while p < npan {
+                            let mut np = wide.min(npan - p);
+                            if np == 2 && full(p) != full(p + 1) {
+                                np = 1;
+                            }
                             for i in i0..i1 {
-                                let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
-                                let tile = Tile {
-                                    kc,
-                                    rows: MR.min(self.m - i * MR),
-                                    cols,
-                                    alpha: 1.0,
-                                    beta: 1.0,
-                                    load_c: self.bias || k0 > 0,
-                                    c_rs: plane as isize,
-                                };
+                                let ap = weights(i);
                                 // SAFETY: as below; a full panel's B rows are 16 floats of the
                                 // window at (q / ow)·step + q mod ow + tap, inside its slack
-                                // (WindowGeo::len), as the gather reads them.
+                                // (WindowGeo::len), as the gather reads them, or (identity) of
+                                // the input at tap + q0 + q, inside the channel's plane as the
+                                // block's pixels are; of two full panels the second's are
+                                // b_next floats after the first's.
                                 unsafe {
-                                    let c = out.add(i * MR * plane + q);
-                                    if full {
-                                        let b = win.as_ptr().add(q / geo.ow * step + q % geo.ow);
-                                        kernel.run_indirect(&tile, ap.as_ptr(), b, taps.as_ptr(), c);
+                                    let c = out.add(i * mr * plane + p * NR);
+                                    if full(p) {
+                                        let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
+                                        let b = src.add(base(p));
+                                        kernel.run_indirect(&t, ap.as_ptr(), b, taps.as_ptr(), c);
                                     } else {
-                                        kernel.run(&tile, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                        let t = tile(i, p, np, kc * NR);
+                                        kernel.run(&t, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
                                     }
                                 }
                             }
+                            p += np;
                         }
                     }
                     for i in (i0..i1).filter(|_| !indirect) {
-                        let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
-                        for p in 0..npan {
-                            let tile = Tile {
-                                kc,
-                                rows: MR.min(self.m - i * MR),
-                                cols: NR.min(npix - p * NR),
-                                alpha: 1.0,
-                                beta: 1.0,
-                                load_c: self.bias || k0 > 0,
-                                c_rs: plane as isize,
-                            };
+                        let ap = weights(i);
+                        let mut p = 0;
+                        while p < npan {
+                            let np = wide.min(npan - p);
                             // SAFETY: the tile's rows (channels < m) and columns (pixels of the
-                            // block) are inside the output; ap and the panel hold kc·MR and kc·NR.
+                            // block) are inside the output; ap holds kc·mr floats and the np
+                            // panels kc·NR each, kc·NR apart.
                             unsafe {
                                 let bp = bpack.as_ptr().add(p * kc * NR);
-                                kernel.run(&tile, ap.as_ptr(), bp, out.add(i * MR * plane + p * NR));
+                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bp, out.add(i * mr * plane + p * NR));
                             }
+                            p += np;
                         }
                     }
                     k0 += kc;
@@ -422,11 +467,15 @@ fn first16(s: &[f32]) -> &[f32; NR] {
 }
 
 /// The 1×1, stride 1, unpadded case: rows `k0..` of the im2col matrix are the channel planes of
-/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each.
-fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize) {
+/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each. `skip_full`: leave the
+/// whole 16-pixel panels unwritten (the indirect kernel reads those from `x`).
+fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize, skip_full: bool) {
     let kc = dst.len() / npix.div_ceil(NR) / NR;
     for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
         let (pq, cols) = (q0 + p * NR, NR.min(npix - p * NR));
+        if skip_full && cols == NR {
+            continue;
+        }
         for (kk, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
             let src = &x[(k0 + kk) * plane + pq..];
             match src.first_chunk::<NR>() {
@@ -538,7 +587,7 @@ mod tests {
         let w = data(mt * cs.c * cs.k[0] * cs.k[1], 2 + cs.m as u64);
         let b = data(mt, 3);
         let (want, tol) = reference(cs, &g, &x, &w, &b);
-        let pc = PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, &w).unwrap();
+        let pc = PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, isa, &w).unwrap();
         // NaN-filled output: any element the kernel skips fails the check.
         let mut out = vec![f32::NAN; want.len()];
         let args = [out.as_mut_ptr() as *mut u8, x.as_ptr() as *mut u8, w.as_ptr() as *mut u8, b.as_ptr() as *mut u8];

@@ -99,12 +99,19 @@ pub(super) fn lower_conv(
     // im2col matrix, bias and epilogue fused — unless the output plane is so small that most of
     // its 16-pixel panels would be idle columns (see panel_fill).
     if let Place::Weight(wi) = cx.input(ins[1], &name)?
-        && let WeightData::F32(data) = &cx.weights[wi]
+        && let Some(data) = cx.weights[wi].f32()
         && crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9
     {
-        let packed =
-            crate::gemm::conv::PackedConv::new(spec.n, spec.groups, spec.m_per_group, ic.clone(), spec.bias, data)
-                .map_err(|e| Error::new(format!("node '{name}'"), format!("cannot pack its weight: {e}")))?;
+        let packed = crate::gemm::conv::PackedConv::new(
+            spec.n,
+            spec.groups,
+            spec.m_per_group,
+            ic.clone(),
+            spec.bias,
+            cx.isa,
+            data,
+        )
+        .map_err(|e| Error::new(format!("node '{name}'"), format!("cannot pack its weight: {e}")))?;
         let mut args = vec![cx.out_buf(out_v)];
         for v in &ins {
             args.push(cx.input(*v, &name)?);
