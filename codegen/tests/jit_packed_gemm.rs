@@ -65,8 +65,8 @@ fn ragged_shapes_every_tile() {
 /// and a 1×1. Tolerance as the GEMM's, k = C·kh·kw.
 #[test]
 fn dense_conv_every_tile() {
-    // (c, m, h, w, k, stride, pad); every output plane fills ≥ 90% of its 16-pixel panels (below
-    // that the conv keeps im2col + GEMM: gemm::conv::panel_fill).
+    // (c, m, h, w, k, stride, pad); output planes filling ≥ 90% of their 16-pixel panels, and
+    // small ones (below 90%: gemm::conv::panel_fill), which run PackedConv::by_channels.
     let cases = [
         (3, 16, 29, 29, 7, 2, 3),
         (8, 13, 12, 40, 3, 1, 1),
@@ -74,6 +74,10 @@ fn dense_conv_every_tile() {
         (5, 64, 12, 12, 3, 1, 1),
         (20, 11, 14, 14, 1, 1, 0),
         (7, 30, 9, 31, 3, 2, 1),
+        // Small planes (3², 6², 7²), the register tile along output channels.
+        (24, 40, 3, 3, 3, 1, 1),
+        (9, 16, 12, 12, 3, 2, 1),
+        (33, 20, 7, 7, 1, 1, 0),
     ];
     for (c, m, h, w, k, s, p) in cases {
         let mut rng = XRng((c * 100 + m) as u64);

@@ -127,6 +127,9 @@ pub struct PackedConv {
     /// block is channel k's plane from the block's first pixel: the indirect kernel reads whole
     /// 16-pixel panels there, with no gather). Empty otherwise.
     plane_taps: Vec<usize>,
+    /// Small output planes ([`PackedConv::by_channels`]): per group, the weight transposed and
+    /// packed as a GEMM's B (`k × m`, 16-channel panels); `wts` is then empty.
+    by_channels: Option<Vec<super::PackedB>>,
     /// Per group, `ceil(m/mr)` panels of `k` columns of `mr` floats (rows past m zero).
     wts: Vec<f32>,
 }
@@ -171,11 +174,50 @@ impl PackedConv {
         let rows_per_block = rows_per_block(geo.oh, geo.ow);
         let win = WindowGeo::new(&geo, rows_per_block);
         let plane_taps = if geo.is_identity() { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
-        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, mr, plane_taps, wts })
+        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, mr, plane_taps, by_channels: None, wts })
+    }
+
+    /// A conv whose output plane is too small for 16-pixel panels (3², 6², 7²: [`panel_fill`]
+    /// below 0.9) run with the register tile along output channels: per (image, group) the
+    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is the packed GEMM with Wᵀ as its
+    /// B (packed now, 16-channel panels) and the im2col matrix as its A (strides (1, OH·OW), packed
+    /// per call), written to a scratch and transposed into NCHW with the bias. Threads split the
+    /// channel panels. `Err` as [`PackedConv::new`].
+    pub fn by_channels(
+        n: usize,
+        groups: usize,
+        m: usize,
+        geo: Im2Col,
+        bias: bool,
+        w: &[f32],
+    ) -> Result<PackedConv, String> {
+        let k = geo.c * geo.kh * geo.kw;
+        if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
+            return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
+        }
+        let packed = (0..groups)
+            .map(|g| super::PackedB::pack(&w[g * m * k..(g + 1) * m * k], k, m, 1, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let win = WindowGeo::new(&geo, geo.oh);
+        Ok(PackedConv {
+            n,
+            groups,
+            m,
+            bias,
+            k,
+            kc: 0,
+            rows_per_block: geo.oh.max(1),
+            win,
+            mr: NR,
+            plane_taps: Vec::new(),
+            by_channels: Some(packed),
+            wts: Vec::new(),
+            geo,
+        })
     }
 
     pub fn bytes(&self) -> usize {
-        self.wts.len() * 4
+        self.wts.len() * 4 + self.by_channels.iter().flatten().map(|b| b.bytes()).sum::<usize>()
     }
 
     /// Blocks of output rows per (image, group).
@@ -194,6 +236,9 @@ impl PackedConv {
 
     /// Work units when each block's channel panels are split in `parts`.
     pub fn units(&self, parts: usize) -> usize {
+        if self.by_channels.is_some() {
+            return self.n * self.groups * parts;
+        }
         self.n * self.groups * self.blocks() * parts
     }
 
@@ -215,6 +260,11 @@ impl PackedConv {
     ) {
         // The kernel the weights were packed for; another `isa` than `new`'s (not done by the
         // plan) falls back to the portable kernel, which reads panels of any height.
+        if let Some(packed) = &self.by_channels {
+            // SAFETY: per this function's contract.
+            unsafe { self.run_by_channels(packed, args, lo, hi, parts, isa, after) };
+            return;
+        }
         let kernel = Some(Kernel::for_isa(isa)).filter(|k| k.conv_mr(self.m) == self.mr).unwrap_or(Kernel::Generic);
         let (mr, wide) = (self.mr, kernel.panels_per_call());
         let geo = &self.geo;
@@ -363,6 +413,70 @@ impl PackedConv {
                 after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
             }
             cell.set((bpack, win));
+        });
+    }
+
+    /// [`PackedConv::run`] of a [`PackedConv::by_channels`] conv: unit = (image, group, part of
+    /// the 16-channel panels).
+    ///
+    /// # Safety
+    /// As [`PackedConv::run`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_by_channels(
+        &self,
+        packed: &[super::PackedB],
+        args: &[*mut u8],
+        lo: usize,
+        hi: usize,
+        parts: usize,
+        isa: Isa,
+        after: &mut dyn FnMut(usize, usize, usize, usize, usize),
+    ) {
+        let geo = &self.geo;
+        let (plane, m) = (geo.oh * geo.ow, self.m);
+        let panels = m.div_ceil(NR);
+        SCRATCH.with(|cell| {
+            let (mut col, mut ct) = cell.take();
+            col.resize(self.k * plane, 0.0);
+            ct.resize(plane * m, 0.0);
+            for u in lo..hi {
+                let part = u % parts;
+                let g = u / parts % self.groups;
+                let img = u / parts / self.groups;
+                let (p0, p1) = crate::pool::chunk(panels, parts, part);
+                let (c0, c1) = (p0 * NR, (p1 * NR).min(m));
+                if c0 >= c1 {
+                    continue;
+                }
+                let prod = super::Product {
+                    m: plane,
+                    a_rs: 1,
+                    a_cs: plane as isize,
+                    c_rs: m as isize,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    accumulate: false,
+                };
+                // SAFETY: the image's group planes are inside x and the (image, group) output
+                // planes inside out (caller: args sized for these shapes); col holds the K×plane
+                // im2col matrix and ct the plane×m product, which the GEMM reads and writes
+                // through those strides; bias holds groups·m floats.
+                unsafe {
+                    let x = (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w);
+                    geo.run_tile(x, col.as_mut_ptr(), 0, plane);
+                    prod.run(isa, col.as_ptr(), &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
+                    let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
+                    for j in c0..c1 {
+                        let b = if self.bias { *(args[3] as *const f32).add(g * m + j) } else { 0.0 };
+                        let row = std::slice::from_raw_parts_mut(out.add(j * plane), plane);
+                        for (q, d) in row.iter_mut().enumerate() {
+                            *d = ct[q * m + j] + b;
+                        }
+                    }
+                }
+                after(img, g * m + c0, g * m + c1, 0, geo.oh);
+            }
+            cell.set((col, ct));
         });
     }
 
@@ -581,13 +695,22 @@ mod tests {
     /// Runs the case in `chunks` contiguous unit ranges with channel panels split in `parts`,
     /// and checks every output and that `after` reported every (channel, row) exactly once.
     fn check(isa: Isa, cs: &Case, parts: usize, chunks: usize) {
+        check_packed(isa, cs, parts, chunks, false);
+    }
+
+    /// As [`check`]; `by_channels`: the conv packed by [`PackedConv::by_channels`].
+    fn check_packed(isa: Isa, cs: &Case, parts: usize, chunks: usize, by_channels: bool) {
         let Some(g) = geo(cs) else { return };
         let (mt, ct) = (cs.m * cs.groups, cs.c * cs.groups);
         let x = data(cs.n * ct * cs.h * cs.w, 1 + cs.h as u64);
         let w = data(mt * cs.c * cs.k[0] * cs.k[1], 2 + cs.m as u64);
         let b = data(mt, 3);
         let (want, tol) = reference(cs, &g, &x, &w, &b);
-        let pc = PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, isa, &w).unwrap();
+        let pc = if by_channels {
+            PackedConv::by_channels(cs.n, cs.groups, cs.m, g.clone(), cs.bias, &w).unwrap()
+        } else {
+            PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, isa, &w).unwrap()
+        };
         // NaN-filled output: any element the kernel skips fails the check.
         let mut out = vec![f32::NAN; want.len()];
         let args = [out.as_mut_ptr() as *mut u8, x.as_ptr() as *mut u8, w.as_ptr() as *mut u8, b.as_ptr() as *mut u8];
@@ -645,6 +768,30 @@ mod tests {
             for cs in &cases {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
                     check(isa, cs, parts, chunks);
+                }
+            }
+        }
+    }
+
+    /// The channel-tiled form for small planes: channels off the 16-column panels and the 32-column
+    /// AVX-512 tile, planes of 1 to 7² pixels (rows off every tile height), K past one KC block
+    /// and past one span of A blocks, strides and pads, groups, 1×1, no bias, no input channels.
+    #[test]
+    fn by_channels_matches_the_definition() {
+        let mut cases = vec![
+            case(16, 16, 3, 3, 3, 1, 1, 1),  // a 3² plane
+            case(30, 33, 6, 6, 3, 1, 1, 1),  // 6², K = 270
+            case(120, 17, 5, 5, 3, 2, 1, 1), // 3², K = 1080: two spans of A blocks
+            case(9, 48, 7, 7, 1, 1, 1, 0),   // 7² 1×1 identity
+            case(4, 70, 13, 13, 3, 2, 1, 1), // 7², stride 2
+            case(3, 1, 1, 1, 1, 1, 1, 0),    // one output, one channel
+            case(0, 20, 3, 3, 3, 1, 1, 1),   // no input channels: bias only
+        ];
+        cases.push(Case { n: 2, groups: 3, bias: false, ..case(4, 19, 4, 4, 3, 1, 1, 1) });
+        for isa in isas() {
+            for cs in &cases {
+                for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 4)] {
+                    check_packed(isa, cs, parts, chunks, true);
                 }
             }
         }
