@@ -105,6 +105,11 @@ pub fn panel_fill(oh: usize, ow: usize) -> f64 {
     (oh * ow) as f64 / computed as f64
 }
 
+/// Largest output plane (pixels) [`PackedConv::by_channels`] is used for: its per-thread scratch
+/// holds the plane's whole im2col matrix (K × pixels; 7² planes of K = 4608 are 0.9 MB), which
+/// the memory plan does not count.
+pub const BY_CHANNELS_MAX_PIXELS: usize = 64;
+
 /// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
 /// or `[out, x, w, bias]` (`w` is never read: the packed copy is), then the epilogue's.
 #[derive(Debug)]
