@@ -458,18 +458,29 @@ unsafe fn generic_dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) 
 }
 
 unsafe fn generic<const R: usize>(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
-    // SAFETY: per the caller's contract (A's last column is read up to row R).
-    let (a, b) = unsafe {
-        let a_len = if t.kc == 0 { 0 } else { (t.kc - 1) * t.mr + R };
-        (std::slice::from_raw_parts(a, a_len), std::slice::from_raw_parts(b, t.kc * NR))
-    };
     let mut acc = [[0.0f32; NR]; R];
-    for (ap, bp) in a.chunks(t.mr).zip(b.chunks_exact(NR)) {
+    // SAFETY: per the caller's contract (A's last column is read up to row R).
+    let b = unsafe { std::slice::from_raw_parts(b, t.kc * NR) };
+    let step = |acc: &mut [[f32; NR]; R], ap: &[f32], bp: &[f32]| {
         for (row, &av) in acc.iter_mut().zip(ap) {
             for (x, &bv) in row.iter_mut().zip(bp) {
                 // Not mul_add: without FMA hardware that is a libm call per element.
                 *x += av * bv;
             }
+        }
+    };
+    if t.mr == MR {
+        // The packed GEMM's own panels (MR high, padded): a fixed stride, which vectorises.
+        // SAFETY: as above; the panel holds kc·MR floats.
+        let a = unsafe { std::slice::from_raw_parts(a, t.kc * MR) };
+        for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            step(&mut acc, ap, bp);
+        }
+    } else {
+        // SAFETY: as above.
+        let a = unsafe { std::slice::from_raw_parts(a, if t.kc == 0 { 0 } else { (t.kc - 1) * t.mr + R }) };
+        for (ap, bp) in a.chunks(t.mr).zip(b.chunks_exact(NR)) {
+            step(&mut acc, ap, bp);
         }
     }
     for (i, row) in acc.iter().enumerate() {
