@@ -173,7 +173,7 @@ fn norms(c: &mut Criterion) {
 }
 
 /// This core's fp32 peak, measured: 12 independent chains of 256-bit FMAs (enough to cover the FMA
-/// latency on both FMA pipes), 2·8 flops each.
+/// latency on both FMA pipes), 2·8 flops each; and of 512-bit FMAs when the CPU has AVX-512.
 fn fp32_peak(c: &mut Criterion) {
     if !(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")) {
         return;
@@ -183,7 +183,30 @@ fn fp32_peak(c: &mut Criterion) {
     g.throughput(Throughput::Elements(ROUNDS * 12 * 16)); // flops
     // SAFETY: AVX2 and FMA were detected above.
     g.bench_function("avx2_fma_12_chains", |bench| bench.iter(|| unsafe { fma_chains(black_box(ROUNDS)) }));
+    if std::is_x86_feature_detected!("avx512f") {
+        // Half the rounds of twice the lanes: the same flops per iteration as the AVX2 chains.
+        // SAFETY: AVX-512 F was detected just above.
+        g.bench_function("avx512_12_chains", |bench| bench.iter(|| unsafe { fma_chains_512(black_box(ROUNDS / 2)) }));
+    }
     g.finish();
+}
+
+/// As [`fma_chains`], 512 bits wide (Zen 4 runs each as two 256-bit halves: the same peak).
+#[target_feature(enable = "avx512f")]
+fn fma_chains_512(rounds: u64) -> f32 {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(0.0); 12];
+    let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    for _ in 0..rounds {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for v in acc {
+        sum = _mm512_add_ps(sum, v);
+    }
+    _mm512_reduce_add_ps(sum)
 }
 
 #[target_feature(enable = "avx2,fma")]

@@ -536,14 +536,14 @@ impl Executable {
             accumulate: call.accumulate,
         };
         let (isa, b, p) = (self.isa, b.clone(), Arc::new(ptrs));
-        let (m, panels) = (call.m, b.panels());
+        let (m, panels, mr) = (call.m, b.panels(), crate::gemm::tile_rows(isa));
         let p2 = p.clone();
         let job = move |c: usize| {
             let (rows, cols) = if by_rows {
-                // Whole MR-row panels per thread, so no micro-tile is split.
-                let mp = m.div_ceil(crate::gemm::MR);
+                // Whole tile-row panels per thread, so no micro-tile is split.
+                let mp = m.div_ceil(mr);
                 let (lo, hi) = chunk(mp, threads, c);
-                ((lo * crate::gemm::MR).min(m)..(hi * crate::gemm::MR).min(m), 0..panels)
+                ((lo * mr).min(m)..(hi * mr).min(m), 0..panels)
             } else {
                 let (lo, hi) = chunk(panels, threads, c);
                 (0..m, lo..hi)

@@ -234,7 +234,8 @@ fn check_conv(
         }
     }
     // The implicit GEMM on packed weights (crate::gemm::conv), through the executor's split.
-    let packed = crate::gemm::conv::PackedConv::new(n, group, mg, spec.im2col.clone(), bias, wv).unwrap();
+    let packed =
+        crate::gemm::conv::PackedConv::new(n, group, mg, spec.im2col.clone(), bias, crate::Isa::detect(), wv).unwrap();
     let col = cg * kh * kw * oh * ow * 4;
     let mut ins = vec![x, wt];
     if bias {

@@ -1,6 +1,7 @@
-//! MatMul and Gemm with a weight B, which runs kiln's packed sgemm (`kiln_codegen::gemm`),
-//! against the reference interpreter: every ISA path this CPU can run (Generic forced through
-//! `CodegenOptions::isa`), 1 and 2 threads, sizes past one MC/KC block and with edge tiles,
+//! MatMul and Gemm with a weight B, which runs kiln's packed sgemm (`kiln_codegen::gemm`), and
+//! dense Conv on a weight, which runs its implicit GEMM (`kiln_codegen::gemm::conv`), against the
+//! reference interpreter: every ISA path this CPU can run (Generic and AVX2 forced through
+//! `CodegenOptions::isa`; AVX-512 when the CPU has it), 1 and 2 threads, sizes past one MC/KC block and with edge tiles,
 //! transposes, alpha/beta/C, fused epilogues, leading dims folded into M and skinny products
 //! split by columns.
 //!
@@ -20,6 +21,9 @@ fn isas() -> Vec<Isa> {
     if Isa::supported(Isa::Avx2Fma) == Isa::Avx2Fma {
         v.push(Isa::Avx2Fma);
     }
+    if Isa::supported(Isa::Avx512) == Isa::Avx512 {
+        v.push(Isa::Avx512);
+    }
     v
 }
 
@@ -34,6 +38,71 @@ fn run_all(spec: &Spec, k: usize, expect_packed: usize) {
                 expect_packed,
                 "{isa}, {threads} threads:\n{schedule}"
             );
+        }
+    }
+}
+
+/// Ragged shapes around every kernel's tile (6×16 AVX2/portable, 12×32 AVX-512): M, N and K not
+/// multiples of it, N = 1, K = 1, one row, and K past one span of A blocks (4·256).
+#[test]
+fn ragged_shapes_every_tile() {
+    for (m, k, n) in [(1, 1, 1), (13, 1, 33), (25, 257, 1), (7, 5, 47), (14, 1100, 17), (30, 64, 65)] {
+        let mut rng = XRng((m * 1000 + k * 10 + n) as u64);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[m, k], -1.0, 1.0))
+            .weight("w", rng.tensor(&[k, n], -1.0, 1.0))
+            .node("mm", Op::MatMul, &["x", "w"], &["y"])
+            .output("y");
+        // n = 1 is a matrix-vector product, which keeps the gemm crate.
+        run_all(&spec, k, usize::from(n > 1));
+    }
+}
+
+/// Dense convolutions on a weight run as the implicit GEMM on weights packed for the ISA's kernel
+/// (6-row panels for AVX2 and portable, 12-row for AVX-512), with the fused epilogue: channel
+/// counts off every tile height, planes whose rows are not whole 16- or 32-pixel panels (the
+/// AVX-512 kernel pairs adjacent panels, read from the window or the gathered copy), strides,
+/// and a 1×1. Tolerance as the GEMM's, k = C·kh·kw.
+#[test]
+fn dense_conv_every_tile() {
+    // (c, m, h, w, k, stride, pad); output planes filling ≥ 90% of their 16-pixel panels, and
+    // small ones (below 90%: gemm::conv::panel_fill), which run PackedConv::by_channels.
+    let cases = [
+        (3, 16, 29, 29, 7, 2, 3),
+        (8, 13, 12, 40, 3, 1, 1),
+        (16, 25, 17, 17, 3, 1, 1),
+        (5, 64, 12, 12, 3, 1, 1),
+        (20, 11, 14, 14, 1, 1, 0),
+        (7, 30, 9, 31, 3, 2, 1),
+        // Small planes (3², 6², 7²), the register tile along output channels.
+        (24, 40, 3, 3, 3, 1, 1),
+        (9, 16, 12, 12, 3, 2, 1),
+        (33, 20, 7, 7, 1, 1, 0),
+    ];
+    for (c, m, h, w, k, s, p) in cases {
+        let mut rng = XRng((c * 100 + m) as u64);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[2, c, h, w], -1.0, 1.0))
+            .weight("w", rng.tensor(&[m, c, k, k], -1.0, 1.0))
+            .weight("b", rng.tensor(&[m], -1.0, 1.0))
+            .node(
+                "conv",
+                Op::Conv { strides: [s, s], dilations: [1, 1], pads: [p, p, p, p], group: 1 },
+                &["x", "w", "b"],
+                &["h"],
+            )
+            .node("act", Op::Unary(UnaryOp::Relu), &["h"], &["y"])
+            .output("y");
+        for isa in isas() {
+            for threads in [1, 2] {
+                let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
+                let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
+                let schedule = exe.schedule_text();
+                assert!(
+                    schedule.contains("implicit gemm"),
+                    "{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}:\n{schedule}"
+                );
+            }
         }
     }
 }

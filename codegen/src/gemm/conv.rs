@@ -1,28 +1,30 @@
 //! Dense convolution as an implicit GEMM on weights packed at compile time: per (image, group)
 //! the output `[M, OH·OW]` is `W[M × C·kh·kw] · col[C·kh·kw × OH·OW]`, with the weights as the
-//! left operand, packed once into the micro-kernel's MR-row panels ([`PackedConv::new`]), and the
+//! left operand, packed once into the micro-kernel's `mr`-row panels ([`PackedConv::new`]: 6 rows
+//! for the AVX2 and portable kernels, 12 or 8 for the AVX-512 one, chosen by the plan's `Isa`), and the
 //! im2col matrix never materialised: each KC×(block of output rows) piece of it is gathered
 //! into NR-pixel panels (an L2-sized scratch) just before the micro-kernels read it, from a
 //! zero-padded, stride-phase-split copy of the input rows the block reads (the *window*,
 //! [`WindowGeo`]), where every run of a panel's pixels in one output row is 16 contiguous floats
 //! for any stride, dilation or padding: the gather is whole-vector copies with no tests. C rows are output channels and C columns output pixels, so tiles are
 //! stored straight into NCHW (16 contiguous pixels per row), and the same micro-kernels as the
-//! packed GEMM run (AVX2+FMA or portable, by `Isa`).
+//! packed GEMM run (AVX-512, AVX2+FMA or portable, by `Isa`; the AVX-512 one covers two pixel
+//! panels, 32 pixels, per call).
 //!
 //! ```text
 //! unit = (image, group, block of whole output rows, part of the channel panels)
 //!   bias → C block (or C is overwritten by the first K block)
 //!   the block's input rows → window (padding as zeros, phases of the column stride)
 //!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
-//!     MR-channel panels of the part (A micro-panel MR×KC, 6 KiB, stays in L1)
-//!       NR-pixel panels of the block → micro-kernel
+//!     mr-channel panels of the part (A micro-panel mr×KC, 6 or 12 KiB, stays in L1)
+//!       NR-pixel panels of the block (1 or 2 per call) → micro-kernel
 //!   after(unit) — the fused epilogue on the block's rows, while they are in cache
 //! ```
 //!
 //! Each output is reduced in the same order (k ascending) whatever the split, so results do not
 //! depend on the thread count.
 
-use super::{Kernel, MR, NR, Tile};
+use super::{Kernel, NR, Tile};
 use crate::Isa;
 use crate::host::Im2Col;
 
@@ -103,6 +105,11 @@ pub fn panel_fill(oh: usize, ow: usize) -> f64 {
     (oh * ow) as f64 / computed as f64
 }
 
+/// Largest output plane (pixels) [`PackedConv::by_channels`] is used for: its per-thread scratch
+/// holds the plane's whole im2col matrix (K × pixels; 7² planes of K = 4608 are 0.9 MB), which
+/// the memory plan does not count.
+pub const BY_CHANNELS_MAX_PIXELS: usize = 64;
+
 /// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
 /// or `[out, x, w, bias]` (`w` is never read: the packed copy is), then the epilogue's.
 #[derive(Debug)]
@@ -119,31 +126,51 @@ pub struct PackedConv {
     /// Output rows per block.
     pub rows_per_block: usize,
     win: WindowGeo,
-    /// Per group, `ceil(m/MR)` panels of `k` columns of MR floats (rows past m zero).
+    /// Rows of the weight panels: the tile height of the kernel they were packed for.
+    mr: usize,
+    /// The 1×1 identity case: per input channel, its plane's offset in the input (B row k of a
+    /// block is channel k's plane from the block's first pixel: the indirect kernel reads whole
+    /// 16-pixel panels there, with no gather). Empty otherwise.
+    plane_taps: Vec<usize>,
+    /// Small output planes ([`PackedConv::by_channels`]): per group, the weight transposed and
+    /// packed as a GEMM's B (`k × m`, 16-channel panels); `wts` is then empty.
+    by_channels: Option<Vec<super::PackedB>>,
+    /// Per group, `ceil(m/mr)` panels of `k` columns of `mr` floats (rows past m zero).
     wts: Vec<f32>,
 }
 
 impl PackedConv {
-    /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`). `Err` names what was wrong: a weight of
-    /// the wrong length or a packed copy that cannot be allocated.
-    pub fn new(n: usize, groups: usize, m: usize, geo: Im2Col, bias: bool, w: &[f32]) -> Result<PackedConv, String> {
+    /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`) for the kernel `isa` selects on this CPU
+    /// (the one [`PackedConv::run`] with the same `isa` runs). `Err` names what was wrong: a
+    /// weight of the wrong length or a packed copy that cannot be allocated.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        n: usize,
+        groups: usize,
+        m: usize,
+        geo: Im2Col,
+        bias: bool,
+        isa: Isa,
+        w: &[f32],
+    ) -> Result<PackedConv, String> {
         let k = geo.c * geo.kh * geo.kw;
         if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
             return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
         }
-        let panels = m.div_ceil(MR);
+        let mr = Kernel::for_isa(isa).conv_mr(m);
+        let panels = m.div_ceil(mr);
         let len =
-            groups.checked_mul(panels).and_then(|x| x.checked_mul(MR * k)).ok_or("packed weight size overflows")?;
+            groups.checked_mul(panels).and_then(|x| x.checked_mul(mr * k)).ok_or("packed weight size overflows")?;
         let mut wts = Vec::new();
         wts.try_reserve_exact(len).map_err(|_| format!("cannot allocate {} bytes for a packed weight", len * 4))?;
         wts.resize(len, 0.0);
         for g in 0..groups {
             for i in 0..panels {
-                let panel = &mut wts[(g * panels + i) * MR * k..(g * panels + i + 1) * MR * k];
-                for r in 0..MR.min(m - i * MR) {
-                    let row = &w[(g * m + i * MR + r) * k..][..k];
+                let panel = &mut wts[(g * panels + i) * mr * k..(g * panels + i + 1) * mr * k];
+                for r in 0..mr.min(m - i * mr) {
+                    let row = &w[(g * m + i * mr + r) * k..][..k];
                     for (kk, &v) in row.iter().enumerate() {
-                        panel[kk * MR + r] = v;
+                        panel[kk * mr + r] = v;
                     }
                 }
             }
@@ -151,11 +178,51 @@ impl PackedConv {
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
         let rows_per_block = rows_per_block(geo.oh, geo.ow);
         let win = WindowGeo::new(&geo, rows_per_block);
-        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, wts })
+        let plane_taps = if geo.is_identity() { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
+        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, mr, plane_taps, by_channels: None, wts })
+    }
+
+    /// A conv whose output plane is too small for 16-pixel panels (3², 6², 7²: [`panel_fill`]
+    /// below 0.9) run with the register tile along output channels: per (image, group) the
+    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is the packed GEMM with Wᵀ as its
+    /// B (packed now, 16-channel panels) and the im2col matrix as its A (strides (1, OH·OW), packed
+    /// per call), written to a scratch and transposed into NCHW with the bias. Threads split the
+    /// channel panels. `Err` as [`PackedConv::new`].
+    pub fn by_channels(
+        n: usize,
+        groups: usize,
+        m: usize,
+        geo: Im2Col,
+        bias: bool,
+        w: &[f32],
+    ) -> Result<PackedConv, String> {
+        let k = geo.c * geo.kh * geo.kw;
+        if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
+            return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
+        }
+        let packed = (0..groups)
+            .map(|g| super::PackedB::pack(&w[g * m * k..(g + 1) * m * k], k, m, 1, k))
+            .collect::<Result<Vec<_>, _>>()?;
+        let win = WindowGeo::new(&geo, geo.oh);
+        Ok(PackedConv {
+            n,
+            groups,
+            m,
+            bias,
+            k,
+            kc: 0,
+            rows_per_block: geo.oh.max(1),
+            win,
+            mr: NR,
+            plane_taps: Vec::new(),
+            by_channels: Some(packed),
+            wts: Vec::new(),
+            geo,
+        })
     }
 
     pub fn bytes(&self) -> usize {
-        self.wts.len() * 4
+        self.wts.len() * 4 + self.by_channels.iter().flatten().map(|b| b.bytes()).sum::<usize>()
     }
 
     /// Blocks of output rows per (image, group).
@@ -165,7 +232,7 @@ impl PackedConv {
 
     /// Channel panels per group (the finest split of one block).
     pub fn m_panels(&self) -> usize {
-        self.m.div_ceil(MR)
+        self.m.div_ceil(self.mr)
     }
 
     pub fn flops(&self) -> usize {
@@ -174,6 +241,9 @@ impl PackedConv {
 
     /// Work units when each block's channel panels are split in `parts`.
     pub fn units(&self, parts: usize) -> usize {
+        if self.by_channels.is_some() {
+            return self.n * self.groups * parts;
+        }
         self.n * self.groups * self.blocks() * parts
     }
 
@@ -193,12 +263,22 @@ impl PackedConv {
         isa: Isa,
         after: &mut dyn FnMut(usize, usize, usize, usize, usize),
     ) {
-        let kernel = Kernel::for_isa(isa);
+        // The kernel the weights were packed for; another `isa` than `new`'s (not done by the
+        // plan) falls back to the portable kernel, which reads panels of any height.
+        if let Some(packed) = &self.by_channels {
+            // SAFETY: per this function's contract.
+            unsafe { self.run_by_channels(packed, args, lo, hi, parts, isa, after) };
+            return;
+        }
+        let kernel = Some(Kernel::for_isa(isa)).filter(|k| k.conv_mr(self.m) == self.mr).unwrap_or(Kernel::Generic);
+        let (mr, wide) = (self.mr, kernel.panels_per_call());
         let geo = &self.geo;
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
-        let indirect = !identity && kernel.has_indirect();
+        // The 1×1 identity case reads the input planes directly only with the AVX-512 kernel:
+        // with the AVX2 one that ran ~20% slower than gathering (conv1x1_256to64x56, CPU time).
+        let indirect = kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1);
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
@@ -212,7 +292,7 @@ impl PackedConv {
                 let g = u / parts / blocks % self.groups;
                 let img = u / parts / blocks / self.groups;
                 let (i0, i1) = crate::pool::chunk(panels, parts, part);
-                let (r0, r1) = (i0 * MR, (i1 * MR).min(self.m));
+                let (r0, r1) = (i0 * mr, (i1 * mr).min(self.m));
                 if r0 >= r1 {
                     continue;
                 }
@@ -250,64 +330,86 @@ impl PackedConv {
                     if kc > 0 {
                         let dst = &mut bpack[..kc * npan * NR];
                         if identity {
-                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix);
+                            gather_identity(dst, x, geo.h * geo.w, k0, q0, npix, indirect);
                         } else {
                             self.gather(isa, dst, &win, k0, npix, indirect);
                         }
                     }
+                    // A tile of pixel panels [p, p + np) (np ≤ wide) and channel panel i, its
+                    // B rows at `b` (+ `b_next` for the second panel) through `offs` or packed.
+                    let tile = |i: usize, p: usize, np: usize, b_next: usize| Tile {
+                        kc,
+                        rows: mr.min(self.m - i * mr),
+                        cols: (np * NR).min(npix - p * NR),
+                        alpha: 1.0,
+                        beta: 1.0,
+                        load_c: self.bias || k0 > 0,
+                        c_rs: plane as isize,
+                        b_next: b_next as isize,
+                        mr,
+                    };
+                    let weights = |i: usize| &self.wts[(g * panels + i) * mr * self.k + k0 * mr..][..kc * mr];
                     if indirect {
                         // Panels of 16 pixels in one output row are read straight from the window
                         // (B row k at the panel's offset + the tap's), the others from the gathered
-                        // panels; each pixel panel stays in L1 across the channel panels.
-                        let taps = &self.win.taps[k0..k0 + kc];
+                        // panels; each pixel panel stays in L1 across the channel panels. A wide
+                        // kernel takes two adjacent panels read the same way in one call. In the
+                        // 1×1 identity case every whole panel is read from the input planes.
+                        let (src, taps) = if identity {
+                            (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
+                        } else {
+                            (win.as_ptr(), &self.win.taps[k0..k0 + kc])
+                        };
                         let step = geo.stride[0] * self.win.row;
-                        for p in 0..npan {
-                            let (q, cols) = (p * NR, NR.min(npix - p * NR));
-                            let full = cols == NR && q % geo.ow + NR <= geo.ow;
+                        let full = |p: usize| {
+                            let q = p * NR;
+                            NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
+                        };
+                        let base = |p: usize| {
+                            if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow }
+                        };
+                        let mut p = 0;
+                        while p < npan {
+                            let mut np = wide.min(npan - p);
+                            if np == 2 && full(p) != full(p + 1) {
+                                np = 1;
+                            }
                             for i in i0..i1 {
-                                let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
-                                let tile = Tile {
-                                    kc,
-                                    rows: MR.min(self.m - i * MR),
-                                    cols,
-                                    alpha: 1.0,
-                                    beta: 1.0,
-                                    load_c: self.bias || k0 > 0,
-                                    c_rs: plane as isize,
-                                };
+                                let ap = weights(i);
                                 // SAFETY: as below; a full panel's B rows are 16 floats of the
                                 // window at (q / ow)·step + q mod ow + tap, inside its slack
-                                // (WindowGeo::len), as the gather reads them.
+                                // (WindowGeo::len), as the gather reads them, or (identity) of
+                                // the input at tap + q0 + q, inside the channel's plane as the
+                                // block's pixels are; of two full panels the second's are
+                                // b_next floats after the first's.
                                 unsafe {
-                                    let c = out.add(i * MR * plane + q);
-                                    if full {
-                                        let b = win.as_ptr().add(q / geo.ow * step + q % geo.ow);
-                                        kernel.run_indirect(&tile, ap.as_ptr(), b, taps.as_ptr(), c);
+                                    let c = out.add(i * mr * plane + p * NR);
+                                    if full(p) {
+                                        let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
+                                        let b = src.add(base(p));
+                                        kernel.run_indirect(&t, ap.as_ptr(), b, taps.as_ptr(), c);
                                     } else {
-                                        kernel.run(&tile, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                        let t = tile(i, p, np, kc * NR);
+                                        kernel.run(&t, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
                                     }
                                 }
                             }
+                            p += np;
                         }
                     }
                     for i in (i0..i1).filter(|_| !indirect) {
-                        let ap = &self.wts[(g * panels + i) * MR * self.k + k0 * MR..][..kc * MR];
-                        for p in 0..npan {
-                            let tile = Tile {
-                                kc,
-                                rows: MR.min(self.m - i * MR),
-                                cols: NR.min(npix - p * NR),
-                                alpha: 1.0,
-                                beta: 1.0,
-                                load_c: self.bias || k0 > 0,
-                                c_rs: plane as isize,
-                            };
+                        let ap = weights(i);
+                        let mut p = 0;
+                        while p < npan {
+                            let np = wide.min(npan - p);
                             // SAFETY: the tile's rows (channels < m) and columns (pixels of the
-                            // block) are inside the output; ap and the panel hold kc·MR and kc·NR.
+                            // block) are inside the output; ap holds kc·mr floats and the np
+                            // panels kc·NR each, kc·NR apart.
                             unsafe {
                                 let bp = bpack.as_ptr().add(p * kc * NR);
-                                kernel.run(&tile, ap.as_ptr(), bp, out.add(i * MR * plane + p * NR));
+                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bp, out.add(i * mr * plane + p * NR));
                             }
+                            p += np;
                         }
                     }
                     k0 += kc;
@@ -318,6 +420,70 @@ impl PackedConv {
                 after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
             }
             cell.set((bpack, win));
+        });
+    }
+
+    /// [`PackedConv::run`] of a [`PackedConv::by_channels`] conv: unit = (image, group, part of
+    /// the 16-channel panels).
+    ///
+    /// # Safety
+    /// As [`PackedConv::run`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_by_channels(
+        &self,
+        packed: &[super::PackedB],
+        args: &[*mut u8],
+        lo: usize,
+        hi: usize,
+        parts: usize,
+        isa: Isa,
+        after: &mut dyn FnMut(usize, usize, usize, usize, usize),
+    ) {
+        let geo = &self.geo;
+        let (plane, m) = (geo.oh * geo.ow, self.m);
+        let panels = m.div_ceil(NR);
+        SCRATCH.with(|cell| {
+            let (mut col, mut ct) = cell.take();
+            col.resize(self.k * plane, 0.0);
+            ct.resize(plane * m, 0.0);
+            for u in lo..hi {
+                let part = u % parts;
+                let g = u / parts % self.groups;
+                let img = u / parts / self.groups;
+                let (p0, p1) = crate::pool::chunk(panels, parts, part);
+                let (c0, c1) = (p0 * NR, (p1 * NR).min(m));
+                if c0 >= c1 {
+                    continue;
+                }
+                let prod = super::Product {
+                    m: plane,
+                    a_rs: 1,
+                    a_cs: plane as isize,
+                    c_rs: m as isize,
+                    alpha: 1.0,
+                    beta: 0.0,
+                    accumulate: false,
+                };
+                // SAFETY: the image's group planes are inside x and the (image, group) output
+                // planes inside out (caller: args sized for these shapes); col holds the K×plane
+                // im2col matrix and ct the plane×m product, which the GEMM reads and writes
+                // through those strides; bias holds groups·m floats.
+                unsafe {
+                    let x = (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w);
+                    geo.run_tile(x, col.as_mut_ptr(), 0, plane);
+                    prod.run(isa, col.as_ptr(), &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
+                    let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
+                    for j in c0..c1 {
+                        let b = if self.bias { *(args[3] as *const f32).add(g * m + j) } else { 0.0 };
+                        let row = std::slice::from_raw_parts_mut(out.add(j * plane), plane);
+                        for (q, d) in row.iter_mut().enumerate() {
+                            *d = ct[q * m + j] + b;
+                        }
+                    }
+                }
+                after(img, g * m + c0, g * m + c1, 0, geo.oh);
+            }
+            cell.set((col, ct));
         });
     }
 
@@ -422,11 +588,15 @@ fn first16(s: &[f32]) -> &[f32; NR] {
 }
 
 /// The 1×1, stride 1, unpadded case: rows `k0..` of the im2col matrix are the channel planes of
-/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each.
-fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize) {
+/// `x` (`plane` floats each), pixels `[q0, q0 + npix)` contiguous in each. `skip_full`: leave the
+/// whole 16-pixel panels unwritten (the indirect kernel reads those from `x`).
+fn gather_identity(dst: &mut [f32], x: &[f32], plane: usize, k0: usize, q0: usize, npix: usize, skip_full: bool) {
     let kc = dst.len() / npix.div_ceil(NR) / NR;
     for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
         let (pq, cols) = (q0 + p * NR, NR.min(npix - p * NR));
+        if skip_full && cols == NR {
+            continue;
+        }
         for (kk, row) in panel.as_chunks_mut::<NR>().0.iter_mut().enumerate() {
             let src = &x[(k0 + kk) * plane + pq..];
             match src.first_chunk::<NR>() {
@@ -532,13 +702,22 @@ mod tests {
     /// Runs the case in `chunks` contiguous unit ranges with channel panels split in `parts`,
     /// and checks every output and that `after` reported every (channel, row) exactly once.
     fn check(isa: Isa, cs: &Case, parts: usize, chunks: usize) {
+        check_packed(isa, cs, parts, chunks, false);
+    }
+
+    /// As [`check`]; `by_channels`: the conv packed by [`PackedConv::by_channels`].
+    fn check_packed(isa: Isa, cs: &Case, parts: usize, chunks: usize, by_channels: bool) {
         let Some(g) = geo(cs) else { return };
         let (mt, ct) = (cs.m * cs.groups, cs.c * cs.groups);
         let x = data(cs.n * ct * cs.h * cs.w, 1 + cs.h as u64);
         let w = data(mt * cs.c * cs.k[0] * cs.k[1], 2 + cs.m as u64);
         let b = data(mt, 3);
         let (want, tol) = reference(cs, &g, &x, &w, &b);
-        let pc = PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, &w).unwrap();
+        let pc = if by_channels {
+            PackedConv::by_channels(cs.n, cs.groups, cs.m, g.clone(), cs.bias, &w).unwrap()
+        } else {
+            PackedConv::new(cs.n, cs.groups, cs.m, g.clone(), cs.bias, isa, &w).unwrap()
+        };
         // NaN-filled output: any element the kernel skips fails the check.
         let mut out = vec![f32::NAN; want.len()];
         let args = [out.as_mut_ptr() as *mut u8, x.as_ptr() as *mut u8, w.as_ptr() as *mut u8, b.as_ptr() as *mut u8];
@@ -596,6 +775,30 @@ mod tests {
             for cs in &cases {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
                     check(isa, cs, parts, chunks);
+                }
+            }
+        }
+    }
+
+    /// The channel-tiled form for small planes: channels off the 16-column panels and the 32-column
+    /// AVX-512 tile, planes of 1 to 7² pixels (rows off every tile height), K past one KC block
+    /// and past one span of A blocks, strides and pads, groups, 1×1, no bias, no input channels.
+    #[test]
+    fn by_channels_matches_the_definition() {
+        let mut cases = vec![
+            case(16, 16, 3, 3, 3, 1, 1, 1),  // a 3² plane
+            case(30, 33, 6, 6, 3, 1, 1, 1),  // 6², K = 270
+            case(120, 17, 5, 5, 3, 2, 1, 1), // 3², K = 1080: two spans of A blocks
+            case(9, 48, 7, 7, 1, 1, 1, 0),   // 7² 1×1 identity
+            case(4, 70, 13, 13, 3, 2, 1, 1), // 7², stride 2
+            case(3, 1, 1, 1, 1, 1, 1, 0),    // one output, one channel
+            case(0, 20, 3, 3, 3, 1, 1, 1),   // no input channels: bias only
+        ];
+        cases.push(Case { n: 2, groups: 3, bias: false, ..case(4, 19, 4, 4, 3, 1, 1, 1) });
+        for isa in isas() {
+            for cs in &cases {
+                for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 4)] {
+                    check_packed(isa, cs, parts, chunks, true);
                 }
             }
         }

@@ -14,28 +14,37 @@
 //! share the packed B read-only. Each C element is reduced in the same order (KC blocks in turn,
 //! k ascending inside) whatever the split, so results do not depend on the thread count.
 //!
-//! Kernels: `avx2.rs` (AVX2+FMA, 256-bit) and a portable one below (any CPU, [`Isa::Generic`]);
-//! both use the same packed layout, so the layout does not depend on the ISA the plan picks.
-//! An AVX-512 CPU runs the AVX2 kernel: there is no 512-bit kernel yet (this machine cannot test
-//! one).
+//! Kernels: `avx512.rs` (AVX-512, a 12×32 tile reading two adjacent 16-column panels),
+//! `avx2.rs` (AVX2+FMA, 6×16) and a portable one below (any CPU, [`Isa::Generic`], 6×16). All
+//! read the same packed B, so B's layout does not depend on the ISA the plan picks; the A panels
+//! packed per call are as tall as the kernel's tile ([`Kernel::mr`]).
 
 use crate::Isa;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 pub mod conv;
 #[cfg(test)]
 pub(crate) mod tests;
 
-/// Rows of the micro-kernel's register tile.
+/// Rows of the AVX2 and portable micro-kernels' register tile (the AVX-512 one's is
+/// [`Kernel::mr`]).
 pub const MR: usize = 6;
+/// The tallest register tile of any kernel (the AVX-512 one's 12 rows).
+pub const MR_MAX: usize = 12;
 /// Columns of the micro-kernel's register tile (two 8-float vectors): the packed panel width.
 pub const NR: usize = 16;
 /// Depth of one packed block: an A micro-panel (MR×KC) and a B micro-panel (KC×NR, 16 KiB) fit
 /// L1 (32 KiB) together.
 const KC: usize = 256;
-/// Rows of one packed A block (MC×KC floats = 72 KiB, well inside the 512 KiB L2).
+/// Rows of one packed A block (MC×KC floats = 72 KiB, well inside the 512 KiB L2); a multiple of
+/// every kernel's tile height.
 const MC: usize = 72;
+/// K blocks of one span: their packed A blocks (SB·MC·KC floats, 288 KiB) stay in L2 while each
+/// column-panel group runs all of them, with its C tile in cache.
+const SB: usize = 4;
 
 /// A `k×n` matrix packed in column panels of [`NR`]: panel `p` holds columns `[p·NR, p·NR + NR)`
 /// as `k` rows of `NR` floats, zero-padded past `n`. Any K block of a panel is contiguous.
@@ -158,6 +167,12 @@ pub struct Product {
 /// of B): rows when there are enough row panels for every worker, unless the product is so wide
 /// that B dwarfs A (a 64-row lm_head over 50k columns streams a 154 MB weight: once, not once
 /// per worker).
+/// Rows of the register tile the packed GEMM uses for `isa` on this CPU: threads split rows in
+/// whole tiles of this height.
+pub fn tile_rows(isa: Isa) -> usize {
+    Kernel::for_isa(isa).mr()
+}
+
 pub fn split_rows(m: usize, n: usize, threads: usize) -> bool {
     threads <= 1 || (m.div_ceil(MR) >= threads * 4 && n < 64 * m)
 }
@@ -183,43 +198,68 @@ impl Product {
     ) {
         let (k, n) = (b.k, b.n);
         let kernel = Kernel::for_isa(isa);
+        let (mr, wide) = (kernel.mr(), kernel.panels_per_call());
         APACK.with(|cell| {
             let mut apack = cell.take();
-            apack.resize(MC * KC, 0.0);
+            apack.resize(SB * MC * KC, 0.0);
             let mut r0 = rows.start;
             while r0 < rows.end {
                 let mc = MC.min(rows.end - r0);
+                // K in spans of up to SB blocks of KC, each span's A blocks packed together; per
+                // column-panel group the span's blocks run in turn, so the C tile stays in cache
+                // across them (a 72-row block of a 3072-column C is 884 KiB: re-read from L3 per
+                // K block, it cost a 128×768×3072 product 10% of its time).
                 // k = 0 still runs one (empty) block, which writes C = beta·C or 0.
-                let mut k0 = 0;
+                let mut s0 = 0;
                 loop {
-                    let kc = KC.min(k - k0);
-                    // SAFETY: rows [r0, r0+mc) and columns [k0, k0+kc) are inside A (caller).
-                    unsafe { pack_a(&mut apack, a, self.a_rs, self.a_cs, r0, mc, k0, kc) };
-                    let (beta, load_c) = if k0 == 0 { (self.beta, self.accumulate) } else { (1.0, true) };
-                    for p in panels.clone() {
-                        let cols = NR.min(n - p * NR);
-                        let bp = &b.data[p * k * NR + k0 * NR..p * k * NR + (k0 + kc) * NR];
-                        for i in 0..mc.div_ceil(MR) {
-                            let ap = &apack[i * MR * kc..(i + 1) * MR * kc];
-                            let tile = Tile {
-                                kc,
-                                rows: MR.min(mc - i * MR),
-                                cols,
-                                alpha: self.alpha,
-                                beta,
-                                load_c,
-                                c_rs: self.c_rs,
-                            };
-                            // SAFETY: the tile's rows and columns are inside C's rows `rows` and
-                            // columns [0, n) (caller); `ap` and `bp` hold kc·MR and kc·NR floats.
-                            unsafe {
-                                let cp = c.offset((r0 + i * MR) as isize * self.c_rs).add(p * NR);
-                                kernel.run(&tile, ap.as_ptr(), bp.as_ptr(), cp);
+                    // The span's K blocks (k0, kc): at least one, an empty one when k = 0.
+                    let mut span = [(0usize, 0usize); SB];
+                    let nb = (k - s0).div_ceil(KC).clamp(1, SB);
+                    for (j, blk) in span[..nb].iter_mut().enumerate() {
+                        let k0 = s0 + j * KC;
+                        *blk = (k0, KC.min(k - k0));
+                    }
+                    let blocks = &span[..nb];
+                    for (j, &(k0, kc)) in blocks.iter().enumerate() {
+                        // SAFETY: rows [r0, r0+mc) and columns [k0, k0+kc) are inside A (caller).
+                        unsafe { pack_a(&mut apack[j * MC * KC..], a, self.a_rs, self.a_cs, r0, mc, k0, kc, mr) };
+                    }
+                    // `wide` adjacent panels per kernel call (the AVX-512 kernel's 32 columns).
+                    let mut p = panels.start;
+                    while p < panels.end {
+                        let np = wide.min(panels.end - p);
+                        let cols = (np * NR).min(n - p * NR);
+                        for (j, &(k0, kc)) in blocks.iter().enumerate() {
+                            let (beta, load_c) = if k0 == 0 { (self.beta, self.accumulate) } else { (1.0, true) };
+                            let start = p * k * NR + k0 * NR;
+                            // The last panel's rows [k0, k0 + kc): the call reads up to its end.
+                            let bp = &b.data[start..(p + np - 1) * k * NR + (k0 + kc) * NR];
+                            for i in 0..mc.div_ceil(mr) {
+                                let ap = &apack[j * MC * KC + i * mr * kc..][..mr * kc];
+                                let tile = Tile {
+                                    kc,
+                                    rows: mr.min(mc - i * mr),
+                                    cols,
+                                    alpha: self.alpha,
+                                    beta,
+                                    load_c,
+                                    c_rs: self.c_rs,
+                                    b_next: (k * NR) as isize,
+                                    mr,
+                                };
+                                // SAFETY: the tile's rows and columns are inside C's rows `rows`
+                                // and columns [0, n) (caller); `ap` holds kc·mr floats, and `bp`
+                                // the kc rows of each of the np panels, k·NR floats apart.
+                                unsafe {
+                                    let cp = c.offset((r0 + i * mr) as isize * self.c_rs).add(p * NR);
+                                    kernel.run(&tile, ap.as_ptr(), bp.as_ptr(), cp);
+                                }
                             }
                         }
+                        p += np;
                     }
-                    k0 += kc;
-                    if k0 >= k {
+                    s0 += SB * KC;
+                    if s0 >= k {
                         break;
                     }
                 }
@@ -232,30 +272,40 @@ impl Product {
 }
 
 thread_local! {
-    /// Each thread's packed-A block, reused across calls (72 KiB).
+    /// Each thread's packed-A blocks (SB of them), reused across calls (288 KiB).
     static APACK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Packs rows `[r0, r0+mc)`, columns `[k0, k0+kc)` of A into MR-row panels: panel `i` holds
-/// `kc` columns of MR floats (rows past `mc` zero), at `i·MR·kc`.
+/// Packs rows `[r0, r0+mc)`, columns `[k0, k0+kc)` of A into `mr`-row panels: panel `i` holds
+/// `kc` columns of `mr` floats (rows past `mc` zero), at `i·mr·kc`.
 ///
 /// # Safety
 /// Every addressed element of A is readable.
 #[allow(clippy::too_many_arguments)]
-unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: isize, cs: isize, r0: usize, mc: usize, k0: usize, kc: usize) {
+unsafe fn pack_a(
+    dst: &mut [f32],
+    a: *const f32,
+    rs: isize,
+    cs: isize,
+    r0: usize,
+    mc: usize,
+    k0: usize,
+    kc: usize,
+    mr: usize,
+) {
     if kc == 0 {
         return;
     }
-    for (i, panel) in dst[..mc.div_ceil(MR) * MR * kc].chunks_exact_mut(MR * kc).enumerate() {
-        let rows = MR.min(mc - i * MR);
-        for r in 0..MR {
+    for (i, panel) in dst[..mc.div_ceil(mr) * mr * kc].chunks_exact_mut(mr * kc).enumerate() {
+        let rows = mr.min(mc - i * mr);
+        for r in 0..mr {
             if r >= rows {
-                panel.iter_mut().skip(r).step_by(MR).for_each(|x| *x = 0.0);
+                panel.iter_mut().skip(r).step_by(mr).for_each(|x| *x = 0.0);
                 continue;
             }
-            // SAFETY: row r0 + i·MR + r < m and columns < k (caller).
-            let row = unsafe { a.offset((r0 + i * MR + r) as isize * rs + k0 as isize * cs) };
-            for (p, x) in panel.iter_mut().skip(r).step_by(MR).enumerate() {
+            // SAFETY: row r0 + i·mr + r < m and columns < k (caller).
+            let row = unsafe { a.offset((r0 + i * mr + r) as isize * rs + k0 as isize * cs) };
+            for (p, x) in panel.iter_mut().skip(r).step_by(mr).enumerate() {
                 // SAFETY: as above.
                 *x = unsafe { *row.offset(p as isize * cs) };
             }
@@ -263,7 +313,8 @@ unsafe fn pack_a(dst: &mut [f32], a: *const f32, rs: isize, cs: isize, r0: usize
     }
 }
 
-/// One micro-kernel call: a `rows×cols` tile (≤ MR×NR) of C over depth `kc`.
+#[derive(Clone, Copy)]
+/// One micro-kernel call: a `rows×cols` tile (≤ `mr`×(NR·panels per call)) of C over depth `kc`.
 pub(crate) struct Tile {
     pub kc: usize,
     pub rows: usize,
@@ -273,13 +324,20 @@ pub(crate) struct Tile {
     /// Whether C's old value is read (`beta·C` added); otherwise C is overwritten.
     pub load_c: bool,
     pub c_rs: isize,
+    /// Floats from B row p of the tile's first 16 columns to the same row of its next 16 (a
+    /// kernel reading several panels per call: columns past NR).
+    pub b_next: isize,
+    /// Floats per k step of the A panel (its height, ≥ rows): the kernel's [`Kernel::mr`].
+    pub mr: usize,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kernel {
     Generic,
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
 }
 
 impl Kernel {
@@ -288,6 +346,8 @@ impl Kernel {
             Isa::Generic => Kernel::Generic,
             // AVX-512 CPUs have AVX2+FMA; `Isa` values come from `Isa::supported`, so the CPU
             // has the features (checked again here, as the kernel is unsafe without them).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 if std::is_x86_feature_detected!("avx512f") => Kernel::Avx512,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma | Isa::Avx512
                 if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") =>
@@ -298,65 +358,129 @@ impl Kernel {
         }
     }
 
+    /// Rows of the register tile: the height of the A panels it reads.
+    fn mr(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::MR512,
+            _ => MR,
+        }
+    }
+
+    /// The A panel height for a conv's `m` output channels (packed once, at compile time): the
+    /// AVX-512 kernel takes 8-row panels where 12-row ones would leave more rows idle (64
+    /// channels: 8 panels of 8 rather than 6 of 12, the last a third full).
+    fn conv_mr(self, m: usize) -> usize {
+        let mr = self.mr();
+        #[cfg(target_arch = "x86_64")]
+        if self == Kernel::Avx512 && m.div_ceil(8) * 8 < m.div_ceil(mr) * mr {
+            return 8;
+        }
+        let _ = m;
+        mr
+    }
+
+    /// Adjacent 16-column B panels one call covers.
+    fn panels_per_call(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => avx512::W512,
+            _ => 1,
+        }
+    }
+
     /// # Safety
-    /// `a` holds `kc·MR` floats, `b` `kc·NR`, and `c` the tile's rows (stride `c_rs`) and columns.
+    /// `a` holds `kc·mr` floats (`t.mr` = [`Kernel::mr`], or any height for the portable kernel),
+    /// B row p is NR floats at `b + p·NR` (and, past NR columns, `b_next` further), and `c` holds
+    /// the tile's rows (stride `c_rs`) and columns.
     unsafe fn run(self, t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
+        debug_assert!(t.mr == self.mr() || self == Kernel::Generic || (t.mr == 8 && t.rows <= 8));
+        debug_assert!(t.cols <= NR * self.panels_per_call() && t.rows <= t.mr);
         match self {
             // SAFETY: per this function's contract.
             Kernel::Generic => unsafe { generic_dispatch(t, a, b, c) },
             // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { avx2::dispatch(t, a, b, c) },
+            // SAFETY: per this function's contract; the CPU has AVX-512 F (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { avx512::dispatch(t, a, b, c) },
         }
     }
 }
 
 impl Kernel {
-    /// Whether [`Kernel::run_indirect`] exists for this kernel (the AVX2 one).
+    /// Whether [`Kernel::run_indirect`] exists for this kernel (the AVX2 and AVX-512 ones).
     fn has_indirect(self) -> bool {
         !matches!(self, Kernel::Generic)
     }
 
-    /// The tile with B row p read at `b + offs[p]` (16 floats) rather than from a packed panel.
+    /// The tile with B row p read at `b + offs[p]` (16 floats, and past NR columns 16 more at
+    /// `b + b_next + offs[p]`) rather than from a packed panel.
     ///
     /// # Safety
-    /// As [`Kernel::run`]; `offs` holds `kc` offsets, each with 16 readable floats at
-    /// `b + offset`; only when [`Kernel::has_indirect`].
+    /// As [`Kernel::run`]; `offs` holds `kc` offsets, each with the tile's B floats readable
+    /// there; only when [`Kernel::has_indirect`].
     unsafe fn run_indirect(self, t: &Tile, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32) {
         match self {
             Kernel::Generic => unreachable!("the portable kernel has no indirect form (has_indirect)"),
             // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx2 => unsafe { avx2::dispatch_indirect(t, a, b, offs, c) },
+            // SAFETY: per this function's contract; the CPU has AVX-512 F (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { avx512::dispatch_indirect(t, a, b, offs, c) },
         }
     }
 }
 
-/// The portable kernel, one instance per row count so that the accumulator loops unroll.
+/// The portable kernel, one instance per row count so that the accumulator loops unroll (up to
+/// 6 rows; a taller A panel — weights packed for the AVX-512 kernel run on the portable one — is
+/// computed 6 rows at a time).
 unsafe fn generic_dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
-    // SAFETY: per the caller's contract.
-    unsafe {
-        match t.rows {
-            1 => generic::<1>(t, a, b, c),
-            2 => generic::<2>(t, a, b, c),
-            3 => generic::<3>(t, a, b, c),
-            4 => generic::<4>(t, a, b, c),
-            5 => generic::<5>(t, a, b, c),
-            _ => generic::<6>(t, a, b, c),
+    let mut i = 0;
+    while i < t.rows {
+        let part = Tile { rows: (t.rows - i).min(MR), ..*t };
+        // SAFETY: per the caller's contract: rows [i, i + part.rows) of the tile.
+        unsafe {
+            let (a, c) = (a.add(i), c.offset(i as isize * t.c_rs));
+            match part.rows {
+                1 => generic::<1>(&part, a, b, c),
+                2 => generic::<2>(&part, a, b, c),
+                3 => generic::<3>(&part, a, b, c),
+                4 => generic::<4>(&part, a, b, c),
+                5 => generic::<5>(&part, a, b, c),
+                _ => generic::<6>(&part, a, b, c),
+            }
         }
+        i += MR;
     }
 }
 
 unsafe fn generic<const R: usize>(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
-    // SAFETY: per the caller's contract.
-    let (a, b) = unsafe { (std::slice::from_raw_parts(a, t.kc * MR), std::slice::from_raw_parts(b, t.kc * NR)) };
     let mut acc = [[0.0f32; NR]; R];
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+    // SAFETY: per the caller's contract (A's last column is read up to row R).
+    let b = unsafe { std::slice::from_raw_parts(b, t.kc * NR) };
+    let step = |acc: &mut [[f32; NR]; R], ap: &[f32], bp: &[f32]| {
         for (row, &av) in acc.iter_mut().zip(ap) {
             for (x, &bv) in row.iter_mut().zip(bp) {
                 // Not mul_add: without FMA hardware that is a libm call per element.
                 *x += av * bv;
             }
+        }
+    };
+    if t.mr == MR {
+        // The packed GEMM's own panels (MR high, padded): a fixed stride, which vectorises.
+        // SAFETY: as above; the panel holds kc·MR floats.
+        let a = unsafe { std::slice::from_raw_parts(a, t.kc * MR) };
+        for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+            step(&mut acc, ap, bp);
+        }
+    } else {
+        // SAFETY: as above.
+        let a = unsafe { std::slice::from_raw_parts(a, if t.kc == 0 { 0 } else { (t.kc - 1) * t.mr + R }) };
+        for (ap, bp) in a.chunks(t.mr).zip(b.chunks_exact(NR)) {
+            step(&mut acc, ap, bp);
         }
     }
     for (i, row) in acc.iter().enumerate() {

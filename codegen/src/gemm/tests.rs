@@ -7,12 +7,16 @@
 
 use super::*;
 
+/// Every ISA whose kernel this CPU runs: the portable one always, AVX2 and AVX-512 when present
+/// (on an AVX-512 CPU both x86 kernels are tested, each with its own A panel height).
 pub(crate) fn isas() -> Vec<Isa> {
     let mut v = vec![Isa::Generic];
     if Isa::supported(Isa::Avx2Fma) >= Isa::Avx2Fma {
         v.push(Isa::Avx2Fma);
     }
-    // No AVX-512 kernel exists: an AVX-512 CPU runs the AVX2 one (tested above on such a CPU).
+    if Isa::supported(Isa::Avx512) >= Isa::Avx512 {
+        v.push(Isa::Avx512);
+    }
     v
 }
 
@@ -210,4 +214,49 @@ fn packing_in_place_gives_the_copying_packs_layout() {
     let b = data(64 * 32, 9);
     let at = b.as_ptr();
     assert_eq!(PackedB::pack_owned(b, 64, 32, 32, 1).unwrap().data.as_ptr(), at);
+}
+
+#[test]
+fn k_past_one_span_of_a_blocks() {
+    // K = 1100: five KC blocks, two spans of SB = 4 (the second span of one block, 76 deep).
+    for isa in isas() {
+        check(isa, &Case { m: 30, n: 40, k: 1100, ta: false, tb: false, alpha: 1.0, beta: Some(0.5) }, 1, true);
+        check(isa, &Case { m: 13, n: 70, k: 1100, ta: true, tb: true, alpha: -2.0, beta: None }, 2, false);
+    }
+}
+
+/// The AVX-512 kernel (12×32 tile over two packed panels, masked edges) computes every element
+/// as the AVX2 kernel does (one FMA per k in order, then alpha and the beta FMA): the same bits,
+/// at ragged shapes around both tiles (M, N, K not multiples of them, N = 1, K = 1), split by
+/// rows and by an odd number of column panels (a call then pairs different panels).
+#[test]
+fn avx512_gives_the_avx2_kernels_bits() {
+    if Isa::supported(Isa::Avx512) != Isa::Avx512 {
+        return;
+    }
+    for &(m, n, k) in &[(1, 1, 1), (13, 33, 1), (25, 1, 257), (12, 32, 256), (37, 47, 300), (7, 65, 1030)] {
+        let a = data(m * k, 11 + m as u64);
+        let b = data(k * n, 12 + n as u64);
+        let c0 = data(m * n, 13);
+        let packed = PackedB::pack(&b, k, n, n, 1).unwrap();
+        let prod =
+            Product { m, a_rs: k as isize, a_cs: 1, c_rs: n as isize, alpha: 0.75, beta: -1.5, accumulate: true };
+        let run = |isa: Isa, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>, c: &mut Vec<f32>| {
+            // SAFETY: a, c hold m×k and m×n floats; the ranges are inside them.
+            unsafe { prod.run(isa, a.as_ptr(), &packed, c.as_mut_ptr(), rows, panels, &mut |_, _| {}) };
+        };
+        let mut want = c0.clone();
+        run(Isa::Avx2Fma, 0..m, 0..packed.panels(), &mut want);
+        let mut whole = c0.clone();
+        run(Isa::Avx512, 0..m, 0..packed.panels(), &mut whole);
+        let mut split = c0.clone();
+        let (r, p) = (m / 2, packed.panels().min(1));
+        run(Isa::Avx512, 0..r, 0..packed.panels(), &mut split);
+        run(Isa::Avx512, r..m, 0..p, &mut split);
+        run(Isa::Avx512, r..m, p..packed.panels(), &mut split);
+        for (name, got) in [("whole", &whole), ("split", &split)] {
+            let same = got.iter().zip(&want).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same, "{m}×{n}×{k} {name}: AVX-512 {got:?} != AVX2 {want:?}");
+        }
+    }
 }

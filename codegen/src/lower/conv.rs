@@ -96,15 +96,36 @@ pub(super) fn lower_conv(
         return Ok(());
     }
     // A constant weight: an implicit GEMM on the weight packed now (crate::gemm::conv), no
-    // im2col matrix, bias and epilogue fused — unless the output plane is so small that most of
-    // its 16-pixel panels would be idle columns (see panel_fill).
+    // im2col matrix, bias and epilogue fused. When the output plane is so small that most of its
+    // 16-pixel panels would be idle columns (see panel_fill), the register tile runs along output
+    // channels instead (PackedConv::by_channels), given at least one whole 16-channel panel and a
+    // plane small enough for its per-thread scratch (the rest keep im2col + GEMM).
     if let Place::Weight(wi) = cx.input(ins[1], &name)?
-        && let WeightData::F32(data) = &cx.weights[wi]
-        && crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9
+        && let Some(data) = cx.weights[wi].f32()
+        && (crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9
+            || (spec.m_per_group >= 16 && ic.oh * ic.ow <= crate::gemm::conv::BY_CHANNELS_MAX_PIXELS))
     {
-        let packed =
-            crate::gemm::conv::PackedConv::new(spec.n, spec.groups, spec.m_per_group, ic.clone(), spec.bias, data)
-                .map_err(|e| Error::new(format!("node '{name}'"), format!("cannot pack its weight: {e}")))?;
+        let packed = if crate::gemm::conv::panel_fill(ic.oh, ic.ow) >= 0.9 {
+            crate::gemm::conv::PackedConv::new(
+                spec.n,
+                spec.groups,
+                spec.m_per_group,
+                ic.clone(),
+                spec.bias,
+                cx.isa,
+                data,
+            )
+        } else {
+            crate::gemm::conv::PackedConv::by_channels(
+                spec.n,
+                spec.groups,
+                spec.m_per_group,
+                ic.clone(),
+                spec.bias,
+                data,
+            )
+        }
+        .map_err(|e| Error::new(format!("node '{name}'"), format!("cannot pack its weight: {e}")))?;
         let mut args = vec![cx.out_buf(out_v)];
         for v in &ins {
             args.push(cx.input(*v, &name)?);

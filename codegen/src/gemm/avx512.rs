@@ -1,0 +1,126 @@
+//! The AVX-512 micro-kernel: an `R×16W` tile (R ≤ [`MR512`], W ≤ [`W512`] zmm columns) in `R·W`
+//! zmm accumulators; per k step W loads of B, R broadcasts of A and R·W FMAs. The B operand is the
+//! same 16-column packed panels as the AVX2 kernel's: the W column vectors of one k step are read
+//! from W adjacent panels (`Tile::b_next` floats apart), so the compile-time layout of a packed
+//! weight B does not depend on the ISA. Edge tiles load and store C through lane masks. Selected
+//! at run time (`Kernel::for_isa`), never by the build's target-cpu.
+//!
+//! Each C element is computed as the AVX2 kernel computes it (one FMA per k in ascending order,
+//! then `alpha·acc` and `fma(beta, C, ·)`), so the two kernels give the same bits.
+
+use super::{NR, Tile};
+use std::arch::x86_64::*;
+
+/// Rows of the AVX-512 register tile: the A panel height the packed GEMM packs for it. The kernel
+/// reads A panels of any height `Tile::mr` ≥ its rows (a conv's weights may be packed 8 high).
+pub const MR512: usize = 12;
+/// 16-float column vectors of the AVX-512 register tile (B panels per call).
+pub const W512: usize = 2;
+
+macro_rules! by_rows {
+    ($t:expr, $w:literal, $ind:literal, $args:tt) => {
+        match $t.rows {
+            1 => kernel::<1, $w, $ind> $args,
+            2 => kernel::<2, $w, $ind> $args,
+            3 => kernel::<3, $w, $ind> $args,
+            4 => kernel::<4, $w, $ind> $args,
+            5 => kernel::<5, $w, $ind> $args,
+            6 => kernel::<6, $w, $ind> $args,
+            7 => kernel::<7, $w, $ind> $args,
+            8 => kernel::<8, $w, $ind> $args,
+            9 => kernel::<9, $w, $ind> $args,
+            10 => kernel::<10, $w, $ind> $args,
+            11 => kernel::<11, $w, $ind> $args,
+            _ => kernel::<12, $w, $ind> $args,
+        }
+    };
+}
+
+/// # Safety
+/// The CPU has AVX-512 F; `t.rows ≤ min(MR512, t.mr)`; `a` holds `kc·t.mr` floats; B row p is
+/// `NR` floats at `b + p·NR` and, when `t.cols > NR`, `NR` more at `b + t.b_next + p·NR`; `c` the
+/// tile's rows and columns.
+pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if t.cols > NR {
+            by_rows!(t, 2, false, (t, a, b, std::ptr::null(), c))
+        } else {
+            by_rows!(t, 1, false, (t, a, b, std::ptr::null(), c))
+        }
+    }
+}
+
+/// As [`dispatch`], with B row p read at `b + offs[p]` (and `b + t.b_next + offs[p]`) instead of
+/// a packed panel.
+///
+/// # Safety
+/// As [`dispatch`]; `offs` holds `kc` offsets, each with the tile's B floats readable there.
+pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if t.cols > NR { by_rows!(t, 2, true, (t, a, b, offs, c)) } else { by_rows!(t, 1, true, (t, a, b, offs, c)) }
+    }
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
+    t: &Tile,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+) {
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
+    let (mut ap, mut bp) = (a, b);
+    let next = t.b_next;
+    for p in 0..t.kc {
+        // SAFETY: p < kc: B's row p (16·W floats, packed or at b + offs[p], the second vector
+        // b_next further) and A's column p (t.mr ≥ R floats) are readable.
+        unsafe {
+            let row = if IND {
+                b.add(*offs.add(p))
+            } else {
+                let row = bp;
+                bp = bp.add(NR);
+                row
+            };
+            let mut bv = [_mm512_setzero_ps(); W];
+            for (h, v) in bv.iter_mut().enumerate() {
+                *v = _mm512_loadu_ps(row.offset(h as isize * next));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add(i));
+                for (x, &bh) in row.iter_mut().zip(&bv) {
+                    *x = _mm512_fmadd_ps(av, bh, *x);
+                }
+            }
+            ap = ap.add(t.mr);
+        }
+    }
+    let alpha = _mm512_set1_ps(t.alpha);
+    let beta = _mm512_set1_ps(t.beta);
+    // Lanes of each column vector that exist in C.
+    let mut masks = [0 as __mmask16; W];
+    for (h, m) in masks.iter_mut().enumerate() {
+        let cols = t.cols.saturating_sub(h * NR).min(NR);
+        *m = ((1u32 << cols) - 1) as __mmask16;
+    }
+    for (i, row) in acc.iter().enumerate() {
+        // SAFETY: row i < rows is inside C (caller).
+        let cr = unsafe { c.offset(i as isize * t.c_rs) };
+        for (h, (&v, &m)) in row.iter().zip(&masks).enumerate() {
+            // SAFETY: the lanes of mask m are columns < cols, inside C; masked lanes are neither
+            // read nor written.
+            unsafe {
+                let d = cr.add(h * NR);
+                let v = if t.load_c {
+                    _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, d), _mm512_mul_ps(alpha, v))
+                } else {
+                    _mm512_mul_ps(alpha, v)
+                };
+                _mm512_mask_storeu_ps(d, m, v);
+            }
+        }
+    }
+}
