@@ -319,33 +319,18 @@ pub const PERTURB: f64 = 9.5367431640625e-7;
 /// Ops whose f32 result sums terms: their rounding error is relative to the largest term, not to
 /// the result (a cubic Resize of 0 and 1 giving 0.1, a dot product that cancels).
 fn accumulates(op: &kiln_ir::Op) -> bool {
+    use kiln_ir::ops::{Family, family};
     use kiln_ir::{Op, ReduceKind};
-    match op {
-        Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),
-        Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Where
-        | Op::Cast { .. }
-        | Op::Identity
-        | Op::MaxPool(_)
-        | Op::Pad { .. }
-        | Op::ArgReduce { .. }
-        | Op::TopK { .. }
-        | Op::Reshape { .. }
-        | Op::Transpose { .. }
-        | Op::Concat { .. }
-        | Op::Split { .. }
-        | Op::Slice { .. }
-        | Op::Gather { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::Expand { .. }
-        | Op::Flatten { .. }
-        | Op::Tile { .. }
-        | Op::GatherElements { .. }
-        | Op::GatherND { .. }
-        | Op::Resize { .. } => false,
-        _ => true,
+    match family(op) {
+        Family::Elementwise | Family::Movement | Family::Index => false,
+        // The family also holds Pad and nearest Resize, which copy.
+        Family::Conv => matches!(op, Op::Conv { .. } | Op::ConvTranspose { .. }),
+        Family::Pool => !matches!(op, Op::MaxPool(_)),
+        Family::Reduce => match op {
+            Op::Reduce { kind, .. } => !matches!(kind, ReduceKind::Max | ReduceKind::Min),
+            other => matches!(other, Op::CumSum { .. }),
+        },
+        Family::Linalg | Family::Resize | Family::Norm | Family::Fused => true,
     }
 }
 

@@ -139,6 +139,15 @@ pub struct PackedConv {
     wts: Vec<f32>,
 }
 
+/// The GEMM depth K = C·kh·kw of a conv weight, checked to hold `groups`·`m` rows of K floats.
+fn weight_k(groups: usize, m: usize, geo: &Im2Col, w: &[f32]) -> Result<usize, String> {
+    let k = geo.c * geo.kh * geo.kw;
+    if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
+        return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
+    }
+    Ok(k)
+}
+
 impl PackedConv {
     /// Packs `w` (`[groups·m, C, kh, kw]`, C = `geo.c`) for the kernel `isa` selects on this CPU
     /// (the one [`PackedConv::run`] with the same `isa` runs). `Err` names what was wrong: a
@@ -153,10 +162,7 @@ impl PackedConv {
         isa: Isa,
         w: &[f32],
     ) -> Result<PackedConv, String> {
-        let k = geo.c * geo.kh * geo.kw;
-        if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
-            return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
-        }
+        let k = weight_k(groups, m, &geo, w)?;
         let mr = Kernel::for_isa(isa).conv_mr(m);
         let panels = m.div_ceil(mr);
         let len =
@@ -196,10 +202,7 @@ impl PackedConv {
         bias: bool,
         w: &[f32],
     ) -> Result<PackedConv, String> {
-        let k = geo.c * geo.kh * geo.kw;
-        if groups.checked_mul(m).and_then(|x| x.checked_mul(k)) != Some(w.len()) {
-            return Err(format!("a conv weight of {} floats is not [{}, {}]", w.len(), groups * m, k));
-        }
+        let k = weight_k(groups, m, &geo, w)?;
         let packed = (0..groups)
             .map(|g| super::PackedB::pack(&w[g * m * k..(g + 1) * m * k], k, m, 1, k))
             .collect::<Result<Vec<_>, _>>()?;

@@ -323,20 +323,7 @@ fn evonorm_s0_from(eg: &mut KGraph, id: Id, s: &Subst, gated: bool) -> Option<Id
     }
     // The matched Div: the root, or under the +β and ·γ the longer rules wrap it in.
     let (g, b) = (s.get(super::var("?g")).copied(), s.get(super::var("?b")).copied());
-    let mut divs = vec![eg.find(id)];
-    for (op, arg) in [(BinaryOp::Add, b), (BinaryOp::Mul, g)] {
-        let Some(arg) = arg.map(|a| eg.find(a)) else { continue };
-        divs = divs
-            .iter()
-            .flat_map(|&class| eg[class].nodes.iter())
-            .filter_map(|node| match node {
-                Kiln::Node(KOp::Ir(ir), a) if ir.op == Op::Binary(op) && a.len() == 2 && eg.find(a[1]) == arg => {
-                    Some(eg.find(a[0]))
-                }
-                _ => None,
-            })
-            .collect();
-    }
+    let divs = unwrap_affine(eg, id, g, b);
     // The group std [N, G, 1, 1, 1] is expanded to [N, G, C/G, H, W] and reshaped to x's shape:
     // each channel gets its own group's value (no other expansion reshapes back that way).
     let ty = eg[x].data.ty().cloned();
