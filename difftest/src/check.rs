@@ -39,7 +39,7 @@
 //!   row, a cancelling sum divided by zero, a rounding difference times an infinite weight — is
 //!   one whose value any f32 evaluation may legitimately change (seeds 86011104, 50007722,
 //!   50025074); in other rows the tolerance is widened by 4× the row's largest move under the
-//!   perturbation ([`rounding_spread`]). Well-conditioned elements are still compared, so a wrong
+//!   perturbation (`rounding_spread`). Well-conditioned elements are still compared, so a wrong
 //!   kernel is still found; a case whose every element is ill-conditioned checks only errors,
 //!   shapes and integer outputs.
 //! - A recognised softmax at -O2 subtracts the row maximum, so it may be finite where the graph
