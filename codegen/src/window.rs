@@ -250,6 +250,48 @@ mod avx2 {
     use super::{Reduce, Taps, V};
     use std::arch::x86_64::*;
 
+    /// Stores the 8 outputs `t` at `ox` of an output row, times `scale[ox..][..8]` (an average
+    /// pool's 1/count table) when given.
+    ///
+    /// # Safety
+    /// `yr[ox..ox + 8]` and, if given, `scale[ox..ox + 8]` are in bounds.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn store_scaled(yr: &mut [f32], ox: usize, scale: Option<&[f32]>, mut t: __m256) {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if let Some(s) = scale {
+                t = _mm256_mul_ps(t, _mm256_loadu_ps(s.as_ptr().add(ox)));
+            }
+            _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
+        }
+    }
+
+    /// The even and the odd columns of the 16 in `u`, `v`, in order: [u0 u2 v0 v2 | u4 u6 v4 v6]
+    /// → 64-bit lanes 0, 2, 1, 3.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn split_even_odd(u: __m256, v: __m256) -> (__m256, __m256) {
+        let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+        let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
+        (
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+            _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+        )
+    }
+
+    /// One tap into a scalar max (NaN is noted by the callers) or sum.
+    #[inline]
+    fn combine<const MAX: bool>(t: f32, v: f32) -> f32 {
+        if !MAX {
+            t + v
+        } else if v > t {
+            v
+        } else {
+            t
+        }
+    }
+
     /// Whether `x` holds a NaN: 32 floats a step, compared unordered with themselves.
     ///
     /// # Safety
@@ -327,16 +369,9 @@ mod avx2 {
                     } else {
                         (_mm256_add_ps(a, c), _mm256_add_ps(b, d))
                     };
-                    // [u0 u2 v0 v2 | u4 u6 v4 v6] → 64-bit lanes 0, 2, 1, 3: columns in order.
-                    let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
-                    let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
-                    let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
-                    let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
-                    let mut r = if max { _mm256_max_ps(e, o) } else { _mm256_add_ps(e, o) };
-                    if let Some(sr) = sr {
-                        r = _mm256_mul_ps(r, _mm256_loadu_ps(sr.as_ptr().add(ox)));
-                    }
-                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), r);
+                    let (e, o) = split_even_odd(u, v);
+                    let r = if max { _mm256_max_ps(e, o) } else { _mm256_add_ps(e, o) };
+                    store_scaled(yr, ox, sr, r);
                 }
                 ox += V;
             }
@@ -451,34 +486,20 @@ mod avx2 {
                 (u, v)
             }
         };
-        // [u0 u2 v0 v2 | u4 u6 v4 v6] → 64-bit lanes 0, 2, 1, 3: the even and the odd columns.
-        let split = |u, v| {
-            let e = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
-            let o = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
-            (
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
-                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
-            )
-        };
         for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
             let rows = (2 * oy).saturating_sub(1)..(2 * oy + 2).min(h);
             let sr = scale.map(|s| &s[oy * ow..]);
             let row0 = x[rows.start * w..].as_ptr();
-            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+            let store = |yr: &mut [f32], ox: usize, t: __m256| {
                 // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
-                unsafe {
-                    if let Some(sr) = sr {
-                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
-                    }
-                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
-                }
+                unsafe { store_scaled(yr, ox, sr, t) }
             };
             let mut prev = _mm256_set1_ps(ident);
             let mut ox = 0;
             while ox + V <= ow {
                 // Rows inside the plane; columns 2ox .. 2ox + 16 ≤ 2·ow ≤ w.
                 let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
-                let (e, o) = split(u, v);
+                let (e, o) = split_even_odd(u, v);
                 // Column 2ox − 1 of output ox: the odd column of output ox − 1.
                 let left = _mm256_blend_ps::<1>(_mm256_permutevar8x32_ps(o, rot), _mm256_permutevar8x32_ps(prev, rot));
                 prev = o;
@@ -490,9 +511,9 @@ mod avx2 {
                 // columns 2ox − 1 ≥ 1 read directly: the even columns of the 16 from there.
                 let ox = ow - V;
                 let (u, v) = vert(row0.wrapping_add(2 * ox), rows.len(), &mut nan);
-                let (e, o) = split(u, v);
+                let (e, o) = split_even_odd(u, v);
                 let (ul, vl) = vert(row0.wrapping_add(2 * ox - 1), rows.len(), &mut nan);
-                let (left, _) = split(ul, vl);
+                let (left, _) = split_even_odd(ul, vl);
                 store(yr, ox, op(op(left, e), o));
                 continue;
             }
@@ -502,13 +523,7 @@ mod avx2 {
                     for c in (2 * ox).saturating_sub(1)..2 * ox + 2 {
                         let v = x[r * w + c];
                         nan_tail |= v.is_nan();
-                        t = if !max {
-                            t + v
-                        } else if v > t {
-                            v
-                        } else {
-                            t
-                        };
+                        t = combine::<MAX>(t, v);
                     }
                 }
                 yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
@@ -564,15 +579,6 @@ mod avx2 {
         let max = MAX;
         let ident = if max { f32::NEG_INFINITY } else { 0.0 };
         let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
-        let op1 = |a: f32, b: f32| {
-            if !max {
-                a + b
-            } else if b > a {
-                b
-            } else {
-                a
-            }
-        };
         let (rotr, rotl) = (_mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6), _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 0));
         let mut nan = _mm256_setzero_ps();
         let mut nan_tail = false;
@@ -587,7 +593,7 @@ mod avx2 {
                 for r in 1..rows.len() {
                     let v = row0[r * w + c];
                     nan_tail |= v.is_nan();
-                    t = op1(t, v);
+                    t = combine::<MAX>(t, v);
                 }
                 t
             };
@@ -609,14 +615,9 @@ mod avx2 {
                     u
                 }
             };
-            let store = |yr: &mut [f32], ox: usize, mut t: __m256| {
+            let store = |yr: &mut [f32], ox: usize, t: __m256| {
                 // SAFETY: outputs ox .. ox + 8 ≤ ow; scale[oy·ow + ox ..][..8] inside the table.
-                unsafe {
-                    if let Some(sr) = sr {
-                        t = _mm256_mul_ps(t, _mm256_loadu_ps(sr.as_ptr().add(ox)));
-                    }
-                    _mm256_storeu_ps(yr.as_mut_ptr().add(ox), t);
-                }
+                unsafe { store_scaled(yr, ox, sr, t) }
             };
             let mut prev = _mm256_set1_ps(ident);
             let mut cur = (ow >= V).then(|| vert(0));
@@ -649,7 +650,7 @@ mod avx2 {
             for ox in ox..ow {
                 let l = if ox > 0 { col(ox - 1) } else { ident };
                 let r = if ox + 1 < w { col(ox + 1) } else { ident };
-                let t = op1(op1(l, col(ox)), r);
+                let t = combine::<MAX>(combine::<MAX>(l, col(ox)), r);
                 yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
             }
         }
