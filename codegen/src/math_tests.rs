@@ -65,6 +65,20 @@ fn check(op: UnaryOp, reference: fn(f64) -> f64, bound: f64) {
 /// overflow boundary, subnormal results within 2 subnormal ulps, normal ones within `bound`
 /// relative. Shared with the hand-written kernels' tests (`simd::tests`).
 pub(crate) fn check_values(what: &str, xs: &[f32], ys: &[f32], reference: fn(f64) -> f64, bound: f64) {
+    check_values_sub(what, xs, ys, reference, bound, 2.0)
+}
+
+/// [`check_values`] with subnormal results allowed `sub_ulps` subnormal ulps: a function that
+/// rounds several normal intermediates before its result underflows (GELU's tail) carries their
+/// relative error into the subnormal range as an absolute one.
+pub(crate) fn check_values_sub(
+    what: &str,
+    xs: &[f32],
+    ys: &[f32],
+    reference: fn(f64) -> f64,
+    bound: f64,
+    sub_ulps: f64,
+) {
     let mut worst = (0f64, 0f32);
     for (&x, &y) in xs.iter().zip(ys) {
         let r = reference(x as f64);
@@ -84,8 +98,8 @@ pub(crate) fn check_values(what: &str, xs: &[f32], ys: &[f32], reference: fn(f64
             continue;
         }
         if r.abs() < f32::MIN_POSITIVE as f64 {
-            // Subnormal results: absolute error within 2 subnormal ulps.
-            assert!((y as f64 - r).abs() <= 2.0 * 1.4013e-45, "{what}({x:e}) = {y:e}, expected {r:e}");
+            // Subnormal results: absolute error within `sub_ulps` subnormal ulps.
+            assert!((y as f64 - r).abs() <= sub_ulps * 1.4013e-45, "{what}({x:e}) = {y:e}, expected {r:e}");
             continue;
         }
         let rel = ((y as f64 - r) / r).abs();
@@ -120,6 +134,43 @@ fn sigmoid_sweep() {
 #[test]
 fn erf_sweep() {
     check(UnaryOp::Erf, libm::erf, 4e-7);
+}
+
+/// x·Φ(x) = ½x·erfc(−x/√2) in f64: the exact GELU, accurate in its negative tail.
+pub(crate) fn gelu_erf_ref(x: f64) -> f64 {
+    0.5 * x * libm::erfc(-x * std::f64::consts::FRAC_1_SQRT_2)
+}
+
+/// x·σ(2u), u = √(2/π)·(x + 0.044715·x³): the tanh GELU without 1 + tanh's cancellation.
+pub(crate) fn gelu_tanh_ref(x: f64) -> f64 {
+    let k = (2.0 / std::f64::consts::PI).sqrt();
+    x / (1.0 + (-2.0 * k * (x + 0.044715 * x * x * x)).exp())
+}
+
+/// Both GELUs relative to themselves over the whole range, the negative tail included (down to
+/// where x·Φ(x) underflows): ½x·(1 + erf) alone would be 17% off at x = −5 and 0 below −5.5.
+#[test]
+fn gelu_sweeps() {
+    // (op, reference, relative bound with FMA, without): the erf form's 2e-5 is ½x·(1 + erf)'s
+    // just above vmath::GELU_TAIL (its erfc form is within 1e-6 with FMA, 5e-6 without); the tanh
+    // form's 2u reaches −87 before the result underflows, and u's f32 rounding (≈ 2⁻²⁴·87) is
+    // relative error in e^{2u}.
+    type Case = (UnaryOp, fn(f64) -> f64, f64, f64);
+    let cases: [Case; 2] = [
+        (UnaryOp::Gelu { tanh: false }, gelu_erf_ref, 2e-5, 2e-5),
+        (UnaryOp::Gelu { tanh: true }, gelu_tanh_ref, 2e-5, 2e-5),
+    ];
+    for (op, reference, with_fma, without) in cases {
+        for fma in [true, false] {
+            let feats = HostFeatures { fma: fma && HostFeatures::detect().fma };
+            let xs = sweep();
+            let ys = run_unary(op, &xs, feats);
+            let bound = if feats.fma { with_fma } else { without };
+            // Subnormal results: the same relative error of the last normal intermediate.
+            let sub_ulps = 2.0 + bound * f32::MIN_POSITIVE as f64 / 1.4013e-45;
+            check_values_sub(&format!("{op:?} fma={}", feats.fma), &xs, &ys, reference, bound, sub_ulps);
+        }
+    }
 }
 
 /// Runs `x op y` elementwise through a generated kernel (vector body and scalar tail).

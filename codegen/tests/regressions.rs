@@ -174,3 +174,41 @@ fn issue11_plans_above_the_memory_cap_are_refused_at_compile_time() {
     assert!(err.contains("model 't'") && err.contains("planned arena") && err.contains("65536"), "{err}");
     assert!(compile(&g, &w, &options(1)).is_ok());
 }
+
+/// Difftest seed 97005613: Gelu(−9.3) was −0 in the JIT and −6.5e-20 in the interpreter, and a
+/// following ×(−∞) turned that into NaN against +∞. ½x·(1 + erf(x/√2)) cancels in f32 (17% off at
+/// x = −5, 0 below −5.5), and 1 + tanh the same for the tanh form. Both GELUs, on their own (the
+/// hand-written map kernel), inside a fused chain (the generated code) and as a GEMM epilogue, must
+/// be relative-accurate down to the tail's underflow.
+#[test]
+fn gelu_negative_tail_is_relative_accurate() {
+    let tail: Vec<f32> = (0..64).map(|i| -4.0 - i as f32 * 0.15).collect();
+    let n = tail.len();
+    // 2e-5: the tanh form's sweep bound (math_tests::gelu_sweeps); the erf form is within 1e-6.
+    // Subnormal results carry that relative error of f32::MIN_POSITIVE as an absolute one.
+    let tol = Tol { abs: 2e-5 * f32::MIN_POSITIVE, rel: 2e-5 };
+    for tanh in [false, true] {
+        let gelu = Op::Unary(UnaryOp::Gelu { tanh });
+        let x = Tensor::from_f32([1, n], tail.clone()).unwrap();
+        let mut alone = Spec::new();
+        alone.input("x", x.clone()).node("g", gelu.clone(), &["x"], &["y"]).output("y");
+        check(&alone, tol);
+        let mut chain = Spec::new();
+        chain
+            .input("x", x.clone())
+            .weight("s", Tensor::from_f32([1], vec![-3.0]).unwrap())
+            .node("g", gelu.clone(), &["x"], &["h"])
+            .node("m", Op::Binary(BinaryOp::Mul), &["h", "s"], &["y"])
+            .output("y");
+        check(&chain, tol);
+        // [1, n] @ identity: the GEMM reproduces x exactly, the epilogue applies Gelu.
+        let eye: Vec<f32> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
+        let mut epi = Spec::new();
+        epi.input("x", x)
+            .weight("w", Tensor::from_f32([n, n], eye).unwrap())
+            .node("mm", Op::MatMul, &["x", "w"], &["h"])
+            .node("g", gelu, &["h"], &["y"])
+            .output("y");
+        check(&epi, tol);
+    }
+}

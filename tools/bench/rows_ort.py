@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ONNX Runtime's time for issue 13's row and elementwise shapes, to set beside kiln's criterion
 group `s5_*` (codegen/benches/kernels.rs): Softmax [256, 4096] and [8, 2^20], LayerNormalization
-[4096, 768], Exp and Gelu (erf) on 2^20 floats, and a numpy copy of the same bytes.
+[4096, 768], Exp and Gelu (erf) on 2^20 floats (Gelu also on bell-shaped data), and a numpy copy of the same bytes.
 
 ORT runs with its output bound once (io_binding), so neither side allocates per run (kiln's bench
 times the plan steps alone). Median of `--reps` timed runs after warm-up, intra-op threads as given.
@@ -36,6 +36,16 @@ def data(n, seed):
     i = np.arange(n, dtype=np.uint64)
     v = ((i * np.uint64(2654435761) + np.uint64(seed)) & np.uint64(0xFFFFFFFF)) >> np.uint64(8)
     return (v.astype(np.float64) / 16777216.0 - 0.5).astype(np.float32)
+
+
+def bell(n):
+    # ≈ N(0, 1), the criterion bench's bell_at(): the four 16-bit quarters of splitmix64(i).
+    z = np.arange(n, dtype=np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    q = [((z >> np.uint64(16 * k)) & np.uint64(0xFFFF)).astype(np.float64) / 65536.0 - 0.5 for k in range(4)]
+    return (sum(q).astype(np.float32) * np.float32(np.sqrt(3))).astype(np.float32)
 
 
 def time_ort(blob, x, threads, reps):
@@ -88,6 +98,8 @@ def main():
         ),
         ("exp_1m", model("Exp", [1 << 20]), data(1 << 20, 4) * 8),
         ("gelu_erf_1m", model("Gelu", [1 << 20]), data(1 << 20, 4) * 8),
+        # ≈ N(0, 1), as the criterion group s5_gelu_erf_1m_bell.
+        ("gelu_erf_1m_bell", model("Gelu", [1 << 20]), bell(1 << 20)),
     ]
     print(f"onnxruntime {ort.__version__}, {a.threads} thread(s), median of {a.reps}")
     for name, blob, x in cases:

@@ -304,30 +304,19 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
             let g = l.c(gamma);
             l.mul(g, v)
         }
-        UnaryOp::Gelu { tanh: false } => {
-            let k = l.c(std::f32::consts::FRAC_1_SQRT_2);
-            let xs = l.mul(x, k);
-            let e = l.erf(xs);
-            let one = l.c(1.0);
-            let s = l.add(one, e);
-            let half = l.c(0.5);
-            let hx = l.mul(half, x);
-            l.mul(hx, s)
-        }
+        UnaryOp::Gelu { tanh: false } => l.gelu_erf(x),
         UnaryOp::Gelu { tanh: true } => {
-            // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+            // ½x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)·(x + 0.044715·x³): the sigmoid keeps the
+            // negative tail that 1 + tanh cancels to 0.
             let x2 = l.mul(x, x);
             let c = l.c(0.044_715);
             let one = l.c(1.0);
             let inner = l.mul_add(c, x2, one);
             let xi = l.mul(x, inner);
-            let k = l.c(0.797_884_6);
+            let k = l.c(2.0 * 0.797_884_6);
             let arg = l.mul(k, xi);
-            let t = l.tanh(arg);
-            let s = l.add(one, t);
-            let half = l.c(0.5);
-            let hx = l.mul(half, x);
-            l.mul(hx, s)
+            let s = l.sigmoid(arg);
+            l.mul(x, s)
         }
         UnaryOp::Clip { min, max } => {
             let mut v = x;

@@ -440,7 +440,24 @@ pub(crate) unsafe fn map<V: F8>(op: MapOp, x: *const f32, y: *mut f32, n: usize)
             MapOp::Tanh => map_direct!(V, math::tanh::<V>, x, y, n),
             MapOp::Sigmoid => map_direct!(V, math::sigmoid::<V>, x, y, n),
             MapOp::Silu => map_direct!(V, math::silu::<V>, x, y, n),
-            MapOp::GeluErf => map_direct!(V, math::gelu_erf::<V>, x, y, n),
+            MapOp::GeluErf => {
+                // One test of the erfc tail per 16 lanes, so the common case runs both vectors
+                // without a branch between them (one test per vector cost 35% on bell data).
+                let mut i = 0;
+                while i + 16 <= n {
+                    let (v0, v1) = (V::load(x.add(i)), V::load(x.add(i + 8)));
+                    let (mut c0, m0) = math::gelu_erf_common(v0);
+                    let (mut c1, m1) = math::gelu_erf_common(v1);
+                    if m0.or(m1).any() {
+                        c0 = math::gelu_erf_fix(v0, m0, c0);
+                        c1 = math::gelu_erf_fix(v1, m1, c1);
+                    }
+                    c0.store(y.add(i));
+                    c1.store(y.add(i + 8));
+                    i += 16;
+                }
+                map_direct!(V, math::gelu_erf::<V>, x.add(i), y.add(i), n - i)
+            }
             MapOp::GeluTanh => map_direct!(V, math::gelu_tanh::<V>, x, y, n),
             MapOp::Erf => map_direct!(V, math::erf::<V>, x, y, n),
         }

@@ -7,7 +7,7 @@
 //! these inlined functions, which LLVM hoists out of the callers' loops.
 
 use super::vector::F8;
-use crate::vmath::{ERF_P, ERF_Q, LN2_HI, LN2_LO};
+use crate::vmath::{ERF_P, ERF_Q, ERFCX_P, ERFCX_T_SCALE, GELU_TAIL, LN2_HI, LN2_LO};
 
 /// 1.5·2²³: x + MAGIC − MAGIC rounds x to the nearest integer (ties to even) for |x| < 2²².
 const MAGIC: f32 = 12_582_912.0;
@@ -125,17 +125,46 @@ pub(crate) fn silu<V: F8>(x: V) -> V {
     x.mul(sigmoid(x))
 }
 
-/// x·Φ(x) = ½x·(1 + erf(x/√2)).
+/// x·Φ(x): ½x·(1 + erf(x/√2)), and the erfc form for the lanes below `GELU_TAIL` when a vector
+/// has any (vmath's `Lanes::gelu_erf` explains both).
 #[inline(always)]
 pub(crate) fn gelu_erf<V: F8>(x: V) -> V {
-    let e = erf(x.mul(V::splat(std::f32::consts::FRAC_1_SQRT_2)));
-    V::splat(0.5).mul(x).mul(V::splat(1.0).add(e))
+    let (common, in_tail) = gelu_erf_common(x);
+    if !in_tail.any() {
+        return common;
+    }
+    gelu_erf_fix(x, in_tail, common)
 }
 
-/// ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³))).
+/// ½x·(1 + erf(x/√2)) and the mask of the lanes whose accurate value needs [`gelu_erf_fix`].
+#[inline(always)]
+pub(crate) fn gelu_erf_common<V: F8>(x: V) -> (V, V) {
+    let e = erf(x.mul(V::splat(std::f32::consts::FRAC_1_SQRT_2)));
+    (V::splat(0.5).mul(x).mul(V::splat(1.0).add(e)), x.lt(V::splat(GELU_TAIL)))
+}
+
+/// `common` with the `in_tail` lanes replaced by the erfc form.
+#[inline(always)]
+pub(crate) fn gelu_erf_fix<V: F8>(x: V, in_tail: V, common: V) -> V {
+    V::select(in_tail, gelu_erf_tail(x), common)
+}
+
+/// x·Φ(x) = ½x·e^{−a²/2}·t·P(t) for x < 0.
+#[inline(always)]
+fn gelu_erf_tail<V: F8>(x: V) -> V {
+    let a = clamp_keep_nan(abs(x), 0.0, 16.0);
+    let h = a.mul(a);
+    let l = a.fma(a, V::splat(0.0).sub(h));
+    let one = V::splat(1.0);
+    let e = exp(h.mul(V::splat(-0.5))).mul(l.fma(V::splat(-0.5), one));
+    let t = one.div(a.fma(V::splat(ERFCX_T_SCALE), one));
+    x.mul(V::splat(0.5).mul(e).mul(t.mul(poly(t, &ERFCX_P))))
+}
+
+/// ½x·(1 + tanh(u)) = x·σ(2u), u = √(2/π)·(x + 0.044715·x³): the sigmoid keeps the negative
+/// tail that 1 + tanh cancels to 0.
 #[inline(always)]
 pub(crate) fn gelu_tanh<V: F8>(x: V) -> V {
     let inner = V::splat(0.044_715).fma(x.mul(x), V::splat(1.0));
-    let t = tanh(V::splat(0.797_884_6).mul(x.mul(inner)));
-    V::splat(0.5).mul(x).mul(V::splat(1.0).add(t))
+    x.mul(sigmoid(V::splat(2.0 * 0.797_884_6).mul(x.mul(inner))))
 }

@@ -40,6 +40,8 @@ pub(crate) trait F8: Copy {
     fn or(self, o: Self) -> Self;
     /// The bit pattern shifted left by 23 (builds an exponent field).
     fn shl23(self) -> Self;
+    /// Whether any lane of a mask is set (its sign bit).
+    fn any(self) -> bool;
 }
 
 /// All-ones bits: a true mask lane.
@@ -142,6 +144,10 @@ impl F8 for Portable {
     fn shl23(self) -> Self {
         self.map(|a| f32::from_bits(a.to_bits() << 23))
     }
+    #[inline(always)]
+    fn any(self) -> bool {
+        self.0.iter().any(|m| m.is_sign_negative())
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -227,5 +233,9 @@ impl F8 for Avx2 {
     #[inline(always)]
     fn shl23(self) -> Self {
         Avx2(unsafe { _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(self.0))) })
+    }
+    #[inline(always)]
+    fn any(self) -> bool {
+        unsafe { _mm256_movemask_ps(self.0) != 0 }
     }
 }

@@ -279,9 +279,10 @@ impl UnaryOp {
                 (0.5 * d * erfc(-d * std::f64::consts::FRAC_1_SQRT_2)) as f32
             }
             UnaryOp::Gelu { tanh: true } => {
-                // √(2/π) = 2/√π · 1/√2.
+                // √(2/π) = 2/√π · 1/√2; ½d·(1 + tanh v) = d/(1 + e^{−2v}), which keeps the negative
+                // tail that 1 + tanh v cancels to 0.
                 let k = std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2;
-                (0.5 * d * (1.0 + (k * (d + 0.044715 * d * d * d)).tanh())) as f32
+                (d / (1.0 + (-2.0 * k * (d + 0.044715 * d * d * d)).exp())) as f32
             }
             UnaryOp::Clip { min, max } => {
                 let mut y = x;
@@ -653,6 +654,10 @@ mod tests {
         // Gelu's far negative tail: −10·Φ(−10) = −10·erfc(10/√2)/2 ≈ −7.619853e-23, not 0.
         let tail = UnaryOp::Gelu { tanh: false }.apply(-10.0);
         assert!(rel_err(tail as f64, -7.619853024160527e-23) < 1e-6, "{tail}");
+        // The tanh form's tail: −10/(1 + e^{2·√(2/π)·(10 + 44.715)}) (Python, f64), not the 0 that
+        // ½x·(1 + tanh) gives once tanh rounds to −1 (here even in f64).
+        let tail = UnaryOp::Gelu { tanh: true }.apply(-10.0);
+        assert!(rel_err(tail as f64, -1.2040923482098023e-37) < 1e-6, "{tail}");
         for op in [UnaryOp::Relu, UnaryOp::LeakyRelu { alpha: 0.1 }, UnaryOp::Clip { min: Some(0.0), max: Some(1.0) }] {
             assert!(op.apply(f32::NAN).is_nan(), "{op:?}");
         }
