@@ -48,6 +48,10 @@ pub struct Jit {
     pub keep_clif: bool,
     /// Print each kernel's machine code to stderr (`CodegenOptions::disasm`).
     pub disasm: bool,
+    /// The hand-written map kernels' entry for generated code to call
+    /// ([`crate::simd::host_map_entry`]), when the chosen ISA has them; a fused chain with an
+    /// exp/tanh/sigmoid/erf/GELU then calls it instead of evaluating that op four lanes at a time.
+    pub host_map: Option<crate::simd::HostMapFn>,
 }
 
 /// A kernel name and its entry point, valid while the module lives.
@@ -84,6 +88,7 @@ impl Jit {
             clif: Vec::new(),
             keep_clif: false,
             disasm: false,
+            host_map: None,
         })
     }
 

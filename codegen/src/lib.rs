@@ -128,6 +128,7 @@ fn compile_plan(graph: &Graph, weights: Vec<lower::WeightData>, options: &Codege
     jit.keep_clif = options.keep_clif;
     jit.disasm = options.disasm;
     let isa = Isa::supported(options.isa);
+    jit.host_map = simd::host_map_entry(isa);
     let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads, options.memory_cap, isa)?;
     let placement = memplan::place(&intervals(&plan));
     // The arena is allocated on the first run: refuse the plan now if it does not fit.

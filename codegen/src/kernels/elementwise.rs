@@ -11,9 +11,10 @@
 
 use super::loops::{RowLoop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
+use crate::simd::{HostMapFn, MapOp};
 use crate::vmath::Lanes;
-use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{InstBuilder, MemFlagsData, Value, types};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
 use cranelift_frontend::FunctionBuilder;
 use kiln_ir::{BinaryOp, UnaryOp};
 
@@ -146,40 +147,189 @@ pub fn define_with(jit: &mut Jit, name: &str, f: &Fused, keep_last: bool) -> Res
     let lay = layout_with(&f.out_shape, &f.leaf_shapes, keep_last);
     let nodes = f.nodes.clone();
     let lay2 = lay.clone();
-    jit.define(name, move |b, [args, start, end], feat| body(b, args, start, end, feat, &nodes, &lay2))?;
+    match jit.host_map.and_then(|entry| split_at_map_op(&nodes, lay.strides.len()).map(|s| (entry, s))) {
+        Some((entry, split)) => jit.define(name, move |b, [args, start, end], feat| {
+            body_with_host_map(b, args, start, end, feat, &split, &lay2, entry)
+        })?,
+        None => jit.define(name, move |b, [args, start, end], feat| {
+            let (out, leaves) = load_args(b, args, lay2.strides.len());
+            rows(b, start, end, feat, &nodes, &lay2.dims, &lay2.strides, out, &leaves);
+            b.ins().return_(&[]);
+        })?,
+    }
     Ok(lay)
 }
 
-fn body(
+/// A fused chain cut around one op that has a hand-written 8-wide kernel ([`MapOp`]): generated
+/// code computes the op's operand into the output, the host kernel maps the output in place, and
+/// generated code finishes the chain reading the op's value back as one more leaf.
+#[derive(Debug, Clone)]
+struct MapSplit {
+    /// Nodes up to the op's operand (the last of them).
+    before: Vec<Expr>,
+    op: MapOp,
+    /// The nodes after the op, its value as `Leaf(nleaves)`; `None` when the op is the result.
+    after: Option<Vec<Expr>>,
+}
+
+/// Where a chain can be cut ([`MapSplit`]): at the last op with a map kernel such that the nodes
+/// after it use only its value, leaves, constants and each other (a leaf or constant before the op
+/// is repeated after the cut), and every node between its operand and it is a leaf or constant.
+/// A chain whose later nodes need an earlier computed value (x·σ(x) written out) is not cut.
+fn split_at_map_op(nodes: &[Expr], nleaves: usize) -> Option<MapSplit> {
+    let (h, op, a) = nodes.iter().enumerate().rev().find_map(|(i, n)| match *n {
+        Expr::Unary(u, a) => MapOp::of(u).map(|m| (i, m, a)),
+        _ => None,
+    })?;
+    let cheap = |i: usize| matches!(nodes[i], Expr::Leaf(_) | Expr::Const(_));
+    if !(a + 1..h).all(cheap) {
+        return None;
+    }
+    if h + 1 == nodes.len() {
+        return Some(MapSplit { before: nodes[..=a].to_vec(), op, after: None });
+    }
+    // Rebuild the nodes after the cut: `map[i]` is node i's index in `after`.
+    let mut after = vec![Expr::Leaf(nleaves)];
+    let mut map: Vec<Option<usize>> = vec![None; nodes.len()];
+    map[h] = Some(0);
+    for i in h + 1..nodes.len() {
+        let operands: Vec<usize> = match nodes[i] {
+            Expr::Leaf(_) | Expr::Const(_) => vec![],
+            Expr::Unary(_, x) | Expr::NonZero(x) => vec![x],
+            Expr::Binary(_, x, y) => vec![x, y],
+            Expr::Where(c, x, y) => vec![c, x, y],
+        };
+        for &o in &operands {
+            if map[o].is_none() {
+                if o > h || !cheap(o) {
+                    return None;
+                }
+                map[o] = Some(after.len());
+                after.push(nodes[o].clone());
+            }
+        }
+        let m = |x: usize| map[x].unwrap_or(usize::MAX);
+        let node = match nodes[i] {
+            Expr::Leaf(l) => Expr::Leaf(l),
+            Expr::Const(c) => Expr::Const(c),
+            Expr::Unary(u, x) => Expr::Unary(u, m(x)),
+            Expr::NonZero(x) => Expr::NonZero(m(x)),
+            Expr::Binary(o, x, y) => Expr::Binary(o, m(x), m(y)),
+            Expr::Where(c, x, y) => Expr::Where(m(c), m(x), m(y)),
+        };
+        map[i] = Some(after.len());
+        after.push(node);
+    }
+    Some(MapSplit { before: nodes[..=a].to_vec(), op, after: Some(after) })
+}
+
+/// Rows per host-kernel call: about 4096 floats (16 KB), so the three passes over a group of
+/// rows stay in L1/L2.
+const HOST_MAP_GROUP: usize = 4096;
+
+/// The kernel of a [`MapSplit`] chain: for each group of rows, the generated part before the op,
+/// one call of the host kernel over the group's output (contiguous: the output is dense), then the
+/// generated part after it.
+#[allow(clippy::too_many_arguments)]
+fn body_with_host_map(
     b: &mut FunctionBuilder,
     args: Value,
     start: Value,
     end: Value,
     feat: HostFeatures,
-    nodes: &[Expr],
+    split: &MapSplit,
     lay: &Layout,
+    entry: HostMapFn,
 ) {
     let nleaves = lay.strides.len();
-    let out = load_arg_ptr(b, args, 0);
-    let leaves: Vec<Value> = (0..nleaves).map(|i| load_arg_ptr(b, args, 1 + i)).collect();
+    let (out, leaves) = load_args(b, args, nleaves);
     let inner = lay.inner();
-    let outer_dims = &lay.dims[..lay.dims.len() - 1];
+    let group = (HOST_MAP_GROUP / inner).max(1) as i64;
+    // The output read as a leaf after the cut: dense strides over the collapsed dims.
+    let mut dense = vec![0usize; lay.dims.len()];
+    let mut st = 1;
+    for (d, &n) in dense.iter_mut().zip(&lay.dims).rev() {
+        *d = st;
+        st *= n;
+    }
+    let mut strides_after = lay.strides.clone();
+    strides_after.push(dense);
+    let mut leaves_after = leaves.clone();
+    leaves_after.push(out);
+
+    let mut sig = Signature::new(b.func.signature.call_conv);
+    sig.params.push(AbiParam::new(types::I32));
+    for _ in 0..3 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    let sig = b.import_signature(sig);
+
+    let head = b.create_block();
+    let grp = b.create_block();
+    let exit = b.create_block();
+    let r0 = b.append_block_param(head, types::I64);
+    b.ins().jump(head, &[start.into()]);
+    b.switch_to_block(head);
+    let more = b.ins().icmp(IntCC::SignedLessThan, r0, end);
+    b.ins().brif(more, grp, &[], exit, &[]);
+    b.switch_to_block(grp);
+    let next = b.ins().iadd_imm_s(r0, group);
+    let past = b.ins().icmp(IntCC::SignedGreaterThan, next, end);
+    let r1 = b.ins().select(past, end, next);
+    rows(b, r0, r1, feat, &split.before, &lay.dims, &lay.strides, out, &leaves);
+    let first = b.ins().imul_imm_s(r0, (inner * 4) as i64);
+    let ptr = b.ins().iadd(out, first);
+    let nrows = b.ins().isub(r1, r0);
+    let n = b.ins().imul_imm_s(nrows, inner as i64);
+    let code = b.ins().iconst(types::I32, split.op.code() as i64);
+    let callee = b.ins().iconst(types::I64, entry as usize as i64);
+    b.ins().call_indirect(sig, callee, &[code, ptr, ptr, n]);
+    if let Some(after) = &split.after {
+        rows(b, r0, r1, feat, after, &lay.dims, &strides_after, out, &leaves_after);
+    }
+    b.ins().jump(head, &[r1.into()]);
+    b.switch_to_block(exit);
+    b.ins().return_(&[]);
+}
+
+/// The output pointer and the `n` leaf pointers of the kernel's argument array.
+fn load_args(b: &mut FunctionBuilder, args: Value, n: usize) -> (Value, Vec<Value>) {
+    let out = load_arg_ptr(b, args, 0);
+    (out, (0..n).map(|i| load_arg_ptr(b, args, 1 + i)).collect())
+}
+
+/// The row loop over `[start, end)` evaluating `nodes` into `out`; leaves read with `strides`
+/// over the collapsed `dims`. Leaves the builder after the loop.
+#[allow(clippy::too_many_arguments)]
+fn rows(
+    b: &mut FunctionBuilder,
+    start: Value,
+    end: Value,
+    feat: HostFeatures,
+    nodes: &[Expr],
+    dims: &[usize],
+    strides: &[Vec<usize>],
+    out: Value,
+    leaves: &[Value],
+) {
+    let nleaves = strides.len();
+    let inner = dims[dims.len() - 1];
+    let outer_dims = &dims[..dims.len() - 1];
     let flags = MemFlagsData::new().with_notrap();
     let rl = RowLoop::begin(b, start, end);
     let r = rl.row;
     // Row bases.
     let out_off = b.ins().imul_imm_s(r, (inner * 4) as i64);
     let out_row = b.ins().iadd(out, out_off);
-    let leaf_rows: Vec<Value> = lay
-        .strides
+    let leaf_rows: Vec<Value> = strides
         .iter()
-        .zip(&leaves)
+        .zip(leaves)
         .map(|(st, &base)| {
             let off = row_offset(b, r, outer_dims, st, 4);
             b.ins().iadd(base, off)
         })
         .collect();
-    let leaf_inner_contig: Vec<bool> = lay.strides.iter().map(|st| st[st.len() - 1] != 0).collect();
+    let leaf_inner_contig: Vec<bool> = strides.iter().map(|st| st[st.len() - 1] != 0).collect();
     // Broadcast-scalar leaves: one load per row.
     let mut scalars: Vec<Option<Value>> = vec![None; nleaves];
     for i in 0..nleaves {
@@ -214,7 +364,7 @@ fn body(
         b.ins().store(flags, v, addr, 0);
     };
     super::loops::inner_loop(b, inner, &emit);
-    rl.end(b);
+    rl.close(b);
 }
 
 /// Byte offset of row `r` in a leaf read with element strides `st` over the collapsed `outer_dims`

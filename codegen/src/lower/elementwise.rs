@@ -363,16 +363,5 @@ pub(super) fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result
 
 /// The unary ops with a hand-written kernel for when they run alone (not fused).
 fn map_op(u: kiln_ir::UnaryOp) -> Option<crate::simd::MapOp> {
-    use crate::simd::MapOp;
-    use kiln_ir::UnaryOp;
-    Some(match u {
-        UnaryOp::Exp => MapOp::Exp,
-        UnaryOp::Tanh => MapOp::Tanh,
-        UnaryOp::Sigmoid => MapOp::Sigmoid,
-        UnaryOp::Silu => MapOp::Silu,
-        UnaryOp::Erf => MapOp::Erf,
-        UnaryOp::Gelu { tanh: false } => MapOp::GeluErf,
-        UnaryOp::Gelu { tanh: true } => MapOp::GeluTanh,
-        _ => return None,
-    })
+    crate::simd::MapOp::of(u)
 }

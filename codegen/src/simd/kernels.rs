@@ -397,6 +397,35 @@ pub enum MapOp {
     Erf,
 }
 
+impl MapOp {
+    pub(crate) const ALL: [MapOp; 7] =
+        [MapOp::Exp, MapOp::Tanh, MapOp::Sigmoid, MapOp::Silu, MapOp::GeluErf, MapOp::GeluTanh, MapOp::Erf];
+
+    /// The unary op's kernel, if it has one.
+    pub fn of(u: kiln_ir::UnaryOp) -> Option<MapOp> {
+        use kiln_ir::UnaryOp;
+        Some(match u {
+            UnaryOp::Exp => MapOp::Exp,
+            UnaryOp::Tanh => MapOp::Tanh,
+            UnaryOp::Sigmoid => MapOp::Sigmoid,
+            UnaryOp::Silu => MapOp::Silu,
+            UnaryOp::Erf => MapOp::Erf,
+            UnaryOp::Gelu { tanh: false } => MapOp::GeluErf,
+            UnaryOp::Gelu { tanh: true } => MapOp::GeluTanh,
+            _ => return None,
+        })
+    }
+
+    /// The op as the `u32` that generated code passes to `host_map_entry`'s function.
+    pub fn code(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_code(code: u32) -> Option<MapOp> {
+        MapOp::ALL.get(code as usize).copied()
+    }
+}
+
 /// y = op(x) over `n` elements.
 ///
 /// # Safety

@@ -182,6 +182,33 @@ pub(crate) mod avx2 {
     }
 }
 
+/// The signature of [`host_map_entry`]'s functions: `y = op(x)` over `n` floats, `op` a
+/// [`MapOp`] as `u32` (`MapOp::code`). Called from generated code (the kernel ABI's C convention).
+pub type HostMapFn = unsafe extern "C" fn(op: u32, x: *const f32, y: *mut f32, n: usize);
+
+/// The map-kernel entry generated code may call for `isa`: the AVX2 kernels where the ISA has
+/// them; `None` (the generated code evaluates the op itself) otherwise.
+pub fn host_map_entry(isa: Isa) -> Option<HostMapFn> {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        return Some(avx2_map_entry);
+    }
+    let _ = isa;
+    None
+}
+
+/// # Safety
+/// `x` readable and `y` writable for `n` f32 (y may equal x), and the CPU has AVX2 and FMA:
+/// installed by [`host_map_entry`] only for an ISA that `Isa::supported` confirmed on this CPU.
+#[cfg(target_arch = "x86_64")]
+unsafe extern "C" fn avx2_map_entry(op: u32, x: *const f32, y: *mut f32, n: usize) {
+    // An unknown code does nothing: a panic must not unwind into generated code.
+    if let Some(op) = MapOp::from_code(op) {
+        // SAFETY: the caller's contract (generated code passes rows of its own output buffer).
+        unsafe { avx2::map(op, x, y, n) }
+    }
+}
+
 /// The portable instantiation (any CPU).
 pub(crate) mod portable {
     use super::vector::Portable;

@@ -259,3 +259,13 @@ fn schedule_names_the_host_kernels() {
         assert!(s.contains(what) && s.contains("generic"), "{s}");
     }
 }
+
+/// Generated code passes a `MapOp` to the host entry as its code: every op round-trips, and an
+/// unknown code is no op (the entry does nothing rather than panic into generated code).
+#[test]
+fn map_op_codes_round_trip() {
+    for op in MapOp::ALL {
+        assert_eq!(MapOp::from_code(op.code()), Some(op));
+    }
+    assert_eq!(MapOp::from_code(MapOp::ALL.len() as u32), None);
+}

@@ -1,0 +1,129 @@
+//! Fused chains that contain an op with a hand-written 8-wide kernel (exp, tanh, sigmoid, SiLU,
+//! erf, the GELUs): where the ISA has the kernels, the generated code computes the op's operand
+//! into the output, calls the host kernel over a group of rows in place, and finishes the chain
+//! reading the op's value back (`kernels::elementwise`, `MapSplit`). Checked against the
+//! interpreter at each ISA and thread count, with the cut taken (or not) as expected.
+
+mod common;
+
+use common::*;
+use kiln_codegen::{CodegenOptions, Isa};
+use kiln_ir::{BinaryOp, Op, Tensor, UnaryOp};
+
+/// Every ISA this CPU has, the portable one first (no host kernel there: the chain stays whole).
+fn isas() -> Vec<Isa> {
+    [Isa::Generic, Isa::Avx2Fma, Isa::Avx512].into_iter().filter(|&i| Isa::supported(i) == i).collect()
+}
+
+/// The transcendental bounds (2e-5 relative, the GELUs' sweep bound) on top of f32 rounding of
+/// the cheap ops around them; a GEMM's 16-term f32 sums add 1e-5 absolute.
+const TOL: Tol = Tol { abs: 1e-5, rel: 3e-5 };
+
+fn unary(u: UnaryOp) -> Op {
+    Op::Unary(u)
+}
+
+fn binary(b: BinaryOp) -> Op {
+    Op::Binary(b)
+}
+
+/// The graphs: (name, spec, whether the chain is cut where the ISA has host kernels).
+fn cases() -> Vec<(&'static str, Spec, bool)> {
+    let mut rng = XRng(41);
+    let mut out = Vec::new();
+
+    // Bias then GELU: the op is the result (nothing after the cut).
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[3, 37], -6.0, 3.0))
+        .weight("b", rng.tensor(&[37], -1.0, 1.0))
+        .node("add", binary(BinaryOp::Add), &["x", "b"], &["h"])
+        .node("g", unary(UnaryOp::Gelu { tanh: false }), &["h"], &["y"])
+        .output("y");
+    out.push(("bias_gelu", s, true));
+
+    // Graph-transformer attention scores: clamp, exp, times a mask leaf after the cut.
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[5, 130], -8.0, 8.0))
+        .input("adj", rng.tensor(&[5, 130], 0.0, 1.0))
+        .node("clip", unary(UnaryOp::Clip { min: Some(-5.0), max: Some(5.0) }), &["x"], &["c"])
+        .node("exp", unary(UnaryOp::Exp), &["c"], &["e"])
+        .node("mask", binary(BinaryOp::Mul), &["e", "adj"], &["y"])
+        .output("y");
+    out.push(("clamp_exp_mask", s, true));
+
+    // Rows longer than one host call's group (4096 floats): one row per call; a scalar leaf.
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[2, 5003], -3.0, 3.0))
+        .weight("k", Tensor::from_f32([1], vec![1.5]).unwrap())
+        .weight("c", Tensor::from_f32([1], vec![-0.25]).unwrap())
+        .node("scale", binary(BinaryOp::Mul), &["x", "k"], &["h"])
+        .node("t", unary(UnaryOp::Tanh), &["h"], &["t"])
+        .node("shift", binary(BinaryOp::Add), &["t", "c"], &["y"])
+        .output("y");
+    out.push(("long_rows_tanh", s, true));
+
+    // Many short rows (585 per call), a per-row broadcast leaf after the cut, and a leaf used on
+    // both sides of it.
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[300, 7], -4.0, 4.0))
+        .input("r", rng.tensor(&[300, 1], -1.0, 1.0))
+        .node("neg", unary(UnaryOp::Neg), &["x"], &["n"])
+        .node("sig", unary(UnaryOp::Sigmoid), &["n"], &["s"])
+        .node("row", binary(BinaryOp::Mul), &["s", "r"], &["m"])
+        .node("again", binary(BinaryOp::Add), &["m", "x"], &["y"])
+        .output("y");
+    out.push(("short_rows_sigmoid", s, true));
+
+    // x·σ(x) written out: the value before the cut is needed after it, so no cut.
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[4, 19], -5.0, 5.0))
+        .weight("b", rng.tensor(&[19], -1.0, 1.0))
+        .node("add", binary(BinaryOp::Add), &["x", "b"], &["h"])
+        .node("sig", unary(UnaryOp::Sigmoid), &["h"], &["s"])
+        .node("silu", binary(BinaryOp::Mul), &["h", "s"], &["y"])
+        .output("y");
+    out.push(("silu_written_out", s, false));
+
+    // A GEMM epilogue: bias, tanh GELU, a per-column scale.
+    let mut s = Spec::new();
+    s.input("a", rng.tensor(&[9, 16], -1.0, 1.0))
+        .weight("w", rng.tensor(&[16, 33], -1.0, 1.0))
+        .weight("b", rng.tensor(&[33], -1.0, 1.0))
+        .weight("g", rng.tensor(&[33], -2.0, 2.0))
+        .node("mm", Op::MatMul, &["a", "w"], &["h"])
+        .node("add", binary(BinaryOp::Add), &["h", "b"], &["hb"])
+        .node("act", unary(UnaryOp::Gelu { tanh: true }), &["hb"], &["a2"])
+        .node("scale", binary(BinaryOp::Mul), &["a2", "g"], &["y"])
+        .output("y");
+    out.push(("gemm_epilogue_gelu_tanh", s, true));
+    out
+}
+
+#[test]
+fn chains_cut_at_a_map_op_match_the_interpreter() {
+    for (name, spec, _) in cases() {
+        for isa in isas() {
+            for threads in [1, 2] {
+                let opts = CodegenOptions { isa, ..options(threads) };
+                eprintln!("{name} {isa:?} {threads} thread(s)");
+                check_with(&spec, TOL, &opts);
+            }
+        }
+    }
+}
+
+/// The cut is taken exactly where the ISA has the host kernels and the chain allows it: some
+/// kernel's CLIF calls out (`call_indirect`) — and none does at the portable ISA or for a chain
+/// that cannot be cut.
+#[test]
+fn the_cut_is_taken_where_the_isa_has_host_kernels() {
+    for (name, spec, cut) in cases() {
+        for isa in isas() {
+            let opts = CodegenOptions { isa, keep_clif: true, ..options(1) };
+            let exe = compile_spec(&spec, &opts);
+            let calls = exe.clif_text().iter().any(|(_, text)| text.contains("call_indirect"));
+            let want = cut && isa >= Isa::Avx2Fma;
+            assert_eq!(calls, want, "{name} at {isa:?}: host call {calls}, expected {want}");
+        }
+    }
+}
