@@ -96,6 +96,35 @@ fn cases() -> Vec<(&'static str, Spec, bool)> {
         .node("scale", binary(BinaryOp::Mul), &["a2", "g"], &["y"])
         .output("y");
     out.push(("gemm_epilogue_gelu_tanh", s, true));
+
+    // Leaves that share the output's buffer (written in place) must not be read after the cut:
+    // the kernel has overwritten them by then. Difftest seeds 103000521 (a dead Softmax result
+    // read on both sides of an Exp: got 2e for e + 1), 103004411 (a GEMM epilogue reading the GEMM
+    // output after a Gelu) and 103001451 (a bool input, converted into a buffer the Where writes
+    // over, read as the condition after the cut) — each failed before the cut knew of aliasing.
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[3, 5], -2.0, 2.0))
+        .node("sm", Op::Softmax { axis: -2 }, &["x"], &["p"])
+        .node("exp", unary(UnaryOp::Exp), &["p"], &["e"])
+        .node("add", binary(BinaryOp::Add), &["p", "e"], &["y"])
+        .output("y");
+    out.push(("in_place_leaf_after_the_cut", s, false));
+    let mut s = Spec::new();
+    s.input("a", rng.tensor(&[1, 1, 7], -1.0, 1.0))
+        .input("b", rng.tensor(&[1, 7, 1], -1.0, 1.0))
+        .node("mm", Op::MatMul, &["a", "b"], &["h"])
+        .node("g", unary(UnaryOp::Gelu { tanh: false }), &["h"], &["gh"])
+        .node("mul", binary(BinaryOp::Mul), &["gh", "h"], &["y"])
+        .output("y");
+    out.push(("epilogue_reads_the_gemm_output_after_the_cut", s, false));
+    let mut s = Spec::new();
+    s.input("x", Tensor::from_f32([2], vec![0.0, -1.0]).unwrap())
+        .input("c", Tensor::from_bool([2], vec![true, false]).unwrap())
+        .weight("w", Tensor::from_f32([], vec![1.0]).unwrap())
+        .node("g", unary(UnaryOp::Gelu { tanh: false }), &["x"], &["gx"])
+        .node("where", Op::Where, &["c", "gx", "w"], &["y"])
+        .output("y");
+    out.push(("bool_condition_in_the_output_buffer", s, false));
     out
 }
 

@@ -142,12 +142,26 @@ pub fn define(jit: &mut Jit, name: &str, f: &Fused) -> Result<Layout, String> {
     define_with(jit, name, f, false)
 }
 
-/// [`define`] with the loop layout of [`layout_with`].
+/// [`define`] with the loop layout of [`layout_with`]. Any leaf may share the output's buffer.
 pub fn define_with(jit: &mut Jit, name: &str, f: &Fused, keep_last: bool) -> Result<Layout, String> {
+    define_aliased(jit, name, f, keep_last, &vec![true; f.leaf_shapes.len()])
+}
+
+/// [`define_with`], told which leaves may share the output's buffer (`may_alias_out[i]`: the
+/// kernel then writes where it reads that leaf). A chain cut around a host map kernel
+/// ([`MapSplit`]) writes whole groups of output rows before it reads the leaves again, so only
+/// leaves that cannot alias the output may be read after the cut.
+pub fn define_aliased(
+    jit: &mut Jit,
+    name: &str,
+    f: &Fused,
+    keep_last: bool,
+    may_alias_out: &[bool],
+) -> Result<Layout, String> {
     let lay = layout_with(&f.out_shape, &f.leaf_shapes, keep_last);
     let nodes = f.nodes.clone();
     let lay2 = lay.clone();
-    match jit.host_map.and_then(|entry| split_at_map_op(&nodes, lay.strides.len()).map(|s| (entry, s))) {
+    match jit.host_map.and_then(|entry| split_at_map_op(&nodes, may_alias_out).map(|s| (entry, s))) {
         Some((entry, split)) => jit.define(name, move |b, [args, start, end], feat| {
             body_with_host_map(b, args, start, end, feat, &split, &lay2, entry)
         })?,
@@ -173,15 +187,19 @@ struct MapSplit {
 }
 
 /// Where a chain can be cut ([`MapSplit`]): at the last op with a map kernel such that the nodes
-/// after it use only its value, leaves, constants and each other (a leaf or constant before the op
-/// is repeated after the cut), and every node between its operand and it is a leaf or constant.
-/// A chain whose later nodes need an earlier computed value (x·σ(x) written out) is not cut.
-fn split_at_map_op(nodes: &[Expr], nleaves: usize) -> Option<MapSplit> {
+/// after it use only its value, leaves that do not alias the output (`may_alias_out`), constants
+/// and each other (a leaf or constant before the op is repeated after the cut), and every node
+/// between its operand and it is a leaf or constant. A chain whose later nodes need an earlier
+/// computed value (x·σ(x) written out) or the output's own buffer is not cut.
+fn split_at_map_op(nodes: &[Expr], may_alias_out: &[bool]) -> Option<MapSplit> {
+    let nleaves = may_alias_out.len();
     let (h, op, a) = nodes.iter().enumerate().rev().find_map(|(i, n)| match *n {
         Expr::Unary(u, a) => MapOp::of(u).map(|m| (i, m, a)),
         _ => None,
     })?;
     let cheap = |i: usize| matches!(nodes[i], Expr::Leaf(_) | Expr::Const(_));
+    // A leaf the kernel may be writing over (unknown leaves count as aliased).
+    let aliased = |i: usize| matches!(nodes[i], Expr::Leaf(l) if may_alias_out.get(l).copied().unwrap_or(true));
     if !(a + 1..h).all(cheap) {
         return None;
     }
@@ -201,12 +219,15 @@ fn split_at_map_op(nodes: &[Expr], nleaves: usize) -> Option<MapSplit> {
         };
         for &o in &operands {
             if map[o].is_none() {
-                if o > h || !cheap(o) {
+                if o > h || !cheap(o) || aliased(o) {
                     return None;
                 }
                 map[o] = Some(after.len());
                 after.push(nodes[o].clone());
             }
+        }
+        if aliased(i) {
+            return None;
         }
         let m = |x: usize| map[x].unwrap_or(usize::MAX);
         let node = match nodes[i] {

@@ -151,8 +151,6 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         super::norm::host_step(cx, &root_name, k, vec![dst, leaf_places[0]]);
         return Ok(());
     }
-    let lay = elementwise_kernels::define_with(cx.jit, &kname, &fused, epilogue_of.is_some())
-        .map_err(|e| internal(&root_name, e))?;
     let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members) {
         Some(p) => {
             cx.bind(out_v, p);
@@ -160,6 +158,11 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         }
         None => cx.out_buf(out_v),
     };
+    // Leaves in the output's buffer (written in place): a cut chain must not read them after
+    // the cut (`elementwise_kernels::define_aliased`).
+    let may_alias_out: Vec<bool> = leaf_places.iter().map(|&p| p == out_place).collect();
+    let lay = elementwise_kernels::define_aliased(cx.jit, &kname, &fused, epilogue_of.is_some(), &may_alias_out)
+        .map_err(|e| internal(&root_name, e))?;
     let mut args = vec![out_place];
     args.extend(leaf_places);
     let elems = lay.rows() * lay.inner();
