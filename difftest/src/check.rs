@@ -240,11 +240,18 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
     let mut softmax_rules_fired = false;
     if needs_o2 {
         let start = Instant::now();
+        let cpu_start = thread_cpu_time();
         let result = catch_unwind(AssertUnwindSafe(|| {
             let opt_config = kiln_passes::OptimizeConfig::from_lookup(|name| std::env::var(name).ok())?;
             kiln_passes::optimize(&model, &opt_config)
         }));
-        let elapsed = start.elapsed();
+        // The optimizer's own CPU time where the OS reports it: on a loaded (or stopped) machine
+        // the wall clock also counts the time spent waiting for a core (a 2-node graph once
+        // "took 31.6 s" while the soak was SIGSTOPped).
+        let elapsed = match (cpu_start, thread_cpu_time()) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => start.elapsed(),
+        };
         match result {
             Ok(Ok((m, report))) => {
                 // A softmax recognised and then folded away (every operand a constant) leaves no
@@ -571,8 +578,41 @@ fn close(want: f32, got: f32, scale: f64, tol: Tolerance, huge: bool, exempt_sof
     (w - g).abs() <= tol.atol * scale + tol.rtol * w.abs()
 }
 
+/// CPU time of the calling thread so far (user + system, from /proc/thread-self/stat at
+/// 100 ticks per second, Linux's USER_HZ), or `None` where that file does not exist or parse.
+fn thread_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // Fields after the parenthesised command name (which may contain spaces): utime and stime
+    // are fields 14 and 15 of the line, the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
 #[cfg(test)]
 mod tests {
+    /// The optimizer's time limit counts CPU time: a busy loop shows in it, a sleep does not.
+    #[test]
+    fn thread_cpu_time_counts_work_not_waiting() {
+        let Some(t0) = super::thread_cpu_time() else { return };
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let t1 = super::thread_cpu_time().unwrap();
+        assert!(t1 - t0 <= std::time::Duration::from_millis(100), "slept: {:?}", t1 - t0);
+        // Spin until 50 ms of CPU time show (however loaded the machine), for at most 20 s.
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut t2 = t1;
+        while t2 - t1 < std::time::Duration::from_millis(50) && spin.elapsed() < std::time::Duration::from_secs(20) {
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            t2 = super::thread_cpu_time().unwrap();
+        }
+        assert!(t2 - t1 >= std::time::Duration::from_millis(50), "spun {:?} wall: {:?} CPU", spin.elapsed(), t2 - t1);
+    }
+
     use super::*;
 
     #[test]
