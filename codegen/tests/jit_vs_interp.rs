@@ -692,3 +692,30 @@ fn masked_softmax_ignores_masked_out_maxima() {
         assert!(y[12..].iter().all(|v| v.is_nan()), "a fully masked row is NaN: {y:?}");
     }
 }
+
+/// Clip (a fused chain's ReLU6, say) on the special values, bit for bit as the interpreter: NaN
+/// stays NaN, −0 stays −0 inside the range, the infinities clamp, and a bound may be missing.
+/// Clip is a compare and a blend per bound in generated code, as `ir::ops::elementwise` states it.
+#[test]
+fn clip_keeps_nan_and_signed_zero() {
+    let xs = vec![f32::NAN, -0.0, 0.0, f32::INFINITY, f32::NEG_INFINITY, -1.0, 0.0, 6.0, 7.5, 3.25, -0.0, 1e-45];
+    for (min, max) in [(Some(0.0), Some(6.0)), (Some(-0.0), None), (None, Some(-0.0)), (Some(-1.0), Some(-1.0))] {
+        let n = xs.len();
+        let mut spec = Spec::new();
+        // Times one keeps the Clip inside a generated chain (a lone Clip is a chain of one).
+        spec.input("x", Tensor::from_f32([n], xs.clone()).unwrap())
+            .weight("one", Tensor::from_f32([1], vec![1.0]).unwrap())
+            .node("m", Op::Binary(BinaryOp::Mul), &["x", "one"], &["h"])
+            .node("c", Op::Unary(UnaryOp::Clip { min, max }), &["h"], &["y"])
+            .output("y");
+        let (g, w) = spec.build();
+        let want = kiln_ir::eval::run(&g, &w, &spec.inputs).unwrap();
+        for threads in [1, 2] {
+            let exe = compile_spec(&spec, &options(threads));
+            let ins = kiln_ir::eval::check_inputs(&g, &spec.inputs).unwrap();
+            let got = exe.run(&ins).unwrap();
+            let bits = |t: &Tensor| t.as_f32().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[0]), bits(&want[0].1), "Clip({min:?}, {max:?})");
+        }
+    }
+}

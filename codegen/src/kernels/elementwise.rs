@@ -490,14 +490,19 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
             l.mul(x, s)
         }
         UnaryOp::Clip { min, max } => {
+            // v < lo ? lo : v, then v > hi ? hi : v — the interpreter's rule (NaN kept, −0 kept),
+            // a compare and a blend each. Cranelift's fmax/fmin (IEEE NaN and signed-zero rules)
+            // lower to long sequences on x86: a ReLU6 epilogue took 47% of a 1×1 conv.
             let mut v = x;
             if let Some(lo) = min {
                 let c = l.c(lo);
-                v = l.max(v, c);
+                let below = l.cmp(FloatCC::LessThan, v, c);
+                v = l.sel(below, c, v);
             }
             if let Some(hi) = max {
                 let c = l.c(hi);
-                v = l.min(v, c);
+                let above = l.cmp(FloatCC::GreaterThan, v, c);
+                v = l.sel(above, c, v);
             }
             v
         }
