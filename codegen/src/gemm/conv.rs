@@ -13,13 +13,18 @@
 //!
 //! ```text
 //! unit = (image, group, block of whole output rows, part of the channel panels)
-//!   bias → C block (or C is overwritten by the first K block)
 //!   the block's input rows → window (padding as zeros, phases of the column stride)
 //!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
 //!     mr-channel panels of the part (A micro-panel mr×KC, 6 or 12 KiB, stays in L1)
 //!       NR-pixel panels of the block (1 or 2 per call) → micro-kernel
+//!       (the first K block overwrites C with acc + bias; the others add to it)
 //!   after(unit) — the fused epilogue on the block's rows, while they are in cache
 //! ```
+//!
+//! Where the pixel panels are read from the window or the input planes in place (the indirect
+//! kernel), the pixel panels run outermost instead, each kept in L1 across the channel panels;
+//! a conv whose B block is at most `STREAM_BYTES` (small K) runs the channel panels outermost and
+//! calls `after` per channel panel of the last K block (`PackedConv::stream`).
 //!
 //! Each output is reduced in the same order (k ascending) whatever the split, so results do not
 //! depend on the thread count.
