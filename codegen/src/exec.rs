@@ -150,6 +150,9 @@ impl Executable {
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
+                StepKind::PackedConv { spec, .. } if spec.streams() => {
+                    "conv (implicit gemm, packed weights, channel panels streamed)".to_string()
+                }
                 StepKind::PackedConv { .. } => "conv (implicit gemm, packed weights)".to_string(),
                 StepKind::Index(s) => s.label().to_string(),
                 StepKind::Host(k) => k.describe(),

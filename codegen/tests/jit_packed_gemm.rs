@@ -107,6 +107,56 @@ fn dense_conv_every_tile() {
     }
 }
 
+/// Small-K dense convs (MobileNet v2's 16→96 1×1 expansions and its 3→32 3×3/2 stem) run with
+/// the channel panels outermost and the epilogue after each ("channel panels streamed"), on every
+/// ISA and at 1 and 2 threads: channels off every tile height, blocks of whole rows that are not
+/// whole panels, stride 2 and padding, with and without bias, a ReLU6 or a residual Add + ReLU
+/// epilogue. A conv with a large K keeps the other order. Tolerance as the GEMM's, k = C·kh·kw.
+#[test]
+fn small_k_conv_streams_channel_panels() {
+    // (c, m, h, w, k, stride, pad, bias, residual, streamed)
+    let cases = [
+        (16, 29, 13, 23, 1, 1, 0, true, false, true),
+        (16, 96, 12, 112, 1, 1, 0, true, false, true),
+        (12, 40, 9, 7, 1, 1, 0, false, true, true),
+        (3, 32, 37, 41, 3, 2, 1, true, false, true),
+        (5, 13, 11, 19, 3, 1, 1, true, true, true),
+        (64, 20, 16, 16, 3, 1, 1, true, false, false),
+    ];
+    for (c, m, h, w, k, s, p, bias, residual, streamed) in cases {
+        let mut rng = XRng((c * 1000 + m * 10 + k) as u64);
+        let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[2, c, h, w], -1.0, 1.0)).weight("w", rng.tensor(&[m, c, k, k], -1.0, 1.0));
+        let mut conv_in = vec!["x", "w"];
+        if bias {
+            spec.weight("b", rng.tensor(&[m], -1.0, 1.0));
+            conv_in.push("b");
+        }
+        let conv = Op::Conv { strides: [s, s], dilations: [1, 1], pads: [p, p, p, p], group: 1 };
+        spec.node("conv", conv, &conv_in, &["h"]);
+        if residual {
+            spec.input("r", rng.tensor(&[2, m, oh, ow], -1.0, 1.0))
+                .node("add", Op::Binary(BinaryOp::Add), &["h", "r"], &["hr"])
+                .node("act", Op::Unary(UnaryOp::Relu), &["hr"], &["y"]);
+        } else {
+            let relu6 = UnaryOp::Clip { min: Some(0.0), max: Some(6.0) };
+            spec.node("act", Op::Unary(relu6), &["h"], &["y"]);
+        }
+        spec.output("y");
+        for isa in isas() {
+            for threads in [1, 2] {
+                let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
+                let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
+                let schedule = exe.schedule_text();
+                let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s}");
+                assert!(schedule.contains("implicit gemm") && schedule.contains("epilogue"), "{case}:\n{schedule}");
+                assert_eq!(schedule.contains("channel panels streamed"), streamed, "{case}:\n{schedule}");
+            }
+        }
+    }
+}
+
 #[test]
 fn linear_with_epilogue_past_one_block() {
     // m = 150 rows (3 MC blocks, an MR edge), k = 300 (2 KC blocks), n = 70 (an NR edge).

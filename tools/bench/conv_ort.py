@@ -26,14 +26,21 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 
-def conv(name, x, m, k, stride=1, pad=0, group=1, dil=1):
+def conv(name, x, m, k, stride=1, pad=0, group=1, dil=1, relu6=False):
+    """A Conv with bias; `relu6`: followed by Clip(0, 6) (MobileNet v2's activation, which kiln fuses
+    into the conv as its epilogue)."""
     n, c, h, w = x
     rng = np.random.default_rng(1)
     wt = rng.uniform(-0.5, 0.5, (m, c // group, k, k)).astype(np.float32)
     b = rng.uniform(-0.5, 0.5, (m,)).astype(np.float32)
-    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[k, k], strides=[stride, stride],
-                            pads=[pad] * 4, group=group, dilations=[dil, dil])
-    return name, node, x, [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")]
+    node = helper.make_node("Conv", ["x", "w", "b"], ["c" if relu6 else "y"], kernel_shape=[k, k],
+                            strides=[stride, stride], pads=[pad] * 4, group=group, dilations=[dil, dil])
+    inits = [numpy_helper.from_array(wt, "w"), numpy_helper.from_array(b, "b")]
+    if relu6:
+        clip = helper.make_node("Clip", ["c", "lo", "hi"], ["y"])
+        inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
+        node = [node, clip]
+    return name, node, x, inits
 
 
 def pool(name, op, x, k, stride, pad, **attrs):
@@ -61,6 +68,14 @@ CASES = [
     conv("conv1x1_256to64x56", (1, 256, 56, 56), 64, 1),
     conv("conv3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1),
     conv("stem7x7s2_3x224", (1, 3, 224, 224), 64, 7, stride=2, pad=3),
+    # Session 9 (issue 13): mobilenet_v2's small-K 1x1 expansions and stem, resnet50's small planes.
+    conv("mnv2_1x1_16to96x112_relu6", (1, 16, 112, 112), 96, 1, relu6=True),
+    conv("mnv2_1x1_24to144x56_relu6", (1, 24, 56, 56), 144, 1, relu6=True),
+    conv("mnv2_stem3x3s2_3x224_relu6", (1, 3, 224, 224), 32, 3, stride=2, pad=1, relu6=True),
+    conv("mnv2_1x1_320to1280x7_relu6", (1, 320, 7, 7), 1280, 1, relu6=True),
+    conv("r50_3x3_256x14", (1, 256, 14, 14), 256, 3, pad=1),
+    conv("r50_3x3_512x7", (1, 512, 7, 7), 512, 3, pad=1),
+    conv("r50_1x1s2_1024to2048x14", (1, 1024, 14, 14), 2048, 1, stride=2),
 ]
 
 
@@ -68,7 +83,7 @@ def write(folder, case):
     name, node, x, inits = case
     xi = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x))
     yi = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    g = helper.make_graph([node], name, [xi], [yi], initializer=inits)
+    g = helper.make_graph(node if isinstance(node, list) else [node], name, [xi], [yi], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m = onnx.shape_inference.infer_shapes(m)
     path = os.path.join(folder, name + ".onnx")

@@ -76,6 +76,8 @@ unsafe fn kernel<const R: usize, const IND: bool>(
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i < rows is inside C (caller).
         let cr = unsafe { c.offset(i as isize * t.c_rs) };
+        // SAFETY: a non-null bias holds one float per tile row (Tile::bias).
+        let bias = if t.load_c || t.bias.is_null() { None } else { Some(unsafe { *t.bias.add(i) }) };
         if t.cols == NR {
             for (h, &v) in row.iter().enumerate() {
                 // SAFETY: columns [0, 16) are inside C.
@@ -83,6 +85,8 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                     let d = cr.add(8 * h);
                     let v = if t.load_c {
                         _mm256_fmadd_ps(beta, _mm256_loadu_ps(d), _mm256_mul_ps(alpha, v))
+                    } else if let Some(b) = bias {
+                        _mm256_add_ps(_mm256_mul_ps(alpha, v), _mm256_set1_ps(b))
                     } else {
                         _mm256_mul_ps(alpha, v)
                     };
@@ -101,7 +105,11 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                 // SAFETY: column j < cols is inside C.
                 unsafe {
                     let d = cr.add(j);
-                    *d = if t.load_c { t.beta.mul_add(*d, t.alpha * x) } else { t.alpha * x };
+                    *d = match bias {
+                        _ if t.load_c => t.beta.mul_add(*d, t.alpha * x),
+                        Some(b) => t.alpha * x + b,
+                        None => t.alpha * x,
+                    };
                 }
             }
         }

@@ -109,6 +109,8 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i < rows is inside C (caller).
         let cr = unsafe { c.offset(i as isize * t.c_rs) };
+        // SAFETY: a non-null bias holds one float per tile row (Tile::bias).
+        let bias = if t.load_c || t.bias.is_null() { None } else { Some(_mm512_set1_ps(unsafe { *t.bias.add(i) })) };
         for (h, (&v, &m)) in row.iter().zip(&masks).enumerate() {
             // SAFETY: the lanes of mask m are columns < cols, inside C; masked lanes are neither
             // read nor written.
@@ -116,6 +118,8 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
                 let d = cr.add(h * NR);
                 let v = if t.load_c {
                     _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, d), _mm512_mul_ps(alpha, v))
+                } else if let Some(b) = bias {
+                    _mm512_add_ps(_mm512_mul_ps(alpha, v), b)
                 } else {
                     _mm512_mul_ps(alpha, v)
                 };

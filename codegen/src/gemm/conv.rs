@@ -13,13 +13,18 @@
 //!
 //! ```text
 //! unit = (image, group, block of whole output rows, part of the channel panels)
-//!   bias → C block (or C is overwritten by the first K block)
 //!   the block's input rows → window (padding as zeros, phases of the column stride)
 //!   k, KC at a time:  gather col[k0.., block pixels] into NR-wide panels   (≤ 256 KiB, L2)
 //!     mr-channel panels of the part (A micro-panel mr×KC, 6 or 12 KiB, stays in L1)
 //!       NR-pixel panels of the block (1 or 2 per call) → micro-kernel
+//!       (the first K block overwrites C with acc + bias; the others add to it)
 //!   after(unit) — the fused epilogue on the block's rows, while they are in cache
 //! ```
+//!
+//! Where the pixel panels are read from the window or the input planes in place (the indirect
+//! kernel), the pixel panels run outermost instead, each kept in L1 across the channel panels;
+//! a conv whose B block is at most `STREAM_BYTES` (small K) runs the channel panels outermost and
+//! calls `after` per channel panel of the last K block (`PackedConv::stream`).
 //!
 //! Each output is reduced in the same order (k ascending) whatever the split, so results do not
 //! depend on the thread count.
@@ -33,6 +38,10 @@ use crate::host::Im2Col;
 const BLOCK_PIXELS: usize = 256;
 /// Deepest K block (as the packed GEMM's).
 const KC: usize = 256;
+/// Largest B block (K block × block pixels, bytes) run with the channel panels outermost and the
+/// epilogue per channel panel (see [`PackedConv::run`]): well inside a 32 KiB L1 beside the
+/// weights' panel and the C rows being written.
+const STREAM_BYTES: usize = 16 * 1024;
 
 /// Where the im2col rows read a unit's *window*: the input rows one block of output rows reads,
 /// for every channel of the group, copied into a per-thread scratch with the padding written as
@@ -83,12 +92,19 @@ impl WindowGeo {
 /// block), then divides the plane evenly (a short last block unbalances a split of few blocks),
 /// then is the largest.
 fn rows_per_block(oh: usize, ow: usize) -> usize {
-    let most = (BLOCK_PIXELS / ow.max(1)).clamp(1, oh.max(1));
-    let computed = |r: usize| {
-        let full = (oh / r) * (r * ow).div_ceil(NR);
-        (full + (oh % r * ow).div_ceil(NR)) * NR
-    };
-    (1..=most).min_by_key(|&r| (computed(r), !oh.is_multiple_of(r), usize::MAX - r)).unwrap_or(1)
+    rows_per_block_within(oh, ow, BLOCK_PIXELS / ow.max(1))
+}
+
+/// As [`rows_per_block`], with at most `most` rows per block.
+fn rows_per_block_within(oh: usize, ow: usize, most: usize) -> usize {
+    (1..=most.clamp(1, oh.max(1)))
+        .min_by_key(|&r| (computed_columns(oh, ow, r), !oh.is_multiple_of(r), usize::MAX - r))
+        .unwrap_or(1)
+}
+
+/// Pixel columns the micro-kernels compute over a plane in blocks of `r` rows.
+fn computed_columns(oh: usize, ow: usize, r: usize) -> usize {
+    ((oh / r) * (r * ow).div_ceil(NR) + (oh % r * ow).div_ceil(NR)) * NR
 }
 
 /// The share of the micro-kernels' pixel columns that are real output pixels, with the blocks
@@ -100,9 +116,7 @@ pub fn panel_fill(oh: usize, ow: usize) -> f64 {
     if oh == 0 || ow == 0 {
         return 1.0;
     }
-    let r = rows_per_block(oh, ow);
-    let computed = ((oh / r) * (r * ow).div_ceil(NR) + (oh % r * ow).div_ceil(NR)) * NR;
-    (oh * ow) as f64 / computed as f64
+    (oh * ow) as f64 / computed_columns(oh, ow, rows_per_block(oh, ow)) as f64
 }
 
 /// Largest output plane (pixels) [`PackedConv::by_channels`] is used for: its per-thread scratch
@@ -137,6 +151,12 @@ pub struct PackedConv {
     by_channels: Option<Vec<super::PackedB>>,
     /// Per group, `ceil(m/mr)` panels of `k` columns of `mr` floats (rows past m zero).
     wts: Vec<f32>,
+    /// Whether a block's B (what one K block of the micro-kernels reads: the window, the block's
+    /// pixels of the input planes or the gathered panels) is at most [`STREAM_BYTES`], so that
+    /// it stays in L1 while the channel panels run one after another, each one's rows finished
+    /// with the epilogue before the next starts (small-K convs: MobileNet v2's 16→96 1×1 at
+    /// 112² wrote its output, a 4.8 MB plane, then re-read it for the bias and the epilogue).
+    stream: bool,
 }
 
 /// The GEMM depth K = C·kh·kw of a conv weight, checked to hold `groups`·`m` rows of K floats.
@@ -182,10 +202,45 @@ impl PackedConv {
             }
         }
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
-        let rows_per_block = rows_per_block(geo.oh, geo.ow);
+        let identity = geo.is_identity();
+        let plane_taps = if identity { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
+        // The floats one K block of the micro-kernels reads as B in blocks of r rows (see
+        // `stream`): the window when the indirect kernel reads it, else the gathered panels (or,
+        // the same count, the block's pixels of kc input planes).
+        let windowed = indirect(Kernel::for_isa(isa), identity) && !identity;
+        let b_floats = |r: usize| {
+            if windowed { WindowGeo::new(&geo, r).len(geo.c) } else { kc * (r * geo.ow).div_ceil(NR) * NR }
+        };
+        let mut rows_per_block = rows_per_block(geo.oh, geo.ow);
+        // A single K block whose B is too large to stream in L1: fewer rows per block, if some
+        // count fits and computes no more idle pixel columns (mobilenet_v2's 24→144 1×1 at 56²:
+        // 2 rows of 112 pixels, 7 panels, rather than 4).
+        if kc == k && b_floats(rows_per_block) * 4 > STREAM_BYTES {
+            let fewer = (1..rows_per_block).rev().find(|&r| b_floats(r) * 4 <= STREAM_BYTES);
+            if let Some(r) = fewer.map(|r| rows_per_block_within(geo.oh, geo.ow, r))
+                && computed_columns(geo.oh, geo.ow, r) <= computed_columns(geo.oh, geo.ow, rows_per_block)
+            {
+                rows_per_block = r;
+            }
+        }
         let win = WindowGeo::new(&geo, rows_per_block);
-        let plane_taps = if geo.is_identity() { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
-        Ok(PackedConv { n, groups, m, geo, bias, k, kc, rows_per_block, win, mr, plane_taps, by_channels: None, wts })
+        let stream = b_floats(rows_per_block) * 4 <= STREAM_BYTES;
+        Ok(PackedConv {
+            n,
+            groups,
+            m,
+            geo,
+            bias,
+            k,
+            kc,
+            rows_per_block,
+            win,
+            mr,
+            plane_taps,
+            by_channels: None,
+            wts,
+            stream,
+        })
     }
 
     /// A conv whose output plane is too small for 16-pixel panels (3², 6², 7²: [`panel_fill`]
@@ -220,8 +275,14 @@ impl PackedConv {
             plane_taps: Vec::new(),
             by_channels: Some(packed),
             wts: Vec::new(),
+            stream: false,
             geo,
         })
+    }
+
+    /// Whether the channel panels run outermost with the epilogue after each (see the field).
+    pub fn streams(&self) -> bool {
+        self.stream
     }
 
     pub fn bytes(&self) -> usize {
@@ -279,9 +340,7 @@ impl PackedConv {
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
-        // The 1×1 identity case reads the input planes directly only with the AVX-512 kernel:
-        // with the AVX2 one that ran ~20% slower than gathering (conv1x1_256to64x56, CPU time).
-        let indirect = kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1);
+        let indirect = indirect(kernel, identity);
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
@@ -314,22 +373,24 @@ impl PackedConv {
                         (args[0] as *mut f32).add((img * self.groups * self.m + g * self.m) * plane + q0),
                     )
                 };
-                if self.bias {
-                    for r in r0..r1 {
-                        // SAFETY: bias has groups·m floats; row r of the block is npix floats.
-                        unsafe {
-                            let b = *(args[3] as *const f32).add(g * self.m + r);
-                            std::slice::from_raw_parts_mut(out.add(r * plane), npix).fill(b);
-                        }
-                    }
-                }
+                // The bias is added by the first K block's micro-kernels as they store C (no pass
+                // filling C with it first).
+                let bias = if self.bias {
+                    // SAFETY: bias has groups·m floats.
+                    unsafe { (args[3] as *const f32).add(g * self.m) }
+                } else {
+                    std::ptr::null()
+                };
                 if !identity && self.k > 0 {
                     self.fill_window(isa, &mut win, x, oh0, oh1);
                 }
+                // Whether `after` was called per channel panel (the streaming order below).
+                let mut reported = false;
                 // k = 0 still runs one (empty) block, which writes C = bias or 0.
                 let mut k0 = 0;
                 loop {
                     let kc = self.kc.min(self.k - k0);
+                    let last = k0 + kc >= self.k;
                     if kc > 0 {
                         let dst = &mut bpack[..kc * npan * NR];
                         if identity {
@@ -346,71 +407,84 @@ impl PackedConv {
                         cols: (np * NR).min(npix - p * NR),
                         alpha: 1.0,
                         beta: 1.0,
-                        load_c: self.bias || k0 > 0,
+                        load_c: k0 > 0,
                         c_rs: plane as isize,
                         b_next: b_next as isize,
                         mr,
+                        // SAFETY: channel panel i's rows are < m (bias holds m floats).
+                        bias: if bias.is_null() { bias } else { unsafe { bias.add(i * mr) } },
                     };
                     let weights = |i: usize| &self.wts[(g * panels + i) * mr * self.k + k0 * mr..][..kc * mr];
-                    if indirect {
-                        // Panels of 16 pixels in one output row are read straight from the window
-                        // (B row k at the panel's offset + the tap's), the others from the gathered
-                        // panels; each pixel panel stays in L1 across the channel panels. A wide
-                        // kernel takes two adjacent panels read the same way in one call. In the
-                        // 1×1 identity case every whole panel is read from the input planes.
-                        let (src, taps) = if identity {
-                            (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
-                        } else {
-                            (win.as_ptr(), &self.win.taps[k0..k0 + kc])
-                        };
-                        let step = geo.stride[0] * self.win.row;
-                        let full = |p: usize| {
-                            let q = p * NR;
-                            NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
-                        };
-                        let base = |p: usize| {
-                            if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow }
-                        };
-                        let mut p = 0;
-                        while p < npan {
-                            let mut np = wide.min(npan - p);
-                            if np == 2 && full(p) != full(p + 1) {
-                                np = 1;
-                            }
-                            for i in i0..i1 {
-                                let ap = weights(i);
-                                // SAFETY: as below; a full panel's B rows are 16 floats of the
-                                // window at (q / ow)·step + q mod ow + tap, inside its slack
-                                // (WindowGeo::len), as the gather reads them, or (identity) of
-                                // the input at tap + q0 + q, inside the channel's plane as the
-                                // block's pixels are; of two full panels the second's are
-                                // b_next floats after the first's.
-                                unsafe {
-                                    let c = out.add(i * mr * plane + p * NR);
-                                    if full(p) {
-                                        let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
-                                        let b = src.add(base(p));
-                                        kernel.run_indirect(&t, ap.as_ptr(), b, taps.as_ptr(), c);
-                                    } else {
-                                        let t = tile(i, p, np, kc * NR);
-                                        kernel.run(&t, ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
-                                    }
-                                }
-                            }
-                            p += np;
-                        }
-                    }
-                    for i in (i0..i1).filter(|_| !indirect) {
+                    // Panels of 16 pixels in one output row are read straight from the window (B
+                    // row k at the panel's offset + the tap's) by the indirect kernel, the others
+                    // from the gathered panels. A wide kernel takes two adjacent panels read the
+                    // same way in one call. In the 1×1 identity case every whole panel is read
+                    // from the input planes.
+                    let (src, taps) = if identity {
+                        (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
+                    } else {
+                        (win.as_ptr(), &self.win.taps[k0..k0 + kc])
+                    };
+                    let step = geo.stride[0] * self.win.row;
+                    let full = |p: usize| {
+                        let q = p * NR;
+                        indirect && NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
+                    };
+                    let base =
+                        |p: usize| if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow };
+                    // Pixel panels of the call starting at panel p.
+                    let width = |p: usize| {
+                        let np = wide.min(npan - p);
+                        if np == 2 && full(p) != full(p + 1) { 1 } else { np }
+                    };
+                    // Runs channel panel i × pixel panels [p, p + np).
+                    let run_tile = |i: usize, p: usize, np: usize| {
                         let ap = weights(i);
+                        // SAFETY: the tile's rows (channels < m) and columns (pixels of the block)
+                        // are inside the output; ap holds kc·mr floats. A gathered tile's np
+                        // panels are kc·NR floats each, kc·NR apart. A full panel's B rows are 16
+                        // floats of the window at (q / ow)·step + q mod ow + tap, inside its slack
+                        // (WindowGeo::len), as the gather reads them, or (identity) of the input
+                        // at tap + q0 + q, inside the channel's plane as the block's pixels are;
+                        // of two full panels the second's are b_next floats after the first's.
+                        unsafe {
+                            let c = out.add(i * mr * plane + p * NR);
+                            if full(p) {
+                                let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
+                                kernel.run_indirect(&t, ap.as_ptr(), src.add(base(p)), taps.as_ptr(), c);
+                            } else {
+                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                            }
+                        }
+                    };
+                    if self.stream || !indirect {
+                        // Channel panels outermost: the block's B is read once per channel panel
+                        // (from L1 when the conv streams, see `PackedConv::stream`), and when the
+                        // conv streams, each channel panel's rows are final as soon as its pixel
+                        // panels of the last K block are done: `after` (the epilogue) runs on
+                        // them then, while they are in L1, so that the output goes to memory once.
+                        let stream = last && self.stream;
+                        for i in i0..i1 {
+                            let mut p = 0;
+                            while p < npan {
+                                let np = width(p);
+                                run_tile(i, p, np);
+                                p += np;
+                            }
+                            if stream {
+                                let c0 = g * self.m + i * mr;
+                                after(img, c0, (c0 + mr).min(g * self.m + self.m), oh0, oh1);
+                            }
+                        }
+                        reported = stream;
+                    } else {
+                        // Pixel panels outermost: each (a kc × 32-float B tile of the window, of
+                        // the input or gathered) stays in L1 across the channel panels.
                         let mut p = 0;
                         while p < npan {
-                            let np = wide.min(npan - p);
-                            // SAFETY: the tile's rows (channels < m) and columns (pixels of the
-                            // block) are inside the output; ap holds kc·mr floats and the np
-                            // panels kc·NR each, kc·NR apart.
-                            unsafe {
-                                let bp = bpack.as_ptr().add(p * kc * NR);
-                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bp, out.add(i * mr * plane + p * NR));
+                            let np = width(p);
+                            for i in i0..i1 {
+                                run_tile(i, p, np);
                             }
                             p += np;
                         }
@@ -420,7 +494,9 @@ impl PackedConv {
                         break;
                     }
                 }
-                after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
+                if !reported {
+                    after(img, g * self.m + r0, g * self.m + r1, oh0, oh1);
+                }
             }
             cell.set((bpack, win));
         });
@@ -527,6 +603,12 @@ impl PackedConv {
     /// indirect kernel reads those from the window).
     fn gather(&self, isa: Isa, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
         #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx512 && std::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F (checked just above).
+            unsafe { self.gather_rows_512(dst, win, k0, npix, skip_full) };
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
         if isa >= Isa::Avx2Fma {
             #[target_feature(enable = "avx2")]
             fn wide(pc: &PackedConv, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip: bool) {
@@ -539,6 +621,56 @@ impl PackedConv {
         }
         let _ = isa;
         self.gather_rows(dst, win, k0, npix, skip_full);
+    }
+
+    /// [`PackedConv::gather_rows`] with AVX-512: a panel whose pixels lie in several output rows
+    /// is one 16-lane vector per tap merged from one masked load per run (lanes `[j, j + len)`
+    /// of a run read its `len` window floats), where the portable form copies each run into a
+    /// line and the line into the panel (a store-to-load forwarding stall per tap: 11% of a
+    /// 3×3 conv on a 14² plane, whose panels all span two or three rows, went to the gather).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn gather_rows_512(&self, dst: &mut [f32], win: &[f32], k0: usize, npix: usize, skip_full: bool) {
+        use std::arch::x86_64::*;
+        let (ow, step) = (self.geo.ow, self.geo.stride[0] * self.win.row);
+        let kc = dst.len() / npix.div_ceil(NR) / NR;
+        let taps = &self.win.taps[k0..k0 + kc];
+        for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
+            let cols = NR.min(npix - p * NR);
+            // The panel's runs within one output row: (first column j, window offset, lanes).
+            let mut segs = [(0usize, 0usize, 0 as __mmask16); NR];
+            let mut nseg = 0;
+            let mut j = 0;
+            while j < cols {
+                let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
+                let len = (ow - ox0).min(cols - j);
+                segs[nseg] = (j, oy * step + ox0, (((1u32 << len) - 1) << j) as __mmask16);
+                nseg += 1;
+                j += len;
+            }
+            let rows = panel.as_chunks_mut::<NR>().0;
+            if nseg == 1 && cols == NR {
+                if !skip_full {
+                    let base = segs[0].1;
+                    for (row, &t) in rows.iter_mut().zip(taps) {
+                        *row = *first16(&win[base + t..]);
+                    }
+                }
+                continue;
+            }
+            for (row, &t) in rows.iter_mut().zip(taps) {
+                let mut v = _mm512_setzero_ps();
+                for &(j, off, m) in &segs[..nseg] {
+                    // The run's floats as the portable gather reads them (inside the window).
+                    let run = &win[off + t..off + t + m.count_ones() as usize];
+                    // SAFETY: only the lanes of m, [j, j + len), are read: lane j + i reads
+                    // run[i], i < len; the pointer is formed without being dereferenced elsewhere.
+                    v = unsafe { _mm512_mask_loadu_ps(v, m, run.as_ptr().wrapping_sub(j)) };
+                }
+                // SAFETY: row holds 16 floats.
+                unsafe { _mm512_storeu_ps(row.as_mut_ptr(), v) };
+            }
+        }
     }
 
     #[inline(always)]
@@ -582,6 +714,14 @@ impl PackedConv {
             }
         }
     }
+}
+
+/// Whether `kernel` reads a conv's whole 16-pixel panels in place (the window, or the input planes
+/// in the 1×1 identity case) rather than gathered. The 1×1 identity case reads the input planes
+/// directly only with the AVX-512 kernel: with the AVX2 one that ran ~20% slower than gathering
+/// (conv1x1_256to64x56, CPU time).
+fn indirect(kernel: Kernel, identity: bool) -> bool {
+    kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1)
 }
 
 /// The first 16 floats of `s` (the window's slack guarantees them).
@@ -752,19 +892,23 @@ mod tests {
     #[test]
     fn matches_the_definition() {
         let mut cases = vec![
-            case(3, 16, 23, 23, 7, 2, 1, 3), // a stem
-            case(8, 13, 11, 9, 3, 1, 1, 1),  // odd everything
-            case(30, 7, 9, 13, 3, 1, 1, 1),  // k = 270: two K blocks
-            case(5, 6, 10, 10, 3, 3, 1, 0),  // stride 3
-            case(4, 5, 12, 11, 3, 1, 2, 2),  // dilation 2
-            case(9, 11, 7, 7, 1, 1, 1, 0),   // 1×1 identity
-            case(9, 11, 9, 8, 1, 2, 1, 0),   // 1×1 stride 2
-            case(2, 3, 3, 40, 5, 1, 1, 2),   // 5×5: the whole image is one block
-            case(2, 3, 2, 300, 3, 1, 1, 1),  // one row is a block: OW ≥ 256
-            case(1, 1, 1, 1, 1, 1, 1, 0),    // a single output
-            case(0, 4, 5, 5, 3, 1, 1, 1),    // no input channels: bias only
+            case(3, 16, 23, 23, 7, 2, 1, 3),  // a stem
+            case(8, 13, 11, 9, 3, 1, 1, 1),   // odd everything
+            case(30, 7, 9, 13, 3, 1, 1, 1),   // k = 270: two K blocks
+            case(5, 6, 10, 10, 3, 3, 1, 0),   // stride 3
+            case(4, 5, 12, 11, 3, 1, 2, 2),   // dilation 2
+            case(9, 11, 7, 7, 1, 1, 1, 0),    // 1×1 identity
+            case(9, 11, 9, 8, 1, 2, 1, 0),    // 1×1 stride 2
+            case(2, 3, 3, 40, 5, 1, 1, 2),    // 5×5: the whole image is one block
+            case(2, 3, 2, 300, 3, 1, 1, 1),   // one row is a block: OW ≥ 256
+            case(1, 1, 1, 1, 1, 1, 1, 0),     // a single output
+            case(0, 4, 5, 5, 3, 1, 1, 1),     // no input channels: bias only
+            case(16, 29, 13, 23, 1, 1, 1, 0), // small-K 1×1: streamed channel panels
+            case(3, 32, 37, 41, 3, 2, 1, 1),  // a MobileNet v2 stem: streamed
+            case(40, 7, 6, 35, 3, 1, 1, 1),   // K = 360 in two blocks, window past STREAM_BYTES
         ];
         cases.push(Case { n: 2, groups: 3, bias: false, ..case(4, 5, 9, 10, 3, 2, 1, 1) });
+        cases.push(Case { bias: false, ..case(16, 40, 9, 7, 1, 1, 1, 0) });
         cases.push(Case {
             groups: 2,
             k: [1, 3],
@@ -779,6 +923,26 @@ mod tests {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
                     check(isa, cs, parts, chunks);
                 }
+            }
+        }
+    }
+
+    /// The streaming order is chosen where a block's B fits STREAM_BYTES (small K) on every
+    /// kernel, and not for a 3×3 conv of 64 channels (a 577-float-row window per channel).
+    #[test]
+    fn small_k_convs_stream() {
+        for isa in isas() {
+            for (cs, want) in [
+                (case(16, 96, 112, 112, 1, 1, 1, 0), true),
+                (case(24, 144, 56, 56, 1, 1, 1, 0), true),
+                (case(3, 32, 224, 224, 3, 2, 1, 1), true),
+                (case(64, 64, 56, 56, 3, 1, 1, 1), false),
+                (case(256, 64, 56, 56, 1, 1, 1, 0), false),
+            ] {
+                let g = geo(&cs).unwrap();
+                let w = vec![0.0; cs.m * cs.c * cs.k[0] * cs.k[1]];
+                let pc = PackedConv::new(1, 1, cs.m, g, true, isa, &w).unwrap();
+                assert_eq!(pc.streams(), want, "{isa:?} {cs:?}");
             }
         }
     }

@@ -246,6 +246,7 @@ impl Product {
                                     c_rs: self.c_rs,
                                     b_next: (k * NR) as isize,
                                     mr,
+                                    bias: std::ptr::null(),
                                 };
                                 // SAFETY: the tile's rows and columns are inside C's rows `rows`
                                 // and columns [0, n) (caller); `ap` holds kc·mr floats, and `bp`
@@ -329,6 +330,10 @@ pub(crate) struct Tile {
     pub b_next: isize,
     /// Floats per k step of the A panel (its height, ≥ rows): the kernel's [`Kernel::mr`].
     pub mr: usize,
+    /// Null, or (only read when `!load_c`) one float per tile row added to `alpha·acc` as C is
+    /// stored: a conv's bias without a pass that first fills C with it. `alpha·acc + bias[i]` is
+    /// rounded once, as `fma(1, C = bias, alpha·acc)` was, so the bits are those of filling C.
+    pub bias: *const f32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -444,13 +449,15 @@ unsafe fn generic_dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f32) 
         // SAFETY: per the caller's contract: rows [i, i + part.rows) of the tile.
         unsafe {
             let (a, c) = (a.add(i), c.offset(i as isize * t.c_rs));
+            let part = Tile { bias: if t.bias.is_null() { t.bias } else { t.bias.add(i) }, ..part };
+            let part = &part;
             match part.rows {
-                1 => generic::<1>(&part, a, b, c),
-                2 => generic::<2>(&part, a, b, c),
-                3 => generic::<3>(&part, a, b, c),
-                4 => generic::<4>(&part, a, b, c),
-                5 => generic::<5>(&part, a, b, c),
-                _ => generic::<6>(&part, a, b, c),
+                1 => generic::<1>(part, a, b, c),
+                2 => generic::<2>(part, a, b, c),
+                3 => generic::<3>(part, a, b, c),
+                4 => generic::<4>(part, a, b, c),
+                5 => generic::<5>(part, a, b, c),
+                _ => generic::<6>(part, a, b, c),
             }
         }
         i += MR;
@@ -486,8 +493,14 @@ unsafe fn generic<const R: usize>(t: &Tile, a: *const f32, b: *const f32, c: *mu
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i < t.rows and columns < t.cols are inside C (caller).
         let cr = unsafe { std::slice::from_raw_parts_mut(c.offset(i as isize * t.c_rs), t.cols) };
+        // SAFETY: a non-null bias holds one float per tile row (Tile::bias).
+        let bias = if t.bias.is_null() { None } else { Some(unsafe { *t.bias.add(i) }) };
         for (d, &x) in cr.iter_mut().zip(row) {
-            *d = if t.load_c { t.alpha * x + t.beta * *d } else { t.alpha * x };
+            *d = match (t.load_c, bias) {
+                (true, _) => t.alpha * x + t.beta * *d,
+                (false, Some(b)) => t.alpha * x + b,
+                (false, None) => t.alpha * x,
+            };
         }
     }
 }
