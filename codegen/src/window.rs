@@ -903,8 +903,9 @@ mod avx2 {
     }
 
     /// `y[oy·ow + ox]` = clamp(bias + Σ w[ky·K + kx] · x[S·oy + ky − pt, S·ox + kx − pl]), taps
-    /// outside the plane being 0: a K×K window at stride S, no dilation. Two output rows at a
-    /// time (each input row loaded once for both), up to 32 outputs of each (eight accumulators);
+    /// outside the plane being 0: a K×K window at stride S, no dilation. Four output rows at a
+    /// time for K = 3, else two (each input row loaded once for them), 16 outputs of each (eight
+    /// accumulators for K = 3);
     /// stride 2 takes each tap pair's even and odd columns from two loads by an in-lane shuffle,
     /// which leaves the outputs in the order 0 1 4 5 2 3 6 7, put right by one permute per vector
     /// before the store. Blocks whose columns are all inside the plane load directly; the others
@@ -926,13 +927,13 @@ mod avx2 {
             // SAFETY: the caller's contract; rows oy (and oy + 1) < oh.
             unsafe {
                 if K == 3 && oy + 4 <= oh {
-                    dw_band::<K, S, 4>(p, &wts, oy, ow, y);
+                    dw_band::<K, S, 4>(p, &wts, oy, oh, ow, y);
                     oy += 4;
                 } else if oy + 2 <= oh {
-                    dw_band::<K, S, 2>(p, &wts, oy, ow, y);
+                    dw_band::<K, S, 2>(p, &wts, oy, oh, ow, y);
                     oy += 2;
                 } else {
-                    dw_band::<K, S, 1>(p, &wts, oy, ow, y);
+                    dw_band::<K, S, 1>(p, &wts, oy, oh, ow, y);
                     oy += 1;
                 }
             }
@@ -949,6 +950,7 @@ mod avx2 {
         p: &DwPlane,
         wts: &[f32; 49],
         oy: usize,
+        oh: usize,
         ow: usize,
         y: &mut [f32],
     ) {
@@ -965,7 +967,18 @@ mod avx2 {
         for (r, yp) in yr.iter_mut().enumerate().take(R) {
             *yp = y[(oy + r) * ow..].as_mut_ptr();
         }
-        // Blocks of 32 outputs; a block reading columns [c0, c0 + S·32 + K − 1) inside the plane
+        // Rows of one block (ow ≤ 16, mobilenet's 14², 7² planes): floats of the plane after each
+        // row's end, all written later (see dw_block), so that a vector past the row's end
+        // stores whole. Longer rows store their last vector masked: running their last block
+        // first instead (so that the next row's first block overwrote its extra lanes) was
+        // slower (3×3 64@56² 0.066 → 0.080 ms).
+        let mut room = [0; 4];
+        if ow <= 2 * V {
+            for (r, room) in room.iter_mut().enumerate().take(R) {
+                *room = (oh - 1 - (oy + r)) * ow;
+            }
+        }
+        // Blocks of 16 outputs; a block reading columns [c0, c0 + S·16 + K − 1) inside the plane
         // loads directly.
         let interior = |ox0: usize, b: usize| {
             let c0 = (S * ox0) as isize - p.pad[1] as isize;
@@ -974,17 +987,25 @@ mod avx2 {
         let mut ox0 = 0;
         // SAFETY (all blocks): the caller's contract; outputs [ox0, ow) of rows oy .. oy + R.
         unsafe {
+            if ow <= 2 * V {
+                // One block per row, its tail vector stored whole where `room` allows (a
+                // separate instance: the test in the wider rows' blocks cost them 5%).
+                match (ow.div_ceil(V), interior(0, ow.div_ceil(V))) {
+                    (2, false) => dw_block::<K, S, R, 2, true, true>(p, wts, &rows, yr, room, 0, ow),
+                    (2, true) => dw_block::<K, S, R, 2, false, true>(p, wts, &rows, yr, room, 0, ow),
+                    (_, false) => dw_block::<K, S, R, 1, true, true>(p, wts, &rows, yr, room, 0, ow),
+                    (_, true) => dw_block::<K, S, R, 1, false, true>(p, wts, &rows, yr, room, 0, ow),
+                }
+                return;
+            }
             while ox0 < ow {
                 let b = (ow - ox0).div_ceil(V).min(2);
                 if b == 2 && interior(ox0, 2) {
-                    dw_block::<K, S, R, 2, false>(p, wts, &rows, yr, ox0, ow);
+                    dw_block::<K, S, R, 2, false, false>(p, wts, &rows, yr, room, ox0, ow);
+                } else if b == 2 {
+                    dw_block::<K, S, R, 2, true, false>(p, wts, &rows, yr, room, ox0, ow);
                 } else {
-                    match b {
-                        4 => dw_block::<K, S, R, 4, true>(p, wts, &rows, yr, ox0, ow),
-                        3 => dw_block::<K, S, R, 3, true>(p, wts, &rows, yr, ox0, ow),
-                        2 => dw_block::<K, S, R, 2, true>(p, wts, &rows, yr, ox0, ow),
-                        _ => dw_block::<K, S, R, 1, true>(p, wts, &rows, yr, ox0, ow),
-                    }
+                    dw_block::<K, S, R, 1, true, false>(p, wts, &rows, yr, room, ox0, ow);
                 }
                 ox0 += b * V;
             }
@@ -995,15 +1016,25 @@ mod avx2 {
     /// `rows`. EDGE: loads masked to the plane's columns [0, w) (columns outside read 0).
     ///
     /// # Safety
-    /// As [`dw_plane`]; `yr[r]` writable for ow floats (r < R); every row of `rows` readable for
-    /// w floats; without EDGE, columns [S·ox0 − pl, + S·8·B + K − 1) inside [0, w).
+    /// As [`dw_plane`]; `yr[r]` writable for ow floats (r < R) and `room[r]` more, which are
+    /// stored again after this block (WHOLE: a vector past the row's end is stored whole when its
+    /// extra lanes fit there, else masked; only a row's last block may be WHOLE); every row of `rows` readable for w floats; without EDGE,
+    /// columns [S·ox0 − pl, + S·8·B + K − 1) inside [0, w).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
-    unsafe fn dw_block<const K: usize, const S: usize, const R: usize, const B: usize, const EDGE: bool>(
+    unsafe fn dw_block<
+        const K: usize,
+        const S: usize,
+        const R: usize,
+        const B: usize,
+        const EDGE: bool,
+        const WHOLE: bool,
+    >(
         p: &DwPlane,
         wts: &[f32; 49],
         rows: &[*const f32; DW_ROWS],
         yr: [*mut f32; 4],
+        room: [usize; 4],
         ox0: usize,
         ow: usize,
     ) {
@@ -1038,7 +1069,7 @@ mod avx2 {
         row!(0 1 2 3 4 5 6 7 8);
         let (lo, hi) = (_mm256_set1_ps(p.lo), _mm256_set1_ps(p.hi));
         let n = (ow - ox0).min(B * V);
-        for (acc, &yp) in acc.iter().zip(&yr) {
+        for (r, (acc, &yp)) in acc.iter().zip(&yr).enumerate() {
             for (i, &a) in acc.iter().enumerate() {
                 // max(lo, a) and min(hi, ·) return their second operand when either is NaN.
                 let mut t = _mm256_min_ps(hi, _mm256_max_ps(lo, a));
@@ -1049,7 +1080,12 @@ mod avx2 {
                 if at + V <= n {
                     // SAFETY: outputs ox0 + at .. + 8 ≤ ow of this row.
                     unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
+                } else if WHOLE && at < n && at + V - n <= room[r] {
+                    // SAFETY: the lanes past the row's end are inside the plane, on rows whose
+                    // stores come after this one (rows of one block: dw_band).
+                    unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
                 } else if at < n {
+                    // A masked store (slow on Zen: the whole-vector store above where it can).
                     let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - at) as i32), iota);
                     // SAFETY: the mask writes only outputs ox0 + at .. ox0 + n ≤ ow.
                     unsafe { _mm256_maskstore_ps(yp.add(ox0 + at), keep, t) };
@@ -1565,15 +1601,22 @@ mod tests {
                     want.extend(plane.into_iter().map(|v| if v.is_nan() { v } else { v.clamp(-0.5, 0.75) }));
                 }
                 for isa in isas {
-                    let mut y = vec![f32::NAN; 2 * oh * ow];
+                    // 16 guard floats past the planes, which must stay untouched.
+                    let mut y = vec![f32::NAN; 2 * oh * ow + 16];
                     let args = [
                         y.as_mut_ptr() as *mut u8,
                         x.as_ptr() as *mut u8,
                         wts.as_ptr() as *mut u8,
                         bias.as_ptr() as *mut u8,
                     ];
+                    // Plane 1 before plane 0: a store of plane 0 past its end (a whole tail
+                    // vector where a masked one was due) would overwrite plane 1's first outputs.
                     // SAFETY: the buffers hold the planes, weights and biases DepthwiseSpec documents.
-                    unsafe { spec.run_planes(&args, 0, 2, isa, |_| {}) };
+                    unsafe {
+                        spec.run_planes(&args, 1, 2, isa, |_| {});
+                        spec.run_planes(&args, 0, 1, isa, |_| {});
+                    }
+                    assert!(y[2 * oh * ow..].iter().all(|v| v.is_nan()), "{isa} {win:?}: past the planes");
                     for (i, (g, e)) in y.iter().zip(&want).enumerate() {
                         // k·k ≤ 49 products of values ≤ 1 in another order: 1e-5 per tap.
                         assert!(
