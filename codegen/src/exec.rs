@@ -25,8 +25,6 @@ const KERNEL_BYTES_PER_NS: f64 = 8.0;
 const KERNEL_NS_PER_ELEM: f64 = 0.25;
 /// GEMM (the `gemm` crate, AVX2+FMA, small and medium shapes).
 const GEMM_FLOPS_PER_NS: f64 = 40.0;
-/// Host kernels (pooling, resize, …): ns per element of their `work()`.
-const HOST_NS_PER_ELEM: f64 = 0.5;
 /// A chunk handed to another thread must take at least this long on one core: below it, the
 /// hand-off (cache lines moving between cores, waiting for the slowest chunk) costs more than it
 /// saves (graph_transformer_edge ran 2× slower at 2 threads than at 1 when tiny steps split).
@@ -579,7 +577,7 @@ impl Executable {
     /// Runs a host kernel's units, split into contiguous runs across the pool when it pays.
     fn host(&self, k: &Arc<dyn crate::spatial::HostKernel>, ptrs: Ptrs) -> Result<(), &'static str> {
         let units = k.units();
-        let threads = self.par(k.work() as f64 * HOST_NS_PER_ELEM, units);
+        let threads = self.par(k.cost_ns(), units);
         let (k, p, isa) = (k.clone(), Arc::new(ptrs), self.isa);
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);
@@ -599,7 +597,7 @@ impl Executable {
     ) -> Result<(), &'static str> {
         use crate::spatial::HostKernel;
         let units = spec.units();
-        let threads = self.par(spec.work() as f64 * HOST_NS_PER_ELEM, units);
+        let threads = self.par(spec.cost_ns(), units);
         let (spec, p, isa) = (Arc::clone(spec), Arc::new(ptrs), self.isa);
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);

@@ -11,6 +11,10 @@ use crate::host::GemmCall;
 use kiln_ir::Op;
 use kiln_ir::ops::{InterpAxis, PoolAxis};
 
+/// Host kernels without a measured rate (pooling's scratch path, resize, …): ns per element of
+/// their `work()`, an estimate of one AVX2 EPYC core.
+pub const HOST_NS_PER_ELEM: f64 = 0.5;
+
 /// A plan step run as Rust code over `units()` independent work units.
 pub trait HostKernel: std::fmt::Debug + Send + Sync {
     /// What the step is, for `--emit` schedules and profiles.
@@ -19,6 +23,12 @@ pub trait HostKernel: std::fmt::Debug + Send + Sync {
     fn units(&self) -> usize;
     /// Work in elements touched, to decide whether splitting across threads pays.
     fn work(&self) -> usize;
+    /// Estimated one-core time of all units in ns, which decides how many chunks the executor
+    /// splits the step into (`crate::exec`): by default [`HostKernel::work`] at
+    /// [`HOST_NS_PER_ELEM`]; a kernel whose rate was measured says so.
+    fn cost_ns(&self) -> f64 {
+        self.work() as f64 * HOST_NS_PER_ELEM
+    }
     /// Runs units `[lo, hi)` with kernels for `isa` (at most what the CPU supports).
     ///
     /// # Safety

@@ -318,3 +318,86 @@ fn pools_direct_2x2_and_divisor_table() {
         }
     }
 }
+
+/// The direct depthwise kernels (3×3 at stride 1 and 2, no dilation; AVX2, no scratch copy), the
+/// 5×5 and 7×7 windows beside them (the scratch path) and the fused Relu/Clip, against the interpreter with every ISA the CPU has (the portable
+/// path included) at 1 and 2 threads: planes of 1×1, narrower than a vector, of whole 32-output
+/// blocks and their tails (rows of 40, 66, 112, 113), symmetric, zero and asymmetric pads (pads
+/// as large as the kernel: whole padding rows and columns), a channel multiplier, with and without
+/// bias, and a NaN in the input (Clip and Relu keep it, as the interpreter does). The schedule
+/// says which shapes take the direct kernel and that the clamp is fused (one step). Tolerance: K·K
+/// products summed in f32 (FMA) against f64, 1e-5 per tap absolute plus 1e-5 relative.
+#[test]
+fn depthwise_direct_kernels_and_fused_clamp() {
+    let mut isas = vec![kiln_codegen::Isa::Generic, kiln_codegen::Isa::Avx2Fma];
+    if kiln_codegen::Isa::supported(kiln_codegen::Isa::Avx512) == kiln_codegen::Isa::Avx512 {
+        isas.push(kiln_codegen::Isa::Avx512);
+    }
+    let mut rng = XRng(29);
+    // (n, c, mult, h, w)
+    let shapes = [
+        (1, 3, 1, 1, 1),
+        (2, 3, 1, 3, 3),
+        (1, 5, 1, 7, 7),
+        (1, 3, 2, 8, 9),
+        (1, 3, 1, 13, 17),
+        (1, 2, 1, 6, 40),
+        (1, 3, 1, 9, 66),
+        (1, 2, 1, 5, 112),
+        (2, 2, 1, 7, 113),
+    ];
+    let clamps = [
+        None,
+        Some(Op::Unary(kiln_ir::UnaryOp::Relu)),
+        Some(Op::Unary(kiln_ir::UnaryOp::Clip { min: Some(-0.5), max: Some(0.75) })),
+        Some(Op::Unary(kiln_ir::UnaryOp::Clip { min: None, max: Some(0.25) })),
+    ];
+    let mut case = 0usize;
+    for (n, c, mult, h, w) in shapes {
+        let mut x = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+        if let kiln_ir::TensorData::F32(v) = x.data() {
+            let mut v = v.clone();
+            v[(h * w) / 2] = f32::NAN;
+            x = kiln_ir::Tensor::new(vec![n, c, h, w], kiln_ir::TensorData::F32(v)).unwrap();
+        }
+        for k in [3, 5, 7] {
+            for s in [1, 2] {
+                case += 1;
+                let p = k / 2;
+                let pads = match case % 3 {
+                    0 => [p, p, p, p],
+                    1 => [0, 0, 0, 0],
+                    _ => [k - 1, 1, 0, k],
+                };
+                if h + pads[0] + pads[2] < k || w + pads[1] + pads[3] < k {
+                    continue;
+                }
+                let m = c * mult;
+                let wt = rng.tensor(&[m, 1, k, k], -1.0, 1.0);
+                let b = rng.tensor(&[m], -1.0, 1.0);
+                let bias = case.is_multiple_of(2);
+                let clamp = &clamps[case % clamps.len()];
+                let mut spec = Spec::new();
+                spec.input("x", x.clone()).weight("w", wt).weight("b", b);
+                let ins: &[&str] = if bias { &["x", "w", "b"] } else { &["x", "w"] };
+                let conv = Op::Conv { strides: [s, s], dilations: [1, 1], pads, group: c };
+                spec.node("dw", conv, ins, &["y"]);
+                match clamp {
+                    Some(op) => spec.node("act", op.clone(), &["y"], &["z"]).output("z"),
+                    None => spec.output("y"),
+                };
+                let tol = Tol { abs: 1e-5 * (k * k) as f32, rel: 1e-5 };
+                for threads in [1, 2] {
+                    for &isa in &isas {
+                        let exe = check_with(&spec, tol, &isa_options(threads, isa));
+                        let schedule = exe.schedule_text();
+                        assert!(schedule.contains(&format!("depthwise conv {k}×{k}/{s}")), "{schedule}");
+                        assert_eq!(schedule.contains(", direct)"), k == 3, "{schedule}");
+                        assert_eq!(schedule.contains("+ clamp act"), clamp.is_some(), "{schedule}");
+                        assert_eq!(steps(&exe), 1, "{schedule}");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -43,6 +43,15 @@ def conv(name, x, m, k, stride=1, pad=0, group=1, dil=1, relu6=False):
     return name, node, x, inits
 
 
+def dw_clip(name, x, k, stride=1):
+    """MobileNet v2's depthwise step: a depthwise k×k conv (pad k/2) with bias, then Clip(0, 6)."""
+    n, c, h, w = x
+    name, node, x, inits = conv(name, x, c, k, stride=stride, pad=k // 2, group=c)
+    node.output[0] = "t"
+    lo, hi = numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")
+    return name, [node, helper.make_node("Clip", ["t", "lo", "hi"], ["y"])], x, inits + [lo, hi]
+
+
 def pool(name, op, x, k, stride, pad, **attrs):
     node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, **attrs)
     return name, node, x, []
@@ -65,6 +74,11 @@ CASES = [
     pool("avgpool3x3s2cip_64x56", "AveragePool", (1, 64, 56, 56), 3, 2, 1, count_include_pad=1),
     global_pool("gap_512x7", "GlobalAveragePool", (1, 512, 7, 7)),
     global_pool("gap_1280x7", "GlobalAveragePool", (1, 1280, 7, 7)),
+    # MobileNet v2 (224²)'s depthwise steps with their ReLU6: features.1, .2, .3, .14.
+    dw_clip("dw3x3clip_32x112", (1, 32, 112, 112), 3),
+    dw_clip("dw3x3s2clip_96x112", (1, 96, 112, 112), 3, stride=2),
+    dw_clip("dw3x3clip_144x56", (1, 144, 56, 56), 3),
+    dw_clip("dw3x3clip_576x14", (1, 576, 14, 14), 3),
     conv("conv1x1_256to64x56", (1, 256, 56, 56), 64, 1),
     conv("conv3x3_64x56", (1, 64, 56, 56), 64, 3, pad=1),
     conv("stem7x7s2_3x224", (1, 3, 224, 224), 64, 7, stride=2, pad=3),

@@ -151,6 +151,31 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         super::norm::host_step(cx, &root_name, k, vec![dst, leaf_places[0]]);
         return Ok(());
     }
+    if epilogue_of.is_some()
+        && let [m] = members
+        && let Some(Op::Unary(u)) = graph.node(*m).op()
+        && let Some((lo, hi)) = match *u {
+            kiln_ir::UnaryOp::Relu => Some((0.0, f32::INFINITY)),
+            kiln_ir::UnaryOp::Clip { min, max } => {
+                Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)))
+            }
+            _ => None,
+        }
+        && let Some(Step { kind: StepKind::Depthwise { spec, epilogue: None }, .. }) = cx.steps.last()
+        && spec.clamp().is_none()
+        && let Some(clamped) = spec.as_ref().clone().with_clamp(lo, hi)
+        && let Some(p) = in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members)
+        && cx.steps.last().is_some_and(|st| st.args[0] == p)
+    {
+        // A Relu or Clip after a depthwise conv: applied in registers by the conv's kernel as it
+        // stores each output, in place of a generated epilogue pass over every plane.
+        cx.bind(out_v, p);
+        if let Some(step) = cx.steps.last_mut() {
+            step.kind = StepKind::Depthwise { spec: std::sync::Arc::new(clamped), epilogue: None };
+            step.label = format!("{} + clamp {root_name}", step.label);
+        }
+        return Ok(());
+    }
     let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members) {
         Some(p) => {
             cx.bind(out_v, p);
