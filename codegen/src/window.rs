@@ -1478,13 +1478,17 @@ mod tests {
         y
     }
 
-    #[test]
-    fn window_kernels_match_the_definition() {
-        let mut seed = 1u32;
-        let mut rnd = move || {
+    /// Deterministic values in [−1, 1) (a linear congruential generator from `seed`).
+    fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
             seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
             (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        };
+        }
+    }
+
+    #[test]
+    fn window_kernels_match_the_definition() {
+        let mut rnd = uniform(1);
         let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma)];
         for (h, w) in [(1, 1), (3, 7), (17, 17), (5, 40), (9, 33)] {
             for (k, s, d, p) in [(1, 1, 1, 0), (3, 1, 1, 1), (3, 2, 1, 1), (7, 1, 1, 3), (3, 2, 2, 2), (2, 3, 1, 0)] {
@@ -1579,11 +1583,7 @@ mod tests {
     /// Every ISA the CPU has against the portable (scratch) path's definition.
     #[test]
     fn direct_depthwise_matches_the_definition() {
-        let mut seed = 3u32;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(1664525).wrapping_add(1013904223);
-            (seed >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut rnd = uniform(3);
         let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma), Isa::supported(Isa::Avx512)];
         for w in 1..=70 {
             for (k, s) in [(3, 1), (3, 2), (5, 1), (5, 2), (7, 1), (7, 2)] {
