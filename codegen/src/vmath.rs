@@ -364,7 +364,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
     }
 
     /// x·Φ(x), the exact GELU, as ½x·(1 + erf(x/√2)) (the peers' form) where that is accurate,
-    /// x ≥ [`GELU_TAIL`], and from erfc below, where 1 + erf cancels (17% off at x = −5, 0 below
+    /// x ≥ `GELU_TAIL`, and from erfc below, where 1 + erf cancels (17% off at x = −5, 0 below
     /// −5.5): Φ(−a) = erfc(a/√2)/2 = ½·e^{−a²/2}·t·P(t), t = 1/(1 + a/(2√2)), P fitted by
     /// tools/vmath/fit_erfc.py (t·P(t) within 2.9e-7 of erfc·e^{z²} in f32), accurate relative
     /// to itself down to f32's underflow. The tail form costs an exponential more, so it runs only
@@ -788,7 +788,7 @@ impl<'a, 'b> Lanes<'a, 'b> {
     /// |b|·2^(23j) for j = 12, 11, …, 0 in turn (each a multiple of |b|, so the remainder mod |b|
     /// is kept), and every step's quotient is below 2²⁴ (the remainder before the step is below
     /// the previous, 2²³ times larger, modulus; 2^(23·13) covers the whole exponent range), where
-    /// one FMA step is exact (see [`Self::fmod_step`]). Moduli that overflow to inf leave the
+    /// one FMA step is exact (see `Self::fmod_step`). Moduli that overflow to inf leave the
     /// remainder as it is. b = 0, a = ±inf or NaN give NaN; b = ±inf returns a. Without FMA each
     /// step rounds r − q·m once (not exact for large quotients).
     pub fn fmod(&mut self, a: Value, b: Value) -> Value {

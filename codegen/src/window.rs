@@ -1183,7 +1183,7 @@ mod avx2 {
 /// Convolution where every group has one input channel (depthwise, with any channel multiplier):
 /// output channel `m` of image `b` is a 2-D window over input channel `m / mult`. A unit is one
 /// (image, output channel) plane. args: [out [n, m, oh, ow], x [n, c, h, w], w [m, 1, kh, kw]]
-/// or [.., bias [m]].
+/// or [.., bias \[m\]].
 #[derive(Debug, Clone)]
 pub struct DepthwiseSpec {
     pub n: usize,

@@ -4,7 +4,7 @@
 //! `.npy` inputs that `kiln run` reproduces. See docs/robustness.md, "Differential testing".
 //!
 //! - [`generator`]: the generator (a u64 seed, or fuzzer bytes, gives one case).
-//! - [`check`]: runs a case on every engine and compares (the tolerances are documented there).
+//! - [`check`](mod@check): runs a case on every engine and compares (the tolerances are documented there).
 //! - [`shrink`]: reduces a failing case.
 //! - [`case`]: the case, its model and its files.
 

@@ -7,8 +7,8 @@
 //!   model's folder after links are resolved: a model file is untrusted and must not read
 //!   `/etc/passwd` or `../secret.safetensors`;
 //! - sizes are checked against the file's length before anything is allocated, and allocation is
-//!   fallible ([`try_zeroed`]), so that a declared size becomes an error rather than an abort;
-//! - the weights of one model add up to at most a memory cap ([`Budget`]).
+//!   fallible (`try_zeroed`), so that a declared size becomes an error rather than an abort;
+//! - the weights of one model add up to at most a memory cap (`Budget`).
 
 use kiln_ir::{DType, TensorData};
 use std::cell::Cell;

@@ -269,7 +269,7 @@ pub enum Op {
         trans_a: bool,
         trans_b: bool,
     },
-    /// 2-D convolution, NCHW, weights [M, C/group, kH, kW], optional bias [M].
+    /// 2-D convolution, NCHW, weights [M, C/group, kH, kW], optional bias \[M\].
     /// `pads` is [top, left, bottom, right].
     Conv {
         strides: [usize; 2],
@@ -277,7 +277,7 @@ pub enum Op {
         pads: [usize; 4],
         group: usize,
     },
-    /// ConvTranspose 2-D, NCHW, weights [C, M/group, kH, kW], optional bias [M]:
+    /// ConvTranspose 2-D, NCHW, weights [C, M/group, kH, kW], optional bias \[M\]:
     /// y[o·] = Σ x[i·]·w[k·] over o = i·stride + k·dilation − pad_begin, output extent
     /// stride·(in − 1) + output_padding + dilation·(k − 1) + 1 − pads. `pads` is [top, left, bottom,
     /// right]; `output_shape` and `auto_pad` are resolved to pads by the frontend.
@@ -322,12 +322,12 @@ pub enum Op {
         axis: i64,
         epsilon: f32,
     },
-    /// GroupNormalization(x, scale[C], bias[C]) with ONNX opset-21 semantics (per-channel affine).
+    /// GroupNormalization(x, scale\[C\], bias\[C\]) with ONNX opset-21 semantics (per-channel affine).
     GroupNormalization {
         num_groups: usize,
         epsilon: f32,
     },
-    /// InstanceNormalization(x, scale[C], bias[C]): statistics over the spatial axes.
+    /// InstanceNormalization(x, scale\[C\], bias\[C\]): statistics over the spatial axes.
     InstanceNormalization {
         epsilon: f32,
     },
@@ -461,21 +461,21 @@ pub enum Op {
         epsilon: f32,
         group_epsilon: f32,
     },
-    /// kiln: EvoNorm-S0 (inputs x NCHW, v, gamma, beta, each [C]):
+    /// kiln: EvoNorm-S0 (inputs x NCHW, v, gamma, beta, each \[C\]):
     /// y = x·σ(v·x)/√(Var_{group,H,W}(x) + ε)·γ + β, with `groups` contiguous channel groups
     /// (C a multiple of `groups`), Var the population variance per sample and group.
     EvoNormS0 {
         groups: usize,
         epsilon: f32,
     },
-    /// kiln: EvoNorm-B0 at inference (inputs x NCHW, v, gamma, beta, running_var, each [C]):
+    /// kiln: EvoNorm-B0 at inference (inputs x NCHW, v, gamma, beta, running_var, each \[C\]):
     /// y = x / max(√(running_var + ε), v·x + √(Var_{H,W}(x) + ε))·γ + β, Var the population
     /// variance per sample and channel (timm: `unbiased=False`).
     EvoNormB0 {
         epsilon: f32,
     },
-    /// kiln: Region Normalization, RN-B (inputs x NCHW, mask [N,1,H,W] with 1 = foreground and
-    /// 0 = background, already at x's resolution; gamma_fg, beta_fg, gamma_bg, beta_bg each [C]).
+    /// kiln: Region Normalization, RN-B (inputs x NCHW, mask \[N,1,H,W\] with 1 = foreground and
+    /// 0 = background, already at x's resolution; gamma_fg, beta_fg, gamma_bg, beta_bg each \[C\]).
     /// Per region r ∈ {fg, bg} and channel, μ_r and the population variance σ²_r are taken over
     /// the region's elements across N, H and W together (the official code batch-normalises the
     /// whole batch): rn_r = (x − μ_r)/√(σ²_r + ε·NHW/|r|) inside r, 0 outside (an empty region

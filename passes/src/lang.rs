@@ -160,9 +160,9 @@ impl F32Bits {
 /// Compile-time weight arithmetic, evaluated by [`crate::fold`]. Every input must be constant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FoldOp {
-    /// `(scale-rows W s)`: W[i, …]·s[i] (s flattened; |s| = W.shape[0]).
+    /// `(scale-rows W s)`: W[i, …]·s\[i\] (s flattened; |s| = W.shape\[0\]).
     ScaleRows,
-    /// `(scale-cols W s)`: W[:, j, …]·s[j] (s flattened; |s| = W.shape[1]).
+    /// `(scale-cols W s)`: W[:, j, …]·s\[j\] (s flattened; |s| = W.shape\[1\]).
     ScaleCols,
     /// `(center-last W)`: W minus its mean over the last axis.
     CenterLast,
@@ -172,11 +172,11 @@ pub enum FoldOp {
     BnScale(F32Bits),
     /// `(bn-shift<ε> γ β m v)`: β − m·γ/√(v + ε), flat.
     BnShift(F32Bits),
-    /// `(vec-mat c W)`: Σᵢ c[i]·W[i, j] for W [in, out] (c flattened), shape [out].
+    /// `(vec-mat c W)`: Σᵢ c\[i\]·W[i, j] for W [in, out] (c flattened), shape \[out\].
     VecMat,
-    /// `(mat-vec W c)`: Σⱼ W[i, j]·c[j] for W [out, in] (c flattened), shape [out].
+    /// `(mat-vec W c)`: Σⱼ W[i, j]·c\[j\] for W [out, in] (c flattened), shape \[out\].
     MatVec,
-    /// `(conv-sum W c)`: Σ_{c,kh,kw} W[m, c, kh, kw]·c[c] for W [M, C, kh, kw], shape [M].
+    /// `(conv-sum W c)`: Σ_{c,kh,kw} W[m, c, kh, kw]·c\[c\] for W [M, C, kh, kw], shape \[M\].
     ConvSum,
     /// `(fill<v> x)`: a tensor of x's type filled with v.
     Fill(F32Bits),

@@ -5,7 +5,7 @@
 //! im2col matrix never materialised: each KC×(block of output rows) piece of it is gathered
 //! into NR-pixel panels (an L2-sized scratch) just before the micro-kernels read it, from a
 //! zero-padded, stride-phase-split copy of the input rows the block reads (the *window*,
-//! [`WindowGeo`]), where every run of a panel's pixels in one output row is 16 contiguous floats
+//! `WindowGeo`), where every run of a panel's pixels in one output row is 16 contiguous floats
 //! for any stride, dilation or padding: the gather is whole-vector copies with no tests. C rows are output channels and C columns output pixels, so tiles are
 //! stored straight into NCHW (16 contiguous pixels per row), and the same micro-kernels as the
 //! packed GEMM run (AVX-512, AVX2+FMA or portable, by `Isa`; the AVX-512 one covers two pixel
@@ -108,7 +108,7 @@ fn computed_columns(oh: usize, ow: usize, r: usize) -> usize {
 }
 
 /// The share of the micro-kernels' pixel columns that are real output pixels, with the blocks
-/// [`rows_per_block`] chooses: 1.0 when every block fills whole 16-pixel panels (56², 28², 12²),
+/// `rows_per_block` chooses: 1.0 when every block fills whole 16-pixel panels (56², 28², 12²),
 /// 0.56 for a 3×3 plane (9 pixels in one 16-column panel). Below about 0.9 the implicit GEMM
 /// computes too many idle columns: the caller keeps im2col + GEMM there (resnet18's 6² and 3²
 /// layers at a 96² input ran 10% and 70% slower as implicit GEMM).

@@ -17,7 +17,7 @@
 //! Kernels: `avx512.rs` (AVX-512, a 12×32 tile reading two adjacent 16-column panels),
 //! `avx2.rs` (AVX2+FMA, 6×16) and a portable one below (any CPU, [`Isa::Generic`], 6×16). All
 //! read the same packed B, so B's layout does not depend on the ISA the plan picks; the A panels
-//! packed per call are as tall as the kernel's tile ([`Kernel::mr`]).
+//! packed per call are as tall as the kernel's tile (`Kernel::mr`).
 
 use crate::Isa;
 
@@ -30,7 +30,7 @@ pub mod conv;
 pub(crate) mod tests;
 
 /// Rows of the AVX2 and portable micro-kernels' register tile (the AVX-512 one's is
-/// [`Kernel::mr`]).
+/// `Kernel::mr`).
 pub const MR: usize = 6;
 /// The tallest register tile of any kernel (the AVX-512 one's 12 rows).
 pub const MR_MAX: usize = 12;

@@ -149,7 +149,7 @@ pub fn define_with(jit: &mut Jit, name: &str, f: &Fused, keep_last: bool) -> Res
 
 /// [`define_with`], told which leaves may share the output's buffer (`may_alias_out[i]`: the
 /// kernel then writes where it reads that leaf). A chain cut around a host map kernel
-/// ([`MapSplit`]) writes whole groups of output rows before it reads the leaves again, so only
+/// (`MapSplit`) writes whole groups of output rows before it reads the leaves again, so only
 /// leaves that cannot alias the output may be read after the cut.
 pub fn define_aliased(
     jit: &mut Jit,

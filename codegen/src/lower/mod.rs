@@ -1,6 +1,6 @@
 //! Scheduling and lowering: groups the graph's ops into kernels and plan steps, in topological
 //! order, and records which buffer each step reads and writes. This file holds the plan being
-//! built ([`Ctx`]), fusion grouping and the walk over the graph; each op is lowered by the file of
+//! built (`Ctx`), fusion grouping and the walk over the graph; each op is lowered by the file of
 //! its IR family (`kiln_ir::ops::family`): elementwise, linalg, conv (also Resize), pool, norm, reduce,
 //! movement, index (gather/scatter, sorts and scans), and attention for the fused ops the optimizer
 //! introduces.

@@ -7,8 +7,8 @@
 //! loops (measurements: docs/benchmarks.md, "Row and elementwise kernels (session 5)"). Fused
 //! elementwise chains and GEMM epilogues stay generated.
 //!
-//! The kernels are written once over eight f32 lanes ([`vector::F8`]) and instantiated twice:
-//! [`avx2`] (inside `#[target_feature(enable = "avx2,fma")]` functions) and [`portable`]. The
+//! The kernels are written once over eight f32 lanes (`vector::F8`) and instantiated twice:
+//! `avx2` (inside `#[target_feature(enable = "avx2,fma")]` functions) and `portable`. The
 //! arithmetic follows `vmath` and `kernels::rows` (same polynomials, same centring), so the
 //! same tolerances hold.
 

@@ -1,4 +1,4 @@
-//! The `.kir` text form of a graph, modelled on Cranelift's `.clif`: [`print`] writes one item a
+//! The `.kir` text form of a graph, modelled on Cranelift's `.clif`: [`print`](fn@print) writes one item a
 //! line, [`parse`] reads it back through [`crate::GraphBuilder`] (so validation, type inference and
 //! cycle detection are the builder's), and `parse(&print(g))?.graph == g`.
 //!

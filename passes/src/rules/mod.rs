@@ -108,7 +108,7 @@ enum Rhs {
 ///   condition missed a broadcast or a shape): such a union would merge different tensors. The
 ///   refusal is counted in [`KilnAnalysis::refused`] so that tests can insist on none;
 /// - refuses a match that binds a constant holding an infinity or a NaN
-///   ([`crate::analysis::Data::nonfinite`]), except in the rules of [`NONFINITE_SAFE`]. The rules'
+///   ([`crate::analysis::Data::nonfinite`]), except in the rules of `NONFINITE_SAFE`. The rules'
 ///   algebra holds over the reals, not over IEEE infinities: (x·0 + c)·W = x·(0·W) + c·W is NaN
 ///   where W holds −inf and the left side is −inf (difftest seed 80098812).
 pub struct KApplier {
@@ -258,7 +258,7 @@ impl Applier<Kiln, KilnAnalysis> for KApplier {
     }
 }
 
-/// A rule from two patterns and an optional condition (what [`rw!`] expands to).
+/// A rule from two patterns and an optional condition (what `rw!` expands to).
 pub fn pattern_rule(name: &str, lhs: &str, rhs: &str, cond: Option<KCondition>) -> KRewrite {
     let searcher: Pattern<Kiln> = lhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
     let applier: Pattern<Kiln> = rhs.parse().unwrap_or_else(|e| panic!("rule {name}: {e:?}"));
