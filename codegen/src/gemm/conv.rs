@@ -637,32 +637,24 @@ impl PackedConv {
         let taps = &self.win.taps[k0..k0 + kc];
         for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
             let cols = NR.min(npix - p * NR);
-            // The panel's runs within one output row: (first column j, window offset, lanes).
-            let mut segs = [(0usize, 0usize, 0 as __mmask16); NR];
-            let mut nseg = 0;
-            let mut j = 0;
-            while j < cols {
-                let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
-                let len = (ow - ox0).min(cols - j);
-                segs[nseg] = (j, oy * step + ox0, (((1u32 << len) - 1) << j) as __mmask16);
-                nseg += 1;
-                j += len;
-            }
+            let (segs, nseg) = panel_runs(ow, step, p, cols);
             let rows = panel.as_chunks_mut::<NR>().0;
             if nseg == 1 && cols == NR {
                 if !skip_full {
-                    let base = segs[0].1;
-                    for (row, &t) in rows.iter_mut().zip(taps) {
-                        *row = *first16(&win[base + t..]);
-                    }
+                    copy_whole_panel(rows, win, segs[0].1, taps);
                 }
                 continue;
             }
+            // Each run's lanes, [j, j + len).
+            let masks: [__mmask16; NR] = std::array::from_fn(|i| {
+                let (j, _, len) = segs[i];
+                (((1u32 << len) - 1) << j) as __mmask16
+            });
             for (row, &t) in rows.iter_mut().zip(taps) {
                 let mut v = _mm512_setzero_ps();
-                for &(j, off, m) in &segs[..nseg] {
+                for (&(j, off, len), &m) in segs[..nseg].iter().zip(&masks) {
                     // The run's floats as the portable gather reads them (inside the window).
-                    let run = &win[off + t..off + t + m.count_ones() as usize];
+                    let run = &win[off + t..off + t + len];
                     // SAFETY: only the lanes of m, [j, j + len), are read: lane j + i reads
                     // run[i], i < len; the pointer is formed without being dereferenced elsewhere.
                     v = unsafe { _mm512_mask_loadu_ps(v, m, run.as_ptr().wrapping_sub(j)) };
@@ -680,25 +672,11 @@ impl PackedConv {
         let taps = &self.win.taps[k0..k0 + kc];
         for (p, panel) in dst.chunks_exact_mut(kc * NR).enumerate() {
             let cols = NR.min(npix - p * NR);
-            // The panel's pixels as runs within one output row: (first column j, window offset).
-            let mut segs = [(0usize, 0usize); NR];
-            let mut nseg = 0;
-            let mut j = 0;
-            while j < cols {
-                let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
-                segs[nseg] = (j, oy * step + ox0);
-                nseg += 1;
-                j += (ow - ox0).min(cols - j);
-            }
+            let (segs, nseg) = panel_runs(ow, step, p, cols);
             let rows = panel.as_chunks_mut::<NR>().0;
             if nseg == 1 && cols == NR {
-                if skip_full {
-                    continue;
-                }
-                // The common case: 16 pixels of one output row, one whole-vector copy per tap.
-                let base = segs[0].1;
-                for (row, &t) in rows.iter_mut().zip(taps) {
-                    *row = *first16(&win[base + t..]);
+                if !skip_full {
+                    copy_whole_panel(rows, win, segs[0].1, taps);
                 }
                 continue;
             }
@@ -706,7 +684,7 @@ impl PackedConv {
             // column, the next run overwriting what the previous read past its end.
             for (row, &t) in rows.iter_mut().zip(taps) {
                 let mut line = [0.0f32; 2 * NR];
-                for &(j, off) in &segs[..nseg] {
+                for &(j, off, _) in &segs[..nseg] {
                     line[j..j + NR].copy_from_slice(first16(&win[off + t..]));
                 }
                 line[cols..NR].fill(0.0);
@@ -722,6 +700,31 @@ impl PackedConv {
 /// (conv1x1_256to64x56, CPU time).
 fn indirect(kernel: Kernel, identity: bool) -> bool {
     kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1)
+}
+
+/// The first `cols` pixels of panel `p` as runs within one output row (`ow` pixels, `step` window
+/// floats apart): (first column j, window offset, length) each, and how many runs.
+#[inline(always)]
+fn panel_runs(ow: usize, step: usize, p: usize, cols: usize) -> ([(usize, usize, usize); NR], usize) {
+    let mut segs = [(0, 0, 0); NR];
+    let (mut n, mut j) = (0, 0);
+    while j < cols {
+        let (oy, ox0) = ((p * NR + j) / ow, (p * NR + j) % ow);
+        let len = (ow - ox0).min(cols - j);
+        segs[n] = (j, oy * step + ox0, len);
+        n += 1;
+        j += len;
+    }
+    (segs, n)
+}
+
+/// The common case: 16 pixels of one output row at window offset `base`, one whole-vector copy
+/// per tap.
+#[inline(always)]
+fn copy_whole_panel(rows: &mut [[f32; NR]], win: &[f32], base: usize, taps: &[usize]) {
+    for (row, &t) in rows.iter_mut().zip(taps) {
+        *row = *first16(&win[base + t..]);
+    }
 }
 
 /// The first 16 floats of `s` (the window's slack guarantees them).
