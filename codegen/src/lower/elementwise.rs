@@ -140,7 +140,7 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
     if epilogue_of.is_none()
         && let [m] = members
         && let Some(Op::Unary(u)) = graph.node(*m).op()
-        && let Some(op) = map_op(*u)
+        && let Some(op) = crate::simd::MapOp::of(*u)
         && leaves.len() == 1
         && leaves[0].1 == out_shape
     {
@@ -387,9 +387,4 @@ pub(super) fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result
         None => cx.kernel_step(&name, kname, lay.rows(), elems, args),
     }
     Ok(())
-}
-
-/// The unary ops with a hand-written kernel for when they run alone (not fused).
-fn map_op(u: kiln_ir::UnaryOp) -> Option<crate::simd::MapOp> {
-    crate::simd::MapOp::of(u)
 }
