@@ -24,6 +24,7 @@ import argparse
 import collections
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -91,13 +92,15 @@ def kiln_profile(binary, model, feeds, threads, iters):
 
 
 def step_nodes(label):
-    """The node names a kiln step label lists: "X", "X + epilogue Y", "X + epilogue fused[a, b]"."""
-    head, _, epi = label.partition(" + epilogue ")
-    names = [head]
-    if epi.startswith("fused[") and epi.endswith("]"):
-        names += epi[len("fused["):-1].split(", ")
-    elif epi:
-        names.append(epi)
+    """The node names a kiln step label lists: "X", "X + epilogue Y", "X + epilogue fused[a, b]",
+    "X + clamp Y" (a fused tail of a host kernel)."""
+    parts = re.split(r" \+ (?:epilogue|clamp) ", label)
+    names = [parts[0]]
+    for epi in parts[1:]:
+        if epi.startswith("fused[") and epi.endswith("]"):
+            names += epi[len("fused["):-1].split(", ")
+        else:
+            names.append(epi)
     return names
 
 
