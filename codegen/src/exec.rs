@@ -602,12 +602,12 @@ impl Executable {
         self.split(threads, move |c| {
             let (lo, hi) = chunk(units, threads, c);
             let oh = spec.win.oh as i64;
-            let after = |u: usize| {
+            let after = |u0: usize, u1: usize| {
                 if let Some((f, first)) = epilogue {
                     // SAFETY: the epilogue kernel was generated for these argument buffers with
-                    // one row per output row of OW floats; plane u is rows [u·oh, (u+1)·oh),
-                    // just written by this chunk (chunks own disjoint planes).
-                    unsafe { f(p.0[first..].as_ptr(), u as i64 * oh, (u as i64 + 1) * oh) };
+                    // one row per output row of OW floats; planes [u0, u1) are rows
+                    // [u0·oh, u1·oh), just written by this chunk (chunks own disjoint planes).
+                    unsafe { f(p.0[first..].as_ptr(), u0 as i64 * oh, u1 as i64 * oh) };
                 }
             };
             // SAFETY: the plan sized every argument as DepthwiseSpec documents; chunks are

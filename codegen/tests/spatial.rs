@@ -217,28 +217,47 @@ fn pools_vectorised_path() {
     }
 }
 
-/// A depthwise conv followed by an elementwise group (ReLU, a residual add) runs the group as the
-/// conv's epilogue, plane by plane: one step, same numbers.
+/// A depthwise conv followed by an elementwise group (ReLU and a residual add; SiLU as
+/// efficientnet's, x·σ(x), whose σ the generated epilogue calls a host kernel for) runs the group
+/// as the conv's epilogue, plane by plane or (narrow planes: 13 channels, a block of 8 and one
+/// of 5, split between two threads) block by block: one step, same numbers.
 #[test]
 fn depthwise_conv_fused_epilogue() {
     let mut rng = XRng(23);
-    let (n, c, h, w) = (2, 13, 19, 23);
-    let x = rng.tensor(&[n, c, h, w], -1.0, 1.0);
-    let r = rng.tensor(&[n, c, h, w], -1.0, 1.0);
-    let mut spec = Spec::new();
-    spec.input("x", x).input("r", r).weight("w", rng.tensor(&[c, 1, 5, 5], -1.0, 1.0));
-    spec.weight("b", rng.tensor(&[c], -1.0, 1.0));
-    let op = Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [2, 2, 2, 2], group: c };
-    spec.node("dw", op, &["x", "w", "b"], &["y"])
-        .node("relu", Op::Unary(kiln_ir::UnaryOp::Relu), &["y"], &["a"])
-        .node("add", Op::Binary(kiln_ir::BinaryOp::Add), &["a", "r"], &["z"])
-        .output("z");
-    for threads in [1, 2] {
-        for isa in ISAS {
-            let exe = check_with(&spec, Tol { abs: 25e-5, rel: 1e-5 }, &isa_options(threads, isa));
-            let schedule = exe.schedule_text();
-            assert!(schedule.contains("depthwise conv") && schedule.contains("+ epilogue"), "{schedule}");
-            assert_eq!(steps(&exe), 1, "{schedule}");
+    for (n, c, h, w) in [(2, 13, 19, 23), (2, 13, 5, 5)] {
+        for silu in [false, true] {
+            let x = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+            let r = rng.tensor(&[n, c, h, w], -1.0, 1.0);
+            let mut spec = Spec::new();
+            spec.input("x", x).input("r", r).weight("w", rng.tensor(&[c, 1, 5, 5], -1.0, 1.0));
+            spec.weight("b", rng.tensor(&[c], -1.0, 1.0));
+            let op = Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [2, 2, 2, 2], group: c };
+            spec.node("dw", op, &["x", "w", "b"], &["y"]);
+            if silu {
+                spec.node("sig", Op::Unary(kiln_ir::UnaryOp::Sigmoid), &["y"], &["s"]).node(
+                    "mul",
+                    Op::Binary(kiln_ir::BinaryOp::Mul),
+                    &["y", "s"],
+                    &["z"],
+                );
+            } else {
+                spec.node("relu", Op::Unary(kiln_ir::UnaryOp::Relu), &["y"], &["a"]).node(
+                    "add",
+                    Op::Binary(kiln_ir::BinaryOp::Add),
+                    &["a", "r"],
+                    &["z"],
+                );
+            }
+            spec.output("z");
+            for threads in [1, 2] {
+                for isa in ISAS {
+                    let exe = check_with(&spec, Tol { abs: 25e-5, rel: 1e-5 }, &isa_options(threads, isa));
+                    let schedule = exe.schedule_text();
+                    assert!(schedule.contains("depthwise conv") && schedule.contains("+ epilogue"), "{schedule}");
+                    assert_eq!(schedule.contains("channel blocks"), w == 5, "{schedule}");
+                    assert_eq!(steps(&exe), 1, "{schedule}");
+                }
+            }
         }
     }
 }
@@ -392,7 +411,11 @@ fn depthwise_direct_kernels_and_fused_clamp() {
                         let exe = check_with(&spec, tol, &isa_options(threads, isa));
                         let schedule = exe.schedule_text();
                         assert!(schedule.contains(&format!("depthwise conv {k}×{k}/{s}")), "{schedule}");
-                        assert_eq!(schedule.contains(", direct)"), k == 3, "{schedule}");
+                        // Narrow planes run in channel blocks (one channel per group) instead.
+                        let ow = (w + pads[1] + pads[3] - k) / s + 1;
+                        let blocks = mult == 1 && ow <= if k == 3 { 4 } else { 14 };
+                        assert_eq!(schedule.contains(", direct)"), k == 3 && !blocks, "{schedule}");
+                        assert_eq!(schedule.contains(", channel blocks)"), blocks, "{schedule}");
                         assert_eq!(schedule.contains("+ clamp act"), clamp.is_some(), "{schedule}");
                         assert_eq!(steps(&exe), 1, "{schedule}");
                     }
