@@ -7,7 +7,7 @@
 //! softmax row sums 512 blocks exactly enough).
 
 use super::math;
-use super::vector::F8;
+use super::vector::{F8, Lanes, Xn};
 
 /// Elements per f32 partial-sum block (8 KiB: the block is re-read from L1 by the long softmax).
 pub(crate) const BLOCK: usize = 2048;
@@ -436,23 +436,39 @@ impl MapOp {
 /// line, every AVX2 intrinsic in it an out-of-line call (Silu over 221,184 floats took 8.8 ms
 /// instead of 0.5 ms). Here the inline(always) math functions are inlined into the
 /// target-feature kernel that instantiates `map`.
+const BUNDLE: usize = 4;
 macro_rules! map_direct {
-    ($V:ty, $f:path, $x:expr, $y:expr, $n:expr) => {{
+    ($V:ty, $f:ident, $x:expr, $y:expr, $n:expr) => {{
         let (x, y, n): (*const f32, *mut f32, usize) = ($x, $y, $n);
         let mut i = 0;
-        while i + 16 <= n {
-            let (v0, v1) = (<$V>::load(x.add(i)), <$V>::load(x.add(i + 8)));
-            $f(v0).store(y.add(i));
-            $f(v1).store(y.add(i + 8));
-            i += 16;
+        while i + 8 * BUNDLE <= n {
+            math::$f::<Xn<$V, BUNDLE>>(Xn::<$V, BUNDLE>::load(x.add(i))).store(y.add(i));
+            i += 8 * BUNDLE;
         }
         while i + 8 <= n {
-            $f(<$V>::load(x.add(i))).store(y.add(i));
+            math::$f::<$V>(<$V>::load(x.add(i))).store(y.add(i));
             i += 8;
         }
         if i < n {
-            store_tail($f(load_tail::<$V>(x.add(i), n - i, 0.0)), y.add(i), n - i);
+            store_tail(math::$f::<$V>(load_tail::<$V>(x.add(i), n - i, 0.0)), y.add(i), n - i);
         }
+    }};
+}
+
+/// As `map_direct!`, the bundles through `$common` (the value and a mask of the lanes it got
+/// wrong), recomputed by `$f` when a lane is masked; the rest (under 8·BUNDLE floats) by `$f`.
+macro_rules! map_common {
+    ($V:ty, $common:ident, $f:ident, $x:expr, $y:expr, $n:expr) => {{
+        let (x, y, n): (*const f32, *mut f32, usize) = ($x, $y, $n);
+        let mut i = 0;
+        while i + 8 * BUNDLE <= n {
+            let v = Xn::<$V, BUNDLE>::load(x.add(i));
+            let (r, wrong) = math::$common(v);
+            let r = if wrong.any() { math::$f(v) } else { r };
+            r.store(y.add(i));
+            i += 8 * BUNDLE;
+        }
+        map_direct!($V, $f, x.add(i), y.add(i), n - i)
     }};
 }
 
@@ -465,10 +481,10 @@ pub(crate) unsafe fn map<V: F8>(op: MapOp, x: *const f32, y: *mut f32, n: usize)
     // SAFETY: the caller's contract, passed on; every index touched is < n.
     unsafe {
         match op {
-            MapOp::Exp => map_direct!(V, math::exp::<V>, x, y, n),
-            MapOp::Tanh => map_direct!(V, math::tanh::<V>, x, y, n),
-            MapOp::Sigmoid => map_direct!(V, math::sigmoid::<V>, x, y, n),
-            MapOp::Silu => map_direct!(V, math::silu::<V>, x, y, n),
+            MapOp::Exp => map_direct!(V, exp, x, y, n),
+            MapOp::Tanh => map_direct!(V, tanh, x, y, n),
+            MapOp::Sigmoid => map_common!(V, sigmoid_common, sigmoid, x, y, n),
+            MapOp::Silu => map_common!(V, silu_common, silu, x, y, n),
             MapOp::GeluErf => {
                 // One test of the erfc tail per 16 lanes, so the common case runs both vectors
                 // without a branch between them (one test per vector cost 35% on bell data).
@@ -485,10 +501,10 @@ pub(crate) unsafe fn map<V: F8>(op: MapOp, x: *const f32, y: *mut f32, n: usize)
                     c1.store(y.add(i + 8));
                     i += 16;
                 }
-                map_direct!(V, math::gelu_erf::<V>, x.add(i), y.add(i), n - i)
+                map_direct!(V, gelu_erf, x.add(i), y.add(i), n - i)
             }
-            MapOp::GeluTanh => map_direct!(V, math::gelu_tanh::<V>, x, y, n),
-            MapOp::Erf => map_direct!(V, math::erf::<V>, x, y, n),
+            MapOp::GeluTanh => map_direct!(V, gelu_tanh, x, y, n),
+            MapOp::Erf => map_direct!(V, erf, x, y, n),
         }
     }
 }

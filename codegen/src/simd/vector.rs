@@ -10,18 +10,11 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
-/// Eight f32 lanes. Comparisons give masks (all-ones or all-zero lanes) for [`F8::select`];
-/// `max`/`min` have x86 semantics: `a.max(b)` is `a > b ? a : b`, so a NaN in `a` yields `b`.
-pub(crate) trait F8: Copy {
+/// Lanes of f32 arithmetic (eight, or a bundle of eights, [`X4`]). Comparisons give masks
+/// (all-ones or all-zero lanes) for [`Lanes::select`]; `max`/`min` have x86 semantics: `a.max(b)`
+/// is `a > b ? a : b`, so a NaN in `a` yields `b`.
+pub(crate) trait Lanes: Copy {
     fn splat(v: f32) -> Self;
-    /// # Safety
-    /// `p` is valid for reading 8 f32 (no alignment required).
-    unsafe fn load(p: *const f32) -> Self;
-    /// # Safety
-    /// `p` is valid for writing 8 f32 (no alignment required).
-    unsafe fn store(self, p: *mut f32);
-    fn from_array(a: [f32; 8]) -> Self;
-    fn to_array(self) -> [f32; 8];
     fn add(self, o: Self) -> Self;
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
@@ -42,6 +35,101 @@ pub(crate) trait F8: Copy {
     fn shl23(self) -> Self;
     /// Whether any lane of a mask is set (its sign bit).
     fn any(self) -> bool;
+}
+
+/// Eight f32 lanes in one value, with loads and stores.
+pub(crate) trait F8: Lanes {
+    /// # Safety
+    /// `p` is valid for reading 8 f32 (no alignment required).
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` is valid for writing 8 f32 (no alignment required).
+    unsafe fn store(self, p: *mut f32);
+    fn from_array(a: [f32; 8]) -> Self;
+    fn to_array(self) -> [f32; 8];
+}
+
+/// K vectors of eight lanes computed in step: each operation is applied to the K in turn, so a
+/// long dependent chain (an exponential's polynomial, a division) runs K independent copies of
+/// itself side by side, which the core overlaps — one vector at a time, the chain's latency, not
+/// the execution units, bounds a map kernel.
+#[derive(Clone, Copy)]
+pub(crate) struct Xn<V, const K: usize>(pub [V; K]);
+
+impl<V: F8, const K: usize> Xn<V, K> {
+    /// # Safety
+    /// `p` is valid for reading 8·K f32.
+    #[inline(always)]
+    pub unsafe fn load(p: *const f32) -> Self {
+        let mut a = [V::splat(0.0); K];
+        for (i, v) in a.iter_mut().enumerate() {
+            // SAFETY: the caller's contract.
+            *v = unsafe { V::load(p.add(8 * i)) };
+        }
+        Xn(a)
+    }
+    /// # Safety
+    /// `p` is valid for writing 8·K f32.
+    #[inline(always)]
+    pub unsafe fn store(self, p: *mut f32) {
+        for (i, v) in self.0.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            unsafe { v.store(p.add(8 * i)) };
+        }
+    }
+}
+
+macro_rules! xn {
+    ($($f:ident),*) => {$(
+        #[inline(always)]
+        fn $f(self, o: Self) -> Self {
+            let mut a = self.0;
+            for (x, &y) in a.iter_mut().zip(&o.0) {
+                *x = x.$f(y);
+            }
+            Xn(a)
+        }
+    )*};
+}
+
+impl<V: Lanes, const K: usize> Lanes for Xn<V, K> {
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Xn([V::splat(v); K])
+    }
+    xn!(add, sub, mul, div, max, min, lt, le, and, or);
+    #[inline(always)]
+    fn fma(self, b: Self, c: Self) -> Self {
+        let mut a = self.0;
+        for ((x, &y), &z) in a.iter_mut().zip(&b.0).zip(&c.0) {
+            *x = x.fma(y, z);
+        }
+        Xn(a)
+    }
+    #[inline(always)]
+    fn select(mask: Self, a: Self, b: Self) -> Self {
+        let mut r = b.0;
+        for ((r, &m), &x) in r.iter_mut().zip(&mask.0).zip(&a.0) {
+            *r = V::select(m, x, *r);
+        }
+        Xn(r)
+    }
+    #[inline(always)]
+    fn shl23(self) -> Self {
+        let mut a = self.0;
+        for x in a.iter_mut() {
+            *x = x.shl23();
+        }
+        Xn(a)
+    }
+    #[inline(always)]
+    fn any(self) -> bool {
+        let mut m = self.0[0];
+        for &x in &self.0[1..] {
+            m = m.or(x);
+        }
+        m.any()
+    }
 }
 
 /// All-ones bits: a true mask lane.
@@ -65,28 +153,10 @@ impl Portable {
     }
 }
 
-impl F8 for Portable {
+impl Lanes for Portable {
     #[inline(always)]
     fn splat(v: f32) -> Self {
         Portable([v; 8])
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        // SAFETY: the caller guarantees 8 readable f32 at p.
-        Portable(unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        // SAFETY: the caller guarantees 8 writable f32 at p.
-        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], self.0) }
-    }
-    #[inline(always)]
-    fn from_array(a: [f32; 8]) -> Self {
-        Portable(a)
-    }
-    #[inline(always)]
-    fn to_array(self) -> [f32; 8] {
-        self.0
     }
     #[inline(always)]
     fn add(self, o: Self) -> Self {
@@ -150,6 +220,27 @@ impl F8 for Portable {
     }
 }
 
+impl F8 for Portable {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        // SAFETY: the caller guarantees 8 readable f32 at p.
+        Portable(unsafe { std::ptr::read_unaligned(p as *const [f32; 8]) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        // SAFETY: the caller guarantees 8 writable f32 at p.
+        unsafe { std::ptr::write_unaligned(p as *mut [f32; 8], self.0) }
+    }
+    #[inline(always)]
+    fn from_array(a: [f32; 8]) -> Self {
+        Portable(a)
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; 8] {
+        self.0
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 pub(crate) struct Avx2(__m256);
@@ -159,28 +250,10 @@ pub(crate) struct Avx2(__m256);
 // when `Isa` detection found both on this CPU (see the module header); pointer arguments are
 // the callers' contract, stated on the trait.
 #[cfg(target_arch = "x86_64")]
-impl F8 for Avx2 {
+impl Lanes for Avx2 {
     #[inline(always)]
     fn splat(v: f32) -> Self {
         Avx2(unsafe { _mm256_set1_ps(v) })
-    }
-    #[inline(always)]
-    unsafe fn load(p: *const f32) -> Self {
-        Avx2(unsafe { _mm256_loadu_ps(p) })
-    }
-    #[inline(always)]
-    unsafe fn store(self, p: *mut f32) {
-        unsafe { _mm256_storeu_ps(p, self.0) }
-    }
-    #[inline(always)]
-    fn from_array(a: [f32; 8]) -> Self {
-        Avx2(unsafe { _mm256_loadu_ps(a.as_ptr()) })
-    }
-    #[inline(always)]
-    fn to_array(self) -> [f32; 8] {
-        let mut a = [0f32; 8];
-        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), self.0) };
-        a
     }
     #[inline(always)]
     fn add(self, o: Self) -> Self {
@@ -237,5 +310,28 @@ impl F8 for Avx2 {
     #[inline(always)]
     fn any(self) -> bool {
         unsafe { _mm256_movemask_ps(self.0) != 0 }
+    }
+}
+
+// SAFETY (every `unsafe` block in this impl): as the `Lanes` impl above.
+#[cfg(target_arch = "x86_64")]
+impl F8 for Avx2 {
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Avx2(unsafe { _mm256_loadu_ps(p) })
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        unsafe { _mm256_storeu_ps(p, self.0) }
+    }
+    #[inline(always)]
+    fn from_array(a: [f32; 8]) -> Self {
+        Avx2(unsafe { _mm256_loadu_ps(a.as_ptr()) })
+    }
+    #[inline(always)]
+    fn to_array(self) -> [f32; 8] {
+        let mut a = [0f32; 8];
+        unsafe { _mm256_storeu_ps(a.as_mut_ptr(), self.0) };
+        a
     }
 }
