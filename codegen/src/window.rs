@@ -1224,6 +1224,98 @@ mod avx2 {
         }
     }
 
+    /// Rows of an 8×8 block in, its columns out.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        let (t0, t1) = (_mm256_unpacklo_ps(r[0], r[1]), _mm256_unpackhi_ps(r[0], r[1]));
+        let (t2, t3) = (_mm256_unpacklo_ps(r[2], r[3]), _mm256_unpackhi_ps(r[2], r[3]));
+        let (t4, t5) = (_mm256_unpacklo_ps(r[4], r[5]), _mm256_unpackhi_ps(r[4], r[5]));
+        let (t6, t7) = (_mm256_unpacklo_ps(r[6], r[7]), _mm256_unpackhi_ps(r[6], r[7]));
+        // Columns c (low half) and c + 4 (high half) of rows 0–3, then of rows 4–7.
+        let (s0, s1) = (_mm256_shuffle_ps::<0x44>(t0, t2), _mm256_shuffle_ps::<0xEE>(t0, t2));
+        let (s2, s3) = (_mm256_shuffle_ps::<0x44>(t1, t3), _mm256_shuffle_ps::<0xEE>(t1, t3));
+        let (s4, s5) = (_mm256_shuffle_ps::<0x44>(t4, t6), _mm256_shuffle_ps::<0xEE>(t4, t6));
+        let (s6, s7) = (_mm256_shuffle_ps::<0x44>(t5, t7), _mm256_shuffle_ps::<0xEE>(t5, t7));
+        [
+            _mm256_permute2f128_ps::<0x20>(s0, s4),
+            _mm256_permute2f128_ps::<0x20>(s1, s5),
+            _mm256_permute2f128_ps::<0x20>(s2, s6),
+            _mm256_permute2f128_ps::<0x20>(s3, s7),
+            _mm256_permute2f128_ps::<0x31>(s0, s4),
+            _mm256_permute2f128_ps::<0x31>(s1, s5),
+            _mm256_permute2f128_ps::<0x31>(s2, s6),
+            _mm256_permute2f128_ps::<0x31>(s3, s7),
+        ]
+    }
+
+    /// Interleaves `nb` ≤ 8 rows of `len` floats (row j at `src + j·stride`) by lanes:
+    /// `dst[at[k] + j]` = row j's element k, 8 elements at a time by a transpose (lanes past `nb`
+    /// get 0 there); the last `len mod 8` elements lane by lane.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; rows j < nb hold `len` floats; `at.len() ≥ len`; every
+    /// `dst[at[k] .. at[k] + 8]` is writable.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn interleave(
+        src: *const f32,
+        stride: usize,
+        nb: usize,
+        len: usize,
+        at: &[usize],
+        dst: *mut f32,
+    ) {
+        debug_assert!(nb <= V && at.len() >= len);
+        let mut k = 0;
+        while k + V <= len {
+            let mut r = [_mm256_setzero_ps(); V];
+            for (j, r) in r.iter_mut().enumerate().take(nb) {
+                // SAFETY: elements k .. k + 8 of row j < nb (the caller's contract).
+                *r = unsafe { _mm256_loadu_ps(src.add(j * stride + k)) };
+            }
+            for (i, c) in transpose8(r).into_iter().enumerate() {
+                // SAFETY: dst[at[k + i] ..][..8] is writable (the caller's contract).
+                unsafe { _mm256_storeu_ps(dst.add(at[k + i]), c) };
+            }
+            k += V;
+        }
+        for (k, &a) in at.iter().enumerate().take(len).skip(k) {
+            for j in 0..nb {
+                // SAFETY: as above, element by element.
+                unsafe { *dst.add(a + j) = *src.add(j * stride + k) };
+            }
+        }
+    }
+
+    /// The inverse of [`interleave`] for `at[k] = 8·k`: row j < nb of `dst` (at `dst + j·stride`,
+    /// `len` floats) gets lane j of `src[8·k ..]` for each k.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `src` holds 8·len floats; rows j < nb of `dst` hold `len`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn deinterleave_rows(src: *const f32, len: usize, nb: usize, dst: *mut f32, stride: usize) {
+        debug_assert!(nb <= V);
+        let mut k = 0;
+        while k + V <= len {
+            let mut r = [_mm256_setzero_ps(); V];
+            for (i, r) in r.iter_mut().enumerate() {
+                // SAFETY: positions k .. k + 8 < len of src.
+                *r = unsafe { _mm256_loadu_ps(src.add((k + i) * V)) };
+            }
+            for (j, c) in transpose8(r).into_iter().enumerate().take(nb) {
+                // SAFETY: elements k .. k + 8 of row j < nb.
+                unsafe { _mm256_storeu_ps(dst.add(j * stride + k), c) };
+            }
+            k += V;
+        }
+        for k in k..len {
+            for j in 0..nb {
+                // SAFETY: as above, element by element.
+                unsafe { *dst.add(j * stride + k) = *src.add(k * V + j) };
+            }
+        }
+    }
+
     /// Positions [p, p + N) of [`dw_blocks`].
     ///
     /// # Safety
@@ -1294,13 +1386,17 @@ pub struct DepthwiseSpec {
 }
 
 /// Output rows at most this long run in channel blocks (`DepthwiseSpec::blocks`) where the
-/// scratch path would run them, and at most `BLOCKS_DIRECT_MAX_OW` where the direct 3×3 kernel
-/// would. Measured on efficientnet_b0 at 96² (1 thread, Zen 4): 5×5 on 3² planes 0.167 → 0.054
-/// ms, 6² 0.135 → 0.082, 12² 0.100 → 0.096 (0.103 with 28); the direct 3×3 on 3² 0.113 → 0.041,
-/// 6² 0.057 → 0.050, 12² → 6² at stride 2 0.034 → 0.040; mobilenet_v2's 3×3 on 7² 0.048 →
-/// 0.078: the direct kernel keeps those.
+/// scratch path would run them; `BLOCKS_DIRECT_MAX_OW` and `BLOCKS_DIRECT_S2_MAX_OW` where the
+/// direct 3×3 kernel would, at stride 1 and 2. Measured per step (1 thread, Zen 4, `kiln bench
+/// --profile`, channel blocks against the kernel they replace): efficientnet_b0 at 96², 5×5 on
+/// 3² planes 0.167 → 0.035 ms, on 6² 0.135 → 0.050, on 12² 0.100 → 0.056; 3×3 on 3² 0.113 →
+/// 0.025, on 6² 0.052 → 0.029, 12² → 6² at stride 2 0.030 → 0.018; mobilenet_v2_224, 3×3 on 7²
+/// 0.048 → 0.030, on 14² 0.067 → 0.057 and 0.045 → 0.038, 14² → 7² 0.040 → 0.027, but 28² → 14²
+/// 0.037 → 0.043 and 28² at stride 1 0.073 → 0.079–0.086; convnext_atto's 7×7 on planes wider
+/// than 14: 0.038 → 0.046 — those keep their kernels.
 const BLOCKS_MAX_OW: usize = 14;
-const BLOCKS_DIRECT_MAX_OW: usize = 4;
+const BLOCKS_DIRECT_MAX_OW: usize = 14;
+const BLOCKS_DIRECT_S2_MAX_OW: usize = 7;
 
 impl DepthwiseSpec {
     /// `win` must have non-empty input and output planes.
@@ -1314,7 +1410,12 @@ impl DepthwiseSpec {
             && matches!(win.stride[0], 1 | 2)
             && win.dil == [1, 1])
         .then_some((win.kh, win.stride[0]));
-        let blocks = mult == 1 && win.ow <= if direct.is_some() { BLOCKS_DIRECT_MAX_OW } else { BLOCKS_MAX_OW };
+        let most = match direct {
+            Some((_, 1)) => BLOCKS_DIRECT_MAX_OW,
+            Some(_) => BLOCKS_DIRECT_S2_MAX_OW,
+            None => BLOCKS_MAX_OW,
+        };
+        let blocks = mult == 1 && win.ow <= most;
         let direct = direct.filter(|_| !blocks);
         DepthwiseSpec { n, c, mult, win, bias, offs, clamp: None, direct, blocks }
     }
@@ -1496,50 +1597,42 @@ impl DepthwiseSpec {
         let taps: Vec<usize> = (0..nt).map(|t| ((t / w.kw) * w.dil[0] * cols + (t % w.kw) * w.dil[1]) * V).collect();
         let base: Vec<usize> =
             (0..op).map(|p| ((p / w.ow) * w.stride[0] * cols + (p % w.ow) * w.stride[1]) * V).collect();
-        let mut xs = vec![0.0f32; rows * cols * V];
+        // [rows][cols][8], then one spare vector: where input elements that no window reads go.
+        let mut xs = vec![0.0f32; (rows * cols + 1) * V];
+        let spare = rows * cols * V;
         let mut ys = vec![0.0f32; op * V];
         let mut wv = vec![0.0f32; nt * V];
         let clamp = self.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        // Scratch rows [r0, r1) and columns [q0, q1) hold input; the rest stays 0 (padding).
+        // Where input element (r, q) goes: scratch row r + pt, column q + pl, if inside.
         let [pt, pl] = w.pad;
-        let (r1, q1) = ((pt + w.h).min(rows), (pl + w.w).min(cols));
+        let at_in: Vec<usize> = (0..ip)
+            .map(|k| {
+                let (r, q) = (k / w.w + pt, k % w.w + pl);
+                if r < rows && q < cols { (r * cols + q) * V } else { spare }
+            })
+            .collect();
+        let at_w: Vec<usize> = (0..nt).map(|t| t * V).collect();
+        let (x, wts, y) = (args[1] as *const f32, args[2] as *const f32, args[0] as *mut f32);
         let mut u = lo;
         while u < hi {
             let c0 = u % self.c;
             let nb = V.min(hi - u).min(self.c - c0);
             let mut bias = [0.0f32; V];
-            for j in 0..nb {
-                // SAFETY: with one channel per group, output plane u + j reads input plane u + j;
-                // x holds n·c planes of ip floats, w c·nt, bias c (DepthwiseSpec's args).
-                let (x, wts) = unsafe {
-                    bias[j] = if self.bias { *(args[3] as *const f32).add(c0 + j) } else { 0.0 };
-                    (
-                        std::slice::from_raw_parts((args[1] as *const f32).add((u + j) * ip), ip),
-                        std::slice::from_raw_parts((args[2] as *const f32).add((c0 + j) * nt), nt),
-                    )
-                };
-                // Columns holding input (none when the left padding covers every column read).
-                let qn = q1.saturating_sub(pl);
-                for r in (pt..r1).filter(|_| qn > 0) {
-                    let src = &x[(r - pt) * w.w..][..qn];
-                    let dst = &mut xs[(r * cols + pl) * V + j..][..(qn - 1) * V + 1];
-                    for (d, &v) in dst.iter_mut().step_by(V).zip(src) {
-                        *d = v;
-                    }
-                }
-                for (d, &v) in wv[j..].iter_mut().step_by(V).zip(wts) {
-                    *d = v;
-                }
+            if self.bias {
+                // SAFETY: bias holds c floats (DepthwiseSpec's args); c0 + nb ≤ c.
+                bias[..nb].copy_from_slice(unsafe { std::slice::from_raw_parts((args[3] as *const f32).add(c0), nb) });
             }
-            // SAFETY: AVX2 and FMA (the caller's contract); xs is [rows][cols][8], so every
-            // position's window (base + tap < rows·cols) is inside it; wv holds nt·8, ys op·8.
-            unsafe { avx2::dw_blocks(&base, &taps, &xs, &wv, &bias, clamp, &mut ys) };
-            for j in 0..nb {
-                // SAFETY: out holds n·c planes of op floats; this call owns planes [lo, hi).
-                let y = unsafe { std::slice::from_raw_parts_mut((args[0] as *mut f32).add((u + j) * op), op) };
-                for (v, &r) in y.iter_mut().zip(ys[j..].iter().step_by(V)) {
-                    *v = r;
-                }
+            // SAFETY: AVX2 and FMA (the caller's contract). With one channel per group, output
+            // plane u + j reads input plane u + j: x holds n·c planes of ip floats and w c·nt, so
+            // planes u .. u + nb and weight rows c0 .. c0 + nb exist; every at_in / at_w entry is
+            // a vector of xs / wv. xs is [rows][cols][8] (and the spare), so every position's
+            // window (base + tap < rows·cols) is inside it; wv holds nt·8, ys op·8; out holds n·c
+            // planes of op floats, of which this call owns [lo, hi).
+            unsafe {
+                avx2::interleave(x.add(u * ip), ip, nb, ip, &at_in, xs.as_mut_ptr());
+                avx2::interleave(wts.add(c0 * nt), nt, nb, nt, &at_w, wv.as_mut_ptr());
+                avx2::dw_blocks(&base, &taps, &xs, &wv, &bias, clamp, &mut ys);
+                avx2::deinterleave_rows(ys.as_ptr(), op, nb, y.add(u * op), op);
             }
             after(u, u + nb);
             u += nb;
@@ -1801,7 +1894,12 @@ mod tests {
                 let wts: Vec<f32> = (0..2 * k * k).map(|_| rnd()).collect();
                 let bias = [0.25f32, -0.5];
                 let spec = DepthwiseSpec::new(1, 2, 1, win.clone(), true).with_clamp(-0.5, 0.75).unwrap();
-                let blocks = ow <= if k == 3 { BLOCKS_DIRECT_MAX_OW } else { BLOCKS_MAX_OW };
+                let most = match (k, s) {
+                    (3, 1) => BLOCKS_DIRECT_MAX_OW,
+                    (3, _) => BLOCKS_DIRECT_S2_MAX_OW,
+                    _ => BLOCKS_MAX_OW,
+                };
+                let blocks = ow <= most;
                 assert_eq!((spec.direct(), spec.blocks()), (k == 3 && !blocks, blocks), "{win:?}");
                 let mut want = Vec::new();
                 for c in 0..2 {
