@@ -191,3 +191,19 @@ fn operand_scale_folds_into_alpha() {
         assert_eq!(schedule.contains("scale"), also_output, "{schedule}");
     }
 }
+
+/// A transposed A read through strides keeps its batches, so a B that is a view of a weight
+/// (which would take the packed path, one batch of rows) is not packed: every batch is computed.
+#[test]
+fn strided_batched_a_times_a_weight_view() {
+    let (m, k, n) = (5, 6, 20);
+    let mut rng = XRng(31);
+    let mut spec = Spec::new();
+    spec.input("x", rng.tensor(&[m, 2, k], -1.0, 1.0))
+        .weight("w", rng.tensor(&[k * n], -1.0, 1.0))
+        .node("wr", Op::Reshape { shape: vec![k as i64, n as i64], allowzero: false }, &["w"], &["b"])
+        .node("xt", Op::Transpose { perm: Some(vec![1, 0, 2]) }, &["x"], &["a"])
+        .node("mm", Op::MatMul, &["a", "b"], &["y"])
+        .output("y");
+    run_all(&spec, tol(k), 1);
+}

@@ -33,7 +33,9 @@ pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     if elems != out.num_elements() {
         return Err(internal(&name, "matmul output size mismatch"));
     }
-    let packed = if b.rank() == 2 { pack_weight(cx, pb, &call, &name)? } else { None };
+    // The packed path runs one batch of call.m rows: B one matrix and A's batches folded into M
+    // (a transposed A read through strides keeps its batches).
+    let packed = if b.rank() == 2 && elems == call.m * call.n { pack_weight(cx, pb, &call, &name)? } else { None };
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: name,
