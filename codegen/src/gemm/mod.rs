@@ -306,10 +306,17 @@ impl Product {
             let panels = packed.panels();
             // SAFETY: the caller's contract, with B packed above.
             unsafe { self.run(isa, a, &packed, c, rows, 0..panels, after) };
-            cell.set(packed.data);
+            // Kept for the next call unless it is large: a thread does not hold a big B's copy
+            // for its lifetime (a model's arena is per run; this is per thread).
+            if packed.data.capacity() <= BPACK_KEEP {
+                cell.set(packed.data);
+            }
         });
     }
 }
+
+/// Largest packed B (floats, 4 MiB) a thread keeps between calls of [`Product::run_strided`].
+const BPACK_KEEP: usize = 1 << 20;
 
 /// Whether a product of two activations runs on kiln's micro-kernels
 /// ([`Product::run_strided`]) rather than the `gemm` crate: not when it is at most one 16-column
