@@ -30,6 +30,34 @@ const WIDE_MODEL: &str = r#"{
  ]
 }"#;
 
+/// Attention heads as exporters write them: products of two activations on kiln's micro-kernels
+/// with B packed per call into each thread's scratch (QKᵀ [2, 40, 24]·[2, 24, 40] with an Exp
+/// epilogue, P·V [2, 40, 40]·[2, 40, 24]), the heads' Reshape + Transpose read through strides.
+const ATTENTION_MODEL: &str = r#"{
+ "format": "kiln", "version": 1, "name": "heads",
+ "inputs": [{"name": "x", "dtype": "f32", "shape": [40, 48]}],
+ "outputs": ["y"],
+ "weights": [
+  {"name": "wq", "dtype": "f32", "shape": [48, 48], "init": {"normal": {"std": 0.1, "seed": 1}}},
+  {"name": "wk", "dtype": "f32", "shape": [48, 48], "init": {"normal": {"std": 0.1, "seed": 2}}},
+  {"name": "wv", "dtype": "f32", "shape": [48, 48], "init": {"normal": {"std": 0.1, "seed": 3}}}
+ ],
+ "nodes": [
+  {"name": "q", "op": "MatMul", "inputs": ["x", "wq"], "outputs": ["q"]},
+  {"name": "k", "op": "MatMul", "inputs": ["x", "wk"], "outputs": ["k"]},
+  {"name": "v", "op": "MatMul", "inputs": ["x", "wv"], "outputs": ["v"]},
+  {"name": "qh", "op": "Reshape", "inputs": ["q"], "outputs": ["qh"], "attributes": {"shape": [40, 2, 24]}},
+  {"name": "kh", "op": "Reshape", "inputs": ["k"], "outputs": ["kh"], "attributes": {"shape": [40, 2, 24]}},
+  {"name": "vh", "op": "Reshape", "inputs": ["v"], "outputs": ["vh"], "attributes": {"shape": [40, 2, 24]}},
+  {"name": "qt", "op": "Transpose", "inputs": ["qh"], "outputs": ["qt"], "attributes": {"perm": [1, 0, 2]}},
+  {"name": "kt", "op": "Transpose", "inputs": ["kh"], "outputs": ["kt"], "attributes": {"perm": [1, 2, 0]}},
+  {"name": "vt", "op": "Transpose", "inputs": ["vh"], "outputs": ["vt"], "attributes": {"perm": [1, 0, 2]}},
+  {"name": "qk", "op": "MatMul", "inputs": ["qt", "kt"], "outputs": ["s"]},
+  {"name": "e", "op": "Exp", "inputs": ["s"], "outputs": ["e"]},
+  {"name": "pv", "op": "MatMul", "inputs": ["e", "vt"], "outputs": ["y"]}
+ ]
+}"#;
+
 fn check_concurrent_runs(model: kiln::Model, threads: usize) {
     let options =
         Options { backend: Backend::Jit, opt_level: OptLevel::O2, threads: Some(threads), ..Default::default() };
@@ -72,4 +100,12 @@ fn eight_threads_times_a_thousand_runs_match_lone_runs_bundled_transformer() {
 fn eight_threads_times_a_thousand_runs_match_lone_runs_on_a_two_thread_pool() {
     let model = kiln::frontends::json::parse_json(WIDE_MODEL, None, "wide").expect("test model parses");
     check_concurrent_runs(model, 2);
+}
+
+#[test]
+fn eight_threads_times_a_thousand_runs_match_lone_runs_activation_products() {
+    for threads in [1, 2] {
+        let model = kiln::frontends::json::parse_json(ATTENTION_MODEL, None, "heads").expect("test model parses");
+        check_concurrent_runs(model, threads);
+    }
 }

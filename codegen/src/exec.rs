@@ -145,6 +145,9 @@ impl Executable {
                 StepKind::Convert(c, _) => format!("convert {c:?}"),
                 StepKind::BoolInput(_) => "bool input".to_string(),
                 StepKind::MatMul { packed: Some(_), .. } => "gemm (packed B)".to_string(),
+                StepKind::MatMul { call, units, .. } if crate::gemm::strided_pays(call.m, call.n) => {
+                    format!("gemm (B packed per call, {} units)", units.len())
+                }
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
@@ -485,10 +488,46 @@ impl Executable {
         let units: Arc<Vec<[usize; 5]>> = Arc::new(units.to_vec());
         let call = *call;
         let p = Arc::new(ptrs);
+        let isa = self.isa;
+        // kiln's micro-kernels with B packed per unit, the epilogue per row block of C while it
+        // is in cache; too narrow or short a product stays with the `gemm` crate.
+        let own = call.n > 0 && crate::gemm::strided_pays(call.m, call.n);
+        let prod = crate::gemm::Product {
+            m: call.m,
+            a_rs: call.a_rs,
+            a_cs: call.a_cs,
+            c_rs: call.d_rs,
+            alpha: call.alpha,
+            beta: call.beta,
+            accumulate: call.accumulate,
+        };
         let job = move |c: usize| {
             let (lo, hi) = chunk(units.len(), threads, c);
             for u in &units[lo..hi] {
                 let [ao, bo, d, m0, m1] = *u;
+                if own {
+                    // Output rows of this unit, counting batches as consecutive blocks of m rows.
+                    let row0 = d / call.n;
+                    let mut after = |r0: usize, r1: usize| {
+                        if let Some((f, first)) = epilogue {
+                            // SAFETY: the epilogue kernel was generated for these argument
+                            // buffers with one row per output matrix row; rows [row0 + r0,
+                            // row0 + r1) exist and were just finished by this unit (units cover
+                            // disjoint rows).
+                            unsafe { f(p.0[first..].as_ptr(), (row0 + r0) as i64, (row0 + r1) as i64) };
+                        }
+                    };
+                    // SAFETY: offsets and row ranges come from the plan, which sized every
+                    // operand (A m×k, B k×n and C m×n through their strides at the unit's
+                    // offsets); units write disjoint row blocks of the output.
+                    unsafe {
+                        let a = (p.0[1] as *const f32).add(ao);
+                        let b = (p.0[2] as *const f32).add(bo);
+                        let dst = (p.0[0] as *mut f32).add(d);
+                        prod.run_strided(isa, a, b, [call.k, call.n], [call.b_rs, call.b_cs], dst, m0..m1, &mut after);
+                    }
+                    continue;
+                }
                 let mut sub = call;
                 sub.m = m1 - m0;
                 // SAFETY: offsets and row ranges come from the plan, which sized every operand;

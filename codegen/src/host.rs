@@ -1,8 +1,9 @@
 //! Plan steps that run as Rust code in the executor rather than as generated kernels:
 //! data movement (one table-driven strided copy covers Transpose, Slice, Expand, Split, Concat,
 //! Pad in all modes and nearest Resize), Gather (indices known only at run time), i64 casts,
-//! and the GEMM core (the `gemm` crate, AVX2/FMA dispatched at run time; see design notes) with
-//! im2col for Conv.
+//! and the `gemm` crate's GEMM (AVX2/FMA dispatched at run time; see design notes) with im2col
+//! for Conv — products of two activations wider than one 16-column panel run kiln's own
+//! micro-kernels instead (`crate::gemm::Product::run_strided`, called from the executor).
 //!
 //! All functions take raw pointers resolved by the executor; each documents what it reads and
 //! writes. The plan builder guarantees the sizes (checked again by `debug_assert!`s here).

@@ -222,7 +222,10 @@ impl Product {
                     let blocks = &span[..nb];
                     for (j, &(k0, kc)) in blocks.iter().enumerate() {
                         // SAFETY: rows [r0, r0+mc) and columns [k0, k0+kc) are inside A (caller).
-                        unsafe { pack_a(&mut apack[j * MC * KC..], a, self.a_rs, self.a_cs, r0, mc, k0, kc, mr) };
+                        unsafe {
+                            let dst = &mut apack[j * MC * KC..];
+                            pack_a(dst, a, self.a_rs, self.a_cs, r0, mc, k0, kc, mr, kernel != Kernel::Generic)
+                        };
                     }
                     // `wide` adjacent panels per kernel call (the AVX-512 kernel's 32 columns).
                     let mut p = panels.start;
@@ -272,13 +275,102 @@ impl Product {
     }
 }
 
+impl Product {
+    /// [`Product::run`] with a B that is not known until run time (a product of two
+    /// activations): `B[kk][j] = b[kk·b_rs + j·b_cs]`, `k×n`, is packed per call into this
+    /// thread's scratch (its own, so concurrent runs of one model never share it; reused across
+    /// calls), then every column panel of rows `rows` runs as in [`Product::run`], `after`
+    /// called per row block while it is in cache.
+    ///
+    /// # Safety
+    /// As [`Product::run`] for A and C (C holds `n` columns), and `b` is valid for reads of
+    /// every element `k×n` addresses through its strides.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn run_strided(
+        &self,
+        isa: Isa,
+        a: *const f32,
+        b: *const f32,
+        [k, n]: [usize; 2],
+        [b_rs, b_cs]: [isize; 2],
+        c: *mut f32,
+        rows: std::ops::Range<usize>,
+        after: &mut dyn FnMut(usize, usize),
+    ) {
+        BPACK.with(|cell| {
+            let mut data = cell.take();
+            data.resize(n.div_ceil(NR) * k * NR, 0.0);
+            // SAFETY: `b` addresses k×n elements through its strides (caller).
+            unsafe { pack_b_strided(&mut data, b, k, n, b_rs, b_cs) };
+            let packed = PackedB { k, n, data };
+            let panels = packed.panels();
+            // SAFETY: the caller's contract, with B packed above.
+            unsafe { self.run(isa, a, &packed, c, rows, 0..panels, after) };
+            // Kept for the next call unless it is large: a thread does not hold a big B's copy
+            // for its lifetime (a model's arena is per run; this is per thread).
+            if packed.data.capacity() <= BPACK_KEEP {
+                cell.set(packed.data);
+            }
+        });
+    }
+}
+
+/// Largest packed B (floats, 4 MiB) a thread keeps between calls of [`Product::run_strided`].
+const BPACK_KEEP: usize = 1 << 20;
+
+/// Whether a product of two activations runs on kiln's micro-kernels
+/// ([`Product::run_strided`]) rather than the `gemm` crate: not when it is at most one 16-column
+/// panel wide (A is packed for 2·16 flops per element it holds, which cost attention's P·V
+/// ([8, 128, 128]·[8, 128, 16]) 57 µs against the `gemm` crate's 41 on Zen 4), nor for fewer than
+/// 4 rows (a row or two of A per B packed).
+pub fn strided_pays(m: usize, n: usize) -> bool {
+    n > NR && m >= 4
+}
+
+/// Packs `B[kk][j] = b[kk·rs + j·cs]` (`k×n`) into `dst` as [`PackedB`] lays it out, columns past
+/// `n` zero.
+///
+/// # Safety
+/// `dst` holds `⌈n/NR⌉·k·NR` floats; every addressed element of B is readable.
+unsafe fn pack_b_strided(dst: &mut [f32], b: *const f32, k: usize, n: usize, rs: isize, cs: isize) {
+    for p in 0..n.div_ceil(NR) {
+        let cols = NR.min(n - p * NR);
+        let panel = &mut dst[p * k * NR..(p + 1) * k * NR];
+        // SAFETY (all reads below): row kk < k and column p·NR + j < n of B (caller).
+        if cs == 1 {
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let src = unsafe { std::slice::from_raw_parts(b.offset(kk as isize * rs + (p * NR) as isize), cols) };
+                row[..cols].copy_from_slice(src);
+                row[cols..].fill(0.0);
+            }
+        } else {
+            // A transposed B (columns contiguous when rs = 1): column by column, reading along k.
+            for j in 0..NR {
+                if j >= cols {
+                    panel.iter_mut().skip(j).step_by(NR).for_each(|x| *x = 0.0);
+                    continue;
+                }
+                let col = unsafe { b.offset((p * NR + j) as isize * cs) };
+                for (kk, x) in panel.iter_mut().skip(j).step_by(NR).enumerate() {
+                    *x = unsafe { *col.offset(kk as isize * rs) };
+                }
+            }
+        }
+    }
+}
+
 thread_local! {
     /// Each thread's packed-A blocks (SB of them), reused across calls (288 KiB).
     static APACK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// Each thread's B of a product of two activations, packed per call
+    /// ([`Product::run_strided`]), reused across calls.
+    static BPACK: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Packs rows `[r0, r0+mc)`, columns `[k0, k0+kc)` of A into `mr`-row panels: panel `i` holds
 /// `kc` columns of `mr` floats (rows past `mc` zero), at `i·mr·kc`.
+///
+/// `simd`: the CPU has AVX (the kernel is an x86 one).
 ///
 /// # Safety
 /// Every addressed element of A is readable.
@@ -293,8 +385,26 @@ unsafe fn pack_a(
     k0: usize,
     kc: usize,
     mr: usize,
+    simd: bool,
 ) {
     if kc == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if cs == 1 && simd && matches!(mr, 6 | 8 | 12) {
+        // SAFETY: the caller's contract; `simd` only for an x86 kernel, whose CPU has AVX2.
+        unsafe { pack_a_rows_avx(dst, a, rs, r0, mc, k0, kc, mr) };
+        return;
+    }
+    let _ = simd;
+    if cs == 1 {
+        // SAFETY: the caller's contract.
+        match mr {
+            6 => unsafe { pack_a_rows::<6>(dst, a, rs, r0, mc, k0, kc) },
+            8 => unsafe { pack_a_rows::<8>(dst, a, rs, r0, mc, k0, kc) },
+            12 => unsafe { pack_a_rows::<12>(dst, a, rs, r0, mc, k0, kc) },
+            _ => unsafe { pack_a_rows_any(dst, a, rs, r0, mc, k0, kc, mr) },
+        }
         return;
     }
     for (i, panel) in dst[..mc.div_ceil(mr) * mr * kc].chunks_exact_mut(mr * kc).enumerate() {
@@ -309,6 +419,149 @@ unsafe fn pack_a(
             for (p, x) in panel.iter_mut().skip(r).step_by(mr).enumerate() {
                 // SAFETY: as above.
                 *x = unsafe { *row.offset(p as isize * cs) };
+            }
+        }
+    }
+}
+
+/// [`pack_a`] of an A with contiguous rows (`cs` = 1), `MR` rows per panel: each panel written
+/// in order, one k column of its `MR` rows at a time, reading the rows as `MR` sequential
+/// streams (the strided-write order cost a product of two activations with N = 16 more to pack
+/// A than to multiply).
+///
+/// # Safety
+/// As [`pack_a`], with `cs` = 1.
+unsafe fn pack_a_rows<const MR: usize>(
+    dst: &mut [f32],
+    a: *const f32,
+    rs: isize,
+    r0: usize,
+    mc: usize,
+    k0: usize,
+    kc: usize,
+) {
+    for (i, panel) in dst[..mc.div_ceil(MR) * MR * kc].chunks_exact_mut(MR * kc).enumerate() {
+        let rows = MR.min(mc - i * MR);
+        if rows < MR {
+            // SAFETY: as above, for the panel's `rows` rows.
+            unsafe { pack_a_rows_any(panel, a, rs, r0 + i * MR, rows, k0, kc, MR) };
+            continue;
+        }
+        // SAFETY: rows r0 + i·MR + r < m (r < MR ≤ rows left) and columns [k0, k0 + kc) < k.
+        let src: [&[f32]; MR] = std::array::from_fn(|r| unsafe {
+            std::slice::from_raw_parts(a.offset((r0 + i * MR + r) as isize * rs + k0 as isize), kc)
+        });
+        for (p, col) in panel.chunks_exact_mut(MR).enumerate() {
+            for (x, row) in col.iter_mut().zip(&src) {
+                *x = row[p];
+            }
+        }
+    }
+}
+
+/// [`pack_a_rows`] with AVX for panels of 6, 8 or 12 rows: 8 k columns of 4 rows at a time
+/// are loaded as 4 vectors and transposed in registers into 8 stores of 4 floats (a panel of 6
+/// rows takes rows 0–3 and 2–5, writing rows 2 and 3 twice with the same values; a short panel's
+/// rows past the end are zero); the last `kc % 8` columns and panels of fewer than 4 rows are
+/// copied one float at a time.
+///
+/// # Safety
+/// As [`pack_a`], with `cs` = 1, `mr` ∈ {6, 8, 12}, and the CPU has AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_a_rows_avx(
+    dst: &mut [f32],
+    a: *const f32,
+    rs: isize,
+    r0: usize,
+    mc: usize,
+    k0: usize,
+    kc: usize,
+    mr: usize,
+) {
+    use std::arch::x86_64::*;
+    let k8 = kc / 8 * 8;
+    for (i, panel) in dst[..mc.div_ceil(mr) * mr * kc].chunks_exact_mut(mr * kc).enumerate() {
+        let rows = mr.min(mc - i * mr);
+        if rows < 4 {
+            // SAFETY: as above, for the panel's `rows` rows.
+            unsafe { pack_a_rows_any(panel, a, rs, r0 + i * mr, rows, k0, kc, mr) };
+            continue;
+        }
+        if rows < mr {
+            for p in 0..kc {
+                panel[p * mr + rows..(p + 1) * mr].fill(0.0);
+            }
+        }
+        // Groups of 4 rows at 0, 4, … and a last one ending at `rows` (overlapping the one
+        // before when 4 does not divide `rows`).
+        let groups = (0..rows / 4).map(|q| 4 * q).chain((!rows.is_multiple_of(4)).then_some(rows - 4));
+        // SAFETY: row r0 + i·mr + r (r < rows left) and columns [k0, k0 + kc) are inside A.
+        let row = |r: usize| unsafe { a.offset((r0 + i * mr + r) as isize * rs + k0 as isize) };
+        let out = panel.as_mut_ptr();
+        for g in groups {
+            let (s0, s1, s2, s3) = (row(g), row(g + 1), row(g + 2), row(g + 3));
+            let mut p = 0;
+            while p < k8 {
+                // SAFETY: columns p..p + 8 < kc of the four rows are inside A; the stores go to
+                // k columns p..p + 8 (< kc), rows g..g + 4 (≤ mr) of this panel.
+                unsafe {
+                    let (r0v, r1v) = (_mm256_loadu_ps(s0.add(p)), _mm256_loadu_ps(s1.add(p)));
+                    let (r2v, r3v) = (_mm256_loadu_ps(s2.add(p)), _mm256_loadu_ps(s3.add(p)));
+                    let (t0, t1) = (_mm256_unpacklo_ps(r0v, r1v), _mm256_unpackhi_ps(r0v, r1v));
+                    let (t2, t3) = (_mm256_unpacklo_ps(r2v, r3v), _mm256_unpackhi_ps(r2v, r3v));
+                    // Columns (0, 4), (1, 5), (2, 6), (3, 7) of the 8, one per 128-bit half.
+                    let u = [
+                        _mm256_shuffle_ps::<0x44>(t0, t2),
+                        _mm256_shuffle_ps::<0xEE>(t0, t2),
+                        _mm256_shuffle_ps::<0x44>(t1, t3),
+                        _mm256_shuffle_ps::<0xEE>(t1, t3),
+                    ];
+                    for (c, v) in u.iter().enumerate() {
+                        _mm_storeu_ps(out.add((p + c) * mr + g), _mm256_castps256_ps128(*v));
+                        _mm_storeu_ps(out.add((p + c + 4) * mr + g), _mm256_extractf128_ps::<1>(*v));
+                    }
+                }
+                p += 8;
+            }
+        }
+        for p in k8..kc {
+            for r in 0..rows {
+                // SAFETY: as above.
+                panel[p * mr + r] = unsafe { *row(r).add(p) };
+            }
+        }
+    }
+}
+
+/// [`pack_a_rows`] for any panel height, rows past `mc` zero.
+///
+/// # Safety
+/// As [`pack_a`], with `cs` = 1.
+#[allow(clippy::too_many_arguments)]
+unsafe fn pack_a_rows_any(
+    dst: &mut [f32],
+    a: *const f32,
+    rs: isize,
+    r0: usize,
+    mc: usize,
+    k0: usize,
+    kc: usize,
+    mr: usize,
+) {
+    for (i, panel) in dst[..mc.div_ceil(mr) * mr * kc].chunks_exact_mut(mr * kc).enumerate() {
+        let rows = mr.min(mc - i * mr);
+        for r in 0..mr {
+            if r >= rows {
+                panel.iter_mut().skip(r).step_by(mr).for_each(|x| *x = 0.0);
+                continue;
+            }
+            // SAFETY: row r0 + i·mr + r < m and columns [k0, k0 + kc) < k (caller).
+            let row =
+                unsafe { std::slice::from_raw_parts(a.offset((r0 + i * mr + r) as isize * rs + k0 as isize), kc) };
+            for (x, &v) in panel[r..].iter_mut().step_by(mr).zip(row) {
+                *x = v;
             }
         }
     }

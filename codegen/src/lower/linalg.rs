@@ -25,13 +25,17 @@ pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     if a.dtype != DType::F32 || b.dtype != DType::F32 {
         return Err(excluded("MatMul", &name, "non-f32 operands"));
     }
-    let (call, units, elems) = matmul_parts(&a.shape, &b.shape, cx.threads).map_err(|e| internal(&name, e))?;
+    let (pa, sa, ca) = operand(cx, ins[0], &name)?;
+    let (pb, sb, cb) = operand(cx, ins[1], &name)?;
+    let (mut call, units, elems) =
+        matmul_parts_strided(&a.shape, &sa, &b.shape, &sb, cx.threads).map_err(|e| internal(&name, e))?;
+    call.alpha = ca * cb;
     if elems != out.num_elements() {
         return Err(internal(&name, "matmul output size mismatch"));
     }
-    let pa = cx.input(ins[0], &name)?;
-    let pb = cx.input(ins[1], &name)?;
-    let packed = if b.rank() == 2 { pack_weight(cx, pb, &call, &name)? } else { None };
+    // The packed path runs one batch of call.m rows: B one matrix and A's batches folded into M
+    // (a transposed A read through strides keeps its batches).
+    let packed = if b.rank() == 2 && elems == call.m * call.n { pack_weight(cx, pb, &call, &name)? } else { None };
     let dst = cx.out_buf(out_v);
     cx.steps.push(Step {
         label: name,
@@ -42,6 +46,104 @@ pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether every reader of `v` is a MatMul of two activations with matrix operands (the readers
+/// that can take a transposed or scaled operand through their strides and alpha).
+fn read_only_by_products(graph: &Graph, v: Value) -> bool {
+    let users = graph.users(v);
+    !graph.outputs().contains(&v)
+        && !users.is_empty()
+        && users.iter().all(|&(u, _)| {
+            matches!(graph.node(u).op(), Some(Op::MatMul))
+                && graph.node_inputs(u).iter().all(|w| {
+                    let t = graph.value_type(*w);
+                    t.rank() >= 2 && t.dtype == DType::F32 && !graph.weights().contains(&w.node)
+                })
+        })
+}
+
+/// A Transpose that takes no step of its own: every reader is a MatMul, which reads the
+/// transpose's input in place through the permuted strides (ONNX Runtime's
+/// MatmulTransposeFusion; attention's heads split by Reshape + Transpose), directly or through a
+/// scale that folds into its alpha ([`scale_folds`]). Not when the transposed value is a graph
+/// output, a reader multiplies by a weight (which keeps its packed GEMM over a contiguous A), or
+/// an operand is a vector.
+pub(super) fn transpose_folds(cx: &Ctx, id: NodeId) -> bool {
+    let graph = cx.graph;
+    let Some(Op::Transpose { .. }) = graph.node(id).op() else { return false };
+    let v = Value { node: id, port: 0 };
+    let ty = graph.value_type(v);
+    if ty.dtype != DType::F32 || ty.rank() < 2 {
+        return false;
+    }
+    if read_only_by_products(graph, v) {
+        return true;
+    }
+    let users = graph.users(v);
+    !graph.outputs().contains(&v)
+        && !users.is_empty()
+        && users.iter().all(|&(u, _)| scale_folds(cx, u).is_some_and(|(x, _)| x == v))
+}
+
+/// A Mul of an f32 value `x` by a finite one-element weight `c` (an attention scale) whose every
+/// reader is a MatMul of two activations: it takes no step, each reader multiplying its product
+/// by `c` (alpha) and reading `x` (or, when `x` is a transpose that folds, its input through
+/// strides). `x` is never a fused group member (its producer does not fuse), so the Mul is a
+/// group of its own. Returns `(x, c)`.
+pub(super) fn scale_folds(cx: &Ctx, id: NodeId) -> Option<(Value, f32)> {
+    let graph = cx.graph;
+    let Some(Op::Binary(kiln_ir::BinaryOp::Mul)) = graph.node(id).op() else { return None };
+    let ins = graph.node_inputs(id);
+    let out = Value { node: id, port: 0 };
+    let scalar = |k: usize| {
+        let v: Value = ins[k];
+        match cx.place.get(&v) {
+            Some(&Place::Weight(w)) if graph.value_type(v).num_elements() == 1 => {
+                cx.weights[w].f32().and_then(|d| d.first().copied())
+            }
+            _ => None,
+        }
+    };
+    let (x, c) = match (scalar(0), scalar(1)) {
+        (_, Some(c)) => (ins[0], c),
+        (Some(c), None) => (ins[1], c),
+        _ => return None,
+    };
+    let (xt, ot) = (graph.value_type(x), graph.value_type(out));
+    let fusable_producer = graph.node(x.node).op().is_some() && is_fusable(graph, x.node);
+    (c.is_finite()
+        && xt.dtype == DType::F32
+        && ot.dtype == DType::F32
+        && xt.shape == ot.shape
+        && !fusable_producer
+        && read_only_by_products(graph, out))
+    .then_some((x, c))
+}
+
+/// Where a MatMul operand lives, its element strides and its scale: row-major in its own
+/// buffer, or for a scale that takes no step ([`scale_folds`]) its input times the factor, and
+/// for a transpose that takes no step ([`transpose_folds`]) its input's buffer through the
+/// permutation.
+fn operand(cx: &Ctx, v: Value, node: &str) -> Result<(Place, Vec<usize>, f32), Error> {
+    let graph = cx.graph;
+    let (v, scale) = match scale_folds(cx, v.node) {
+        Some((x, c)) => (x, c),
+        None => (v, 1.0),
+    };
+    if let Some(Op::Transpose { perm }) = graph.node(v.node).op()
+        && transpose_folds(cx, v.node)
+    {
+        let src = graph.node_inputs(v.node)[0];
+        let x = graph.value_type(src);
+        let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+        if perm.len() != x.rank() || perm.iter().any(|&p| p >= x.rank()) {
+            return Err(internal(node, "transpose perm is not a permutation of the axes"));
+        }
+        let st = strides(&x.shape);
+        return Ok((cx.input(src, node)?, perm.iter().map(|&p| st[p]).collect(), scale));
+    }
+    Ok((cx.input(v, node)?, strides(&graph.value_type(v).shape), scale))
+}
+
 /// numpy matmul of `a` by `b` (1-D operands promoted and the unit axis dropped, batch axes
 /// broadcast): the GEMM, its work units and the output element count.
 pub(crate) fn matmul_parts(
@@ -49,11 +151,26 @@ pub(crate) fn matmul_parts(
     b: &[usize],
     threads: usize,
 ) -> Result<(GemmCall, Vec<[usize; 5]>, usize), String> {
+    matmul_parts_strided(a, &strides(a), b, &strides(b), threads)
+}
+
+/// [`matmul_parts`] of operands with element strides `sa` and `sb` (row-major, or a transpose
+/// read in place); the output is row-major.
+fn matmul_parts_strided(
+    a: &[usize],
+    sa: &[usize],
+    b: &[usize],
+    sb: &[usize],
+    threads: usize,
+) -> Result<(GemmCall, Vec<[usize; 5]>, usize), String> {
     if a.is_empty() || b.is_empty() {
         return Err("matmul operands must have rank ≥ 1".into());
     }
-    let a2 = if a.len() == 1 { vec![1, a[0]] } else { a.to_vec() };
-    let b2 = if b.len() == 1 { vec![b[0], 1] } else { b.to_vec() };
+    if sa.len() != a.len() || sb.len() != b.len() {
+        return Err("matmul operand strides do not match their ranks".into());
+    }
+    let (a2, sa2) = if a.len() == 1 { (vec![1, a[0]], vec![a[0] * sa[0], sa[0]]) } else { (a.to_vec(), sa.to_vec()) };
+    let (b2, sb2) = if b.len() == 1 { (vec![b[0], 1], vec![sb[0], 1]) } else { (b.to_vec(), sb.to_vec()) };
     let (m, k) = (a2[a2.len() - 2], a2[a2.len() - 1]);
     let (k2, n) = (b2[b2.len() - 2], b2[b2.len() - 1]);
     if k != k2 {
@@ -61,32 +178,32 @@ pub(crate) fn matmul_parts(
     }
     let ba = &a2[..a2.len() - 2];
     let bb = &b2[..b2.len() - 2];
-    if bb.is_empty() && !ba.is_empty() {
+    let a_dense = sa2 == strides(&a2);
+    if bb.is_empty() && !ba.is_empty() && a_dense {
         // B is one matrix (a weight, typically) and A's batches are contiguous [.., m, k] blocks:
         // one GEMM of batch·m rows, not one per batch (ViT's [197,1,768]×[768,2304] ran as 197
         // one-row products, each re-reading the weight).
         let rows: usize = ba.iter().product::<usize>() * m;
-        let (call, units, _) = matmul_parts(&[rows, k], &b2, threads)?;
+        let (call, units, _) = matmul_parts_strided(&[rows, k], &[k, 1], &b2, &sb2, threads)?;
         return Ok((call, units, rows * n));
     }
     let batch = kiln_ir::ops::broadcast::broadcast_shapes(ba, bb)?;
     let nb: usize = batch.iter().product();
     let ia = kiln_ir::ops::broadcast::broadcast_indices(ba, &batch);
     let ib = kiln_ir::ops::broadcast::broadcast_indices(bb, &batch);
-    let units = split_units(nb, m, threads, |bi| [ia[bi] * m * k, ib[bi] * k * n, bi * m * n]);
-    let call = GemmCall {
-        m,
-        n,
-        k,
-        a_rs: k as isize,
-        a_cs: 1,
-        b_rs: n as isize,
-        b_cs: 1,
-        d_rs: n as isize,
-        alpha: 1.0,
-        beta: 0.0,
-        accumulate: false,
+    // The element offset of flat batch index `i` of an operand with batch dims `dims`, strides `st`.
+    let offset = |mut i: usize, dims: &[usize], st: &[usize]| {
+        let mut off = 0;
+        for (&d, &s) in dims.iter().zip(st).rev() {
+            off += (i % d) * s;
+            i /= d;
+        }
+        off
     };
+    let units = split_units(nb, m, threads, |bi| [offset(ia[bi], ba, &sa2), offset(ib[bi], bb, &sb2), bi * m * n]);
+    let [a_rs, a_cs] = [sa2[sa2.len() - 2], sa2[sa2.len() - 1]].map(|s| s as isize);
+    let [b_rs, b_cs] = [sb2[sb2.len() - 2], sb2[sb2.len() - 1]].map(|s| s as isize);
+    let call = GemmCall { m, n, k, a_rs, a_cs, b_rs, b_cs, d_rs: n as isize, alpha: 1.0, beta: 0.0, accumulate: false };
     Ok((call, units, nb * m * n))
 }
 

@@ -26,8 +26,10 @@
 //!   - MaskedSoftmax as five generated kernels; Attention as one step that runs, per block of
 //!     query rows, GEMM + bias kernel + softmax row kernel + GEMM in an L2-sized scratch block
 //!     (`AttentionSpec`);
-//!   - a GEMM: kiln's packed sgemm (`crate::gemm`) when B is a weight, else the `gemm` crate
-//!     (MatMul, Gemm, Conv via a Rust im2col); leading dims of A fold into M when B is 2-D;
+//!   - a GEMM: kiln's packed sgemm (`crate::gemm`) when B is a weight, kiln's micro-kernels
+//!     with B packed per call for two activations (a Transpose read only by such products takes
+//!     no step: they read its input through strides), else the `gemm` crate (narrow products,
+//!     Conv via a Rust im2col); leading dims of A fold into M when B is 2-D;
 //!   - a Rust copy loop: Transpose, Slice, Expand, Split, Concat, Pad, nearest Resize through
 //!     one table-driven copy (Tile too); Gather; casts to or from i64;
 //!   - a Rust host step ([`IndexStep`], `lower/index.rs`): GatherElements, GatherND, ScatterND,
@@ -607,7 +609,10 @@ pub fn lower(
         if let Some(&root) = root_of.get(&id) {
             if root == id {
                 let members = members_of.remove(&id).unwrap_or_default();
-                lower_fused(&mut cx, id, &members)?;
+                // A scale only MatMuls read takes no step: they multiply by it (alpha).
+                if !(members.len() == 1 && linalg::scale_folds(&cx, id).is_some()) {
+                    lower_fused(&mut cx, id, &members)?;
+                }
             }
         } else {
             lower_op(&mut cx, id, op)?;
@@ -640,6 +645,10 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
     if is_view(graph, id, op) {
         let p = cx.input(ins[0], &node.name)?;
         cx.bind(Value { node: id, port: 0 }, p);
+        return Ok(());
+    }
+    if linalg::transpose_folds(cx, id) {
+        // Every reader is a MatMul that reads the input through strides: no step, no buffer.
         return Ok(());
     }
     match family(op) {
