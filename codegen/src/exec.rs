@@ -791,7 +791,7 @@ impl Executable {
         let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, units.min(spec.slots));
         let softmax = self.kernels[spec.softmax_kernel];
         let bias = spec.bias_kernel.map(|f| self.kernels[f]);
-        let spec = Arc::clone(spec);
+        let (spec, isa) = (Arc::clone(spec), self.isa);
         let p = Arc::new(ptrs);
         let job = move |c: usize| {
             let (u0, u1) = chunk(units, threads, c);
@@ -848,8 +848,12 @@ impl Executable {
                         let args = [s as *mut u8, s as *mut u8, bp as *mut u8];
                         f(args.as_ptr(), 0, r as i64);
                     }
-                    let args = [s as *mut u8, s as *mut u8, inv as *mut u8];
-                    softmax(args.as_ptr(), 0, r as i64);
+                    // The AVX2 row kernel where the ISA has it (8 lanes against the generated
+                    // kernel's 4), else the generated one; both write E and the factors.
+                    if !crate::simd::softmax_exp_rows(isa, s, inv, r, lk, spec.clamp_logits) {
+                        let args = [s as *mut u8, s as *mut u8, inv as *mut u8];
+                        softmax(args.as_ptr(), 0, r as i64);
+                    }
                     let v = (p.0[4] as *const f32).add(vo);
                     let out = (p.0[0] as *mut f32).add((b * lq + row0) * dv);
                     pv.run(s, v, out);

@@ -32,6 +32,14 @@ fn opts(threads: usize, softmax: SoftmaxAlgo) -> CodegenOptions {
     CodegenOptions { threads, softmax, ..Default::default() }
 }
 
+/// The block softmax runs on the AVX2 row kernel where the ISA has it and as generated code
+/// otherwise: both, for the tests of its special values.
+const ISAS: [kiln_codegen::Isa; 2] = [kiln_codegen::Isa::Generic, kiln_codegen::Isa::Avx2Fma];
+
+fn isa_opts(threads: usize, softmax: SoftmaxAlgo, isa: kiln_codegen::Isa) -> CodegenOptions {
+    CodegenOptions { isa: kiln_codegen::Isa::supported(isa), ..opts(threads, softmax) }
+}
+
 /// A shape that broadcasts to `s`: some trailing dims kept, each kept dim possibly set to 1.
 fn broadcast_of(s: &[usize], rng: &mut XRng) -> Vec<usize> {
     let keep = (rng.next() % (s.len() as u64 + 1)) as usize;
@@ -104,14 +112,15 @@ proptest! {
     fn blocked_attention_matches_interpreter(
         batch in prop::collection::vec(1usize..4, 0..3), lq in 1usize..41, lk in lk_strategy(), d in 1usize..10,
         dv in 1usize..10, v_1d in any::<bool>(), bias_form in 0u8..3, seed in any::<u64>(), threads in 1usize..3,
-        three_pass in any::<bool>(),
+        three_pass in any::<bool>(), generic in any::<bool>(),
     ) {
         // Keep the interpreter's work bounded for long rows.
         let batch: Vec<usize> = if lk > 12 { batch.into_iter().take(1).map(|b| b.min(2)).collect() } else { batch };
         let mut rng = XRng(seed | 1);
         let spec = attention_spec(&batch, lq, lk, d, dv, v_1d, bias_form, 0.35, &mut rng);
         let algo = if three_pass { SoftmaxAlgo::ThreePass } else { SoftmaxAlgo::TwoPass };
-        let exe = check_with(&spec, tol(lk), &opts(threads, algo));
+        let isa = if generic { kiln_codegen::Isa::Generic } else { kiln_codegen::Isa::Avx2Fma };
+        let exe = check_with(&spec, tol(lk), &isa_opts(threads, algo, isa));
         prop_assert_eq!(steps(&exe), 1, "{}", exe.schedule_text());
         prop_assert!(exe.schedule_text().contains("attention ("), "{}", exe.schedule_text());
     }
@@ -225,9 +234,9 @@ fn fully_masked_rows_follow_the_softmax_algorithm() {
         .node("sm", Op::Softmax { axis: -1 }, &["sb"], &["p"])
         .node("pv", Op::MatMul, &["p", "v"], &["y"])
         .output("y");
-    for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
+    for (algo, isa) in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass].into_iter().flat_map(|a| ISAS.map(|i| (a, i))) {
         let run = |spec: &Spec| {
-            let exe = compile_spec(spec, &opts(2, algo));
+            let exe = compile_spec(spec, &isa_opts(2, algo, isa));
             let (g, _) = spec.build();
             let ins = kiln_ir::eval::check_inputs(&g, &spec.inputs).unwrap();
             exe.run(&ins).unwrap().remove(0)
@@ -237,9 +246,10 @@ fn fully_masked_rows_follow_the_softmax_algorithm() {
         for (i, (&a, &b)) in g.iter().zip(w).enumerate() {
             let masked = i / dv == 5;
             if masked && algo == SoftmaxAlgo::ThreePass {
-                assert!(a.is_nan() && b.is_nan(), "{algo:?} [{i}]: {a} vs {b}");
+                assert!(a.is_nan() && b.is_nan(), "{algo:?} {isa} [{i}]: {a} vs {b}");
             } else {
-                assert!(a.is_finite() && (a - b).abs() <= tol(lk).abs + 1e-5 * b.abs(), "{algo:?} [{i}]: {a} vs {b}");
+                let close = a.is_finite() && (a - b).abs() <= tol(lk).abs + 1e-5 * b.abs();
+                assert!(close, "{algo:?} {isa} [{i}]: {a} vs {b}");
             }
         }
     }
@@ -264,8 +274,10 @@ fn nan_scores_poison_their_row_only() {
         .node("att", Op::Attention { scale: 0.3, nan_to_zero: false }, &["q", "kt", "v", "bias"], &["y"])
         .output("y");
     for algo in [SoftmaxAlgo::TwoPass, SoftmaxAlgo::ThreePass] {
-        // check_with requires NaN exactly where the reference has NaN.
-        check_with(&spec, tol(lk), &opts(2, algo));
+        for isa in ISAS {
+            // check_with requires NaN exactly where the reference has NaN.
+            check_with(&spec, tol(lk), &isa_opts(2, algo, isa));
+        }
     }
 }
 

@@ -46,6 +46,9 @@ pub struct AttentionSpec {
     /// row kernel over rows of lk (args [S, S, row factors]).
     pub bias_kernel: Option<usize>,
     pub softmax_kernel: usize,
+    /// The softmax clamps logits to [−1e5, 1e5] (SoftmaxAlgo::TwoPass), for the AVX2 row kernel
+    /// that replaces the generated one where the ISA has it (`simd::softmax_exp_rows`).
+    pub clamp_logits: bool,
     /// Scratch slots (one per thread the plan was made for), each [`AttentionSpec::slot_len`]
     /// floats: the [block, lk] scores, then the block's `block` row factors 1/ΣE.
     pub slots: usize,
@@ -254,6 +257,7 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32, nan_to_zero:
         v_rs: if v.len() == 1 { 1 } else { dv },
         bias_kernel,
         softmax_kernel,
+        clamp_logits: cx.softmax == SoftmaxAlgo::TwoPass,
         slots,
     };
     let dst = cx.out_buf(out_v);

@@ -158,7 +158,7 @@ pub(crate) unsafe fn softmax_row<V: F8>(x: *const f32, y: *mut f32, n: usize) {
         // SAFETY: the caller's contract, passed on.
         unsafe {
             let m = V::splat(max_row::<V>(x, n));
-            let sum = exp_store_sum::<V>(x, y, n, m);
+            let sum = exp_store_sum::<V>(x, y, n, m, false);
             let inv = V::splat((1.0 / sum) as f32);
             map_row::<V>(y, y, n, |e| e.mul(inv));
         }
@@ -171,12 +171,33 @@ pub(crate) unsafe fn softmax_row<V: F8>(x: *const f32, y: *mut f32, n: usize) {
     unsafe { map_row::<V>(x, y, n, |v| math::exp_nonpos(v.sub(mv)).mul(inv)) };
 }
 
+/// Attention's block softmax without its division (as the generated `rows::softmax_exp`): the row
+/// max M (NaNs skipped; with `clamp` the logits clamped to [−1e5, 1e5] first, as
+/// SoftmaxAlgo::TwoPass), e^{x−M} in place, and 1/Σ returned.
+///
+/// # Safety
+/// `x` readable and writable for `n` f32, n ≥ 1.
+#[inline(always)]
+pub(crate) unsafe fn softmax_exp_row<V: F8>(x: *mut f32, n: usize, clamp: bool) -> f32 {
+    // SAFETY: the caller's contract, passed on.
+    unsafe {
+        let mut m = max_row::<V>(x, n);
+        if clamp {
+            // max of the clamped row = the clamped max (max_row skips NaNs: m is not NaN).
+            m = m.clamp(-1e5, 1e5);
+        }
+        (1.0 / exp_store_sum::<V>(x, x, n, V::splat(m), clamp)) as f32
+    }
+}
+
 /// Writes e^{x−m} to y and returns Σ e^{x−m} (blocked as [`sum_map`]).
 ///
 /// # Safety
 /// `x` readable and `y` writable for `n` f32.
 #[inline(always)]
-unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V) -> f64 {
+unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V, clamp: bool) -> f64 {
+    // With `clamp`, each logit first clamped to [−1e5, 1e5] (NaN kept), as SoftmaxAlgo::TwoPass.
+    let logit = |v: V| if clamp { V::splat(1e5).min(V::splat(-1e5).max(v)) } else { v };
     let mut total = 0f64;
     let mut start = 0;
     while start < n {
@@ -186,9 +207,22 @@ unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V) -> f6
         let mut i = start;
         // SAFETY: every index touched is < end ≤ n.
         unsafe {
+            // Four vectors in step (see `Xn`), summed into four accumulators.
+            let (mut acc, m4) = (Xn::<V, BUNDLE>::splat(0.0), Xn([m; BUNDLE]));
+            while i + 8 * BUNDLE <= end {
+                let v = Xn::<V, BUNDLE>::load(x.add(i));
+                let v = if clamp { Xn::splat(1e5).min(Xn::splat(-1e5).max(v)) } else { v };
+                let e = math::exp_nonpos(v.sub(m4));
+                e.store(y.add(i));
+                acc = acc.add(e);
+                i += 8 * BUNDLE;
+            }
+            for (k, v) in acc.0.iter().enumerate() {
+                if k % 2 == 0 { a0 = a0.add(*v) } else { a1 = a1.add(*v) }
+            }
             while i + 16 <= end {
-                let e0 = math::exp_nonpos(V::load(x.add(i)).sub(m));
-                let e1 = math::exp_nonpos(V::load(x.add(i + 8)).sub(m));
+                let e0 = math::exp_nonpos(logit(V::load(x.add(i))).sub(m));
+                let e1 = math::exp_nonpos(logit(V::load(x.add(i + 8))).sub(m));
                 e0.store(y.add(i));
                 e1.store(y.add(i + 8));
                 a0 = a0.add(e0);
@@ -196,14 +230,14 @@ unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V) -> f6
                 i += 16;
             }
             while i + 8 <= end {
-                let e = math::exp_nonpos(V::load(x.add(i)).sub(m));
+                let e = math::exp_nonpos(logit(V::load(x.add(i))).sub(m));
                 e.store(y.add(i));
                 a0 = a0.add(e);
                 i += 8;
             }
             if i < end {
                 // Padding lanes are −∞: e^{−∞} = 0 adds nothing.
-                let e = math::exp_nonpos(load_tail::<V>(x.add(i), end - i, f32::NEG_INFINITY).sub(m));
+                let e = math::exp_nonpos(logit(load_tail::<V>(x.add(i), end - i, f32::NEG_INFINITY)).sub(m));
                 store_tail(e, y.add(i), end - i);
                 a1 = a1.add(V::select(tail_mask(end - i), e, z));
             }

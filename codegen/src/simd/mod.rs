@@ -174,12 +174,40 @@ pub(crate) mod avx2 {
     }
 
     /// # Safety
+    /// As [`super::softmax_exp_rows`], and the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn softmax_exp_rows(s: *mut f32, inv: *mut f32, rows: usize, n: usize, clamp: bool) {
+        for r in 0..rows {
+            // SAFETY: row r < rows of n floats, and inv[r].
+            unsafe { *inv.add(r) = kernels::softmax_exp_row::<Avx2>(s.add(r * n), n, clamp) };
+        }
+    }
+
+    /// # Safety
     /// `x` readable and `y` writable for `n` f32, and the CPU has AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(crate) unsafe fn map(op: MapOp, x: *const f32, y: *mut f32, n: usize) {
         // SAFETY: the caller's contract.
         unsafe { kernels::map::<Avx2>(op, x, y, n) }
     }
+}
+
+/// Attention's block softmax on the AVX2 kernels (`kernels::softmax_exp_row` per row): e^{x−max}
+/// in place over `rows` rows of `n` at `s`, 1/Σ of row r to `inv[r]`. Returns false (nothing
+/// done) where the ISA lacks AVX2; the caller then runs the generated kernel.
+///
+/// # Safety
+/// `s` readable and writable for rows·n f32, `inv` writable for `rows`; n ≥ 1.
+pub unsafe fn softmax_exp_rows(isa: Isa, s: *mut f32, inv: *mut f32, rows: usize, n: usize, clamp: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        // SAFETY: the caller's contract; AVX2 and FMA are present (the Isa was lowered to what
+        // this CPU supports).
+        unsafe { avx2::softmax_exp_rows(s, inv, rows, n, clamp) };
+        return true;
+    }
+    let _ = (isa, s, inv, rows, n, clamp);
+    false
 }
 
 /// The signature of [`host_map_entry`]'s functions: `y = op(x)` over `n` floats, `op` a
