@@ -218,6 +218,43 @@ fn a_batchnorm_scale_that_overflows_is_not_folded_into_the_conv() {
     optimize_finite(&model, &feeds, &OptimizeConfig::default());
 }
 
+/// a·b⁻¹ is not a/b where b⁻¹ overflows: a subnormal b makes the written form ±inf or NaN (soak
+/// seed 121012152: −0·Pow(1e-39, −1) = −0·inf = NaN, where −0/1e-39 = −0). The rewrite stays for
+/// divisors whose reciprocal cannot overflow (a square root: the norms' x·(1/√(σ² + ε))).
+#[test]
+fn a_product_with_a_reciprocal_keeps_the_reciprocals_overflow() {
+    for (written, recip) in [("Pow", true), ("Reciprocal", false)] {
+        let mut b = Build::new("recip");
+        b.input("a", &[4]).input("b", &[4]);
+        if recip {
+            b.weight_data("e", &[], vec![-1.0]).node("r", written, &["b", "e"]);
+        } else {
+            b.node("r", written, &["b"]);
+        }
+        b.node("y", "Mul", &["r", "a"]).output("y");
+        let (model, _) = b.finish(0);
+        let feeds = vec![
+            ("a".to_string(), Tensor::from_f32(vec![4], vec![-0.0, 3.0, 1e-5, 2.0]).unwrap()),
+            ("b".to_string(), Tensor::from_f32(vec![4], vec![1e-39, 2.0, 1e-39, -1e-40]).unwrap()),
+        ];
+        let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap();
+        let (want, got) = (run(&model, &feeds), run(&opt, &feeds));
+        let (w, g) = (want[0].1.as_f32().unwrap(), got[0].1.as_f32().unwrap());
+        assert!(w[0].is_nan() && w[2] == f32::INFINITY && w[3] == f32::NEG_INFINITY, "{w:?}");
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            let same = if b.is_nan() { a.is_nan() } else { a == b };
+            assert!(same, "{written} [{i}]: optimised {a} vs written {b}\n{}", kiln_ir::text::print_model(&opt));
+        }
+    }
+    // Through a square root the division is kept: 1/√w is finite for every w > 0.
+    let mut b = Build::new("rsqrt");
+    b.input("a", &[4]).input("v", &[4]).node("s", "Sqrt", &["v"]).node("r", "Reciprocal", &["s"]);
+    b.node("y", "Mul", &["a", "r"]).output("y");
+    let (model, _) = b.finish(0);
+    let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap();
+    assert_eq!(count(&opt, "Div"), 1, "{}", kiln_ir::text::print_model(&opt));
+}
+
 // ---- 3. rules that merged e-classes of different types ----
 
 #[test]

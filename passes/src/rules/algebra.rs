@@ -34,8 +34,8 @@ pub fn rules() -> Vec<KRewrite> {
         // flat(flat(x)) = flat(x);  flat(reshape(x)) = flat(x)   (fewer spellings of one constant)
         rw!("flat-flat"; "(flat (flat ?x))" => "(flat ?x)"),
         rw!("flat-reshape"; "(flat (Reshape* ?x))" => "(flat ?x)"),
-        // a·(1/b) = a/b
-        rw!("mul-reciprocal"; "(Mul ?a (Reciprocal ?b))" => "(Div ?a ?b)"),
+        // a·(1/b) = a/b where 1/b cannot overflow (see `reciprocal_is_division`)
+        rw!("mul-reciprocal"; "(Mul ?a (Reciprocal ?b))" => "(Div ?a ?b)" if reciprocal_is_division),
         // x/c = x·(1/c) for a constant c whose value is known and whose reciprocal is a normal f32
         // (so that scalar divisors fold like multipliers; 1/1e-39 would be +inf, 1/3e38 subnormal)
         rw!("div-const"; "(Div ?x ?c)" => "(Mul ?x (Reciprocal ?c))" if exact_enough_reciprocal),
@@ -152,6 +152,22 @@ fn exact_enough_reciprocal(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
     let (x, c) = (get(s, "?x"), get(s, "?c"));
     let Some(v) = eg[c].data.uniform.map(|u| u.get()) else { return false };
     is_const(eg, c) && !is_const(eg, x) && (1.0 / v).is_normal()
+}
+
+/// a·(1/b) equals a/b up to rounding for ?b — unless 1/b overflows, for a subnormal b: then
+/// a·(1/b) is ±∞ (or NaN for a = 0) where a/b is finite (soak seed 121012152: −0·Pow(1e-39, −1)
+/// is NaN, −0/1e-39 is −0). So only for a divisor that is a square root (√w ≥ 3.7e-23 for every
+/// w > 0: 1/√w is finite, and w = ±0, ∞ or NaN give the same specials both ways — the norms'
+/// x·(1/√(σ² + ε))), or a sum of exponentials (softmax's e·(1/Σe), whose subnormal-sum regime is
+/// the documented softmax exemption, docs/ops.md).
+pub(super) fn reciprocal_is_division(eg: &mut KGraph, _: Id, s: &Subst) -> bool {
+    let b = get(s, "?b");
+    let exp_like = |eg: &KGraph, c: Id| {
+        ir_nodes(eg, c, "Exp").next().is_some()
+            || ir_nodes(eg, c, "Mul").any(|(_, a)| a.iter().any(|&x| ir_nodes(eg, x, "Exp").next().is_some()))
+    };
+    ir_nodes(eg, b, "Sqrt").next().is_some()
+        || ir_nodes(eg, b, "ReduceSum").any(|(_, a)| a.first().is_some_and(|&x| exp_like(eg, x)))
 }
 
 /// ?c1 and ?c2 are constants, ?x is not, and x + c₁ has x's type.

@@ -56,8 +56,8 @@ pub fn rules() -> Vec<KRewrite> {
         fn_rule("pow-int", "(Pow ?x ?e)", pow_int),
         // 1/y = Reciprocal(y)
         fn_rule("one-over", "(Div ?one ?y)", one_over),
-        // (1/b)·a = a/b
-        rw!("reciprocal-mul"; "(Mul (Reciprocal ?b) ?a)" => "(Div ?a ?b)"),
+        // (1/b)·a = a/b where 1/b cannot overflow (`algebra::reciprocal_is_division`)
+        rw!("reciprocal-mul"; "(Mul (Reciprocal ?b) ?a)" => "(Div ?a ?b)" if super::algebra::reciprocal_is_division),
         // Σ_last(y)·(1/d) = mean_last(y)   for d the last dimension
         fn_rule("sum-to-mean", "(Mul (ReduceSum<axes=[-1]> ?y) ?c)", sum_to_mean),
         // (x − μ)/√(mean((x − μ)²) + ε) = LN_ε(x, 1)   μ = mean_last(x), ε inside the root
