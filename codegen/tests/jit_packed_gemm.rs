@@ -78,6 +78,9 @@ fn dense_conv_every_tile() {
         (24, 40, 3, 3, 3, 1, 1),
         (9, 16, 12, 12, 3, 2, 1),
         (33, 20, 7, 7, 1, 1, 0),
+        // 1×1 at stride 2 (ResNet's downsamples: the compact copy), 28² and 14² outputs.
+        (24, 21, 56, 56, 1, 2, 0),
+        (40, 9, 27, 28, 1, 2, 0),
     ];
     for (c, m, h, w, k, s, p) in cases {
         let mut rng = XRng((c * 100 + m) as u64);
@@ -100,6 +103,11 @@ fn dense_conv_every_tile() {
                 let schedule = exe.schedule_text();
                 assert!(
                     schedule.contains("implicit gemm"),
+                    "{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}:\n{schedule}"
+                );
+                assert_eq!(
+                    schedule.contains("compact 1×1 input"),
+                    k == 1 && s > 1,
                     "{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}:\n{schedule}"
                 );
             }

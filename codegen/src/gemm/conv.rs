@@ -144,8 +144,16 @@ pub struct PackedConv {
     mr: usize,
     /// The 1×1 identity case: per input channel, its plane's offset in the input (B row k of a
     /// block is channel k's plane from the block's first pixel: the indirect kernel reads whole
-    /// 16-pixel panels there, with no gather). Empty otherwise.
+    /// 16-pixel panels there, with no gather). In the other 1×1 cases (`subsample`), its plane's
+    /// offset in the block's compact copy. Empty otherwise.
     plane_taps: Vec<usize>,
+    /// A 1×1 conv that is not the identity (stride, padding: ResNet's stride-2 downsamples): per
+    /// block, the input pixels its output pixels read are copied into a compact per-thread
+    /// `[C, block pixels]` scratch (padding as zeros), which is then the identity case's input:
+    /// every whole 16-pixel panel is read in place, none gathered, and only the pixels the conv
+    /// reads are copied (the window of the general case holds every input row and column
+    /// between them: 4× the floats at stride 2).
+    subsample: bool,
     /// Small output planes ([`PackedConv::by_channels`]): per group, the weight transposed and
     /// packed as a GEMM's B (`k × m`, 16-channel panels); `wts` is then empty.
     by_channels: Option<Vec<super::PackedB>>,
@@ -203,11 +211,12 @@ impl PackedConv {
         }
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
         let identity = geo.is_identity();
-        let plane_taps = if identity { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
+        let subsample = !identity && geo.kh == 1 && geo.kw == 1;
         // The floats one K block of the micro-kernels reads as B in blocks of r rows (see
         // `stream`): the window when the indirect kernel reads it, else the gathered panels (or,
-        // the same count, the block's pixels of kc input planes).
-        let windowed = indirect(Kernel::for_isa(isa), identity) && !identity;
+        // the same count, the block's pixels of kc input planes or of the compact copy).
+        let flat = identity || subsample;
+        let windowed = indirect(Kernel::for_isa(isa), flat) && !flat;
         let b_floats = |r: usize| {
             if windowed { WindowGeo::new(&geo, r).len(geo.c) } else { kc * (r * geo.ow).div_ceil(NR) * NR }
         };
@@ -225,6 +234,13 @@ impl PackedConv {
         }
         let win = WindowGeo::new(&geo, rows_per_block);
         let stream = b_floats(rows_per_block) * 4 <= STREAM_BYTES;
+        let plane_taps = if identity {
+            (0..geo.c).map(|ci| ci * geo.h * geo.w).collect()
+        } else if subsample {
+            (0..geo.c).map(|ci| ci * rows_per_block * geo.ow).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PackedConv {
             n,
             groups,
@@ -237,6 +253,7 @@ impl PackedConv {
             win,
             mr,
             plane_taps,
+            subsample,
             by_channels: None,
             wts,
             stream,
@@ -273,6 +290,7 @@ impl PackedConv {
             win,
             mr: NR,
             plane_taps: Vec::new(),
+            subsample: false,
             by_channels: Some(packed),
             wts: Vec::new(),
             stream: false,
@@ -283,6 +301,12 @@ impl PackedConv {
     /// Whether the channel panels run outermost with the epilogue after each (see the field).
     pub fn streams(&self) -> bool {
         self.stream
+    }
+
+    /// Whether each block reads a compact copy of the input pixels of a 1×1 conv that is not
+    /// the identity (see the field).
+    pub fn subsamples(&self) -> bool {
+        self.subsample
     }
 
     pub fn bytes(&self) -> usize {
@@ -340,12 +364,17 @@ impl PackedConv {
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
-        let indirect = indirect(kernel, identity);
+        // The identity case and the compact copy of a 1×1 (`subsample`): B rows are planes of
+        // the block's pixels, contiguous.
+        let flat = identity || self.subsample;
+        let indirect = indirect(kernel, flat);
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
             bpack.resize(self.kc * max_pix.div_ceil(NR) * NR, 0.0);
-            if !identity {
+            if self.subsample {
+                win.resize(geo.c * max_pix, 0.0);
+            } else if !identity {
                 win.resize(self.win.len(geo.c), 0.0);
             }
             for u in lo..hi {
@@ -381,7 +410,9 @@ impl PackedConv {
                 } else {
                     std::ptr::null()
                 };
-                if !identity && self.k > 0 {
+                if self.subsample {
+                    self.fill_compact(&mut win, x, oh0, oh1);
+                } else if !identity && self.k > 0 {
                     self.fill_window(isa, &mut win, x, oh0, oh1);
                 }
                 // Whether `after` was called per channel panel (the streaming order below).
@@ -395,6 +426,8 @@ impl PackedConv {
                         let dst = &mut bpack[..kc * npan * NR];
                         if identity {
                             gather_identity(dst, x, geo.h * geo.w, k0, q0, npix, indirect);
+                        } else if self.subsample {
+                            gather_identity(dst, &win, max_pix, k0, 0, npix, indirect);
                         } else {
                             self.gather(isa, dst, &win, k0, npix, indirect);
                         }
@@ -422,16 +455,25 @@ impl PackedConv {
                     // from the input planes.
                     let (src, taps) = if identity {
                         (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
+                    } else if self.subsample {
+                        (win.as_ptr(), &self.plane_taps[k0..k0 + kc])
                     } else {
                         (win.as_ptr(), &self.win.taps[k0..k0 + kc])
                     };
                     let step = geo.stride[0] * self.win.row;
                     let full = |p: usize| {
                         let q = p * NR;
-                        indirect && NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
+                        indirect && NR.min(npix - q) == NR && (flat || q % geo.ow + NR <= geo.ow)
                     };
-                    let base =
-                        |p: usize| if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow };
+                    let base = |p: usize| {
+                        if identity {
+                            q0 + p * NR
+                        } else if self.subsample {
+                            p * NR
+                        } else {
+                            (p * NR) / geo.ow * step + (p * NR) % geo.ow
+                        }
+                    };
                     // Pixel panels of the call starting at panel p.
                     let width = |p: usize| {
                         let np = wide.min(npan - p);
@@ -445,6 +487,8 @@ impl PackedConv {
                         // panels are kc·NR floats each, kc·NR apart. A full panel's B rows are 16
                         // floats of the window at (q / ow)·step + q mod ow + tap, inside its slack
                         // (WindowGeo::len), as the gather reads them, or (identity) of the input
+                        // at tap + q0 + q, inside the channel's plane as the block's pixels are,
+                        // or (subsample) of the compact copy at tap + q, likewise;
                         // at tap + q0 + q, inside the channel's plane as the block's pixels are;
                         // of two full panels the second's are b_next floats after the first's.
                         unsafe {
@@ -521,9 +565,12 @@ impl PackedConv {
         let geo = &self.geo;
         let (plane, m) = (geo.oh * geo.ow, self.m);
         let panels = m.div_ceil(NR);
+        let identity = geo.is_identity();
         SCRATCH.with(|cell| {
             let (mut col, mut ct) = cell.take();
-            col.resize(self.k * plane, 0.0);
+            if !identity {
+                col.resize(self.k * plane, 0.0);
+            }
             ct.resize(plane * m, 0.0);
             for u in lo..hi {
                 let part = u % parts;
@@ -544,26 +591,74 @@ impl PackedConv {
                     accumulate: false,
                 };
                 // SAFETY: the image's group planes are inside x and the (image, group) output
-                // planes inside out (caller: args sized for these shapes); col holds the K×plane
-                // im2col matrix and ct the plane×m product, which the GEMM reads and writes
+                // planes inside out (caller: args sized for these shapes); col (x itself for the
+                // identity) holds the K×plane im2col matrix and ct the plane×m product, which the GEMM reads and writes
                 // through those strides; bias holds groups·m floats.
                 unsafe {
                     let x = (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w);
-                    geo.run_tile(x, col.as_mut_ptr(), 0, plane);
-                    prod.run(isa, col.as_ptr(), &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
+                    // The 1×1 identity's im2col matrix is the input itself.
+                    let a = if identity {
+                        x
+                    } else {
+                        geo.run_tile(x, col.as_mut_ptr(), 0, plane);
+                        col.as_ptr()
+                    };
+                    prod.run(isa, a, &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
                     let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
-                    for j in c0..c1 {
-                        let b = if self.bias { *(args[3] as *const f32).add(g * m + j) } else { 0.0 };
-                        let row = std::slice::from_raw_parts_mut(out.add(j * plane), plane);
-                        for (q, d) in row.iter_mut().enumerate() {
-                            *d = ct[q * m + j] + b;
+                    // Into NCHW 16 channels at a time: per pixel one contiguous read of the
+                    // product's row, 16 channel planes written in step. (Channel by channel, the
+                    // reads ran down a column m floats apart: at m = 2048 every one of them in the
+                    // same L1 set, 20% of a 512→2048 1×1 on 7².)
+                    let bias = if self.bias { (args[3] as *const f32).add(g * m) } else { std::ptr::null() };
+                    let mut j0 = c0;
+                    while j0 < c1 {
+                        let jn = NR.min(c1 - j0);
+                        let mut b = [0.0f32; NR];
+                        if !bias.is_null() {
+                            b[..jn].copy_from_slice(std::slice::from_raw_parts(bias.add(j0), jn));
                         }
+                        let planes = std::slice::from_raw_parts_mut(out.add(j0 * plane), jn * plane);
+                        for (q, src) in ct.chunks_exact(m).take(plane).enumerate() {
+                            for (t, (&v, &bt)) in src[j0..j0 + jn].iter().zip(&b).enumerate() {
+                                planes[t * plane + q] = v + bt;
+                            }
+                        }
+                        j0 += jn;
                     }
                 }
                 after(img, g * m + c0, g * m + c1, 0, geo.oh);
             }
             cell.set((col, ct));
         });
+    }
+
+    /// The compact copy of a `subsample` conv: for output rows `[oh0, oh1)`, channel `ci`'s input
+    /// pixel under output pixel `j` of the block (rows of `ow`) at `ci·rows_per_block·ow + j`,
+    /// zero where that pixel is padding.
+    fn fill_compact(&self, win: &mut [f32], x: &[f32], oh0: usize, oh1: usize) {
+        let geo = &self.geo;
+        let (ow, s1, pl) = (geo.ow, geo.stride[1], geo.pad[1]);
+        // Output columns [j0, j1) read input columns j·s1 − pl inside [0, w).
+        let j0 = pl.div_ceil(s1).min(ow);
+        let j1 = ((geo.w + pl).div_ceil(s1)).clamp(j0, ow);
+        for (ci, chan) in win.chunks_exact_mut(self.rows_per_block * ow).take(geo.c).enumerate() {
+            for (r, dst) in chan.chunks_exact_mut(ow).take(oh1 - oh0).enumerate() {
+                let iy = ((oh0 + r) * geo.stride[0]).wrapping_sub(geo.pad[0]);
+                if iy >= geo.h {
+                    dst.fill(0.0);
+                    continue;
+                }
+                dst[..j0].fill(0.0);
+                dst[j1..].fill(0.0);
+                if j0 < j1 {
+                    // j0·s1 ≥ pl (j0 = ⌈pl/s1⌉ when the range is not empty).
+                    let src = &x[(ci * geo.h + iy) * geo.w + j0 * s1 - pl..][..(j1 - j0 - 1) * s1 + 1];
+                    for (d, &v) in dst[j0..j1].iter_mut().zip(src.iter().step_by(s1)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
     }
 
     /// Copies the input rows that output rows `[oh0, oh1)` read, of every channel of the group
@@ -695,11 +790,11 @@ impl PackedConv {
 }
 
 /// Whether `kernel` reads a conv's whole 16-pixel panels in place (the window, or the input planes
-/// in the 1×1 identity case) rather than gathered. The 1×1 identity case reads the input planes
-/// directly only with the AVX-512 kernel: with the AVX2 one that ran ~20% slower than gathering
-/// (conv1x1_256to64x56, CPU time).
-fn indirect(kernel: Kernel, identity: bool) -> bool {
-    kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1)
+/// in the 1×1 identity case, or a 1×1's compact copy: `flat`) rather than gathered. The flat cases
+/// read the planes directly only with the AVX-512 kernel: with the AVX2 one that ran ~20% slower
+/// than gathering (conv1x1_256to64x56, CPU time).
+fn indirect(kernel: Kernel, flat: bool) -> bool {
+    kernel.has_indirect() && (!flat || kernel.panels_per_call() > 1)
 }
 
 /// The first `cols` pixels of panel `p` as runs within one output row (`ow` pixels, `step` window
@@ -921,6 +1016,17 @@ mod tests {
             ..case(3, 7, 8, 9, 3, 1, 1, 0)
         });
         cases.push(Case { k: [5, 2], s: [2, 1], p: [2, 0, 0, 1], ..case(6, 17, 13, 6, 1, 1, 1, 0) });
+        // 1×1 convs that are not the identity (the compact copy): stride 2 with rows of 28 and
+        // 14 output pixels (panels across rows, whole ones read in place), two K blocks, a
+        // stride of 3 by 1, padding on every side (zero pixels), one output pixel, groups.
+        cases.extend([
+            case(19, 13, 56, 56, 1, 2, 1, 0),
+            Case { bias: false, ..case(300, 9, 28, 27, 1, 2, 1, 0) },
+            Case { s: [3, 1], p: [1, 2, 2, 1], ..case(5, 21, 10, 37, 1, 1, 1, 0) },
+            Case { p: [1, 1, 1, 1], ..case(7, 6, 9, 9, 1, 2, 1, 0) },
+            case(4, 3, 1, 1, 1, 2, 1, 0),
+            Case { n: 2, groups: 2, ..case(6, 17, 33, 35, 1, 2, 1, 0) },
+        ]);
         for isa in isas() {
             for cs in &cases {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
@@ -970,6 +1076,25 @@ mod tests {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 4)] {
                     check_packed(isa, cs, parts, chunks, true);
                 }
+            }
+        }
+    }
+
+    /// 1×1 convs other than the identity read the compact copy; the identity and the other
+    /// kernels do not.
+    #[test]
+    fn strided_1x1_reads_a_compact_copy() {
+        for isa in isas() {
+            for (cs, want) in [
+                (case(256, 512, 56, 56, 1, 2, 1, 0), true),
+                (case(8, 8, 9, 9, 1, 1, 1, 1), true),
+                (case(256, 64, 56, 56, 1, 1, 1, 0), false),
+                (case(64, 64, 56, 56, 3, 2, 1, 1), false),
+            ] {
+                let g = geo(&cs).unwrap();
+                let w = vec![0.0; cs.m * cs.c * cs.k[0] * cs.k[1]];
+                let pc = PackedConv::new(1, 1, cs.m, g, true, isa, &w).unwrap();
+                assert_eq!(pc.subsamples(), want, "{isa:?} {cs:?}");
             }
         }
     }
