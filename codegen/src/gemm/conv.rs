@@ -165,6 +165,65 @@ pub struct PackedConv {
     /// with the epilogue before the next starts (small-K convs: MobileNet v2's 16→96 1×1 at
     /// 112² wrote its output, a 4.8 MB plane, then re-read it for the bias and the epilogue).
     stream: bool,
+    /// What the conv applies to each output as it is stored (see [`Post`]).
+    post: Option<Post>,
+}
+
+/// A residual Add and/or a Relu the conv applies to its output as each register tile's last K
+/// block is stored (while the tile is in L1), rather than a separate epilogue pass: `out =
+/// relu(conv + r)`, each step rounded as the interpreter rounds it (the add, then the Relu, which
+/// keeps NaN and maps −0 to +0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Post {
+    /// Index in the run's args of the residual `r` (same shape as the output), if any.
+    pub residual: Option<usize>,
+    pub relu: bool,
+}
+
+/// [`Post`] for one micro-kernel call: the residual at the tile's first output (rows at C's
+/// stride; null: none) and the Relu, applied in registers as the tile is stored.
+#[derive(Clone, Copy)]
+pub(super) struct StorePost {
+    pub res: *const f32,
+    pub relu: bool,
+}
+
+impl StorePost {
+    pub const NONE: StorePost = StorePost { res: std::ptr::null(), relu: false };
+}
+
+impl Kernel {
+    /// [`Kernel::run`] (`offs` null) or [`Kernel::run_indirect`] with `post` applied to each value
+    /// as it is stored (the portable kernel: to the tile after it is stored).
+    ///
+    /// # Safety
+    /// As those; a non-null `post.res` holds the tile's rows (at `t.c_rs`) and columns.
+    unsafe fn run_post(
+        self,
+        t: &Tile,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        c: *mut f32,
+        post: &StorePost,
+    ) {
+        match self {
+            Kernel::Generic => {
+                // SAFETY: per this function's contract (the portable kernel has no indirect form,
+                // so offs is null: has_indirect).
+                unsafe {
+                    self.run(t, a, b, c);
+                    post_tile(Isa::Generic, c, post.res, t.c_rs as usize, t.rows, t.cols, post.relu);
+                }
+            }
+            // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { super::avx2::dispatch_post(t, a, b, offs, c, post) },
+            // SAFETY: per this function's contract; the CPU has AVX-512 F (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { super::avx512::dispatch_post(t, a, b, offs, c, post) },
+        }
+    }
 }
 
 /// The GEMM depth K = C·kh·kw of a conv weight, checked to hold `groups`·`m` rows of K floats.
@@ -257,6 +316,7 @@ impl PackedConv {
             by_channels: None,
             wts,
             stream,
+            post: None,
         })
     }
 
@@ -294,6 +354,7 @@ impl PackedConv {
             by_channels: Some(packed),
             wts: Vec::new(),
             stream: false,
+            post: None,
             geo,
         })
     }
@@ -301,6 +362,17 @@ impl PackedConv {
     /// Whether the channel panels run outermost with the epilogue after each (see the field).
     pub fn streams(&self) -> bool {
         self.stream
+    }
+
+    /// The residual Add / Relu applied as outputs are stored, if any.
+    pub fn post(&self) -> Option<&Post> {
+        self.post.as_ref()
+    }
+
+    /// Makes the conv apply `relu(out + args[residual])` (each part optional) as it stores each
+    /// output; the args then carry the residual at that index.
+    pub fn set_post(&mut self, residual: Option<usize>, relu: bool) {
+        self.post = Some(Post { residual, relu });
     }
 
     /// Whether each block reads a compact copy of the input pixels of a 1×1 conv that is not
@@ -402,6 +474,15 @@ impl PackedConv {
                         (args[0] as *mut f32).add((img * self.groups * self.m + g * self.m) * plane + q0),
                     )
                 };
+                // The residual at the same offset as the output block (Post).
+                let res = match self.post.and_then(|p| p.residual) {
+                    // SAFETY: the residual has the output's shape (Post::residual).
+                    Some(r) => unsafe {
+                        (args[r] as *const f32).add((img * self.groups * self.m + g * self.m) * plane + q0)
+                    },
+                    None => std::ptr::null(),
+                };
+                let relu = self.post.is_some_and(|p| p.relu);
                 // The bias is added by the first K block's micro-kernels as they store C (no pass
                 // filling C with it first).
                 let bias = if self.bias {
@@ -493,11 +574,39 @@ impl PackedConv {
                         // of two full panels the second's are b_next floats after the first's.
                         unsafe {
                             let c = out.add(i * mr * plane + p * NR);
+                            if last && !res.is_null() {
+                                // The residual rows the tile adds once it is stored, requested
+                                // while the micro-kernel runs: read when the tile is final, they
+                                // would be cache misses down a column of planes.
+                                let t = tile(i, p, np, 0);
+                                prefetch_rows(res.add(i * mr * plane + p * NR), plane, t.rows, t.cols);
+                            }
+                            // The last K block's tile applies the Post as it is stored.
+                            let post = StorePost {
+                                res: if res.is_null() || !last {
+                                    std::ptr::null()
+                                } else {
+                                    res.add(i * mr * plane + p * NR)
+                                },
+                                relu: relu && last,
+                            };
+                            let posted = !post.res.is_null() || post.relu;
                             if full(p) {
                                 let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
-                                kernel.run_indirect(&t, ap.as_ptr(), src.add(base(p)), taps.as_ptr(), c);
+                                let (a, b) = (ap.as_ptr(), src.add(base(p)));
+                                if posted {
+                                    kernel.run_post(&t, a, b, taps.as_ptr(), c, &post);
+                                } else {
+                                    kernel.run_indirect(&t, a, b, taps.as_ptr(), c);
+                                }
                             } else {
-                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                let t = tile(i, p, np, kc * NR);
+                                let (a, b) = (ap.as_ptr(), bpack.as_ptr().add(p * kc * NR));
+                                if posted {
+                                    kernel.run_post(&t, a, b, std::ptr::null(), c, &post);
+                                } else {
+                                    kernel.run(&t, a, b, c);
+                                }
                             }
                         }
                     };
@@ -566,6 +675,7 @@ impl PackedConv {
         let (plane, m) = (geo.oh * geo.ow, self.m);
         let panels = m.div_ceil(NR);
         let identity = geo.is_identity();
+        let relu = self.post.is_some_and(|p| p.relu);
         SCRATCH.with(|cell| {
             let (mut col, mut ct) = cell.take();
             if !identity {
@@ -610,6 +720,11 @@ impl PackedConv {
                     // reads ran down a column m floats apart: at m = 2048 every one of them in the
                     // same L1 set, 20% of a 512→2048 1×1 on 7².)
                     let bias = if self.bias { (args[3] as *const f32).add(g * m) } else { std::ptr::null() };
+                    // The residual's (image, group) planes (Post), at the output's offset.
+                    let res = match self.post.and_then(|p| p.residual) {
+                        Some(r) => (args[r] as *const f32).add((img * self.groups + g) * m * plane),
+                        None => std::ptr::null(),
+                    };
                     let mut j0 = c0;
                     while j0 < c1 {
                         let jn = NR.min(c1 - j0);
@@ -622,6 +737,10 @@ impl PackedConv {
                             for (t, (&v, &bt)) in src[j0..j0 + jn].iter().zip(&b).enumerate() {
                                 planes[t * plane + q] = v + bt;
                             }
+                        }
+                        if relu || !res.is_null() {
+                            let r = if res.is_null() { res } else { res.add(j0 * plane) };
+                            post_tile(isa, planes.as_mut_ptr(), r, plane, jn, plane, relu);
                         }
                         j0 += jn;
                     }
@@ -787,6 +906,76 @@ impl PackedConv {
             }
         }
     }
+}
+
+/// Asks for the cache lines of `rows` rows of `cols` floats at `r` (rows `rs` floats apart) to be
+/// brought into L1 (a hint: no access is made, any address is allowed).
+#[inline(always)]
+fn prefetch_rows(r: *const f32, rs: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..rows {
+        for j in (0..cols).step_by(NR) {
+            let line = r.wrapping_add(i * rs + j) as *const i8;
+            // SAFETY: a prefetch is a hint that never faults and reads nothing architecturally.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (r, rs, rows, cols);
+}
+
+/// [`Post`] on `rows` rows of `cols` outputs at `c` (rows `c_rs` floats apart), just stored:
+/// `c += r` when `r` is not null (the residual, same layout), then the Relu when `relu`.
+///
+/// # Safety
+/// The rows and columns are inside C and (when not null) the residual.
+unsafe fn post_tile(isa: Isa, c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+    #[inline(always)]
+    unsafe fn rows_of(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+        for i in 0..rows {
+            // SAFETY: per post_tile's contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * c_rs), cols) };
+            if !r.is_null() {
+                // SAFETY: per post_tile's contract.
+                let res = unsafe { std::slice::from_raw_parts(r.add(i * c_rs), cols) };
+                for (d, &x) in row.iter_mut().zip(res) {
+                    *d += x;
+                }
+            }
+            if relu {
+                for d in row.iter_mut() {
+                    // The interpreter's Relu: x > 0 or NaN keeps x, else +0.
+                    *d = if *d > 0.0 || d.is_nan() { *d } else { 0.0 };
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 && std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+            // SAFETY: per post_tile's contract.
+            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+        }
+        // SAFETY: the CPU has AVX-512 F (checked just above); the rest per this function's contract.
+        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+            // SAFETY: per post_tile's contract.
+            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+        }
+        // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2 is
+        // present; the rest per this function's contract.
+        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        return;
+    }
+    let _ = isa;
+    // SAFETY: per this function's contract.
+    unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
 }
 
 /// Whether `kernel` reads a conv's whole 16-pixel panels in place (the window, or the input planes
