@@ -149,8 +149,9 @@ impl Executable {
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
                 StepKind::PackedConv { spec, .. } => format!(
-                    "conv (implicit gemm, packed weights{}{})",
+                    "conv (implicit gemm, packed weights{}{}{})",
                     if spec.subsamples() { ", compact 1×1 input" } else { "" },
+                    if spec.post().is_some() { ", epilogue in-store" } else { "" },
                     if spec.streams() { ", channel panels streamed" } else { "" }
                 ),
                 StepKind::Index(s) => s.label().to_string(),

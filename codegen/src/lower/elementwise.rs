@@ -188,7 +188,15 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         let res_arg = residual.map(|_| step.args.len());
         conv.set_post(res_arg, relu);
         step.args.extend(residual);
-        step.label = format!("{} + in-store {root_name}", step.label);
+        // Labelled as a generated epilogue is (the nodes it computes); the step's description
+        // says "in-store".
+        let label = if members.len() > 1 {
+            let names: Vec<&str> = members.iter().map(|&m| graph.node(m).name.as_str()).collect();
+            format!("fused[{}]", names.join(", "))
+        } else {
+            root_name.clone()
+        };
+        step.label = format!("{} + epilogue {label}", step.label);
         let conv_buf = step.args[0];
         cx.bind(out_v, conv_buf);
         return Ok(());
