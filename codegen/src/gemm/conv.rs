@@ -120,8 +120,8 @@ pub fn panel_fill(oh: usize, ow: usize) -> f64 {
 }
 
 /// Largest output plane (pixels) [`PackedConv::by_channels`] is used for: its per-thread scratch
-/// holds the plane's whole im2col matrix (K × pixels; 7² planes of K = 4608 are 0.9 MB), which
-/// the memory plan does not count.
+/// holds the plane's product (pixels × channels; 7² planes of 2048 channels are 0.4 MB) and one
+/// K block of its A panels, which the memory plan does not count.
 pub const BY_CHANNELS_MAX_PIXELS: usize = 64;
 
 /// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
@@ -322,10 +322,10 @@ impl PackedConv {
 
     /// A conv whose output plane is too small for 16-pixel panels (3², 6², 7²: [`panel_fill`]
     /// below 0.9) run with the register tile along output channels: per (image, group) the
-    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is the packed GEMM with Wᵀ as its
-    /// B (packed now, 16-channel panels) and the im2col matrix as its A (strides (1, OH·OW), packed
-    /// per call), written to a scratch and transposed into NCHW with the bias. Threads split the
-    /// channel panels. `Err` as [`PackedConv::new`].
+    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is a GEMM with Wᵀ as its B (packed
+    /// now, 16-channel panels) and the im2col matrix as its A (gathered per K block straight from
+    /// the input into the micro-kernel's pixel panels), written to a scratch and transposed into
+    /// NCHW with the bias. Threads split the channel panels. `Err` as [`PackedConv::new`].
     pub fn by_channels(
         n: usize,
         groups: usize,
@@ -674,13 +674,16 @@ impl PackedConv {
         let geo = &self.geo;
         let (plane, m) = (geo.oh * geo.ow, self.m);
         let panels = m.div_ceil(NR);
-        let identity = geo.is_identity();
         let relu = self.post.is_some_and(|p| p.relu);
+        let kernel = Kernel::for_isa(isa);
+        let (mr, wide, k) = (kernel.mr(), kernel.panels_per_call(), self.k);
+        let row_panels = plane.div_ceil(mr);
+        // Per output pixel, its window's top-left corner in padded input coordinates.
+        let corners: Vec<(usize, usize)> =
+            (0..plane).map(|q| (q / geo.ow * geo.stride[0], q % geo.ow * geo.stride[1])).collect();
         SCRATCH.with(|cell| {
-            let (mut col, mut ct) = cell.take();
-            if !identity {
-                col.resize(self.k * plane, 0.0);
-            }
+            let (mut apack, mut ct) = cell.take();
+            apack.resize(row_panels * mr * KC, 0.0);
             ct.resize(plane * m, 0.0);
             for u in lo..hi {
                 let part = u % parts;
@@ -691,29 +694,60 @@ impl PackedConv {
                 if c0 >= c1 {
                     continue;
                 }
-                let prod = super::Product {
-                    m: plane,
-                    a_rs: 1,
-                    a_cs: plane as isize,
-                    c_rs: m as isize,
-                    alpha: 1.0,
-                    beta: 0.0,
-                    accumulate: false,
+                // SAFETY: the image's group planes are inside x (caller: args sized for these
+                // shapes).
+                let x = unsafe {
+                    std::slice::from_raw_parts(
+                        (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w),
+                        geo.c * geo.h * geo.w,
+                    )
                 };
-                // SAFETY: the image's group planes are inside x and the (image, group) output
-                // planes inside out (caller: args sized for these shapes); col (x itself for the
-                // identity) holds the K×plane im2col matrix and ct the plane×m product, which the GEMM reads and writes
-                // through those strides; bias holds groups·m floats.
+                let b = &packed[g];
+                // The product ct[plane × m] = im2col(x)ᵀ · Wᵀ over K blocks of KC, its A panels
+                // (mr pixels × kc taps) gathered from the input directly (no im2col matrix, no
+                // strided repack), B the packed Wᵀ's column panels `wide` at a time.
+                // k = 0 still runs one (empty) block, which writes ct = 0.
+                let mut k0 = 0;
+                loop {
+                    let kc = KC.min(k - k0);
+                    self.pack_pixels(&mut apack[..row_panels * mr * kc], x, &corners, k0, mr);
+                    let mut p = p0;
+                    while p < p1 {
+                        let np = wide.min(p1 - p);
+                        let t = Tile {
+                            kc,
+                            rows: mr,
+                            cols: (np * NR).min(m - p * NR),
+                            alpha: 1.0,
+                            beta: 1.0,
+                            load_c: k0 > 0,
+                            c_rs: m as isize,
+                            b_next: (k * NR) as isize,
+                            mr,
+                            bias: std::ptr::null(),
+                        };
+                        // Panel p's rows [k0, k0 + kc) and, past NR columns, the next panel's.
+                        let bp = &b.data[p * k * NR + k0 * NR..(p + np - 1) * k * NR + (k0 + kc) * NR];
+                        for i in 0..row_panels {
+                            let t = Tile { rows: mr.min(plane - i * mr), ..t };
+                            // SAFETY: the A panel holds kc·mr floats, B's rows are inside bp (the
+                            // second panel's b_next = k·NR after the first's), and the tile's
+                            // rows (pixels < plane) and columns (channels < m) are inside ct.
+                            unsafe {
+                                let c = ct.as_mut_ptr().add(i * mr * m + p * NR);
+                                kernel.run(&t, apack.as_ptr().add(i * mr * kc), bp.as_ptr(), c);
+                            }
+                        }
+                        p += np;
+                    }
+                    k0 += kc;
+                    if k0 >= k {
+                        break;
+                    }
+                }
+                // SAFETY: the (image, group) output planes are inside out (caller: args sized for
+                // these shapes); bias holds groups·m floats, the residual the output's.
                 unsafe {
-                    let x = (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w);
-                    // The 1×1 identity's im2col matrix is the input itself.
-                    let a = if identity {
-                        x
-                    } else {
-                        geo.run_tile(x, col.as_mut_ptr(), 0, plane);
-                        col.as_ptr()
-                    };
-                    prod.run(isa, a, &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
                     let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
                     // Into NCHW 16 channels at a time: per pixel one contiguous read of the
                     // product's row, 16 channel planes written in step. (Channel by channel, the
@@ -747,8 +781,37 @@ impl PackedConv {
                 }
                 after(img, g * m + c0, g * m + c1, 0, geo.oh);
             }
-            cell.set((col, ct));
+            cell.set((apack, ct));
         });
+    }
+
+    /// The A panels of the channel-tiled product for taps `[k0, k0 + dst.len() / (panels·mr))`:
+    /// panel i holds, per tap k = (channel, ky, kx), the input values under output pixels
+    /// `[i·mr, i·mr + mr)` (zero for padding and past the plane). `corners[q]`: output pixel q's
+    /// window corner in padded coordinates.
+    fn pack_pixels(&self, dst: &mut [f32], x: &[f32], corners: &[(usize, usize)], k0: usize, mr: usize) {
+        let geo = &self.geo;
+        let plane = corners.len();
+        let panels = plane.div_ceil(mr);
+        if panels == 0 || dst.is_empty() {
+            return;
+        }
+        let kc = dst.len() / panels / mr;
+        let taps = geo.kh * geo.kw;
+        for (i, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
+            let pix = &corners[i * mr..plane.min(i * mr + mr)];
+            for (kk, col) in panel.chunks_exact_mut(mr).enumerate() {
+                let k = k0 + kk;
+                let (ci, ky, kx) = (k / taps, k % taps / geo.kw, k % geo.kw);
+                let (dy, dx) = (ky * geo.dil[0], kx * geo.dil[1]);
+                let chan = &x[ci * geo.h * geo.w..][..geo.h * geo.w];
+                for (d, &(y0, x0)) in col.iter_mut().zip(pix) {
+                    let (iy, ix) = ((y0 + dy).wrapping_sub(geo.pad[0]), (x0 + dx).wrapping_sub(geo.pad[1]));
+                    *d = if iy < geo.h && ix < geo.w { chan[iy * geo.w + ix] } else { 0.0 };
+                }
+                col[pix.len()..].fill(0.0);
+            }
+        }
     }
 
     /// The compact copy of a `subsample` conv: for output rows `[oh0, oh1)`, channel `ci`'s input
