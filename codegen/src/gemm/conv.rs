@@ -678,9 +678,7 @@ impl PackedConv {
         let kernel = Kernel::for_isa(isa);
         let (mr, wide, k) = (kernel.mr(), kernel.panels_per_call(), self.k);
         let row_panels = plane.div_ceil(mr);
-        // Per output pixel, its window's top-left corner in padded input coordinates.
-        let corners: Vec<(usize, usize)> =
-            (0..plane).map(|q| (q / geo.ow * geo.stride[0], q % geo.ow * geo.stride[1])).collect();
+        let gather = self.pixel_taps(mr);
         SCRATCH.with(|cell| {
             let (mut apack, mut ct) = cell.take();
             apack.resize(row_panels * mr * KC, 0.0);
@@ -710,7 +708,7 @@ impl PackedConv {
                 let mut k0 = 0;
                 loop {
                     let kc = KC.min(k - k0);
-                    self.pack_pixels(&mut apack[..row_panels * mr * kc], x, &corners, k0, mr);
+                    self.pack_pixels(&mut apack[..row_panels * mr * kc], x, &gather, k0, mr);
                     let mut p = p0;
                     while p < p1 {
                         let np = wide.min(p1 - p);
@@ -785,31 +783,53 @@ impl PackedConv {
         });
     }
 
+    /// Per pixel panel (`mr` output pixels) and tap (ky, kx) of the kernel window, each pixel's
+    /// input offset in a channel plane, or `u32::MAX` (padding, or past the plane): what
+    /// [`PackedConv::pack_pixels`] reads. `mr·kh·kw` entries per panel.
+    fn pixel_taps(&self, mr: usize) -> Vec<u32> {
+        let geo = &self.geo;
+        let plane = geo.oh * geo.ow;
+        let mut tab = Vec::with_capacity(plane.div_ceil(mr) * mr * geo.kh * geo.kw);
+        for i in 0..plane.div_ceil(mr) {
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    for q in i * mr..i * mr + mr {
+                        let (oy, ox) = (q / geo.ow.max(1), q % geo.ow.max(1));
+                        let iy = (oy * geo.stride[0] + ky * geo.dil[0]).wrapping_sub(geo.pad[0]);
+                        let ix = (ox * geo.stride[1] + kx * geo.dil[1]).wrapping_sub(geo.pad[1]);
+                        let inside = q < plane && iy < geo.h && ix < geo.w;
+                        tab.push(if inside { u32::try_from(iy * geo.w + ix).unwrap_or(u32::MAX) } else { u32::MAX });
+                    }
+                }
+            }
+        }
+        tab
+    }
+
     /// The A panels of the channel-tiled product for taps `[k0, k0 + dst.len() / (panels·mr))`:
     /// panel i holds, per tap k = (channel, ky, kx), the input values under output pixels
-    /// `[i·mr, i·mr + mr)` (zero for padding and past the plane). `corners[q]`: output pixel q's
-    /// window corner in padded coordinates.
-    fn pack_pixels(&self, dst: &mut [f32], x: &[f32], corners: &[(usize, usize)], k0: usize, mr: usize) {
+    /// `[i·mr, i·mr + mr)` (zero for padding and past the plane), read through `gather`
+    /// ([`PackedConv::pixel_taps`]).
+    fn pack_pixels(&self, dst: &mut [f32], x: &[f32], gather: &[u32], k0: usize, mr: usize) {
         let geo = &self.geo;
-        let plane = corners.len();
-        let panels = plane.div_ceil(mr);
+        let panels = (geo.oh * geo.ow).div_ceil(mr);
         if panels == 0 || dst.is_empty() {
             return;
         }
-        let kc = dst.len() / panels / mr;
-        let taps = geo.kh * geo.kw;
+        let (kc, taps, hw) = (dst.len() / panels / mr, geo.kh * geo.kw, geo.h * geo.w);
         for (i, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
-            let pix = &corners[i * mr..plane.min(i * mr + mr)];
-            for (kk, col) in panel.chunks_exact_mut(mr).enumerate() {
-                let k = k0 + kk;
-                let (ci, ky, kx) = (k / taps, k % taps / geo.kw, k % geo.kw);
-                let (dy, dx) = (ky * geo.dil[0], kx * geo.dil[1]);
-                let chan = &x[ci * geo.h * geo.w..][..geo.h * geo.w];
-                for (d, &(y0, x0)) in col.iter_mut().zip(pix) {
-                    let (iy, ix) = ((y0 + dy).wrapping_sub(geo.pad[0]), (x0 + dx).wrapping_sub(geo.pad[1]));
-                    *d = if iy < geo.h && ix < geo.w { chan[iy * geo.w + ix] } else { 0.0 };
+            let (mut ci, mut t) = (k0 / taps, k0 % taps);
+            for col in panel.chunks_exact_mut(mr) {
+                let chan = &x[ci * hw..][..hw];
+                let offs = &gather[(i * taps + t) * mr..][..mr];
+                for (d, &o) in col.iter_mut().zip(offs) {
+                    // u32::MAX is never inside a plane: padding reads as zero.
+                    *d = chan.get(o as usize).copied().unwrap_or(0.0);
                 }
-                col[pix.len()..].fill(0.0);
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
             }
         }
     }
