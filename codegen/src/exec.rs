@@ -151,10 +151,12 @@ impl Executable {
                 StepKind::MatMul { units, .. } => format!("gemm ({} units)", units.len()),
                 StepKind::Conv(_) => "conv (im2col + gemm)".to_string(),
                 StepKind::Depthwise { spec, .. } => crate::spatial::HostKernel::describe(spec.as_ref()),
-                StepKind::PackedConv { spec, .. } if spec.streams() => {
-                    "conv (implicit gemm, packed weights, channel panels streamed)".to_string()
-                }
-                StepKind::PackedConv { .. } => "conv (implicit gemm, packed weights)".to_string(),
+                StepKind::PackedConv { spec, .. } => format!(
+                    "conv (implicit gemm, packed weights{}{}{})",
+                    if spec.subsamples() { ", compact 1×1 input" } else { "" },
+                    if spec.post().is_some() { ", epilogue in-store" } else { "" },
+                    if spec.streams() { ", channel panels streamed" } else { "" }
+                ),
                 StepKind::Index(s) => s.label().to_string(),
                 StepKind::Host(k) => k.describe(),
                 StepKind::Attention(a) => format!(

@@ -78,6 +78,9 @@ fn dense_conv_every_tile() {
         (24, 40, 3, 3, 3, 1, 1),
         (9, 16, 12, 12, 3, 2, 1),
         (33, 20, 7, 7, 1, 1, 0),
+        // 1×1 at stride 2 (ResNet's downsamples: the compact copy), 28² and 14² outputs.
+        (24, 21, 56, 56, 1, 2, 0),
+        (40, 9, 27, 28, 1, 2, 0),
     ];
     for (c, m, h, w, k, s, p) in cases {
         let mut rng = XRng((c * 100 + m) as u64);
@@ -100,6 +103,11 @@ fn dense_conv_every_tile() {
                 let schedule = exe.schedule_text();
                 assert!(
                     schedule.contains("implicit gemm"),
+                    "{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}:\n{schedule}"
+                );
+                assert_eq!(
+                    schedule.contains("compact 1×1 input"),
+                    k == 1 && s > 1,
                     "{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}:\n{schedule}"
                 );
             }
@@ -150,8 +158,70 @@ fn small_k_conv_streams_channel_panels() {
                 let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
                 let schedule = exe.schedule_text();
                 let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s}");
-                assert!(schedule.contains("implicit gemm") && schedule.contains("epilogue"), "{case}:\n{schedule}");
+                // A Relu6 runs as a generated epilogue; a residual Add + Relu as the conv stores.
+                let tail = if residual { "in-store" } else { "epilogue" };
+                assert!(schedule.contains("implicit gemm") && schedule.contains(tail), "{case}:\n{schedule}");
                 assert_eq!(schedule.contains("channel panels streamed"), streamed, "{case}:\n{schedule}");
+            }
+        }
+    }
+}
+
+/// A residual Add, a Relu, or a Relu of a residual Add after a dense conv run as the conv stores
+/// each tile ("in-store"), on every ISA at 1 and 2 threads: channels off every tile height,
+/// planes whose rows are not whole panels, K past one block, the windowed, identity and compact
+/// 1×1 paths and the channel-tiled one for small planes (7², 3²), both operand orders of the Add,
+/// without bias. An Add of a broadcast operand keeps the generated epilogue. Tolerance as
+/// dense_conv_every_tile's (the Add and the Relu round once each, as the interpreter's do).
+#[test]
+fn conv_residual_and_relu_in_store() {
+    // (c, m, h, w, k, stride, pad, bias)
+    let shapes = [
+        (5, 13, 11, 19, 3, 1, 1, true),
+        (40, 21, 14, 14, 3, 1, 1, true),
+        (300, 9, 6, 17, 1, 1, 0, false),
+        (24, 19, 28, 28, 1, 2, 0, true),
+        (33, 20, 7, 7, 1, 1, 0, true),
+        (9, 17, 5, 5, 3, 2, 1, false),
+    ];
+    // (add, relu, residual first, broadcast residual)
+    let forms =
+        [(true, true, false, false), (true, false, true, false), (false, true, false, false), (true, true, true, true)];
+    for (c, m, h, w, k, s, p, bias) in shapes {
+        for (add, relu, res_first, broadcast) in forms {
+            let mut rng = XRng((c * 1000 + m * 10 + k + add as usize) as u64);
+            let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+            let mut spec = Spec::new();
+            spec.input("x", rng.tensor(&[2, c, h, w], -1.0, 1.0)).weight("w", rng.tensor(&[m, c, k, k], -1.0, 1.0));
+            let mut conv_in = vec!["x", "w"];
+            if bias {
+                spec.weight("b", rng.tensor(&[m], -1.0, 1.0));
+                conv_in.push("b");
+            }
+            let conv = Op::Conv { strides: [s, s], dilations: [1, 1], pads: [p, p, p, p], group: 1 };
+            spec.node("conv", conv, &conv_in, &["h"]);
+            let mut last = "h";
+            if add {
+                let shape = if broadcast { vec![1, m, 1, 1] } else { vec![2, m, oh, ow] };
+                spec.input("r", rng.tensor(&shape, -1.0, 1.0));
+                let ins = if res_first { ["r", "h"] } else { ["h", "r"] };
+                spec.node("add", Op::Binary(BinaryOp::Add), &ins, &["hr"]);
+                last = "hr";
+            }
+            if relu {
+                spec.node("act", Op::Unary(UnaryOp::Relu), &[last], &["y"]);
+                last = "y";
+            }
+            spec.output(last);
+            for isa in isas() {
+                for threads in [1, 2] {
+                    let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
+                    let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
+                    let schedule = exe.schedule_text();
+                    let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s} add {add} relu {relu}");
+                    assert!(schedule.contains("implicit gemm"), "{case}:\n{schedule}");
+                    assert_eq!(schedule.contains("in-store"), !broadcast, "{case}:\n{schedule}");
+                }
             }
         }
     }

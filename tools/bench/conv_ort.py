@@ -43,6 +43,19 @@ def conv(name, x, m, k, stride=1, pad=0, group=1, dil=1, relu6=False):
     return name, node, x, inits
 
 
+def conv_res(name, x, m, stride=1, relu=True):
+    """ResNet's last 1×1 of a block: a Conv with bias, + a residual input `r` of the output's shape,
+    then Relu (kiln applies both as the conv stores its tiles)."""
+    n, c, h, w = x
+    name, node, x, inits = conv(name, x, m, 1, stride=stride)
+    node.output[0] = "c"
+    nodes = [node, helper.make_node("Add", ["c", "r"], ["s" if relu else "y"])]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["s"], ["y"]))
+    oh, ow = (h - 1) // stride + 1, (w - 1) // stride + 1
+    return name, nodes, x, inits, {"r": (n, m, oh, ow)}
+
+
 def dw_clip(name, x, k, stride=1):
     """MobileNet v2's depthwise step: a depthwise k×k conv (pad k/2) with bias, then Clip(0, 6)."""
     n, c, h, w = x
@@ -90,14 +103,24 @@ CASES = [
     conv("r50_3x3_256x14", (1, 256, 14, 14), 256, 3, pad=1),
     conv("r50_3x3_512x7", (1, 512, 7, 7), 512, 3, pad=1),
     conv("r50_1x1s2_1024to2048x14", (1, 1024, 14, 14), 2048, 1, stride=2),
+    # Session 10 (issue 13): the stride-2 1x1 downsamples (the compact copy), the 1x1s on 7^2, and
+    # the residual Add + Relu applied as the conv stores.
+    conv("r50_1x1s2_256to512x56", (1, 256, 56, 56), 512, 1, stride=2),
+    conv("r50_1x1_512to2048x7", (1, 512, 7, 7), 2048, 1),
+    conv_res("r50_1x1res_64to256x56", (1, 64, 56, 56), 256),
+    conv_res("r50_1x1res_256to1024x14", (1, 256, 14, 14), 1024),
+    conv_res("r50_1x1res_512to2048x7", (1, 512, 7, 7), 2048),
+    conv_res("r50_1x1s2res_256to512x56", (1, 256, 56, 56), 512, stride=2),
 ]
 
 
 def write(folder, case):
-    name, node, x, inits = case
-    xi = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x))
+    name, node, x, inits = case[:4]
+    extra = case[4] if len(case) > 4 else {}
+    xi = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x))]
+    xi += [helper.make_tensor_value_info(k, TensorProto.FLOAT, list(v)) for k, v in extra.items()]
     yi = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
-    g = helper.make_graph(node if isinstance(node, list) else [node], name, [xi], [yi], initializer=inits)
+    g = helper.make_graph(node if isinstance(node, list) else [node], name, xi, [yi], initializer=inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m = onnx.shape_inference.infer_shapes(m)
     path = os.path.join(folder, name + ".onnx")
@@ -111,7 +134,8 @@ def time_ort(path, x, threads, iters):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    feed = {"x": np.random.default_rng(2).uniform(-1, 1, x).astype(np.float32)}
+    rng = np.random.default_rng(2)
+    feed = {i.name: rng.uniform(-1, 1, i.shape).astype(np.float32) for i in s.get_inputs()}
     for _ in range(10):
         s.run(None, feed)
     t = []

@@ -2,6 +2,7 @@
 //! loads of B, R broadcasts of A and 2R FMAs (6×16: 12 accumulators + 2 B vectors + 1 broadcast
 //! of the 16 registers). Selected at run time (`Kernel::for_isa`), never by the build's target-cpu.
 
+use super::conv::StorePost;
 use super::{MR, NR, Tile};
 use std::arch::x86_64::*;
 
@@ -12,12 +13,12 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
     // SAFETY: per this function's contract.
     unsafe {
         match t.rows {
-            1 => kernel::<1, false>(t, a, b, std::ptr::null(), c),
-            2 => kernel::<2, false>(t, a, b, std::ptr::null(), c),
-            3 => kernel::<3, false>(t, a, b, std::ptr::null(), c),
-            4 => kernel::<4, false>(t, a, b, std::ptr::null(), c),
-            5 => kernel::<5, false>(t, a, b, std::ptr::null(), c),
-            _ => kernel::<6, false>(t, a, b, std::ptr::null(), c),
+            1 => kernel::<1, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            2 => kernel::<2, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            3 => kernel::<3, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            4 => kernel::<4, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            5 => kernel::<5, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            _ => kernel::<6, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
         }
     }
 }
@@ -30,12 +31,49 @@ pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, o
     // SAFETY: per this function's contract.
     unsafe {
         match t.rows {
-            1 => kernel::<1, true>(t, a, b, offs, c),
-            2 => kernel::<2, true>(t, a, b, offs, c),
-            3 => kernel::<3, true>(t, a, b, offs, c),
-            4 => kernel::<4, true>(t, a, b, offs, c),
-            5 => kernel::<5, true>(t, a, b, offs, c),
-            _ => kernel::<6, true>(t, a, b, offs, c),
+            1 => kernel::<1, true>(t, a, b, offs, c, &StorePost::NONE),
+            2 => kernel::<2, true>(t, a, b, offs, c, &StorePost::NONE),
+            3 => kernel::<3, true>(t, a, b, offs, c, &StorePost::NONE),
+            4 => kernel::<4, true>(t, a, b, offs, c, &StorePost::NONE),
+            5 => kernel::<5, true>(t, a, b, offs, c, &StorePost::NONE),
+            _ => kernel::<6, true>(t, a, b, offs, c, &StorePost::NONE),
+        }
+    }
+}
+
+/// As [`dispatch`] (`offs` null) or [`dispatch_indirect`], with `post` applied to each value as
+/// it is stored (a conv's residual Add and Relu).
+///
+/// # Safety
+/// As those; a non-null `post.res` holds the tile's rows and columns at C's stride.
+pub(super) unsafe fn dispatch_post(
+    t: &Tile,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    post: &StorePost,
+) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        if offs.is_null() {
+            match t.rows {
+                1 => kernel::<1, false>(t, a, b, offs, c, post),
+                2 => kernel::<2, false>(t, a, b, offs, c, post),
+                3 => kernel::<3, false>(t, a, b, offs, c, post),
+                4 => kernel::<4, false>(t, a, b, offs, c, post),
+                5 => kernel::<5, false>(t, a, b, offs, c, post),
+                _ => kernel::<6, false>(t, a, b, offs, c, post),
+            }
+        } else {
+            match t.rows {
+                1 => kernel::<1, true>(t, a, b, offs, c, post),
+                2 => kernel::<2, true>(t, a, b, offs, c, post),
+                3 => kernel::<3, true>(t, a, b, offs, c, post),
+                4 => kernel::<4, true>(t, a, b, offs, c, post),
+                5 => kernel::<5, true>(t, a, b, offs, c, post),
+                _ => kernel::<6, true>(t, a, b, offs, c, post),
+            }
         }
     }
 }
@@ -47,6 +85,7 @@ unsafe fn kernel<const R: usize, const IND: bool>(
     b: *const f32,
     offs: *const usize,
     c: *mut f32,
+    post: &StorePost,
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     let (mut ap, mut bp) = (a, b);
@@ -80,7 +119,7 @@ unsafe fn kernel<const R: usize, const IND: bool>(
         let bias = if t.load_c || t.bias.is_null() { None } else { Some(unsafe { *t.bias.add(i) }) };
         if t.cols == NR {
             for (h, &v) in row.iter().enumerate() {
-                // SAFETY: columns [0, 16) are inside C.
+                // SAFETY: columns [0, 16) are inside C (and the residual, when post has one).
                 unsafe {
                     let d = cr.add(8 * h);
                     let v = if t.load_c {
@@ -89,6 +128,18 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                         _mm256_add_ps(_mm256_mul_ps(alpha, v), _mm256_set1_ps(b))
                     } else {
                         _mm256_mul_ps(alpha, v)
+                    };
+                    // The residual (rounded add), then the interpreter's Relu: v > 0 or NaN
+                    // keeps v, else +0 (−0 included).
+                    let v = if post.res.is_null() {
+                        v
+                    } else {
+                        _mm256_add_ps(v, _mm256_loadu_ps(post.res.offset(i as isize * t.c_rs).add(8 * h)))
+                    };
+                    let v = if post.relu {
+                        _mm256_and_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()), v)
+                    } else {
+                        v
                     };
                     _mm256_storeu_ps(d, v);
                 }
@@ -102,14 +153,21 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8), row[1]);
             }
             for (j, &x) in tmp[..t.cols].iter().enumerate() {
-                // SAFETY: column j < cols is inside C.
+                // SAFETY: column j < cols is inside C (and the residual, when post has one).
                 unsafe {
                     let d = cr.add(j);
-                    *d = match bias {
+                    let mut v = match bias {
                         _ if t.load_c => t.beta.mul_add(*d, t.alpha * x),
                         Some(b) => t.alpha * x + b,
                         None => t.alpha * x,
                     };
+                    if !post.res.is_null() {
+                        v += *post.res.offset(i as isize * t.c_rs).add(j);
+                    }
+                    if post.relu && !(v > 0.0 || v.is_nan()) {
+                        v = 0.0;
+                    }
+                    *d = v;
                 }
             }
         }

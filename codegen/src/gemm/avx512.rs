@@ -8,6 +8,7 @@
 //! Each C element is computed as the AVX2 kernel computes it (one FMA per k in ascending order,
 //! then `alpha·acc` and `fma(beta, C, ·)`), so the two kernels give the same bits.
 
+use super::conv::StorePost;
 use super::{NR, Tile};
 use std::arch::x86_64::*;
 
@@ -44,9 +45,9 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
     // SAFETY: per this function's contract.
     unsafe {
         if t.cols > NR {
-            by_rows!(t, 2, false, (t, a, b, std::ptr::null(), c))
+            by_rows!(t, 2, false, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
         } else {
-            by_rows!(t, 1, false, (t, a, b, std::ptr::null(), c))
+            by_rows!(t, 1, false, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
         }
     }
 }
@@ -59,7 +60,35 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
 pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32) {
     // SAFETY: per this function's contract.
     unsafe {
-        if t.cols > NR { by_rows!(t, 2, true, (t, a, b, offs, c)) } else { by_rows!(t, 1, true, (t, a, b, offs, c)) }
+        if t.cols > NR {
+            by_rows!(t, 2, true, (t, a, b, offs, c, &StorePost::NONE))
+        } else {
+            by_rows!(t, 1, true, (t, a, b, offs, c, &StorePost::NONE))
+        }
+    }
+}
+
+/// As [`dispatch`] (`offs` null) or [`dispatch_indirect`], with `post` applied to each value as
+/// it is stored (a conv's residual Add and Relu, in registers).
+///
+/// # Safety
+/// As those; a non-null `post.res` holds the tile's rows and columns at C's stride.
+pub(super) unsafe fn dispatch_post(
+    t: &Tile,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    post: &StorePost,
+) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        match (offs.is_null(), t.cols > NR) {
+            (true, true) => by_rows!(t, 2, false, (t, a, b, offs, c, post)),
+            (true, false) => by_rows!(t, 1, false, (t, a, b, offs, c, post)),
+            (false, true) => by_rows!(t, 2, true, (t, a, b, offs, c, post)),
+            (false, false) => by_rows!(t, 1, true, (t, a, b, offs, c, post)),
+        }
     }
 }
 
@@ -70,6 +99,7 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
     b: *const f32,
     offs: *const usize,
     c: *mut f32,
+    post: &StorePost,
 ) {
     let mut acc = [[_mm512_setzero_ps(); W]; R];
     let (mut ap, mut bp) = (a, b);
@@ -112,8 +142,8 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
         // SAFETY: a non-null bias holds one float per tile row (Tile::bias).
         let bias = if t.load_c || t.bias.is_null() { None } else { Some(_mm512_set1_ps(unsafe { *t.bias.add(i) })) };
         for (h, (&v, &m)) in row.iter().zip(&masks).enumerate() {
-            // SAFETY: the lanes of mask m are columns < cols, inside C; masked lanes are neither
-            // read nor written.
+            // SAFETY: the lanes of mask m are columns < cols, inside C (and the residual, when
+            // post has one); masked lanes are neither read nor written.
             unsafe {
                 let d = cr.add(h * NR);
                 let v = if t.load_c {
@@ -122,6 +152,18 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool>(
                     _mm512_add_ps(_mm512_mul_ps(alpha, v), b)
                 } else {
                     _mm512_mul_ps(alpha, v)
+                };
+                // The residual (rounded add), then the interpreter's Relu: v > 0 or NaN keeps
+                // v, else +0 (−0 included).
+                let v = if post.res.is_null() {
+                    v
+                } else {
+                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, post.res.offset(i as isize * t.c_rs).add(h * NR)))
+                };
+                let v = if post.relu {
+                    _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, _mm512_setzero_ps()), v)
+                } else {
+                    v
                 };
                 _mm512_mask_storeu_ps(d, m, v);
             }

@@ -120,8 +120,8 @@ pub fn panel_fill(oh: usize, ow: usize) -> f64 {
 }
 
 /// Largest output plane (pixels) [`PackedConv::by_channels`] is used for: its per-thread scratch
-/// holds the plane's whole im2col matrix (K × pixels; 7² planes of K = 4608 are 0.9 MB), which
-/// the memory plan does not count.
+/// holds the plane's product (pixels × channels; 7² planes of 2048 channels are 0.4 MB) and one
+/// K block of its A panels, which the memory plan does not count.
 pub const BY_CHANNELS_MAX_PIXELS: usize = 64;
 
 /// A convolution with its weights packed for the micro-kernels. Args at run time: `[out, x, w]`
@@ -144,8 +144,16 @@ pub struct PackedConv {
     mr: usize,
     /// The 1×1 identity case: per input channel, its plane's offset in the input (B row k of a
     /// block is channel k's plane from the block's first pixel: the indirect kernel reads whole
-    /// 16-pixel panels there, with no gather). Empty otherwise.
+    /// 16-pixel panels there, with no gather). In the other 1×1 cases (`subsample`), its plane's
+    /// offset in the block's compact copy. Empty otherwise.
     plane_taps: Vec<usize>,
+    /// A 1×1 conv that is not the identity (stride, padding: ResNet's stride-2 downsamples): per
+    /// block, the input pixels its output pixels read are copied into a compact per-thread
+    /// `[C, block pixels]` scratch (padding as zeros), which is then the identity case's input:
+    /// every whole 16-pixel panel is read in place, none gathered, and only the pixels the conv
+    /// reads are copied (the window of the general case holds every input row and column
+    /// between them: 4× the floats at stride 2).
+    subsample: bool,
     /// Small output planes ([`PackedConv::by_channels`]): per group, the weight transposed and
     /// packed as a GEMM's B (`k × m`, 16-channel panels); `wts` is then empty.
     by_channels: Option<Vec<super::PackedB>>,
@@ -157,6 +165,65 @@ pub struct PackedConv {
     /// with the epilogue before the next starts (small-K convs: MobileNet v2's 16→96 1×1 at
     /// 112² wrote its output, a 4.8 MB plane, then re-read it for the bias and the epilogue).
     stream: bool,
+    /// What the conv applies to each output as it is stored (see [`Post`]).
+    post: Option<Post>,
+}
+
+/// A residual Add and/or a Relu the conv applies to its output as each register tile's last K
+/// block is stored (while the tile is in L1), rather than a separate epilogue pass: `out =
+/// relu(conv + r)`, each step rounded as the interpreter rounds it (the add, then the Relu, which
+/// keeps NaN and maps −0 to +0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Post {
+    /// Index in the run's args of the residual `r` (same shape as the output), if any.
+    pub residual: Option<usize>,
+    pub relu: bool,
+}
+
+/// [`Post`] for one micro-kernel call: the residual at the tile's first output (rows at C's
+/// stride; null: none) and the Relu, applied in registers as the tile is stored.
+#[derive(Clone, Copy)]
+pub(super) struct StorePost {
+    pub res: *const f32,
+    pub relu: bool,
+}
+
+impl StorePost {
+    pub const NONE: StorePost = StorePost { res: std::ptr::null(), relu: false };
+}
+
+impl Kernel {
+    /// [`Kernel::run`] (`offs` null) or [`Kernel::run_indirect`] with `post` applied to each value
+    /// as it is stored (the portable kernel: to the tile after it is stored).
+    ///
+    /// # Safety
+    /// As those; a non-null `post.res` holds the tile's rows (at `t.c_rs`) and columns.
+    unsafe fn run_post(
+        self,
+        t: &Tile,
+        a: *const f32,
+        b: *const f32,
+        offs: *const usize,
+        c: *mut f32,
+        post: &StorePost,
+    ) {
+        match self {
+            Kernel::Generic => {
+                // SAFETY: per this function's contract (the portable kernel has no indirect form,
+                // so offs is null: has_indirect).
+                unsafe {
+                    self.run(t, a, b, c);
+                    post_tile(Isa::Generic, c, post.res, t.c_rs as usize, t.rows, t.cols, post.relu);
+                }
+            }
+            // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { super::avx2::dispatch_post(t, a, b, offs, c, post) },
+            // SAFETY: per this function's contract; the CPU has AVX-512 F (checked in for_isa).
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512 => unsafe { super::avx512::dispatch_post(t, a, b, offs, c, post) },
+        }
+    }
 }
 
 /// The GEMM depth K = C·kh·kw of a conv weight, checked to hold `groups`·`m` rows of K floats.
@@ -203,11 +270,12 @@ impl PackedConv {
         }
         let kc = if k == 0 { 0 } else { k.div_ceil(k.div_ceil(KC)) };
         let identity = geo.is_identity();
-        let plane_taps = if identity { (0..geo.c).map(|ci| ci * geo.h * geo.w).collect() } else { Vec::new() };
+        let subsample = !identity && geo.kh == 1 && geo.kw == 1;
         // The floats one K block of the micro-kernels reads as B in blocks of r rows (see
         // `stream`): the window when the indirect kernel reads it, else the gathered panels (or,
-        // the same count, the block's pixels of kc input planes).
-        let windowed = indirect(Kernel::for_isa(isa), identity) && !identity;
+        // the same count, the block's pixels of kc input planes or of the compact copy).
+        let flat = identity || subsample;
+        let windowed = indirect(Kernel::for_isa(isa), flat) && !flat;
         let b_floats = |r: usize| {
             if windowed { WindowGeo::new(&geo, r).len(geo.c) } else { kc * (r * geo.ow).div_ceil(NR) * NR }
         };
@@ -225,6 +293,13 @@ impl PackedConv {
         }
         let win = WindowGeo::new(&geo, rows_per_block);
         let stream = b_floats(rows_per_block) * 4 <= STREAM_BYTES;
+        let plane_taps = if identity {
+            (0..geo.c).map(|ci| ci * geo.h * geo.w).collect()
+        } else if subsample {
+            (0..geo.c).map(|ci| ci * rows_per_block * geo.ow).collect()
+        } else {
+            Vec::new()
+        };
         Ok(PackedConv {
             n,
             groups,
@@ -237,18 +312,20 @@ impl PackedConv {
             win,
             mr,
             plane_taps,
+            subsample,
             by_channels: None,
             wts,
             stream,
+            post: None,
         })
     }
 
     /// A conv whose output plane is too small for 16-pixel panels (3², 6², 7²: [`panel_fill`]
     /// below 0.9) run with the register tile along output channels: per (image, group) the
-    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is the packed GEMM with Wᵀ as its
-    /// B (packed now, 16-channel panels) and the im2col matrix as its A (strides (1, OH·OW), packed
-    /// per call), written to a scratch and transposed into NCHW with the bias. Threads split the
-    /// channel panels. `Err` as [`PackedConv::new`].
+    /// transposed output `[OH·OW, m] = col[K, OH·OW]ᵀ · Wᵀ[K, m]` is a GEMM with Wᵀ as its B (packed
+    /// now, 16-channel panels) and the im2col matrix as its A (gathered per K block straight from
+    /// the input into the micro-kernel's pixel panels), written to a scratch and transposed into
+    /// NCHW with the bias. Threads split the channel panels. `Err` as [`PackedConv::new`].
     pub fn by_channels(
         n: usize,
         groups: usize,
@@ -273,9 +350,11 @@ impl PackedConv {
             win,
             mr: NR,
             plane_taps: Vec::new(),
+            subsample: false,
             by_channels: Some(packed),
             wts: Vec::new(),
             stream: false,
+            post: None,
             geo,
         })
     }
@@ -283,6 +362,23 @@ impl PackedConv {
     /// Whether the channel panels run outermost with the epilogue after each (see the field).
     pub fn streams(&self) -> bool {
         self.stream
+    }
+
+    /// The residual Add / Relu applied as outputs are stored, if any.
+    pub fn post(&self) -> Option<&Post> {
+        self.post.as_ref()
+    }
+
+    /// Makes the conv apply `relu(out + args[residual])` (each part optional) as it stores each
+    /// output; the args then carry the residual at that index.
+    pub fn set_post(&mut self, residual: Option<usize>, relu: bool) {
+        self.post = Some(Post { residual, relu });
+    }
+
+    /// Whether each block reads a compact copy of the input pixels of a 1×1 conv that is not
+    /// the identity (see the field).
+    pub fn subsamples(&self) -> bool {
+        self.subsample
     }
 
     pub fn bytes(&self) -> usize {
@@ -340,12 +436,20 @@ impl PackedConv {
         let plane = geo.oh * geo.ow;
         let (blocks, panels) = (self.blocks(), self.m_panels());
         let identity = geo.is_identity();
-        let indirect = indirect(kernel, identity);
+        // The identity case and the compact copy of a 1×1 (`subsample`): B rows are planes of
+        // the block's pixels, contiguous.
+        let flat = identity || self.subsample;
+        // A flat B of at most 64 rows is gathered even where the kernel could read it in place:
+        // the 64→256 1×1 on 56² (+ residual + Relu) ran 6–8% faster so (CPU time, 3 rounds);
+        // at K = 128 and 256 reading in place was as fast or faster.
+        let indirect = indirect(kernel, flat) && !(flat && self.k <= 64);
         SCRATCH.with(|cell| {
             let (mut bpack, mut win) = cell.take();
             let max_pix = self.rows_per_block * geo.ow;
             bpack.resize(self.kc * max_pix.div_ceil(NR) * NR, 0.0);
-            if !identity {
+            if self.subsample {
+                win.resize(geo.c * max_pix, 0.0);
+            } else if !identity {
                 win.resize(self.win.len(geo.c), 0.0);
             }
             for u in lo..hi {
@@ -373,6 +477,15 @@ impl PackedConv {
                         (args[0] as *mut f32).add((img * self.groups * self.m + g * self.m) * plane + q0),
                     )
                 };
+                // The residual at the same offset as the output block (Post).
+                let res = match self.post.and_then(|p| p.residual) {
+                    // SAFETY: the residual has the output's shape (Post::residual).
+                    Some(r) => unsafe {
+                        (args[r] as *const f32).add((img * self.groups * self.m + g * self.m) * plane + q0)
+                    },
+                    None => std::ptr::null(),
+                };
+                let relu = self.post.is_some_and(|p| p.relu);
                 // The bias is added by the first K block's micro-kernels as they store C (no pass
                 // filling C with it first).
                 let bias = if self.bias {
@@ -381,7 +494,9 @@ impl PackedConv {
                 } else {
                     std::ptr::null()
                 };
-                if !identity && self.k > 0 {
+                if self.subsample {
+                    self.fill_compact(&mut win, x, oh0, oh1);
+                } else if !identity && self.k > 0 {
                     self.fill_window(isa, &mut win, x, oh0, oh1);
                 }
                 // Whether `after` was called per channel panel (the streaming order below).
@@ -395,6 +510,8 @@ impl PackedConv {
                         let dst = &mut bpack[..kc * npan * NR];
                         if identity {
                             gather_identity(dst, x, geo.h * geo.w, k0, q0, npix, indirect);
+                        } else if self.subsample {
+                            gather_identity(dst, &win, max_pix, k0, 0, npix, indirect);
                         } else {
                             self.gather(isa, dst, &win, k0, npix, indirect);
                         }
@@ -422,16 +539,25 @@ impl PackedConv {
                     // from the input planes.
                     let (src, taps) = if identity {
                         (x.as_ptr(), &self.plane_taps[k0..k0 + kc])
+                    } else if self.subsample {
+                        (win.as_ptr(), &self.plane_taps[k0..k0 + kc])
                     } else {
                         (win.as_ptr(), &self.win.taps[k0..k0 + kc])
                     };
                     let step = geo.stride[0] * self.win.row;
                     let full = |p: usize| {
                         let q = p * NR;
-                        indirect && NR.min(npix - q) == NR && (identity || q % geo.ow + NR <= geo.ow)
+                        indirect && NR.min(npix - q) == NR && (flat || q % geo.ow + NR <= geo.ow)
                     };
-                    let base =
-                        |p: usize| if identity { q0 + p * NR } else { (p * NR) / geo.ow * step + (p * NR) % geo.ow };
+                    let base = |p: usize| {
+                        if identity {
+                            q0 + p * NR
+                        } else if self.subsample {
+                            p * NR
+                        } else {
+                            (p * NR) / geo.ow * step + (p * NR) % geo.ow
+                        }
+                    };
                     // Pixel panels of the call starting at panel p.
                     let width = |p: usize| {
                         let np = wide.min(npan - p);
@@ -445,15 +571,45 @@ impl PackedConv {
                         // panels are kc·NR floats each, kc·NR apart. A full panel's B rows are 16
                         // floats of the window at (q / ow)·step + q mod ow + tap, inside its slack
                         // (WindowGeo::len), as the gather reads them, or (identity) of the input
+                        // at tap + q0 + q, inside the channel's plane as the block's pixels are,
+                        // or (subsample) of the compact copy at tap + q, likewise;
                         // at tap + q0 + q, inside the channel's plane as the block's pixels are;
                         // of two full panels the second's are b_next floats after the first's.
                         unsafe {
                             let c = out.add(i * mr * plane + p * NR);
+                            if last && !res.is_null() {
+                                // The residual rows the tile adds once it is stored, requested
+                                // while the micro-kernel runs: read when the tile is final, they
+                                // would be cache misses down a column of planes.
+                                let t = tile(i, p, np, 0);
+                                prefetch_rows(res.add(i * mr * plane + p * NR), plane, t.rows, t.cols);
+                            }
+                            // The last K block's tile applies the Post as it is stored.
+                            let post = StorePost {
+                                res: if res.is_null() || !last {
+                                    std::ptr::null()
+                                } else {
+                                    res.add(i * mr * plane + p * NR)
+                                },
+                                relu: relu && last,
+                            };
+                            let posted = !post.res.is_null() || post.relu;
                             if full(p) {
                                 let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
-                                kernel.run_indirect(&t, ap.as_ptr(), src.add(base(p)), taps.as_ptr(), c);
+                                let (a, b) = (ap.as_ptr(), src.add(base(p)));
+                                if posted {
+                                    kernel.run_post(&t, a, b, taps.as_ptr(), c, &post);
+                                } else {
+                                    kernel.run_indirect(&t, a, b, taps.as_ptr(), c);
+                                }
                             } else {
-                                kernel.run(&tile(i, p, np, kc * NR), ap.as_ptr(), bpack.as_ptr().add(p * kc * NR), c);
+                                let t = tile(i, p, np, kc * NR);
+                                let (a, b) = (ap.as_ptr(), bpack.as_ptr().add(p * kc * NR));
+                                if posted {
+                                    kernel.run_post(&t, a, b, std::ptr::null(), c, &post);
+                                } else {
+                                    kernel.run(&t, a, b, c);
+                                }
                             }
                         }
                     };
@@ -521,9 +677,14 @@ impl PackedConv {
         let geo = &self.geo;
         let (plane, m) = (geo.oh * geo.ow, self.m);
         let panels = m.div_ceil(NR);
+        let relu = self.post.is_some_and(|p| p.relu);
+        let kernel = Kernel::for_isa(isa);
+        let (mr, wide, k) = (kernel.mr(), kernel.panels_per_call(), self.k);
+        let row_panels = plane.div_ceil(mr);
+        let gather = self.pixel_taps(mr);
         SCRATCH.with(|cell| {
-            let (mut col, mut ct) = cell.take();
-            col.resize(self.k * plane, 0.0);
+            let (mut apack, mut ct) = cell.take();
+            apack.resize(row_panels * mr * KC, 0.0);
             ct.resize(plane * m, 0.0);
             for u in lo..hi {
                 let part = u % parts;
@@ -534,36 +695,175 @@ impl PackedConv {
                 if c0 >= c1 {
                     continue;
                 }
-                let prod = super::Product {
-                    m: plane,
-                    a_rs: 1,
-                    a_cs: plane as isize,
-                    c_rs: m as isize,
-                    alpha: 1.0,
-                    beta: 0.0,
-                    accumulate: false,
+                // SAFETY: the image's group planes are inside x (caller: args sized for these
+                // shapes).
+                let x = unsafe {
+                    std::slice::from_raw_parts(
+                        (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w),
+                        geo.c * geo.h * geo.w,
+                    )
                 };
-                // SAFETY: the image's group planes are inside x and the (image, group) output
-                // planes inside out (caller: args sized for these shapes); col holds the K×plane
-                // im2col matrix and ct the plane×m product, which the GEMM reads and writes
-                // through those strides; bias holds groups·m floats.
-                unsafe {
-                    let x = (args[1] as *const f32).add((img * self.groups + g) * geo.c * geo.h * geo.w);
-                    geo.run_tile(x, col.as_mut_ptr(), 0, plane);
-                    prod.run(isa, col.as_ptr(), &packed[g], ct.as_mut_ptr(), 0..plane, p0..p1, &mut |_, _| {});
-                    let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
-                    for j in c0..c1 {
-                        let b = if self.bias { *(args[3] as *const f32).add(g * m + j) } else { 0.0 };
-                        let row = std::slice::from_raw_parts_mut(out.add(j * plane), plane);
-                        for (q, d) in row.iter_mut().enumerate() {
-                            *d = ct[q * m + j] + b;
+                let b = &packed[g];
+                // The product ct[plane × m] = im2col(x)ᵀ · Wᵀ over K blocks of KC, its A panels
+                // (mr pixels × kc taps) gathered from the input directly (no im2col matrix, no
+                // strided repack), B the packed Wᵀ's column panels `wide` at a time.
+                // k = 0 still runs one (empty) block, which writes ct = 0.
+                let mut k0 = 0;
+                loop {
+                    let kc = KC.min(k - k0);
+                    self.pack_pixels(&mut apack[..row_panels * mr * kc], x, &gather, k0, mr);
+                    let mut p = p0;
+                    while p < p1 {
+                        let np = wide.min(p1 - p);
+                        let t = Tile {
+                            kc,
+                            rows: mr,
+                            cols: (np * NR).min(m - p * NR),
+                            alpha: 1.0,
+                            beta: 1.0,
+                            load_c: k0 > 0,
+                            c_rs: m as isize,
+                            b_next: (k * NR) as isize,
+                            mr,
+                            bias: std::ptr::null(),
+                        };
+                        // Panel p's rows [k0, k0 + kc) and, past NR columns, the next panel's.
+                        let bp = &b.data[p * k * NR + k0 * NR..(p + np - 1) * k * NR + (k0 + kc) * NR];
+                        for i in 0..row_panels {
+                            let t = Tile { rows: mr.min(plane - i * mr), ..t };
+                            // SAFETY: the A panel holds kc·mr floats, B's rows are inside bp (the
+                            // second panel's b_next = k·NR after the first's), and the tile's
+                            // rows (pixels < plane) and columns (channels < m) are inside ct.
+                            unsafe {
+                                let c = ct.as_mut_ptr().add(i * mr * m + p * NR);
+                                kernel.run(&t, apack.as_ptr().add(i * mr * kc), bp.as_ptr(), c);
+                            }
                         }
+                        p += np;
+                    }
+                    k0 += kc;
+                    if k0 >= k {
+                        break;
+                    }
+                }
+                // SAFETY: the (image, group) output planes are inside out (caller: args sized for
+                // these shapes); bias holds groups·m floats, the residual the output's.
+                unsafe {
+                    let out = (args[0] as *mut f32).add((img * self.groups + g) * m * plane);
+                    // Into NCHW 16 channels at a time: per pixel one contiguous read of the
+                    // product's row, 16 channel planes written in step. (Channel by channel, the
+                    // reads ran down a column m floats apart: at m = 2048 every one of them in the
+                    // same L1 set, 20% of a 512→2048 1×1 on 7².)
+                    let bias = if self.bias { (args[3] as *const f32).add(g * m) } else { std::ptr::null() };
+                    // The residual's (image, group) planes (Post), at the output's offset.
+                    let res = match self.post.and_then(|p| p.residual) {
+                        Some(r) => (args[r] as *const f32).add((img * self.groups + g) * m * plane),
+                        None => std::ptr::null(),
+                    };
+                    let mut j0 = c0;
+                    while j0 < c1 {
+                        let jn = NR.min(c1 - j0);
+                        let mut b = [0.0f32; NR];
+                        if !bias.is_null() {
+                            b[..jn].copy_from_slice(std::slice::from_raw_parts(bias.add(j0), jn));
+                        }
+                        let planes = std::slice::from_raw_parts_mut(out.add(j0 * plane), jn * plane);
+                        for (q, src) in ct.chunks_exact(m).take(plane).enumerate() {
+                            for (t, (&v, &bt)) in src[j0..j0 + jn].iter().zip(&b).enumerate() {
+                                planes[t * plane + q] = v + bt;
+                            }
+                        }
+                        if relu || !res.is_null() {
+                            let r = if res.is_null() { res } else { res.add(j0 * plane) };
+                            post_tile(isa, planes.as_mut_ptr(), r, plane, jn, plane, relu);
+                        }
+                        j0 += jn;
                     }
                 }
                 after(img, g * m + c0, g * m + c1, 0, geo.oh);
             }
-            cell.set((col, ct));
+            cell.set((apack, ct));
         });
+    }
+
+    /// Per pixel panel (`mr` output pixels) and tap (ky, kx) of the kernel window, each pixel's
+    /// input offset in a channel plane, or `u32::MAX` (padding, or past the plane): what
+    /// [`PackedConv::pack_pixels`] reads. `mr·kh·kw` entries per panel.
+    fn pixel_taps(&self, mr: usize) -> Vec<u32> {
+        let geo = &self.geo;
+        let plane = geo.oh * geo.ow;
+        let mut tab = Vec::with_capacity(plane.div_ceil(mr) * mr * geo.kh * geo.kw);
+        for i in 0..plane.div_ceil(mr) {
+            for ky in 0..geo.kh {
+                for kx in 0..geo.kw {
+                    for q in i * mr..i * mr + mr {
+                        let (oy, ox) = (q / geo.ow.max(1), q % geo.ow.max(1));
+                        let iy = (oy * geo.stride[0] + ky * geo.dil[0]).wrapping_sub(geo.pad[0]);
+                        let ix = (ox * geo.stride[1] + kx * geo.dil[1]).wrapping_sub(geo.pad[1]);
+                        let inside = q < plane && iy < geo.h && ix < geo.w;
+                        tab.push(if inside { u32::try_from(iy * geo.w + ix).unwrap_or(u32::MAX) } else { u32::MAX });
+                    }
+                }
+            }
+        }
+        tab
+    }
+
+    /// The A panels of the channel-tiled product for taps `[k0, k0 + dst.len() / (panels·mr))`:
+    /// panel i holds, per tap k = (channel, ky, kx), the input values under output pixels
+    /// `[i·mr, i·mr + mr)` (zero for padding and past the plane), read through `gather`
+    /// ([`PackedConv::pixel_taps`]).
+    fn pack_pixels(&self, dst: &mut [f32], x: &[f32], gather: &[u32], k0: usize, mr: usize) {
+        let geo = &self.geo;
+        let panels = (geo.oh * geo.ow).div_ceil(mr);
+        if panels == 0 || dst.is_empty() {
+            return;
+        }
+        let (kc, taps, hw) = (dst.len() / panels / mr, geo.kh * geo.kw, geo.h * geo.w);
+        for (i, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
+            let (mut ci, mut t) = (k0 / taps, k0 % taps);
+            for col in panel.chunks_exact_mut(mr) {
+                let chan = &x[ci * hw..][..hw];
+                let offs = &gather[(i * taps + t) * mr..][..mr];
+                for (d, &o) in col.iter_mut().zip(offs) {
+                    // u32::MAX is never inside a plane: padding reads as zero.
+                    *d = chan.get(o as usize).copied().unwrap_or(0.0);
+                }
+                t += 1;
+                if t == taps {
+                    (ci, t) = (ci + 1, 0);
+                }
+            }
+        }
+    }
+
+    /// The compact copy of a `subsample` conv: for output rows `[oh0, oh1)`, channel `ci`'s input
+    /// pixel under output pixel `j` of the block (rows of `ow`) at `ci·rows_per_block·ow + j`,
+    /// zero where that pixel is padding.
+    fn fill_compact(&self, win: &mut [f32], x: &[f32], oh0: usize, oh1: usize) {
+        let geo = &self.geo;
+        let (ow, s1, pl) = (geo.ow, geo.stride[1], geo.pad[1]);
+        // Output columns [j0, j1) read input columns j·s1 − pl inside [0, w).
+        let j0 = pl.div_ceil(s1).min(ow);
+        let j1 = ((geo.w + pl).div_ceil(s1)).clamp(j0, ow);
+        for (ci, chan) in win.chunks_exact_mut(self.rows_per_block * ow).take(geo.c).enumerate() {
+            for (r, dst) in chan.chunks_exact_mut(ow).take(oh1 - oh0).enumerate() {
+                let iy = ((oh0 + r) * geo.stride[0]).wrapping_sub(geo.pad[0]);
+                if iy >= geo.h {
+                    dst.fill(0.0);
+                    continue;
+                }
+                dst[..j0].fill(0.0);
+                dst[j1..].fill(0.0);
+                if j0 < j1 {
+                    // j0·s1 ≥ pl (j0 = ⌈pl/s1⌉ when the range is not empty).
+                    let src = &x[(ci * geo.h + iy) * geo.w + j0 * s1 - pl..][..(j1 - j0 - 1) * s1 + 1];
+                    for (d, &v) in dst[j0..j1].iter_mut().zip(src.iter().step_by(s1)) {
+                        *d = v;
+                    }
+                }
+            }
+        }
     }
 
     /// Copies the input rows that output rows `[oh0, oh1)` read, of every channel of the group
@@ -694,12 +994,82 @@ impl PackedConv {
     }
 }
 
+/// Asks for the cache lines of `rows` rows of `cols` floats at `r` (rows `rs` floats apart) to be
+/// brought into L1 (a hint: no access is made, any address is allowed).
+#[inline(always)]
+fn prefetch_rows(r: *const f32, rs: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in 0..rows {
+        for j in (0..cols).step_by(NR) {
+            let line = r.wrapping_add(i * rs + j) as *const i8;
+            // SAFETY: a prefetch is a hint that never faults and reads nothing architecturally.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (r, rs, rows, cols);
+}
+
+/// [`Post`] on `rows` rows of `cols` outputs at `c` (rows `c_rs` floats apart), just stored:
+/// `c += r` when `r` is not null (the residual, same layout), then the Relu when `relu`.
+///
+/// # Safety
+/// The rows and columns are inside C and (when not null) the residual.
+unsafe fn post_tile(isa: Isa, c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+    #[inline(always)]
+    unsafe fn rows_of(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+        for i in 0..rows {
+            // SAFETY: per post_tile's contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * c_rs), cols) };
+            if !r.is_null() {
+                // SAFETY: per post_tile's contract.
+                let res = unsafe { std::slice::from_raw_parts(r.add(i * c_rs), cols) };
+                for (d, &x) in row.iter_mut().zip(res) {
+                    *d += x;
+                }
+            }
+            if relu {
+                for d in row.iter_mut() {
+                    // The interpreter's Relu: x > 0 or NaN keeps x, else +0.
+                    *d = if *d > 0.0 || d.is_nan() { *d } else { 0.0 };
+                }
+            }
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx512 && std::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f")]
+        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+            // SAFETY: per post_tile's contract.
+            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+        }
+        // SAFETY: the CPU has AVX-512 F (checked just above); the rest per this function's contract.
+        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if isa >= Isa::Avx2Fma {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+            // SAFETY: per post_tile's contract.
+            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+        }
+        // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2 is
+        // present; the rest per this function's contract.
+        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        return;
+    }
+    let _ = isa;
+    // SAFETY: per this function's contract.
+    unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+}
+
 /// Whether `kernel` reads a conv's whole 16-pixel panels in place (the window, or the input planes
-/// in the 1×1 identity case) rather than gathered. The 1×1 identity case reads the input planes
-/// directly only with the AVX-512 kernel: with the AVX2 one that ran ~20% slower than gathering
-/// (conv1x1_256to64x56, CPU time).
-fn indirect(kernel: Kernel, identity: bool) -> bool {
-    kernel.has_indirect() && (!identity || kernel.panels_per_call() > 1)
+/// in the 1×1 identity case, or a 1×1's compact copy: `flat`) rather than gathered. The flat cases
+/// read the planes directly only with the AVX-512 kernel: with the AVX2 one that ran ~20% slower
+/// than gathering (conv1x1_256to64x56, CPU time).
+fn indirect(kernel: Kernel, flat: bool) -> bool {
+    kernel.has_indirect() && (!flat || kernel.panels_per_call() > 1)
 }
 
 /// The first `cols` pixels of panel `p` as runs within one output row (`ow` pixels, `step` window
@@ -921,6 +1291,17 @@ mod tests {
             ..case(3, 7, 8, 9, 3, 1, 1, 0)
         });
         cases.push(Case { k: [5, 2], s: [2, 1], p: [2, 0, 0, 1], ..case(6, 17, 13, 6, 1, 1, 1, 0) });
+        // 1×1 convs that are not the identity (the compact copy): stride 2 with rows of 28 and
+        // 14 output pixels (panels across rows, whole ones read in place), two K blocks, a
+        // stride of 3 by 1, padding on every side (zero pixels), one output pixel, groups.
+        cases.extend([
+            case(19, 13, 56, 56, 1, 2, 1, 0),
+            Case { bias: false, ..case(300, 9, 28, 27, 1, 2, 1, 0) },
+            Case { s: [3, 1], p: [1, 2, 2, 1], ..case(5, 21, 10, 37, 1, 1, 1, 0) },
+            Case { p: [1, 1, 1, 1], ..case(7, 6, 9, 9, 1, 2, 1, 0) },
+            case(4, 3, 1, 1, 1, 2, 1, 0),
+            Case { n: 2, groups: 2, ..case(6, 17, 33, 35, 1, 2, 1, 0) },
+        ]);
         for isa in isas() {
             for cs in &cases {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 1), (3, 4)] {
@@ -970,6 +1351,25 @@ mod tests {
                 for (parts, chunks) in [(1, 1), (1, 2), (2, 2), (3, 4)] {
                     check_packed(isa, cs, parts, chunks, true);
                 }
+            }
+        }
+    }
+
+    /// 1×1 convs other than the identity read the compact copy; the identity and the other
+    /// kernels do not.
+    #[test]
+    fn strided_1x1_reads_a_compact_copy() {
+        for isa in isas() {
+            for (cs, want) in [
+                (case(256, 512, 56, 56, 1, 2, 1, 0), true),
+                (case(8, 8, 9, 9, 1, 1, 1, 1), true),
+                (case(256, 64, 56, 56, 1, 1, 1, 0), false),
+                (case(64, 64, 56, 56, 3, 2, 1, 1), false),
+            ] {
+                let g = geo(&cs).unwrap();
+                let w = vec![0.0; cs.m * cs.c * cs.k[0] * cs.k[1]];
+                let pc = PackedConv::new(1, 1, cs.m, g, true, isa, &w).unwrap();
+                assert_eq!(pc.subsamples(), want, "{isa:?} {cs:?}");
             }
         }
     }

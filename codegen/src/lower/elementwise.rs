@@ -176,6 +176,31 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         }
         return Ok(());
     }
+    if epilogue_of.is_some()
+        && let Some((residual, relu)) = conv_store_ops(cx, members, &leaves, &leaf_places, &out_shape)
+        && let Some(step) = cx.steps.last_mut()
+        && let StepKind::PackedConv { spec, epilogue: None } = &mut step.kind
+        && let Some(conv) = std::sync::Arc::get_mut(spec)
+    {
+        // A residual Add and/or a Relu after a packed conv: applied by the conv to each register
+        // tile as its last K block is stored (in L1), in the conv's buffer, in place of a
+        // generated epilogue pass over every output row (22% of a 64→256 1×1 on 56²).
+        let res_arg = residual.map(|_| step.args.len());
+        conv.set_post(res_arg, relu);
+        step.args.extend(residual);
+        // Labelled as a generated epilogue is (the nodes it computes); the step's description
+        // says "in-store".
+        let label = if members.len() > 1 {
+            let names: Vec<&str> = members.iter().map(|&m| graph.node(m).name.as_str()).collect();
+            format!("fused[{}]", names.join(", "))
+        } else {
+            root_name.clone()
+        };
+        step.label = format!("{} + epilogue {label}", step.label);
+        let conv_buf = step.args[0];
+        cx.bind(out_v, conv_buf);
+        return Ok(());
+    }
     let out_place = match in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members) {
         Some(p) => {
             cx.bind(out_v, p);
@@ -246,6 +271,66 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
     }
     cx.kernel_step(&label, kname, lay.rows(), elems, args);
     Ok(())
+}
+
+/// Whether a fused group that is the epilogue of the packed conv just emitted is a residual Add
+/// (`conv + r`, r of the output's shape, in another buffer), a Relu, or a Relu of such an Add,
+/// which the conv applies as it stores its tiles ([`crate::gemm::conv::PackedConv::set_post`]),
+/// writing its result in place of the conv's output: `(the residual's place, relu)`.
+fn conv_store_ops(
+    cx: &Ctx,
+    members: &[NodeId],
+    leaves: &[(Value, Vec<usize>)],
+    places: &[Place],
+    out_shape: &[usize],
+) -> Option<(Option<Place>, bool)> {
+    let step = cx.steps.last()?;
+    let StepKind::PackedConv { spec, epilogue: None } = &step.kind else { return None };
+    if spec.post().is_some() || std::sync::Arc::strong_count(spec) != 1 {
+        return None;
+    }
+    let (graph, conv_buf) = (cx.graph, step.args[0]);
+    let is_add = |m: NodeId| matches!(graph.node(m).op(), Some(Op::Binary(kiln_ir::BinaryOp::Add)));
+    let is_relu = |m: NodeId| matches!(graph.node(m).op(), Some(Op::Unary(kiln_ir::UnaryOp::Relu)));
+    let (add, relu) = match *members {
+        [m] if is_relu(m) => (None, m),
+        [m] if is_add(m) => (Some(m), m),
+        [x, y] if is_add(x) && is_relu(y) => (Some(x), y),
+        [x, y] if is_add(y) && is_relu(x) => (Some(y), x),
+        _ => return None,
+    };
+    let has_relu = is_relu(relu);
+    // The value the conv's result feeds: the Add's operands, or the Relu's input.
+    let operands = match add {
+        Some(a) => {
+            let out = Value { node: a, port: 0 };
+            if has_relu && (graph.node_inputs(relu) != [out] || !graph.users(out).iter().all(|(u, _)| *u == relu)) {
+                return None;
+            }
+            graph.node_inputs(a)
+        }
+        None => graph.node_inputs(relu),
+    };
+    let place = |v: &Value| cx.place.get(v).copied();
+    let conv_at = operands.iter().position(|v| place(v) == Some(conv_buf))?;
+    let residual = match (add, operands.len()) {
+        (None, 1) => None,
+        (Some(_), 2) => {
+            let r = &operands[1 - conv_at];
+            let p = place(r)?;
+            if p == conv_buf || graph.value_type(*r).shape != out_shape || graph.value_type(*r).dtype != DType::F32 {
+                return None;
+            }
+            Some(p)
+        }
+        _ => return None,
+    };
+    // The conv's buffer takes the result in place: read only by this group, of the result's size.
+    let i = places.iter().position(|&p| p == conv_buf)?;
+    if in_place_leaf(cx, &leaves[i..=i], &places[i..=i], out_shape, members) != Some(conv_buf) {
+        return None;
+    }
+    Some((residual, has_relu))
 }
 
 /// Whether a fused group can run as the epilogue of the GEMM step just emitted: one of its leaves
