@@ -175,6 +175,38 @@ fn issue11_plans_above_the_memory_cap_are_refused_at_compile_time() {
     assert!(compile(&g, &w, &options(1)).is_ok());
 }
 
+/// Soak seed 121007484: Elu of −1e-39 was α·(e^x − 1) = 0 in f32 where the interpreter's
+/// α·expm1(x) is −3e-40, and a following MatMul with an ∞ weight made that NaN against −∞. Elu,
+/// Celu and Selu must be relative-accurate near 0 from below: tiny and subnormal negatives, and
+/// across the switch between the series and e^x − 1 (|x| = 0.5), alone and as a MatMul
+/// epilogue. Tolerance 1e-6 relative (the series is within 1e-9; e^x − 1 beyond 0.5 within
+/// 2.6× the exponential's 1.5e-7), subnormal results within 2 ulps.
+#[test]
+fn elu_family_is_relative_accurate_near_zero() {
+    let xs: Vec<f32> = vec![-1e-39, -1.4e-45, -1e-30, -1e-10, -1e-6, -1e-3, -0.1, -0.49, -0.5, -0.51, -0.9, -3.0, -0.0];
+    let n = xs.len();
+    let tol = Tol { abs: 2.0 * 1.4e-45, rel: 1e-6 };
+    for op in [
+        UnaryOp::Elu { alpha: 0.3 },
+        UnaryOp::Celu { alpha: 1.7 },
+        UnaryOp::Selu { alpha: 1.673_263_2, gamma: 1.050_701 },
+    ] {
+        let x = Tensor::from_f32([1, n], xs.clone()).unwrap();
+        let mut alone = Spec::new();
+        alone.input("x", x.clone()).node("e", Op::Unary(op), &["x"], &["y"]).output("y");
+        check(&alone, tol);
+        // [1, n] @ identity: the GEMM reproduces x exactly, the epilogue applies the op.
+        let eye: Vec<f32> = (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }).collect();
+        let mut epi = Spec::new();
+        epi.input("x", x)
+            .weight("w", Tensor::from_f32([n, n], eye).unwrap())
+            .node("mm", Op::MatMul, &["x", "w"], &["h"])
+            .node("e", Op::Unary(op), &["h"], &["y"])
+            .output("y");
+        check(&epi, tol);
+    }
+}
+
 /// Difftest seed 97005613: Gelu(−9.3) was −0 in the JIT and −6.5e-20 in the interpreter, and a
 /// following ×(−∞) turned that into NaN against +∞. ½x·(1 + erf(x/√2)) cancels in f32 (17% off at
 /// x = −5, 0 below −5.5), and 1 + tanh the same for the tanh form. Both GELUs, on their own (the

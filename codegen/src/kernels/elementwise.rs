@@ -465,9 +465,7 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
         }
         UnaryOp::Selu { alpha, gamma } => {
             let zero = l.c(0.0);
-            let e = l.exp(x);
-            let one = l.c(1.0);
-            let em1 = l.sub(e, one);
+            let em1 = l.expm1(x);
             let a = l.c(alpha);
             let neg = l.mul(a, em1);
             let pos = l.cmp(FloatCC::GreaterThan, x, zero);
@@ -548,9 +546,7 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
         }
         UnaryOp::HardSigmoid { alpha, beta } => hard_sigmoid(l, x, alpha, beta),
         UnaryOp::Elu { alpha } => {
-            let e = l.exp(x);
-            let one = l.c(1.0);
-            let em1 = l.sub(e, one);
+            let em1 = l.expm1(x);
             let a = l.c(alpha);
             let neg = l.mul(a, em1);
             let zero = l.c(0.0);
@@ -560,9 +556,7 @@ pub fn unary(l: &mut Lanes, op: UnaryOp, x: Value) -> Value {
         UnaryOp::Celu { alpha } => {
             let inv = l.c(1.0 / alpha);
             let xs = l.mul(x, inv);
-            let e = l.exp(xs);
-            let one = l.c(1.0);
-            let em1 = l.sub(e, one);
+            let em1 = l.expm1(xs);
             let a = l.c(alpha);
             let neg = l.mul(a, em1);
             let zero = l.c(0.0);
