@@ -16,21 +16,10 @@
 mod common;
 
 use common::*;
-use kiln_codegen::{CodegenOptions, Isa, SoftmaxAlgo};
+use kiln_codegen::{CodegenOptions, SoftmaxAlgo};
 use kiln_ir::{BinaryOp, Op, UnaryOp};
 
 const NEW_PATH: &str = "gemm (B packed per call";
-
-fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Generic];
-    if Isa::supported(Isa::Avx2Fma) == Isa::Avx2Fma {
-        v.push(Isa::Avx2Fma);
-    }
-    if Isa::supported(Isa::Avx512) == Isa::Avx512 {
-        v.push(Isa::Avx512);
-    }
-    v
-}
 
 /// Checks `spec` on every ISA at 1 and 2 threads; `expect_new` steps must take the new path.
 fn run_all(spec: &Spec, tol: Tol, expect_new: usize) {

@@ -13,19 +13,8 @@
 mod common;
 
 use common::*;
-use kiln_codegen::{CodegenOptions, Isa, SoftmaxAlgo};
+use kiln_codegen::{CodegenOptions, SoftmaxAlgo};
 use kiln_ir::{BinaryOp, Op, UnaryOp};
-
-fn isas() -> Vec<Isa> {
-    let mut v = vec![Isa::Generic];
-    if Isa::supported(Isa::Avx2Fma) == Isa::Avx2Fma {
-        v.push(Isa::Avx2Fma);
-    }
-    if Isa::supported(Isa::Avx512) == Isa::Avx512 {
-        v.push(Isa::Avx512);
-    }
-    v
-}
 
 fn run_all(spec: &Spec, k: usize, expect_packed: usize) {
     for isa in isas() {

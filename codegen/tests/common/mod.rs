@@ -88,6 +88,18 @@ pub struct Tol {
     pub rel: f32,
 }
 
+/// Every ISA this CPU runs, the portable one first.
+pub fn isas() -> Vec<kiln_codegen::Isa> {
+    use kiln_codegen::Isa;
+    let mut v = vec![Isa::Generic];
+    for isa in [Isa::Avx2Fma, Isa::Avx512] {
+        if Isa::supported(isa) == isa {
+            v.push(isa);
+        }
+    }
+    v
+}
+
 pub fn options(threads: usize) -> CodegenOptions {
     CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, ..Default::default() }
 }
