@@ -659,7 +659,9 @@ impl<'c, C: Source> Gen<'c, C> {
         {
             return v;
         }
-        let (n, c) = (self.c.range(1, 2), self.c.pick(&[1, 2, 3, 4, 6, 8]));
+        // 12 and 17 channels: a depthwise conv over them runs two or three channel blocks of 8
+        // (the last one short) on narrow planes.
+        let (n, c) = (self.c.range(1, 2), self.c.pick(&[1, 2, 3, 4, 6, 8, 12, 17]));
         let (h, w) = if self.big { (self.c.pick(&[64, 67]), 129) } else { (self.c.range(1, 9), self.c.range(1, 9)) };
         self.new_input(DType::F32, vec![n, c, h, w])
     }
@@ -669,7 +671,9 @@ impl<'c, C: Source> Gen<'c, C> {
         let c = x.ty.shape[1];
         let divisors: Vec<usize> = (1..=c).filter(|g| c.is_multiple_of(*g)).collect();
         let group = if self.c.chance(40) { self.c.pick(&divisors) } else { 1 };
-        let m = group * self.c.range(1, 3);
+        // Sometimes 16–33 output channels per group: the packed conv's row tiles with ragged
+        // edges, and its channel-tiled path for planes of ≤ 64 pixels (which needs ≥ 16 per group).
+        let m = group * if self.c.chance(15) { self.c.pick(&[16, 20, 33]) } else { self.c.range(1, 3) };
         // Depthwise convs (one input channel per group) run as a direct window kernel: larger
         // kernels there reach its wider tap offsets and several output vectors per row.
         let kmax = if group == c { 5 } else { 3 };
