@@ -255,6 +255,32 @@ fn a_product_with_a_reciprocal_keeps_the_reciprocals_overflow() {
     assert_eq!(count(&opt, "Div"), 1, "{}", kiln_ir::text::print_model(&opt));
 }
 
+/// (x·w)·s → x·(w·s) only for a constant w (whose fold is checked): for a runtime w the product
+/// w·s is computed at run time and underflows — x = −∞, w = s = 1e-30 gives −∞ as written and
+/// −∞·0 = NaN after the move (soak seed 126058016).
+#[test]
+fn a_scale_is_not_moved_onto_a_runtime_matmul_operand() {
+    let mut b = Build::new("scale_move");
+    b.input("x", &[5, 6, 1])
+        .input("w", &[1, 1, 1])
+        .weight_data("s", &[], vec![1e-30])
+        .node("m", "MatMul", &["x", "w"])
+        .node("y", "Mul", &["m", "s"])
+        .output("y");
+    let (model, _) = b.finish(0);
+    let mut x = vec![0.5f32; 30];
+    x[21] = f32::NEG_INFINITY;
+    let feeds = vec![
+        ("x".to_string(), Tensor::from_f32(vec![5, 6, 1], x).unwrap()),
+        ("w".to_string(), Tensor::from_f32(vec![1, 1, 1], vec![1e-30]).unwrap()),
+    ];
+    let (opt, _) = optimize(&model, &OptimizeConfig::default()).unwrap();
+    let (want, got) = (run(&model, &feeds), run(&opt, &feeds));
+    let (w, g) = (want[0].1.as_f32().unwrap(), got[0].1.as_f32().unwrap());
+    assert_eq!(w[21], f32::NEG_INFINITY);
+    assert_eq!(g[21], f32::NEG_INFINITY, "{}", kiln_ir::text::print_model(&opt));
+}
+
 // ---- 3. rules that merged e-classes of different types ----
 
 #[test]
