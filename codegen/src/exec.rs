@@ -494,15 +494,7 @@ impl Executable {
         // kiln's micro-kernels with B packed per unit, the epilogue per row block of C while it
         // is in cache; too narrow or short a product stays with the `gemm` crate.
         let own = call.n > 0 && crate::gemm::strided_pays(call.m, call.n);
-        let prod = crate::gemm::Product {
-            m: call.m,
-            a_rs: call.a_rs,
-            a_cs: call.a_cs,
-            c_rs: call.d_rs,
-            alpha: call.alpha,
-            beta: call.beta,
-            accumulate: call.accumulate,
-        };
+        let prod = call.product();
         let job = move |c: usize| {
             let (lo, hi) = chunk(units.len(), threads, c);
             for u in &units[lo..hi] {
@@ -568,15 +560,7 @@ impl Executable {
         // Units: row panels or column panels, whichever the split takes (gemm::split_rows).
         let threads = self.par(flops as f64 / GEMM_FLOPS_PER_NS, call.m.max(b.panels()));
         let by_rows = crate::gemm::split_rows(call.m, call.n, threads);
-        let prod = crate::gemm::Product {
-            m: call.m,
-            a_rs: call.a_rs,
-            a_cs: call.a_cs,
-            c_rs: call.d_rs,
-            alpha: call.alpha,
-            beta: call.beta,
-            accumulate: call.accumulate,
-        };
+        let prod = call.product();
         let (isa, b, p) = (self.isa, b.clone(), Arc::new(ptrs));
         let (m, panels, mr) = (call.m, b.panels(), crate::gemm::tile_rows(isa));
         let p2 = p.clone();

@@ -253,6 +253,19 @@ pub struct GemmCall {
 }
 
 impl GemmCall {
+    /// This product's A and C on kiln's micro-kernels (B given per call: packed, or strided).
+    pub fn product(&self) -> crate::gemm::Product {
+        crate::gemm::Product {
+            m: self.m,
+            a_rs: self.a_rs,
+            a_cs: self.a_cs,
+            c_rs: self.d_rs,
+            alpha: self.alpha,
+            beta: self.beta,
+            accumulate: self.accumulate,
+        }
+    }
+
     /// # Safety
     /// `a`, `b`, `dst` valid for every element their strides and sizes address; `dst` overlaps
     /// neither input.

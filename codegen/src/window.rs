@@ -1382,7 +1382,40 @@ pub struct DepthwiseSpec {
     direct: Option<(usize, usize)>,
     /// Narrow planes (and one channel per group): eight channels at a time when the CPU has AVX2
     /// ([`DepthwiseSpec::run_blocks`]); their rows are too short to fill vectors along a row.
-    blocks: bool,
+    blocks: Option<BlockPlan>,
+}
+
+/// The channel-block path's offsets, fixed by the window (built once, with the spec): the padded
+/// block scratch is `[rows][cols][8]` plus one spare vector.
+#[derive(Debug, Clone)]
+struct BlockPlan {
+    cols: usize,
+    /// Per tap (row-major), its float offset in the scratch from a window's first position.
+    taps: Vec<usize>,
+    /// Per output position, the float offset of its window in the scratch.
+    base: Vec<usize>,
+    /// Per input element, where it goes in the scratch (the spare vector when no window reads it).
+    at_in: Vec<usize>,
+    /// Per tap, 8·t: the weights' interleaved layout.
+    at_w: Vec<usize>,
+}
+
+impl BlockPlan {
+    fn new(w: &Window) -> BlockPlan {
+        let (rows, cols) = (w.rows(), (w.ow - 1) * w.stride[1] + (w.kw - 1) * w.dil[1] + 1);
+        let nt = w.kh * w.kw;
+        let taps = (0..nt).map(|t| ((t / w.kw) * w.dil[0] * cols + (t % w.kw) * w.dil[1]) * V).collect();
+        let base = (0..w.oh * w.ow).map(|p| ((p / w.ow) * w.stride[0] * cols + (p % w.ow) * w.stride[1]) * V).collect();
+        // Input element (r, q) goes to scratch row r + pt, column q + pl, if inside.
+        let (spare, [pt, pl]) = (rows * cols * V, w.pad);
+        let at_in = (0..w.h * w.w)
+            .map(|k| {
+                let (r, q) = (k / w.w + pt, k % w.w + pl);
+                if r < rows && q < cols { (r * cols + q) * V } else { spare }
+            })
+            .collect();
+        BlockPlan { cols, taps, base, at_in, at_w: (0..nt).map(|t| t * V).collect() }
+    }
 }
 
 /// Output rows at most this long run in channel blocks (`DepthwiseSpec::blocks`) where the
@@ -1415,8 +1448,8 @@ impl DepthwiseSpec {
             Some(_) => BLOCKS_DIRECT_S2_MAX_OW,
             None => BLOCKS_MAX_OW,
         };
-        let blocks = mult == 1 && win.ow <= most;
-        let direct = direct.filter(|_| !blocks);
+        let blocks = (mult == 1 && win.ow <= most).then(|| BlockPlan::new(&win));
+        let direct = direct.filter(|_| blocks.is_none());
         DepthwiseSpec { n, c, mult, win, bias, offs, clamp: None, direct, blocks }
     }
 
@@ -1443,7 +1476,7 @@ impl DepthwiseSpec {
 
     /// Whether the planes run in channel blocks when the CPU has AVX2.
     pub fn blocks(&self) -> bool {
-        self.blocks
+        self.blocks.is_some()
     }
 }
 
@@ -1453,7 +1486,7 @@ impl crate::spatial::HostKernel for DepthwiseSpec {
         // "direct": the shape has a direct kernel, which runs when the CPU has AVX2.
         let direct = if self.direct.is_some() {
             ", direct"
-        } else if self.blocks {
+        } else if self.blocks.is_some() {
             ", channel blocks"
         } else {
             ""
@@ -1482,7 +1515,7 @@ impl crate::spatial::HostKernel for DepthwiseSpec {
         let (inputs, outputs) = ((self.n * self.c * w.h * w.w) as f64, (self.units() * w.oh * w.ow) as f64);
         if self.direct.is_some() {
             0.15 * inputs + 0.27 * outputs + 6.0 * (self.units() * w.oh) as f64
-        } else if self.blocks {
+        } else if self.blocks.is_some() {
             // Channel blocks (efficientnet_b0's 5×5 steps, a SiLU epilogue included): ~23 ns per
             // plane (its copies in and out, the epilogue call) and 0.1 ns per tap and output.
             23.0 * self.units() as f64 + 0.1 * (w.kh * w.kw) as f64 * outputs
@@ -1513,10 +1546,10 @@ impl DepthwiseSpec {
         mut after: impl FnMut(usize, usize),
     ) {
         #[cfg(target_arch = "x86_64")]
-        if self.blocks && isa >= Isa::Avx2Fma {
+        if let (Some(plan), true) = (&self.blocks, isa >= Isa::Avx2Fma) {
             // SAFETY: the caller's contract; AVX2 and FMA are present (the Isa was lowered to what
             // this CPU supports).
-            unsafe { self.run_blocks(args, lo, hi, &mut after) };
+            unsafe { self.run_blocks(plan, args, lo, hi, &mut after) };
             return;
         }
         let w = &self.win;
@@ -1589,29 +1622,23 @@ impl DepthwiseSpec {
     /// # Safety
     /// As [`DepthwiseSpec::run_planes`]; `self.mult == 1`; the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
-    unsafe fn run_blocks(&self, args: &[*mut u8], lo: usize, hi: usize, after: &mut impl FnMut(usize, usize)) {
+    unsafe fn run_blocks(
+        &self,
+        plan: &BlockPlan,
+        args: &[*mut u8],
+        lo: usize,
+        hi: usize,
+        after: &mut impl FnMut(usize, usize),
+    ) {
         debug_assert!(self.mult == 1);
         let w = &self.win;
         let (ip, op, nt) = (w.h * w.w, w.oh * w.ow, w.kh * w.kw);
-        let (rows, cols) = (w.rows(), (w.ow - 1) * w.stride[1] + (w.kw - 1) * w.dil[1] + 1);
-        let taps: Vec<usize> = (0..nt).map(|t| ((t / w.kw) * w.dil[0] * cols + (t % w.kw) * w.dil[1]) * V).collect();
-        let base: Vec<usize> =
-            (0..op).map(|p| ((p / w.ow) * w.stride[0] * cols + (p % w.ow) * w.stride[1]) * V).collect();
-        // [rows][cols][8], then one spare vector: where input elements that no window reads go.
-        let mut xs = vec![0.0f32; (rows * cols + 1) * V];
-        let spare = rows * cols * V;
+        let BlockPlan { cols, taps, base, at_in, at_w } = plan;
+        // [rows][cols][8], then the spare vector (BlockPlan::at_in).
+        let mut xs = vec![0.0f32; (w.rows() * cols + 1) * V];
         let mut ys = vec![0.0f32; op * V];
         let mut wv = vec![0.0f32; nt * V];
         let clamp = self.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        // Where input element (r, q) goes: scratch row r + pt, column q + pl, if inside.
-        let [pt, pl] = w.pad;
-        let at_in: Vec<usize> = (0..ip)
-            .map(|k| {
-                let (r, q) = (k / w.w + pt, k % w.w + pl);
-                if r < rows && q < cols { (r * cols + q) * V } else { spare }
-            })
-            .collect();
-        let at_w: Vec<usize> = (0..nt).map(|t| t * V).collect();
         let (x, wts, y) = (args[1] as *const f32, args[2] as *const f32, args[0] as *mut f32);
         let mut u = lo;
         while u < hi {
@@ -1629,9 +1656,9 @@ impl DepthwiseSpec {
             // window (base + tap < rows·cols) is inside it; wv holds nt·8, ys op·8; out holds n·c
             // planes of op floats, of which this call owns [lo, hi).
             unsafe {
-                avx2::interleave(x.add(u * ip), ip, nb, ip, &at_in, xs.as_mut_ptr());
-                avx2::interleave(wts.add(c0 * nt), nt, nb, nt, &at_w, wv.as_mut_ptr());
-                avx2::dw_blocks(&base, &taps, &xs, &wv, &bias, clamp, &mut ys);
+                avx2::interleave(x.add(u * ip), ip, nb, ip, at_in, xs.as_mut_ptr());
+                avx2::interleave(wts.add(c0 * nt), nt, nb, nt, at_w, wv.as_mut_ptr());
+                avx2::dw_blocks(base, taps, &xs, &wv, &bias, clamp, &mut ys);
                 avx2::deinterleave_rows(ys.as_ptr(), op, nb, y.add(u * op), op);
             }
             after(u, u + nb);

@@ -197,7 +197,7 @@ pub(crate) unsafe fn softmax_exp_row<V: F8>(x: *mut f32, n: usize, clamp: bool) 
 #[inline(always)]
 unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V, clamp: bool) -> f64 {
     // With `clamp`, each logit first clamped to [−1e5, 1e5] (NaN kept), as SoftmaxAlgo::TwoPass.
-    let logit = |v: V| if clamp { V::splat(1e5).min(V::splat(-1e5).max(v)) } else { v };
+    let logit = |v: V| if clamp { math::clamp_keep_nan(v, -1e5, 1e5) } else { v };
     let mut total = 0f64;
     let mut start = 0;
     while start < n {
@@ -211,7 +211,7 @@ unsafe fn exp_store_sum<V: F8>(x: *const f32, y: *mut f32, n: usize, m: V, clamp
             let (mut acc, m4) = (Xn::<V, BUNDLE>::splat(0.0), Xn([m; BUNDLE]));
             while i + 8 * BUNDLE <= end {
                 let v = Xn::<V, BUNDLE>::load(x.add(i));
-                let v = if clamp { Xn::splat(1e5).min(Xn::splat(-1e5).max(v)) } else { v };
+                let v = if clamp { math::clamp_keep_nan(v, -1e5, 1e5) } else { v };
                 let e = math::exp_nonpos(v.sub(m4));
                 e.store(y.add(i));
                 acc = acc.add(e);

@@ -49,7 +49,7 @@ fn exp_parts<V: Lanes>(x: V) -> (V, V) {
 
 /// x clamped to [lo, hi], NaN kept.
 #[inline(always)]
-fn clamp_keep_nan<V: Lanes>(x: V, lo: f32, hi: f32) -> V {
+pub(crate) fn clamp_keep_nan<V: Lanes>(x: V, lo: f32, hi: f32) -> V {
     // splat.max(x) is x when x is NaN (x86 max returns its second operand on NaN).
     V::splat(hi).min(V::splat(lo).max(x))
 }
