@@ -532,6 +532,127 @@ mod avx2 {
         !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
     }
 
+    /// 3×3 windows at stride 2 with no padding (AlexNet's, SqueezeNet's and GoogLeNet's max pools,
+    /// ceil mode included): `y[oy·ow + ox]` = max or sum (then times `scale[oy·ow + ox]`) of x
+    /// rows 2oy ..= 2oy + 2 and columns 2ox ..= 2ox + 2 that are inside the plane (ceil mode's
+    /// last windows run past it). Per 8 outputs whose windows are whole in the columns: the rows'
+    /// 16 columns from 2ox and the 16 from 2ox + 1 are combined vertically, then deinterleaved
+    /// into columns 2ox, 2ox + 1 and 2ox + 2 (for max, the two are combined first and one
+    /// deinterleave does). Returns false, with `y` partly written, if a max window held a NaN.
+    ///
+    /// # Safety
+    /// AVX2 is available; `x` holds [h, w] with 2·(oh − 1) < h and 2·(ow − 1) < w where
+    /// oh = y.len() / ow; `scale` (if any) holds y.len() + 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn pool3x3s2p0(
+        max: bool,
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe {
+            if max {
+                pool3x3s2p0_of::<true>(x, h, w, ow, scale, y)
+            } else {
+                pool3x3s2p0_of::<false>(x, h, w, ow, scale, y)
+            }
+        }
+    }
+
+    /// [`pool3x3s2p0`] with `max` a constant, so that its tests leave the inner loops.
+    ///
+    /// # Safety
+    /// As [`pool3x3s2p0`].
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn pool3x3s2p0_of<const MAX: bool>(
+        x: &[f32],
+        h: usize,
+        w: usize,
+        ow: usize,
+        scale: Option<&[f32]>,
+        y: &mut [f32],
+    ) -> bool {
+        let max = MAX;
+        let ident = if max { f32::NEG_INFINITY } else { 0.0 };
+        let op = |a, b| if max { _mm256_max_ps(a, b) } else { _mm256_add_ps(a, b) };
+        let mut nan = _mm256_setzero_ps();
+        let mut nan_tail = false;
+        // Outputs whose three columns 2ox ..= 2ox + 2 are all inside the plane.
+        let whole = w.div_ceil(2).saturating_sub(1).min(ow);
+        for (oy, yr) in y.chunks_exact_mut(ow).enumerate() {
+            let rows = 2 * oy..(2 * oy + 3).min(h);
+            let sr = scale.map(|s| &s[oy * ow..]);
+            let row0 = &x[rows.start * w..];
+            // The 16 columns from p of the rows combined vertically, noting NaN.
+            let mut vert = |p: *const f32| {
+                // SAFETY: the callers pass p at a column whose 16 columns are inside the rows.
+                unsafe {
+                    let (mut u, mut v) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(V)));
+                    if max {
+                        nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(u, v));
+                    }
+                    for r in 1..rows.len() {
+                        let (a, b) = (_mm256_loadu_ps(p.add(r * w)), _mm256_loadu_ps(p.add(r * w + V)));
+                        if max {
+                            nan = _mm256_or_ps(nan, _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b));
+                        }
+                        u = op(u, a);
+                        v = op(v, b);
+                    }
+                    (u, v)
+                }
+            };
+            let mut block = |yr: &mut [f32], ox: usize| {
+                // Columns 2ox ..= 2ox + 15 and 2ox + 1 ..= 2ox + 16, inside the rows: 2ox + 16 =
+                // 2·(ox + 7) + 2 < w as ox + 8 ≤ whole.
+                let p = row0.as_ptr().wrapping_add(2 * ox);
+                let ((au, av), (bu, bv)) = (vert(p), vert(p.wrapping_add(1)));
+                let t = if max {
+                    // Lane j of max(a, b) is max(column 2ox + j, column 2ox + j + 1): output ox + i
+                    // is the max of its lanes 2i and 2i + 1.
+                    let (e, o) = split_even_odd(_mm256_max_ps(au, bu), _mm256_max_ps(av, bv));
+                    _mm256_max_ps(e, o)
+                } else {
+                    // Columns 2ox + 2i, 2ox + 2i + 1 from a, 2ox + 2i + 2 (odd lanes) from b.
+                    let ((e, o), (_, r)) = (split_even_odd(au, av), split_even_odd(bu, bv));
+                    _mm256_add_ps(_mm256_add_ps(e, o), r)
+                };
+                // SAFETY: outputs ox .. ox + 8 ≤ whole ≤ ow; scale[oy·ow + ox ..][..8] inside the
+                // table.
+                unsafe { store_scaled(yr, ox, sr, t) }
+            };
+            let mut ox = 0;
+            while ox + V <= whole {
+                block(yr, ox);
+                ox += V;
+            }
+            let tail = if ox < whole && whole >= V {
+                // The last 8 whole windows again (the same values where they overlap).
+                block(yr, whole - V);
+                whole..ow
+            } else {
+                ox..ow
+            };
+            for ox in tail {
+                // Windows that run past the right edge (ceil mode) clipped to it.
+                let mut t = ident;
+                for r in rows.clone() {
+                    for c in 2 * ox..(2 * ox + 3).min(w) {
+                        let v = x[r * w + c];
+                        nan_tail |= v.is_nan();
+                        t = combine::<MAX>(t, v);
+                    }
+                }
+                yr[ox] = if max { t } else { t * sr.map_or(1.0, |s| s[ox]) };
+            }
+        }
+        !(max && (nan_tail || _mm256_movemask_ps(nan) != 0))
+    }
+
     /// 3×3 windows at stride 1, padding 1 at the top and left: `y[oy·ow + ox]` = max or sum (then
     /// times `scale[oy·ow + ox]`) of x rows oy − 1 ..= oy + 1 and columns ox − 1 ..= ox + 1 inside
     /// the plane (padding taps skipped, as in [`pool3x3s2p1`]). Per 8 outputs the rows' 8 columns
@@ -1685,6 +1806,9 @@ pub(crate) struct PoolWindow {
     /// 3×3 windows at stride 1 with padding 1 at the top and left, centres inside the plane
     /// (Inception's and DenseNet's 3×3/1 pools): likewise.
     direct3x3s1: bool,
+    /// 3×3 windows at stride 2 with no padding (AlexNet's, SqueezeNet's, GoogLeNet's pools, ceil
+    /// mode included), every window starting inside the plane: likewise.
+    direct3x3s2p0: bool,
 }
 
 impl PoolWindow {
@@ -1711,12 +1835,19 @@ impl PoolWindow {
             && win.pad == [1, 1]
             && win.oh <= win.h
             && win.ow <= win.w;
-        PoolWindow { win, offs, direct2x2, direct3x3, direct3x3s1 }
+        let direct3x3s2p0 = win.kh == 3
+            && win.kw == 3
+            && win.stride == [2, 2]
+            && win.dil == [1, 1]
+            && win.pad == [0, 0]
+            && 2 * (win.oh - 1) < win.h
+            && 2 * (win.ow - 1) < win.w;
+        PoolWindow { win, offs, direct2x2, direct3x3, direct3x3s1, direct3x3s2p0 }
     }
 
     /// Whether a plane runs a direct kernel (no scratch) when the CPU has AVX2.
     pub fn direct(&self) -> bool {
-        self.direct2x2 || self.direct3x3 || self.direct3x3s1
+        self.direct2x2 || self.direct3x3 || self.direct3x3s1 || self.direct3x3s2p0
     }
 
     /// A scratch for [`PoolWindow::plane`], every position holding `pad`.
@@ -1756,6 +1887,12 @@ impl PoolWindow {
             // SAFETY: as above; `new` checked that every window's centre (oy, ox) is inside the
             // plane.
             return unsafe { avx2::pool3x3s1p1(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if self.direct3x3s2p0 && isa >= Isa::Avx2Fma {
+            // SAFETY: as above; `new` checked that every window's first row 2·oy and column
+            // 2·ox are inside the plane.
+            return unsafe { avx2::pool3x3s2p0(max, x, self.win.h, self.win.w, self.win.ow, scale, y) };
         }
         if !self.win.fill(isa, x, scratch, max) {
             return false;
@@ -1853,17 +1990,22 @@ mod tests {
     #[test]
     fn pool_windows_match_the_definition() {
         let isas = [Isa::Generic, Isa::supported(Isa::Avx2Fma)];
-        for (h, w) in [(2, 2), (3, 5), (4, 17), (9, 33), (16, 40), (5, 2), (7, 64)] {
-            for (k, s, p) in [(2, 2, 0), (3, 1, 1), (3, 2, 1)] {
+        let sizes = [(2, 2), (3, 5), (4, 17), (9, 33), (16, 40), (5, 2), (7, 64), (27, 27), (13, 35), (6, 36)];
+        for ((h, w), ceil) in sizes.into_iter().flat_map(|hw| [(hw, false), (hw, true)]) {
+            for (k, s, p) in [(2, 2, 0), (3, 1, 1), (3, 2, 1), (3, 2, 0)] {
                 if h + 2 * p < k || w + 2 * p < k {
                     continue;
                 }
-                let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+                // Ceil mode (p = 0 here or windows starting inside the plane): the last window
+                // may run past the bottom/right edge.
+                let out = |n: usize| if ceil { (n + 2 * p - k).div_ceil(s) + 1 } else { (n + 2 * p - k) / s + 1 };
+                let (oh, ow) = (out(h), out(w));
                 let win = Window { h, w, kh: k, kw: k, oh, ow, stride: [s, s], dil: [1, 1], pad: [p, p] };
                 let pw = PoolWindow::new(win.clone());
-                assert_eq!(pw.direct2x2, k == 2, "{win:?}");
-                assert_eq!(pw.direct3x3, k == 3 && s == 2 && 2 * oh <= h + 1 && 2 * ow <= w, "{win:?}");
+                assert_eq!(pw.direct2x2, k == 2 && 2 * oh <= h && 2 * ow <= w, "{win:?}");
+                assert_eq!(pw.direct3x3, k == 3 && s == 2 && p == 1 && 2 * oh <= h + 1 && 2 * ow <= w, "{win:?}");
                 assert_eq!(pw.direct3x3s1, k == 3 && s == 1, "{win:?}");
+                assert_eq!(pw.direct3x3s2p0, k == 3 && s == 2 && p == 0, "{win:?}");
                 let x: Vec<f32> = (0..h * w).map(|i| ((i * 7919) % 61) as f32 / 8.0 - 3.0).collect();
                 let mut scale: Vec<f32> = (0..oh * ow).map(|i| 1.0 / (1 + i % 9) as f32).collect();
                 scale.resize(oh * ow + SCALE_PAD, 0.0);
