@@ -85,7 +85,9 @@ impl Executable {
             unshared_bytes: plan
                 .buffers
                 .iter()
-                .map(|b| b.div_ceil(crate::memplan::ALIGN) * crate::memplan::ALIGN)
+                .zip(&plan.aliases)
+                .filter(|(_, a)| a.is_none())
+                .map(|(b, _)| b.div_ceil(crate::memplan::ALIGN) * crate::memplan::ALIGN)
                 .sum(),
         };
         let direct = direct_outputs(&plan);

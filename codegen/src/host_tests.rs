@@ -26,6 +26,7 @@ fn run_step(
         args.push(Place::Buf(1));
     }
     let n_writes = args.len();
+    let n_buffers = buffers.len();
     args.extend((0..inputs.len()).map(Place::Input));
     let plan = Lowered {
         steps: vec![Step { label: "t".into(), kind, args, n_writes }],
@@ -35,8 +36,9 @@ fn run_step(
         outputs: vec![(Place::Buf(0), out)],
         kernel_labels: vec![],
         model_name: "t".into(),
+        aliases: vec![None; n_buffers],
     };
-    let placement = crate::memplan::place(&crate::intervals(&plan));
+    let placement = crate::placement(&plan);
     let (_, code) = Jit::new(HostFeatures::detect()).unwrap().finish().unwrap();
     let pool = std::sync::Arc::new(crate::pool::Pool::new(threads));
     let exe = Executable::new(plan, vec![], placement, vec![], pool, crate::Isa::detect(), code);

@@ -130,7 +130,7 @@ fn compile_plan(graph: &Graph, weights: Vec<lower::WeightData>, options: &Codege
     let isa = Isa::supported(options.isa);
     jit.host_map = simd::host_map_entry(isa);
     let plan = lower::lower(graph, weights, &mut jit, options.softmax, threads, options.memory_cap, isa)?;
-    let placement = memplan::place(&intervals(&plan));
+    let placement = placement(&plan);
     // The arena is allocated on the first run: refuse the plan now if it does not fit.
     let plan_bytes: u64 = plan.weights.iter().map(|w| w.bytes() as u64).sum::<u64>()
         + plan.steps.iter().map(|s| s.table_bytes() as u64).sum::<u64>();
@@ -161,15 +161,33 @@ fn check_cap(graph: &Graph, what: &str, bytes: u64, cap: u64) -> Result<(), Erro
     .with_kind(kiln_ir::ErrorKind::ResourceLimit))
 }
 
+/// The arena offset of every buffer: the memory plan over [`intervals`], then each alias at its
+/// offset inside the buffer it aliases.
+pub(crate) fn placement(plan: &lower::Lowered) -> memplan::Placement {
+    let mut placement = memplan::place(&intervals(plan));
+    for (b, a) in plan.aliases.iter().enumerate() {
+        if let Some((c, off)) = *a {
+            placement.offsets[b] = placement.offsets[c] + off;
+        }
+    }
+    placement
+}
+
 /// Lifetime of every arena buffer over the steps: first write to last access; graph outputs live
-/// to the end.
+/// to the end. An alias has no bytes of its own: its accesses count for the buffer it aliases.
 pub(crate) fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
     let end = plan.steps.len();
-    let mut iv: Vec<memplan::Interval> =
-        plan.buffers.iter().map(|&bytes| memplan::Interval { bytes, def: usize::MAX, last: 0 }).collect();
+    let owner = |b: usize| plan.aliases.get(b).copied().flatten().map_or(b, |(c, _)| c);
+    let mut iv: Vec<memplan::Interval> = plan
+        .buffers
+        .iter()
+        .enumerate()
+        .map(|(b, &bytes)| memplan::Interval { bytes: if owner(b) == b { bytes } else { 0 }, def: usize::MAX, last: 0 })
+        .collect();
     for (s, step) in plan.steps.iter().enumerate() {
         for p in &step.args {
             if let lower::Place::Buf(b) = *p {
+                let b = owner(b);
                 iv[b].def = iv[b].def.min(s);
                 iv[b].last = iv[b].last.max(s);
             }
@@ -177,7 +195,7 @@ pub(crate) fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
     }
     for (p, _) in &plan.outputs {
         if let lower::Place::Buf(b) = *p {
-            iv[b].last = end;
+            iv[owner(b)].last = end;
         }
     }
     for i in &mut iv {

@@ -424,3 +424,62 @@ fn depthwise_direct_kernels_and_fused_clamp() {
         }
     }
 }
+
+/// Channel concats whose inputs' producers write straight into the concat's buffer (no copy
+/// steps): a 1×1 and a 3×3 conv, a sigmoid, a max pool and a depthwise conv, produced in the
+/// reverse of their order in the output (a producer that wrote past its block would spoil one
+/// already written), read again after the concat; a concat run over in place by a Relu after its
+/// inputs are dead (aliased), and one whose input is read after that Relu (must keep its copy).
+/// Every ISA the CPU has, 1 and 2 threads. Tolerance: sums of ≤ 63 products of values ≤ 1.
+#[test]
+fn concat_inputs_written_in_place() {
+    let mut rng = XRng(29);
+    let (c, h, w) = (7, 13, 13);
+    let mut spec = Spec::new();
+    spec.input("x", rng.tensor(&[1, c, h, w], -1.0, 1.0))
+        .weight("w1", rng.tensor(&[3, c, 1, 1], -0.5, 0.5))
+        .weight("w3", rng.tensor(&[5, c, 3, 3], -0.2, 0.2))
+        .weight("b3", rng.tensor(&[5], -0.5, 0.5))
+        .weight("wd", rng.tensor(&[c, 1, 3, 3], -0.5, 0.5))
+        .weight("wh", rng.tensor(&[4, 3 + c + c + 5 + c, 1, 1], -0.2, 0.2))
+        .weight("wh2", rng.tensor(&[2, 3 + c, 1, 1], -0.5, 0.5));
+    let conv = |p: usize, group: usize| Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [p; 4], group };
+    spec.node("dw", conv(1, c), &["x", "wd"], &["d"])
+        .node("c3", conv(1, 1), &["x", "w3", "b3"], &["c3"])
+        .node("relu3", Op::Unary(kiln_ir::UnaryOp::Relu), &["c3"], &["r3"])
+        .node("mp", Op::MaxPool(window(3, 1, 1, false)), &["x"], &["m"])
+        .node("sg", Op::Unary(kiln_ir::UnaryOp::Sigmoid), &["x"], &["s"])
+        .node("c1", conv(0, 1), &["x", "w1"], &["p"])
+        .node("cat", Op::Concat { axis: 1 }, &["p", "s", "m", "r3", "d"], &["cat"])
+        .node("head", conv(0, 1), &["cat", "wh"], &["y"])
+        .node("late", Op::Binary(kiln_ir::BinaryOp::Add), &["m", "s"], &["z"])
+        // Dead after the concat: the Relu may run in place over cat2 with both aliased.
+        .node("c1b", conv(0, 1), &["x", "w1"], &["q"])
+        .node("neg", Op::Unary(kiln_ir::UnaryOp::Neg), &["x"], &["n"])
+        .node("cat2", Op::Concat { axis: 1 }, &["q", "n"], &["cat2"])
+        .node("relu2", Op::Unary(kiln_ir::UnaryOp::Relu), &["cat2"], &["rc2"])
+        .node("head2", conv(0, 1), &["rc2", "wh2"], &["v"])
+        // Read after the Relu over cat3: `t` must keep its own buffer (and its copy).
+        .node("c1c", conv(0, 1), &["x", "w1"], &["t"])
+        .node("cos", Op::Unary(kiln_ir::UnaryOp::Cos), &["x"], &["o"])
+        .node("cat3", Op::Concat { axis: 1 }, &["t", "o"], &["cat3"])
+        .node("relu3b", Op::Unary(kiln_ir::UnaryOp::Relu), &["cat3"], &["rc3"])
+        .node("head3", conv(0, 1), &["rc3", "wh2"], &["u"])
+        .node("after", Op::Unary(kiln_ir::UnaryOp::Neg), &["t"], &["tn"])
+        .node("sum", Op::Binary(kiln_ir::BinaryOp::Add), &["tn", "p"], &["k"])
+        .output("y")
+        .output("z")
+        .output("v")
+        .output("u")
+        .output("k");
+    for threads in [1, 2] {
+        for isa in isas() {
+            let exe = check_with(&spec, SUMS, &isa_options(threads, isa));
+            let text = exe.schedule_text();
+            for gone in ["cat (input", "cat2 (input", "cat3 (input 1)"] {
+                assert!(!text.contains(gone), "{gone} still copied:\n{text}");
+            }
+            assert!(text.contains("cat3 (input 0)"), "{text}");
+        }
+    }
+}

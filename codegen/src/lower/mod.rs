@@ -54,6 +54,7 @@ use kiln_ir::tensor::strides;
 use kiln_ir::{DType, Error, Graph, NodeId, NodeKind, Op, PadMode, ReduceKind, TensorType, Value};
 use std::collections::{HashMap, HashSet};
 
+mod alias;
 mod attention;
 mod conv;
 mod elementwise;
@@ -252,6 +253,9 @@ pub struct Lowered {
     pub kernel_labels: Vec<String>,
     /// The graph's name, for errors at run time.
     pub model_name: String,
+    /// Per buffer: `Some((c, offset))` when it is no buffer of its own but the bytes of buffer
+    /// `c` from `offset` (a Concat input written in place, see `alias`); never chained.
+    pub aliases: Vec<Option<(usize, usize)>>,
 }
 
 pub fn elem_bytes(d: DType) -> usize {
@@ -393,6 +397,8 @@ struct Ctx<'g> {
     /// The graph's weights, then constants the plan adds (i64 reduction offsets, expanded norm
     /// parameters).
     weights: Vec<WeightData>,
+    /// Concat inputs that are contiguous blocks of the output (candidates for `alias`).
+    concat_parts: Vec<alias::ConcatPart>,
 }
 
 impl Ctx<'_> {
@@ -540,6 +546,7 @@ pub fn lower(
         steps: Vec::new(),
         kernel_labels: Vec::new(),
         weights: Vec::new(),
+        concat_parts: Vec::new(),
     };
     if weights.len() != graph.weights().len() {
         return Err(internal(graph.name(), "the weights do not match the graph"));
@@ -626,6 +633,7 @@ pub fn lower(
         outputs.push((p, graph.value_type(v).clone()));
     }
     linalg::drop_packed_copies(&mut cx.weights, &cx.steps, &outputs)?;
+    let aliases = alias::concat_in_place(&mut cx.steps, &cx.buffers, &outputs, &cx.concat_parts);
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,
@@ -634,6 +642,7 @@ pub fn lower(
         outputs,
         kernel_labels: cx.kernel_labels,
         model_name: graph.name().to_string(),
+        aliases,
     })
 }
 

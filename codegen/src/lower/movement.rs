@@ -84,6 +84,9 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
             let a = normalize_axis(*axis, out_ty.rank()).map_err(|e| internal(&name, e))?;
             let os = strides(&out_ty.shape);
             let dst = cx.out_buf(out_v);
+            // Each input a contiguous block of the output: its producer may write it in place.
+            let blocks = out_ty.shape[..a].iter().product::<usize>() == 1;
+            let concat = cx.concat_parts.last().map_or(0, |p| p.concat + 1);
             let mut offset = 0;
             for (k, &v) in ins.iter().enumerate() {
                 let t = graph.value_type(v).clone();
@@ -97,8 +100,19 @@ pub(super) fn lower(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
                     elem: elem_bytes(t.dtype),
                     pad: 0.0,
                 };
-                offset += t.shape[a];
                 let src = cx.input(v, &name)?;
+                if let (true, Place::Buf(d)) = (blocks, dst) {
+                    let elem = elem_bytes(t.dtype);
+                    cx.concat_parts.push(super::alias::ConcatPart {
+                        concat,
+                        step: cx.steps.len(),
+                        dst: d,
+                        src,
+                        off: offset * os[a] * elem,
+                        bytes: t.num_elements() * elem,
+                    });
+                }
+                offset += t.shape[a];
                 cx.steps.push(Step {
                     label: format!("{name} (input {k})"),
                     kind: StepKind::Copies(vec![copy]),
