@@ -968,9 +968,24 @@ impl<'c, C: Source> Gen<'c, C> {
                 self.emit1(Op::Transpose { perm }, &[&x], exact)
             }
             2 if r > 0 => {
-                let a = self.c.below(r);
+                // Often the first axis past the leading unit ones: the inputs are then contiguous
+                // blocks of the output, which the JIT's producers write in place.
+                let lead = x.ty.shape.iter().take_while(|&&d| d == 1).count().min(r - 1);
+                let a = if self.c.chance(40) { lead } else { self.c.below(r) };
                 let mut others = vec![x.clone()];
                 for _ in 0..self.c.range(1, 2) {
+                    // A computed value of a fitting shape (any producer kind), when there is one.
+                    let fits = |v: &Val| {
+                        v.ty.dtype == x.ty.dtype
+                            && v.ty.rank() == r
+                            && (0..r).all(|j| j == a || v.ty.shape[j] == x.ty.shape[j])
+                    };
+                    if self.c.chance(40)
+                        && let Some(v) = self.pick_where(fits)
+                    {
+                        others.push(v);
+                        continue;
+                    }
                     let mut s = x.ty.shape.clone();
                     s[a] = self.c.range(1, 5);
                     let t = self.tensor(x.ty.dtype, &s);
