@@ -483,3 +483,66 @@ fn concat_inputs_written_in_place() {
         }
     }
 }
+
+/// A DenseNet block: each layer reads the concat of all features so far (BatchNorm-like affine +
+/// Relu over it, which runs in place, then a conv), and the block ends in the concat of every
+/// feature. Each feature is written once into the last concat and the earlier concats are views
+/// of its first blocks: no copy steps. Beside it, `wide` = concat(a, b, d) run over in place by a
+/// Relu, and `head` = concat(a, b) — its first blocks — read after that Relu: not a view (it
+/// keeps its copies; made a view anyway, it would read the Relu's output). Every ISA, 1 and 2
+/// threads.
+#[test]
+fn dense_block_concats_are_views() {
+    let mut rng = XRng(31);
+    let (g, h, w) = (3, 9, 11);
+    let mut spec = Spec::new();
+    spec.input("x", rng.tensor(&[1, 4, h, w], -1.0, 1.0)).weight("w0", rng.tensor(&[g, 4, 3, 3], -0.3, 0.3));
+    let conv = |p: usize| Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [p; 4], group: 1 };
+    let relu = Op::Unary(kiln_ir::UnaryOp::Relu);
+    spec.node("c0", conv(1), &["x", "w0"], &["f0"]);
+    let mut feats = vec!["f0".to_string()];
+    for l in 1..=3 {
+        let n = |p: &str| format!("{p}{l}");
+        let ch = g * l;
+        let refs: Vec<&str> = feats.iter().map(|s| s.as_str()).collect();
+        spec.node(&n("cat"), Op::Concat { axis: 1 }, &refs, &[&n("cat")])
+            .weight(&n("s"), rng.tensor(&[1, ch, 1, 1], 0.5, 1.5))
+            .weight(&n("b"), rng.tensor(&[1, ch, 1, 1], -0.5, 0.5))
+            .weight(&n("w"), rng.tensor(&[g, ch, 3, 3], -0.3, 0.3))
+            .node(&n("mul"), Op::Binary(kiln_ir::BinaryOp::Mul), &[&n("cat"), &n("s")], &[&n("m")])
+            .node(&n("add"), Op::Binary(kiln_ir::BinaryOp::Add), &[&n("m"), &n("b")], &[&n("a")])
+            .node(&n("relu"), relu.clone(), &[&n("a")], &[&n("r")])
+            .node(&n("conv"), conv(1), &[&n("r"), &n("w")], &[&n("f")]);
+        feats.push(n("f"));
+    }
+    let refs: Vec<&str> = feats.iter().map(|s| s.as_str()).collect();
+    spec.node("last", Op::Concat { axis: 1 }, &refs, &["last"])
+        .node("relu", relu.clone(), &["last"], &["rl"])
+        .weight("wt", rng.tensor(&[5, 4 * g, 1, 1], -0.3, 0.3))
+        .node("trans", conv(0), &["rl", "wt"], &["y"])
+        .weight("wa", rng.tensor(&[2, 4, 1, 1], -0.5, 0.5))
+        .node("pa", conv(0), &["x", "wa"], &["pa"])
+        .node("pb", Op::Unary(kiln_ir::UnaryOp::Sigmoid), &["x"], &["pb"])
+        .node("pd", Op::Unary(kiln_ir::UnaryOp::Neg), &["x"], &["pd"])
+        .node("wide", Op::Concat { axis: 1 }, &["pa", "pb", "pd"], &["wide"])
+        .node("head", Op::Concat { axis: 1 }, &["pa", "pb"], &["head"])
+        .node("wrelu", relu, &["wide"], &["wr"])
+        .weight("ww", rng.tensor(&[2, 10, 1, 1], -0.5, 0.5))
+        .node("wconv", conv(0), &["wr", "ww"], &["v"])
+        .node("late", Op::Unary(kiln_ir::UnaryOp::Cos), &["head"], &["hc"])
+        .weight("wl", rng.tensor(&[3, 6, 1, 1], -0.5, 0.5))
+        .node("lconv", conv(0), &["hc", "wl"], &["z"])
+        .output("y")
+        .output("v")
+        .output("z");
+    for threads in [1, 2] {
+        for isa in isas() {
+            let exe = check_with(&spec, SUMS, &isa_options(threads, isa));
+            let text = exe.schedule_text();
+            for gone in ["cat1 (input", "cat2 (input", "cat3 (input", "last (input", "wide (input"] {
+                assert!(!text.contains(gone), "{gone} still copied:\n{text}");
+            }
+            assert!(text.contains("head (input 0)") && text.contains("head (input 1)"), "{text}");
+        }
+    }
+}

@@ -13,6 +13,16 @@
 //! keeps its second copy) and no alias lives inside `b`, so aliases never chain. The memory plan
 //! then sees one buffer (the uses of each alias count as uses of `c`) and places each alias at its
 //! block.
+//!
+//! A concat whose inputs all became aliases of consecutive blocks of one buffer `c`, in order
+//! (DenseNet's concat of the first k features of a block, all of them aliased into the block's
+//! last concat), holds exactly those bytes of `c`: it becomes a *view* of `c` (an alias of its
+//! own, with every copy dropped) when `c`'s bytes outlive its reads — every step writing `c`
+//! other than `c`'s copies comes after them. A step that wrote the concat in place (its
+//! BatchNorm+Relu) gets a fresh buffer for its result instead, and so do the steps after it.
+//!
+//! Not done: nested concats (Caffe-style DenseNets concat the previous concat with the new
+//! feature) would need aliases of aliases; the previous concat is still copied there.
 
 use super::{Place, Step, TensorType};
 use std::collections::HashSet;
@@ -36,7 +46,7 @@ pub(super) struct ConcatPart {
 /// (buffer, byte offset) it is an alias of.
 pub(super) fn concat_in_place(
     steps: &mut Vec<Step>,
-    buffers: &[usize],
+    buffers: &mut Vec<usize>,
     outputs: &[(Place, TensorType)],
     parts: &[ConcatPart],
 ) -> Vec<Option<(usize, usize)>> {
@@ -80,10 +90,85 @@ pub(super) fn concat_in_place(
             dropped.insert(part.step);
         }
     }
+    concat_views(steps, buffers, parts, &output, &writers, &mut alias, &mut parent, &mut dropped);
     let mut s = 0;
     steps.retain(|_| {
         s += 1;
         !dropped.contains(&(s - 1))
     });
     alias
+}
+
+/// The second rule of the module doc: concats made views of the buffer their inputs alias.
+#[allow(clippy::too_many_arguments)]
+fn concat_views(
+    steps: &mut [Step],
+    buffers: &mut Vec<usize>,
+    parts: &[ConcatPart],
+    output: &HashSet<usize>,
+    writers: &[Vec<usize>],
+    alias: &mut Vec<Option<(usize, usize)>>,
+    parent: &mut [bool],
+    dropped: &mut HashSet<usize>,
+) {
+    let mut start = 0;
+    while start < parts.len() {
+        let end = start + parts[start..].iter().take_while(|p| p.concat == parts[start].concat).count();
+        let concat = &parts[start..end];
+        start = end;
+        let k = concat[0].dst;
+        if output.contains(&k) || parent[k] || alias[k].is_some() {
+            continue;
+        }
+        // Every input an alias of the same buffer, at consecutive offsets in order.
+        let Some((c, base)) = (match concat[0].src {
+            Place::Buf(b) => alias[b],
+            _ => None,
+        }) else {
+            continue;
+        };
+        let lined_up = concat.iter().all(|p| match p.src {
+            Place::Buf(b) => alias[b] == Some((c, base + p.off)),
+            _ => false,
+        });
+        let whole = concat.last().is_some_and(|p| p.off + p.bytes == buffers[k]);
+        if c == k || !lined_up || !whole {
+            continue;
+        }
+        // The concat's value is read until its first writer other than its copies (which reads
+        // it, in place) or its last use; `c` must keep those bytes until then.
+        let copies: HashSet<usize> = concat.iter().map(|p| p.step).collect();
+        let rewrite = writers[k].iter().copied().filter(|s| !copies.contains(s)).min();
+        let last_read = rewrite.unwrap_or_else(|| {
+            steps
+                .iter()
+                .enumerate()
+                .filter(|(_, st)| st.args.contains(&Place::Buf(k)))
+                .map(|(s, _)| s)
+                .max()
+                .unwrap_or(0)
+        });
+        let c_copies: HashSet<usize> = parts.iter().filter(|p| p.dst == c).map(|p| p.step).collect();
+        if !writers[c].iter().all(|s| c_copies.contains(s) || *s > last_read) {
+            continue;
+        }
+        if let Some(s1) = rewrite {
+            // From its first in-place writer on, the buffer holds other values: they move to a
+            // fresh buffer (that step still reads the concat from `k`).
+            buffers.push(buffers[k]);
+            alias.push(None);
+            let fresh = Place::Buf(buffers.len() - 1);
+            for (s, step) in steps.iter_mut().enumerate().skip(s1) {
+                let n = if s == s1 { step.n_writes } else { step.args.len() };
+                for p in step.args.iter_mut().take(n) {
+                    if *p == Place::Buf(k) {
+                        *p = fresh;
+                    }
+                }
+            }
+        }
+        alias[k] = Some((c, base));
+        parent[c] = true;
+        dropped.extend(copies);
+    }
 }
