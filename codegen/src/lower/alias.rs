@@ -8,11 +8,13 @@
 //! is not a graph output and holds exactly the input's bytes; every step writing `b` comes before
 //! the copy (a value written into `b` in place later would overwrite the block while the concat
 //! is live); `c` is not a graph output, and every step writing `c` other than this concat's copies
-//! comes after the last use of `b` (DenseNet's BatchNorm+Relu after a concat runs in place over
-//! it: `b`'s value must be dead by then); `b` is not already an alias (a value concatenated twice
-//! keeps its second copy) and no alias lives inside `b`, so aliases never chain. The memory plan
-//! then sees one buffer (the uses of each alias count as uses of `c`) and places each alias at its
-//! block.
+//! comes after the last use of `b` and of every alias inside `b` (DenseNet's BatchNorm+Relu after
+//! a concat runs in place over it: `b`'s value must be dead by then); `b` is not already an alias
+//! (a value concatenated twice keeps its second copy) and `c` is none yet (its inputs come before
+//! its own use as an input). Aliases chain when `b` is itself a concat with aliases inside
+//! (Caffe-style DenseNets concat the previous concat with the new feature). The memory plan then
+//! sees one buffer per chain (the uses of each alias count as uses of its root) and places each
+//! alias at its block.
 //!
 //! A concat whose inputs all became aliases of consecutive blocks of one buffer `c`, in order
 //! (DenseNet's concat of the first k features of a block, all of them aliased into the block's
@@ -20,9 +22,6 @@
 //! own, with every copy dropped) when `c`'s bytes outlive its reads — every step writing `c`
 //! other than `c`'s copies comes after them. A step that wrote the concat in place (its
 //! BatchNorm+Relu) gets a fresh buffer for its result instead, and so do the steps after it.
-//!
-//! Not done: nested concats (Caffe-style DenseNets concat the previous concat with the new
-//! feature) would need aliases of aliases; the previous concat is still copied there.
 
 use super::{Place, Step, TensorType};
 use std::collections::HashSet;
@@ -69,6 +68,9 @@ pub(super) fn concat_in_place(
     let output: HashSet<usize> =
         outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
     let mut parent = vec![false; buffers.len()];
+    // Per buffer, the last use of it or of any alias inside it (transitively): its bytes must
+    // stay until then wherever it is placed.
+    let mut last_use_within = last_use.clone();
     let mut dropped: HashSet<usize> = HashSet::new();
     for part in parts {
         let (Place::Buf(b), c) = (part.src, part.dst) else { continue };
@@ -77,16 +79,16 @@ pub(super) fn concat_in_place(
             && !output.contains(&b)
             && !output.contains(&c)
             && alias[b].is_none()
-            && !parent[b]
             && alias[c].is_none()
             && buffers[b] == part.bytes
             && part.off + part.bytes <= buffers[c]
             && !writers[b].is_empty()
             && writers[b].iter().all(|&s| s < part.step)
-            && writers[c].iter().all(|s| copies_of_c(s) || *s > last_use[b]);
+            && writers[c].iter().all(|s| copies_of_c(s) || *s > last_use_within[b]);
         if ok {
             alias[b] = Some((c, part.off));
             parent[c] = true;
+            last_use_within[c] = last_use_within[c].max(last_use_within[b]);
             dropped.insert(part.step);
         }
     }
@@ -132,7 +134,9 @@ fn concat_views(
             _ => false,
         });
         let whole = concat.last().is_some_and(|p| p.off + p.bytes == buffers[k]);
-        if c == k || !lined_up || !whole {
+        // `c` a root: the bytes of a chained buffer are also its ancestors', whose writers this
+        // does not look at.
+        if c == k || alias[c].is_some() || !lined_up || !whole {
             continue;
         }
         // The concat's value is read until its first writer other than its copies (which reads

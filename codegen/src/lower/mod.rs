@@ -254,7 +254,8 @@ pub struct Lowered {
     /// The graph's name, for errors at run time.
     pub model_name: String,
     /// Per buffer: `Some((c, offset))` when it is no buffer of its own but the bytes of buffer
-    /// `c` from `offset` (a Concat input written in place, see `alias`); never chained.
+    /// `c` from `offset` (a Concat input written in place, see `alias`); `c` may be an alias in
+    /// turn (chains end at a buffer of its own).
     pub aliases: Vec<Option<(usize, usize)>>,
 }
 
