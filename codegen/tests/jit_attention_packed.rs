@@ -1,7 +1,8 @@
 //! The attention kernel's QKᵀ on kiln's micro-kernels with Kt packed once per head (heads of
 //! several blocks of query rows, `lower::attention::kt_packed_per_head`), and Q, Kt and V read
 //! in place through a transpose that takes no step, against the reference interpreter on every
-//! ISA this CPU runs (portable, AVX2+FMA), at 1 and 2 threads.
+//! ISA this CPU runs (portable, AVX2+FMA, AVX-512 — whose per-head QKᵀ runs the AVX2 tile), at 1 and
+//! 2 threads.
 //!
 //! Shapes: query counts not multiples of the 6-row tile nor of the block (several blocks per head,
 //! a ragged last one), key counts not multiples of the 16-column panel, head dims 1, 7, 16, 32 and
@@ -148,6 +149,40 @@ fn transposed_operands_are_read_in_place() {
             }
         }
     }
+}
+
+/// Transposes that leave no operand with contiguous rows: Q and V given column-major ([b, d, Lq],
+/// [b, dv, Lk]) and K row-major ([b, Lk, d]), so that Q and V are read with a column stride of
+/// Lq and Lk and Kt with one of d; heads of one block and of several.
+#[test]
+fn column_strided_operands_are_read_in_place() {
+    for (lq, lk, d, dv) in [(21, 50, 9, 20), (70, 1500, 12, 18)] {
+        let mut rng = XRng(0x3c + lk as u64);
+        let mut spec = Spec::new();
+        spec.input("q", rng.tensor(&[2, d, lq], -1.0, 1.0))
+            .input("k", rng.tensor(&[2, lk, d], -1.0, 1.0))
+            .input("v", rng.tensor(&[2, dv, lk], -1.0, 1.0))
+            .input("bias", bias_rows(lq, lk, &mut rng))
+            .node("qt", Op::Transpose { perm: Some(vec![0, 2, 1]) }, &["q"], &["qt"])
+            .node("kt", Op::Transpose { perm: Some(vec![0, 2, 1]) }, &["k"], &["kt"])
+            .node("vt", Op::Transpose { perm: Some(vec![0, 2, 1]) }, &["v"], &["vt"])
+            .node("att", Op::Attention { scale: 0.4, nan_to_zero: false }, &["qt", "kt", "vt", "bias"], &["y"])
+            .output("y");
+        for isa in isas() {
+            for threads in [1, 2] {
+                let exe = check_with(&spec, tol(lk), &opts(threads, SoftmaxAlgo::TwoPass, isa));
+                assert_eq!(steps(&exe), 1, "{lq}×{lk}: {}", exe.schedule_text());
+            }
+        }
+    }
+}
+
+/// An additive [lq, lk] bias in [−3, 3) with −∞ entries (never the first key).
+fn bias_rows(lq: usize, lk: usize, rng: &mut XRng) -> Tensor {
+    let b = (0..lq * lk)
+        .map(|i| if i % lk != 0 && rng.next().is_multiple_of(5) { f32::NEG_INFINITY } else { rng.f32(-3.0, 3.0) })
+        .collect();
+    Tensor::from_f32(vec![lq, lk], b).unwrap()
 }
 
 /// Bitwise equal outputs at 1, 2 and 3 threads and over repeated runs with Kt packed per head:
