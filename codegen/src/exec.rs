@@ -162,10 +162,11 @@ impl Executable {
                 StepKind::Index(s) => s.label().to_string(),
                 StepKind::Host(k) => k.describe(),
                 StepKind::Attention(a) => format!(
-                    "attention ({} blocks of ≤ {} rows × {} keys)",
+                    "attention ({} blocks of ≤ {} rows × {} keys{})",
                     a.batches.len() * a.lq.div_ceil(a.block),
                     a.block,
-                    a.lk
+                    a.lk,
+                    if a.packed_kt { ", Kt packed per head" } else { "" }
                 ),
             };
             steps.push((what, st.label.clone()));
@@ -789,48 +790,51 @@ impl Executable {
             let s = unsafe { (p.0[1] as *mut f32).add(c * AttentionSpec::slot_len(block, lk)) };
             // SAFETY: the factors follow the scores inside the same slot.
             let inv = unsafe { s.add(block * lk) };
+            // This thread's packed Kt, tagged with the element offset of the head it holds:
+            // consecutive blocks of one head pack it once.
+            let mut kt_pack = ATTN_KT.with(|cell| cell.take()).unwrap_or_else(crate::gemm::PackedB::empty);
+            let mut kt_of = None;
+            let [q_rs, q_cs] = spec.q_strides;
+            let [k_rs, k_cs] = spec.kt_strides;
+            let [v_rs, v_cs] = spec.v_strides;
+            let scores = crate::gemm::Product {
+                m: block,
+                a_rs: q_rs as isize,
+                a_cs: q_cs as isize,
+                c_rs: lk as isize,
+                alpha: spec.scale,
+                beta: 0.0,
+                accumulate: false,
+            };
+            // The AVX2 6×16 tile even where the AVX-512 12×32 one runs: with K = d ≤ 128 per
+            // call it measured faster (yoso's [2, 1024, 1024] heads with d = 32: 3.51 against
+            // 3.76 ms), the taller tile's fixed cost per call not paid back over so few k steps.
+            let kisa = isa.min(crate::Isa::Avx2Fma);
             for u in u0..u1 {
                 let (b, row0) = (u / blocks, (u % blocks) * block);
                 let r = block.min(lq - row0);
                 let [qo, ko, vo, bo] = spec.batches[b];
-                let scores = GemmCall {
-                    m: r,
-                    n: lk,
-                    k: d,
-                    a_rs: d as isize,
-                    a_cs: 1,
-                    b_rs: lk as isize,
-                    b_cs: 1,
-                    d_rs: lk as isize,
-                    alpha: spec.scale,
-                    beta: 0.0,
-                    accumulate: false,
-                };
-                let pv = GemmCall {
-                    m: r,
-                    n: dv,
-                    k: lk,
-                    a_rs: lk as isize,
-                    a_cs: 1,
-                    b_rs: spec.v_rs as isize,
-                    b_cs: 1,
-                    d_rs: dv as isize,
-                    alpha: 1.0,
-                    beta: 0.0,
-                    accumulate: false,
-                };
                 // SAFETY: the plan sized every operand from the graph's types: Q [.., lq, d],
-                // Kt [.., d, lk], V [.., lk, dv] at the batch offsets of `batches`, the bias matrix
+                // Kt [.., d, lk], V [.., lk, dv] at the batch offsets of `batches` through their
+                // strides (row-major, or a transposed view of the buffer), the bias matrix
                 // [rows, cols] at its offset (rows of bias_row_stride elements), the output of
                 // batches·lq·dv floats. Rows [row0, row0 + r) ⊂ [0, lq); the kernels were generated
                 // for rows of lk (bias kernel: block rows) and run over r ≤ block rows of the
                 // slot (softmax: r ≤ block factors after the scores); a NaN row's fix-up reads
-                // V[j, c] for j < lk, c < dv. Units write disjoint output rows; the slot is this
-                // chunk's own.
+                // V[j, c] for j < lk, c < dv. Units write disjoint output rows; the slot and the
+                // packed operands are this chunk's own.
                 unsafe {
-                    let q = (p.0[2] as *const f32).add(qo + row0 * d);
+                    let q = (p.0[2] as *const f32).add(qo + row0 * q_rs);
                     let kt = (p.0[3] as *const f32).add(ko);
-                    scores.run(q, kt, s);
+                    if spec.packed_kt {
+                        if kt_of != Some(ko) {
+                            kt_pack.repack_strided(kt, d, lk, k_rs as isize, k_cs as isize);
+                            kt_of = Some(ko);
+                        }
+                        scores.run(kisa, q, &kt_pack, s, 0..r, 0..kt_pack.panels(), &mut |_, _| {});
+                    } else {
+                        attention_call(r, lk, d, [[q_rs, q_cs], [k_rs, k_cs]], lk, spec.scale).run(q, kt, s);
+                    }
                     if let Some(f) = bias {
                         let bp = (p.0[5] as *mut f32).add(bo + row0 * spec.bias_row_stride);
                         let args = [s as *mut u8, s as *mut u8, bp as *mut u8];
@@ -844,7 +848,7 @@ impl Executable {
                     }
                     let v = (p.0[4] as *const f32).add(vo);
                     let out = (p.0[0] as *mut f32).add((b * lq + row0) * dv);
-                    pv.run(s, v, out);
+                    attention_call(r, dv, lk, [[lk, 1], [v_rs, v_cs]], dv, 1.0).run(s, v, out);
                     let out = std::slice::from_raw_parts_mut(out, r * dv);
                     let inv = std::slice::from_raw_parts(inv, r);
                     for (row, &k) in out.chunks_exact_mut(dv).zip(inv) {
@@ -852,7 +856,7 @@ impl Executable {
                             // Probabilities zeroed, then ·V as the exported graph does it:
                             // Σⱼ 0·V[j, c] is NaN where column c of V holds an inf or a NaN.
                             for (c, x) in row.iter_mut().enumerate() {
-                                let column = (0..lk).map(|j| *v.offset(j as isize * spec.v_rs as isize + c as isize));
+                                let column = (0..lk).map(|j| *v.add(j * v_rs + c * v_cs));
                                 *x = column.fold(0.0, |acc, vj| acc + 0.0 * vj);
                             }
                         } else {
@@ -861,9 +865,40 @@ impl Executable {
                     }
                 }
             }
+            // Kept for the next step unless large: a thread does not hold a big head's copy for
+            // its lifetime.
+            if kt_pack.bytes() <= ATTN_KT_KEEP_BYTES {
+                ATTN_KT.with(|cell| cell.set(Some(kt_pack)));
+            }
         };
         self.split(threads, job)
     }
+}
+
+/// A block product of attention on the `gemm` crate: C[m×n] = alpha·A[m×k]·B, A and B with
+/// element strides `[[a_rs, a_cs], [b_rs, b_cs]]`, C row-major with rows `c_rs` apart.
+fn attention_call(m: usize, n: usize, k: usize, [a, b]: [[usize; 2]; 2], c_rs: usize, alpha: f32) -> GemmCall {
+    GemmCall {
+        m,
+        n,
+        k,
+        a_rs: a[0] as isize,
+        a_cs: a[1] as isize,
+        b_rs: b[0] as isize,
+        b_cs: b[1] as isize,
+        d_rs: c_rs as isize,
+        alpha,
+        beta: 0.0,
+        accumulate: false,
+    }
+}
+
+/// Largest packed Kt (4 MiB) a thread keeps between attention steps.
+const ATTN_KT_KEEP_BYTES: usize = 4 << 20;
+
+thread_local! {
+    /// Each thread's packed Kt of the attention kernel's blocks, reused across steps.
+    static ATTN_KT: std::cell::Cell<Option<crate::gemm::PackedB>> = const { std::cell::Cell::new(None) };
 }
 
 /// Borrowed element data of one tensor (bool as Rust `bool` bytes).

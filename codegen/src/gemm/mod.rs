@@ -139,6 +139,26 @@ impl PackedB {
         Ok(PackedB { k, n, data: b })
     }
 
+    /// A packed operand of no rows or columns: a buffer for [`PackedB::repack_strided`].
+    pub fn empty() -> PackedB {
+        PackedB { k: 0, n: 0, data: Vec::new() }
+    }
+
+    /// Packs `B[kk][j] = b[kk·rs + j·cs]` (`k×n`, any strides) into this operand's own buffer,
+    /// reusing its allocation: a right operand known only at run time, packed once and read by
+    /// several calls of [`Product::run`] (attention's Kᵀ and V, packed once per head rather than
+    /// once per block of query rows).
+    ///
+    /// # Safety
+    /// `b` is valid for reads of every element `k×n` addresses through its strides.
+    pub unsafe fn repack_strided(&mut self, b: *const f32, k: usize, n: usize, rs: isize, cs: isize) {
+        // Every float is rewritten by the packing (padding columns as zeros).
+        self.data.resize(n.div_ceil(NR) * k * NR, 0.0);
+        // SAFETY: the buffer holds ⌈n/NR⌉·k·NR floats; B's elements are readable (caller).
+        unsafe { pack_b_strided(&mut self.data, b, k, n, rs, cs) };
+        (self.k, self.n) = (k, n);
+    }
+
     /// Number of column panels.
     pub fn panels(&self) -> usize {
         self.n.div_ceil(NR)
@@ -339,7 +359,14 @@ unsafe fn pack_b_strided(dst: &mut [f32], b: *const f32, k: usize, n: usize, rs:
         // SAFETY (all reads below): row kk < k and column p·NR + j < n of B (caller).
         if cs == 1 {
             for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-                let src = unsafe { std::slice::from_raw_parts(b.offset(kk as isize * rs + (p * NR) as isize), cols) };
+                let src = unsafe { b.offset(kk as isize * rs + (p * NR) as isize) };
+                // A whole panel row as one fixed-size copy (vector moves, where a slice copy of
+                // unknown length is a memmove call per 64 bytes: 5% of a BERT attention head).
+                if let (Ok(row), true) = (<&mut [f32; NR]>::try_from(&mut *row), cols == NR) {
+                    *row = unsafe { std::ptr::read_unaligned(src as *const [f32; NR]) };
+                    continue;
+                }
+                let src = unsafe { std::slice::from_raw_parts(src, cols) };
                 row[..cols].copy_from_slice(src);
                 row[cols..].fill(0.0);
             }
@@ -490,9 +517,9 @@ unsafe fn pack_a_rows_avx(
             continue;
         }
         if rows < mr {
-            for p in 0..kc {
-                panel[p * mr + rows..(p + 1) * mr].fill(0.0);
-            }
+            // The rows past `rows` are zero: the whole panel cleared at once (a fill per k column
+            // is a memset call per column).
+            panel.fill(0.0);
         }
         // Groups of 4 rows at 0, 4, … and a last one ending at `rows` (overlapping the one
         // before when 4 does not divide `rows`).

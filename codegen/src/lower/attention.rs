@@ -36,12 +36,16 @@ pub struct AttentionSpec {
     /// makes every probability of the row NaN) is written as zeros (`Op::Attention::nan_to_zero`).
     pub nan_to_zero: bool,
     /// Per output batch: element offsets of its Q, Kt, V and bias matrices (batch broadcast
-    /// resolved); the output matrix of batch i is at i·lq·dv.
+    /// resolved, through each operand's strides); the output matrix of batch i is at i·lq·dv.
     pub batches: Vec<[usize; 4]>,
     /// Elements from one query row of the bias to the next (0 when the bias broadcasts over rows).
     pub bias_row_stride: usize,
-    /// Row stride of V in elements (dv, or 1 for a 1-D V).
-    pub v_rs: usize,
+    /// Element strides [row, column] of Q [lq, d], Kt [d, lk] and V [lk, dv] (a 1-D V: [1, 1]):
+    /// row-major, or a transpose read in place (`linalg::transpose_folds`; K read as Kᵀ is
+    /// [1, d]).
+    pub q_strides: [usize; 2],
+    pub kt_strides: [usize; 2],
+    pub v_strides: [usize; 2],
     /// Generated kernels: S + bias over block rows (args [S, S, bias block]), and the softmax
     /// row kernel over rows of lk (args [S, S, row factors]).
     pub bias_kernel: Option<usize>,
@@ -52,6 +56,20 @@ pub struct AttentionSpec {
     /// Scratch slots (one per thread the plan was made for), each [`AttentionSpec::slot_len`]
     /// floats: the [block, lk] scores, then the block's `block` row factors 1/ΣE.
     pub slots: usize,
+    /// QKᵀ on kiln's micro-kernels (`gemm::Product::run`, AVX2 tile) with Kt packed once per
+    /// head by each thread and read by all its blocks of that head, rather than on the `gemm`
+    /// crate, which packs Kt again for every block ([`kt_packed_per_head`]).
+    pub packed_kt: bool,
+}
+
+/// Whether attention's QKᵀ runs on kiln's micro-kernels with Kt packed once per head: when a head
+/// has more than one block of query rows (the crate packs its B per call, so a head of n blocks
+/// packs Kt n times). Chosen by measurement (tools/bench/attention_ort.py, Zen 4, 1 thread):
+/// yoso's heads ([1024 × 1024], 16 blocks) ran 5–8% faster this way, while heads of one block
+/// (BERT's 128, ViT's 197 tokens) ran 1–3% slower than on the crate, which reads small operands
+/// with less packing. Not for blocks under 4 rows (a row or two of Q per packed Kt).
+pub(crate) fn kt_packed_per_head(lq: usize, block: usize) -> bool {
+    block >= 4 && lq > block
 }
 
 impl AttentionSpec {
@@ -213,8 +231,26 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32, nan_to_zero:
         }
         None => (vec![0; nb], 1, 1),
     };
-    let batches: Vec<[usize; 4]> =
-        (0..nb).map(|i| [iq[i] * lq * d, ik[i] * d * lk, iv[i] * lk * dv, ib[i] * brows * bcols]).collect();
+    // Q, Kt and V in their buffers through strides: row-major, or a transpose that takes no step
+    // (attention heads split by Transpose, Kᵀ) read in place.
+    let (pq, sq) = linalg::strided_operand(cx, ins[0], &name)?;
+    let (pk, sk) = linalg::strided_operand(cx, ins[1], &name)?;
+    let (pv, sv) = linalg::strided_operand(cx, ins[2], &name)?;
+    // The element offset of flat batch index `i` of an operand with batch dims `dims`, strides `st`.
+    let offset = |mut i: usize, dims: &[usize], st: &[usize]| {
+        let mut off = 0;
+        for (&n, &s) in dims.iter().zip(st).rev() {
+            off += (i % n) * s;
+            i /= n;
+        }
+        off
+    };
+    let batches: Vec<[usize; 4]> = (0..nb)
+        .map(|i| [offset(iq[i], qb, &sq), offset(ik[i], kb, &sk), offset(iv[i], vb, &sv), ib[i] * brows * bcols])
+        .collect();
+    let rc = |st: &[usize]| [st[st.len() - 2], st[st.len() - 1]];
+    // A 1-D V is one column: rows sv[0] apart.
+    let v_strides = if v.len() == 1 { [sv[0], 1] } else { rc(&sv) };
     let block = attention_block(lq, lk);
     let bias_kernel = match &bias {
         Some(_) => {
@@ -254,16 +290,19 @@ pub(super) fn lower_attention(cx: &mut Ctx, id: NodeId, scale: f32, nan_to_zero:
         nan_to_zero,
         batches,
         bias_row_stride: if brows == 1 { 0 } else { bcols },
-        v_rs: if v.len() == 1 { 1 } else { dv },
+        q_strides: rc(&sq),
+        kt_strides: rc(&sk),
+        v_strides,
         bias_kernel,
         softmax_kernel,
         clamp_logits: cx.softmax == SoftmaxAlgo::TwoPass,
         slots,
+        packed_kt: kt_packed_per_head(lq, block),
     };
     let dst = cx.out_buf(out_v);
     let scratch = cx.new_buf(&TensorType::f32([slots * AttentionSpec::slot_len(block, lk)]));
-    let mut args = vec![dst, scratch];
-    for v in &ins {
+    let mut args = vec![dst, scratch, pq, pk, pv];
+    for v in &ins[3..] {
         args.push(cx.input(*v, &name)?);
     }
     cx.steps.push(Step { label: name, kind: StepKind::Attention(std::sync::Arc::new(spec)), args, n_writes: 2 });

@@ -46,6 +46,39 @@ pub(super) fn lower_matmul(cx: &mut Ctx, id: NodeId) -> Result<(), Error> {
     Ok(())
 }
 
+/// Whether every reader of `v` reads it through strides: a MatMul of two activations with matrix
+/// operands ([`read_only_by_products`]), or a blocked Attention reading it as Q, Kt or V
+/// ([`attention_reads_strided`]).
+fn read_through_strides(graph: &Graph, v: Value) -> bool {
+    let users = graph.users(v);
+    !graph.outputs().contains(&v)
+        && !users.is_empty()
+        && users.iter().all(|&(u, port)| read_only_by_products_at(graph, u) || attention_reads_strided(graph, u, port))
+}
+
+/// Whether Attention node `u` reads its input `port` through strides: Q (0), Kt (1) or V (2) of
+/// the blocked form, where Q, Kt and V are f32 activations of rank ≥ 2 (the bias, read by a
+/// generated kernel, stays contiguous).
+pub(super) fn attention_reads_strided(graph: &Graph, u: NodeId, port: usize) -> bool {
+    let ins = graph.node_inputs(u);
+    matches!(graph.node(u).op(), Some(Op::Attention { .. }))
+        && port < 3
+        && ins.len() >= 3
+        && ins[..3].iter().all(|w| {
+            let t = graph.value_type(*w);
+            t.rank() >= 2 && t.dtype == DType::F32 && !graph.weights().contains(&w.node)
+        })
+}
+
+/// Whether `u` is a MatMul of two activations with matrix operands.
+fn read_only_by_products_at(graph: &Graph, u: NodeId) -> bool {
+    matches!(graph.node(u).op(), Some(Op::MatMul))
+        && graph.node_inputs(u).iter().all(|w| {
+            let t = graph.value_type(*w);
+            t.rank() >= 2 && t.dtype == DType::F32 && !graph.weights().contains(&w.node)
+        })
+}
+
 /// Whether every reader of `v` is a MatMul of two activations with matrix operands (the readers
 /// that can take a transposed or scaled operand through their strides and alpha).
 fn read_only_by_products(graph: &Graph, v: Value) -> bool {
@@ -75,7 +108,7 @@ pub(super) fn transpose_folds(cx: &Ctx, id: NodeId) -> bool {
     if ty.dtype != DType::F32 || ty.rank() < 2 {
         return false;
     }
-    if read_only_by_products(graph, v) {
+    if read_through_strides(graph, v) {
         return true;
     }
     let users = graph.users(v);
@@ -117,6 +150,26 @@ pub(super) fn scale_folds(cx: &Ctx, id: NodeId) -> Option<(Value, f32)> {
         && !fusable_producer
         && read_only_by_products(graph, out))
     .then_some((x, c))
+}
+
+/// Where an Attention operand (Q, Kt or V) lives and its element strides: row-major in its own
+/// buffer, or for a transpose that takes no step ([`transpose_folds`]) its input's buffer through
+/// the permutation.
+pub(super) fn strided_operand(cx: &Ctx, v: Value, node: &str) -> Result<(Place, Vec<usize>), Error> {
+    let graph = cx.graph;
+    if let Some(Op::Transpose { perm }) = graph.node(v.node).op()
+        && transpose_folds(cx, v.node)
+    {
+        let src = graph.node_inputs(v.node)[0];
+        let x = graph.value_type(src);
+        let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
+        if perm.len() != x.rank() || perm.iter().any(|&p| p >= x.rank()) {
+            return Err(internal(node, "transpose perm is not a permutation of the axes"));
+        }
+        let st = strides(&x.shape);
+        return Ok((cx.input(src, node)?, perm.iter().map(|&p| st[p]).collect()));
+    }
+    Ok((cx.input(v, node)?, strides(&graph.value_type(v).shape)))
 }
 
 /// Where a MatMul operand lives, its element strides and its scale: row-major in its own
