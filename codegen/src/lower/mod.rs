@@ -658,7 +658,8 @@ fn lower_op(cx: &mut Ctx, id: NodeId, op: &Op) -> Result<(), Error> {
         return Ok(());
     }
     if linalg::transpose_folds(cx, id) {
-        // Every reader is a MatMul that reads the input through strides: no step, no buffer.
+        // Every reader (a MatMul, or an Attention reading it as Q, Kt or V) reads the input through
+        // strides: no step, no buffer.
         return Ok(());
     }
     match family(op) {
