@@ -232,6 +232,53 @@ fn conv_residual_and_relu_in_store() {
     }
 }
 
+/// A generated epilogue (SiLU as exported: Sigmoid then Mul, the sigmoid a map kernel called from
+/// the generated code) after dense convs whose units cover whole planes — the channel-tiled path
+/// (1², 3², 6², 7²) and a 12² plane in one streamed block, where the executor calls it once for
+/// the unit's channels — and after blocks of rows (56², 28² at stride 2): two images, every ISA,
+/// 1 and 2 threads. Tolerance as dense_conv_every_tile's (the sigmoid's own error, a few ulps, is
+/// far inside it).
+#[test]
+fn conv_generated_epilogue_whole_planes_and_blocks() {
+    // (c, m, h, w, k, stride, pad)
+    let cases = [
+        (192, 40, 3, 3, 1, 1, 0),
+        (7, 33, 1, 1, 1, 1, 0),
+        (24, 21, 6, 6, 1, 1, 0),
+        (17, 18, 7, 7, 3, 1, 1),
+        (16, 29, 12, 12, 1, 1, 0),
+        (8, 19, 56, 56, 1, 1, 0),
+        (6, 23, 56, 56, 3, 2, 1),
+    ];
+    for (c, m, h, w, k, s, p) in cases {
+        let mut rng = XRng((c * 100 + m + h) as u64);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[2, c, h, w], -1.0, 1.0))
+            .weight("w", rng.tensor(&[m, c, k, k], -1.0, 1.0))
+            .weight("b", rng.tensor(&[m], -1.0, 1.0))
+            .node(
+                "conv",
+                Op::Conv { strides: [s, s], dilations: [1, 1], pads: [p, p, p, p], group: 1 },
+                &["x", "w", "b"],
+                &["h"],
+            )
+            .node("sig", Op::Unary(UnaryOp::Sigmoid), &["h"], &["g"])
+            .node("silu", Op::Binary(BinaryOp::Mul), &["h", "g"], &["y"])
+            .output("y");
+        for isa in isas() {
+            for threads in [1, 2] {
+                let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
+                let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
+                let schedule = exe.schedule_text();
+                let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s}");
+                assert!(schedule.contains("implicit gemm"), "{case}:\n{schedule}");
+                assert!(schedule.contains("epilogue") && !schedule.contains("in-store"), "{case}:\n{schedule}");
+                assert_eq!(schedule.lines().count(), 1, "{case}:\n{schedule}");
+            }
+        }
+    }
+}
+
 #[test]
 fn linear_with_epilogue_past_one_block() {
     // m = 150 rows (3 MC blocks, an MR edge), k = 300 (2 KC blocks), n = 70 (an NR edge).
