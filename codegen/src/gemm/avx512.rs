@@ -45,9 +45,9 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
     // SAFETY: per this function's contract.
     unsafe {
         if t.cols > NR {
-            by_rows!(t, 2, false, false, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
+            by_rows!(t, 2, false, 0, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
         } else {
-            by_rows!(t, 1, false, false, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
+            by_rows!(t, 1, false, 0, (t, a, b, std::ptr::null(), c, &StorePost::NONE))
         }
     }
 }
@@ -61,9 +61,9 @@ pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, o
     // SAFETY: per this function's contract.
     unsafe {
         if t.cols > NR {
-            by_rows!(t, 2, true, false, (t, a, b, offs, c, &StorePost::NONE))
+            by_rows!(t, 2, true, 0, (t, a, b, offs, c, &StorePost::NONE))
         } else {
-            by_rows!(t, 1, true, false, (t, a, b, offs, c, &StorePost::NONE))
+            by_rows!(t, 1, true, 0, (t, a, b, offs, c, &StorePost::NONE))
         }
     }
 }
@@ -83,17 +83,21 @@ pub(super) unsafe fn dispatch_post(
 ) {
     // SAFETY: per this function's contract.
     unsafe {
-        match (offs.is_null(), t.cols > NR) {
-            (true, true) => by_rows!(t, 2, false, true, (t, a, b, offs, c, post)),
-            (true, false) => by_rows!(t, 1, false, true, (t, a, b, offs, c, post)),
-            (false, true) => by_rows!(t, 2, true, true, (t, a, b, offs, c, post)),
-            (false, false) => by_rows!(t, 1, true, true, (t, a, b, offs, c, post)),
+        match (offs.is_null(), t.cols > NR, post.clip) {
+            (true, true, false) => by_rows!(t, 2, false, 1, (t, a, b, offs, c, post)),
+            (true, false, false) => by_rows!(t, 1, false, 1, (t, a, b, offs, c, post)),
+            (false, true, false) => by_rows!(t, 2, true, 1, (t, a, b, offs, c, post)),
+            (false, false, false) => by_rows!(t, 1, true, 1, (t, a, b, offs, c, post)),
+            (true, true, true) => by_rows!(t, 2, false, 2, (t, a, b, offs, c, post)),
+            (true, false, true) => by_rows!(t, 1, false, 2, (t, a, b, offs, c, post)),
+            (false, true, true) => by_rows!(t, 2, true, 2, (t, a, b, offs, c, post)),
+            (false, false, true) => by_rows!(t, 1, true, 2, (t, a, b, offs, c, post)),
         }
     }
 }
 
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: bool>(
+unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: u8>(
     t: &Tile,
     a: *const f32,
     b: *const f32,
@@ -101,10 +105,10 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: bo
     c: *mut f32,
     post: &StorePost,
 ) {
-    // The zero through black_box: `[[_mm512_setzero_ps(); W]; R]` compiled to a 1.5 KiB memset
-    // of the stack and 24 loads from it per call (5% of a K = 16 1×1 conv).
-    let zero = std::hint::black_box(_mm512_setzero_ps());
-    let mut acc = [[zero; W]; R];
+    // (This compiles to a memset of the stack and loads from it before the loop; a zero through
+    // black_box instead made it 24 vector stores and loads, which cost more: a 64→256 1×1 with a
+    // residual and Relu on 56² ran 4% longer in CPU time.)
+    let mut acc = [[_mm512_setzero_ps(); W]; R];
     let (mut ap, mut bp) = (a, b);
     let next = t.b_next;
     for p in 0..t.kc {
@@ -133,10 +137,16 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: bo
     }
     let alpha = _mm512_set1_ps(t.alpha);
     let beta = _mm512_set1_ps(t.beta);
-    // The Post's parts, read once (`POST`: the instances without one have none of its code; with
-    // it in every instance a 32→16 1×1 on 112² ran ~20% longer in the kernel).
-    let (res, relu, clip) = (if POST { post.res } else { std::ptr::null() }, POST && post.relu, POST && post.clip);
-    let (lo, hi) = (_mm512_set1_ps(post.lo), _mm512_set1_ps(post.hi));
+    // The Post's parts, read once. `POST`: 0 none, 1 the residual and Relu, 2 also the Clip; each
+    // instance has only its own code (with the Post's code in every instance a 32→16 1×1 on 112²
+    // ran ~10% longer, with the Clip's in the residual's a 64→256 1×1 + residual + Relu on 56² ~5%).
+    let res = if POST > 0 { post.res } else { std::ptr::null() };
+    let (relu, clip) = (POST > 0 && post.relu, POST > 1 && post.clip);
+    let (lo, hi) = if POST > 1 {
+        (_mm512_set1_ps(post.lo), _mm512_set1_ps(post.hi))
+    } else {
+        (_mm512_setzero_ps(), _mm512_setzero_ps())
+    };
     let unit = t.alpha == 1.0;
     // Lanes of each column vector that exist in C.
     let mut masks = [0 as __mmask16; W];
