@@ -115,7 +115,6 @@ unsafe fn kernel<const R: usize, const IND: bool, const POST: bool>(
     // The Post's parts, read once (`POST`: the instances without one have none of its code).
     let (res, relu, clip) = (if POST { post.res } else { std::ptr::null() }, POST && post.relu, POST && post.clip);
     let (lo, hi) = (_mm256_set1_ps(post.lo), _mm256_set1_ps(post.hi));
-    let unit = t.alpha == 1.0;
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i < rows is inside C (caller).
         let cr = unsafe { c.offset(i as isize * t.c_rs) };
@@ -126,14 +125,12 @@ unsafe fn kernel<const R: usize, const IND: bool, const POST: bool>(
                 // SAFETY: columns [0, 16) are inside C (and the residual, when post has one).
                 unsafe {
                     let d = cr.add(8 * h);
-                    // alpha·acc (alpha = 1, every conv's: acc itself, the same bits).
-                    let v = if unit { v } else { _mm256_mul_ps(alpha, v) };
                     let v = if t.load_c {
-                        _mm256_fmadd_ps(beta, _mm256_loadu_ps(d), v)
+                        _mm256_fmadd_ps(beta, _mm256_loadu_ps(d), _mm256_mul_ps(alpha, v))
                     } else if let Some(b) = bias {
-                        _mm256_add_ps(v, _mm256_set1_ps(b))
+                        _mm256_add_ps(_mm256_mul_ps(alpha, v), _mm256_set1_ps(b))
                     } else {
-                        v
+                        _mm256_mul_ps(alpha, v)
                     };
                     // The residual (rounded add), then the interpreter's Relu: v > 0 or NaN
                     // keeps v, else +0 (−0 included).

@@ -147,7 +147,6 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: u8
     } else {
         (_mm512_setzero_ps(), _mm512_setzero_ps())
     };
-    let unit = t.alpha == 1.0;
     // Lanes of each column vector that exist in C.
     let mut masks = [0 as __mmask16; W];
     for (h, m) in masks.iter_mut().enumerate() {
@@ -164,14 +163,12 @@ unsafe fn kernel<const R: usize, const W: usize, const IND: bool, const POST: u8
             // post has one); masked lanes are neither read nor written.
             unsafe {
                 let d = cr.add(h * NR);
-                // alpha·acc (alpha = 1, every conv's: acc itself, the same bits).
-                let v = if unit { v } else { _mm512_mul_ps(alpha, v) };
                 let v = if t.load_c {
-                    _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, d), v)
+                    _mm512_fmadd_ps(beta, _mm512_maskz_loadu_ps(m, d), _mm512_mul_ps(alpha, v))
                 } else if let Some(b) = bias {
-                    _mm512_add_ps(v, b)
+                    _mm512_add_ps(_mm512_mul_ps(alpha, v), b)
                 } else {
-                    v
+                    _mm512_mul_ps(alpha, v)
                 };
                 // The residual (rounded add), then the interpreter's Relu: v > 0 or NaN keeps
                 // v, else +0 (−0 included), or its Clip.
