@@ -147,21 +147,22 @@ fn small_k_conv_streams_channel_panels() {
                 let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
                 let schedule = exe.schedule_text();
                 let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s}");
-                // A Relu6 runs as a generated epilogue; a residual Add + Relu as the conv stores.
-                let tail = if residual { "in-store" } else { "epilogue" };
-                assert!(schedule.contains("implicit gemm") && schedule.contains(tail), "{case}:\n{schedule}");
+                // A Relu6 and a residual Add + Relu both run as the conv stores.
+                assert!(schedule.contains("implicit gemm") && schedule.contains("in-store"), "{case}:\n{schedule}");
                 assert_eq!(schedule.contains("channel panels streamed"), streamed, "{case}:\n{schedule}");
             }
         }
     }
 }
 
-/// A residual Add, a Relu, or a Relu of a residual Add after a dense conv run as the conv stores
-/// each tile ("in-store"), on every ISA at 1 and 2 threads: channels off every tile height,
-/// planes whose rows are not whole panels, K past one block, the windowed, identity and compact
-/// 1×1 paths and the channel-tiled one for small planes (7², 3²), both operand orders of the Add,
-/// without bias. An Add of a broadcast operand keeps the generated epilogue. Tolerance as
-/// dense_conv_every_tile's (the Add and the Relu round once each, as the interpreter's do).
+/// A residual Add, a Relu or a Clip, or a Relu or Clip of a residual Add after a dense conv run as
+/// the conv stores each tile ("in-store"), on every ISA at 1 and 2 threads: channels off every
+/// tile height, planes whose rows are not whole panels, one pixel, K = 2, 3 and K past one block,
+/// the windowed, identity and compact 1×1 paths and the channel-tiled one for small planes (7²,
+/// 3², 1²), both operand orders of the Add, without bias, Clips with both bounds and with one
+/// (bounds inside the outputs' range, so both sides clamp). An Add of a broadcast operand keeps
+/// the generated epilogue. Tolerance as dense_conv_every_tile's (the Add and the activation
+/// round once each, as the interpreter's do; a clamped output is exact).
 #[test]
 fn conv_residual_and_relu_in_store() {
     // (c, m, h, w, k, stride, pad, bias)
@@ -172,12 +173,27 @@ fn conv_residual_and_relu_in_store() {
         (24, 19, 28, 28, 1, 2, 0, true),
         (33, 20, 7, 7, 1, 1, 0, true),
         (9, 17, 5, 5, 3, 2, 1, false),
+        // K = 2, 3 (K = 1 is one input channel: the depthwise kernel): the 1×1 identity, a
+        // 1-pixel plane, a padded stride-2 1×1 on an odd plane.
+        (2, 13, 9, 23, 1, 1, 0, true),
+        (2, 18, 1, 1, 1, 1, 0, true),
+        (3, 17, 13, 31, 1, 2, 1, false),
+        (3, 25, 19, 33, 1, 1, 0, true),
     ];
-    // (add, relu, residual first, broadcast residual)
-    let forms =
-        [(true, true, false, false), (true, false, true, false), (false, true, false, false), (true, true, true, true)];
+    let clip = |min, max| Some(UnaryOp::Clip { min, max });
+    // (add, activation, residual first, broadcast residual)
+    let forms = [
+        (true, Some(UnaryOp::Relu), false, false),
+        (true, None, true, false),
+        (false, Some(UnaryOp::Relu), false, false),
+        (true, Some(UnaryOp::Relu), true, true),
+        (false, clip(Some(-0.5), Some(0.75)), false, false),
+        (true, clip(Some(0.0), Some(6.0)), true, false),
+        (false, clip(None, Some(0.25)), false, false),
+        (true, clip(Some(-0.3), None), false, false),
+    ];
     for (c, m, h, w, k, s, p, bias) in shapes {
-        for (add, relu, res_first, broadcast) in forms {
+        for (add, act, res_first, broadcast) in forms {
             let mut rng = XRng((c * 1000 + m * 10 + k + add as usize) as u64);
             let (oh, ow) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
             let mut spec = Spec::new();
@@ -197,8 +213,8 @@ fn conv_residual_and_relu_in_store() {
                 spec.node("add", Op::Binary(BinaryOp::Add), &ins, &["hr"]);
                 last = "hr";
             }
-            if relu {
-                spec.node("act", Op::Unary(UnaryOp::Relu), &[last], &["y"]);
+            if let Some(u) = act {
+                spec.node("act", Op::Unary(u), &[last], &["y"]);
                 last = "y";
             }
             spec.output(last);
@@ -207,10 +223,57 @@ fn conv_residual_and_relu_in_store() {
                     let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
                     let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
                     let schedule = exe.schedule_text();
-                    let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s} add {add} relu {relu}");
+                    let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s} add {add} {act:?}");
                     assert!(schedule.contains("implicit gemm"), "{case}:\n{schedule}");
                     assert_eq!(schedule.contains("in-store"), !broadcast, "{case}:\n{schedule}");
                 }
+            }
+        }
+    }
+}
+
+/// A generated epilogue (SiLU as exported: Sigmoid then Mul, the sigmoid a map kernel called from
+/// the generated code) after dense convs whose units cover whole planes — the channel-tiled path
+/// (1², 3², 6², 7²) and a 12² plane in one streamed block, where the executor calls it once for
+/// the unit's channels — and after blocks of rows (56², 28² at stride 2): two images, every ISA,
+/// 1 and 2 threads. Tolerance as dense_conv_every_tile's (the sigmoid's own error, a few ulps, is
+/// far inside it).
+#[test]
+fn conv_generated_epilogue_whole_planes_and_blocks() {
+    // (c, m, h, w, k, stride, pad)
+    let cases = [
+        (192, 40, 3, 3, 1, 1, 0),
+        (7, 33, 1, 1, 1, 1, 0),
+        (24, 21, 6, 6, 1, 1, 0),
+        (17, 18, 7, 7, 3, 1, 1),
+        (16, 29, 12, 12, 1, 1, 0),
+        (8, 19, 56, 56, 1, 1, 0),
+        (6, 23, 56, 56, 3, 2, 1),
+    ];
+    for (c, m, h, w, k, s, p) in cases {
+        let mut rng = XRng((c * 100 + m + h) as u64);
+        let mut spec = Spec::new();
+        spec.input("x", rng.tensor(&[2, c, h, w], -1.0, 1.0))
+            .weight("w", rng.tensor(&[m, c, k, k], -1.0, 1.0))
+            .weight("b", rng.tensor(&[m], -1.0, 1.0))
+            .node(
+                "conv",
+                Op::Conv { strides: [s, s], dilations: [1, 1], pads: [p, p, p, p], group: 1 },
+                &["x", "w", "b"],
+                &["h"],
+            )
+            .node("sig", Op::Unary(UnaryOp::Sigmoid), &["h"], &["g"])
+            .node("silu", Op::Binary(BinaryOp::Mul), &["h", "g"], &["y"])
+            .output("y");
+        for isa in isas() {
+            for threads in [1, 2] {
+                let opts = CodegenOptions { threads, softmax: SoftmaxAlgo::TwoPass, isa, ..Default::default() };
+                let exe = check_with(&spec, Tol { abs: 1e-5 * (c * k * k) as f32, rel: 1e-5 }, &opts);
+                let schedule = exe.schedule_text();
+                let case = format!("{isa}, {threads} threads, {c}→{m} {h}×{w} k{k}/{s}");
+                assert!(schedule.contains("implicit gemm"), "{case}:\n{schedule}");
+                assert!(schedule.contains("epilogue") && !schedule.contains("in-store"), "{case}:\n{schedule}");
+                assert_eq!(schedule.lines().count(), 1, "{case}:\n{schedule}");
             }
         }
     }

@@ -13,12 +13,12 @@ pub(super) unsafe fn dispatch(t: &Tile, a: *const f32, b: *const f32, c: *mut f3
     // SAFETY: per this function's contract.
     unsafe {
         match t.rows {
-            1 => kernel::<1, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
-            2 => kernel::<2, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
-            3 => kernel::<3, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
-            4 => kernel::<4, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
-            5 => kernel::<5, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
-            _ => kernel::<6, false>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            1 => kernel::<1, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            2 => kernel::<2, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            3 => kernel::<3, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            4 => kernel::<4, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            5 => kernel::<5, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
+            _ => kernel::<6, false, 0>(t, a, b, std::ptr::null(), c, &StorePost::NONE),
         }
     }
 }
@@ -31,12 +31,12 @@ pub(super) unsafe fn dispatch_indirect(t: &Tile, a: *const f32, b: *const f32, o
     // SAFETY: per this function's contract.
     unsafe {
         match t.rows {
-            1 => kernel::<1, true>(t, a, b, offs, c, &StorePost::NONE),
-            2 => kernel::<2, true>(t, a, b, offs, c, &StorePost::NONE),
-            3 => kernel::<3, true>(t, a, b, offs, c, &StorePost::NONE),
-            4 => kernel::<4, true>(t, a, b, offs, c, &StorePost::NONE),
-            5 => kernel::<5, true>(t, a, b, offs, c, &StorePost::NONE),
-            _ => kernel::<6, true>(t, a, b, offs, c, &StorePost::NONE),
+            1 => kernel::<1, true, 0>(t, a, b, offs, c, &StorePost::NONE),
+            2 => kernel::<2, true, 0>(t, a, b, offs, c, &StorePost::NONE),
+            3 => kernel::<3, true, 0>(t, a, b, offs, c, &StorePost::NONE),
+            4 => kernel::<4, true, 0>(t, a, b, offs, c, &StorePost::NONE),
+            5 => kernel::<5, true, 0>(t, a, b, offs, c, &StorePost::NONE),
+            _ => kernel::<6, true, 0>(t, a, b, offs, c, &StorePost::NONE),
         }
     }
 }
@@ -56,30 +56,43 @@ pub(super) unsafe fn dispatch_post(
 ) {
     // SAFETY: per this function's contract.
     unsafe {
-        if offs.is_null() {
-            match t.rows {
-                1 => kernel::<1, false>(t, a, b, offs, c, post),
-                2 => kernel::<2, false>(t, a, b, offs, c, post),
-                3 => kernel::<3, false>(t, a, b, offs, c, post),
-                4 => kernel::<4, false>(t, a, b, offs, c, post),
-                5 => kernel::<5, false>(t, a, b, offs, c, post),
-                _ => kernel::<6, false>(t, a, b, offs, c, post),
-            }
-        } else {
-            match t.rows {
-                1 => kernel::<1, true>(t, a, b, offs, c, post),
-                2 => kernel::<2, true>(t, a, b, offs, c, post),
-                3 => kernel::<3, true>(t, a, b, offs, c, post),
-                4 => kernel::<4, true>(t, a, b, offs, c, post),
-                5 => kernel::<5, true>(t, a, b, offs, c, post),
-                _ => kernel::<6, true>(t, a, b, offs, c, post),
-            }
+        match (offs.is_null(), post.clip) {
+            (true, false) => by_rows::<false, 1>(t, a, b, offs, c, post),
+            (false, false) => by_rows::<true, 1>(t, a, b, offs, c, post),
+            (true, true) => by_rows::<false, 2>(t, a, b, offs, c, post),
+            (false, true) => by_rows::<true, 2>(t, a, b, offs, c, post),
+        }
+    }
+}
+
+/// [`kernel`] for `t.rows`, with the Post mode `POST` (see there).
+///
+/// # Safety
+/// As [`kernel`].
+#[inline(always)]
+unsafe fn by_rows<const IND: bool, const POST: u8>(
+    t: &Tile,
+    a: *const f32,
+    b: *const f32,
+    offs: *const usize,
+    c: *mut f32,
+    post: &StorePost,
+) {
+    // SAFETY: per this function's contract.
+    unsafe {
+        match t.rows {
+            1 => kernel::<1, IND, POST>(t, a, b, offs, c, post),
+            2 => kernel::<2, IND, POST>(t, a, b, offs, c, post),
+            3 => kernel::<3, IND, POST>(t, a, b, offs, c, post),
+            4 => kernel::<4, IND, POST>(t, a, b, offs, c, post),
+            5 => kernel::<5, IND, POST>(t, a, b, offs, c, post),
+            _ => kernel::<6, IND, POST>(t, a, b, offs, c, post),
         }
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel<const R: usize, const IND: bool>(
+unsafe fn kernel<const R: usize, const IND: bool, const POST: u8>(
     t: &Tile,
     a: *const f32,
     b: *const f32,
@@ -112,6 +125,15 @@ unsafe fn kernel<const R: usize, const IND: bool>(
     }
     let alpha = _mm256_set1_ps(t.alpha);
     let beta = _mm256_set1_ps(t.beta);
+    // The Post's parts, read once. `POST`: 0 none, 1 the residual and Relu, 2 also the Clip; each
+    // instance has only its own code (as the AVX-512 kernel's).
+    let res = if POST > 0 { post.res } else { std::ptr::null() };
+    let (relu, clip) = (POST > 0 && post.relu, POST > 1 && post.clip);
+    let (lo, hi) = if POST > 1 {
+        (_mm256_set1_ps(post.lo), _mm256_set1_ps(post.hi))
+    } else {
+        (_mm256_setzero_ps(), _mm256_setzero_ps())
+    };
     for (i, row) in acc.iter().enumerate() {
         // SAFETY: row i < rows is inside C (caller).
         let cr = unsafe { c.offset(i as isize * t.c_rs) };
@@ -131,16 +153,16 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                     };
                     // The residual (rounded add), then the interpreter's Relu: v > 0 or NaN
                     // keeps v, else +0 (−0 included).
-                    let v = if post.res.is_null() {
+                    let v = if res.is_null() {
                         v
                     } else {
-                        _mm256_add_ps(v, _mm256_loadu_ps(post.res.offset(i as isize * t.c_rs).add(8 * h)))
+                        _mm256_add_ps(v, _mm256_loadu_ps(res.offset(i as isize * t.c_rs).add(8 * h)))
                     };
-                    let v = if post.relu {
-                        _mm256_and_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()), v)
-                    } else {
-                        v
-                    };
+                    let v =
+                        if relu { _mm256_and_ps(_mm256_cmp_ps::<_CMP_NLE_UQ>(v, _mm256_setzero_ps()), v) } else { v };
+                    // The interpreter's Clip: vmaxps/vminps return their second operand when
+                    // the first is not greater/less (NaN, equal: −0 kept).
+                    let v = if clip { _mm256_min_ps(hi, _mm256_max_ps(lo, v)) } else { v };
                     _mm256_storeu_ps(d, v);
                 }
             }
@@ -161,11 +183,14 @@ unsafe fn kernel<const R: usize, const IND: bool>(
                         Some(b) => t.alpha * x + b,
                         None => t.alpha * x,
                     };
-                    if !post.res.is_null() {
-                        v += *post.res.offset(i as isize * t.c_rs).add(j);
+                    if !res.is_null() {
+                        v += *res.offset(i as isize * t.c_rs).add(j);
                     }
-                    if post.relu && !(v > 0.0 || v.is_nan()) {
+                    if relu && !(v > 0.0 || v.is_nan()) {
                         v = 0.0;
+                    }
+                    if clip {
+                        v = super::conv::clip1(v, post.lo, post.hi);
                     }
                     *d = v;
                 }

@@ -169,27 +169,57 @@ pub struct PackedConv {
     post: Option<Post>,
 }
 
-/// A residual Add and/or a Relu the conv applies to its output as each register tile's last K
-/// block is stored (while the tile is in L1), rather than a separate epilogue pass: `out =
-/// relu(conv + r)`, each step rounded as the interpreter rounds it (the add, then the Relu, which
-/// keeps NaN and maps −0 to +0).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A residual Add and/or a Relu or a Clip the conv applies to its output as each register tile's
+/// last K block is stored (while the tile is in L1), rather than a separate epilogue pass: `out =
+/// act(conv + r)`, each step rounded as the interpreter rounds it (the add, then the Relu, which
+/// keeps NaN and maps −0 to +0, or the Clip: `v < lo ? lo : v`, then `v > hi ? hi : v`, which
+/// keeps NaN and −0).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Post {
     /// Index in the run's args of the residual `r` (same shape as the output), if any.
     pub residual: Option<usize>,
     pub relu: bool,
+    /// A Clip's bounds (±∞ for a bound it does not have: MobileNet v2's ReLU6 is (0, 6)); never
+    /// with `relu`.
+    pub clip: Option<(f32, f32)>,
 }
 
 /// [`Post`] for one micro-kernel call: the residual at the tile's first output (rows at C's
-/// stride; null: none) and the Relu, applied in registers as the tile is stored.
+/// stride; null: none), the Relu and the Clip, applied in registers as the tile is stored.
 #[derive(Clone, Copy)]
 pub(super) struct StorePost {
     pub res: *const f32,
     pub relu: bool,
+    /// Whether `[lo, hi]` is applied (the interpreter's Clip, see [`Post`]).
+    pub clip: bool,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl Post {
+    /// The [`StorePost`] of this Post with the residual at `res` (null: none).
+    pub(super) fn store(&self, res: *const f32) -> StorePost {
+        let (lo, hi) = self.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        StorePost { res, relu: self.relu, clip: self.clip.is_some(), lo, hi }
+    }
 }
 
 impl StorePost {
-    pub const NONE: StorePost = StorePost { res: std::ptr::null(), relu: false };
+    pub const NONE: StorePost =
+        StorePost { res: std::ptr::null(), relu: false, clip: false, lo: f32::NEG_INFINITY, hi: f32::INFINITY };
+
+    /// Whether it does anything.
+    pub fn any(&self) -> bool {
+        !self.res.is_null() || self.relu || self.clip
+    }
+}
+
+/// The interpreter's Clip of one value: `v < lo ? lo : v`, then `v > hi ? hi : v` (NaN and −0
+/// kept).
+#[inline(always)]
+pub(super) fn clip1(v: f32, lo: f32, hi: f32) -> f32 {
+    let v = if v < lo { lo } else { v };
+    if v > hi { hi } else { v }
 }
 
 impl Kernel {
@@ -213,7 +243,7 @@ impl Kernel {
                 // so offs is null: has_indirect).
                 unsafe {
                     self.run(t, a, b, c);
-                    post_tile(Isa::Generic, c, post.res, t.c_rs as usize, t.rows, t.cols, post.relu);
+                    post_tile(Isa::Generic, c, t.c_rs as usize, t.rows, t.cols, post);
                 }
             }
             // SAFETY: per this function's contract; the CPU has AVX2+FMA (checked in for_isa).
@@ -369,10 +399,12 @@ impl PackedConv {
         self.post.as_ref()
     }
 
-    /// Makes the conv apply `relu(out + args[residual])` (each part optional) as it stores each
-    /// output; the args then carry the residual at that index.
-    pub fn set_post(&mut self, residual: Option<usize>, relu: bool) {
-        self.post = Some(Post { residual, relu });
+    /// Makes the conv apply `relu(out + args[residual])` or `clip(out + args[residual])` (each
+    /// part optional; not both a Relu and a Clip) as it stores each output; the args then carry
+    /// the residual at that index.
+    pub fn set_post(&mut self, residual: Option<usize>, relu: bool, clip: Option<(f32, f32)>) {
+        let clip = if relu { None } else { clip };
+        self.post = Some(Post { residual, relu, clip });
     }
 
     /// Whether each block reads a compact copy of the input pixels of a 1×1 conv that is not
@@ -485,7 +517,8 @@ impl PackedConv {
                     },
                     None => std::ptr::null(),
                 };
-                let relu = self.post.is_some_and(|p| p.relu);
+                // The Post's Relu / Clip (its residual is `res`).
+                let act = self.post.map_or(StorePost::NONE, |p| p.store(std::ptr::null()));
                 // The bias is added by the first K block's micro-kernels as they store C (no pass
                 // filling C with it first).
                 let bias = if self.bias {
@@ -585,15 +618,14 @@ impl PackedConv {
                                 prefetch_rows(res.add(i * mr * plane + p * NR), plane, t.rows, t.cols);
                             }
                             // The last K block's tile applies the Post as it is stored.
-                            let post = StorePost {
-                                res: if res.is_null() || !last {
-                                    std::ptr::null()
-                                } else {
-                                    res.add(i * mr * plane + p * NR)
-                                },
-                                relu: relu && last,
+                            let post = if !last {
+                                StorePost::NONE
+                            } else if res.is_null() {
+                                act
+                            } else {
+                                StorePost { res: res.add(i * mr * plane + p * NR), ..act }
                             };
-                            let posted = !post.res.is_null() || post.relu;
+                            let posted = post.any();
                             if full(p) {
                                 let t = tile(i, p, np, if np == 2 { base(p + 1) - base(p) } else { 0 });
                                 let (a, b) = (ap.as_ptr(), src.add(base(p)));
@@ -677,7 +709,7 @@ impl PackedConv {
         let geo = &self.geo;
         let (plane, m) = (geo.oh * geo.ow, self.m);
         let panels = m.div_ceil(NR);
-        let relu = self.post.is_some_and(|p| p.relu);
+        let act = self.post.map_or(StorePost::NONE, |p| p.store(std::ptr::null()));
         let kernel = Kernel::for_isa(isa);
         let (mr, wide, k) = (kernel.mr(), kernel.panels_per_call(), self.k);
         let row_panels = plane.div_ceil(mr);
@@ -773,9 +805,9 @@ impl PackedConv {
                                 planes[t * plane + q] = v + bt;
                             }
                         }
-                        if relu || !res.is_null() {
+                        if act.any() || !res.is_null() {
                             let r = if res.is_null() { res } else { res.add(j0 * plane) };
-                            post_tile(isa, planes.as_mut_ptr(), r, plane, jn, plane, relu);
+                            post_tile(isa, planes.as_mut_ptr(), plane, jn, plane, &StorePost { res: r, ..act });
                         }
                         j0 += jn;
                     }
@@ -820,6 +852,18 @@ impl PackedConv {
             return;
         }
         let (kc, taps, hw) = (dst.len() / panels / mr, geo.kh * geo.kw, geo.h * geo.w);
+        if geo.is_identity() {
+            // Tap k of pixel q is x[k·hw + q]: each column is mr contiguous floats of one plane
+            // (the table's per-float lookups were 13% of a 960→320 1×1 on 7²).
+            for (i, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
+                let (q0, n) = (i * mr, mr.min(hw - i * mr));
+                for (kk, col) in panel.chunks_exact_mut(mr).enumerate() {
+                    col[..n].copy_from_slice(&x[(k0 + kk) * hw + q0..][..n]);
+                    col[n..].fill(0.0);
+                }
+            }
+            return;
+        }
         for (i, panel) in dst.chunks_exact_mut(kc * mr).enumerate() {
             let (mut ci, mut t) = (k0 / taps, k0 % taps);
             for col in panel.chunks_exact_mut(mr) {
@@ -1011,27 +1055,32 @@ fn prefetch_rows(r: *const f32, rs: usize, rows: usize, cols: usize) {
 }
 
 /// [`Post`] on `rows` rows of `cols` outputs at `c` (rows `c_rs` floats apart), just stored:
-/// `c += r` when `r` is not null (the residual, same layout), then the Relu when `relu`.
+/// `c += post.res` when that is not null (the residual, same layout), then the Relu or the Clip.
 ///
 /// # Safety
 /// The rows and columns are inside C and (when not null) the residual.
-unsafe fn post_tile(isa: Isa, c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+unsafe fn post_tile(isa: Isa, c: *mut f32, c_rs: usize, rows: usize, cols: usize, post: &StorePost) {
     #[inline(always)]
-    unsafe fn rows_of(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+    unsafe fn rows_of(c: *mut f32, c_rs: usize, rows: usize, cols: usize, post: &StorePost) {
         for i in 0..rows {
             // SAFETY: per post_tile's contract.
             let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * c_rs), cols) };
-            if !r.is_null() {
+            if !post.res.is_null() {
                 // SAFETY: per post_tile's contract.
-                let res = unsafe { std::slice::from_raw_parts(r.add(i * c_rs), cols) };
+                let res = unsafe { std::slice::from_raw_parts(post.res.add(i * c_rs), cols) };
                 for (d, &x) in row.iter_mut().zip(res) {
                     *d += x;
                 }
             }
-            if relu {
+            if post.relu {
                 for d in row.iter_mut() {
                     // The interpreter's Relu: x > 0 or NaN keeps x, else +0.
                     *d = if *d > 0.0 || d.is_nan() { *d } else { 0.0 };
+                }
+            }
+            if post.clip {
+                for d in row.iter_mut() {
+                    *d = clip1(*d, post.lo, post.hi);
                 }
             }
         }
@@ -1039,29 +1088,29 @@ unsafe fn post_tile(isa: Isa, c: *mut f32, r: *const f32, c_rs: usize, rows: usi
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx512 && std::is_x86_feature_detected!("avx512f") {
         #[target_feature(enable = "avx512f")]
-        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+        unsafe fn wide(c: *mut f32, c_rs: usize, rows: usize, cols: usize, post: &StorePost) {
             // SAFETY: per post_tile's contract.
-            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+            unsafe { rows_of(c, c_rs, rows, cols, post) }
         }
         // SAFETY: the CPU has AVX-512 F (checked just above); the rest per this function's contract.
-        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        unsafe { wide(c, c_rs, rows, cols, post) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if isa >= Isa::Avx2Fma {
         #[target_feature(enable = "avx2")]
-        unsafe fn wide(c: *mut f32, r: *const f32, c_rs: usize, rows: usize, cols: usize, relu: bool) {
+        unsafe fn wide(c: *mut f32, c_rs: usize, rows: usize, cols: usize, post: &StorePost) {
             // SAFETY: per post_tile's contract.
-            unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+            unsafe { rows_of(c, c_rs, rows, cols, post) }
         }
         // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported), so AVX2 is
         // present; the rest per this function's contract.
-        unsafe { wide(c, r, c_rs, rows, cols, relu) };
+        unsafe { wide(c, c_rs, rows, cols, post) };
         return;
     }
     let _ = isa;
     // SAFETY: per this function's contract.
-    unsafe { rows_of(c, r, c_rs, rows, cols, relu) }
+    unsafe { rows_of(c, c_rs, rows, cols, post) }
 }
 
 /// Whether `kernel` reads a conv's whole 16-pixel panels in place (the window, or the input planes

@@ -177,16 +177,17 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         return Ok(());
     }
     if epilogue_of.is_some()
-        && let Some((residual, relu)) = conv_store_ops(cx, members, &leaves, &leaf_places, &out_shape)
+        && let Some((residual, relu, clip)) = conv_store_ops(cx, members, &leaves, &leaf_places, &out_shape)
         && let Some(step) = cx.steps.last_mut()
         && let StepKind::PackedConv { spec, epilogue: None } = &mut step.kind
         && let Some(conv) = std::sync::Arc::get_mut(spec)
     {
-        // A residual Add and/or a Relu after a packed conv: applied by the conv to each register
-        // tile as its last K block is stored (in L1), in the conv's buffer, in place of a
-        // generated epilogue pass over every output row (22% of a 64→256 1×1 on 56²).
+        // A residual Add and/or a Relu or Clip after a packed conv: applied by the conv to each
+        // register tile as its last K block is stored (in L1), in the conv's buffer, in place of
+        // a generated epilogue pass over every output row (22% of a 64→256 1×1 on 56²; MobileNet
+        // v2's ReLU6 pass 23% of its 16→96 1×1 on 112²).
         let res_arg = residual.map(|_| step.args.len());
-        conv.set_post(res_arg, relu);
+        conv.set_post(res_arg, relu, clip);
         step.args.extend(residual);
         // Labelled as a generated epilogue is (the nodes it computes); the step's description
         // says "in-store".
@@ -274,16 +275,18 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
 }
 
 /// Whether a fused group that is the epilogue of the packed conv just emitted is a residual Add
-/// (`conv + r`, r of the output's shape, in another buffer), a Relu, or a Relu of such an Add,
-/// which the conv applies as it stores its tiles ([`crate::gemm::conv::PackedConv::set_post`]),
-/// writing its result in place of the conv's output: `(the residual's place, relu)`.
+/// (`conv + r`, r of the output's shape, in another buffer), a Relu or a Clip, or a Relu or Clip
+/// of such an Add, which the conv applies as it stores its tiles
+/// ([`crate::gemm::conv::PackedConv::set_post`]), writing its result in place of the conv's
+/// output: `(the residual's place, relu, the Clip's bounds)`.
+#[allow(clippy::type_complexity)]
 fn conv_store_ops(
     cx: &Ctx,
     members: &[NodeId],
     leaves: &[(Value, Vec<usize>)],
     places: &[Place],
     out_shape: &[usize],
-) -> Option<(Option<Place>, bool)> {
+) -> Option<(Option<Place>, bool, Option<(f32, f32)>)> {
     let step = cx.steps.last()?;
     let StepKind::PackedConv { spec, epilogue: None } = &step.kind else { return None };
     if spec.post().is_some() || std::sync::Arc::strong_count(spec) != 1 {
@@ -291,7 +294,9 @@ fn conv_store_ops(
     }
     let (graph, conv_buf) = (cx.graph, step.args[0]);
     let is_add = |m: NodeId| matches!(graph.node(m).op(), Some(Op::Binary(kiln_ir::BinaryOp::Add)));
-    let is_relu = |m: NodeId| matches!(graph.node(m).op(), Some(Op::Unary(kiln_ir::UnaryOp::Relu)));
+    let is_relu = |m: NodeId| {
+        matches!(graph.node(m).op(), Some(Op::Unary(kiln_ir::UnaryOp::Relu | kiln_ir::UnaryOp::Clip { .. })))
+    };
     let (add, relu) = match *members {
         [m] if is_relu(m) => (None, m),
         [m] if is_add(m) => (Some(m), m),
@@ -300,6 +305,13 @@ fn conv_store_ops(
         _ => return None,
     };
     let has_relu = is_relu(relu);
+    // The activation: a Relu, or a Clip's bounds (±∞ where it has none).
+    let clip = match graph.node(relu).op() {
+        Some(Op::Unary(kiln_ir::UnaryOp::Clip { min, max })) => {
+            Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)))
+        }
+        _ => None,
+    };
     // The value the conv's result feeds: the Add's operands, or the Relu's input.
     let operands = match add {
         Some(a) => {
@@ -330,7 +342,7 @@ fn conv_store_ops(
     if in_place_leaf(cx, &leaves[i..=i], &places[i..=i], out_shape, members) != Some(conv_buf) {
         return None;
     }
-    Some((residual, has_relu))
+    Some((residual, has_relu && clip.is_none(), clip))
 }
 
 /// Whether a fused group can run as the epilogue of the GEMM step just emitted: one of its leaves
