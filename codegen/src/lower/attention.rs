@@ -58,7 +58,7 @@ pub struct AttentionSpec {
     pub slots: usize,
     /// QKᵀ on kiln's micro-kernels (`gemm::Product::run`, AVX2 tile) with Kt packed once per
     /// head by each thread and read by all its blocks of that head, rather than on the `gemm`
-    /// crate, which packs Kt again for every block ([`kt_packed_per_head`]).
+    /// crate, which packs Kt again for every block (`kt_packed_per_head`).
     pub packed_kt: bool,
 }
 
