@@ -24,7 +24,7 @@
 //! BatchNorm+Relu) gets a fresh buffer for its result instead, and so do the steps after it.
 
 use super::{Place, Step, TensorType};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// One input of a Concat whose block in the output is contiguous.
 #[derive(Debug, Clone)]
@@ -67,24 +67,29 @@ pub(super) fn concat_in_place(
     }
     let output: HashSet<usize> =
         outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
+    // Per concat buffer, its copy steps (each concat has a buffer of its own).
+    let mut copy_steps: HashMap<usize, HashSet<usize>> = HashMap::new();
+    for part in parts {
+        copy_steps.entry(part.dst).or_default().insert(part.step);
+    }
+    let plan = Plan { output, writers, last_use, copy_steps };
     let mut parent = vec![false; buffers.len()];
     // Per buffer, the last use of it or of any alias inside it (transitively): its bytes must
     // stay until then wherever it is placed.
-    let mut last_use_within = last_use.clone();
+    let mut last_use_within = plan.last_use.clone();
     let mut dropped: HashSet<usize> = HashSet::new();
     for part in parts {
         let (Place::Buf(b), c) = (part.src, part.dst) else { continue };
-        let copies_of_c = |s: &usize| parts.iter().any(|q| q.concat == part.concat && q.step == *s);
         let ok = b != c
-            && !output.contains(&b)
-            && !output.contains(&c)
+            && !plan.output.contains(&b)
+            && !plan.output.contains(&c)
             && alias[b].is_none()
             && alias[c].is_none()
             && buffers[b] == part.bytes
             && part.off + part.bytes <= buffers[c]
-            && !writers[b].is_empty()
-            && writers[b].iter().all(|&s| s < part.step)
-            && writers[c].iter().all(|s| copies_of_c(s) || *s > last_use_within[b]);
+            && !plan.writers[b].is_empty()
+            && plan.writers[b].iter().all(|&s| s < part.step)
+            && plan.writers[c].iter().all(|s| plan.copy_steps[&c].contains(s) || *s > last_use_within[b]);
         if ok {
             alias[b] = Some((c, part.off));
             parent[c] = true;
@@ -92,7 +97,7 @@ pub(super) fn concat_in_place(
             dropped.insert(part.step);
         }
     }
-    concat_views(steps, buffers, parts, &output, &writers, &mut alias, &mut parent, &mut dropped);
+    concat_views(steps, buffers, parts, &plan, &mut alias, &mut parent, &mut dropped);
     let mut s = 0;
     steps.retain(|_| {
         s += 1;
@@ -101,14 +106,23 @@ pub(super) fn concat_in_place(
     alias
 }
 
+/// What the rules read of the plan as lowered (before any copy is dropped).
+struct Plan {
+    /// Buffers holding a graph output.
+    output: HashSet<usize>,
+    /// Per buffer, the steps writing it, in order.
+    writers: Vec<Vec<usize>>,
+    /// Per buffer, the last step using it.
+    last_use: Vec<usize>,
+    copy_steps: HashMap<usize, HashSet<usize>>,
+}
+
 /// The second rule of the module doc: concats made views of the buffer their inputs alias.
-#[allow(clippy::too_many_arguments)]
 fn concat_views(
     steps: &mut [Step],
     buffers: &mut Vec<usize>,
     parts: &[ConcatPart],
-    output: &HashSet<usize>,
-    writers: &[Vec<usize>],
+    plan: &Plan,
     alias: &mut Vec<Option<(usize, usize)>>,
     parent: &mut [bool],
     dropped: &mut HashSet<usize>,
@@ -119,7 +133,7 @@ fn concat_views(
         let concat = &parts[start..end];
         start = end;
         let k = concat[0].dst;
-        if output.contains(&k) || parent[k] || alias[k].is_some() {
+        if plan.output.contains(&k) || parent[k] || alias[k].is_some() {
             continue;
         }
         // Every input an alias of the same buffer, at consecutive offsets in order.
@@ -141,19 +155,13 @@ fn concat_views(
         }
         // The concat's value is read until its first writer other than its copies (which reads
         // it, in place) or its last use; `c` must keep those bytes until then.
-        let copies: HashSet<usize> = concat.iter().map(|p| p.step).collect();
-        let rewrite = writers[k].iter().copied().filter(|s| !copies.contains(s)).min();
-        let last_read = rewrite.unwrap_or_else(|| {
-            steps
-                .iter()
-                .enumerate()
-                .filter(|(_, st)| st.args.contains(&Place::Buf(k)))
-                .map(|(s, _)| s)
-                .max()
-                .unwrap_or(0)
-        });
-        let c_copies: HashSet<usize> = parts.iter().filter(|p| p.dst == c).map(|p| p.step).collect();
-        if !writers[c].iter().all(|s| c_copies.contains(s) || *s > last_read) {
+        let copies = &plan.copy_steps[&k];
+        let rewrite = plan.writers[k].iter().copied().filter(|s| !copies.contains(s)).min();
+        // (Earlier views renamed only their own buffers: `k`'s uses are as lowered.)
+        let last_read = rewrite.unwrap_or(plan.last_use[k]);
+        let no_copies = HashSet::new();
+        let c_copies = plan.copy_steps.get(&c).unwrap_or(&no_copies);
+        if !plan.writers[c].iter().all(|s| c_copies.contains(s) || *s > last_read) {
             continue;
         }
         if let Some(s1) = rewrite {
@@ -173,6 +181,6 @@ fn concat_views(
         }
         alias[k] = Some((c, base));
         parent[c] = true;
-        dropped.extend(copies);
+        dropped.extend(copies.iter().copied());
     }
 }
