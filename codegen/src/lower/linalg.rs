@@ -152,9 +152,9 @@ pub(super) fn scale_folds(cx: &Ctx, id: NodeId) -> Option<(Value, f32)> {
     .then_some((x, c))
 }
 
-/// Where an Attention operand (Q, Kt or V) lives and its element strides: row-major in its own
-/// buffer, or for a transpose that takes no step ([`transpose_folds`]) its input's buffer through
-/// the permutation.
+/// Where an Attention operand (Q, Kt or V) or a MatMul operand lives and its element strides:
+/// row-major in its own buffer, or for a transpose that takes no step ([`transpose_folds`]) its
+/// input's buffer through the permutation.
 pub(super) fn strided_operand(cx: &Ctx, v: Value, node: &str) -> Result<(Place, Vec<usize>), Error> {
     let graph = cx.graph;
     if let Some(Op::Transpose { perm }) = graph.node(v.node).op()
@@ -177,24 +177,12 @@ pub(super) fn strided_operand(cx: &Ctx, v: Value, node: &str) -> Result<(Place, 
 /// for a transpose that takes no step ([`transpose_folds`]) its input's buffer through the
 /// permutation.
 fn operand(cx: &Ctx, v: Value, node: &str) -> Result<(Place, Vec<usize>, f32), Error> {
-    let graph = cx.graph;
     let (v, scale) = match scale_folds(cx, v.node) {
         Some((x, c)) => (x, c),
         None => (v, 1.0),
     };
-    if let Some(Op::Transpose { perm }) = graph.node(v.node).op()
-        && transpose_folds(cx, v.node)
-    {
-        let src = graph.node_inputs(v.node)[0];
-        let x = graph.value_type(src);
-        let perm: Vec<usize> = perm.clone().unwrap_or_else(|| (0..x.rank()).rev().collect());
-        if perm.len() != x.rank() || perm.iter().any(|&p| p >= x.rank()) {
-            return Err(internal(node, "transpose perm is not a permutation of the axes"));
-        }
-        let st = strides(&x.shape);
-        return Ok((cx.input(src, node)?, perm.iter().map(|&p| st[p]).collect(), scale));
-    }
-    Ok((cx.input(v, node)?, strides(&graph.value_type(v).shape), scale))
+    let (place, strides) = strided_operand(cx, v, node)?;
+    Ok((place, strides, scale))
 }
 
 /// numpy matmul of `a` by `b` (1-D operands promoted and the unit axis dropped, batch axes
