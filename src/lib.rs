@@ -34,6 +34,8 @@ pub use kiln_ir::{DType, Error, ErrorKind, Graph, Model, Tensor, TensorData, Ten
 // Borrowed inputs and caller-owned outputs for `CompiledModel::run_into`; a worker pool that
 // several compiled models may share (`Options::pool`); the optimizer's limits (`Options::optimizer`).
 pub use kiln_codegen::pool::Pool as ThreadPool;
+/// How a JIT-compiled model's first runs choose between all threads and one.
+pub use kiln_codegen::threads;
 pub use kiln_codegen::{DataMut, DataRef, Isa, TensorRef};
 pub use kiln_passes::OptimizeConfig;
 pub use kiln_passes::explain::{Change, Derivation, Explanation, Fate, Step};
@@ -120,8 +122,12 @@ pub enum OptLevel {
 pub struct Options {
     pub backend: Backend,
     pub opt_level: OptLevel,
-    /// Worker threads for execution; `None` means all cores.
+    /// Worker threads for execution, the most a run uses; `None` means all cores.
     pub threads: Option<usize>,
+    /// Let the JIT's first runs measure whether all threads beat one, and keep the faster
+    /// (`kiln_codegen::threads`; results are bit-identical either way). Off: every run uses
+    /// `threads`. Default on.
+    pub adaptive_threads: bool,
     /// Most bytes one model may hold: weights plus what one run allocates for intermediates (the
     /// JIT's arena; the interpreter's peak of live values and inputs). A model above it is
     /// refused by [`compile`] with an error naming it and the size, before anything of that size
@@ -151,6 +157,7 @@ impl Default for Options {
             backend: Backend::default(),
             opt_level: OptLevel::default(),
             threads: None,
+            adaptive_threads: true,
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
             isa: None,
             pool: None,
@@ -386,6 +393,7 @@ pub fn compile(model: Model, options: &Options) -> Result<CompiledModel, Error> 
                 memory_cap: options.memory_cap,
                 pool: options.pool.clone(),
                 disasm: options.disasm,
+                adaptive_threads: options.adaptive_threads,
                 ..Default::default()
             };
             if let Some(threads) = options.threads {
@@ -629,6 +637,16 @@ impl CompiledModel {
         match &self.engine {
             Engine::Interp => None,
             Engine::Jit(executable) => Some(executable.isa()),
+        }
+    }
+
+    /// The threads each run uses from now on (the JIT's first runs may measure one thread
+    /// faster than all: [`Options::adaptive_threads`]); `None` while they are still measuring,
+    /// and on the interpreter.
+    pub fn threads_in_use(&self) -> Option<usize> {
+        match &self.engine {
+            Engine::Interp => None,
+            Engine::Jit(executable) => executable.threads_in_use(),
         }
     }
 

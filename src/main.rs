@@ -76,6 +76,10 @@ struct CompileFlags {
     /// Worker threads of the JIT (default: all cores); refused where nothing runs on the JIT.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
+    /// Use all --threads on every run: do not let the first runs measure whether one thread is
+    /// faster (by default a model keeps one thread when its first runs were faster on one).
+    #[arg(long)]
+    fixed_threads: bool,
     /// Most memory the model may use (weights + one run's intermediates), in bytes or with a
     /// unit such as 16GiB; a larger model is refused before it is allocated (default 4GiB).
     #[arg(long, value_name = "SIZE", value_parser = kiln::parse_memory_size)]
@@ -233,6 +237,9 @@ fn refuse_threads_without_jit(flags: &CompileFlags, why: &str) {
     if flags.threads.is_some() {
         usage_error(&format!("--threads has no effect {why}; leave it out"));
     }
+    if flags.fixed_threads {
+        usage_error(&format!("--fixed-threads has no effect {why}; leave it out"));
+    }
 }
 
 /// `-O` as given; by default -O2, except for a `.kiln` file, which was saved optimised.
@@ -259,6 +266,7 @@ fn options(flags: &CompileFlags, backend: Backend, model: &Path) -> Result<Optio
         backend,
         opt_level: opt_level(flags, model),
         threads: flags.threads.map(|n| n as usize),
+        adaptive_threads: !flags.fixed_threads,
         memory_cap: flags.memory_cap.unwrap_or(kiln::ir::DEFAULT_MEMORY_CAP),
         isa: flags.isa,
         optimizer,
@@ -580,8 +588,16 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
     let views: Vec<(&str, kiln::TensorRef<'_>)> =
         inputs.iter().map(|(n, t)| (n.as_str(), kiln::TensorRef::from(t))).collect();
     let mut bufs: Vec<kiln::DataMut<'_>> = outputs.iter_mut().map(kiln::DataMut::from).collect();
-    // One untimed run first: page faults in the arena and the pool's first wake-up are not latency.
+    // Untimed runs first: page faults in the arena and the pool's first wake-up are not latency,
+    // and the JIT's first runs measure one thread against all (kiln::threads): the
+    // timed runs are the steady state a server sees.
     compiled.run_into(&views, &mut bufs)?;
+    for _ in 0..2 * kiln::threads::SAMPLES + 1 {
+        if compiled.threads_in_use().is_some() || args.backend == BackendArg::Interp {
+            break;
+        }
+        compiled.run_into(&views, &mut bufs)?;
+    }
     let mut times = Vec::with_capacity(args.iters as usize);
     for _ in 0..args.iters {
         let start = std::time::Instant::now();
@@ -628,6 +644,9 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "backend": backend,
             "opt_level": opt_level,
             "threads": threads,
+            // What the timed runs used: `threads`, or 1 where the first runs measured one
+            // thread faster (null on the interpreter).
+            "threads_used": compiled.threads_in_use(),
             "iters": args.iters,
             "load_ms": load_ms,
             "compile_ms": compile_ms,

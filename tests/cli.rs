@@ -329,6 +329,28 @@ fn jit_backend_runs_and_emits_clif() {
 }
 
 #[test]
+fn bench_reports_the_threads_its_timed_runs_used() {
+    let json = |extra: &[&str]| {
+        let mut args = vec!["bench", "models/transformer_block.json", "--iters", "3", "--json", "--threads", "2"];
+        args.extend(extra);
+        let out = kiln(&args);
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        let text = stdout(&out);
+        let last = text.lines().last().expect("some output").to_string();
+        serde_json::from_str::<serde_json::Value>(&last).unwrap_or_else(|e| panic!("{e}: {last}"))
+    };
+    // The warm-up runs make the choice before the timed runs start: one thread or both.
+    let adaptive = json(&[]);
+    assert_eq!(adaptive["threads"], 2, "{adaptive}");
+    assert!(adaptive["threads_used"] == 1 || adaptive["threads_used"] == 2, "{adaptive}");
+    let fixed = json(&["--fixed-threads"]);
+    assert_eq!(fixed["threads_used"], 2, "{fixed}");
+    let out = kiln(&["bench", "models/mlp_bn.json", "--backend", "interp", "--fixed-threads"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--fixed-threads has no effect"), "{}", stderr(&out));
+}
+
+#[test]
 fn bench_prints_latency_and_ends_with_one_json_object() {
     for backend in ["jit", "interp"] {
         let mut args = vec!["bench", "models/mlp_bn.json", "--backend", backend, "--iters", "7", "--json", "-O0"];
@@ -344,6 +366,11 @@ fn bench_prints_latency_and_ends_with_one_json_object() {
         assert_eq!(json["backend"], backend, "{last}");
         assert_eq!(json["opt_level"], "O0", "{last}");
         assert_eq!(json["threads"], 1, "{last}");
+        // What the timed runs used: the one thread asked for; nothing on the interpreter.
+        match backend {
+            "jit" => assert_eq!(json["threads_used"], 1, "{last}"),
+            _ => assert!(json["threads_used"].is_null(), "{last}"),
+        }
         // The JIT names the instruction set its kernels were chosen for; the interpreter has none.
         match backend {
             "jit" => assert!(["generic", "avx2+fma", "avx512"].contains(&json["isa"].as_str().unwrap_or("")), "{last}"),

@@ -59,8 +59,14 @@ const ATTENTION_MODEL: &str = r#"{
 }"#;
 
 fn check_concurrent_runs(model: kiln::Model, threads: usize) {
-    let options =
-        Options { backend: Backend::Jit, opt_level: OptLevel::O2, threads: Some(threads), ..Default::default() };
+    let options = Options {
+        backend: Backend::Jit,
+        opt_level: OptLevel::O2,
+        threads: Some(threads),
+        // Every run on all threads, so that concurrent runs contend for the pool.
+        adaptive_threads: false,
+        ..Default::default()
+    };
     let compiled = kiln::compile(model, &options).expect("compiles on the JIT");
     let template = kiln::default_inputs(compiled.graph()).expect("inputs");
     let inputs: Vec<Vec<(String, Tensor)>> = (0..INPUTS)

@@ -11,6 +11,7 @@ use crate::jit::{CodeMemory, KernelFn};
 use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind};
 use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
+use crate::threads::{RunThreads, ThreadChoice};
 use kiln_ir::{DType, Error, Tensor, TensorData, TensorType};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -52,6 +53,8 @@ pub struct Executable {
     pub(crate) clif: Vec<(String, String)>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) isa: crate::Isa,
+    /// All of the pool's threads per run, or one (measured by the first runs).
+    thread_choice: ThreadChoice,
     arenas: Mutex<Vec<Vec<u64>>>,
     /// Outputs written straight into the caller's buffer: (output index, arena buffer).
     direct: Vec<(usize, usize)>,
@@ -100,11 +103,18 @@ impl Executable {
             offsets: placement.offsets,
             memory,
             clif,
+            thread_choice: ThreadChoice::new(pool.threads(), false),
             pool,
             isa,
             arenas: Mutex::new(Vec::new()),
             _code: code,
         }
+    }
+
+    /// Lets the first runs choose between all threads and one ([`crate::threads`]).
+    pub(crate) fn with_adaptive_threads(mut self, adaptive: bool) -> Executable {
+        self.thread_choice = ThreadChoice::new(self.pool.threads(), adaptive);
+        self
     }
 
     pub fn memory(&self) -> MemoryReport {
@@ -174,8 +184,15 @@ impl Executable {
         steps
     }
 
+    /// The most threads a run uses (the pool's).
     pub fn threads(&self) -> usize {
         self.pool.threads()
+    }
+
+    /// The threads every run uses from now on: `threads()`, or 1 where the first runs measured
+    /// one thread faster ([`crate::threads`]); `None` while those runs are still measuring.
+    pub fn threads_in_use(&self) -> Option<usize> {
+        self.thread_choice.chosen()
     }
 
     /// The instruction set the hand-written kernels of this model were chosen for.
@@ -326,7 +343,16 @@ impl Executable {
             })?;
             arena.resize(words, 0);
         }
-        let result = self.run_in(inputs, outputs, &mut arena, times);
+        // Profiled runs are not samples of the thread choice: timing each step slows them.
+        let ticket = self.thread_choice.next(times.is_none());
+        let start = Instant::now();
+        let result = {
+            let _limit = RunThreads::enter(ticket.threads);
+            self.run_in(inputs, outputs, &mut arena, times)
+        };
+        if result.is_ok() {
+            self.thread_choice.record(ticket, start.elapsed());
+        }
         self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
         result
     }
@@ -690,7 +716,7 @@ impl Executable {
     /// How many chunks a step of `cost_ns` (one-core estimate) over `units` units splits into.
     fn par(&self, cost_ns: f64, units: usize) -> usize {
         let by_cost = (cost_ns / MIN_CHUNK_NS) as usize;
-        self.pool.threads().min(units).min(by_cost).max(1)
+        self.pool.threads().min(RunThreads::current()).min(units).min(by_cost).max(1)
     }
 
     /// Runs `job(0..threads)`: inline when there is one chunk, else on the pool.

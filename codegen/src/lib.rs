@@ -24,6 +24,7 @@ pub mod memplan;
 pub mod pool;
 pub mod simd;
 pub mod spatial;
+pub mod threads;
 pub mod vmath;
 pub mod window;
 
@@ -51,9 +52,15 @@ mod send_sync {
 /// Options for [`compile`].
 #[derive(Debug, Clone)]
 pub struct CodegenOptions {
-    /// Threads per run (the caller's thread plus `threads − 1` pool workers). Results are
-    /// deterministic for a given count.
+    /// Threads per run (the caller's thread plus `threads − 1` pool workers): the most a run
+    /// uses. Results are deterministic for a given count, and a run of the compiled model gives
+    /// the same bits whether it uses all of them or one (a model compiled for another count may
+    /// split its GEMMs into other calls, which can round differently).
     pub threads: usize,
+    /// Let the first runs measure whether all threads beat one, and keep the faster (see
+    /// [`threads`]). Off by default here, so that a test of split steps gets exactly `threads`;
+    /// the `kiln` facade turns it on for its users.
+    pub adaptive_threads: bool,
     /// Softmax kernels (default: [`SoftmaxAlgo::Simd`], the hand-written row kernel).
     pub softmax: SoftmaxAlgo,
     /// Most bytes the model may hold: its weights (as copied for the plan) plus the arena of one
@@ -77,6 +84,7 @@ impl Default for CodegenOptions {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         CodegenOptions {
             threads,
+            adaptive_threads: false,
             softmax: SoftmaxAlgo::Simd,
             memory_cap: kiln_ir::DEFAULT_MEMORY_CAP,
             keep_clif: false,
@@ -141,7 +149,7 @@ fn compile_plan(graph: &Graph, weights: Vec<lower::WeightData>, options: &Codege
         return Err(Error::new("JIT", "internal error: kernel count does not match the plan"));
     }
     let kernels = funcs.into_iter().map(|c| c.func).collect();
-    Ok(Executable::new(plan, kernels, placement, clif, pool, isa, code))
+    Ok(Executable::new(plan, kernels, placement, clif, pool, isa, code).with_adaptive_threads(options.adaptive_threads))
 }
 
 /// Refuses `bytes` of `what` above the memory cap, naming the model and both sizes.

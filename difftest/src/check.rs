@@ -124,6 +124,9 @@ pub enum Kind {
     Shape,
     /// Values differ beyond the tolerance.
     Mismatch,
+    /// Runs of one JIT executable at different thread counts differ in some bit (a run may use
+    /// fewer threads than compiled for, so its results must not depend on the count).
+    ThreadsDiffer,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +162,37 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "(non-string panic)".into()
+    }
+}
+
+/// Runs of a multi-threaded JIT engine: the warm-up and the samples of its thread choice, which
+/// alternate between all threads and one (`kiln::threads`), so that the same executable
+/// runs at both counts and must give the same bits.
+fn jit_runs() -> usize {
+    1 + 2 * kiln::threads::SAMPLES
+}
+
+/// Compiles and runs `runs` times; the outputs of the first run, and where a later run's differ
+/// from them in any bit. `Err(Ok(msg))` is an error, `Err(Err(msg))` a panic.
+fn run_engine_repeated(
+    model: Model,
+    options: &Options,
+    inputs: &Outputs,
+    runs: usize,
+) -> Result<(Outputs, Option<String>), Result<String, String>> {
+    match catch_unwind(AssertUnwindSafe(|| -> Result<_, kiln::Error> {
+        let compiled = kiln::compile(model, options)?;
+        let first = compiled.run(inputs)?;
+        for run in 1..runs {
+            if let Some(d) = bit_difference(&first, &compiled.run(inputs)?) {
+                return Ok((first, Some(format!("run {run} of one executable: {d}"))));
+            }
+        }
+        Ok((first, None))
+    })) {
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(e)) => Err(Ok(e.to_string())),
+        Err(p) => Err(Err(panic_message(p))),
     }
 }
 
@@ -284,6 +318,8 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
                     backend: Backend::Jit,
                     opt_level: OptLevel::O0,
                     threads: Some(threads),
+                    // Its first runs alternate between all threads and one (see `jit_runs`).
+                    adaptive_threads: true,
                     ..Default::default()
                 };
                 match opt {
@@ -294,8 +330,16 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
         };
         // The optimizer failed: already reported.
         let Some(source) = source else { continue };
-        let got = match run_engine(source, &options, &inputs) {
-            Ok(o) => o,
+        let runs = match engine {
+            Engine::Jit { threads, .. } if threads > 1 => jit_runs(),
+            _ => 1,
+        };
+        let got = match run_engine_repeated(source, &options, &inputs, runs) {
+            Ok((o, None)) => o,
+            Ok((o, Some(detail))) => {
+                failures.push(fail(Some(engine), Kind::ThreadsDiffer, detail));
+                o
+            }
             Err(Ok(e)) => {
                 failures.push(fail(Some(engine), Kind::Error, e));
                 continue;
@@ -317,6 +361,28 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
         }
     }
     failures
+}
+
+/// Where two runs of the same graph differ in any bit (f32 compared as bits: NaN payloads and −0
+/// included), or `None`.
+fn bit_difference(a: &Outputs, b: &Outputs) -> Option<String> {
+    if a.len() != b.len() {
+        return Some(format!("{} outputs against {}", b.len(), a.len()));
+    }
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        let at = match (x.data(), y.data()) {
+            (TensorData::F32(p), TensorData::F32(q)) if p.len() == q.len() => p
+                .iter()
+                .zip(q)
+                .position(|(u, v)| u.to_bits() != v.to_bits())
+                .map(|i| format!(" at element {i}: {:e} against {:e}", q[i], p[i])),
+            _ => (x != y).then(String::new),
+        };
+        if let Some(at) = at {
+            return Some(format!("output '{name}' differs between thread counts{at}"));
+        }
+    }
+    None
 }
 
 /// Size of the oracle's perturbation: 2^-20 ≈ 9.5e-7, eight f32 ulps (the JIT's transcendental
@@ -593,6 +659,25 @@ fn thread_cpu_time() -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
+    /// Runs at two thread counts must agree in every bit: −0 against +0 and NaN payloads count.
+    #[test]
+    fn bit_difference_sees_every_bit() {
+        use kiln::Tensor;
+        let out = |v: Vec<f32>| vec![("y".to_string(), Tensor::from_f32(vec![v.len()], v).unwrap())];
+        let base = out(vec![1.0, 0.0, f32::NAN]);
+        assert_eq!(super::bit_difference(&base, &base.clone()), None);
+        let next = f32::from_bits(1.0f32.to_bits() + 1);
+        let other_nan = f32::from_bits(f32::NAN.to_bits() | 1);
+        for (i, v) in
+            [vec![next, 0.0, f32::NAN], vec![1.0, -0.0, f32::NAN], vec![1.0, 0.0, other_nan]].into_iter().enumerate()
+        {
+            let d = super::bit_difference(&base, &out(v)).expect("a difference");
+            assert!(d.contains(&format!("at element {i}")), "{d}");
+        }
+        let ints = |v: Vec<i64>| vec![("k".to_string(), Tensor::from_i64(vec![v.len()], v).unwrap())];
+        assert!(super::bit_difference(&ints(vec![1, 2]), &ints(vec![1, 3])).is_some());
+    }
+
     /// The optimizer's time limit counts CPU time: a busy loop shows in it, a sleep does not.
     #[test]
     fn thread_cpu_time_counts_work_not_waiting() {
