@@ -125,7 +125,7 @@ pub struct Options {
     /// Worker threads for execution, the most a run uses; `None` means all cores.
     pub threads: Option<usize>,
     /// Let the JIT's first runs measure whether all threads beat one, and keep the faster
-    /// (`kiln_codegen::threads`; results are bit-identical either way). Off: every run uses
+    /// (`kiln_codegen::threads`; results are the same bits either way, NaN payloads aside). Off: every run uses
     /// `threads`. Default on.
     pub adaptive_threads: bool,
     /// Most bytes one model may hold: weights plus what one run allocates for intermediates (the

@@ -54,7 +54,7 @@ mod send_sync {
 pub struct CodegenOptions {
     /// Threads per run (the caller's thread plus `threads − 1` pool workers): the most a run
     /// uses. Results are deterministic for a given count, and a run of the compiled model gives
-    /// the same bits whether it uses all of them or one (a model compiled for another count may
+    /// the same bits (NaN payloads aside) whether it uses all of them or one (a model compiled for another count may
     /// split its GEMMs into other calls, which can round differently).
     pub threads: usize,
     /// Let the first runs measure whether all threads beat one, and keep the faster (see

@@ -10,9 +10,10 @@
 //! each, and it keeps the pool's count only when that was faster by more than [`MARGIN`] (ties
 //! go to one thread, which leaves the other cores to the rest of the machine). The choice is
 //! made once, on the caller's real inputs; it changes speed only: chunks split a step's outputs,
-//! never a sum, so a run of one executable gives the same bits at every thread count (the
-//! differential tester runs each two-thread executable through its choice and compares the runs
-//! bit for bit).
+//! never a sum, so a run of one executable gives the same bits at every thread count, NaN
+//! payloads aside (a map kernel's vector body and scalar tail make different NaNs, and a chunk's
+//! end decides which an element meets). The differential tester runs each two-thread executable
+//! through its choice and compares the runs bit for bit.
 
 use std::cell::Cell;
 use std::sync::Mutex;
