@@ -152,7 +152,8 @@ impl Executable {
                 StepKind::Checked { func, rows, .. } => {
                     format!("checked kernel {} ({rows} rows)", self.clif[*func].0)
                 }
-                StepKind::Copies(_) => "copy".to_string(),
+                StepKind::Copies(copies) if copies.len() == 1 => "copy".to_string(),
+                StepKind::Copies(copies) => format!("copy ({} outputs)", copies.len()),
                 StepKind::Gather(_) => "gather".to_string(),
                 StepKind::Convert(c, _) => format!("convert {c:?}"),
                 StepKind::BoolInput(_) => "bool input".to_string(),

@@ -593,3 +593,71 @@ fn nested_concats_chain() {
         }
     }
 }
+
+/// Split and Slice outputs that are contiguous blocks of their input (channels of one image) are
+/// views of it: no copy step, the consumers read the input's bytes (`p`, `r`, `s`). Cases that
+/// must keep their copies: `q`, which a Relu runs over in place (that would write into `a`, which
+/// `s` and `t` still read); `u` and `v`, whose source `b` is written in place into `cat`, which a
+/// Relu runs over in place before they are read; a strided Slice. Every ISA, 1 and 2 threads.
+/// Tolerance: sums of ≤ 10 products of values ≤ 1.
+#[test]
+fn split_outputs_are_views_of_their_input() {
+    let mut rng = XRng(37);
+    let (h, w) = (6, 7);
+    let mut spec = Spec::new();
+    let conv = Op::Conv { strides: [1, 1], dilations: [1, 1], pads: [0; 4], group: 1 };
+    let un = |u: kiln_ir::UnaryOp| Op::Unary(u);
+    let slice = |start: i64, end: i64, step: i64| Op::Slice {
+        starts: vec![start],
+        ends: vec![end],
+        axes: Some(vec![1]),
+        steps: Some(vec![step]),
+    };
+    spec.input("x", rng.tensor(&[1, 10, h, w], -1.0, 1.0))
+        .weight("wa", rng.tensor(&[9, 10, 1, 1], -0.3, 0.3))
+        .weight("wb", rng.tensor(&[4, 10, 1, 1], -0.3, 0.3))
+        .weight("wp", rng.tensor(&[3, 2, 1, 1], -0.5, 0.5))
+        .weight("wr", rng.tensor(&[2, 4, 1, 1], -0.5, 0.5))
+        .weight("wq", rng.tensor(&[2, 3, 1, 1], -0.5, 0.5))
+        .weight("wu", rng.tensor(&[3, 2, 1, 1], -0.5, 0.5))
+        .weight("wc", rng.tensor(&[2, 8, 1, 1], -0.5, 0.5))
+        .node("ca", conv.clone(), &["x", "wa"], &["a"])
+        .node("split", Op::Split { axis: 1, split: Some(vec![2, 3, 4]), num_outputs: 3 }, &["a"], &["p", "q", "r"])
+        .node("cp", conv.clone(), &["p", "wp"], &["y"])
+        .node("relu", un(kiln_ir::UnaryOp::Relu), &["q"], &["rq"])
+        .node("crq", conv.clone(), &["rq", "wq"], &["yq"])
+        .node("cr", conv.clone(), &["r", "wr"], &["nr"])
+        .node("sl", slice(3, 7, 1), &["a"], &["s"])
+        .node("strided", slice(0, 9, 2), &["a"], &["t"])
+        .node("exp", un(kiln_ir::UnaryOp::Exp), &["s"], &["es"])
+        .node("cb", conv.clone(), &["x", "wb"], &["b"])
+        .node("cz", conv.clone(), &["x", "wb"], &["z"])
+        .node("cat", Op::Concat { axis: 1 }, &["b", "z"], &["cat"])
+        .node("split2", Op::Split { axis: 1, split: None, num_outputs: 2 }, &["b"], &["u", "v"])
+        .node("relu2", un(kiln_ir::UnaryOp::Relu), &["cat"], &["rc"])
+        .node("crc", conv.clone(), &["rc", "wc"], &["n"])
+        .node("cu", conv.clone(), &["u", "wu"], &["m"])
+        .node("cv", conv.clone(), &["v", "wu"], &["mv"])
+        .output("y")
+        .output("yq")
+        .output("nr")
+        .output("es")
+        .output("t")
+        .output("m")
+        .output("mv")
+        .output("n");
+    for threads in [1, 2] {
+        for isa in isas() {
+            let exe = check_with(&spec, SUMS, &isa_options(threads, isa));
+            let text = exe.schedule_text();
+            // split: p and r are views, q keeps its copy (one output left); sl is a view; the
+            // strided slice copies; split2 keeps both; `b` and `z` are written into `cat`.
+            let line = |name: &str| text.lines().find(|l| l.split_whitespace().last() == Some(name)).unwrap_or("");
+            assert!(line("split").contains("copy") && !line("split").contains("outputs"), "{text}");
+            assert_eq!(line("sl"), "", "{text}");
+            assert!(line("strided").contains("copy"), "{text}");
+            assert!(line("split2").contains("copy (2 outputs)"), "{text}");
+            assert!(!text.contains("cat (input"), "{text}");
+        }
+    }
+}

@@ -22,8 +22,17 @@
 //! own, with every copy dropped) when `c`'s bytes outlive its reads — every step writing `c`
 //! other than `c`'s copies comes after them. A step that wrote the concat in place (its
 //! BatchNorm+Relu) gets a fresh buffer for its result instead, and so do the steps after it.
+//!
+//! Copy views ([`copy_views`]), after both: a copy that takes a contiguous block of its source in
+//! order (a Split or Slice along the first axis longer than 1 — ShuffleNet's channel split, a
+//! fused qkv projection's split into q, k and v — or a Transpose that moves only unit axes)
+//! becomes an alias of that block when the source's bytes outlive its reads: the copy's output
+//! is written by nothing else, is not a graph output and has no alias inside it, its source's
+//! root is not a graph output, and every step writing the root (or any alias inside it) comes
+//! before the copy or after the output's last use.
 
-use super::{Place, Step, TensorType};
+use super::{Place, Step, StepKind, TensorType};
+use crate::host::{AxisCopy, PAD};
 use std::collections::{HashMap, HashSet};
 
 /// One input of a Concat whose block in the output is contiguous.
@@ -183,4 +192,112 @@ fn concat_views(
         parent[c] = true;
         dropped.extend(copies.iter().copied());
     }
+}
+
+/// The rule of the module doc's last paragraph: copies of a contiguous block of their source
+/// become aliases of it (the copy is dropped; a step left with no copies is dropped).
+pub(super) fn copy_views(
+    steps: &mut Vec<Step>,
+    buffers: &[usize],
+    outputs: &[(Place, TensorType)],
+    alias: &mut [Option<(usize, usize)>],
+) {
+    let root = |alias: &[Option<(usize, usize)>], mut b: usize| {
+        while let Some((c, _)) = alias[b] {
+            b = c;
+        }
+        b
+    };
+    let n = buffers.len();
+    let mut writers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    // Per root buffer, the steps writing it or any alias inside it.
+    let mut root_writers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut last_use: Vec<Option<usize>> = vec![None; n];
+    let mut parent = vec![false; n];
+    for a in alias.iter().flatten() {
+        parent[a.0] = true;
+    }
+    for (t, step) in steps.iter().enumerate() {
+        for (i, p) in step.args.iter().enumerate() {
+            if let Place::Buf(b) = *p {
+                last_use[b] = Some(t);
+                if i < step.n_writes {
+                    writers[b].push(t);
+                    root_writers[root(alias, b)].push(t);
+                }
+            }
+        }
+    }
+    let output: HashSet<usize> =
+        outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
+    let mut viewed: HashSet<(usize, usize)> = HashSet::new();
+    for (s, step) in steps.iter().enumerate() {
+        let StepKind::Copies(copies) = &step.kind else { continue };
+        let Some(&Place::Buf(x)) = step.args.get(step.n_writes) else { continue };
+        for (i, copy) in copies.iter().enumerate() {
+            let Some(&Place::Buf(out)) = step.args.get(i) else { continue };
+            let Some(start) = contiguous_block(copy) else { continue };
+            let bytes = copy.shape.iter().product::<usize>() * copy.elem;
+            let off = start * copy.elem;
+            let r = root(alias, x);
+            let ok = out != x
+                && !output.contains(&out)
+                && !output.contains(&x)
+                && !output.contains(&r)
+                && alias[out].is_none()
+                && !parent[out]
+                && buffers[out] == bytes
+                && off + bytes <= buffers[x]
+                && writers[out] == [s]
+                && last_use[out].is_some_and(|l| root_writers[r].iter().all(|&t| t < s || t > l));
+            if ok {
+                alias[out] = Some((x, off));
+                parent[x] = true;
+                viewed.insert((s, i));
+            }
+        }
+    }
+    if viewed.is_empty() {
+        return;
+    }
+    for (s, step) in steps.iter_mut().enumerate() {
+        let StepKind::Copies(copies) = &mut step.kind else { continue };
+        let mut i = 0;
+        copies.retain(|_| {
+            i += 1;
+            !viewed.contains(&(s, i - 1))
+        });
+        let mut i = 0;
+        let n_writes = step.n_writes;
+        step.args.retain(|_| {
+            i += 1;
+            i > n_writes || !viewed.contains(&(s, i - 1))
+        });
+        step.n_writes = copies.len();
+    }
+    steps.retain(|st| !matches!(&st.kind, StepKind::Copies(c) if c.is_empty()));
+}
+
+/// The element offset of the source block a copy takes whole and in order into a contiguous
+/// destination, or `None` (any other copy: a permutation, a stride, a broadcast, padding).
+fn contiguous_block(c: &AxisCopy) -> Option<usize> {
+    let rank = c.shape.len();
+    if c.src_tab.len() != rank || c.dst_strides.len() != rank || c.dst_off != 0 || c.shape.contains(&0) {
+        return None;
+    }
+    let mut stride = 1usize;
+    let mut start = 0usize;
+    for j in (0..rank).rev() {
+        let tab = &c.src_tab[j];
+        if tab.len() != c.shape[j] || (c.shape[j] > 1 && c.dst_strides[j] != stride) {
+            return None;
+        }
+        let first = usize::try_from(tab[0]).ok().filter(|_| tab[0] != PAD)?;
+        if tab.iter().enumerate().any(|(k, &v)| v != (first + k * stride) as i64) {
+            return None;
+        }
+        start += first;
+        stride *= c.shape[j];
+    }
+    Some(start)
 }

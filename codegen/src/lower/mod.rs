@@ -634,7 +634,8 @@ pub fn lower(
         outputs.push((p, graph.value_type(v).clone()));
     }
     linalg::drop_packed_copies(&mut cx.weights, &cx.steps, &outputs)?;
-    let aliases = alias::concat_in_place(&mut cx.steps, &mut cx.buffers, &outputs, &cx.concat_parts);
+    let mut aliases = alias::concat_in_place(&mut cx.steps, &mut cx.buffers, &outputs, &cx.concat_parts);
+    alias::copy_views(&mut cx.steps, &cx.buffers, &outputs, &mut aliases);
     Ok(Lowered {
         steps: cx.steps,
         buffers: cx.buffers,
