@@ -1002,7 +1002,10 @@ impl<'c, C: Source> Gen<'c, C> {
                 self.emit1(Op::Concat { axis }, &refs, exact)
             }
             3 if r > 0 => {
-                let a = self.c.below(r);
+                // Often the first axis past the leading unit ones: the outputs are then contiguous
+                // blocks of the input, which the JIT makes views of it.
+                let lead = x.ty.shape.iter().take_while(|&&d| d == 1).count().min(r - 1);
+                let a = if self.c.chance(40) { lead } else { self.c.below(r) };
                 let d = x.ty.shape[a];
                 let op = if self.c.chance(50) && d >= 2 {
                     let first = self.c.range(1, d - 1);
@@ -1013,6 +1016,23 @@ impl<'c, C: Source> Gen<'c, C> {
                 };
                 let outs = self.emit(op, &[&x], exact)?;
                 outs.into_iter().last()
+            }
+            4 if r > 0 && self.c.chance(30) => {
+                // A block along the first axis past the leading unit ones (a view in the JIT).
+                let a = x.ty.shape.iter().take_while(|&&d| d == 1).count().min(r - 1);
+                let d = x.ty.shape[a];
+                let start = self.c.below(d);
+                let end = start + 1 + self.c.below(d - start);
+                self.emit1(
+                    Op::Slice {
+                        starts: vec![start as i64],
+                        ends: vec![end as i64],
+                        axes: Some(vec![a as i64]),
+                        steps: None,
+                    },
+                    &[&x],
+                    exact,
+                )
             }
             4 if r > 0 => {
                 let n = self.c.range(1, r);
