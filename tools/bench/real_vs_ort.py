@@ -22,13 +22,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def kiln_median(binary, model, inputs, threads):
+    """The median, and the threads its timed runs used (`threads_used`; binaries before session 12
+    do not report it: their runs used `threads`)."""
     out = subprocess.run([binary, "bench", model, *inputs, "--threads", str(threads), "--iters", "20", "--json"],
                          capture_output=True, text=True)
     try:
-        return json.loads(out.stdout.strip().splitlines()[-1])["median_ms"]
+        j = json.loads(out.stdout.strip().splitlines()[-1])
+        return j["median_ms"], j.get("threads_used", threads)
     except (IndexError, ValueError, KeyError):
         print(f"{binary} on {model}: {out.stderr.strip()[-300:]}", file=sys.stderr)
-        return float("nan")
+        return float("nan"), None
 
 
 def ort_median(model, inputs_dir, threads):
@@ -68,12 +71,18 @@ def main():
         model = os.path.join(d, "model.onnx")
         for t in [int(x) for x in args.threads.split(",")]:
             best = {"base": float("inf"), "new": float("inf"), "ort": float("inf")}
+            used = set()
             for _ in range(2):
-                best["base"] = min(best["base"], kiln_median(args.base, model, inputs, t))
-                best["new"] = min(best["new"], kiln_median(args.new, model, inputs, t))
+                best["base"] = min(best["base"], kiln_median(args.base, model, inputs, t)[0])
+                ms, u = kiln_median(args.new, model, inputs, t)
+                best["new"] = min(best["new"], ms)
+                used.add(u)
                 best["ort"] = min(best["ort"], ort_median(model, idir, t))
             b, n, o = best["base"], best["new"], best["ort"]
-            print(f"| {case} | {t} | {b:.3f} | {n:.3f} | {o:.3f} | {b / o:.2f}× | {n / o:.2f}× |", flush=True)
+            # The last column: the threads the new binary's timed runs used (its first runs may
+            # measure one thread faster), per round.
+            u = "/".join(str(x) for x in sorted(used, key=str))
+            print(f"| {case} | {t} | {b:.3f} | {n:.3f} | {o:.3f} | {b / o:.2f}× | {n / o:.2f}× | {u} |", flush=True)
 
 
 if __name__ == "__main__":
