@@ -124,9 +124,9 @@ pub struct Options {
     pub opt_level: OptLevel,
     /// Worker threads for execution, the most a run uses; `None` means all cores.
     pub threads: Option<usize>,
-    /// Let the JIT's first runs measure whether all threads beat one, and keep the faster
-    /// (`kiln_codegen::threads`; results are the same bits either way, NaN payloads aside). Off: every run uses
-    /// `threads`. Default on.
+    /// Let the JIT's first runs measure all threads against one, step by step, and keep the
+    /// fastest of all, one, or splitting only the steps that gained ([`threads`]; results are
+    /// the same bits either way, NaN payloads aside). Off: every run uses `threads`. Default on.
     pub adaptive_threads: bool,
     /// Most bytes one model may hold: weights plus what one run allocates for intermediates (the
     /// JIT's arena; the interpreter's peak of live values and inputs). A model above it is

@@ -76,8 +76,9 @@ struct CompileFlags {
     /// Worker threads of the JIT (default: all cores); refused where nothing runs on the JIT.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1024))]
     threads: Option<u32>,
-    /// Use all --threads on every run: do not let the first runs measure whether one thread is
-    /// faster (by default a model keeps one thread when its first runs were faster on one).
+    /// Use all --threads for every step of every run (by default the first runs time each step
+    /// at all threads and at one, and a model keeps the fastest plan: all, one, or splitting only
+    /// the steps that gained).
     #[arg(long)]
     fixed_threads: bool,
     /// Most memory the model may use (weights + one run's intermediates), in bytes or with a
@@ -592,7 +593,7 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
     // and the JIT's first runs measure one thread against all (kiln::threads): the
     // timed runs are the steady state a server sees.
     compiled.run_into(&views, &mut bufs)?;
-    for _ in 0..2 * kiln::threads::SAMPLES + 1 {
+    for _ in 0..kiln::threads::MAX_UNDECIDED_RUNS {
         if compiled.threads_in_use().is_some() || args.backend == BackendArg::Interp {
             break;
         }
@@ -644,8 +645,8 @@ fn bench(args: &BenchArgs) -> Result<(), Error> {
             "backend": backend,
             "opt_level": opt_level,
             "threads": threads,
-            // What the timed runs used: `threads`, or 1 where the first runs measured one
-            // thread faster (null on the interpreter).
+            // The most threads a step of the timed runs used: `threads`, or 1 where the first
+            // runs measured no step faster split (null on the interpreter).
             "threads_used": compiled.threads_in_use(),
             "iters": args.iters,
             "load_ms": load_ms,

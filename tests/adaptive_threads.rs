@@ -2,7 +2,7 @@
 //! (`kiln::threads`). The choice must never show in the results: every run, whichever
 //! thread count it used, gives the same outputs bit for bit (the model here makes no NaN, whose payload may differ).
 
-use kiln::threads::SAMPLES;
+use kiln::threads::{MAX_UNDECIDED_RUNS, SAMPLES};
 use kiln::{Backend, OptLevel, Options, Tensor};
 
 fn compile(adaptive_threads: bool, backend: Backend) -> kiln::CompiledModel {
@@ -23,10 +23,13 @@ fn the_first_runs_choose_a_count_and_every_run_gives_the_same_bits() {
     let inputs = kiln::default_inputs(compiled.graph()).expect("inputs");
     assert_eq!(compiled.threads_in_use(), None, "nothing measured before the first run");
     let first = bits(&compiled.run(&inputs).expect("runs"));
-    // The warm-up run, then SAMPLES runs on each side: the last of them makes the choice.
-    for run in 1..=2 * SAMPLES {
-        assert_eq!(compiled.threads_in_use(), None, "still measuring before run {run}");
+    // The warm-up run, then SAMPLES runs on each side (and SAMPLES of a per-step plan when the
+    // steps disagree): the last of them makes the choice.
+    for run in 1..MAX_UNDECIDED_RUNS {
         assert_eq!(bits(&compiled.run(&inputs).expect("runs")), first, "run {run}");
+        if run < 2 * SAMPLES {
+            assert_eq!(compiled.threads_in_use(), None, "still measuring after run {run}");
+        }
     }
     let chosen = compiled.threads_in_use().expect("chosen after the sample runs");
     assert!(chosen == 1 || chosen == 2, "{chosen}");
@@ -40,7 +43,7 @@ fn fixed_threads_and_the_interpreter_do_not_measure() {
     let fixed = compile(false, Backend::Jit);
     assert_eq!(fixed.threads_in_use(), Some(2));
     let inputs = kiln::default_inputs(fixed.graph()).expect("inputs");
-    for _ in 0..2 * SAMPLES + 2 {
+    for _ in 0..MAX_UNDECIDED_RUNS + 2 {
         fixed.run(&inputs).expect("runs");
     }
     assert_eq!(fixed.threads_in_use(), Some(2));
@@ -51,7 +54,7 @@ fn fixed_threads_and_the_interpreter_do_not_measure() {
 fn profiled_runs_are_not_samples() {
     let compiled = compile(true, Backend::Jit);
     let inputs = kiln::default_inputs(compiled.graph()).expect("inputs");
-    for _ in 0..2 * SAMPLES + 2 {
+    for _ in 0..MAX_UNDECIDED_RUNS + 2 {
         compiled.run_profiled(&inputs).expect("runs");
     }
     assert_eq!(compiled.threads_in_use(), None, "timing each step would bias the choice");

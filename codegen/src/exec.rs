@@ -11,7 +11,7 @@ use crate::jit::{CodeMemory, KernelFn};
 use crate::lower::{AttentionSpec, ConvSpec, Lowered, Place, StepKind};
 use crate::memplan::Placement;
 use crate::pool::{Pool, chunk};
-use crate::threads::{RunThreads, ThreadChoice};
+use crate::threads::{Plan, RunThreads, ThreadChoice};
 use kiln_ir::{DType, Error, Tensor, TensorData, TensorType};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -190,8 +190,9 @@ impl Executable {
         self.pool.threads()
     }
 
-    /// The threads every run uses from now on: `threads()`, or 1 where the first runs measured
-    /// one thread faster ([`crate::threads`]); `None` while those runs are still measuring.
+    /// The most threads a step of each run uses from now on: `threads()` when some steps split
+    /// (all, or those the first runs measured faster split: [`crate::threads`]), 1 when none
+    /// does; `None` while those runs are still measuring.
     pub fn threads_in_use(&self) -> Option<usize> {
         self.thread_choice.chosen()
     }
@@ -346,13 +347,16 @@ impl Executable {
         }
         // Profiled runs are not samples of the thread choice: timing each step slows them.
         let ticket = self.thread_choice.next(times.is_none());
-        let start = Instant::now();
-        let result = {
-            let _limit = RunThreads::enter(ticket.threads);
-            self.run_in(inputs, outputs, &mut arena, times)
+        // A sample run of the thread choice times its steps too (both arms alike).
+        let mut step_times = Vec::new();
+        let times = match times {
+            None if ticket.timed() => Some(&mut step_times),
+            t => t,
         };
+        let start = Instant::now();
+        let result = self.run_in(inputs, outputs, &mut arena, times, &ticket.plan);
         if result.is_ok() {
-            self.thread_choice.record(ticket, start.elapsed());
+            self.thread_choice.record(&ticket, start.elapsed(), step_times);
         }
         self.arenas.lock().unwrap_or_else(|p| p.into_inner()).push(arena);
         result
@@ -364,6 +368,7 @@ impl Executable {
         outputs: &mut [DataMut<'_>],
         arena: &mut [u64],
         mut times: Option<&mut Vec<Duration>>,
+        plan: &Plan,
     ) -> Result<(), Error> {
         let base = arena.as_mut_ptr() as *mut u8;
         // Arena buffers redirected to the caller's output buffers (see `direct_outputs`).
@@ -382,6 +387,7 @@ impl Executable {
         };
         for (s, step) in self.plan.steps.iter().enumerate() {
             let start = times.is_some().then(Instant::now);
+            let _limit = RunThreads::enter(plan.limit(s));
             let ptrs: Vec<*mut u8> = step.args.iter().map(|&p| ptr(p)).collect();
             let fail = |what: &str| Error::new(format!("step '{}'", step.label), what.to_string());
             match &step.kind {

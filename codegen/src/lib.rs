@@ -57,7 +57,8 @@ pub struct CodegenOptions {
     /// the same bits (NaN payloads aside) whether it uses all of them or one (a model compiled for another count may
     /// split its GEMMs into other calls, which can round differently).
     pub threads: usize,
-    /// Let the first runs measure whether all threads beat one, and keep the faster (see
+    /// Let the first runs measure all threads against one, step by step, and keep the fastest
+    /// plan (see
     /// [`threads`]). Off by default here, so that a test of split steps gets exactly `threads`;
     /// the `kiln` facade turns it on for its users.
     pub adaptive_threads: bool,

@@ -7,8 +7,11 @@
 //! "Session 11: lead").
 //! No cost estimate predicts that reliably, so an [`Executable`](crate::Executable) measures it:
 //! after one warm-up run, its first runs alternate between all threads and one, [`SAMPLES`] of
-//! each, and it keeps the pool's count only when that was faster by more than [`MARGIN`] (ties
-//! go to one thread, which leaves the other cores to the rest of the machine). The choice is
+//! each, timing every step. Steps whose median at all threads beats their median at one by
+//! more than [`MARGIN`] are marked to split; when that marks some steps but not all, [`SAMPLES`]
+//! more runs try that mixed plan. The run kept is the one of the two or three plans with the
+//! lowest median run time, and one thread unless another beats it by the margin (ties go to one
+//! thread, which leaves the other cores to the rest of the machine). The choice is
 //! made once, on the caller's real inputs; it changes speed only: chunks split a step's outputs,
 //! never a sum, so a run of one executable gives the same bits at every thread count, NaN
 //! payloads aside (a map kernel's vector body and scalar tail make different NaNs, and a chunk's
@@ -16,112 +19,201 @@
 //! through its choice and compares the runs bit for bit.
 
 use std::cell::Cell;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// Timed runs per arm (all threads, one thread) before the choice is made.
+/// Timed runs per plan (all threads, one thread, and the mixed plan when there is one).
 pub const SAMPLES: usize = 3;
-/// All threads are kept when their median run time is below this fraction of one thread's.
+/// Another plan is kept over one thread (and a step marked to split) only when its median time
+/// is below this fraction of one thread's.
 pub const MARGIN: f64 = 0.98;
+/// The most runs before the choice is made: the warm-up and the samples of three plans.
+pub const MAX_UNDECIDED_RUNS: usize = 1 + 3 * SAMPLES;
+
+/// The most chunks each step of a run may split into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Every step the same.
+    Uniform(usize),
+    /// Per step, in schedule order.
+    PerStep(Arc<[usize]>),
+}
+
+impl Plan {
+    pub fn limit(&self, step: usize) -> usize {
+        match self {
+            Plan::Uniform(n) => *n,
+            Plan::PerStep(v) => v.get(step).copied().unwrap_or(1),
+        }
+    }
+
+    /// The most threads any step uses.
+    pub fn most(&self) -> usize {
+        match self {
+            Plan::Uniform(n) => *n,
+            Plan::PerStep(v) => v.iter().copied().max().unwrap_or(1),
+        }
+    }
+}
 
 /// The thread choice of one executable (shared by every run of it, from any thread).
 #[derive(Debug)]
 pub(crate) struct ThreadChoice {
     pool_threads: usize,
-    /// 0 until the choice is made (or for ever, when not adaptive).
-    chosen: AtomicUsize,
-    /// Runs started while undecided (the first is the warm-up).
-    runs: AtomicUsize,
-    samples: Mutex<Samples>,
+    chosen: OnceLock<Plan>,
+    state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
-struct Samples {
-    all: Vec<Duration>,
-    one: Vec<Duration>,
+struct State {
+    /// Sample runs handed out (the first is the warm-up).
+    started: usize,
+    all: Vec<Sample>,
+    one: Vec<Sample>,
+    /// The per-step plan the first two arms suggest, when it differs from both.
+    mixed_plan: Option<Arc<[usize]>>,
+    mixed_started: usize,
+    mixed: Vec<Sample>,
 }
 
-/// The thread count of one run, and which arm its time is a sample of (if any).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
+struct Sample {
+    total: Duration,
+    steps: Vec<Duration>,
+}
+
+/// The plan of one run, and which arm its time is a sample of (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Ticket {
-    pub threads: usize,
+    pub plan: Plan,
     arm: Option<Arm>,
+}
+
+impl Ticket {
+    /// Whether the run should time its steps (a sample run).
+    pub fn timed(&self) -> bool {
+        self.arm.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Arm {
     All,
     One,
+    Mixed,
 }
 
 impl ThreadChoice {
     pub fn new(pool_threads: usize, adaptive: bool) -> ThreadChoice {
-        let fixed = !adaptive || pool_threads <= 1;
-        ThreadChoice {
-            pool_threads,
-            chosen: AtomicUsize::new(if fixed { pool_threads } else { 0 }),
-            runs: AtomicUsize::new(0),
-            samples: Mutex::new(Samples::default()),
+        let chosen = OnceLock::new();
+        if !adaptive || pool_threads <= 1 {
+            let _ = chosen.set(Plan::Uniform(pool_threads));
         }
+        ThreadChoice { pool_threads, chosen, state: Mutex::new(State::default()) }
     }
 
-    /// The count every run uses once the choice is made; `None` while the first runs measure.
+    /// The most threads a step of a run uses once the choice is made; `None` while the first
+    /// runs measure.
     pub fn chosen(&self) -> Option<usize> {
-        match self.chosen.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(n),
-        }
+        self.chosen.get().map(Plan::most)
     }
 
-    /// The thread count for the next run (`sample`: whether its time will be recorded).
+    /// The plan for the next run (`sample`: whether its times will be recorded).
     pub fn next(&self, sample: bool) -> Ticket {
-        if let Some(threads) = self.chosen() {
-            return Ticket { threads, arm: None };
+        if let Some(plan) = self.chosen.get() {
+            return Ticket { plan: plan.clone(), arm: None };
         }
-        let all = Ticket { threads: self.pool_threads, arm: None };
+        let all = Ticket { plan: Plan::Uniform(self.pool_threads), arm: None };
         if !sample {
             return all;
         }
-        match self.runs.fetch_add(1, Ordering::Relaxed) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = st.started;
+        st.started += 1;
+        match r {
             // The warm-up run (page faults, the arena's first touch, cold caches) is not timed.
             0 => all,
             r if r <= 2 * SAMPLES && r % 2 == 1 => Ticket { arm: Some(Arm::All), ..all },
-            r if r <= 2 * SAMPLES => Ticket { threads: 1, arm: Some(Arm::One) },
-            // More runs started than samples are wanted (concurrent callers): they wait for none.
-            _ => all,
+            r if r <= 2 * SAMPLES => Ticket { plan: Plan::Uniform(1), arm: Some(Arm::One) },
+            _ => match st.mixed_plan.clone() {
+                Some(plan) if st.mixed_started < SAMPLES => {
+                    st.mixed_started += 1;
+                    Ticket { plan: Plan::PerStep(plan), arm: Some(Arm::Mixed) }
+                }
+                // More runs started than samples are wanted (concurrent callers): they wait
+                // for none.
+                _ => all,
+            },
         }
     }
 
-    /// Records the wall time of a run made with `ticket`; the last sample makes the choice.
-    pub fn record(&self, ticket: Ticket, took: Duration) {
+    /// Records a sample run's wall time and its steps' times; the last sample makes the choice.
+    pub fn record(&self, ticket: &Ticket, total: Duration, steps: Vec<Duration>) {
         let Some(arm) = ticket.arm else { return };
-        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let sample = Sample { total, steps };
         match arm {
-            Arm::All => s.all.push(took),
-            Arm::One => s.one.push(took),
+            Arm::All => st.all.push(sample),
+            Arm::One => st.one.push(sample),
+            Arm::Mixed => st.mixed.push(sample),
         }
-        if s.all.len() >= SAMPLES && s.one.len() >= SAMPLES && self.chosen().is_none() {
-            let threads = choose(self.pool_threads, &s.all, &s.one);
-            self.chosen.store(threads, Ordering::Release);
+        if self.chosen.get().is_some() || st.all.len() < SAMPLES || st.one.len() < SAMPLES {
+            return;
         }
+        if st.mixed_plan.is_none() && st.mixed.is_empty() {
+            let per_step = split_steps(self.pool_threads, &st.all, &st.one);
+            let uniform = per_step.iter().all(|&n| n == 1) || per_step.iter().all(|&n| n == self.pool_threads);
+            if !uniform {
+                st.mixed_plan = Some(per_step.into());
+                return;
+            }
+        } else if st.mixed.len() < SAMPLES {
+            return;
+        }
+        let plan = choose(self.pool_threads, &st);
+        let _ = self.chosen.set(plan);
     }
 }
 
-/// The pool's count when its runs' median beats one thread's by the margin, else 1.
-fn choose(pool_threads: usize, all: &[Duration], one: &[Duration]) -> usize {
-    if median(all) < median(one).mul_f64(MARGIN) { pool_threads } else { 1 }
+/// Per step: the pool's count where the step's median at all threads beats its median at one by
+/// the margin, else 1.
+fn split_steps(pool_threads: usize, all: &[Sample], one: &[Sample]) -> Vec<usize> {
+    let n = all.iter().chain(one).map(|s| s.steps.len()).min().unwrap_or(0);
+    (0..n)
+        .map(|k| {
+            let a = median(all.iter().map(|s| s.steps[k]));
+            let o = median(one.iter().map(|s| s.steps[k]));
+            if a < o.mul_f64(MARGIN) { pool_threads } else { 1 }
+        })
+        .collect()
 }
 
-fn median(xs: &[Duration]) -> Duration {
-    let mut v = xs.to_vec();
+/// The plan with the lowest median run time; one thread unless another beats it by the margin.
+fn choose(pool_threads: usize, st: &State) -> Plan {
+    let one = median(st.one.iter().map(|s| s.total));
+    let mut best = (one.mul_f64(MARGIN), Plan::Uniform(1));
+    let all = median(st.all.iter().map(|s| s.total));
+    if all < best.0 {
+        best = (all, Plan::Uniform(pool_threads));
+    }
+    if let (Some(plan), false) = (&st.mixed_plan, st.mixed.is_empty()) {
+        let mixed = median(st.mixed.iter().map(|s| s.total));
+        if mixed < best.0 {
+            best = (mixed, Plan::PerStep(plan.clone()));
+        }
+    }
+    best.1
+}
+
+fn median(xs: impl Iterator<Item = Duration>) -> Duration {
+    let mut v: Vec<Duration> = xs.collect();
     v.sort();
-    v[v.len() / 2]
+    v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
 thread_local! {
-    /// Most chunks a step of the run on this thread may split into (set for the run's duration
-    /// by [`RunThreads::enter`]). A thread-local rather than an argument: every step kind asks
+    /// Most chunks the step being run on this thread may split into (set around each step by
+    /// [`RunThreads::enter`]). A thread-local rather than an argument: every step kind asks
     /// for its split through `Executable::par`, and concurrent runs of one executable may use
     /// different counts while the choice is being measured.
     static RUN_THREADS: Cell<usize> = const { Cell::new(usize::MAX) };
@@ -151,17 +243,21 @@ impl Drop for RunThreads {
 mod tests {
     use super::*;
 
-    fn ms(x: u64) -> Duration {
-        Duration::from_millis(x)
+    fn us(x: u64) -> Duration {
+        Duration::from_micros(x)
     }
 
-    /// Runs `n` tickets, timing all-thread runs at `all` and one-thread runs at `one`.
-    fn drive(c: &ThreadChoice, n: usize, all: u64, one: u64) -> Vec<usize> {
-        (0..n)
+    /// Runs until decided (at most `MAX_UNDECIDED_RUNS + 2`): each step `k` takes `all[k]` µs
+    /// when it may split, `one[k]` when not; a run's time is its steps' sum. Returns each run's
+    /// most threads per step.
+    fn drive(c: &ThreadChoice, all: &[u64], one: &[u64]) -> Vec<usize> {
+        (0..MAX_UNDECIDED_RUNS + 2)
             .map(|_| {
                 let t = c.next(true);
-                c.record(t, if t.threads == 1 { ms(one) } else { ms(all) });
-                t.threads
+                let steps: Vec<Duration> =
+                    (0..all.len()).map(|k| us(if t.plan.limit(k) > 1 { all[k] } else { one[k] })).collect();
+                c.record(&t, steps.iter().sum(), steps);
+                t.plan.most()
             })
             .collect()
     }
@@ -170,24 +266,37 @@ mod tests {
     fn warm_up_then_alternate_then_keep_the_faster() {
         let c = ThreadChoice::new(4, true);
         assert_eq!(c.chosen(), None);
-        // Warm-up, then all/one alternating for SAMPLES each, then the choice: one is faster.
-        let used = drive(&c, 2 + 2 * SAMPLES, 10, 8);
+        // Every step slower split: one thread, decided after the warm-up and 2·SAMPLES runs.
+        let used = drive(&c, &[10, 12], &[8, 9]);
         assert_eq!(&used[..1 + 2 * SAMPLES], &[4, 4, 1, 4, 1, 4, 1]);
         assert_eq!(c.chosen(), Some(1));
-        assert_eq!(used[1 + 2 * SAMPLES], 1);
-        // All threads twice as fast: kept.
+        assert!(used[1 + 2 * SAMPLES..].iter().all(|&n| n == 1), "{used:?}");
+        // Every step twice as fast split: all threads.
         let c = ThreadChoice::new(4, true);
-        drive(&c, 1 + 2 * SAMPLES, 5, 10);
+        drive(&c, &[5, 5], &[10, 10]);
         assert_eq!(c.chosen(), Some(4));
+        assert_eq!(c.next(true).plan, Plan::Uniform(4));
+    }
+
+    #[test]
+    fn steps_that_gain_split_and_the_rest_do_not() {
+        // Step 0 gains from splitting, step 1 loses: the mixed plan [2, 1] is tried and kept
+        // (5 + 3 µs against 10 + 3 at one thread and 5 + 9 at two).
+        let c = ThreadChoice::new(2, true);
+        let used = drive(&c, &[5, 9], &[10, 3]);
+        assert_eq!(c.next(true).plan, Plan::PerStep(vec![2, 1].into()));
+        assert_eq!(c.chosen(), Some(2));
+        assert_eq!(used.len(), MAX_UNDECIDED_RUNS + 2);
     }
 
     #[test]
     fn a_tie_within_the_margin_goes_to_one_thread() {
         let c = ThreadChoice::new(2, true);
-        // 9.9 ms against 10 ms: 1% faster, inside the 2% margin.
-        for _ in 0..1 + 2 * SAMPLES {
+        // 9.9 µs against 10 µs: 1% faster, inside the 2% margin.
+        for _ in 0..MAX_UNDECIDED_RUNS {
             let t = c.next(true);
-            c.record(t, if t.threads == 1 { ms(10) } else { Duration::from_micros(9_900) });
+            let took = if t.plan.most() == 1 { us(10_000) } else { us(9_900) };
+            c.record(&t, took, vec![took]);
         }
         assert_eq!(c.chosen(), Some(1));
     }
@@ -199,13 +308,13 @@ mod tests {
         let mut all_runs = 0;
         for _ in 0..1 + 2 * SAMPLES {
             let t = c.next(true);
-            let took = if t.threads == 1 {
-                ms(10)
+            let took = if t.plan.most() == 1 {
+                us(10_000)
             } else {
                 all_runs += 1;
-                if all_runs == 2 { ms(100) } else { ms(6) }
+                if all_runs == 2 { us(100_000) } else { us(6_000) }
             };
-            c.record(t, took);
+            c.record(&t, took, vec![took]);
         }
         assert_eq!(c.chosen(), Some(2));
     }
@@ -214,16 +323,17 @@ mod tests {
     fn fixed_counts_and_untimed_runs_do_not_measure() {
         let fixed = ThreadChoice::new(3, false);
         assert_eq!(fixed.chosen(), Some(3));
-        assert_eq!(drive(&fixed, 10, 10, 1), vec![3; 10]);
+        assert!(drive(&fixed, &[1], &[10]).iter().all(|&n| n == 3));
+        assert!(!fixed.next(true).timed());
         let single = ThreadChoice::new(1, true);
         assert_eq!(single.chosen(), Some(1));
         // Untimed runs (profiling) use all threads and do not count towards the samples.
         let c = ThreadChoice::new(2, true);
         for _ in 0..20 {
-            assert_eq!(c.next(false).threads, 2);
+            assert_eq!(c.next(false), Ticket { plan: Plan::Uniform(2), arm: None });
         }
         assert_eq!(c.chosen(), None);
-        assert_eq!(drive(&c, 3, 1, 1), vec![2, 2, 1]);
+        assert_eq!(&drive(&c, &[1], &[1])[..3], &[2, 2, 1]);
     }
 
     #[test]

@@ -166,10 +166,10 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs of a multi-threaded JIT engine: the warm-up and the samples of its thread choice, which
-/// alternate between all threads and one (`kiln::threads`), so that the same executable
-/// runs at both counts and must give the same bits.
+/// alternate between all threads and one and may try a per-step plan (`kiln::threads`), so that
+/// the same executable runs each way and must give the same bits.
 fn jit_runs() -> usize {
-    1 + 2 * kiln::threads::SAMPLES
+    kiln::threads::MAX_UNDECIDED_RUNS
 }
 
 /// Compiles and runs `runs` times; the outputs of the first run, and where a later run's differ
