@@ -125,6 +125,20 @@ fn odd_sizes_and_edge_tiles() {
     }
 }
 
+/// Every tile height of every kernel (1 to 12 rows: one AVX-512 tile each, two AVX2 ones past
+/// 6), over a full and a masked 16-column vector (n = 33: 16 + 16 + 1), stored with and without
+/// C's old value: each row of the tile is written by its own unrolled copy of the store.
+#[test]
+fn every_tile_height() {
+    for isa in isas() {
+        for m in 1..=MR_MAX {
+            for beta in [None, Some(-1.5)] {
+                check(isa, &Case { m, n: 33, k: 5, ta: false, tb: false, alpha: 0.75, beta }, 1, true);
+            }
+        }
+    }
+}
+
 #[test]
 fn transposes_alpha_beta() {
     for isa in isas() {
