@@ -238,3 +238,18 @@ pub(super) fn reflect(c: i64, d: i64) -> i64 {
     let m = c.rem_euclid(period);
     if m < d { m } else { period - m }
 }
+
+/// The depthwise conv `spec` with the activation `u` (SiLU, HardSwish: `window::DwAct`) applied
+/// by its kernels as they store, in place of a generated epilogue pass over every plane; None for
+/// another op, a conv with a clamp fused, or a CPU without AVX2 (whose portable path would apply
+/// the activation element by element, slower than the generated epilogue).
+pub(super) fn depthwise_with_act(
+    spec: &crate::window::DepthwiseSpec,
+    u: kiln_ir::UnaryOp,
+    isa: crate::Isa,
+) -> Option<crate::window::DepthwiseSpec> {
+    if isa < crate::Isa::Avx2Fma {
+        return None;
+    }
+    spec.clone().with_act(u)
+}
