@@ -245,6 +245,391 @@ fn generic_row(taps: Taps, s: &[f32], scale: Option<&[f32]>, y: &mut [f32]) {
     }
 }
 
+/// The direct and channel-block depthwise kernels (`dw_plane`, `dw_blocks` and their parts),
+/// compiled once per set of target features: in `avx2` for AVX2 + FMA, and again in `avx512` with
+/// AVX-512F/VL enabled for CPUs that have them — the same 256-bit code, which LLVM then gives 32
+/// vector registers instead of 16 (no accumulators or constants spilled to the stack).
+/// `dw_block`'s rows of a band, each a `dw_row` instance for its index J (a const generic): the
+/// names are `dw_block`'s (passed in, as a macro defined outside it cannot name its locals).
+#[cfg(target_arch = "x86_64")]
+macro_rules! dw_rows {
+    ($nr:ident, $rows:ident, $c0:ident, $wts:ident, $masks:ident, $acc:ident;
+     $K:ident, $S:ident, $R:ident, $B:ident, $EDGE:ident; $($j:literal)*) => {$(
+        if $j < $nr {
+            // SAFETY: the caller's contract; row j of the band.
+            unsafe {
+                dw_row::<$K, $S, $R, $B, $EDGE, $j>($rows[$j].wrapping_offset($c0), $wts, &$masks, &mut $acc)
+            };
+        }
+    )*};
+}
+
+#[cfg(target_arch = "x86_64")]
+macro_rules! dw_kernels {
+    ($features:literal) => {
+    /// `y[oy·ow + ox]` = clamp(bias + Σ w[ky·K + kx] · x[S·oy + ky − pt, S·ox + kx − pl]), taps
+    /// outside the plane being 0: a K×K window at stride S, no dilation. Four output rows at a
+    /// time for K = 3, else two (each input row loaded once for them), 16 outputs of each (eight
+    /// accumulators for K = 3);
+    /// stride 2 takes each tap pair's even and odd columns from two loads by an in-lane shuffle,
+    /// which leaves the outputs in the order 0 1 4 5 2 3 6 7, put right by one permute per vector
+    /// before the store. Blocks whose columns are all inside the plane load directly; the others
+    /// (the first and last of a row) with masked loads that read columns outside the plane as 0.
+    /// Padding rows read `zeros`. The clamp is applied in registers.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `p.x` holds h·w floats, `p.wts` K·K ≤ 49, `p.zeros` ≥ w; `y`
+    /// holds oh·ow floats; oh, ow ≥ 1.
+    #[target_feature(enable = $features)]
+    pub(super) unsafe fn dw_plane<const K: usize, const S: usize>(p: &DwPlane, oh: usize, ow: usize, y: &mut [f32]) {
+        debug_assert!(p.x.len() >= p.h * p.w && p.wts.len() >= K * K && p.zeros.len() >= p.w);
+        debug_assert!(y.len() >= oh * ow && K * K <= 49);
+        // A fixed array, so that the unrolled taps index it without bounds checks.
+        let mut wts = [0.0f32; 49];
+        wts[..K * K].copy_from_slice(&p.wts[..K * K]);
+        let mut oy = 0;
+        while oy < oh {
+            // SAFETY: the caller's contract; rows oy (and oy + 1) < oh.
+            unsafe {
+                if K == 3 && oy + 4 <= oh {
+                    dw_band::<K, S, 4>(p, &wts, oy, oh, ow, y);
+                    oy += 4;
+                } else if oy + 2 <= oh {
+                    dw_band::<K, S, 2>(p, &wts, oy, oh, ow, y);
+                    oy += 2;
+                } else {
+                    dw_band::<K, S, 1>(p, &wts, oy, oh, ow, y);
+                    oy += 1;
+                }
+            }
+        }
+    }
+
+    /// Output rows [oy, oy + R) of [`dw_plane`].
+    ///
+    /// # Safety
+    /// As [`dw_plane`], with oy + R ≤ oh.
+    #[target_feature(enable = $features)]
+    #[inline]
+    unsafe fn dw_band<const K: usize, const S: usize, const R: usize>(
+        p: &DwPlane,
+        wts: &[f32; 49],
+        oy: usize,
+        oh: usize,
+        ow: usize,
+        y: &mut [f32],
+    ) {
+        let nr = S * (R - 1) + K;
+        // Row j of the band is input row S·oy + j − pt, or the zero row.
+        let mut rows = [p.zeros.as_ptr(); DW_ROWS];
+        for (j, r) in rows.iter_mut().enumerate().take(nr) {
+            let iy = (S * oy + j).wrapping_sub(p.pad[0]);
+            if iy < p.h {
+                *r = p.x[iy * p.w..].as_ptr();
+            }
+        }
+        let mut yr = [y.as_mut_ptr(); 4];
+        for (r, yp) in yr.iter_mut().enumerate().take(R) {
+            *yp = y[(oy + r) * ow..].as_mut_ptr();
+        }
+        // Rows of one block (ow ≤ 16, mobilenet's 14², 7² planes): floats of the plane after each
+        // row's end, all written later (see dw_block), so that a vector past the row's end
+        // stores whole. Longer rows store their last vector masked: running their last block
+        // first instead (so that the next row's first block overwrote its extra lanes) was
+        // slower (3×3 64@56² 0.066 → 0.080 ms).
+        let mut room = [0; 4];
+        if ow <= 2 * V {
+            for (r, room) in room.iter_mut().enumerate().take(R) {
+                *room = (oh - 1 - (oy + r)) * ow;
+            }
+        }
+        // Blocks of 16 outputs; a block reading columns [c0, c0 + S·16 + K − 1) inside the plane
+        // loads directly.
+        let interior = |ox0: usize, b: usize| {
+            let c0 = (S * ox0) as isize - p.pad[1] as isize;
+            c0 >= 0 && c0 as usize + S * V * b + K - 1 <= p.w
+        };
+        let mut ox0 = 0;
+        // SAFETY (all blocks): the caller's contract; outputs [ox0, ow) of rows oy .. oy + R.
+        unsafe {
+            if ow <= 2 * V {
+                // One block per row, its tail vector stored whole where `room` allows (a
+                // separate instance: the test in the wider rows' blocks cost them 5%).
+                match (ow.div_ceil(V), interior(0, ow.div_ceil(V))) {
+                    (2, false) => dw_block::<K, S, R, 2, true, true>(p, wts, &rows, yr, room, 0, ow),
+                    (2, true) => dw_block::<K, S, R, 2, false, true>(p, wts, &rows, yr, room, 0, ow),
+                    (_, false) => dw_block::<K, S, R, 1, true, true>(p, wts, &rows, yr, room, 0, ow),
+                    (_, true) => dw_block::<K, S, R, 1, false, true>(p, wts, &rows, yr, room, 0, ow),
+                }
+                return;
+            }
+            while ox0 < ow {
+                // Stride 1: a last block with a partial vector is run as the 16 outputs ending at
+                // the row's end instead (the outputs it shares with the previous block computed again, the
+                // same way): whole stores, no masked one (3×3 192@28² 0.085 → 0.073 ms; at
+                // stride 2, 144@56² → 28², it measured slower, 0.112 → 0.119–0.130).
+                if S == 1 && !(ow - ox0).is_multiple_of(V) {
+                    ox0 = ox0.min(ow - 2 * V);
+                }
+                let b = (ow - ox0).div_ceil(V).min(2);
+                if b == 2 && interior(ox0, 2) {
+                    dw_block::<K, S, R, 2, false, false>(p, wts, &rows, yr, room, ox0, ow);
+                } else if b == 2 {
+                    dw_block::<K, S, R, 2, true, false>(p, wts, &rows, yr, room, ox0, ow);
+                } else {
+                    dw_block::<K, S, R, 1, true, false>(p, wts, &rows, yr, room, ox0, ow);
+                }
+                ox0 += b * V;
+            }
+        }
+    }
+
+    /// Outputs [ox0, min(ox0 + 8·B, ow)) of the R rows `yr` of a band whose input rows start at
+    /// `rows`. EDGE: loads masked to the plane's columns [0, w) (columns outside read 0).
+    ///
+    /// # Safety
+    /// As [`dw_plane`]; `yr[r]` writable for ow floats (r < R) and `room[r]` more, which are
+    /// stored again after this block (WHOLE: a vector past the row's end is stored whole when its
+    /// extra lanes fit there, else masked; only a row's last block may be WHOLE); every row of `rows` readable for w floats; without EDGE,
+    /// columns [S·ox0 − pl, + S·8·B + K − 1) inside [0, w).
+    #[target_feature(enable = $features)]
+    #[inline]
+    unsafe fn dw_block<
+        const K: usize,
+        const S: usize,
+        const R: usize,
+        const B: usize,
+        const EDGE: bool,
+        const WHOLE: bool,
+    >(
+        p: &DwPlane,
+        wts: &[f32; 49],
+        rows: &[*const f32; DW_ROWS],
+        yr: [*mut f32; 4],
+        room: [usize; 4],
+        ox0: usize,
+        ow: usize,
+    ) {
+        let nr = S * (R - 1) + K;
+        let c0 = (S * ox0) as isize - p.pad[1] as isize;
+        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        // The loads' column offsets from c0: tap kx of vector i at kx + 8i (stride 1), or the
+        // pair from kx (even kx) at kx + 16i and kx + 16i + 8 (stride 2). On an edge block each
+        // has its mask of the lanes inside [0, w), computed once for all rows.
+        let mut masks = [[_mm256_setzero_si256(); 8]; 7];
+        if EDGE {
+            let (base, wv) = (_mm256_add_epi32(_mm256_set1_epi32(c0 as i32), iota), _mm256_set1_epi32(p.w as i32));
+            for (kx, m) in masks.iter_mut().enumerate().take(K) {
+                for (q, m) in m.iter_mut().enumerate().take(S * B) {
+                    let idx = _mm256_add_epi32(base, _mm256_set1_epi32((kx + q * V) as i32));
+                    *m = _mm256_andnot_si256(
+                        _mm256_cmpgt_epi32(_mm256_setzero_si256(), idx),
+                        _mm256_cmpgt_epi32(wv, idx),
+                    );
+                }
+            }
+        }
+        let mut acc = [[_mm256_set1_ps(p.bias); B]; R];
+        dw_rows!(nr, rows, c0, wts, masks, acc; K, S, R, B, EDGE; 0 1 2 3 4 5 6 7 8);
+        let (lo, hi) = (_mm256_set1_ps(p.lo), _mm256_set1_ps(p.hi));
+        for a in acc.iter_mut().flatten() {
+            // max(lo, a) and min(hi, ·) return their second operand when either is NaN.
+            *a = _mm256_min_ps(hi, _mm256_max_ps(lo, *a));
+        }
+        dw_act_all(p.act, acc.as_flattened_mut());
+        let n = (ow - ox0).min(B * V);
+        for (r, (acc, &yp)) in acc.iter().zip(&yr).enumerate() {
+            for (i, &a) in acc.iter().enumerate() {
+                let mut t = a;
+                if S == 2 {
+                    t = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(t)));
+                }
+                let at = i * V;
+                if at + V <= n {
+                    // SAFETY: outputs ox0 + at .. + 8 ≤ ow of this row.
+                    unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
+                } else if WHOLE && at < n && at + V - n <= room[r] {
+                    // SAFETY: the lanes past the row's end are inside the plane, on rows whose
+                    // stores come after this one (rows of one block: dw_band).
+                    unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
+                } else if at < n {
+                    // A masked store (slow on Zen: the whole-vector store above where it can).
+                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - at) as i32), iota);
+                    // SAFETY: the mask writes only outputs ox0 + at .. ox0 + n ≤ ow.
+                    unsafe { _mm256_maskstore_ps(yp.add(ox0 + at), keep, t) };
+                }
+            }
+        }
+    }
+
+    /// Row J of a band into the accumulators of [`dw_block`]: `x` points at the row's column c0
+    /// (its taps' loads at the offsets `masks` documents; EDGE: masked by them).
+    ///
+    /// # Safety
+    /// As [`dw_block`].
+    #[target_feature(enable = $features)]
+    #[inline]
+    unsafe fn dw_row<
+        const K: usize,
+        const S: usize,
+        const R: usize,
+        const B: usize,
+        const EDGE: bool,
+        const J: usize,
+    >(
+        x: *const f32,
+        wts: &[f32; 49],
+        masks: &[[__m256i; 8]; 7],
+        acc: &mut [[__m256; B]; R],
+    ) {
+        let load = |kx: usize, q: usize| {
+            let d = kx + q * V;
+            if EDGE {
+                // SAFETY: lanes outside the row's [0, w) are masked and never accessed; the address
+                // is formed with wrapping arithmetic.
+                unsafe { _mm256_maskload_ps(x.wrapping_add(d), masks[kx][q]) }
+            } else {
+                // SAFETY: columns c0 + d .. + 8 are inside the row (dw_block's contract).
+                unsafe { _mm256_loadu_ps(x.add(d)) }
+            }
+        };
+        if S == 1 {
+            for kx in 0..K {
+                let mut v = [_mm256_setzero_ps(); B];
+                for (i, v) in v.iter_mut().enumerate() {
+                    *v = load(kx, i);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    if J >= S * r && J - S * r < K {
+                        let w = _mm256_set1_ps(wts[(J - S * r) * K + kx]);
+                        for (a, &v) in acc.iter_mut().zip(&v) {
+                            *a = _mm256_fmadd_ps(v, w, *a);
+                        }
+                    }
+                }
+            }
+        } else {
+            for kx in (0..K).step_by(2) {
+                // Columns c0 + kx + 2·o (even) and + 1 (odd) of outputs o, in the order
+                // 0 1 4 5 2 3 6 7.
+                let (mut e, mut o) = ([_mm256_setzero_ps(); B], [_mm256_setzero_ps(); B]);
+                for i in 0..B {
+                    let (u, v) = (load(kx, 2 * i), load(kx, 2 * i + 1));
+                    e[i] = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
+                    o[i] = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
+                }
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    if J >= S * r && J - S * r < K {
+                        let t = (J - S * r) * K + kx;
+                        let we = _mm256_set1_ps(wts[t]);
+                        for (a, &v) in acc.iter_mut().zip(&e) {
+                            *a = _mm256_fmadd_ps(v, we, *a);
+                        }
+                        if kx + 1 < K {
+                            let wo = _mm256_set1_ps(wts[t + 1]);
+                            for (a, &v) in acc.iter_mut().zip(&o) {
+                                *a = _mm256_fmadd_ps(v, wo, *a);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Eight channels of a depthwise conv at once, interleaved (see `DepthwiseSpec::run_blocks`):
+    /// `ys[p·8 + j]` = clamp(bias[j] + Σ_t wv[t·8 + j] · xs[base[p] + taps[t] + j]) for every
+    /// output position p = oy·ow + ox, base[p] = (oy·s0·cols + ox·s1)·8, taps[t] = (ky·d0·cols +
+    /// kx·d1)·8, the taps in row-major order after the bias, one FMA each — each lane as the
+    /// per-plane kernels compute it. Positions in runs of at most eight, as even as they split (a
+    /// 3×3 plane: 5 + 4), each run's positions independent FMA chains.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `xs` holds the padded block the window reads (every
+    /// base[p] + taps[t] + 8 ≤ xs.len()), `wv` taps.len()·8 floats, `ys` base.len()·8.
+    #[target_feature(enable = $features)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dw_blocks(
+        base: &[usize],
+        taps: &[usize],
+        xs: &[f32],
+        wv: &[f32],
+        bias: &[f32; V],
+        clamp: (f32, f32),
+        act: Option<DwAct>,
+        ys: &mut [f32],
+    ) {
+        let op = base.len();
+        debug_assert!(wv.len() >= taps.len() * V && ys.len() >= op * V);
+        let runs = op.div_ceil(V);
+        let mut p = 0;
+        for r in 0..runs {
+            // Runs r < op mod runs are one longer.
+            let n = op / runs + usize::from(r < op % runs);
+            // SAFETY: positions [p, p + n) < oh·ow; the caller's contract for the rest.
+            unsafe {
+                match n {
+                    1 => dw_run::<1>(&base[p..p + 1], taps, xs, wv, bias, clamp, act, ys, p),
+                    2 => dw_run::<2>(&base[p..p + 2], taps, xs, wv, bias, clamp, act, ys, p),
+                    3 => dw_run::<3>(&base[p..p + 3], taps, xs, wv, bias, clamp, act, ys, p),
+                    4 => dw_run::<4>(&base[p..p + 4], taps, xs, wv, bias, clamp, act, ys, p),
+                    5 => dw_run::<5>(&base[p..p + 5], taps, xs, wv, bias, clamp, act, ys, p),
+                    6 => dw_run::<6>(&base[p..p + 6], taps, xs, wv, bias, clamp, act, ys, p),
+                    7 => dw_run::<7>(&base[p..p + 7], taps, xs, wv, bias, clamp, act, ys, p),
+                    _ => dw_run::<8>(&base[p..p + 8], taps, xs, wv, bias, clamp, act, ys, p),
+                }
+            }
+            p += n;
+        }
+    }
+
+    /// Positions [p, p + N) of [`dw_blocks`].
+    ///
+    /// # Safety
+    /// As [`dw_blocks`], with p + N ≤ oh·ow.
+    #[target_feature(enable = $features)]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dw_run<const N: usize>(
+        at: &[usize],
+        taps: &[usize],
+        xs: &[f32],
+        wv: &[f32],
+        bias: &[f32; V],
+        (lo, hi): (f32, f32),
+        act: Option<DwAct>,
+        ys: &mut [f32],
+        p: usize,
+    ) {
+        let at: &[usize; N] = at.try_into().expect("a run of N positions");
+        let (x, w) = (xs.as_ptr(), wv.as_ptr());
+        // SAFETY: `bias` is 8 floats.
+        let mut acc = [unsafe { _mm256_loadu_ps(bias.as_ptr()) }; N];
+        for (t, &off) in taps.iter().enumerate() {
+            // SAFETY: tap t's weights are 8 floats at t·8; every position's window lies in `xs`
+            // (the caller's contract).
+            unsafe {
+                let wk = _mm256_loadu_ps(w.add(t * V));
+                for (a, &o) in acc.iter_mut().zip(at) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(o + off)), wk, *a);
+                }
+            }
+        }
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        for a in acc.iter_mut() {
+            // As the interpreter's Clip: below lo → lo, above hi → hi, NaN fails both.
+            let t = _mm256_blendv_ps(*a, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(*a, lo));
+            *a = _mm256_blendv_ps(t, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(t, hi));
+        }
+        dw_act_all(act, &mut acc);
+        for (i, &a) in acc.iter().enumerate() {
+            // SAFETY: position p + i < oh·ow; ys holds 8 floats per position.
+            unsafe { _mm256_storeu_ps(ys.as_mut_ptr().add((p + i) * V), a) };
+        }
+    }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{DwAct, Reduce, Taps, V};
@@ -1108,7 +1493,7 @@ mod avx2 {
 
     /// Most input rows a band of output rows reads: S·(R − 1) + K with S ≤ 2 and R ≤ 4 for K = 3,
     /// R ≤ 2 for K ≤ 7.
-    const DW_ROWS: usize = 2 * 3 + 3;
+    pub(super) const DW_ROWS: usize = 2 * 3 + 3;
 
     /// One plane of a depthwise conv for [`dw_plane`]: the input [h, w], the top/left padding, the
     /// k·k weights, the bias, the clamp [lo, hi] (±∞ for none) and `zeros`, w zeros that stand for
@@ -1126,332 +1511,10 @@ mod avx2 {
         pub zeros: &'a [f32],
     }
 
-    /// `y[oy·ow + ox]` = clamp(bias + Σ w[ky·K + kx] · x[S·oy + ky − pt, S·ox + kx − pl]), taps
-    /// outside the plane being 0: a K×K window at stride S, no dilation. Four output rows at a
-    /// time for K = 3, else two (each input row loaded once for them), 16 outputs of each (eight
-    /// accumulators for K = 3);
-    /// stride 2 takes each tap pair's even and odd columns from two loads by an in-lane shuffle,
-    /// which leaves the outputs in the order 0 1 4 5 2 3 6 7, put right by one permute per vector
-    /// before the store. Blocks whose columns are all inside the plane load directly; the others
-    /// (the first and last of a row) with masked loads that read columns outside the plane as 0.
-    /// Padding rows read `zeros`. The clamp is applied in registers.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are available; `p.x` holds h·w floats, `p.wts` K·K ≤ 49, `p.zeros` ≥ w; `y`
-    /// holds oh·ow floats; oh, ow ≥ 1.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dw_plane<const K: usize, const S: usize>(p: &DwPlane, oh: usize, ow: usize, y: &mut [f32]) {
-        debug_assert!(p.x.len() >= p.h * p.w && p.wts.len() >= K * K && p.zeros.len() >= p.w);
-        debug_assert!(y.len() >= oh * ow && K * K <= 49);
-        // A fixed array, so that the unrolled taps index it without bounds checks.
-        let mut wts = [0.0f32; 49];
-        wts[..K * K].copy_from_slice(&p.wts[..K * K]);
-        let mut oy = 0;
-        while oy < oh {
-            // SAFETY: the caller's contract; rows oy (and oy + 1) < oh.
-            unsafe {
-                if K == 3 && oy + 4 <= oh {
-                    dw_band::<K, S, 4>(p, &wts, oy, oh, ow, y);
-                    oy += 4;
-                } else if oy + 2 <= oh {
-                    dw_band::<K, S, 2>(p, &wts, oy, oh, ow, y);
-                    oy += 2;
-                } else {
-                    dw_band::<K, S, 1>(p, &wts, oy, oh, ow, y);
-                    oy += 1;
-                }
-            }
-        }
-    }
-
-    /// Output rows [oy, oy + R) of [`dw_plane`].
-    ///
-    /// # Safety
-    /// As [`dw_plane`], with oy + R ≤ oh.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dw_band<const K: usize, const S: usize, const R: usize>(
-        p: &DwPlane,
-        wts: &[f32; 49],
-        oy: usize,
-        oh: usize,
-        ow: usize,
-        y: &mut [f32],
-    ) {
-        let nr = S * (R - 1) + K;
-        // Row j of the band is input row S·oy + j − pt, or the zero row.
-        let mut rows = [p.zeros.as_ptr(); DW_ROWS];
-        for (j, r) in rows.iter_mut().enumerate().take(nr) {
-            let iy = (S * oy + j).wrapping_sub(p.pad[0]);
-            if iy < p.h {
-                *r = p.x[iy * p.w..].as_ptr();
-            }
-        }
-        let mut yr = [y.as_mut_ptr(); 4];
-        for (r, yp) in yr.iter_mut().enumerate().take(R) {
-            *yp = y[(oy + r) * ow..].as_mut_ptr();
-        }
-        // Rows of one block (ow ≤ 16, mobilenet's 14², 7² planes): floats of the plane after each
-        // row's end, all written later (see dw_block), so that a vector past the row's end
-        // stores whole. Longer rows store their last vector masked: running their last block
-        // first instead (so that the next row's first block overwrote its extra lanes) was
-        // slower (3×3 64@56² 0.066 → 0.080 ms).
-        let mut room = [0; 4];
-        if ow <= 2 * V {
-            for (r, room) in room.iter_mut().enumerate().take(R) {
-                *room = (oh - 1 - (oy + r)) * ow;
-            }
-        }
-        // Blocks of 16 outputs; a block reading columns [c0, c0 + S·16 + K − 1) inside the plane
-        // loads directly.
-        let interior = |ox0: usize, b: usize| {
-            let c0 = (S * ox0) as isize - p.pad[1] as isize;
-            c0 >= 0 && c0 as usize + S * V * b + K - 1 <= p.w
-        };
-        let mut ox0 = 0;
-        // SAFETY (all blocks): the caller's contract; outputs [ox0, ow) of rows oy .. oy + R.
-        unsafe {
-            if ow <= 2 * V {
-                // One block per row, its tail vector stored whole where `room` allows (a
-                // separate instance: the test in the wider rows' blocks cost them 5%).
-                match (ow.div_ceil(V), interior(0, ow.div_ceil(V))) {
-                    (2, false) => dw_block::<K, S, R, 2, true, true>(p, wts, &rows, yr, room, 0, ow),
-                    (2, true) => dw_block::<K, S, R, 2, false, true>(p, wts, &rows, yr, room, 0, ow),
-                    (_, false) => dw_block::<K, S, R, 1, true, true>(p, wts, &rows, yr, room, 0, ow),
-                    (_, true) => dw_block::<K, S, R, 1, false, true>(p, wts, &rows, yr, room, 0, ow),
-                }
-                return;
-            }
-            while ox0 < ow {
-                // Stride 1: a last block with a partial vector is run as the 16 outputs ending at
-                // the row's end instead (the outputs it shares with the previous block computed again, the
-                // same way): whole stores, no masked one (3×3 192@28² 0.085 → 0.073 ms; at
-                // stride 2, 144@56² → 28², it measured slower, 0.112 → 0.119–0.130).
-                if S == 1 && !(ow - ox0).is_multiple_of(V) {
-                    ox0 = ox0.min(ow - 2 * V);
-                }
-                let b = (ow - ox0).div_ceil(V).min(2);
-                if b == 2 && interior(ox0, 2) {
-                    dw_block::<K, S, R, 2, false, false>(p, wts, &rows, yr, room, ox0, ow);
-                } else if b == 2 {
-                    dw_block::<K, S, R, 2, true, false>(p, wts, &rows, yr, room, ox0, ow);
-                } else {
-                    dw_block::<K, S, R, 1, true, false>(p, wts, &rows, yr, room, ox0, ow);
-                }
-                ox0 += b * V;
-            }
-        }
-    }
-
-    /// Outputs [ox0, min(ox0 + 8·B, ow)) of the R rows `yr` of a band whose input rows start at
-    /// `rows`. EDGE: loads masked to the plane's columns [0, w) (columns outside read 0).
-    ///
-    /// # Safety
-    /// As [`dw_plane`]; `yr[r]` writable for ow floats (r < R) and `room[r]` more, which are
-    /// stored again after this block (WHOLE: a vector past the row's end is stored whole when its
-    /// extra lanes fit there, else masked; only a row's last block may be WHOLE); every row of `rows` readable for w floats; without EDGE,
-    /// columns [S·ox0 − pl, + S·8·B + K − 1) inside [0, w).
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dw_block<
-        const K: usize,
-        const S: usize,
-        const R: usize,
-        const B: usize,
-        const EDGE: bool,
-        const WHOLE: bool,
-    >(
-        p: &DwPlane,
-        wts: &[f32; 49],
-        rows: &[*const f32; DW_ROWS],
-        yr: [*mut f32; 4],
-        room: [usize; 4],
-        ox0: usize,
-        ow: usize,
-    ) {
-        let nr = S * (R - 1) + K;
-        let c0 = (S * ox0) as isize - p.pad[1] as isize;
-        let iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // The loads' column offsets from c0: tap kx of vector i at kx + 8i (stride 1), or the
-        // pair from kx (even kx) at kx + 16i and kx + 16i + 8 (stride 2). On an edge block each
-        // has its mask of the lanes inside [0, w), computed once for all rows.
-        let mut masks = [[_mm256_setzero_si256(); 8]; 7];
-        if EDGE {
-            let (base, wv) = (_mm256_add_epi32(_mm256_set1_epi32(c0 as i32), iota), _mm256_set1_epi32(p.w as i32));
-            for (kx, m) in masks.iter_mut().enumerate().take(K) {
-                for (q, m) in m.iter_mut().enumerate().take(S * B) {
-                    let idx = _mm256_add_epi32(base, _mm256_set1_epi32((kx + q * V) as i32));
-                    *m = _mm256_andnot_si256(
-                        _mm256_cmpgt_epi32(_mm256_setzero_si256(), idx),
-                        _mm256_cmpgt_epi32(wv, idx),
-                    );
-                }
-            }
-        }
-        let mut acc = [[_mm256_set1_ps(p.bias); B]; R];
-        macro_rules! row {
-            ($($j:literal)*) => {$(
-                if $j < nr {
-                    // SAFETY: the caller's contract; row j of the band.
-                    unsafe { dw_row::<K, S, R, B, EDGE, $j>(rows[$j].wrapping_offset(c0), wts, &masks, &mut acc) };
-                }
-            )*};
-        }
-        row!(0 1 2 3 4 5 6 7 8);
-        let (lo, hi) = (_mm256_set1_ps(p.lo), _mm256_set1_ps(p.hi));
-        for a in acc.iter_mut().flatten() {
-            // max(lo, a) and min(hi, ·) return their second operand when either is NaN.
-            *a = _mm256_min_ps(hi, _mm256_max_ps(lo, *a));
-        }
-        dw_act_all(p.act, acc.as_flattened_mut());
-        let n = (ow - ox0).min(B * V);
-        for (r, (acc, &yp)) in acc.iter().zip(&yr).enumerate() {
-            for (i, &a) in acc.iter().enumerate() {
-                let mut t = a;
-                if S == 2 {
-                    t = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(t)));
-                }
-                let at = i * V;
-                if at + V <= n {
-                    // SAFETY: outputs ox0 + at .. + 8 ≤ ow of this row.
-                    unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
-                } else if WHOLE && at < n && at + V - n <= room[r] {
-                    // SAFETY: the lanes past the row's end are inside the plane, on rows whose
-                    // stores come after this one (rows of one block: dw_band).
-                    unsafe { _mm256_storeu_ps(yp.add(ox0 + at), t) };
-                } else if at < n {
-                    // A masked store (slow on Zen: the whole-vector store above where it can).
-                    let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32((n - at) as i32), iota);
-                    // SAFETY: the mask writes only outputs ox0 + at .. ox0 + n ≤ ow.
-                    unsafe { _mm256_maskstore_ps(yp.add(ox0 + at), keep, t) };
-                }
-            }
-        }
-    }
-
-    /// Row J of a band into the accumulators of [`dw_block`]: `x` points at the row's column c0
-    /// (its taps' loads at the offsets `masks` documents; EDGE: masked by them).
-    ///
-    /// # Safety
-    /// As [`dw_block`].
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    unsafe fn dw_row<
-        const K: usize,
-        const S: usize,
-        const R: usize,
-        const B: usize,
-        const EDGE: bool,
-        const J: usize,
-    >(
-        x: *const f32,
-        wts: &[f32; 49],
-        masks: &[[__m256i; 8]; 7],
-        acc: &mut [[__m256; B]; R],
-    ) {
-        let load = |kx: usize, q: usize| {
-            let d = kx + q * V;
-            if EDGE {
-                // SAFETY: lanes outside the row's [0, w) are masked and never accessed; the address
-                // is formed with wrapping arithmetic.
-                unsafe { _mm256_maskload_ps(x.wrapping_add(d), masks[kx][q]) }
-            } else {
-                // SAFETY: columns c0 + d .. + 8 are inside the row (dw_block's contract).
-                unsafe { _mm256_loadu_ps(x.add(d)) }
-            }
-        };
-        if S == 1 {
-            for kx in 0..K {
-                let mut v = [_mm256_setzero_ps(); B];
-                for (i, v) in v.iter_mut().enumerate() {
-                    *v = load(kx, i);
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    if J >= S * r && J - S * r < K {
-                        let w = _mm256_set1_ps(wts[(J - S * r) * K + kx]);
-                        for (a, &v) in acc.iter_mut().zip(&v) {
-                            *a = _mm256_fmadd_ps(v, w, *a);
-                        }
-                    }
-                }
-            }
-        } else {
-            for kx in (0..K).step_by(2) {
-                // Columns c0 + kx + 2·o (even) and + 1 (odd) of outputs o, in the order
-                // 0 1 4 5 2 3 6 7.
-                let (mut e, mut o) = ([_mm256_setzero_ps(); B], [_mm256_setzero_ps(); B]);
-                for i in 0..B {
-                    let (u, v) = (load(kx, 2 * i), load(kx, 2 * i + 1));
-                    e[i] = _mm256_shuffle_ps::<0b10_00_10_00>(u, v);
-                    o[i] = _mm256_shuffle_ps::<0b11_01_11_01>(u, v);
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    if J >= S * r && J - S * r < K {
-                        let t = (J - S * r) * K + kx;
-                        let we = _mm256_set1_ps(wts[t]);
-                        for (a, &v) in acc.iter_mut().zip(&e) {
-                            *a = _mm256_fmadd_ps(v, we, *a);
-                        }
-                        if kx + 1 < K {
-                            let wo = _mm256_set1_ps(wts[t + 1]);
-                            for (a, &v) in acc.iter_mut().zip(&o) {
-                                *a = _mm256_fmadd_ps(v, wo, *a);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    dw_kernels!("avx2,fma");
 
     // -----------------------------------------------------------------------------------------
     // Depthwise convolution over channel blocks
-
-    /// Eight channels of a depthwise conv at once, interleaved (see `DepthwiseSpec::run_blocks`):
-    /// `ys[p·8 + j]` = clamp(bias[j] + Σ_t wv[t·8 + j] · xs[base[p] + taps[t] + j]) for every
-    /// output position p = oy·ow + ox, base[p] = (oy·s0·cols + ox·s1)·8, taps[t] = (ky·d0·cols +
-    /// kx·d1)·8, the taps in row-major order after the bias, one FMA each — each lane as the
-    /// per-plane kernels compute it. Positions in runs of at most eight, as even as they split (a
-    /// 3×3 plane: 5 + 4), each run's positions independent FMA chains.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are available; `xs` holds the padded block the window reads (every
-    /// base[p] + taps[t] + 8 ≤ xs.len()), `wv` taps.len()·8 floats, `ys` base.len()·8.
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dw_blocks(
-        base: &[usize],
-        taps: &[usize],
-        xs: &[f32],
-        wv: &[f32],
-        bias: &[f32; V],
-        clamp: (f32, f32),
-        act: Option<DwAct>,
-        ys: &mut [f32],
-    ) {
-        let op = base.len();
-        debug_assert!(wv.len() >= taps.len() * V && ys.len() >= op * V);
-        let runs = op.div_ceil(V);
-        let mut p = 0;
-        for r in 0..runs {
-            // Runs r < op mod runs are one longer.
-            let n = op / runs + usize::from(r < op % runs);
-            // SAFETY: positions [p, p + n) < oh·ow; the caller's contract for the rest.
-            unsafe {
-                match n {
-                    1 => dw_run::<1>(&base[p..p + 1], taps, xs, wv, bias, clamp, act, ys, p),
-                    2 => dw_run::<2>(&base[p..p + 2], taps, xs, wv, bias, clamp, act, ys, p),
-                    3 => dw_run::<3>(&base[p..p + 3], taps, xs, wv, bias, clamp, act, ys, p),
-                    4 => dw_run::<4>(&base[p..p + 4], taps, xs, wv, bias, clamp, act, ys, p),
-                    5 => dw_run::<5>(&base[p..p + 5], taps, xs, wv, bias, clamp, act, ys, p),
-                    6 => dw_run::<6>(&base[p..p + 6], taps, xs, wv, bias, clamp, act, ys, p),
-                    7 => dw_run::<7>(&base[p..p + 7], taps, xs, wv, bias, clamp, act, ys, p),
-                    _ => dw_run::<8>(&base[p..p + 8], taps, xs, wv, bias, clamp, act, ys, p),
-                }
-            }
-            p += n;
-        }
-    }
 
     /// Rows of an 8×8 block in, its columns out.
     #[target_feature(enable = "avx2,fma")]
@@ -1544,51 +1607,17 @@ mod avx2 {
             }
         }
     }
+}
 
-    /// Positions [p, p + N) of [`dw_blocks`].
-    ///
-    /// # Safety
-    /// As [`dw_blocks`], with p + N ≤ oh·ow.
-    #[target_feature(enable = "avx2,fma")]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn dw_run<const N: usize>(
-        at: &[usize],
-        taps: &[usize],
-        xs: &[f32],
-        wv: &[f32],
-        bias: &[f32; V],
-        (lo, hi): (f32, f32),
-        act: Option<DwAct>,
-        ys: &mut [f32],
-        p: usize,
-    ) {
-        let at: &[usize; N] = at.try_into().expect("a run of N positions");
-        let (x, w) = (xs.as_ptr(), wv.as_ptr());
-        // SAFETY: `bias` is 8 floats.
-        let mut acc = [unsafe { _mm256_loadu_ps(bias.as_ptr()) }; N];
-        for (t, &off) in taps.iter().enumerate() {
-            // SAFETY: tap t's weights are 8 floats at t·8; every position's window lies in `xs`
-            // (the caller's contract).
-            unsafe {
-                let wk = _mm256_loadu_ps(w.add(t * V));
-                for (a, &o) in acc.iter_mut().zip(at) {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(o + off)), wk, *a);
-                }
-            }
-        }
-        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        for a in acc.iter_mut() {
-            // As the interpreter's Clip: below lo → lo, above hi → hi, NaN fails both.
-            let t = _mm256_blendv_ps(*a, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(*a, lo));
-            *a = _mm256_blendv_ps(t, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(t, hi));
-        }
-        dw_act_all(act, &mut acc);
-        for (i, &a) in acc.iter().enumerate() {
-            // SAFETY: position p + i < oh·ow; ys holds 8 floats per position.
-            unsafe { _mm256_storeu_ps(ys.as_mut_ptr().add((p + i) * V), a) };
-        }
-    }
+/// [`dw_kernels`] with AVX-512F/VL enabled, for `Isa::Avx512`: 1 thread, Zen 4, single-op models,
+/// 3×3 depthwise planes 10–20% faster than the AVX2 build of the same code (measured in session 12).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::avx2::{DW_ROWS, DwPlane, dw_act_all};
+    use super::{DwAct, V};
+    use std::arch::x86_64::*;
+
+    dw_kernels!("avx2,fma,avx512f,avx512vl");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1850,7 +1879,7 @@ impl DepthwiseSpec {
         if let (Some(plan), true) = (&self.blocks, isa >= Isa::Avx2Fma) {
             // SAFETY: the caller's contract; AVX2 and FMA are present (the Isa was lowered to what
             // this CPU supports).
-            unsafe { self.run_blocks(plan, args, lo, hi, &mut after) };
+            unsafe { self.run_blocks(plan, args, lo, hi, isa, &mut after) };
             return;
         }
         let w = &self.win;
@@ -1882,11 +1911,14 @@ impl DepthwiseSpec {
                 let (lo, hi) = self.clamp.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
                 let p =
                     avx2::DwPlane { x, h: w.h, w: w.w, pad: w.pad, wts, bias, lo, hi, act: self.act, zeros: &zeros };
-                // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported); x holds
-                // [h, w], wts k·k floats, y oh·ow floats and `zeros` w floats (dw_plane's contract).
+                // SAFETY: the Isa was lowered to what this CPU supports (Isa::supported: Avx512
+                // means AVX-512F/BW/DQ/VL are present); x holds [h, w], wts k·k floats, y oh·ow
+                // floats and `zeros` w floats (dw_plane's contract).
                 unsafe {
-                    match (k, stride) {
-                        (3, 1) => avx2::dw_plane::<3, 1>(&p, w.oh, w.ow, y),
+                    match (k, stride, isa >= Isa::Avx512) {
+                        (3, 1, true) => avx512::dw_plane::<3, 1>(&p, w.oh, w.ow, y),
+                        (_, _, true) => avx512::dw_plane::<3, 2>(&p, w.oh, w.ow, y),
+                        (3, 1, false) => avx2::dw_plane::<3, 1>(&p, w.oh, w.ow, y),
                         _ => avx2::dw_plane::<3, 2>(&p, w.oh, w.ow, y),
                     }
                 }
@@ -1925,7 +1957,8 @@ impl DepthwiseSpec {
     /// cover. Lanes past a short block compute on stale values and are not stored.
     ///
     /// # Safety
-    /// As [`DepthwiseSpec::run_planes`]; `self.mult == 1`; the CPU has AVX2 and FMA.
+    /// As [`DepthwiseSpec::run_planes`]; `self.mult == 1`; the CPU has AVX2 and FMA, and what
+    /// `isa` names.
     #[cfg(target_arch = "x86_64")]
     unsafe fn run_blocks(
         &self,
@@ -1933,6 +1966,7 @@ impl DepthwiseSpec {
         args: &[*mut u8],
         lo: usize,
         hi: usize,
+        isa: Isa,
         after: &mut impl FnMut(usize, usize),
     ) {
         debug_assert!(self.mult == 1);
@@ -1954,7 +1988,8 @@ impl DepthwiseSpec {
                 // SAFETY: bias holds c floats (DepthwiseSpec's args); c0 + nb ≤ c.
                 bias[..nb].copy_from_slice(unsafe { std::slice::from_raw_parts((args[3] as *const f32).add(c0), nb) });
             }
-            // SAFETY: AVX2 and FMA (the caller's contract). With one channel per group, output
+            // SAFETY: AVX2 and FMA (the caller's contract), AVX-512F/VL with Isa::Avx512 (the Isa
+            // was lowered to what this CPU supports). With one channel per group, output
             // plane u + j reads input plane u + j: x holds n·c planes of ip floats and w c·nt, so
             // planes u .. u + nb and weight rows c0 .. c0 + nb exist; every at_in / at_w entry is
             // a vector of xs / wv. xs is [rows][cols][8] (and the spare), so every position's
@@ -1963,7 +1998,11 @@ impl DepthwiseSpec {
             unsafe {
                 avx2::interleave(x.add(u * ip), ip, nb, ip, at_in, xs.as_mut_ptr());
                 avx2::interleave(wts.add(c0 * nt), nt, nb, nt, at_w, wv.as_mut_ptr());
-                avx2::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
+                if isa >= Isa::Avx512 {
+                    avx512::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
+                } else {
+                    avx2::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
+                }
                 avx2::deinterleave_rows(ys.as_ptr(), op, nb, y.add(u * op), op);
             }
             after(u, u + nb);
