@@ -1409,7 +1409,19 @@ mod avx2 {
             None => {}
             // Loops, not closures: a closure is compiled without this function's target features.
             Some(DwAct::Silu) => {
-                for a in v.iter_mut() {
+                let mut eights = v.chunks_exact_mut(8);
+                for c in &mut eights {
+                    if let Ok(c) = <&mut [__m256; 8]>::try_from(c) {
+                        silu_n(c);
+                    }
+                }
+                let mut fours = eights.into_remainder().chunks_exact_mut(4);
+                for c in &mut fours {
+                    if let Ok(c) = <&mut [__m256; 4]>::try_from(c) {
+                        silu_n(c);
+                    }
+                }
+                for a in fours.into_remainder() {
                     *a = silu(*a);
                 }
             }
@@ -1433,28 +1445,65 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     fn silu(x: __m256) -> __m256 {
+        let mut v = [x];
+        silu_n(&mut v);
+        v[0]
+    }
+
+    /// [`silu`] of N vectors in place, each step for all N before the next: the chains are
+    /// independent, and the out-of-order core overlaps them only if they are near in the
+    /// instruction stream (one vector after another left the scheduler holding a single chain's
+    /// latency: 0.34 against 0.32 ns per float for 4 and 8 at a time, Zen 4).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    // Index loops: each step runs over all N arrays side by side, which is the point.
+    #[allow(clippy::needless_range_loop)]
+    fn silu_n<const N: usize>(x: &mut [__m256; N]) {
         // 1.5·2²³ + 127: adding it rounds to an integer and leaves n + 127 in the low bits.
         const MAGIC: f32 = 12_583_039.0;
-        let z = _mm256_or_ps(x, _mm256_set1_ps(-0.0));
-        let t = _mm256_fmadd_ps(z, _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(MAGIC));
-        let s = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t)));
-        let n = _mm256_sub_ps(t, _mm256_set1_ps(MAGIC));
-        // ln 2 = 0.693359375 (0.693_359_4 rounds to it exactly) − 2.12194440e-4.
-        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693_359_4), z);
-        let r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.121_944_4e-4), r);
-        let mut q = _mm256_set1_ps(0.008_333_715);
-        for c in [0.041_898_51, 0.166_668_88, 0.499_991_45] {
-            q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(c));
+        let mut z = [_mm256_setzero_ps(); N];
+        let (mut t, mut s, mut r, mut q) = (z, z, z, z);
+        for i in 0..N {
+            z[i] = _mm256_or_ps(x[i], _mm256_set1_ps(-0.0));
         }
-        // e = s·(1 + r + r²q) = s + (s·r)·(1 + r·q).
-        let q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0));
-        let e = _mm256_fmadd_ps(_mm256_mul_ps(s, r), q, s);
-        // Lanes to keep e in: −|x| ≥ −87 (false for NaN and −∞).
-        let e = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_GE_OQ>(z, _mm256_set1_ps(-87.0)));
-        let sig = _mm256_div_ps(e, _mm256_add_ps(_mm256_set1_ps(1.0), e));
-        // x's sign bit picks e/(1 + e) (x < 0 or −0), else 1 − e/(1 + e).
-        let sig = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0), sig), sig, x);
-        _mm256_mul_ps(x, sig)
+        for i in 0..N {
+            t[i] = _mm256_fmadd_ps(z[i], _mm256_set1_ps(std::f32::consts::LOG2_E), _mm256_set1_ps(MAGIC));
+        }
+        for i in 0..N {
+            s[i] = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_castps_si256(t[i])));
+        }
+        for i in 0..N {
+            // n
+            t[i] = _mm256_sub_ps(t[i], _mm256_set1_ps(MAGIC));
+        }
+        // ln 2 = 0.693359375 (0.693_359_4 rounds to it exactly) − 2.12194440e-4.
+        for i in 0..N {
+            r[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(-0.693_359_4), z[i]);
+        }
+        for i in 0..N {
+            r[i] = _mm256_fmadd_ps(t[i], _mm256_set1_ps(2.121_944_4e-4), r[i]);
+        }
+        for i in 0..N {
+            q[i] = _mm256_fmadd_ps(_mm256_set1_ps(0.008_333_715), r[i], _mm256_set1_ps(0.041_898_51));
+        }
+        for c in [0.166_668_88, 0.499_991_45, 1.0] {
+            for i in 0..N {
+                q[i] = _mm256_fmadd_ps(q[i], r[i], _mm256_set1_ps(c));
+            }
+        }
+        for i in 0..N {
+            // e = s·(1 + r + r²q) = s + (s·r)·(1 + r·q), kept where −|x| ≥ −87 (not NaN, −∞).
+            let e = _mm256_fmadd_ps(_mm256_mul_ps(s[i], r[i]), q[i], s[i]);
+            t[i] = _mm256_and_ps(e, _mm256_cmp_ps::<_CMP_GE_OQ>(z[i], _mm256_set1_ps(-87.0)));
+        }
+        for i in 0..N {
+            q[i] = _mm256_div_ps(t[i], _mm256_add_ps(_mm256_set1_ps(1.0), t[i]));
+        }
+        for i in 0..N {
+            // x's sign bit picks e/(1 + e) (x < 0 or −0), else 1 − e/(1 + e).
+            let sig = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0), q[i]), q[i], x[i]);
+            x[i] = _mm256_mul_ps(x[i], sig);
+        }
     }
 
     /// x·clamp(x/6 + ½, 0, 1): NaN stays NaN (max and min return their second operand on NaN),
