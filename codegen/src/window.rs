@@ -1905,10 +1905,19 @@ impl crate::spatial::HostKernel for DepthwiseSpec {
     fn cost_ns(&self) -> f64 {
         let w = &self.win;
         let (inputs, outputs) = ((self.n * self.c * w.h * w.w) as f64, (self.units() * w.oh * w.ow) as f64);
-        if self.direct.is_some() {
+        // A fused activation (session 12, kiln bench of single-op models with and without it):
+        // SiLU ~0.3 ns per output, HardSwish a few FP operations per vector.
+        let act = outputs
+            * match self.act {
+                Some(DwAct::Silu) => 0.3,
+                Some(DwAct::HardSwish) => 0.03,
+                None => 0.0,
+            };
+        act + if self.direct.is_some() {
             0.15 * inputs + 0.27 * outputs + 6.0 * (self.units() * w.oh) as f64
         } else if self.blocks.is_some() {
-            // Channel blocks (efficientnet_b0's 5×5 steps, a SiLU epilogue included): ~23 ns per
+            // Channel blocks (efficientnet_b0's 5×5 steps, measured with the generated SiLU epilogue
+            // that session 12 moved into the kernel — a slight overestimate with `act`): ~23 ns per
             // plane (its copies in and out, the epilogue call) and 0.1 ns per tap and output.
             23.0 * self.units() as f64 + 0.1 * (w.kh * w.kw) as f64 * outputs
         } else {
