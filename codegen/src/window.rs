@@ -245,8 +245,8 @@ fn generic_row(taps: Taps, s: &[f32], scale: Option<&[f32]>, y: &mut [f32]) {
     }
 }
 
-/// The direct and channel-block depthwise kernels (`dw_plane`, `dw_blocks` and their parts),
-/// compiled once per set of target features: in `avx2` for AVX2 + FMA, and again in `avx512` with
+/// The direct depthwise kernels (`dw_plane` and its parts) and the activation of a kernel's
+/// accumulators (`dw_act_all`), compiled once per set of target features: in `avx2` for AVX2 + FMA, and again in `avx512` with
 /// AVX-512F/VL enabled for CPUs that have them — the same 256-bit code, which LLVM then gives 32
 /// vector registers instead of 16 (no accumulators or constants spilled to the stack).
 /// `dw_block`'s rows of a band, each a `dw_row` instance for its index J (a const generic): the
@@ -541,101 +541,6 @@ macro_rules! dw_kernels {
         }
     }
 
-    /// Eight channels of a depthwise conv at once, interleaved (see `DepthwiseSpec::run_blocks`):
-    /// `ys[p·8 + j]` = clamp(bias[j] + Σ_t wv[t·8 + j] · xs[base[p] + taps[t] + j]) for every
-    /// output position p = oy·ow + ox, base[p] = (oy·s0·cols + ox·s1)·8, taps[t] = (ky·d0·cols +
-    /// kx·d1)·8, the taps in row-major order after the bias, one FMA each — each lane as the
-    /// per-plane kernels compute it. Positions in runs of at most eight, as even as they split (a
-    /// 3×3 plane: 5 + 4), each run's positions independent FMA chains.
-    ///
-    /// # Safety
-    /// AVX2 and FMA are available; `xs` holds the padded block the window reads (every
-    /// base[p] + taps[t] + 8 ≤ xs.len()), `wv` taps.len()·8 floats, `ys` base.len()·8.
-    #[target_feature(enable = $features)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn dw_blocks(
-        base: &[usize],
-        taps: &[usize],
-        xs: &[f32],
-        wv: &[f32],
-        bias: &[f32; V],
-        clamp: (f32, f32),
-        act: Option<DwAct>,
-        ys: &mut [f32],
-    ) {
-        let op = base.len();
-        debug_assert!(wv.len() >= taps.len() * V && ys.len() >= op * V);
-        let runs = op.div_ceil(V);
-        let mut p = 0;
-        for r in 0..runs {
-            // Runs r < op mod runs are one longer.
-            let n = op / runs + usize::from(r < op % runs);
-            // SAFETY: positions [p, p + n) < oh·ow; the caller's contract for the rest.
-            unsafe {
-                match n {
-                    1 => dw_run::<1>(&base[p..p + 1], taps, xs, wv, bias, clamp, act, ys, p),
-                    2 => dw_run::<2>(&base[p..p + 2], taps, xs, wv, bias, clamp, act, ys, p),
-                    3 => dw_run::<3>(&base[p..p + 3], taps, xs, wv, bias, clamp, act, ys, p),
-                    4 => dw_run::<4>(&base[p..p + 4], taps, xs, wv, bias, clamp, act, ys, p),
-                    5 => dw_run::<5>(&base[p..p + 5], taps, xs, wv, bias, clamp, act, ys, p),
-                    6 => dw_run::<6>(&base[p..p + 6], taps, xs, wv, bias, clamp, act, ys, p),
-                    7 => dw_run::<7>(&base[p..p + 7], taps, xs, wv, bias, clamp, act, ys, p),
-                    _ => dw_run::<8>(&base[p..p + 8], taps, xs, wv, bias, clamp, act, ys, p),
-                }
-            }
-            p += n;
-        }
-    }
-
-    /// Positions [p, p + N) of [`dw_blocks`].
-    ///
-    /// # Safety
-    /// As [`dw_blocks`], with p + N ≤ oh·ow.
-    #[target_feature(enable = $features)]
-    #[inline]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn dw_run<const N: usize>(
-        at: &[usize],
-        taps: &[usize],
-        xs: &[f32],
-        wv: &[f32],
-        bias: &[f32; V],
-        (lo, hi): (f32, f32),
-        act: Option<DwAct>,
-        ys: &mut [f32],
-        p: usize,
-    ) {
-        let at: &[usize; N] = at.try_into().expect("a run of N positions");
-        let (x, w) = (xs.as_ptr(), wv.as_ptr());
-        // SAFETY: `bias` is 8 floats.
-        let mut acc = [unsafe { _mm256_loadu_ps(bias.as_ptr()) }; N];
-        for (t, &off) in taps.iter().enumerate() {
-            // SAFETY: tap t's weights are 8 floats at t·8; every position's window lies in `xs`
-            // (the caller's contract).
-            unsafe {
-                let wk = _mm256_loadu_ps(w.add(t * V));
-                for (a, &o) in acc.iter_mut().zip(at) {
-                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(o + off)), wk, *a);
-                }
-            }
-        }
-        if let Some(act) = act {
-            // Before the clamp, which is ±∞ (no-op) when there is an activation (with_act).
-            // Through a copy: `acc` itself stays in registers when there is no activation.
-            let mut t = acc;
-            // SAFETY: the caller's contract (this instance's target features).
-            unsafe { dw_act_all(act, &mut t) };
-            acc = t;
-        }
-        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        for (i, &a) in acc.iter().enumerate() {
-            // As the interpreter's Clip: below lo → lo, above hi → hi, NaN fails both.
-            let a = _mm256_blendv_ps(a, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(a, lo));
-            let a = _mm256_blendv_ps(a, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(a, hi));
-            // SAFETY: position p + i < oh·ow; ys holds 8 floats per position.
-            unsafe { _mm256_storeu_ps(ys.as_mut_ptr().add((p + i) * V), a) };
-        }
-    }
     /// [`dw_act`] of every vector of `v`, the activation chosen once (a kernel's accumulators:
     /// their chains are independent, and run side by side). Out of line: inlined into every
     /// instance of the kernels (the SiLU of 8, 4 and 1 vectors in each) it made them so large
@@ -1575,6 +1480,131 @@ mod avx2 {
 
     dw_kernels!("avx2,fma");
 
+    // The channel-block kernels: AVX2 only (an AVX-512VL build of the same code ran 960@7² +
+    // ReLU6 in 0.034 ms against 0.022, session 12).
+    /// Eight channels of a depthwise conv at once, interleaved (see `DepthwiseSpec::run_blocks`):
+    /// `ys[p·8 + j]` = clamp(bias[j] + Σ_t wv[t·8 + j] · xs[base[p] + taps[t] + j]) for every
+    /// output position p = oy·ow + ox, base[p] = (oy·s0·cols + ox·s1)·8, taps[t] = (ky·d0·cols +
+    /// kx·d1)·8, the taps in row-major order after the bias, one FMA each — each lane as the
+    /// per-plane kernels compute it. Positions in runs of at most eight, as even as they split (a
+    /// 3×3 plane: 5 + 4), each run's positions independent FMA chains.
+    ///
+    /// # Safety
+    /// AVX2 and FMA are available; `xs` holds the padded block the window reads (every
+    /// base[p] + taps[t] + 8 ≤ xs.len()), `wv` taps.len()·8 floats, `ys` base.len()·8.
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn dw_blocks(
+        base: &[usize],
+        taps: &[usize],
+        xs: &[f32],
+        wv: &[f32],
+        bias: &[f32; V],
+        clamp: (f32, f32),
+        act: Option<DwAct>,
+        ys: &mut [f32],
+    ) {
+        // SAFETY: the caller's contract, passed on. Two instances, so that the one without an
+        // activation has no trace of it (its branch slowed the clamp-only runs by 20%).
+        unsafe {
+            if act.is_some() {
+                dw_blocks_impl::<true>(base, taps, xs, wv, bias, clamp, act, ys)
+            } else {
+                dw_blocks_impl::<false>(base, taps, xs, wv, bias, clamp, act, ys)
+            }
+        }
+    }
+
+    /// [`dw_blocks`]; `act` is applied only by the ACT instance.
+    ///
+    /// # Safety
+    /// As [`dw_blocks`].
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dw_blocks_impl<const ACT: bool>(
+        base: &[usize],
+        taps: &[usize],
+        xs: &[f32],
+        wv: &[f32],
+        bias: &[f32; V],
+        clamp: (f32, f32),
+        act: Option<DwAct>,
+        ys: &mut [f32],
+    ) {
+        let op = base.len();
+        debug_assert!(wv.len() >= taps.len() * V && ys.len() >= op * V);
+        let runs = op.div_ceil(V);
+        let mut p = 0;
+        for r in 0..runs {
+            // Runs r < op mod runs are one longer.
+            let n = op / runs + usize::from(r < op % runs);
+            // SAFETY: positions [p, p + n) < oh·ow; the caller's contract for the rest.
+            unsafe {
+                match n {
+                    1 => dw_run::<1, ACT>(&base[p..p + 1], taps, xs, wv, bias, clamp, act, ys, p),
+                    2 => dw_run::<2, ACT>(&base[p..p + 2], taps, xs, wv, bias, clamp, act, ys, p),
+                    3 => dw_run::<3, ACT>(&base[p..p + 3], taps, xs, wv, bias, clamp, act, ys, p),
+                    4 => dw_run::<4, ACT>(&base[p..p + 4], taps, xs, wv, bias, clamp, act, ys, p),
+                    5 => dw_run::<5, ACT>(&base[p..p + 5], taps, xs, wv, bias, clamp, act, ys, p),
+                    6 => dw_run::<6, ACT>(&base[p..p + 6], taps, xs, wv, bias, clamp, act, ys, p),
+                    7 => dw_run::<7, ACT>(&base[p..p + 7], taps, xs, wv, bias, clamp, act, ys, p),
+                    _ => dw_run::<8, ACT>(&base[p..p + 8], taps, xs, wv, bias, clamp, act, ys, p),
+                }
+            }
+            p += n;
+        }
+    }
+
+    /// Positions [p, p + N) of [`dw_blocks`].
+    ///
+    /// # Safety
+    /// As [`dw_blocks`], with p + N ≤ oh·ow.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn dw_run<const N: usize, const ACT: bool>(
+        at: &[usize],
+        taps: &[usize],
+        xs: &[f32],
+        wv: &[f32],
+        bias: &[f32; V],
+        (lo, hi): (f32, f32),
+        act: Option<DwAct>,
+        ys: &mut [f32],
+        p: usize,
+    ) {
+        let at: &[usize; N] = at.try_into().expect("a run of N positions");
+        let (x, w) = (xs.as_ptr(), wv.as_ptr());
+        // SAFETY: `bias` is 8 floats.
+        let mut acc = [unsafe { _mm256_loadu_ps(bias.as_ptr()) }; N];
+        for (t, &off) in taps.iter().enumerate() {
+            // SAFETY: tap t's weights are 8 floats at t·8; every position's window lies in `xs`
+            // (the caller's contract).
+            unsafe {
+                let wk = _mm256_loadu_ps(w.add(t * V));
+                for (a, &o) in acc.iter_mut().zip(at) {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(o + off)), wk, *a);
+                }
+            }
+        }
+        if ACT && let Some(act) = act {
+            // Before the clamp, which is ±∞ (no-op) when there is an activation (with_act).
+            // Through a copy: `acc` itself stays in registers when there is no activation.
+            let mut t = acc;
+            // SAFETY: the caller's contract (this instance's target features).
+            unsafe { dw_act_all(act, &mut t) };
+            acc = t;
+        }
+        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        for (i, &a) in acc.iter().enumerate() {
+            // As the interpreter's Clip: below lo → lo, above hi → hi, NaN fails both.
+            let a = _mm256_blendv_ps(a, lo, _mm256_cmp_ps::<_CMP_LT_OQ>(a, lo));
+            let a = _mm256_blendv_ps(a, hi, _mm256_cmp_ps::<_CMP_GT_OQ>(a, hi));
+            // SAFETY: position p + i < oh·ow; ys holds 8 floats per position.
+            unsafe { _mm256_storeu_ps(ys.as_mut_ptr().add((p + i) * V), a) };
+        }
+    }
+
     // -----------------------------------------------------------------------------------------
     // Depthwise convolution over channel blocks
 
@@ -1802,10 +1832,23 @@ impl BlockPlan {
 const BLOCKS_MAX_OW: usize = 14;
 const BLOCKS_DIRECT_MAX_OW: usize = 14;
 const BLOCKS_DIRECT_S2_MAX_OW: usize = 7;
+/// `BLOCKS_DIRECT_MAX_OW` for `Isa::Avx512`, whose direct kernel (the AVX-512VL instance) is
+/// faster: session 12, 1 thread, Zen 4, single-op 3×3 + ReLU6 models, channel blocks against the
+/// direct kernel: 960@7² 0.027 against 0.040 ms, 384@10² 0.021 / 0.023, 480@12² 0.031–0.039 /
+/// 0.031, 576@14² 0.062–0.065 / 0.044 (with AVX2 14² is even: 0.063 / 0.065). At stride 2 the
+/// blocks stay ahead (576@14² → 7²: 0.024 / 0.031; 240@12² → 6² + SiLU 0.010 / 0.020).
+const BLOCKS_DIRECT_MAX_OW_AVX512: usize = 12;
 
 impl DepthwiseSpec {
-    /// `win` must have non-empty input and output planes.
+    /// `win` must have non-empty input and output planes. The paths are chosen for AVX2
+    /// ([`DepthwiseSpec::new_for`] for another Isa).
     pub fn new(n: usize, c: usize, mult: usize, win: Window, bias: bool) -> DepthwiseSpec {
+        DepthwiseSpec::new_for(n, c, mult, win, bias, Isa::Avx2Fma)
+    }
+
+    /// As [`DepthwiseSpec::new`], the direct kernel and the channel blocks chosen by where each
+    /// measured faster for `isa` (which the spec then runs at; any Isa computes the same).
+    pub fn new_for(n: usize, c: usize, mult: usize, win: Window, bias: bool, isa: Isa) -> DepthwiseSpec {
         let offs = win.tap_offsets();
         // The kernel is written for K of 3, 5 and 7, but 5×5 and 7×7 measured slower than the
         // scratch path (7×7 64@56²: 0.43 against 0.27 ms, 1 thread, Zen 4): only 3×3 takes it.
@@ -1816,6 +1859,7 @@ impl DepthwiseSpec {
             && win.dil == [1, 1])
         .then_some((win.kh, win.stride[0]));
         let most = match direct {
+            Some((_, 1)) if isa >= Isa::Avx512 => BLOCKS_DIRECT_MAX_OW_AVX512,
             Some((_, 1)) => BLOCKS_DIRECT_MAX_OW,
             Some(_) => BLOCKS_DIRECT_S2_MAX_OW,
             None => BLOCKS_MAX_OW,
@@ -1950,7 +1994,7 @@ impl DepthwiseSpec {
         if let (Some(plan), true) = (&self.blocks, isa >= Isa::Avx2Fma) {
             // SAFETY: the caller's contract; AVX2 and FMA are present (the Isa was lowered to what
             // this CPU supports).
-            unsafe { self.run_blocks(plan, args, lo, hi, isa, &mut after) };
+            unsafe { self.run_blocks(plan, args, lo, hi, &mut after) };
             return;
         }
         let w = &self.win;
@@ -2028,8 +2072,7 @@ impl DepthwiseSpec {
     /// cover. Lanes past a short block compute on stale values and are not stored.
     ///
     /// # Safety
-    /// As [`DepthwiseSpec::run_planes`]; `self.mult == 1`; the CPU has AVX2 and FMA, and what
-    /// `isa` names.
+    /// As [`DepthwiseSpec::run_planes`]; `self.mult == 1`; the CPU has AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     unsafe fn run_blocks(
         &self,
@@ -2037,7 +2080,6 @@ impl DepthwiseSpec {
         args: &[*mut u8],
         lo: usize,
         hi: usize,
-        isa: Isa,
         after: &mut impl FnMut(usize, usize),
     ) {
         debug_assert!(self.mult == 1);
@@ -2059,8 +2101,7 @@ impl DepthwiseSpec {
                 // SAFETY: bias holds c floats (DepthwiseSpec's args); c0 + nb ≤ c.
                 bias[..nb].copy_from_slice(unsafe { std::slice::from_raw_parts((args[3] as *const f32).add(c0), nb) });
             }
-            // SAFETY: AVX2 and FMA (the caller's contract), AVX-512F/VL with Isa::Avx512 (the Isa
-            // was lowered to what this CPU supports). With one channel per group, output
+            // SAFETY: AVX2 and FMA (the caller's contract). With one channel per group, output
             // plane u + j reads input plane u + j: x holds n·c planes of ip floats and w c·nt, so
             // planes u .. u + nb and weight rows c0 .. c0 + nb exist; every at_in / at_w entry is
             // a vector of xs / wv. xs is [rows][cols][8] (and the spare), so every position's
@@ -2069,11 +2110,7 @@ impl DepthwiseSpec {
             unsafe {
                 avx2::interleave(x.add(u * ip), ip, nb, ip, at_in, xs.as_mut_ptr());
                 avx2::interleave(wts.add(c0 * nt), nt, nb, nt, at_w, wv.as_mut_ptr());
-                if isa >= Isa::Avx512 {
-                    avx512::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
-                } else {
-                    avx2::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
-                }
+                avx2::dw_blocks(base, taps, &xs, &wv, &bias, clamp, self.act, &mut ys);
                 avx2::deinterleave_rows(ys.as_ptr(), op, nb, y.add(u * op), op);
             }
             after(u, u + nb);

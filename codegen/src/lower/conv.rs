@@ -86,7 +86,7 @@ pub(super) fn lower_conv(
             dil: ic.dil,
             pad: ic.pad,
         };
-        let dw = crate::window::DepthwiseSpec::new(spec.n, spec.groups, spec.m_per_group, win, spec.bias);
+        let dw = crate::window::DepthwiseSpec::new_for(spec.n, spec.groups, spec.m_per_group, win, spec.bias, cx.isa);
         let mut args = vec![cx.out_buf(out_v)];
         for v in &ins {
             args.push(cx.input(*v, &name)?);
