@@ -364,6 +364,10 @@ fn depthwise_direct_kernels_and_fused_clamp() {
         (1, 3, 1, 9, 66),
         (1, 2, 1, 5, 112),
         (2, 2, 1, 7, 113),
+        // 3×3/1 rows of 14 and 13 (these shapes' 3×3/1 case has no padding): the direct kernel
+        // at Avx512, channel blocks at Avx2Fma.
+        (1, 3, 1, 5, 16),
+        (1, 2, 1, 4, 15),
     ];
     let clamps = [
         None,
@@ -413,10 +417,108 @@ fn depthwise_direct_kernels_and_fused_clamp() {
                         assert!(schedule.contains(&format!("depthwise conv {k}×{k}/{s}")), "{schedule}");
                         // Narrow planes run in channel blocks (one channel per group) instead.
                         let ow = (w + pads[1] + pads[3] - k) / s + 1;
-                        let blocks = mult == 1 && ow <= if (k, s) == (3, 2) { 7 } else { 14 };
+                        let most = match (k, s) {
+                            (3, 2) => 7,
+                            (3, 1) if isa == kiln_codegen::Isa::Avx512 => 12,
+                            _ => 14,
+                        };
+                        let blocks = mult == 1 && ow <= most;
                         assert_eq!(schedule.contains(", direct)"), k == 3 && !blocks, "{schedule}");
                         assert_eq!(schedule.contains(", channel blocks)"), blocks, "{schedule}");
                         assert_eq!(schedule.contains("+ clamp act"), clamp.is_some(), "{schedule}");
+                        assert_eq!(steps(&exe), 1, "{schedule}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A SiLU (kiln's Silu, which the rewrite passes make of ONNX's Mul(y, Sigmoid(y))) or HardSwish
+/// after a depthwise conv is applied by the conv's kernels as they store (AVX2 and up; the
+/// portable path, and the unrewritten Mul(y, Sigmoid(y)), keep the generated epilogue): the direct 3×3 kernel, the channel blocks (narrow planes) and the
+/// scratch path (5×5 on wide planes, a channel multiplier), at strides 1 and 2, planes of 1 to 3
+/// outputs, odd widths, asymmetric pads; a NaN, a +∞ and a −∞ in the input (the conv gives ±∞
+/// or NaN around them: SiLU and HardSwish keep NaN and +∞ and give NaN for −∞, as the
+/// interpreter's x·f(x) does). Every ISA the CPU has, 1 and 2 threads. The schedule says the
+/// activation is in-store and that conv and activation are one step. Tolerance: the conv's K·K
+/// products of values ≤ 4 summed in f32 against f64 (4e-5 per tap absolute plus 1e-5 relative;
+/// both activations' slopes are ≤ 1.1, and their own f32 error a few ulps).
+#[test]
+fn depthwise_activation_in_store() {
+    let mut isas = vec![kiln_codegen::Isa::Generic, kiln_codegen::Isa::Avx2Fma];
+    if kiln_codegen::Isa::supported(kiln_codegen::Isa::Avx512) == kiln_codegen::Isa::Avx512 {
+        isas.push(kiln_codegen::Isa::Avx512);
+    }
+    let mut rng = XRng(31);
+    // (n, c, mult, h, w)
+    let shapes = [
+        (1, 3, 1, 1, 1),
+        (2, 3, 1, 2, 3),
+        (1, 5, 1, 7, 7),
+        (1, 3, 2, 8, 9),
+        (1, 3, 1, 13, 17),
+        (1, 9, 1, 6, 40),
+        (1, 3, 1, 9, 66),
+        (2, 2, 1, 7, 113),
+    ];
+    let mut case = 0usize;
+    for (n, c, mult, h, w) in shapes {
+        let mut x = rng.tensor(&[n, c, h, w], -4.0, 4.0);
+        if let kiln_ir::TensorData::F32(v) = x.data() {
+            let mut v = v.clone();
+            let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+            for (j, &sp) in specials.iter().enumerate().take(c) {
+                v[j * h * w + (h * w) / 2] = sp;
+            }
+            x = kiln_ir::Tensor::new(vec![n, c, h, w], kiln_ir::TensorData::F32(v)).unwrap();
+        }
+        for k in [3, 5] {
+            for s in [1, 2] {
+                case += 1;
+                let p = k / 2;
+                let pads = match case % 3 {
+                    0 => [p, p, p, p],
+                    1 => [0, 0, 0, 0],
+                    _ => [k - 1, 1, 0, k],
+                };
+                if h + pads[0] + pads[2] < k || w + pads[1] + pads[3] < k {
+                    continue;
+                }
+                let m = c * mult;
+                let mut spec = Spec::new();
+                spec.input("x", x.clone()).weight("w", rng.tensor(&[m, 1, k, k], -1.0, 1.0));
+                spec.weight("b", rng.tensor(&[m], -1.0, 1.0));
+                let ins: &[&str] = if case.is_multiple_of(2) { &["x", "w", "b"] } else { &["x", "w"] };
+                let conv = Op::Conv { strides: [s, s], dilations: [1, 1], pads, group: c };
+                spec.node("dw", conv, ins, &["y"]);
+                let act = match case % 3 {
+                    0 => {
+                        spec.node("sig", Op::Unary(kiln_ir::UnaryOp::Sigmoid), &["y"], &["s"]);
+                        spec.node("act", Op::Binary(kiln_ir::BinaryOp::Mul), &["y", "s"], &["z"]);
+                        "SiLU"
+                    }
+                    1 => {
+                        spec.node("act", Op::Unary(kiln_ir::UnaryOp::Silu), &["y"], &["z"]);
+                        "SiLU"
+                    }
+                    _ => {
+                        spec.node("act", Op::Unary(kiln_ir::UnaryOp::HardSwish), &["y"], &["z"]);
+                        "HardSwish"
+                    }
+                };
+                spec.output("z");
+                let tol = Tol { abs: 4e-5 * (k * k) as f32, rel: 1e-5 };
+                for threads in [1, 2] {
+                    for &isa in &isas {
+                        let exe = check_with(&spec, tol, &isa_options(threads, isa));
+                        let schedule = exe.schedule_text();
+                        assert!(schedule.contains(&format!("depthwise conv {k}×{k}/{s}")), "{schedule}");
+                        // Mul(y, Sigmoid(y)) is kiln's Silu once the rewrite passes have run
+                        // (an imported model); unrewritten it keeps the generated epilogue.
+                        let in_store = isa != kiln_codegen::Isa::Generic && !case.is_multiple_of(3);
+                        assert_eq!(schedule.contains(&format!("{act} in-store")), in_store, "{schedule}");
+                        assert!(schedule.contains("+ epilogue "), "{schedule}");
                         assert_eq!(steps(&exe), 1, "{schedule}");
                     }
                 }

@@ -65,6 +65,21 @@ def dw_clip(name, x, k, stride=1):
     return name, [node, helper.make_node("Clip", ["t", "lo", "hi"], ["y"])], x, inits + [lo, hi]
 
 
+def dw_act(name, x, k, stride=1, act="silu"):
+    """EfficientNet's and MobileNet v3's depthwise steps: a depthwise k×k conv (pad k/2) with bias
+    (a folded BatchNorm), then SiLU (Sigmoid and Mul), HardSwish or Relu."""
+    n, c, h, w = x
+    name, node, x, inits = conv(name, x, c, k, stride=stride, pad=k // 2, group=c)
+    node.output[0] = "t"
+    if act == "silu":
+        tail = [helper.make_node("Sigmoid", ["t"], ["s"]), helper.make_node("Mul", ["t", "s"], ["y"])]
+    elif act == "hardswish":
+        tail = [helper.make_node("HardSwish", ["t"], ["y"])]
+    else:
+        tail = [helper.make_node("Relu", ["t"], ["y"])]
+    return name, [node] + tail, x, inits
+
+
 def pool(name, op, x, k, stride, pad, **attrs):
     node = helper.make_node(op, ["x"], ["y"], kernel_shape=[k, k], strides=[stride, stride], pads=[pad] * 4, **attrs)
     return name, node, x, []
@@ -111,6 +126,17 @@ CASES = [
     conv_res("r50_1x1res_256to1024x14", (1, 256, 14, 14), 1024),
     conv_res("r50_1x1res_512to2048x7", (1, 512, 7, 7), 2048),
     conv_res("r50_1x1s2res_256to512x56", (1, 256, 56, 56), 512, stride=2),
+    # Session 12 (issue 13): efficientnet_b0's (96² input) depthwise steps with their SiLU, and
+    # mobilenet_v3_small's (224²) with HardSwish or Relu.
+    dw_act("effb0_dw3x3silu_32x48", (1, 32, 48, 48), 3),
+    dw_act("effb0_dw3x3s2silu_96x48", (1, 96, 48, 48), 3, stride=2),
+    dw_act("effb0_dw3x3silu_144x24", (1, 144, 24, 24), 3),
+    dw_act("effb0_dw5x5s2silu_144x24", (1, 144, 24, 24), 5, stride=2),
+    dw_act("effb0_dw5x5silu_240x12", (1, 240, 12, 12), 5),
+    dw_act("effb0_dw5x5silu_672x6", (1, 672, 6, 6), 5),
+    dw_act("mnv3s_dw3x3s2relu_16x112", (1, 16, 112, 112), 3, stride=2, act="relu"),
+    dw_act("mnv3s_dw5x5s2hswish_96x28", (1, 96, 28, 28), 5, stride=2, act="hardswish"),
+    dw_act("mnv3s_dw5x5hswish_240x14", (1, 240, 14, 14), 5, act="hardswish"),
 ]
 
 

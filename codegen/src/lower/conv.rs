@@ -86,7 +86,7 @@ pub(super) fn lower_conv(
             dil: ic.dil,
             pad: ic.pad,
         };
-        let dw = crate::window::DepthwiseSpec::new(spec.n, spec.groups, spec.m_per_group, win, spec.bias);
+        let dw = crate::window::DepthwiseSpec::new_for(spec.n, spec.groups, spec.m_per_group, win, spec.bias, cx.isa);
         let mut args = vec![cx.out_buf(out_v)];
         for v in &ins {
             args.push(cx.input(*v, &name)?);
@@ -237,4 +237,19 @@ pub(super) fn reflect(c: i64, d: i64) -> i64 {
     let period = 2 * (d - 1);
     let m = c.rem_euclid(period);
     if m < d { m } else { period - m }
+}
+
+/// The depthwise conv `spec` with the activation `u` (SiLU, HardSwish: `window::DwAct`) applied
+/// by its kernels as they store, in place of a generated epilogue pass over every plane; None for
+/// another op, a conv with a clamp fused, or a CPU without AVX2 (whose portable path would apply
+/// the activation element by element, slower than the generated epilogue).
+pub(super) fn depthwise_with_act(
+    spec: &crate::window::DepthwiseSpec,
+    u: kiln_ir::UnaryOp,
+    isa: crate::Isa,
+) -> Option<crate::window::DepthwiseSpec> {
+    if isa < crate::Isa::Avx2Fma {
+        return None;
+    }
+    spec.clone().with_act(u)
 }

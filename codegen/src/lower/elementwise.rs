@@ -177,6 +177,23 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
         return Ok(());
     }
     if epilogue_of.is_some()
+        && let [m] = members
+        && let Some(Op::Unary(u)) = graph.node(*m).op()
+        && let Some(Step { kind: StepKind::Depthwise { spec, epilogue: None }, .. }) = cx.steps.last()
+        && let Some(fused) = super::conv::depthwise_with_act(spec, *u, cx.isa)
+        && let Some(p) = in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members)
+        && cx.steps.last().is_some_and(|st| st.args[0] == p)
+    {
+        // A SiLU or HardSwish after a depthwise conv: applied in registers by the conv's kernels
+        // as they store (see lower::conv::depthwise_with_act).
+        cx.bind(out_v, p);
+        if let Some(step) = cx.steps.last_mut() {
+            step.kind = StepKind::Depthwise { spec: std::sync::Arc::new(fused), epilogue: None };
+            step.label = format!("{} + epilogue {root_name}", step.label);
+        }
+        return Ok(());
+    }
+    if epilogue_of.is_some()
         && let Some((residual, relu, clip)) = conv_store_ops(cx, members, &leaves, &leaf_places, &out_shape)
         && let Some(step) = cx.steps.last_mut()
         && let StepKind::PackedConv { spec, epilogue: None } = &mut step.kind
