@@ -74,8 +74,14 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
             _ => None,
         }
     };
+    // Only in a group a host map kernel will cut (an op with a `MapOp`, an ISA with the
+    // kernels): elsewhere the constant would cost a broadcast per vector in the generated loop
+    // (Cranelift re-materialises constants inside loops) where the leaf is loaded once per row.
+    let has_map_op = members
+        .iter()
+        .any(|&m| matches!(graph.node(m).op(), Some(Op::Unary(u)) if crate::simd::MapOp::of(*u).is_some()));
     let mut consts: HashMap<Value, f32> = HashMap::new();
-    for &m in members {
+    for &m in members.iter().filter(|_| has_map_op && cx.jit.host_map.is_some()) {
         if let Some(Op::Binary(kiln_ir::BinaryOp::Mul | kiln_ir::BinaryOp::Add | kiln_ir::BinaryOp::Sub)) =
             graph.node(m).op()
         {
