@@ -125,7 +125,111 @@ fn cases() -> Vec<(&'static str, Spec, bool)> {
         .node("where", Op::Where, &["c", "gx", "w"], &["y"])
         .output("y");
     out.push(("bool_condition_in_the_output_buffer", s, false));
+
+    // The host kernel's own input stage (`MapPre`: a Mul by a constant, an Add or Sub of one, a
+    // Clip, in that order, on a dense leaf): no generated pass before the call. NaN, ±inf and ±0
+    // among the inputs: the stage keeps NaN and −0 as the generated Clip does.
+    // Graph-transformer scores: ×0.25, clamp, exp, times a mask broadcast over the heads.
+    let mut s = Spec::new();
+    s.input("x", specials(rng.tensor(&[2, 3, 131], -40.0, 40.0)))
+        .input("adj", rng.tensor(&[3, 131], 0.0, 1.0))
+        .weight("k", Tensor::from_f32([], vec![0.25]).unwrap())
+        .node("scale", binary(BinaryOp::Mul), &["x", "k"], &["s"])
+        .node("clip", unary(UnaryOp::Clip { min: Some(-5.0), max: Some(5.0) }), &["s"], &["c"])
+        .node("exp", unary(UnaryOp::Exp), &["c"], &["e"])
+        .node("mask", binary(BinaryOp::Mul), &["e", "adj"], &["y"])
+        .output("y");
+    out.push(("pre_scaled_clamped_exp_mask", s, true));
+    // The same as a GEMM's epilogue (the leaf is the GEMM's output, written in place).
+    let mut s = Spec::new();
+    s.input("q", rng.tensor(&[2, 5, 16], -2.0, 2.0))
+        .input("kt", rng.tensor(&[2, 16, 37], -2.0, 2.0))
+        .input("adj", rng.tensor(&[5, 37], 0.0, 1.0))
+        .weight("k", Tensor::from_f32([], vec![0.25]).unwrap())
+        .node("qk", Op::MatMul, &["q", "kt"], &["qk"])
+        .node("scale", binary(BinaryOp::Mul), &["k", "qk"], &["s"])
+        .node("clip", unary(UnaryOp::Clip { min: Some(-5.0), max: Some(5.0) }), &["s"], &["c"])
+        .node("exp", unary(UnaryOp::Exp), &["c"], &["e"])
+        .node("mask", binary(BinaryOp::Mul), &["e", "adj"], &["y"])
+        .output("y");
+    out.push(("pre_gemm_scores_epilogue", s, true));
+    // Ragged lengths 1–3 and 8·k ± 1: a shift (Sub) then tanh, a shift (Add, constant first)
+    // then SiLU, a lower-only Clip then sigmoid times a second leaf (a squeeze-excite gate).
+    for (n, shape) in [(1, vec![1]), (2, vec![2, 1]), (3, vec![1, 3]), (4, vec![3, 257]), (5, vec![1, 511])] {
+        let len: usize = shape.iter().product();
+        let x = specials(rng.tensor(&shape, -9.0, 9.0));
+        let mut s = Spec::new();
+        match n % 3 {
+            0 => {
+                s.input("x", x)
+                    .weight("c", Tensor::from_f32([1], vec![0.75]).unwrap())
+                    .node("sub", binary(BinaryOp::Sub), &["x", "c"], &["h"])
+                    .node("t", unary(UnaryOp::Tanh), &["h"], &["y"]);
+            }
+            1 => {
+                s.input("x", x)
+                    .weight("c", Tensor::from_f32([1], vec![-1.5]).unwrap())
+                    .weight("k", Tensor::from_f32([1], vec![3.0]).unwrap())
+                    .node("mul", binary(BinaryOp::Mul), &["x", "k"], &["m"])
+                    .node("add", binary(BinaryOp::Add), &["c", "m"], &["h"])
+                    .node("t", unary(UnaryOp::Silu), &["h"], &["y"]);
+            }
+            _ => {
+                s.input("x", x)
+                    .input("g", rng.tensor(&shape, -2.0, 2.0))
+                    .node("clip", unary(UnaryOp::Clip { min: Some(-3.0), max: None }), &["x"], &["c"])
+                    .node("sig", unary(UnaryOp::Sigmoid), &["c"], &["sg"])
+                    .node("gate", binary(BinaryOp::Mul), &["g", "sg"], &["y"]);
+            }
+        }
+        s.output("y");
+        let name: &'static str = Box::leak(format!("pre_ragged_{len}").into_boxed_str());
+        out.push((name, s, true));
+    }
+    // Stages out of order (Clip before the Mul): no `MapPre`, the generated pass runs first.
+    let mut s = Spec::new();
+    s.input("x", specials(rng.tensor(&[3, 11], -9.0, 9.0)))
+        .weight("k", Tensor::from_f32([], vec![0.5]).unwrap())
+        .node("clip", unary(UnaryOp::Clip { min: Some(-5.0), max: Some(5.0) }), &["x"], &["c"])
+        .node("scale", binary(BinaryOp::Mul), &["c", "k"], &["s"])
+        .node("exp", unary(UnaryOp::Exp), &["s"], &["y"])
+        .output("y");
+    out.push(("clip_then_scale_generated_before", s, true));
     out
+}
+
+/// `t` with NaN, ±inf and ±0 written over its first elements (as many as it has).
+fn specials(t: Tensor) -> Tensor {
+    let shape = t.ty().shape.clone();
+    let mut v = t.as_f32().unwrap().to_vec();
+    for (x, s) in v.iter_mut().zip([f32::NAN, f32::INFINITY, -0.0, f32::NEG_INFINITY, 0.0, -f32::NAN]) {
+        *x = s;
+    }
+    Tensor::from_f32(shape, v).unwrap()
+}
+
+/// A chain that is only the stage and the op (`x·c → exp`, the result) runs as the host call
+/// alone where the ISA has the kernels: the kernel has no generated 128-bit loop left (no
+/// `f32x4` value in its CLIF) — before `MapPre` it computed x·c into the output first.
+#[test]
+fn a_pre_stage_chain_is_one_host_call() {
+    let mut rng = XRng(7);
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[4, 300], -3.0, 3.0))
+        .weight("k", Tensor::from_f32([], vec![0.125]).unwrap())
+        .node("scale", binary(BinaryOp::Mul), &["x", "k"], &["s"])
+        .node("exp", unary(UnaryOp::Exp), &["s"], &["y"])
+        .output("y");
+    for isa in isas() {
+        let opts = CodegenOptions { isa, keep_clif: true, ..options(1) };
+        check_with(&s, TOL, &opts);
+        let exe = compile_spec(&s, &opts);
+        let clif = exe.clif_text();
+        let calls = clif.iter().any(|(_, text)| text.contains("call_indirect"));
+        let vector = clif.iter().any(|(_, text)| text.contains("f32x4"));
+        assert_eq!(calls, isa >= Isa::Avx2Fma, "{isa:?}: host call {calls}");
+        assert_eq!(vector, isa < Isa::Avx2Fma, "{isa:?}: generated vector loop {vector}");
+    }
 }
 
 #[test]

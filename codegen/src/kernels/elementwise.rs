@@ -11,7 +11,7 @@
 
 use super::loops::{RowLoop, load_arg_ptr};
 use crate::jit::{HostFeatures, Jit};
-use crate::simd::{HostMapFn, MapOp};
+use crate::simd::{HostMapFn, MapOp, MapPre};
 use crate::vmath::Lanes;
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::{AbiParam, InstBuilder, MemFlagsData, Signature, Value, types};
@@ -184,6 +184,64 @@ struct MapSplit {
     op: MapOp,
     /// The nodes after the op, its value as `Leaf(nleaves)`; `None` when the op is the result.
     after: Option<Vec<Expr>>,
+    /// When `before` is a leaf under at most a Mul, an Add (or Sub) by constants and a Clip, in
+    /// that order: the leaf and that stage, which the host kernel applies itself reading the leaf
+    /// (if the leaf is dense in the output's layout: [`body_with_host_map`] checks), so no
+    /// generated pass runs before the call.
+    pre: Option<(usize, MapPre)>,
+}
+
+/// The leaf and [`MapPre`] stage that node `a` computes, if it is a leaf under at most a Mul by a
+/// constant, then an Add or Sub of a constant, then a Clip (x − c is x + (−c) exactly in IEEE
+/// arithmetic; a Div is not a Mul by the reciprocal and is not taken).
+fn pre_of(nodes: &[Expr], a: usize) -> Option<(usize, MapPre)> {
+    let konst = |i: usize| match nodes.get(i) {
+        Some(Expr::Const(c)) => Some(*c),
+        _ => None,
+    };
+    let mut pre = MapPre::IDENTITY;
+    // The stages met walking back from `a`: 3 = Clip, 2 = Add, 1 = Mul; each must be lower than
+    // the last one met (so the forward order is Mul, Add, Clip, each at most once).
+    let mut last = 4;
+    let mut i = a;
+    loop {
+        let (stage, next) = match *nodes.get(i)? {
+            Expr::Leaf(l) => return Some((l, pre)),
+            Expr::Unary(UnaryOp::Clip { min, max }, x) => {
+                pre.lo = min.unwrap_or(f32::NEG_INFINITY);
+                pre.hi = max.unwrap_or(f32::INFINITY);
+                (3, x)
+            }
+            Expr::Binary(BinaryOp::Add, x, y) => {
+                let (c, x) = match (konst(x), konst(y)) {
+                    (None, Some(c)) => (c, x),
+                    (Some(c), None) => (c, y),
+                    _ => return None,
+                };
+                pre.shift = c;
+                (2, x)
+            }
+            Expr::Binary(BinaryOp::Sub, x, y) => {
+                pre.shift = -konst(y)?;
+                (2, x)
+            }
+            Expr::Binary(BinaryOp::Mul, x, y) => {
+                let (c, x) = match (konst(x), konst(y)) {
+                    (None, Some(c)) => (c, x),
+                    (Some(c), None) => (c, y),
+                    _ => return None,
+                };
+                pre.scale = c;
+                (1, x)
+            }
+            _ => return None,
+        };
+        if stage >= last || next >= i {
+            return None;
+        }
+        last = stage;
+        i = next;
+    }
 }
 
 /// Where a chain can be cut ([`MapSplit`]): at the last op with a map kernel such that the nodes
@@ -204,7 +262,7 @@ fn split_at_map_op(nodes: &[Expr], may_alias_out: &[bool]) -> Option<MapSplit> {
         return None;
     }
     if h + 1 == nodes.len() {
-        return Some(MapSplit { before: nodes[..=a].to_vec(), op, after: None });
+        return Some(MapSplit { before: nodes[..=a].to_vec(), op, after: None, pre: pre_of(nodes, a) });
     }
     // Rebuild the nodes after the cut: `map[i]` is node i's index in `after`.
     let mut after = vec![Expr::Leaf(nleaves)];
@@ -241,7 +299,7 @@ fn split_at_map_op(nodes: &[Expr], may_alias_out: &[bool]) -> Option<MapSplit> {
         map[i] = Some(after.len());
         after.push(node);
     }
-    Some(MapSplit { before: nodes[..=a].to_vec(), op, after: Some(after) })
+    Some(MapSplit { before: nodes[..=a].to_vec(), op, after: Some(after), pre: pre_of(nodes, a) })
 }
 
 /// Rows per host-kernel call: about 4096 floats (16 KB), so the three passes over a group of
@@ -274,14 +332,22 @@ fn body_with_host_map(
         st *= n;
     }
     let mut strides_after = lay.strides.clone();
-    strides_after.push(dense);
+    strides_after.push(dense.clone());
     let mut leaves_after = leaves.clone();
     leaves_after.push(out);
 
+    // The host kernel reads a leaf itself when its stage is a `MapPre` and the leaf is dense in
+    // the output's layout (then its rows [r0, r1) are one run, as the output's are).
+    // (A dimension of one row may have any stride: it is never stepped.)
+    let is_dense = |st: &Vec<usize>| st.iter().zip(&dense).zip(&lay.dims).all(|((&s, &d), &n)| n == 1 || s == d);
+    let pre = split.pre.filter(|&(l, _)| lay.strides.get(l).is_some_and(is_dense));
     let mut sig = Signature::new(b.func.signature.call_conv);
     sig.params.push(AbiParam::new(types::I32));
     for _ in 0..3 {
         sig.params.push(AbiParam::new(types::I64));
+    }
+    for _ in 0..4 {
+        sig.params.push(AbiParam::new(types::F32));
     }
     let sig = b.import_signature(sig);
 
@@ -297,14 +363,24 @@ fn body_with_host_map(
     let next = b.ins().iadd_imm_s(r0, group);
     let past = b.ins().icmp(IntCC::SignedGreaterThan, next, end);
     let r1 = b.ins().select(past, end, next);
-    rows(b, r0, r1, feat, &split.before, &lay.dims, &lay.strides, out, &leaves);
+    if pre.is_none() {
+        rows(b, r0, r1, feat, &split.before, &lay.dims, &lay.strides, out, &leaves);
+    }
     let first = b.ins().imul_imm_s(r0, (inner * 4) as i64);
     let ptr = b.ins().iadd(out, first);
+    let (src, stage) = match pre {
+        Some((l, stage)) => (b.ins().iadd(leaves[l], first), stage),
+        None => (ptr, MapPre::IDENTITY),
+    };
     let nrows = b.ins().isub(r1, r0);
     let n = b.ins().imul_imm_s(nrows, inner as i64);
     let code = b.ins().iconst(types::I32, split.op.code() as i64);
     let callee = b.ins().iconst(types::I64, entry as usize as i64);
-    b.ins().call_indirect(sig, callee, &[code, ptr, ptr, n]);
+    let mut call_args = vec![code, src, ptr, n];
+    for c in [stage.scale, stage.shift, stage.lo, stage.hi] {
+        call_args.push(b.ins().f32const(c));
+    }
+    b.ins().call_indirect(sig, callee, &call_args);
     if let Some(after) = &split.after {
         rows(b, r0, r1, feat, after, &lay.dims, &strides_after, out, &leaves_after);
     }
@@ -713,5 +789,38 @@ mod tests {
         let l = layout(&[16384], &[vec![16384], vec![1]]);
         assert_eq!(l.dims, vec![4, 4096]);
         assert_eq!(l.strides, vec![vec![4096, 1], vec![0, 0]]);
+    }
+
+    /// The cut records a `MapPre` for a leaf under Mul, Add/Sub, Clip in that order (either
+    /// operand the constant), and none for other orders, a Div, a repeated stage or a non-leaf.
+    #[test]
+    fn the_cut_finds_the_pre_stage() {
+        use Expr::*;
+        let clip = UnaryOp::Clip { min: Some(-5.0), max: Some(5.0) };
+        let pre = |nodes: &[Expr]| split_at_map_op(nodes, &[true, false]).and_then(|s| s.pre);
+        // exp(clip(0.25·x)) · adj: the graph-transformer scores.
+        let scores = [
+            Leaf(0),
+            Const(0.25),
+            Binary(BinaryOp::Mul, 1, 0),
+            Unary(clip, 2),
+            Unary(UnaryOp::Exp, 3),
+            Leaf(1),
+            Binary(BinaryOp::Mul, 4, 5),
+        ];
+        assert_eq!(pre(&scores), Some((0, MapPre { scale: 0.25, lo: -5.0, hi: 5.0, ..MapPre::IDENTITY })));
+        let sub = [Leaf(1), Const(2.0), Binary(BinaryOp::Sub, 0, 1), Unary(UnaryOp::Tanh, 2)];
+        assert_eq!(pre(&sub), Some((1, MapPre { shift: -2.0, ..MapPre::IDENTITY })));
+        let bare = [Leaf(0), Unary(UnaryOp::Sigmoid, 0)];
+        assert_eq!(pre(&bare), Some((0, MapPre::IDENTITY)));
+        let clip_first = [Leaf(0), Unary(clip, 0), Const(0.5), Binary(BinaryOp::Mul, 1, 2), Unary(UnaryOp::Exp, 3)];
+        assert_eq!(pre(&clip_first), None);
+        let div = [Leaf(0), Const(4.0), Binary(BinaryOp::Div, 0, 1), Unary(UnaryOp::Exp, 2)];
+        assert_eq!(pre(&div), None);
+        let twice =
+            [Leaf(0), Const(4.0), Binary(BinaryOp::Mul, 0, 1), Binary(BinaryOp::Mul, 2, 1), Unary(UnaryOp::Exp, 3)];
+        assert_eq!(pre(&twice), None);
+        let two_leaves = [Leaf(0), Leaf(1), Binary(BinaryOp::Mul, 0, 1), Unary(UnaryOp::Exp, 2)];
+        assert_eq!(pre(&two_leaves), None);
     }
 }

@@ -56,6 +56,44 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
             nodes.len() - 1
         })
     };
+    // One-element f32 weights, known now: a Mul, Add or Sub reads them as constants, so a chain
+    // like x·0.25 → Clip → Exp becomes the host map kernel's own input stage (`MapPre`) rather
+    // than a generated pass (the value is the same: a splat of the constant instead of a load).
+    let scalar_weight = |v: Value| -> Option<f32> {
+        if v.port != 0 {
+            return None;
+        }
+        let w = graph.weights().iter().position(|&id| id == v.node)?;
+        let data = match cx.weights.get(w)? {
+            super::WeightData::F32(d) => d.as_slice(),
+            super::WeightData::Shared(t) => t.as_f32()?,
+            _ => return None,
+        };
+        match data {
+            [c] => Some(*c),
+            _ => None,
+        }
+    };
+    // Only in a group a host map kernel will cut (an op with a `MapOp`, an ISA with the
+    // kernels): elsewhere the constant would cost a broadcast per vector in the generated loop
+    // (Cranelift re-materialises constants inside loops) where the leaf is loaded once per row.
+    let has_map_op = members
+        .iter()
+        .any(|&m| matches!(graph.node(m).op(), Some(Op::Unary(u)) if crate::simd::MapOp::of(*u).is_some()));
+    let mut consts: HashMap<Value, f32> = HashMap::new();
+    for &m in members.iter().filter(|_| has_map_op && cx.jit.host_map.is_some()) {
+        if let Some(Op::Binary(kiln_ir::BinaryOp::Mul | kiln_ir::BinaryOp::Add | kiln_ir::BinaryOp::Sub)) =
+            graph.node(m).op()
+        {
+            for v in graph.node_inputs(m) {
+                if !member_set.contains(&v.node)
+                    && let Some(c) = scalar_weight(v)
+                {
+                    consts.insert(v, c);
+                }
+            }
+        }
+    }
     for &m in members {
         let node = graph.node(m);
         let op = node.op().ok_or_else(|| internal(&node.name, "fused a non-op"))?;
@@ -65,6 +103,10 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
             let v = ins[k];
             if member_set.contains(&v.node) {
                 return index[&v];
+            }
+            if let (Some(&c), Op::Binary(_)) = (consts.get(&v), op) {
+                nodes.push(Expr::Const(c));
+                return nodes.len() - 1;
             }
             let mut shape = graph.value_type(v).shape.clone();
             match op {

@@ -542,3 +542,79 @@ pub(crate) unsafe fn map<V: F8>(op: MapOp, x: *const f32, y: *mut f32, n: usize)
         }
     }
 }
+
+/// The affine-and-clamp stage a map kernel may run on its input first ([`map_pre`]):
+/// v = x·scale, then v + shift, then v < lo ? lo : v, then v > hi ? hi : v — each step rounded
+/// as the generated chain it replaces rounds it (a Mul, an Add, a Clip: NaN kept, −0 kept).
+/// [`MapPre::IDENTITY`]'s steps change no value: x·1 = x, x + (−0) = x (for x = −0 too), and
+/// comparisons with ∓∞ are never true.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapPre {
+    pub scale: f32,
+    pub shift: f32,
+    pub lo: f32,
+    pub hi: f32,
+}
+
+impl MapPre {
+    pub const IDENTITY: MapPre = MapPre { scale: 1.0, shift: -0.0, lo: f32::NEG_INFINITY, hi: f32::INFINITY };
+
+    /// Whether every field is bitwise the identity's (then [`map`] runs alone).
+    pub fn is_identity(&self) -> bool {
+        let bits = |p: &MapPre| [p.scale.to_bits(), p.shift.to_bits(), p.lo.to_bits(), p.hi.to_bits()];
+        bits(self) == bits(&MapPre::IDENTITY)
+    }
+
+    /// The stage on one value (the reference for tests, and the kernels' tail rule).
+    pub fn apply(&self, x: f32) -> f32 {
+        let mut v = x * self.scale + self.shift;
+        if v < self.lo {
+            v = self.lo;
+        }
+        if v > self.hi {
+            v = self.hi;
+        }
+        v
+    }
+
+    #[inline(always)]
+    fn apply_v<V: Lanes>(&self, x: V, scale: V, shift: V, lo: V, hi: V) -> V {
+        let v = x.mul(scale).add(shift);
+        let v = V::select(v.lt(lo), lo, v);
+        V::select(hi.lt(v), hi, v)
+    }
+}
+
+/// Elements per chunk of [`map_pre`]: the staged input is written to a 1 KiB buffer on the stack
+/// (L1) and mapped from there, so the map kernels are reused unchanged.
+const PRE_CHUNK: usize = 256;
+
+/// y = op(pre(x)) over `n` elements, in chunks of [`PRE_CHUNK`] (each read whole before any of
+/// its outputs is written, so y may equal x).
+///
+/// # Safety
+/// `x` readable and `y` writable for `n` f32 (y may equal x).
+#[inline(always)]
+pub(crate) unsafe fn map_pre<V: F8>(op: MapOp, pre: MapPre, x: *const f32, y: *mut f32, n: usize) {
+    let (scale, shift, lo, hi) = (V::splat(pre.scale), V::splat(pre.shift), V::splat(pre.lo), V::splat(pre.hi));
+    let mut buf = [0f32; PRE_CHUNK];
+    let mut start = 0;
+    while start < n {
+        let len = (n - start).min(PRE_CHUNK);
+        // SAFETY: every index read or written is < start + len ≤ n; buf holds PRE_CHUNK ≥ len.
+        unsafe {
+            let (xs, b) = (x.add(start), buf.as_mut_ptr());
+            let mut i = 0;
+            while i + 8 <= len {
+                pre.apply_v(V::load(xs.add(i)), scale, shift, lo, hi).store(b.add(i));
+                i += 8;
+            }
+            while i < len {
+                *b.add(i) = pre.apply(*xs.add(i));
+                i += 1;
+            }
+            map::<V>(op, b, y.add(start), len);
+        }
+        start += len;
+    }
+}

@@ -19,7 +19,7 @@ mod vector;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use kernels::MapOp;
+pub use kernels::{MapOp, MapPre};
 
 use crate::Isa;
 use crate::spatial::HostKernel;
@@ -190,6 +190,14 @@ pub(crate) mod avx2 {
         // SAFETY: the caller's contract.
         unsafe { kernels::map::<Avx2>(op, x, y, n) }
     }
+
+    /// # Safety
+    /// `x` readable and `y` writable for `n` f32 (y may equal x), and the CPU has AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn map_pre(op: MapOp, pre: MapPre, x: *const f32, y: *mut f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { kernels::map_pre::<Avx2>(op, pre, x, y, n) }
+    }
 }
 
 /// Attention's block softmax on the AVX2 kernels (`kernels::softmax_exp_row` per row): e^{x−max}
@@ -210,9 +218,11 @@ pub unsafe fn softmax_exp_rows(isa: Isa, s: *mut f32, inv: *mut f32, rows: usize
     false
 }
 
-/// The signature of [`host_map_entry`]'s functions: `y = op(x)` over `n` floats, `op` a
-/// [`MapOp`] as `u32` (`MapOp::code`). Called from generated code (the kernel ABI's C convention).
-pub type HostMapFn = unsafe extern "C" fn(op: u32, x: *const f32, y: *mut f32, n: usize);
+/// The signature of [`host_map_entry`]'s functions: `y = op(pre(x))` over `n` floats, `op` a
+/// [`MapOp`] as `u32` (`MapOp::code`), `pre` a [`MapPre`] as its four fields (scale, shift, lo,
+/// hi; [`MapPre::IDENTITY`] for none). Called from generated code (the kernel ABI's C convention).
+pub type HostMapFn =
+    unsafe extern "C" fn(op: u32, x: *const f32, y: *mut f32, n: usize, scale: f32, shift: f32, lo: f32, hi: f32);
 
 /// The map-kernel entry generated code may call for `isa`: the AVX2 kernels where the ISA has
 /// them; `None` (the generated code evaluates the op itself) otherwise.
@@ -229,11 +239,22 @@ pub fn host_map_entry(isa: Isa) -> Option<HostMapFn> {
 /// `x` readable and `y` writable for `n` f32 (y may equal x), and the CPU has AVX2 and FMA:
 /// installed by [`host_map_entry`] only for an ISA that `Isa::supported` confirmed on this CPU.
 #[cfg(target_arch = "x86_64")]
-unsafe extern "C" fn avx2_map_entry(op: u32, x: *const f32, y: *mut f32, n: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C" fn avx2_map_entry(
+    op: u32,
+    x: *const f32,
+    y: *mut f32,
+    n: usize,
+    scale: f32,
+    shift: f32,
+    lo: f32,
+    hi: f32,
+) {
     // An unknown code does nothing: a panic must not unwind into generated code.
     if let Some(op) = MapOp::from_code(op) {
-        // SAFETY: the caller's contract (generated code passes rows of its own output buffer).
-        unsafe { avx2::map(op, x, y, n) }
+        let pre = MapPre { scale, shift, lo, hi };
+        // SAFETY: the caller's contract (generated code passes rows of its own buffers).
+        unsafe { if pre.is_identity() { avx2::map(op, x, y, n) } else { avx2::map_pre(op, pre, x, y, n) } }
     }
 }
 
@@ -256,5 +277,13 @@ pub(crate) mod portable {
     pub(crate) unsafe fn map(op: MapOp, x: *const f32, y: *mut f32, n: usize) {
         // SAFETY: the caller's contract.
         unsafe { kernels::map::<Portable>(op, x, y, n) }
+    }
+
+    /// # Safety
+    /// `x` readable and `y` writable for `n` f32 (y may equal x).
+    #[cfg(test)] // generated code calls the AVX2 entry only; the tests check this instance too
+    pub(crate) unsafe fn map_pre(op: MapOp, pre: MapPre, x: *const f32, y: *mut f32, n: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { kernels::map_pre::<Portable>(op, pre, x, y, n) }
     }
 }

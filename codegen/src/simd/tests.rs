@@ -2,7 +2,7 @@
 //! against the reference interpreter through `compile` (one-op graphs), with the ISA forced to
 //! Generic and to AVX2 + FMA, at 1 and 2 threads, on odd row lengths and tails.
 
-use super::{MapOp, portable};
+use super::{MapOp, MapPre, portable};
 use crate::math_tests::{check_values, check_values_sub, sweep};
 use crate::{CodegenOptions, Isa, compile};
 use kiln_ir::{GraphBuilder, Op, Tensor, UnaryOp, Weights};
@@ -268,4 +268,91 @@ fn map_op_codes_round_trip() {
         assert_eq!(MapOp::from_code(op.code()), Some(op));
     }
     assert_eq!(MapOp::from_code(MapOp::ALL.len() as u32), None);
+}
+
+fn run_map_pre(isa: Isa, op: MapOp, pre: MapPre, xs: &[f32]) -> Vec<f32> {
+    let mut ys = vec![0f32; xs.len()];
+    // SAFETY: xs and ys hold xs.len() f32; the AVX2 path only where the CPU has it.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        if isa >= Isa::Avx2Fma {
+            super::avx2::map_pre(op, pre, xs.as_ptr(), ys.as_mut_ptr(), xs.len());
+            return ys;
+        }
+        portable::map_pre(op, pre, xs.as_ptr(), ys.as_mut_ptr(), xs.len());
+    }
+    ys
+}
+
+/// `map_pre` is `map` over `MapPre::apply`'s values: lengths 0–3, across the 8-lane tail and the
+/// 256-float chunk, NaN/±inf/±0 inputs, each stage alone and together, and in place (y = x).
+/// Both sides run the same map kernel on the same staged values, so they agree to the kernels'
+/// own bound (2e-5 relative: the bundled and single-vector paths of an op may round differently).
+#[test]
+fn map_pre_is_map_of_the_staged_input() {
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 5.0, -5.0, 1e-30];
+    let pres = [
+        MapPre { scale: 0.25, shift: -0.0, lo: -5.0, hi: 5.0 },
+        MapPre { scale: 1.0, shift: 0.75, lo: f32::NEG_INFINITY, hi: f32::INFINITY },
+        MapPre { scale: -3.0, shift: 1.5, lo: -2.0, hi: f32::INFINITY },
+        MapPre { scale: 1.0, shift: -0.0, lo: f32::NEG_INFINITY, hi: 0.0 },
+    ];
+    let close = |g: f32, w: f32| {
+        (g.is_nan() && w.is_nan()) || g == w || (g as f64 - w as f64).abs() <= 2e-5 * (w as f64).abs() + 1e-30
+    };
+    for len in [0usize, 1, 2, 3, 7, 8, 9, 255, 256, 257, 600] {
+        let mut xs: Vec<f32> = data(len, len as u64 + 5).iter().map(|x| x * 20.0).collect();
+        for (x, s) in xs.iter_mut().zip(specials) {
+            *x = s;
+        }
+        for isa in isas() {
+            for op in MapOp::ALL {
+                for pre in pres {
+                    let staged: Vec<f32> = xs.iter().map(|&x| pre.apply(x)).collect();
+                    let want = run_map(isa, op, &staged);
+                    let got = run_map_pre(isa, op, pre, &xs);
+                    // In place: the chunk is read whole before its outputs are written.
+                    let mut inplace = xs.clone();
+                    // SAFETY: `inplace` holds len f32, read and written at the same positions.
+                    unsafe {
+                        let p = inplace.as_mut_ptr();
+                        #[cfg(target_arch = "x86_64")]
+                        if isa >= Isa::Avx2Fma {
+                            super::avx2::map_pre(op, pre, p, p, len);
+                        } else {
+                            portable::map_pre(op, pre, p, p, len);
+                        }
+                        #[cfg(not(target_arch = "x86_64"))]
+                        portable::map_pre(op, pre, p, p, len);
+                    }
+                    for i in 0..len {
+                        let what = format!("{op:?} {pre:?} {isa:?} len {len} [{i}] x {}", xs[i]);
+                        assert!(close(got[i], want[i]), "{what}: got {}, want {}", got[i], want[i]);
+                        assert!(close(inplace[i], want[i]), "{what} in place: got {}, want {}", inplace[i], want[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The stage's rules: Mul, Add, then the Clip's compare-and-select (NaN and −0 kept), and the
+/// identity changes no value (−0 included) and is recognised bitwise.
+#[test]
+fn map_pre_stage_rules() {
+    let id = MapPre::IDENTITY;
+    assert!(id.is_identity());
+    for x in [0.0f32, -0.0, 1.5, -7.0, f32::INFINITY, f32::NEG_INFINITY, f32::MIN_POSITIVE] {
+        assert_eq!(id.apply(x).to_bits(), x.to_bits(), "{x}");
+    }
+    assert!(id.apply(f32::NAN).is_nan());
+    let clamp = MapPre { scale: 0.25, lo: -5.0, hi: 5.0, ..id };
+    assert!(!clamp.is_identity());
+    assert!(!MapPre { shift: 0.0, ..id }.is_identity(), "+0 is not the identity shift");
+    assert_eq!(clamp.apply(40.0), 5.0);
+    assert_eq!(clamp.apply(-40.0), -5.0);
+    assert_eq!(clamp.apply(f32::NEG_INFINITY), -5.0);
+    assert_eq!(clamp.apply(-0.0).to_bits(), (-0.0f32).to_bits());
+    assert!(clamp.apply(f32::NAN).is_nan());
+    assert_eq!(MapPre { scale: 3.0, shift: -1.0, ..id }.apply(2.0), 5.0);
 }
