@@ -543,7 +543,7 @@ pub(crate) unsafe fn map<V: F8>(op: MapOp, x: *const f32, y: *mut f32, n: usize)
     }
 }
 
-/// The affine-and-clamp stage a map kernel may run on its input first ([`map_pre`]):
+/// The affine-and-clamp stage a map kernel may run on its input first (`map_pre`):
 /// v = x·scale, then v + shift, then v < lo ? lo : v, then v > hi ? hi : v — each step rounded
 /// as the generated chain it replaces rounds it (a Mul, an Add, a Clip: NaN kept, −0 kept).
 /// [`MapPre::IDENTITY`]'s steps change no value: x·1 = x, x + (−0) = x (for x = −0 too), and
@@ -559,7 +559,7 @@ pub struct MapPre {
 impl MapPre {
     pub const IDENTITY: MapPre = MapPre { scale: 1.0, shift: -0.0, lo: f32::NEG_INFINITY, hi: f32::INFINITY };
 
-    /// Whether every field is bitwise the identity's (then [`map`] runs alone).
+    /// Whether every field is bitwise the identity's (then `map` runs alone).
     pub fn is_identity(&self) -> bool {
         let bits = |p: &MapPre| [p.scale.to_bits(), p.shift.to_bits(), p.lo.to_bits(), p.hi.to_bits()];
         bits(self) == bits(&MapPre::IDENTITY)
