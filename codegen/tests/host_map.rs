@@ -260,3 +260,28 @@ fn the_cut_is_taken_where_the_isa_has_host_kernels() {
         }
     }
 }
+
+/// A squeeze-excite block: x·σ(s) with one s per channel. The Sigmoid runs on its own over the
+/// 16 values, not once per output element inside the Mul's loop (where the group would
+/// broadcast it 81 times over); a Sigmoid of the full-size operand stays in the group.
+#[test]
+fn a_broadcast_transcendental_runs_once_per_value() {
+    let mut rng = XRng(43);
+    let mut s = Spec::new();
+    s.input("x", rng.tensor(&[1, 16, 9, 9], -3.0, 3.0))
+        .input("s", rng.tensor(&[1, 16, 1, 1], -6.0, 6.0))
+        .node("sig", unary(UnaryOp::Sigmoid), &["s"], &["g"])
+        .node("scale", binary(BinaryOp::Mul), &["x", "g"], &["y"])
+        .node("sig2", unary(UnaryOp::Sigmoid), &["y"], &["z"])
+        .node("mul2", binary(BinaryOp::Mul), &["z", "x"], &["w"])
+        .output("w");
+    for isa in isas() {
+        for threads in [1, 2] {
+            let opts = CodegenOptions { isa, ..options(threads) };
+            let exe = check_with(&s, TOL, &opts);
+            let text = exe.schedule_text();
+            assert!(text.contains("Sigmoid over 16 ("), "{isa:?}:\n{text}");
+            assert_eq!(text.lines().count(), 2, "{isa:?}: the rest is one fused group\n{text}");
+        }
+    }
+}

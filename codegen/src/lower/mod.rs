@@ -332,6 +332,11 @@ const MAX_GROUP: usize = 1024;
 /// that will ever join has joined, and one look at its users decides. Each producer is looked at
 /// once per user that joins a group, so the walk is O(E log V) (a rescan to a fixed point was
 /// quadratic: a 20k-node chain took a minute).
+///
+/// A transcendental (an op with a map kernel) whose value the group would broadcast at least
+/// twice over does not join: inside the group it would be computed once per output element —
+/// a squeeze-excite block's Sigmoid of one value per channel, times every pixel — where on its
+/// own it runs once per value.
 fn fusion_groups(graph: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
     let outputs: HashSet<Value> = graph.outputs().iter().copied().collect();
     let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &id)| (id, i)).collect();
@@ -341,6 +346,7 @@ fn fusion_groups(graph: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
             continue;
         }
         root_of.insert(id, id);
+        let root_elems = graph.node(id).outputs.first().map_or(0, |o| o.ty.num_elements());
         let mut group: HashSet<NodeId> = HashSet::from([id]);
         let mut queued: HashSet<NodeId> = HashSet::new();
         let mut heap: std::collections::BinaryHeap<(usize, NodeId)> = std::collections::BinaryHeap::new();
@@ -360,6 +366,11 @@ fn fusion_groups(graph: &Graph, order: &[NodeId]) -> HashMap<NodeId, NodeId> {
                 break;
             }
             if group.contains(&p) || root_of.contains_key(&p) || !is_fusable(graph, p) {
+                continue;
+            }
+            let node = graph.node(p);
+            let broadcast = node.outputs.first().is_some_and(|o| 2 * o.ty.num_elements() <= root_elems);
+            if broadcast && matches!(node.op(), Some(Op::Unary(u)) if crate::simd::MapOp::of(*u).is_some()) {
                 continue;
             }
             // Every value p makes must be private to the group: it is never materialised.
