@@ -72,7 +72,6 @@ struct State {
     one: Vec<Sample>,
     /// The per-step plan the first two arms suggest, when it differs from both.
     mixed_plan: Option<Arc<[usize]>>,
-    mixed_started: usize,
     mixed: Vec<Sample>,
 }
 
@@ -135,13 +134,13 @@ impl ThreadChoice {
             0 => all,
             r if r <= 2 * SAMPLES && r % 2 == 1 => Ticket { arm: Some(Arm::All), ..all },
             r if r <= 2 * SAMPLES => Ticket { plan: Plan::Uniform(1), arm: Some(Arm::One) },
+            // Then whatever is still missing: the mixed plan's samples, or a sample of a run
+            // that failed (a failed run records nothing). Concurrent callers may take more
+            // samples than needed; the extra ones count too.
             _ => match st.mixed_plan.clone() {
-                Some(plan) if st.mixed_started < SAMPLES => {
-                    st.mixed_started += 1;
-                    Ticket { plan: Plan::PerStep(plan), arm: Some(Arm::Mixed) }
-                }
-                // More runs started than samples are wanted (concurrent callers): they wait
-                // for none.
+                Some(plan) if st.mixed.len() < SAMPLES => Ticket { plan: Plan::PerStep(plan), arm: Some(Arm::Mixed) },
+                _ if st.all.len() < SAMPLES => Ticket { arm: Some(Arm::All), ..all },
+                _ if st.one.len() < SAMPLES => Ticket { plan: Plan::Uniform(1), arm: Some(Arm::One) },
                 _ => all,
             },
         }
@@ -287,6 +286,23 @@ mod tests {
         assert_eq!(c.next(true).plan, Plan::PerStep(vec![2, 1].into()));
         assert_eq!(c.chosen(), Some(2));
         assert_eq!(used.len(), MAX_UNDECIDED_RUNS + 2);
+    }
+
+    #[test]
+    fn a_failed_run_leaves_its_sample_to_a_later_run() {
+        let c = ThreadChoice::new(2, true);
+        // The warm-up, then the first one-thread sample fails (nothing recorded).
+        for r in 0..1 + 2 * SAMPLES {
+            let t = c.next(true);
+            if r != 2 {
+                c.record(&t, us(if t.plan.most() == 1 { 10 } else { 5 }), vec![us(1)]);
+            }
+        }
+        assert_eq!(c.chosen(), None, "one sample short");
+        let t = c.next(true);
+        assert_eq!(t.plan, Plan::Uniform(1), "the missing one-thread sample");
+        c.record(&t, us(10), vec![us(1)]);
+        assert_eq!(c.chosen(), Some(2));
     }
 
     #[test]
