@@ -170,21 +170,12 @@ fn check_cap(graph: &Graph, what: &str, bytes: u64, cap: u64) -> Result<(), Erro
     .with_kind(kiln_ir::ErrorKind::ResourceLimit))
 }
 
-/// The buffer an alias chain from `b` ends at, and `b`'s byte offset in it.
-fn alias_root(plan: &lower::Lowered, mut b: usize) -> (usize, usize) {
-    let mut off = 0;
-    while let Some((c, o)) = plan.aliases.get(b).copied().flatten() {
-        (b, off) = (c, off + o);
-    }
-    (b, off)
-}
-
 /// The arena offset of every buffer: the memory plan over [`intervals`], then each alias at its
 /// offset inside the buffer its chain ends at.
 pub(crate) fn placement(plan: &lower::Lowered) -> memplan::Placement {
     let mut placement = memplan::place(&intervals(plan));
     for b in 0..plan.aliases.len() {
-        let (root, off) = alias_root(plan, b);
+        let (root, off) = lower::alias_root(&plan.aliases, b);
         if root != b {
             placement.offsets[b] = placement.offsets[root] + off;
         }
@@ -197,7 +188,7 @@ pub(crate) fn placement(plan: &lower::Lowered) -> memplan::Placement {
 /// ends at.
 pub(crate) fn intervals(plan: &lower::Lowered) -> Vec<memplan::Interval> {
     let end = plan.steps.len();
-    let owner = |b: usize| alias_root(plan, b).0;
+    let owner = |b: usize| lower::alias_root(&plan.aliases, b).0;
     let mut iv: Vec<memplan::Interval> = plan
         .buffers
         .iter()

@@ -165,13 +165,6 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// Runs of a multi-threaded JIT engine: the warm-up and the samples of its thread choice, which
-/// alternate between all threads and one and may try a per-step plan (`kiln::threads`), so that
-/// the same executable runs each way and must give the same bits.
-fn jit_runs() -> usize {
-    kiln::threads::MAX_UNDECIDED_RUNS
-}
-
 /// Compiles and runs `runs` times; the outputs of the first run, and where a later run's differ
 /// from them in any bit. `Err(Ok(msg))` is an error, `Err(Err(msg))` a panic.
 fn run_engine_repeated(
@@ -196,16 +189,9 @@ fn run_engine_repeated(
     }
 }
 
-/// Compiles and runs; `Err(Ok(msg))` is an error, `Err(Err(msg))` a panic.
+/// Compiles and runs once; `Err(Ok(msg))` is an error, `Err(Err(msg))` a panic.
 fn run_engine(model: Model, options: &Options, inputs: &Outputs) -> Result<Outputs, Result<String, String>> {
-    match catch_unwind(AssertUnwindSafe(|| {
-        let compiled = kiln::compile(model, options)?;
-        compiled.run(inputs)
-    })) {
-        Ok(Ok(out)) => Ok(out),
-        Ok(Err(e)) => Err(Ok(e.to_string())),
-        Err(p) => Err(Err(panic_message(p))),
-    }
+    run_engine_repeated(model, options, inputs, 1).map(|(out, _)| out)
 }
 
 /// Softmax-family ops in a graph, for the narrow softmax exemption.
@@ -318,7 +304,7 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
                     backend: Backend::Jit,
                     opt_level: OptLevel::O0,
                     threads: Some(threads),
-                    // Its first runs alternate between all threads and one (see `jit_runs`).
+                    // Its first runs alternate between all threads and one (see `runs` below).
                     adaptive_threads: true,
                     ..Default::default()
                 };
@@ -330,8 +316,11 @@ pub fn check(case: &Case, config: &CheckConfig) -> Vec<Failure> {
         };
         // The optimizer failed: already reported.
         let Some(source) = source else { continue };
+        // A multi-threaded JIT engine runs through its thread choice's warm-up and samples,
+        // which alternate between all threads and one and may try a per-step plan
+        // (`kiln::threads`): the same executable runs each way and must give the same bits.
         let runs = match engine {
-            Engine::Jit { threads, .. } if threads > 1 => jit_runs(),
+            Engine::Jit { threads, .. } if threads > 1 => kiln::threads::MAX_UNDECIDED_RUNS,
             _ => 1,
         };
         let got = match run_engine_repeated(source, &options, &inputs, runs) {

@@ -199,6 +199,12 @@ fn pre_of(nodes: &[Expr], a: usize) -> Option<(usize, MapPre)> {
         Some(Expr::Const(c)) => Some(*c),
         _ => None,
     };
+    // A commutative op's constant and its other operand (exactly one side constant).
+    let one_const = |x: usize, y: usize| match (konst(x), konst(y)) {
+        (None, Some(c)) => Some((c, x)),
+        (Some(c), None) => Some((c, y)),
+        _ => None,
+    };
     let mut pre = MapPre::IDENTITY;
     // The stages met walking back from `a`: 3 = Clip, 2 = Add, 1 = Mul; each must be lower than
     // the last one met (so the forward order is Mul, Add, Clip, each at most once).
@@ -213,11 +219,7 @@ fn pre_of(nodes: &[Expr], a: usize) -> Option<(usize, MapPre)> {
                 (3, x)
             }
             Expr::Binary(BinaryOp::Add, x, y) => {
-                let (c, x) = match (konst(x), konst(y)) {
-                    (None, Some(c)) => (c, x),
-                    (Some(c), None) => (c, y),
-                    _ => return None,
-                };
+                let (c, x) = one_const(x, y)?;
                 pre.shift = c;
                 (2, x)
             }
@@ -226,11 +228,7 @@ fn pre_of(nodes: &[Expr], a: usize) -> Option<(usize, MapPre)> {
                 (2, x)
             }
             Expr::Binary(BinaryOp::Mul, x, y) => {
-                let (c, x) = match (konst(x), konst(y)) {
-                    (None, Some(c)) => (c, x),
-                    (Some(c), None) => (c, y),
-                    _ => return None,
-                };
+                let (c, x) = one_const(x, y)?;
                 pre.scale = c;
                 (1, x)
             }

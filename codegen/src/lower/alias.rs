@@ -62,26 +62,11 @@ pub(super) fn concat_in_place(
     if parts.is_empty() {
         return alias;
     }
-    let mut writers: Vec<Vec<usize>> = vec![Vec::new(); buffers.len()];
-    let mut last_use = vec![0; buffers.len()];
-    for (s, step) in steps.iter().enumerate() {
-        for (i, p) in step.args.iter().enumerate() {
-            if let Place::Buf(b) = *p {
-                last_use[b] = s;
-                if i < step.n_writes {
-                    writers[b].push(s);
-                }
-            }
-        }
-    }
-    let output: HashSet<usize> =
-        outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
+    let mut plan = Plan::of(steps, buffers.len(), outputs);
     // Per concat buffer, its copy steps (each concat has a buffer of its own).
-    let mut copy_steps: HashMap<usize, HashSet<usize>> = HashMap::new();
     for part in parts {
-        copy_steps.entry(part.dst).or_default().insert(part.step);
+        plan.copy_steps.entry(part.dst).or_default().insert(part.step);
     }
-    let plan = Plan { output, writers, last_use, copy_steps };
     let mut parent = vec![false; buffers.len()];
     // Per buffer, the last use of it or of any alias inside it (transitively): its bytes must
     // stay until then wherever it is placed.
@@ -115,15 +100,45 @@ pub(super) fn concat_in_place(
     alias
 }
 
-/// What the rules read of the plan as lowered (before any copy is dropped).
+/// What the rules read of the steps as they stand (for the concat rules: as lowered, before any
+/// copy is dropped).
 struct Plan {
     /// Buffers holding a graph output.
     output: HashSet<usize>,
     /// Per buffer, the steps writing it, in order.
     writers: Vec<Vec<usize>>,
-    /// Per buffer, the last step using it.
+    /// Per buffer, the last step using it (0 when none does).
     last_use: Vec<usize>,
+    /// Per concat buffer, its copy steps (the concat rules fill it).
     copy_steps: HashMap<usize, HashSet<usize>>,
+}
+
+impl Plan {
+    fn of(steps: &[Step], buffers: usize, outputs: &[(Place, TensorType)]) -> Plan {
+        let mut writers: Vec<Vec<usize>> = vec![Vec::new(); buffers];
+        let mut last_use = vec![0; buffers];
+        for (s, step) in steps.iter().enumerate() {
+            for (i, p) in step.args.iter().enumerate() {
+                if let Place::Buf(b) = *p {
+                    last_use[b] = s;
+                    if i < step.n_writes {
+                        writers[b].push(s);
+                    }
+                }
+            }
+        }
+        let output = outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
+        Plan { output, writers, last_use, copy_steps: HashMap::new() }
+    }
+}
+
+/// The buffer an alias chain from `b` ends at, and `b`'s byte offset in it.
+pub(crate) fn alias_root(alias: &[Option<(usize, usize)>], mut b: usize) -> (usize, usize) {
+    let mut off = 0;
+    while let Some((c, o)) = alias.get(b).copied().flatten() {
+        (b, off) = (c, off + o);
+    }
+    (b, off)
 }
 
 /// The second rule of the module doc: concats made views of the buffer their inputs alias.
@@ -202,34 +217,17 @@ pub(super) fn copy_views(
     outputs: &[(Place, TensorType)],
     alias: &mut [Option<(usize, usize)>],
 ) {
-    let root = |alias: &[Option<(usize, usize)>], mut b: usize| {
-        while let Some((c, _)) = alias[b] {
-            b = c;
-        }
-        b
-    };
     let n = buffers.len();
-    let mut writers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let Plan { output, writers, last_use, .. } = Plan::of(steps, n, outputs);
     // Per root buffer, the steps writing it or any alias inside it.
     let mut root_writers: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut last_use: Vec<Option<usize>> = vec![None; n];
+    for (b, ws) in writers.iter().enumerate() {
+        root_writers[alias_root(alias, b).0].extend(ws);
+    }
     let mut parent = vec![false; n];
     for a in alias.iter().flatten() {
         parent[a.0] = true;
     }
-    for (t, step) in steps.iter().enumerate() {
-        for (i, p) in step.args.iter().enumerate() {
-            if let Place::Buf(b) = *p {
-                last_use[b] = Some(t);
-                if i < step.n_writes {
-                    writers[b].push(t);
-                    root_writers[root(alias, b)].push(t);
-                }
-            }
-        }
-    }
-    let output: HashSet<usize> =
-        outputs.iter().filter_map(|(p, _)| if let Place::Buf(b) = *p { Some(b) } else { None }).collect();
     let mut viewed: HashSet<(usize, usize)> = HashSet::new();
     for (s, step) in steps.iter().enumerate() {
         let StepKind::Copies(copies) = &step.kind else { continue };
@@ -239,7 +237,7 @@ pub(super) fn copy_views(
             let Some(start) = contiguous_block(copy) else { continue };
             let bytes = copy.shape.iter().product::<usize>() * copy.elem;
             let off = start * copy.elem;
-            let r = root(alias, x);
+            let r = alias_root(alias, x).0;
             let ok = out != x
                 && !output.contains(&out)
                 && !output.contains(&x)
@@ -249,7 +247,7 @@ pub(super) fn copy_views(
                 && buffers[out] == bytes
                 && off + bytes <= buffers[x]
                 && writers[out] == [s]
-                && last_use[out].is_some_and(|l| root_writers[r].iter().all(|&t| t < s || t > l));
+                && root_writers[r].iter().all(|&t| t < s || t > last_use[out]);
             if ok {
                 alias[out] = Some((x, off));
                 parent[x] = true;

@@ -196,42 +196,18 @@ pub(super) fn lower_fused(cx: &mut Ctx, root: NodeId, members: &[NodeId]) -> Res
     if epilogue_of.is_some()
         && let [m] = members
         && let Some(Op::Unary(u)) = graph.node(*m).op()
-        && let Some((lo, hi)) = match *u {
-            kiln_ir::UnaryOp::Relu => Some((0.0, f32::INFINITY)),
-            kiln_ir::UnaryOp::Clip { min, max } => {
-                Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY)))
-            }
-            _ => None,
-        }
         && let Some(Step { kind: StepKind::Depthwise { spec, epilogue: None }, .. }) = cx.steps.last()
-        && spec.clamp().is_none()
-        && let Some(clamped) = spec.as_ref().clone().with_clamp(lo, hi)
+        && let Some((fused, what)) = depthwise_store_op(spec, *u, cx.isa)
         && let Some(p) = in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members)
         && cx.steps.last().is_some_and(|st| st.args[0] == p)
     {
-        // A Relu or Clip after a depthwise conv: applied in registers by the conv's kernel as it
-        // stores each output, in place of a generated epilogue pass over every plane.
-        cx.bind(out_v, p);
-        if let Some(step) = cx.steps.last_mut() {
-            step.kind = StepKind::Depthwise { spec: std::sync::Arc::new(clamped), epilogue: None };
-            step.label = format!("{} + clamp {root_name}", step.label);
-        }
-        return Ok(());
-    }
-    if epilogue_of.is_some()
-        && let [m] = members
-        && let Some(Op::Unary(u)) = graph.node(*m).op()
-        && let Some(Step { kind: StepKind::Depthwise { spec, epilogue: None }, .. }) = cx.steps.last()
-        && let Some(fused) = super::conv::depthwise_with_act(spec, *u, cx.isa)
-        && let Some(p) = in_place_leaf(cx, &leaves, &leaf_places, &out_shape, members)
-        && cx.steps.last().is_some_and(|st| st.args[0] == p)
-    {
-        // A SiLU or HardSwish after a depthwise conv: applied in registers by the conv's kernels
-        // as they store (see lower::conv::depthwise_with_act).
+        // A Relu or Clip (a clamp), or a SiLU or HardSwish, after a depthwise conv: applied in
+        // registers by the conv's kernels as they store each output, in place of a generated
+        // epilogue pass over every plane.
         cx.bind(out_v, p);
         if let Some(step) = cx.steps.last_mut() {
             step.kind = StepKind::Depthwise { spec: std::sync::Arc::new(fused), epilogue: None };
-            step.label = format!("{} + epilogue {root_name}", step.label);
+            step.label = format!("{} + {what} {root_name}", step.label);
         }
         return Ok(());
     }
@@ -543,4 +519,24 @@ pub(super) fn lower_int_elementwise(cx: &mut Ctx, id: NodeId, op: &Op) -> Result
         None => cx.kernel_step(&name, kname, lay.rows(), elems, args),
     }
     Ok(())
+}
+
+/// A depthwise conv with unary `u` applied as its kernels store, and how the step's label names
+/// it: a Relu or Clip as the kernel's clamp (when it has none yet), a SiLU or HardSwish as its
+/// activation (`lower::conv::depthwise_with_act`); `None` for any other op.
+fn depthwise_store_op(
+    spec: &crate::window::DepthwiseSpec,
+    u: kiln_ir::UnaryOp,
+    isa: crate::Isa,
+) -> Option<(crate::window::DepthwiseSpec, &'static str)> {
+    let clamp = match u {
+        kiln_ir::UnaryOp::Relu => Some((0.0, f32::INFINITY)),
+        kiln_ir::UnaryOp::Clip { min, max } => Some((min.unwrap_or(f32::NEG_INFINITY), max.unwrap_or(f32::INFINITY))),
+        _ => None,
+    };
+    match clamp {
+        Some((lo, hi)) if spec.clamp().is_none() => spec.clone().with_clamp(lo, hi).map(|s| (s, "clamp")),
+        Some(_) => None,
+        None => super::conv::depthwise_with_act(spec, u, isa).map(|s| (s, "epilogue")),
+    }
 }

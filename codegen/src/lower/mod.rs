@@ -55,6 +55,7 @@ use kiln_ir::{DType, Error, Graph, NodeId, NodeKind, Op, PadMode, ReduceKind, Te
 use std::collections::{HashMap, HashSet};
 
 mod alias;
+pub(crate) use alias::alias_root;
 mod attention;
 mod conv;
 mod elementwise;
